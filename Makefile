@@ -1,0 +1,64 @@
+# The validator's build, test and device targets. `make help` lists them.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.setup-stamp
+BOARD ?= unix_sim
+PORT ?= /dev/ttyUSB0
+BAUD ?= 460800
+MPY_CROSS_FLAGS ?=
+
+.PHONY: help setup test lint firmware deploy flash sim bench fuzz clean
+
+help:
+	@echo "make sim                  run the simulated bench end to end (collector, simulators, firmware)"
+	@echo "make test                 lint + every test (CPython, MicroPython unix port, mpy-cross)"
+	@echo "make setup                create $(VENV) with the pinned tools (run implicitly)"
+	@echo "make lint                 ruff over the whole tree"
+	@echo "make firmware BOARD=b     compile firmware, drivers and board files to build/b/*.mpy"
+	@echo "make deploy BOARD=b PORT=p  copy build/b to a board with mpremote"
+	@echo "make flash PORT=p FIRMWARE=f.bin  write MicroPython itself with esptool"
+	@echo "make bench                benchmarks -> bench/results.json and BENCHMARKS.md"
+	@echo "make fuzz                 the long fuzzing mode"
+
+# Re-runs only when the pins change; a second `make setup` is a no-op.
+$(STAMP): requirements.txt requirements.lock tools/mplib_fetch.py
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (Debian: apt-get install python3 python3-venv)"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --disable-pip-version-check -q -r requirements.txt -c requirements.lock
+	$(BIN)/python tools/mplib_fetch.py $(VENV)/mplib
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+firmware: $(STAMP)
+	$(BIN)/python -m tools.build_firmware --board $(BOARD) --out build/$(BOARD) $(MPY_CROSS_FLAGS)
+
+# mpremote: `fs cp -r DIR/. :` would nest; copy the build tree's contents into the device root.
+deploy: firmware
+	@test -d boards/$(BOARD) || { echo "unknown board $(BOARD)"; exit 1; }
+	cd build/$(BOARD) && ../../$(BIN)/mpremote connect $(PORT) fs mkdir :lib + fs cp -r lib/. :lib/ + fs cp boot.py main.py board.py : + soft-reset
+
+flash: $(STAMP)
+	@test -n "$(FIRMWARE)" || { echo "give FIRMWARE=path/to/ESP32_GENERIC-*.bin"; exit 1; }
+	$(BIN)/esptool --chip esp32 --port $(PORT) erase-flash
+	$(BIN)/esptool --chip esp32 --port $(PORT) --baud $(BAUD) write-flash -z 0x1000 $(FIRMWARE)
+
+sim: $(STAMP)
+	$(BIN)/python -m tools.bench $(if $(SCENARIO),--scenario $(SCENARIO),)
+
+bench: $(STAMP)
+	$(BIN)/python -m tools.benchmarks
+
+fuzz: $(STAMP)
+	FUZZ_LONG=1 $(BIN)/python -m pytest -m fuzz
+
+clean:
+	rm -rf build bench/out .pytest_cache

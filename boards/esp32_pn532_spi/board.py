@@ -1,0 +1,26 @@
+# Pin map for the esp32_pn532_spi validator board (ESP32-WROOM/WROVER module).
+# The wiring table in README.md shows the same numbers; change both together.
+NAME = "esp32_pn532_spi"
+
+READER = {
+    "chip": "pn532",
+    "bus": "spi",
+    "spi_id": 2,
+    "sck": 18,
+    "mosi": 23,
+    "miso": 19,
+    "cs": 5,
+    "baudrate": 1000000,
+    "irq": 34,
+    "reset": 15,
+}
+
+# PSAM slot (ISO 7816): I/O on a UART joined TX/RX through a resistor, so TX is echoed on RX.
+PSAM = {"uart_id": 2, "tx": 17, "rx": 16, "clk": 4, "clk_hz": 3571200, "reset": 14}
+
+# Cellular modem (SIM7600 / EC2x / EC200) on its own UART, with the power key and status pins.
+MODEM = {"uart_id": 1, "tx": 25, "rx": 26, "baudrate": 115200, "pwrkey": 13, "status": 39}
+
+# Passenger feedback and the SSD1306 128x64 display on I2C0.
+FEEDBACK = {"led_green": 32, "led_red": 33, "buzzer": 27}
+DISPLAY = {"i2c_id": 0, "sda": 21, "scl": 22, "addr": 0x3C, "width": 128, "height": 64}

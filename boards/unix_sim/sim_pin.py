@@ -1,0 +1,90 @@
+# machine.Pin and machine.PWM look-alikes for the unix-port simulation board. Outputs are reported
+# to the hub (devices watch reset lines and power keys); inputs read the level a device set.
+# Without a hub (SIM_PORT unset) pins keep their level locally, for pure unit tests.
+import os
+
+from simlink import SimLink
+
+_link = None
+
+
+def _hub():
+    global _link
+    if _link is None and os.getenv("SIM_PORT"):
+        _link = SimLink("pin", "board")
+    return _link
+
+
+class Pin:
+    IN = 1
+    OUT = 3
+    OPEN_DRAIN = 7
+    PULL_UP = 2
+    PULL_DOWN = 1
+    IRQ_FALLING = 2
+    IRQ_RISING = 1
+
+    def __init__(self, name, mode=-1, pull=-1, value=None):
+        self.name = str(name)
+        self.mode = mode
+        self._level = 0
+        self.history = []  # (level) changes driven by firmware, for tests
+        if value is not None:
+            self.value(value)
+
+    def init(self, mode=-1, pull=-1, value=None):
+        if mode != -1:
+            self.mode = mode
+        if value is not None:
+            self.value(value)
+
+    def value(self, level=None):
+        hub = _hub()
+        if level is None:
+            if hub is not None and self.mode != Pin.OUT:
+                hub.send("G", self.name.encode())
+                _, payload = hub.recv()
+                self._level = int(payload)
+            return self._level
+        self._level = 1 if level else 0
+        self.history.append(self._level)
+        if hub is not None:
+            hub.send("S", ("%s=%d" % (self.name, self._level)).encode())
+            hub.recv()  # acknowledged once the device has seen the edge
+        return None
+
+    def on(self):
+        self.value(1)
+
+    def off(self):
+        self.value(0)
+
+    def __call__(self, level=None):
+        return self.value(level)
+
+    def irq(self, handler=None, trigger=None):
+        # No interrupts on the simulation board: drivers fall back to polling the level.
+        return None
+
+
+class PWM:
+    def __init__(self, pin, freq=0, duty_u16=0):
+        self.pin = pin
+        self._freq = freq
+        self._duty = duty_u16
+        self.history = []  # (freq, duty_u16) changes, for tests and the bench's beep log
+
+    def freq(self, value=None):
+        if value is None:
+            return self._freq
+        self._freq = value
+        self.history.append((self._freq, self._duty))
+
+    def duty_u16(self, value=None):
+        if value is None:
+            return self._duty
+        self._duty = value
+        self.history.append((self._freq, self._duty))
+
+    def deinit(self):
+        self._duty = 0

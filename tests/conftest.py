@@ -1,0 +1,3 @@
+"""Shared pytest set-up: the MicroPython/mpy-cross plugin and fixtures every host test can use."""
+
+pytest_plugins = ["tests.mpy_plugin"]

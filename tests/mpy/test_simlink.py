@@ -1,0 +1,63 @@
+# mpy: server=tools.sim.selftest_server timeout=60
+# The MicroPython side reaches the CPython simulation hub and its control channel.
+import mptest
+from simlink import Control, SimLink, SimLinkError
+
+
+def test_control_channel_answers():
+    ctl = Control()
+    mptest.eq(ctl.call("ping"), "pong")
+    e = mptest.raises(SimLinkError, ctl.call, "no_such_command")
+    mptest.true("unknown command" in str(e))
+    mptest.eq(ctl.call("ping"), "pong")  # a bad command leaves the channel usable
+
+
+def test_unknown_device_is_refused():
+    e = mptest.raises(SimLinkError, SimLink, "i2c", "nothing")
+    mptest.true("no device" in str(e))
+
+
+def test_sim_uart_round_trip_and_config():
+    from sim_uart import SimUART
+
+    uart = SimUART("echo", baudrate=9600, parity=0, stop=2, timeout=500)
+    mptest.eq(Control().call("uart_config")["parity"], 0)
+    uart.write(b"at\r\n")
+    mptest.hex_eq(uart.read(4), b"AT\r\n")
+    uart.write(b"line one\nrest")
+    mptest.hex_eq(uart.readline(), b"LINE ONE\n")
+    mptest.hex_eq(uart.read(4), b"REST")
+    uart.init(baudrate=38400)
+    mptest.eq(Control().call("uart_config")["baudrate"], 38400)
+    uart.sendbreak()
+    mptest.hex_eq(uart.read(7), b"<break>")
+    uart.init(timeout=20)
+    mptest.eq(uart.read(1), None)  # times out, nothing there
+    mptest.eq(uart.any(), 0)
+
+
+def test_pins_reach_devices_and_back():
+    from sim_pin import Pin
+
+    rst = Pin("reset", Pin.OUT, value=1)
+    rst.off()
+    rst.on()
+    mptest.eq(Control().call("reset_edges"), [1, 0, 1])
+    irq = Pin("irq", Pin.IN)
+    mptest.eq(irq.value(), 0)
+    Control().call("drive", name="irq", level=1)
+    mptest.eq(irq.value(), 1)
+
+
+async def test_sim_uart_works_with_asyncio_streams():
+    import asyncio
+
+    from sim_uart import SimUART
+
+    uart = SimUART("echo", timeout=0)
+    reader = asyncio.StreamReader(uart)
+    writer = asyncio.StreamWriter(uart, {})
+    writer.write(b"ok\n")
+    await writer.drain()
+    line = await asyncio.wait_for_ms(reader.readline(), 2000)
+    mptest.hex_eq(line, b"OK\n")

@@ -1,0 +1,1 @@
+"""Host-side programs: simulators, parameter compiler, collector, decoders, benchmarks."""
