@@ -61,3 +61,35 @@ async def test_sim_uart_works_with_asyncio_streams():
     await writer.drain()
     line = await asyncio.wait_for_ms(reader.readline(), 2000)
     mptest.hex_eq(line, b"OK\n")
+
+
+def test_sim_i2c_transactions_and_nack():
+    from sim_i2c import SimI2C
+
+    i2c = SimI2C("i2c0")
+    i2c.writeto(0x50, b"\x02abc")
+    mptest.hex_eq(i2c.readfrom_mem(0x50, 0x02, 3), b"abc")
+    mptest.eq(i2c.scan(), [0x50])
+    e = mptest.raises(OSError, i2c.writeto, 0x51, b"\x00")
+    mptest.eq(e.args[0], 19)  # ENODEV, as the ESP32 port raises
+    Control().call("i2c_busy", busy=True)
+    mptest.raises(OSError, i2c.readfrom, 0x50, 1)
+    Control().call("i2c_busy", busy=False)
+    mptest.eq(len(i2c.readfrom(0x50, 4)), 4)
+
+
+def test_sim_spi_exchange_follows_chip_select():
+    from sim_pin import Pin
+    from sim_spi import SimSPI
+
+    spi = SimSPI("spi2", baudrate=1000000, firstbit=SimSPI.LSB)
+    cs = Pin("cs", Pin.OUT, value=1)
+    mptest.hex_eq(spi.read(2, 0x00), b"\xff\xff")  # not selected
+    cs(0)
+    buf = bytearray(3)
+    spi.write_readinto(b"\x00\x0f\xff", buf)
+    cs(1)
+    mptest.hex_eq(buf, b"\xff\xf0\x00")
+    state = Control().call("spi_state")
+    mptest.eq(state["config"]["firstbit"], "LSB")
+    mptest.eq(state["edges"], [False, True, False])
