@@ -1,0 +1,286 @@
+# The validator <-> back office wire format (docs/protocol.md), one module for both runtimes: the
+# uplink on MicroPython builds requests and checks answers, the collector on CPython does the
+# reverse. Everything rides in the HTTP body so that a modem's own HTTP stack (which cannot set
+# arbitrary headers) carries it unchanged. Both directions end in an HMAC-SHA256 under the
+# device's secret over every byte before it.
+import struct
+import sys
+
+import hmac256
+
+try:
+    from micropython import const
+except ImportError:
+
+    def const(x):
+        return x
+
+
+VERSION = const(1)
+T_UPLOAD = const(1)
+T_PARAMS = const(2)
+
+ST_OK = const(0)
+ST_STALE_COUNTER = const(1)  # the answer carries the server's last counter: resend above it
+
+P_NONE = const(0)
+P_FULL = const(1)
+P_DELTA = const(2)
+
+ENC_RAW = const(0)
+ENC_DEFLATE = const(1)
+
+MAC_LEN = const(32)
+# Raw deflate windows stay at 1 KiB: the ESP32 needs that much RAM to inflate or deflate.
+WBITS = const(10)
+MAX_RECORDS = const(1000)
+MAX_BODY = const(65536)  # the collector refuses bigger requests (413)
+MAX_ANSWER = const(262144)  # a full bundle fits; anything bigger is refused by the uplink
+
+_REQ = ">2sBBIII"  # magic, version, type, device, counter, device time: 16 bytes
+_UP = ">IIHBB"  # acked, first seq, count, record size, encoding: 12 bytes
+_PAR = ">I"  # parameter version held
+_ANS = ">2sBBBBBBIIIIII"  # 32 bytes, see decode_answer
+REQ_LEN = const(16)
+UP_LEN = const(12)
+ANS_LEN = const(32)
+MAGIC_REQ = b"TU"
+MAGIC_ANS = b"TA"
+# micropython-lib ships a `zlib` shim without compressobj: pick the codec by runtime, not import.
+_CPYTHON = sys.implementation.name != "micropython"
+
+
+class ProtoError(ValueError):
+    """A malformed or unauthenticated message: the caller logs it and changes nothing."""
+
+
+def mac(secret, data):
+    return hmac256.hmac_sha256(secret, data)
+
+
+def _seal(secret, body):
+    return bytes(body) + mac(secret, body)
+
+
+def _open(secret, msg):
+    if len(msg) < MAC_LEN:
+        raise ProtoError("message shorter than its MAC")
+    body = memoryview(msg)[: len(msg) - MAC_LEN]
+    if not hmac256.equal(mac(secret, body), msg[len(msg) - MAC_LEN :]):
+        raise ProtoError("bad MAC")
+    return body
+
+
+# --- compression -------------------------------------------------------------------------------
+
+
+def deflate(data):
+    """Raw deflate (no header) with a 1 KiB window; None where this runtime cannot compress."""
+    if _CPYTHON:
+        import zlib
+
+        c = zlib.compressobj(9, zlib.DEFLATED, -WBITS)
+        return c.compress(bytes(data)) + c.flush()
+    try:
+        import io
+
+        import deflate as _d
+
+        out = io.BytesIO()
+        w = _d.DeflateIO(out, _d.RAW, WBITS)
+        w.write(data)
+        w.close()
+        return out.getvalue()
+    except (ImportError, AttributeError):
+        # Builds without MICROPY_PY_DEFLATE_COMPRESS (this unix port) have DeflateIO read-only.
+        return None
+
+
+def can_deflate():
+    return deflate(b"x") is not None
+
+
+def inflate(data, limit):
+    """Inverse of deflate(); ProtoError if corrupt or longer than `limit` (no inflate bombs)."""
+    if _CPYTHON:
+        import zlib
+
+        d = zlib.decompressobj(-15)
+        try:
+            out = d.decompress(bytes(data), limit + 1)
+        except zlib.error as e:
+            raise ProtoError("corrupt deflate data: %s" % e)
+        if not d.eof and len(out) <= limit:
+            raise ProtoError("truncated deflate data")
+    else:
+        import io
+
+        import deflate as _d
+
+        try:
+            out = _d.DeflateIO(io.BytesIO(data), _d.RAW, WBITS).read(limit + 1)
+        except (OSError, ValueError, EOFError) as e:
+            raise ProtoError("corrupt deflate data: %s" % e)
+    if len(out) > limit:
+        raise ProtoError("deflate data inflates past %d bytes" % limit)
+    return out
+
+
+# --- requests (validator -> back office) -------------------------------------------------------
+
+
+def encode_upload(secret, device, counter, now, acked, first_seq, records, compress=True):
+    """records: a list of equal-size journal records (bytes), seq first_seq, first_seq+1, ...
+    Deflated only when that saves at least an eighth."""
+    n = len(records)
+    if n > MAX_RECORDS:
+        raise ProtoError("too many records for one batch")
+    size = len(records[0]) if n else 0
+    for r in records:
+        if len(r) != size:
+            raise ProtoError("records of different sizes")
+    payload = b"".join(records)
+    enc = ENC_RAW
+    if compress and payload:
+        packed = deflate(payload)
+        if packed is not None and len(packed) * 8 < len(payload) * 7:
+            payload = packed
+            enc = ENC_DEFLATE
+    head = struct.pack(_REQ, MAGIC_REQ, VERSION, T_UPLOAD, device, counter, now)
+    head += struct.pack(_UP, acked, first_seq, n, size, enc)
+    return _seal(secret, head + payload)
+
+
+def encode_params(secret, device, counter, now, have_version):
+    head = struct.pack(_REQ, MAGIC_REQ, VERSION, T_PARAMS, device, counter, now)
+    return _seal(secret, head + struct.pack(_PAR, have_version))
+
+
+def peek_device(msg):
+    """The claimed device id, read before authentication to find the secret (ProtoError if the
+    header is not even there)."""
+    if len(msg) < REQ_LEN + MAC_LEN:
+        raise ProtoError("request too short: %d bytes" % len(msg))
+    magic, ver, kind, device, _, _ = struct.unpack_from(_REQ, msg, 0)
+    if magic != MAGIC_REQ:
+        raise ProtoError("not a validator request (magic %r)" % bytes(magic))
+    if ver != VERSION:
+        raise ProtoError("unsupported protocol version %d" % ver)
+    return device
+
+
+def decode_request(secret, msg, max_records=MAX_RECORDS):
+    """Authenticate and parse a request. -> dict with type, device, counter, time and, for an
+    upload: acked, first_seq, records (list of bytes), encoding, wire_payload; for a parameter
+    query: have_version. ProtoError on anything malformed."""
+    peek_device(msg)
+    body = _open(secret, msg)
+    magic, ver, kind, device, counter, now = struct.unpack_from(_REQ, body, 0)
+    req = {"type": kind, "device": device, "counter": counter, "time": now}
+    if kind == T_UPLOAD:
+        if len(body) < REQ_LEN + UP_LEN:
+            raise ProtoError("upload header truncated")
+        acked, first, n, size, enc = struct.unpack_from(_UP, body, REQ_LEN)
+        if n > max_records:
+            raise ProtoError("batch of %d records exceeds %d" % (n, max_records))
+        if n and not size:
+            raise ProtoError("zero record size")
+        if n and first == 0:
+            raise ProtoError("sequence numbers start at 1")
+        if n and first + n - 1 > 0xFFFFFFFF:
+            raise ProtoError("sequence overflows")
+        payload = bytes(body[REQ_LEN + UP_LEN :])
+        want = n * size
+        if enc == ENC_DEFLATE:
+            payload = inflate(payload, want)
+        elif enc != ENC_RAW:
+            raise ProtoError("unknown encoding %d" % enc)
+        if len(payload) != want:
+            raise ProtoError("payload %d bytes, header says %d x %d" % (len(payload), n, size))
+        req["acked"] = acked
+        req["first_seq"] = first
+        req["encoding"] = enc
+        req["records"] = [payload[i * size : (i + 1) * size] for i in range(n)]
+    elif kind == T_PARAMS:
+        if len(body) != REQ_LEN + 4:
+            raise ProtoError("parameter query has %d bytes, want %d" % (len(body), REQ_LEN + 4))
+        req["have_version"] = struct.unpack_from(_PAR, body, REQ_LEN)[0]
+    else:
+        raise ProtoError("unknown request type %d" % kind)
+    return req
+
+
+# --- answers (back office -> validator) --------------------------------------------------------
+
+
+def encode_answer(
+    secret,
+    kind,
+    status,
+    device,
+    counter,
+    server_counter,
+    server_time,
+    value=0,
+    extra=0,
+    pkind=P_NONE,
+    payload=b"",
+    compress=True,
+):
+    """value: upload -> highest seq held contiguously; params -> bundle version.
+    extra: upload -> newest parameter version on offer; params -> delta base version."""
+    enc = ENC_RAW
+    if compress and payload:
+        packed = deflate(payload)
+        if packed is not None and len(packed) * 8 < len(payload) * 7:
+            payload = packed
+            enc = ENC_DEFLATE
+    head = struct.pack(
+        _ANS,
+        MAGIC_ANS,
+        VERSION,
+        kind,
+        status,
+        pkind,
+        enc,
+        0,
+        device,
+        counter,
+        server_counter,
+        server_time,
+        value,
+        extra,
+    )
+    return _seal(secret, head + payload)
+
+
+def decode_answer(secret, msg, device, counter, kind):
+    """Authenticate an answer to our request (device, counter, kind must match: an old or
+    foreign answer is refused). -> dict: status, pkind, server_counter, time, value, extra,
+    payload (inflated). ProtoError otherwise."""
+    if len(msg) < ANS_LEN + MAC_LEN:
+        raise ProtoError("answer too short: %d bytes" % len(msg))
+    if len(msg) > MAX_ANSWER:
+        raise ProtoError("answer too long: %d bytes" % len(msg))
+    body = _open(secret, msg)
+    f = struct.unpack_from(_ANS, body, 0)
+    if f[0] != MAGIC_ANS or f[1] != VERSION:
+        raise ProtoError("not a back-office answer")
+    if f[2] != kind or f[7] != device or f[8] != counter:
+        raise ProtoError("answer is for another request")
+    if f[4] > P_DELTA:
+        raise ProtoError("unknown parameter answer kind %d" % f[4])
+    payload = bytes(body[ANS_LEN:])
+    if f[5] == ENC_DEFLATE:
+        payload = inflate(payload, MAX_ANSWER)
+    elif f[5] != ENC_RAW:
+        raise ProtoError("unknown encoding %d" % f[5])
+    return {
+        "status": f[3],
+        "pkind": f[4],
+        "server_counter": f[9],
+        "time": f[10],
+        "value": f[11],
+        "extra": f[12],
+        "payload": payload,
+    }

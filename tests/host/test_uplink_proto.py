@@ -1,0 +1,176 @@
+"""The wire format of firmware/uplink_proto.py under CPython (the collector's side)."""
+
+import struct
+import zlib
+
+import pytest
+import uplink_proto as up
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tools.collector import synth
+
+KEY = bytes(range(32))
+OTHER = bytes(32)
+
+
+def records(n, first=1):
+    return [synth.purchase(s) for s in range(first, first + n)]
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_upload_round_trip(compress):
+    recs = records(40, first=11)
+    msg = up.encode_upload(KEY, 77, 5, 123456, 10, 11, recs, compress=compress)
+    req = up.decode_request(KEY, msg)
+    assert req["type"] == up.T_UPLOAD
+    assert (req["device"], req["counter"], req["time"], req["acked"], req["first_seq"]) == (
+        77,
+        5,
+        123456,
+        10,
+        11,
+    )
+    assert req["records"] == recs
+    assert req["encoding"] == (up.ENC_DEFLATE if compress else up.ENC_RAW)
+    if compress:
+        assert len(msg) < 40 * 64 * 7 // 8
+
+
+def test_raw_size_is_header_payload_mac():
+    msg = up.encode_upload(KEY, 1, 1, 0, 0, 1, records(3), compress=False)
+    assert len(msg) == up.REQ_LEN + up.UP_LEN + 3 * 64 + up.MAC_LEN == 252
+
+
+def test_incompressible_payload_is_sent_raw():
+    import random
+
+    rnd = random.Random(1)
+    recs = [rnd.randbytes(64) for _ in range(10)]
+    req = up.decode_request(KEY, up.encode_upload(KEY, 1, 1, 0, 0, 1, recs))
+    assert req["encoding"] == up.ENC_RAW
+
+
+def test_heartbeat_has_no_records():
+    req = up.decode_request(KEY, up.encode_upload(KEY, 9, 2, 0, 4, 5, []))
+    assert req["records"] == [] and req["acked"] == 4
+
+
+def test_params_round_trip():
+    req = up.decode_request(KEY, up.encode_params(KEY, 3, 9, 100, 42))
+    assert req["type"] == up.T_PARAMS and req["have_version"] == 42 and req["device"] == 3
+
+
+def test_wrong_key_and_any_flipped_bit_are_refused():
+    msg = up.encode_upload(KEY, 1, 1, 0, 0, 1, records(2))
+    with pytest.raises(up.ProtoError, match="MAC"):
+        up.decode_request(OTHER, msg)
+    for i in range(len(msg)):
+        bad = bytearray(msg)
+        bad[i] ^= 0x01
+        with pytest.raises(up.ProtoError):
+            up.decode_request(KEY, bytes(bad))
+
+
+def test_truncated_requests_are_refused():
+    msg = up.encode_upload(KEY, 1, 1, 0, 0, 1, records(2))
+    for n in range(len(msg)):
+        with pytest.raises(up.ProtoError):
+            up.decode_request(KEY, msg[:n])
+
+
+def _signed(head_and_payload):
+    return head_and_payload + up.mac(KEY, head_and_payload)
+
+
+def test_authenticated_but_inconsistent_bodies_are_refused():
+    head = struct.pack(up._REQ, b"TU", 1, up.T_UPLOAD, 1, 1, 0)
+    cases = {
+        "payload": head + struct.pack(up._UP, 0, 1, 3, 64, 0) + bytes(64 * 2),
+        "encoding": head + struct.pack(up._UP, 0, 1, 1, 64, 7) + bytes(64),
+        "start at 1": head + struct.pack(up._UP, 0, 0, 1, 64, 0) + bytes(64),
+        "exceeds": head + struct.pack(up._UP, 0, 1, 1001, 1, 0) + bytes(1001),
+        "deflate": head + struct.pack(up._UP, 0, 1, 1, 64, 1) + b"\xff\xfe\x00",
+        "overflows": head + struct.pack(up._UP, 0, 0xFFFFFFFF, 2, 1, 0) + bytes(2),
+        "unknown request type": struct.pack(up._REQ, b"TU", 1, 9, 1, 1, 0),
+        "parameter query": struct.pack(up._REQ, b"TU", 1, up.T_PARAMS, 1, 1, 0) + b"\x00",
+    }
+    for reason, body in cases.items():
+        with pytest.raises(up.ProtoError, match=reason):
+            up.decode_request(KEY, _signed(body))
+
+
+def test_inflate_bomb_is_refused():
+    bomb = zlib.compressobj(9, zlib.DEFLATED, -10)
+    packed = bomb.compress(bytes(1 << 20)) + bomb.flush()
+    head = struct.pack(up._REQ, b"TU", 1, up.T_UPLOAD, 1, 1, 0)
+    body = head + struct.pack(up._UP, 0, 1, 2, 64, up.ENC_DEFLATE) + packed
+    with pytest.raises(up.ProtoError, match="inflates past 128"):
+        up.decode_request(KEY, _signed(body))
+
+
+def test_bad_magic_and_version_are_named():
+    with pytest.raises(up.ProtoError, match="magic"):
+        up.peek_device(b"GET / HTTP/1.1\r\n" + bytes(40))
+    msg = bytearray(up.encode_params(KEY, 1, 1, 0, 0))
+    msg[2] = 9
+    with pytest.raises(up.ProtoError, match="version 9"):
+        up.peek_device(bytes(msg))
+
+
+def test_answer_binds_to_device_counter_and_kind():
+    ans = up.encode_answer(KEY, up.T_UPLOAD, up.ST_OK, 5, 10, 10, 777, value=99, extra=3)
+    got = up.decode_answer(KEY, ans, 5, 10, up.T_UPLOAD)
+    assert (got["status"], got["time"], got["value"], got["extra"]) == (0, 777, 99, 3)
+    for device, counter, kind in ((6, 10, 1), (5, 9, 1), (5, 10, 2)):
+        with pytest.raises(up.ProtoError, match="another request"):
+            up.decode_answer(KEY, ans, device, counter, kind)
+    with pytest.raises(up.ProtoError, match="MAC"):
+        up.decode_answer(OTHER, ans, 5, 10, up.T_UPLOAD)
+    with pytest.raises(up.ProtoError, match="too short"):
+        up.decode_answer(KEY, ans[:50], 5, 10, up.T_UPLOAD)
+
+
+def test_bundle_answer_is_compressed_when_it_pays():
+    bundle = b"fare table " * 500
+    ans = up.encode_answer(KEY, up.T_PARAMS, 0, 1, 1, 1, 0, 7, 0, up.P_FULL, bundle)
+    assert len(ans) < len(bundle) // 4
+    got = up.decode_answer(KEY, ans, 1, 1, up.T_PARAMS)
+    assert got["payload"] == bundle and got["pkind"] == up.P_FULL and got["value"] == 7
+
+
+def test_deflate_is_raw_with_a_small_window():
+    data = bytes(range(256)) * 20
+    packed = up.deflate(data)
+    # Raw deflate (no zlib header) that a 1 KiB-window inflater accepts.
+    assert zlib.decompressobj(-up.WBITS).decompress(packed) == data
+    assert up.inflate(packed, len(data)) == data
+    with pytest.raises(up.ProtoError, match="truncated"):
+        up.inflate(packed[: len(packed) // 2], len(data))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=400))
+def test_arbitrary_bytes_only_ever_raise_proto_error(data):
+    for msg in (data, b"TU\x01" + data):
+        try:
+            up.decode_request(KEY, msg)
+        except up.ProtoError:
+            pass
+        try:
+            up.decode_answer(KEY, msg, 1, 1, 1)
+        except up.ProtoError:
+            pass
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.binary(min_size=64, max_size=64), max_size=30),
+    st.integers(1, 0xFFFF0000),
+    st.integers(0, 0xFFFFFFFF),
+    st.booleans(),
+)
+def test_any_batch_round_trips(recs, first, counter, compress):
+    msg = up.encode_upload(KEY, 0xFFFFFFFF, counter, 5, first - 1, first, recs, compress)
+    req = up.decode_request(KEY, msg)
+    assert req["records"] == recs and req["counter"] == counter and req["first_seq"] == first
