@@ -1,0 +1,62 @@
+# What the passenger reads for each tap outcome, in Chinese and English, and how it sounds.
+# Keys are the purchase's reason codes (firmware/purchase.py) plus the application's own
+# outcomes. Every Chinese character used here must be in firmware/font_zh16.py: regenerate it with
+# `python -m tools.fontgen` after changing a text (a test checks this).
+
+# tone: "ok", "ok_low" (accepted, low balance), "refused", "again" (tap again), "paid"
+# reason -> (Chinese line, English line, tone)
+TEXTS = {
+    "OK": ("扣款成功", "Paid", "ok"),
+    "OK_LOW": ("余额低请充值", "Low balance", "ok_low"),
+    "ALREADY_PAID": ("已刷卡", "Already paid", "paid"),
+    "TAP_AGAIN": ("请重新刷卡", "Tap again", "again"),
+    "INSUFFICIENT": ("余额不足", "Balance too low", "refused"),
+    "BLACKLISTED": ("黑名单卡", "Card blocked", "refused"),
+    "LOCKED": ("卡已锁定", "Card locked", "refused"),
+    "EXPIRED": ("卡已过期", "Card expired", "refused"),
+    "NOT_YET_VALID": ("卡未启用", "Not yet valid", "refused"),
+    "DISABLED": ("卡未启用", "Card not enabled", "refused"),
+    "NOT_WHITELISTED": ("非互通卡", "Not accepted here", "refused"),
+    "NOT_INTERCONNECTED": ("非互通卡", "Not accepted here", "refused"),
+    "NOT_TUNION": ("非交通联合卡", "Not a transit card", "refused"),
+    "NO_ISO_DEP": ("无效卡", "Card not supported", "refused"),
+    "CARD_ERROR": ("读卡失败请重刷", "Read error, retry", "again"),
+    "PSAM_ERROR": ("设备故障", "Out of service", "refused"),
+    "MAC2_FAILED": ("交易失败", "Payment failed", "refused"),
+    "JOURNAL_FULL": ("设备故障", "Out of service", "refused"),
+    "FARE_CAP": ("票价异常", "Fare error", "refused"),
+    "NO_FARE": ("无票价", "No fare set", "refused"),
+    "MULTIPLE_CARDS": ("请单张刷卡", "One card only", "again"),
+    "TAP_OFF_OK": ("下车成功", "Tapped off", "ok"),
+}
+
+UNKNOWN = ("无效卡", "Card refused", "refused")
+
+# Screen furniture.
+IDLE_ZH = "请刷卡"
+IDLE_EN = "Tap card"
+ROUTE_ZH = "线路"
+FARE_ZH = "票价"
+BALANCE_ZH = "余额"
+YUAN_ZH = "元"
+
+
+def text_for(reason):
+    return TEXTS.get(reason, UNKNOWN)
+
+
+def all_texts():
+    """Every string that can reach the display (the font generator and its test use this)."""
+    out = [IDLE_ZH, IDLE_EN, ROUTE_ZH, FARE_ZH, BALANCE_ZH, YUAN_ZH]
+    for zh, en, _ in TEXTS.values():
+        out.append(zh)
+        out.append(en)
+    out.extend(UNKNOWN[:2])
+    return out
+
+
+def yuan(fen):
+    """Amount in fen -> "12.34" (no float: exact for any amount)."""
+    sign = "-" if fen < 0 else ""
+    fen = abs(fen)
+    return "%s%d.%02d" % (sign, fen // 100, fen % 100)
