@@ -1,0 +1,53 @@
+"""Hub server with the character-level PSAM: ``uart psam``, reset pin ``psam_rst``.
+
+Control commands (``ctl world``):
+  psam_config(**settings)  ATR and behaviour (ta1, wi, hist, t1, inverse, echo, procedure,
+                           slow_ins, nulls, null_ms); answers the settings in force
+  psam_fault(kind, count=1, **params)   inject a fault (see tools/sim/psam_uart.py)
+  psam_clear()             drop pending faults, zero the statistics
+  psam_stats()             counters (chars each way, echo, resets, PPS, config errors, ...)
+  psam_app(name)           "standin" (tools/sim/psam_uart.StandinPsamApp) or "virtual"
+                           (tools/sim/psam.VirtualPsam, when that module is there)
+
+Run: ``python -m tools.sim.psam_server --port 0``.
+"""
+
+from tools.sim.hub import Hub, main_for
+from tools.sim.psam_uart import PsamUart, StandinPsamApp
+
+CLK_HZ = 3571200  # boards/unix_sim/board.py PSAM["clk_hz"]
+
+
+def virtual_app():
+    from tools.sim.psam import VirtualPsam
+
+    return VirtualPsam()
+
+
+def build(hub=None, clk_hz=CLK_HZ):
+    hub = hub or Hub()
+    card = PsamUart(StandinPsamApp(), clk_hz=clk_hz)
+    hub.register("uart", "psam", card.serve)
+    hub.on_pin("psam_rst", card.on_reset_pin)
+    hub.command("psam_config")(card.configure)
+    hub.command("psam_fault")(card.inject)
+    hub.command("psam_clear")(card.clear)
+    hub.command("psam_stats")(card.snapshot)
+
+    @hub.command("psam_app")
+    def _app(name):
+        with card.lock:
+            if name == "standin":
+                card.app = StandinPsamApp()
+            elif name == "virtual":
+                card.app = virtual_app()
+            else:
+                raise KeyError("unknown PSAM application %r" % name)
+        return name
+
+    hub.psam = card
+    return hub
+
+
+if __name__ == "__main__":
+    main_for(build)
