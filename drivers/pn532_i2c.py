@@ -1,0 +1,86 @@
+# PN532 over I2C (address 0x24). Every read starts with the status byte (bit 0 = ready); the
+# chip may NACK its own address while busy, which is "not ready yet", not an error. A frame read
+# consumes it: when a frame is longer than the first read, a NACK frame makes the chip send it
+# again whole (as ESPHome's pn532_i2c does), so short answers cost one read.
+import time
+
+from linkerr import ChipError, ProtocolError
+from micropython import const
+from pn532 import FRAME_BUF, NACK, frame_size
+
+ADDRESS = const(0x24)
+_BUS_FREE_MS = const(1)  # STOP to START; libnfc uses 5 ms, the datasheet 1.3 ms (docs/nfc.md)
+_WRITE_TRIES = const(5)
+
+
+class PN532I2C:
+    def __init__(self, i2c, addr=ADDRESS, irq=None, first_read=40, bus_free_ms=_BUS_FREE_MS):
+        self.i2c = i2c
+        self.addr = addr
+        self.irq = irq
+        self.first_read = first_read
+        self.bus_free_ms = bus_free_ms
+        self._status = bytearray(1)
+        self._rd = bytearray(FRAME_BUF + 1)
+        self._rdv = memoryview(self._rd)
+
+    def wake(self):
+        # The PN532 stretches SCL while it wakes up; nothing to send (libnfc pn532_i2c_wakeup).
+        pass
+
+    def send(self, frame):
+        for i in range(_WRITE_TRIES):
+            try:
+                self.i2c.writeto(self.addr, frame)
+                return
+            except OSError:
+                # Address NACKed: the chip is busy finishing the previous exchange.
+                time.sleep_ms(self.bus_free_ms + i)
+        raise ChipError("PN532 does not acknowledge its I2C address")
+
+    def _ready(self, deadline):
+        while True:
+            if self.irq is not None:
+                if self.irq.value() == 0:
+                    return True
+            else:
+                try:
+                    self.i2c.readfrom_into(self.addr, self._status)
+                    if self._status[0] & 1:
+                        return True
+                except OSError:
+                    pass  # busy chip NACKs its address
+            if time.ticks_diff(deadline, time.ticks_ms()) <= 0:
+                return False
+            time.sleep_ms(self.bus_free_ms)
+
+    def _read(self, n):
+        """Read status + n bytes; -> True when the status said ready."""
+        try:
+            self.i2c.readfrom_into(self.addr, self._rdv[: n + 1])
+        except OSError:
+            return False
+        return bool(self._rd[0] & 1)
+
+    def receive(self, buf, timeout_ms):
+        deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
+        want = self.first_read
+        while True:
+            if not self._ready(deadline):
+                return 0
+            if not self._read(want):
+                # Ready went away between status and read: wait again, within the deadline.
+                if time.ticks_diff(deadline, time.ticks_ms()) <= 0:
+                    return 0
+                continue
+            size = frame_size(self._rdv[1:], want)
+            if size < 0:
+                raise ProtocolError("no PN532 frame in %d bytes read" % want)
+            if size <= want:
+                buf[:size] = self._rdv[1 : size + 1]
+                return size
+            if want != self.first_read or size > FRAME_BUF:
+                raise ProtocolError("PN532 frame of %d bytes does not fit" % size)
+            # Longer than the first read: ask the chip to send the same frame again, whole.
+            want = size
+            self.send(NACK)

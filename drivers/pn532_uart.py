@@ -1,0 +1,78 @@
+# PN532 over HSU (UART, 115200 8N1 at power-up). The chip sleeps until it sees 0x55 and a long
+# run of zeros (libnfc sends 55 55 and 14 zeros); after that, frames are a plain byte stream, so
+# receive() reassembles them from whatever has arrived and keeps the rest for the next call.
+import time
+
+from linkerr import ProtocolError
+from micropython import const
+from pn532 import FRAME_BUF, _find_start, frame_size
+
+_WAKE = b"\x55\x55" + bytes(14)
+_POLL_MS = const(1)
+
+
+class PN532UART:
+    def __init__(self, uart, irq=None):
+        self.uart = uart
+        self.irq = irq
+        self._acc = bytearray(2 * FRAME_BUF)
+        self._accv = memoryview(self._acc)
+        self._n = 0
+
+    def wake(self):
+        self._n = 0
+        while self.uart.any():
+            self.uart.read()
+        self.uart.write(_WAKE)
+
+    def send(self, frame):
+        self.uart.write(frame)
+
+    def set_baudrate(self, baud):
+        time.sleep_ms(2)  # let the ACK leave before the line speed changes
+        self.uart.init(baudrate=baud)
+        self._n = 0
+
+    def _take(self, buf):
+        """One complete frame from the accumulator into buf, else 0."""
+        n = self._n
+        try:
+            size = frame_size(self._acc, n)
+        except ProtocolError:
+            # Drop through the start code so the next call resynchronises on later bytes.
+            p = _find_start(self._acc, n)
+            self._drop(p)
+            raise
+        if size < 0:
+            if _find_start(self._acc, n) < 0 and n > 1:
+                self._drop(n - 1)  # junk; keep a last 00 that may begin a start code
+            return 0
+        if size > len(buf):
+            self._drop(n)
+            raise ProtocolError("PN532 frame of %d bytes does not fit" % size)
+        if size > n:
+            return 0
+        buf[:size] = self._accv[:size]
+        self._drop(size)
+        return size
+
+    def _drop(self, k):
+        n = self._n
+        self._acc[: n - k] = self._accv[k:n]
+        self._n = n - k
+
+    def receive(self, buf, timeout_ms):
+        deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
+        while True:
+            size = self._take(buf)
+            if size:
+                return size
+            k = self.uart.any()
+            if k:
+                k = min(k, len(self._acc) - self._n)
+                got = self.uart.readinto(self._accv[self._n : self._n + k]) or 0
+                self._n += got
+                continue
+            if time.ticks_diff(deadline, time.ticks_ms()) <= 0:
+                return 0
+            time.sleep_ms(_POLL_MS)
