@@ -1,0 +1,497 @@
+"""The collector on SQLite and on a real PostgreSQL server: one suite, both databases."""
+
+import csv
+import http.client
+import io
+import json
+import logging
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import warnings
+
+import pytest
+import record
+import uplink_proto as up
+
+from tests.host.pg import pg_server  # noqa: F401  (fixture)
+from tools.collector import cli, synth
+from tools.collector.app import create_app
+from tools.collector.bench import ServerThread, SimDevice, measure_ingest, wire_bytes
+from tools.collector.clearing import Clearing, IssuerKey, tac_of
+from tools.collector.db import SCHEMA_VERSION, Store
+
+with warnings.catch_warnings():
+    # starlette 1.x nudges towards httpx2; the pinned httpx works and is what we have.
+    warnings.simplefilter("ignore")
+    from starlette.testclient import TestClient
+
+SECRET_A = bytes(range(1, 33))
+SECRET_B = bytes(range(101, 133))
+_dbn = [0]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request, tmp_path):
+    if request.param == "sqlite":
+        return "sqlite:///" + str(tmp_path / "c.sqlite3")
+    pg = request.getfixturevalue("pg_server")
+    _dbn[0] += 1
+    return pg.create_db("t%d_%d" % (os.getpid(), _dbn[0]))
+
+
+@pytest.fixture
+def store(db_url):
+    s = Store(db_url)
+    s.provision(1, SECRET_A, "bus 1")
+    s.provision(2, SECRET_B, "bus 2")
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def client(store):
+    return TestClient(create_app(store))
+
+
+def recs(first, last):
+    return [synth.purchase(s) for s in range(first, last + 1)]
+
+
+def upload(client, dev, first, last, **kw):
+    r = client.post("/v1/upload", content=dev.upload_body(first, recs(first, last), **kw))
+    assert r.status_code == 200, r.text
+    return dev.answer(r.content)
+
+
+def test_batch_is_stored_and_acknowledged(client, store):
+    dev = SimDevice(1, SECRET_A)
+    ans = upload(client, dev, 1, 50)
+    assert ans["status"] == up.ST_OK and ans["value"] == 50
+    assert store.seqs(1) == list(range(1, 51))
+    rows = list(store.export(1))
+    assert rows[0][5] == synth.PSAM.hex() and rows[0][9] == "unchecked"  # no TAC key set up
+    assert bytes.fromhex(rows[7][-1]) == synth.purchase(8)
+
+
+def test_compressed_batch_is_stored_identically(client, store):
+    dev = SimDevice(1, SECRET_A, compress=True)
+    body = dev.upload_body(1, recs(1, 100))
+    assert len(body) < 100 * 64 * 0.7
+    r = client.post("/v1/upload", content=body)
+    assert dev.answer(r.content)["value"] == 100
+    assert [bytes.fromhex(row[-1]) for row in store.export(1)] == recs(1, 100)
+
+
+def test_resent_batch_is_stored_once(client, store):
+    dev = SimDevice(1, SECRET_A)
+    for _ in range(3):  # the answer was lost twice; each retry is a new signed request
+        dev.acked = 0
+        assert upload(client, dev, 1, 20)["value"] == 20
+    assert store.count(1) == 20
+
+
+def test_overlapping_batches(client, store):
+    dev = SimDevice(1, SECRET_A)
+    upload(client, dev, 1, 30)
+    dev.acked = 10
+    assert upload(client, dev, 11, 45)["value"] == 45
+    assert store.seqs(1) == list(range(1, 46))
+
+
+def test_out_of_order_batches_hold_the_ack_at_the_gap(client, store):
+    dev = SimDevice(1, SECRET_A)
+    body = dev.upload_body(21, recs(21, 40))  # a later batch arrives first
+    assert dev.answer(client.post("/v1/upload", content=body).content)["value"] == 0
+    assert upload(client, dev, 1, 10)["value"] == 10
+    assert upload(client, dev, 11, 20)["value"] == 40  # the gap filled: everything held
+    assert store.seqs(1) == list(range(1, 41))
+    assert store.gaps(1) == []
+
+
+def test_devices_are_kept_apart(client, store):
+    a, b = SimDevice(1, SECRET_A), SimDevice(2, SECRET_B)
+    upload(client, a, 1, 10)
+    other_psam = b"\x00\x00\x99\x99\x99\x99"
+    r = client.post(
+        "/v1/upload",
+        content=b.upload_body(1, [synth.purchase(s, psam_tid=other_psam) for s in range(1, 6)]),
+    )
+    assert b.answer(r.content)["value"] == 5
+    assert store.count(1) == 10 and store.count(2) == 5
+
+
+def test_repeated_psam_serial_is_kept_once_for_clearing(client, store, caplog):
+    a, b = SimDevice(1, SECRET_A), SimDevice(2, SECRET_B)
+    upload(client, a, 1, 5)
+    # Device 2 claims the PSAM serial of device 1's seq 3 (a moved PSAM replaying, or a bug).
+    dup = synth.purchase(1, psam_serial=1003)
+    r = client.post("/v1/upload", content=b.upload_body(1, [dup]))
+    assert b.answer(r.content)["value"] == 1  # the device still advances
+    flags = {(row[0], row[1]): row[10] for row in store.export()}
+    assert flags[(1, 3)] == 0 and flags[(2, 1)] == 1
+    assert any("repeats PSAM" in m for m in caplog.messages)
+
+
+def test_restore_from_an_older_backup(client, store, caplog):
+    dev = SimDevice(1, SECRET_A)
+    upload(client, dev, 1, 30)
+    assert dev.acked == 30  # the device freed 1..30
+    # The back office is restored from a backup taken when it held 1..10 (counter 0).
+    with store._tx() as ex:
+        ex.run("DELETE FROM records WHERE device_id = 1 AND seq > 10")
+        ex.run("UPDATE devices SET contig = 10, counter = 0 WHERE device_id = 1")
+    dev.counter = 5  # the device's counter is ahead of the restored one: accepted
+    assert upload(client, dev, 31, 40)["value"] == 40
+    assert store.gaps(1) == [(11, 30)]
+    assert any("acknowledged earlier but are not held" in m for m in caplog.messages)
+    assert store.count(1) == 20
+    # Re-sending what the device still has changes nothing.
+    dev.acked = 30
+    assert upload(client, dev, 31, 40)["value"] == 40
+    assert store.count(1) == 20 and store.gaps(1) == [(11, 30)]
+
+
+def test_stale_counter_gets_a_signed_answer_with_the_server_counter(client, store):
+    dev = SimDevice(1, SECRET_A)
+    upload(client, dev, 1, 3)
+    upload(client, dev, 4, 6)
+    rebooted = SimDevice(1, SECRET_A)  # lost its counter
+    rebooted.acked = 6
+    r = client.post("/v1/upload", content=rebooted.upload_body(7, recs(7, 9)))
+    assert r.status_code == 409
+    ans = rebooted.answer(r.content)
+    assert ans["status"] == up.ST_STALE_COUNTER and ans["server_counter"] == 2
+    assert store.count(1) == 6
+    assert upload(client, rebooted, 7, 9)["value"] == 9
+
+
+def test_replayed_request_is_refused_and_changes_nothing(client, store, caplog):
+    dev = SimDevice(1, SECRET_A)
+    body = dev.upload_body(1, recs(1, 5))
+    assert client.post("/v1/upload", content=body).status_code == 200
+    before = store.device(1)
+    r = client.post("/v1/upload", content=body)
+    assert r.status_code == 409
+    assert store.device(1)["counter"] == before["counter"] and store.count(1) == 5
+    assert any("replayed or rebooted" in m for m in caplog.messages)
+
+
+def _hostile_cases():
+    a = SimDevice(1, SECRET_A)
+    good = a.upload_body(1, recs(1, 3))
+    flipped = bytearray(good)
+    flipped[40] ^= 0x04
+    foreign = SimDevice(2, SECRET_A).upload_body(1, recs(1, 3))  # A's key, B's id
+    unknown = SimDevice(9, SECRET_A).upload_body(1, recs(1, 3))
+    bad_rec = bytearray(synth.purchase(2))
+    bad_rec[30] ^= 0xFF  # CRC no longer matches
+    wrong_seq = SimDevice(1, SECRET_A).upload_body(5, recs(1, 3))
+    return {
+        "bad_hmac": ("/v1/upload", bytes(flipped), 401, "bad MAC"),
+        "foreign_device": ("/v1/upload", foreign, 401, "device 2: bad MAC"),
+        "unknown_device": ("/v1/upload", unknown, 403, "unknown device 9"),
+        "truncated": ("/v1/upload", good[:-7], 401, "bad MAC"),
+        "garbage": ("/v1/upload", b"\x00" * 80, 400, "magic"),
+        "empty": ("/v1/upload", b"", 400, "too short"),
+        "oversize": ("/v1/upload", good + bytes(up.MAX_BODY), 413, "exceeds"),
+        "params_to_upload": ("/v1/upload", a.params_body(0), 400, "not an upload"),
+        "upload_to_params": ("/v1/params", good, 400, "not a parameter"),
+        "corrupt_record": (
+            "/v1/upload",
+            SimDevice(1, SECRET_A).upload_body(1, [synth.purchase(1), bytes(bad_rec)]),
+            422,
+            "bad CRC",
+        ),
+        "seq_mismatch": ("/v1/upload", wrong_seq, 422, "header implies 5"),
+    }
+
+
+@pytest.mark.parametrize("case", sorted(_hostile_cases()))
+def test_hostile_request_is_refused_logged_and_stores_nothing(client, store, caplog, case):
+    path, body, status, reason = _hostile_cases()[case]
+    before = (store.device(1), store.device(2), store.count())
+    r = client.post(path, content=body)
+    assert r.status_code == status
+    assert reason in r.text
+    assert any("refused (%d)" % status in m and reason in m for m in caplog.messages)
+    assert (store.device(1), store.device(2), store.count()) == before
+    # The collector still works for honest devices afterwards.
+    assert upload(client, SimDevice(1, SECRET_A), 1, 2)["value"] == 2
+
+
+def test_body_cut_mid_request_stores_nothing(store, caplog):
+    dev = SimDevice(1, SECRET_A)
+    body = dev.upload_body(1, recs(1, 40))
+    with ServerThread(create_app(store)) as srv:
+        s = socket.create_connection(("127.0.0.1", srv.port))
+        s.sendall(
+            b"POST /v1/upload HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body)
+            + body[: len(body) // 2]
+        )
+        time.sleep(0.2)
+        s.close()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not any("truncated" in m for m in caplog.messages):
+            time.sleep(0.05)
+    assert any("truncated body" in m for m in caplog.messages)
+    assert store.count() == 0 and store.device(1)["counter"] == 0
+
+
+def test_parameters_nothing_full_delta_and_per_device(client, store):
+    dev = SimDevice(1, SECRET_A)
+
+    def ask(have):
+        r = client.post("/v1/params", content=dev.params_body(have))
+        assert r.status_code == 200
+        return dev.answer(r.content, up.T_PARAMS)
+
+    ans = ask(0)
+    assert (ans["pkind"], ans["value"], ans["payload"]) == (up.P_NONE, 0, b"")
+    full3 = b"BUNDLE v3 " * 300
+    store.publish(3, full3)
+    assert upload(client, dev, 1, 1)["extra"] == 3  # the upload answer announces it
+    ans = ask(0)
+    assert (ans["pkind"], ans["value"], ans["payload"]) == (up.P_FULL, 3, full3)
+    assert ask(3)["pkind"] == up.P_NONE
+    store.publish(4, b"full four" * 100)
+    store.publish(4, b"delta 3->4", base=3)
+    ans = ask(3)
+    assert (ans["pkind"], ans["value"], ans["extra"], ans["payload"]) == (
+        up.P_DELTA,
+        4,
+        3,
+        b"delta 3->4",
+    )
+    assert ask(2)["pkind"] == up.P_FULL  # no delta from 2: the full bundle
+    store.publish(9, b"only for bus 1", target=1)
+    assert ask(4)["payload"] == b"only for bus 1"
+    other = SimDevice(2, SECRET_B)
+    r = client.post("/v1/params", content=other.params_body(0))
+    assert other.answer(r.content, up.T_PARAMS)["value"] == 4
+    with pytest.raises(ValueError):
+        store.publish(4, b"x", base=5)
+
+
+def test_answers_carry_server_time_and_the_device_skew_is_kept(client, store):
+    dev = SimDevice(1, SECRET_A)
+    now2000 = int(time.time()) - 946684800
+    ans = upload(client, dev, 1, 2, now=now2000 - 10 * 365 * 86400)  # device thinks it is 10 y ago
+    assert abs(ans["time"] - now2000) <= 5
+    assert abs(store.device(1)["last_skew"] + 10 * 365 * 86400) <= 5
+    # Records keep the time the validator wrote: the clearing sees the skew, nothing is rewritten.
+    assert store.count(1) == 2
+
+
+class _FailingStore:
+    """A database that fails on write (disk full, connection lost)."""
+
+    def __init__(self, real):
+        self.real = real
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+    def ingest(self, *a, **kw):
+        raise sqlite3.OperationalError("disk I/O error")
+
+
+def test_database_failure_is_503_and_the_device_keeps_its_records(store):
+    client = TestClient(create_app(_FailingStore(store)), raise_server_exceptions=False)
+    dev = SimDevice(1, SECRET_A)
+    r = client.post("/v1/upload", content=dev.upload_body(1, recs(1, 5)))
+    assert r.status_code == 503 and "retry later" in r.text
+    assert store.count() == 0
+    assert dev.acked == 0
+
+
+def test_restart_between_retries_keeps_exactly_once(db_url, store):
+    dev = SimDevice(1, SECRET_A)
+    body = dev.upload_body(1, recs(1, 25))
+    assert TestClient(create_app(store)).post("/v1/upload", content=body).status_code == 200
+    store.close()  # the collector stops before its answer leaves: the device never saw it
+    again = Store(db_url)
+    try:
+        r = TestClient(create_app(again)).post(
+            "/v1/upload", content=dev.upload_body(1, recs(1, 25))
+        )
+        assert dev.answer(r.content)["value"] == 25
+        assert again.count(1) == 25
+    finally:
+        again.close()
+
+
+def test_concurrent_overlapping_uploads_store_each_record_once(db_url, store):
+    devs = [SimDevice(1, SECRET_A), SimDevice(2, SECRET_B)]
+    errors = []
+    with ServerThread(create_app(store)) as srv:
+
+        def hammer(dev, k):
+            conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=30)
+            for i in range(12):
+                first = 1 + ((i * 7 + k * 13) % 60)
+                dev_body = dev.upload_body(first, recs(first, first + 19))
+                conn.request("POST", "/v1/upload", dev_body)
+                resp = conn.getresponse()
+                resp.read()
+                if resp.status not in (200, 409):
+                    errors.append(resp.status)
+            conn.close()
+
+        # Two threads per device share its counter the way a retry storm would.
+        threads = [
+            threading.Thread(target=hammer, args=(SimDevice(d.id, d.secret), k))
+            for k in range(2)
+            for d in devs
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert errors == []
+    for dev in devs:
+        seqs = store.seqs(dev.id)
+        assert seqs == sorted(set(seqs))
+        assert len(seqs) == len(set(seqs))
+
+
+def test_ingest_benchmark_runs_and_stores_everything(db_url):
+    res = measure_ingest(db_url, uploaders=3, batches=4, batch_size=50)
+    assert res["errors"] == 0 and res["stored"] == res["records"] == 600
+    assert res["records_per_s"] > 0
+    logging.getLogger("test").info("ingest %s", res)
+
+
+def test_migrations_upgrade_an_old_schema_and_refuse_a_newer_one(db_url):
+    from tools.collector import db as dbmod
+
+    old = dbmod.MIGRATIONS
+    try:
+        dbmod.MIGRATIONS = old[:1]
+        dbmod.SCHEMA_VERSION = 1
+        s = Store(db_url)
+        assert s.schema_version() == 1
+        s.provision(1, SECRET_A)
+        s.close()
+    finally:
+        dbmod.MIGRATIONS = old
+        dbmod.SCHEMA_VERSION = old[-1][0]
+    s = Store(db_url)
+    assert s.schema_version() == SCHEMA_VERSION == 2
+    assert s.secret(1) == SECRET_A  # data kept through the upgrade
+    with s._tx() as ex:
+        ex.run("INSERT INTO schema_version (version) VALUES (99)")
+    s.close()
+    with pytest.raises(RuntimeError, match="newer than this collector"):
+        Store(db_url)
+
+
+def test_provision_refuses_bad_ids_and_short_secrets(store):
+    with pytest.raises(ValueError):
+        store.provision(0, SECRET_A)
+    with pytest.raises(ValueError):
+        store.provision(2**32, SECRET_A)
+    with pytest.raises(ValueError):
+        store.provision(5, b"short")
+
+
+# --- not per database ---------------------------------------------------------------------------
+
+
+def test_cli_provision_publish_export_and_serve(tmp_path, capsys):
+    url = "sqlite:///" + str(tmp_path / "cli.sqlite3")
+    assert cli.main(["provision", "--db", url, "--device", "5", "--secret", SECRET_A.hex()]) == 0
+    assert cli.main(["provision", "--db", url, "--device", "6"]) == 0
+    out = capsys.readouterr().out
+    assert "device 6 secret " in out and len(out.split("device 6 secret ")[1].strip()) == 64
+    bundle = tmp_path / "b.bin"
+    bundle.write_bytes(b"params" * 10)
+    assert cli.main(["publish", "--db", url, "--version", "7", str(bundle)]) == 0
+    assert cli.main(["publish", "--db", url, "--version", "0", str(bundle)]) == 2
+    assert "error:" in capsys.readouterr().err
+    env = dict(os.environ, PYTHONPATH=os.getcwd())
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tools.collector", "serve", "--db", url, "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    try:
+        line = proc.stdout.readline().decode()
+        assert line.startswith("PORT ")
+        port = int(line.split()[1])
+        for _ in range(50):
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                conn.request("GET", "/openapi.json")
+                spec = json.loads(conn.getresponse().read())
+                break
+            except OSError:
+                time.sleep(0.1)
+        assert set(spec["paths"]) >= {"/v1/upload", "/v1/params", "/v1/health"}
+        assert "409" in spec["paths"]["/v1/upload"]["post"]["responses"]
+        dev = SimDevice(5, SECRET_A)
+        conn.request("POST", "/v1/upload", dev.upload_body(1, recs(1, 4)))
+        resp = conn.getresponse()
+        ans = dev.answer(resp.read())
+        assert ans["value"] == 4 and ans["extra"] == 7
+        assert resp.getheader("server") is None  # no bytes wasted on the cellular link
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    csv_path = tmp_path / "out.csv"
+    assert cli.main(["export", "--db", url, "--out", str(csv_path)]) == 0
+    rows = list(csv.reader(io.StringIO(csv_path.read_text())))
+    assert rows[0][:2] == ["device_id", "seq"] and [r[1] for r in rows[1:]] == ["1", "2", "3", "4"]
+    assert record.decode(bytes.fromhex(rows[2][-1]))["seq"] == 2
+
+
+def test_health_endpoint(tmp_path):
+    s = Store(str(tmp_path / "h.sqlite3"))
+    r = TestClient(create_app(s)).get("/v1/health")
+    assert r.json() == {"ok": True, "schema": SCHEMA_VERSION}
+    s.close()
+
+
+def test_clearing_verifies_tacs_with_the_simulator_keys():
+    from tools.sim import crypto
+
+    key = IssuerKey(crypto.TEST_ROOT_KEYS["tac"], bytes.fromhex("3104000000000000"))
+    clearing = Clearing({b"\x31\x04\x00\x00": key})
+    rec = record.decode(synth.purchase(5))
+    rec["tac"] = tac_of(key, rec)
+    assert clearing.verdict(rec) == "ok"
+    rec["amount"] += 1  # the record no longer matches what the card signed
+    assert clearing.verdict(rec) == "bad"
+    rec["issuer"] = b"\x99\x99\x00\x00"
+    assert clearing.verdict(rec) == "unchecked"
+    assert clearing.verdict(record.decode(synth.boot(3))) is None
+    good = dict(record.decode(synth.purchase(6)), tac=bytes(4))
+    assert clearing.verdict(good) == "bad"
+
+
+def test_clearing_flags_are_stored(tmp_path):
+    from tools.sim import crypto
+
+    key = IssuerKey(crypto.TEST_ROOT_KEYS["tac"], bytes.fromhex("3104000000000000"))
+    s = Store(str(tmp_path / "cl.sqlite3"))
+    s.provision(1, SECRET_A)
+    client = TestClient(create_app(s, clearing=Clearing({b"\x31\x04\x00\x00": key})))
+    good = record.decode(synth.purchase(1))
+    batch = [synth.purchase(1, tac=tac_of(key, good)), synth.purchase(2)]
+    dev = SimDevice(1, SECRET_A)
+    assert dev.answer(client.post("/v1/upload", content=dev.upload_body(1, batch)).content)
+    assert [row[9] for row in s.export(1)] == ["ok", "bad"]
+    s.close()
+
+
+def test_wire_bytes_per_record_under_70():
+    plain = wire_bytes(100, compress=False)
+    packed = wire_bytes(100, compress=True)
+    assert plain["bytes_per_record"] < 70
+    assert packed["bytes_per_record"] < plain["bytes_per_record"]
+    logging.getLogger("test").info("wire %s %s", plain, packed)

@@ -1,0 +1,134 @@
+"""Command line of the collector.
+
+    python -m tools.collector serve --db URL --port N [--host H] [--tac-keys keys.json]
+    python -m tools.collector provision --db URL --device ID [--secret HEX] [--name NAME]
+    python -m tools.collector publish --db URL --version V FILE [--device ID] [--delta-from V0]
+    python -m tools.collector export --db URL [--device ID] [--out FILE.csv]
+
+--db takes ``sqlite:///path`` (default ``sqlite:///collector.sqlite3``), a bare path, or
+``postgresql://user@host:port/dbname``.
+"""
+
+import argparse
+import csv
+import json
+import logging
+import os
+import socket
+import sys
+
+from .db import DEFAULT_URL, Store, parse_url
+
+
+def _serve(args):
+    import uvicorn
+
+    from .app import create_app
+    from .clearing import Clearing, load_keys
+
+    keys = {}
+    if args.tac_keys:
+        with open(args.tac_keys, encoding="utf-8") as f:
+            keys = load_keys(json.load(f))
+    store = Store(args.db)
+    app = create_app(store, clearing=Clearing(keys))
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((args.host, args.port))
+    port = sock.getsockname()[1]
+    # First stdout line, like the simulators: scripts started with --port 0 read it.
+    print("PORT %d" % port, flush=True)
+    logging.getLogger("collector").info(
+        "collector on %s:%d, database %s", args.host, port, parse_url(args.db)
+    )
+    # No Server/Date headers: every byte counts on a metered cellular link.
+    config = uvicorn.Config(
+        app, log_level=args.log_level, access_log=False, server_header=False, date_header=False
+    )
+    uvicorn.Server(config).run(sockets=[sock])
+    return 0
+
+
+def _provision(args):
+    secret = bytes.fromhex(args.secret) if args.secret else os.urandom(32)
+    store = Store(args.db)
+    store.provision(args.device, secret, args.name)
+    store.close()
+    print("device %d secret %s" % (args.device, secret.hex()))
+    return 0
+
+
+def _publish(args):
+    with open(args.file, "rb") as f:
+        data = f.read()
+    store = Store(args.db)
+    store.publish(args.version, data, target=args.device or 0, base=args.delta_from or 0)
+    store.close()
+    what = "delta from %d" % args.delta_from if args.delta_from else "full bundle"
+    who = "device %d" % args.device if args.device else "all devices"
+    print("published version %d (%s, %d bytes) for %s" % (args.version, what, len(data), who))
+    return 0
+
+
+def _export(args):
+    store = Store(args.db)
+    out = open(args.out, "w", newline="", encoding="utf-8") if args.out else sys.stdout
+    try:
+        w = csv.writer(out)
+        w.writerow(Store.EXPORT_COLUMNS)
+        n = 0
+        for row in store.export(args.device):
+            w.writerow(row)
+            n += 1
+    finally:
+        if args.out:
+            out.close()
+        store.close()
+    print("%d records exported" % n, file=sys.stderr)
+    return 0
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(
+        prog="python -m tools.collector",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    def with_db(sp):
+        sp.add_argument(
+            "--db",
+            default=os.environ.get("COLLECTOR_DB", DEFAULT_URL),
+            help="database URL (default %(default)s, or $COLLECTOR_DB)",
+        )
+        return sp
+
+    s = with_db(sub.add_parser("serve", help="run the HTTP service"))
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8080, help="0 picks a free port (printed)")
+    s.add_argument(
+        "--tac-keys", help="JSON {issuer4hex: {root, issuer8, alg}} TAC keys for clearing"
+    )
+    s.add_argument("--log-level", default="info")
+    s = with_db(sub.add_parser("provision", help="add a device or replace its secret"))
+    s.add_argument("--device", type=int, required=True)
+    s.add_argument("--secret", help="hex, at least 16 bytes (default: 32 random bytes, printed)")
+    s.add_argument("--name")
+    s = with_db(sub.add_parser("publish", help="publish a parameter bundle"))
+    s.add_argument("file")
+    s.add_argument("--version", type=int, required=True)
+    s.add_argument("--device", type=int, help="for one device only (default: all)")
+    s.add_argument("--delta-from", type=int, help="FILE is a delta from this version")
+    s = with_db(sub.add_parser("export", help="records as CSV"))
+    s.add_argument("--device", type=int)
+    s.add_argument("--out", help="file (default: stdout)")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return {"serve": _serve, "provision": _provision, "publish": _publish, "export": _export}[
+            args.cmd
+        ](args)
+    except (ValueError, OSError) as e:
+        print("error: %s" % e, file=sys.stderr)
+        return 2

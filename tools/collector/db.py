@@ -1,0 +1,508 @@
+"""Storage for the collector: SQLite (a file, the default) or PostgreSQL (by URL), one schema with
+versioned migrations, and an ingest that stores every record once whatever is re-sent.
+
+Exactly-once rests on two unique keys: (device_id, seq) for every record, and
+(psam_tid, psam_serial) for purchases (the PSAM's terminal transaction serial never repeats). The
+insert ignores conflicts; a record whose device/seq is new but whose PSAM serial is already held
+is kept with `tsn_dup = 1` (clearing excludes it, the log says so) so the device's sequence still
+advances. The acknowledgement is the highest sequence held contiguously for the device.
+"""
+
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager
+from urllib.parse import unquote, urlparse
+
+log = logging.getLogger("collector.db")
+
+EPOCH_2000 = 946684800  # validator time is seconds since 2000-01-01 UTC
+DEFAULT_URL = "sqlite:///collector.sqlite3"
+
+# Each migration: (version, statements). `{blob}` and `{big}` are filled per dialect. Never edit
+# a published migration: add the next one.
+MIGRATIONS = [
+    (
+        1,
+        [
+            """CREATE TABLE devices (
+                device_id {big} PRIMARY KEY,
+                secret {blob} NOT NULL,
+                name TEXT,
+                counter {big} NOT NULL DEFAULT 0,
+                contig {big} NOT NULL DEFAULT 0,
+                created {big} NOT NULL,
+                last_seen {big},
+                last_skew {big})""",
+            """CREATE TABLE records (
+                device_id {big} NOT NULL,
+                seq {big} NOT NULL,
+                received {big} NOT NULL,
+                raw {blob} NOT NULL,
+                kind INTEGER,
+                rtime {big},
+                psam_tid TEXT,
+                psam_serial {big},
+                card_no TEXT,
+                amount {big},
+                tsn_dup INTEGER NOT NULL DEFAULT 0,
+                PRIMARY KEY (device_id, seq))""",
+            """CREATE UNIQUE INDEX records_tsn ON records (psam_tid, psam_serial)
+                WHERE tsn_dup = 0 AND psam_tid IS NOT NULL""",
+            """CREATE TABLE gaps (
+                device_id {big} NOT NULL,
+                from_seq {big} NOT NULL,
+                to_seq {big} NOT NULL,
+                noted {big} NOT NULL)""",
+            """CREATE TABLE bundles (
+                target {big} NOT NULL,
+                version {big} NOT NULL,
+                base {big} NOT NULL,
+                data {blob} NOT NULL,
+                published {big} NOT NULL,
+                PRIMARY KEY (target, version, base))""",
+        ],
+    ),
+    (
+        2,
+        [
+            # Clearing: TAC verdict per purchase ('ok', 'bad', 'unchecked', NULL = not a purchase).
+            "ALTER TABLE records ADD COLUMN tac_status TEXT",
+        ],
+    ),
+]
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+
+_INSERT = (
+    "INSERT INTO records (device_id, seq, received, raw, kind, rtime, psam_tid, psam_serial, "
+    "card_no, amount, tac_status, tsn_dup) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+class Stale(Exception):
+    """The request's counter is not above the last one accepted (a replay or a rebooted device)."""
+
+    def __init__(self, server_counter):
+        super().__init__("counter not above %d" % server_counter)
+        self.server_counter = server_counter
+
+
+def _hexify(v):
+    if v is None:
+        return None
+    if isinstance(v, (bytes, bytearray, memoryview)):
+        return bytes(v).hex()
+    return str(v)
+
+
+class Store:
+    """Open with a URL: ``sqlite:///path``, a bare path, or ``postgresql://user@host:port/db``."""
+
+    def __init__(self, url=DEFAULT_URL, migrate=True):
+        self.url = url
+        if url.startswith(("postgresql://", "postgres://")):
+            self.dialect = "pg"
+            import psycopg
+
+            self._psycopg = psycopg
+            self._pool = queue.LifoQueue()
+        else:
+            self.dialect = "sqlite"
+            path = url[len("sqlite://") :] if url.startswith("sqlite://") else url
+            if path.startswith("/") and url.startswith("sqlite:///"):
+                path = path[1:]
+            self.path = unquote(path) or ":memory:"
+            self._local = threading.local()
+            self._all = []
+            self._all_lock = threading.Lock()
+        if migrate:
+            self.migrate()
+
+    # --- connections ------------------------------------------------------------------------
+
+    def _sqlite_conn(self):
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=30000")
+            self._local.conn = conn
+            with self._all_lock:
+                self._all.append(conn)
+        return conn
+
+    @contextmanager
+    def _tx(self):
+        """A write transaction: yields an executor; commits on success, rolls back on error."""
+        if self.dialect == "sqlite":
+            conn = self._sqlite_conn()
+            # IMMEDIATE takes the write lock up front: no deadlock upgrading a read lock.
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield _Exec(conn, "sqlite")
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        else:
+            try:
+                conn = self._pool.get_nowait()
+            except queue.Empty:
+                conn = self._psycopg.connect(self.url)
+            try:
+                with conn.transaction():
+                    yield _Exec(conn, "pg")
+            except BaseException:
+                if conn.closed or conn.broken:
+                    conn = None
+                raise
+            finally:
+                if conn is not None:
+                    self._pool.put(conn)
+
+    def close(self):
+        if self.dialect == "sqlite":
+            with self._all_lock:
+                for conn in self._all:
+                    try:
+                        conn.close()
+                    except sqlite3.ProgrammingError:
+                        pass  # owned by a thread that is gone; closed by the GC
+                self._all.clear()
+            self._local = threading.local()
+        else:
+            while True:
+                try:
+                    self._pool.get_nowait().close()
+                except queue.Empty:
+                    break
+
+    # --- schema -------------------------------------------------------------------------------
+
+    def migrate(self):
+        blob, big = ("BLOB", "INTEGER") if self.dialect == "sqlite" else ("BYTEA", "BIGINT")
+        with self._tx() as ex:
+            if self.dialect == "pg":
+                # Several collectors may start at once on one database: one migrates at a time.
+                ex.run("SELECT pg_advisory_xact_lock(734201)")
+            ex.run("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            row = ex.one("SELECT MAX(version) FROM schema_version")
+            have = row[0] or 0
+            if have > SCHEMA_VERSION:
+                raise RuntimeError(
+                    "database schema %d is newer than this collector (%d)" % (have, SCHEMA_VERSION)
+                )
+            for version, statements in MIGRATIONS:
+                if version <= have:
+                    continue
+                for sql in statements:
+                    ex.run(sql.format(blob=blob, big=big))
+                ex.run("INSERT INTO schema_version (version) VALUES (?)", (version,))
+                log.info("schema migrated to version %d", version)
+        return SCHEMA_VERSION
+
+    def schema_version(self):
+        with self._tx() as ex:
+            return ex.one("SELECT MAX(version) FROM schema_version")[0]
+
+    # --- devices ------------------------------------------------------------------------------
+
+    def provision(self, device_id, secret, name=None):
+        """Add a device or replace its secret (its counter and records stay)."""
+        if not 0 < device_id <= 0xFFFFFFFF:
+            raise ValueError("device id must be 1..4294967295")
+        if len(secret) < 16:
+            raise ValueError("a device secret needs at least 16 bytes")
+        with self._tx() as ex:
+            if ex.one("SELECT 1 FROM devices WHERE device_id = ?", (device_id,)):
+                ex.run(
+                    "UPDATE devices SET secret = ?, name = ? WHERE device_id = ?",
+                    (bytes(secret), name, device_id),
+                )
+            else:
+                ex.run(
+                    "INSERT INTO devices (device_id, secret, name, created) VALUES (?, ?, ?, ?)",
+                    (device_id, bytes(secret), name, int(time.time())),
+                )
+
+    def secret(self, device_id):
+        with self._tx() as ex:
+            row = ex.one("SELECT secret FROM devices WHERE device_id = ?", (device_id,))
+        return bytes(row[0]) if row else None
+
+    def device(self, device_id):
+        with self._tx() as ex:
+            row = ex.one(
+                "SELECT counter, contig, last_seen, last_skew FROM devices WHERE device_id = ?",
+                (device_id,),
+            )
+        if not row:
+            return None
+        return dict(zip(("counter", "contig", "last_seen", "last_skew"), row))
+
+    def _bump_counter(self, ex, device_id, counter, now, skew):
+        # The row lock this UPDATE takes also serialises concurrent requests of one device.
+        n = ex.run(
+            "UPDATE devices SET counter = ?, last_seen = ?, last_skew = ? "
+            "WHERE device_id = ? AND counter < ?",
+            (counter, now, skew, device_id, counter),
+        )
+        if n != 1:
+            row = ex.one("SELECT counter FROM devices WHERE device_id = ?", (device_id,))
+            raise Stale(row[0] if row else 0)
+
+    # --- ingest -------------------------------------------------------------------------------
+
+    def ingest(self, device_id, counter, acked, first_seq, rows, device_time=None):
+        """Store one authenticated batch. rows: [(seq, raw, fields)] where fields holds the decoded
+        kind, time, psam_tid, psam_serial, card_no, amount, tac_status (any may be None).
+        -> dict(contig, stored, duplicates, tsn_dups). Raises Stale."""
+        now = int(time.time())
+        skew = None if device_time is None else device_time - (now - EPOCH_2000)
+        with self._tx() as ex:
+            self._bump_counter(ex, device_id, counter, now, skew)
+            stored = tsn_dups = 0
+            if rows:
+                lo, hi = rows[0][0], rows[-1][0]
+                span = "SELECT seq FROM records WHERE device_id = ? AND seq >= ? AND seq <= ?"
+                before = {r[0] for r in ex.all(span, (device_id, lo, hi))}
+                fresh = [
+                    self._row(device_id, now, seq, raw, f, 0)
+                    for seq, raw, f in rows
+                    if seq not in before
+                ]
+                if fresh:
+                    ex.many(_INSERT + " ON CONFLICT DO NOTHING", fresh)
+                    after = {r[0] for r in ex.all(span, (device_id, lo, hi))}
+                    for p in fresh:
+                        if p[1] not in after:
+                            # Not held under (device, seq), so the PSAM serial clashed.
+                            log.warning(
+                                "device %d seq %d repeats PSAM %s serial %s: kept as tsn_dup",
+                                device_id,
+                                p[1],
+                                p[6],
+                                p[7],
+                            )
+                            ex.run(_INSERT, p[:-1] + (1,))
+                            tsn_dups += 1
+                    stored = len(fresh)
+            contig = self._advance(ex, device_id, acked, now)
+        return {
+            "contig": contig,
+            "stored": stored,
+            "duplicates": len(rows) - stored,
+            "tsn_dups": tsn_dups,
+        }
+
+    @staticmethod
+    def _row(device_id, now, seq, raw, f, dup):
+        return (
+            device_id,
+            seq,
+            now,
+            bytes(raw),
+            f.get("kind"),
+            f.get("time"),
+            _hexify(f.get("psam_tid")),
+            f.get("psam_serial"),
+            _hexify(f.get("card_no")),
+            f.get("amount"),
+            f.get("tac_status"),
+            dup,
+        )
+
+    def _advance(self, ex, device_id, acked, now):
+        contig = ex.one("SELECT contig FROM devices WHERE device_id = ?", (device_id,))[0]
+        if acked > contig:
+            # The device freed records we acknowledged once and no longer hold: the database was
+            # restored from an older backup. They are the back office's loss, not the device's:
+            # note the gap loudly and move on, or the device would wait forever.
+            missing = ex.one(
+                "SELECT COUNT(*) FROM records WHERE device_id = ? AND seq > ? AND seq <= ?",
+                (device_id, contig, acked),
+            )[0]
+            if missing < acked - contig:
+                log.error(
+                    "device %d: records %d..%d were acknowledged earlier but are not held "
+                    "(database restored?); %d missing, noted in gaps",
+                    device_id,
+                    contig + 1,
+                    acked,
+                    acked - contig - missing,
+                )
+                ex.run(
+                    "INSERT INTO gaps (device_id, from_seq, to_seq, noted) VALUES (?, ?, ?, ?)",
+                    (device_id, contig + 1, acked, now),
+                )
+            contig = acked
+        start = contig
+        while True:
+            seqs = ex.all(
+                "SELECT seq FROM records WHERE device_id = ? AND seq > ? ORDER BY seq LIMIT 2000",
+                (device_id, contig),
+            )
+            for (seq,) in seqs:
+                if seq != contig + 1:
+                    break
+                contig = seq
+            else:
+                if len(seqs) == 2000:
+                    continue
+            break
+        if contig != start or acked > start:
+            ex.run("UPDATE devices SET contig = ? WHERE device_id = ?", (contig, device_id))
+        return contig
+
+    def touch(self, device_id, counter, device_time=None):
+        """Accept a counter without records (parameter queries). Raises Stale."""
+        now = int(time.time())
+        skew = None if device_time is None else device_time - (now - EPOCH_2000)
+        with self._tx() as ex:
+            self._bump_counter(ex, device_id, counter, now, skew)
+
+    # --- parameter bundles --------------------------------------------------------------------
+
+    def publish(self, version, data, target=0, base=0):
+        """A full bundle (base 0) or a delta from `base`, for one device or all (target 0)."""
+        if version <= 0 or base < 0 or (base and base >= version):
+            raise ValueError("need version > 0 and 0 <= base < version")
+        with self._tx() as ex:
+            ex.run(
+                "DELETE FROM bundles WHERE target = ? AND version = ? AND base = ?",
+                (target, version, base),
+            )
+            ex.run(
+                "INSERT INTO bundles (target, version, base, data, published) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (target, version, base, bytes(data), int(time.time())),
+            )
+
+    def _target(self, ex, device_id):
+        # A device with bundles of its own gets those; the rest share the fleet's (target 0).
+        row = ex.one("SELECT 1 FROM bundles WHERE target = ? LIMIT 1", (device_id,))
+        return device_id if row else 0
+
+    def latest_version(self, device_id):
+        with self._tx() as ex:
+            target = self._target(ex, device_id)
+            row = ex.one("SELECT MAX(version) FROM bundles WHERE target = ?", (target,))
+        return row[0] or 0
+
+    def bundle_for(self, device_id, have):
+        """-> (kind, version, base, data): kind 'none', 'full' or 'delta'."""
+        with self._tx() as ex:
+            target = self._target(ex, device_id)
+            latest = ex.one("SELECT MAX(version) FROM bundles WHERE target = ?", (target,))[0]
+            if not latest or latest == have:
+                return ("none", latest or 0, 0, b"")
+            if have:
+                row = ex.one(
+                    "SELECT data FROM bundles WHERE target = ? AND version = ? AND base = ?",
+                    (target, latest, have),
+                )
+                if row:
+                    return ("delta", latest, have, bytes(row[0]))
+            row = ex.one(
+                "SELECT data FROM bundles WHERE target = ? AND version = ? AND base = 0",
+                (target, latest),
+            )
+            if not row:
+                log.error("bundle %d (target %d) has no full form: none offered", latest, target)
+                return ("none", have, 0, b"")
+            return ("full", latest, 0, bytes(row[0]))
+
+    # --- reading back -------------------------------------------------------------------------
+
+    def count(self, device_id=None):
+        with self._tx() as ex:
+            if device_id is None:
+                return ex.one("SELECT COUNT(*) FROM records")[0]
+            return ex.one("SELECT COUNT(*) FROM records WHERE device_id = ?", (device_id,))[0]
+
+    def seqs(self, device_id):
+        with self._tx() as ex:
+            rows = ex.all("SELECT seq FROM records WHERE device_id = ? ORDER BY seq", (device_id,))
+        return [r[0] for r in rows]
+
+    def gaps(self, device_id):
+        with self._tx() as ex:
+            rows = ex.all(
+                "SELECT from_seq, to_seq FROM gaps WHERE device_id = ? ORDER BY from_seq",
+                (device_id,),
+            )
+        return [tuple(r) for r in rows]
+
+    EXPORT_COLUMNS = (
+        "device_id",
+        "seq",
+        "received",
+        "kind",
+        "rtime",
+        "psam_tid",
+        "psam_serial",
+        "card_no",
+        "amount",
+        "tac_status",
+        "tsn_dup",
+        "raw",
+    )
+
+    def export(self, device_id=None):
+        """Rows as tuples in EXPORT_COLUMNS order (raw as hex), ordered by device and seq."""
+        cols = ", ".join(self.EXPORT_COLUMNS)
+        sql = "SELECT %s FROM records" % cols
+        args = ()
+        if device_id is not None:
+            sql += " WHERE device_id = ?"
+            args = (device_id,)
+        sql += " ORDER BY device_id, seq"
+        with self._tx() as ex:
+            rows = ex.all(sql, args)
+        for r in rows:
+            yield tuple(r[:-1]) + (bytes(r[-1]).hex(),)
+
+
+class _Exec:
+    """Runs `?`-style SQL on either driver (psycopg wants `%s`)."""
+
+    def __init__(self, conn, dialect):
+        self.conn = conn
+        self.pg = dialect == "pg"
+
+    def _sql(self, sql):
+        return sql.replace("?", "%s") if self.pg else sql
+
+    def run(self, sql, args=()):
+        cur = self.conn.execute(self._sql(sql), args)
+        return cur.rowcount
+
+    def many(self, sql, rows):
+        if self.pg:
+            with self.conn.cursor() as cur:
+                cur.executemany(self._sql(sql), rows)
+        else:
+            self.conn.executemany(sql, rows)
+
+    def one(self, sql, args=()):
+        return self.conn.execute(self._sql(sql), args).fetchone()
+
+    def all(self, sql, args=()):
+        return self.conn.execute(self._sql(sql), args).fetchall()
+
+
+def server_time():
+    """Now in validator time (seconds since 2000-01-01 UTC)."""
+    return int(time.time()) - EPOCH_2000
+
+
+def parse_url(url):
+    """For messages: the URL without its password."""
+    p = urlparse(url)
+    if p.password:
+        return url.replace(":" + p.password + "@", ":***@")
+    return url

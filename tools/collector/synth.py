@@ -1,0 +1,41 @@
+"""Plausible journal records (firmware/record.py, 64 bytes) for tests and benchmarks of the
+collector: a bus with one PSAM, cards from a small pool, fares of 1 to 2 yuan."""
+
+import random
+
+import record
+
+SIZE = record.SIZE
+decode = record.decode
+T0 = 848000000  # validator time (seconds since 2000) late 2026
+PSAM = b"\x00\x00\x12\x34\x56\x78"
+
+
+def purchase(seq, psam_serial=None, psam_tid=PSAM, rng=None, t=None, tac=None):
+    rng = rng or random.Random(seq)
+    bal = rng.randrange(500, 20000)
+    fare = rng.choice((100, 150, 200))
+    return record.encode(
+        {
+            "kind": record.PURCHASE,
+            "card_type": 1,
+            "txn_type": 9,
+            "time": t if t is not None else T0 + seq * 37,
+            "psam_tid": psam_tid,
+            "psam_serial": psam_serial if psam_serial is not None else 1000 + seq,
+            "card_no": bytes.fromhex("31040000%012d" % rng.randrange(40)),
+            "issuer": b"\x31\x04\x00\x00",
+            "amount": fare,
+            "balance_before": bal,
+            "balance_after": bal - fare,
+            "card_atc": rng.randrange(1, 3000),
+            "tac": tac if tac is not None else rng.randbytes(4),
+            "route": 52,
+            "stop": rng.randrange(1, 30),
+        },
+        seq,
+    )
+
+
+def boot(seq, t=None):
+    return record.encode({"kind": record.BOOT, "time": t if t is not None else T0 + seq}, seq)
