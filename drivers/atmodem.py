@@ -1,0 +1,434 @@
+# An asyncio AT command engine over a UART stream (SIM7600, EC2x/EC200, anything 3GPP-ish).
+#
+# One reader task owns the receive side: bytes go into a preallocated ring, complete lines are
+# matched against the command in flight (its info lines, its final result code, its prompt) and
+# against the registered unsolicited result codes, which are routed whenever they arrive, also
+# between the lines of another command's response. Raw payloads of announced length ("+HTTPREAD:
+# DATA,<n>", or the bytes after a CONNECT) are copied straight into the caller's buffer.
+# Nothing here busy-waits: every wait is an awaited event with a deadline.
+import asyncio
+import time
+
+import log
+from micropython import const
+from ringbuf import RingBuffer
+
+_LF = const(10)
+_CR = const(13)
+_GT = const(62)
+_SP = const(32)
+_LINE_MAX = const(256)
+_CHUNK = const(256)
+
+_log = log.get("at")
+
+# Final result codes that fail a command (OK is handled apart).
+_FAIL_EXACT = (b"ERROR", b"NO CARRIER", b"NO DIALTONE", b"BUSY", b"NO ANSWER")
+_FAIL_PREFIX = (b"+CME ERROR:", b"+CMS ERROR:")
+
+
+class AtError(OSError):
+    """The modem answered a command with a failing final result code.
+    `code` is the number of +CME/+CMS ERROR when numeric, its text otherwise, None for ERROR."""
+
+    def __init__(self, line, code=None):
+        super().__init__(line)
+        self.line = line
+        self.code = code
+
+
+class AtTimeout(OSError):
+    """No final result code (or prompt, or raw data) within the command's deadline."""
+
+
+def parse_error(line):
+    """A failing final line -> AtError with its code ('+CME ERROR: 14' -> code 14)."""
+    text = line.decode() if isinstance(line, (bytes, bytearray)) else line
+    code = None
+    colon = text.find(":")
+    if text.startswith("+CM") and colon > 0:
+        rest = text[colon + 1 :].strip()
+        try:
+            code = int(rest)
+        except ValueError:
+            code = rest
+    return AtError(text, code)
+
+
+def fields(line, prefix):
+    """'+CSQ: 21,99' with prefix b'+CSQ:' -> ['21', '99'] (quotes stripped, spaces trimmed)."""
+    text = bytes(line[len(prefix) :]).decode().strip()
+    out = []
+    for part in text.split(","):
+        part = part.strip()
+        if len(part) >= 2 and part[0] == '"' and part[-1] == '"':
+            part = part[1:-1]
+        out.append(part)
+    return out
+
+
+class _Pending:
+    # The command in flight: what it collects and how it ends.
+    def __init__(self, cmd, prefix, prompt, raw, end):
+        self.cmd = cmd
+        self.prefix = prefix
+        self.prompt = prompt  # b">", b"DOWNLOAD", b"CONNECT" or None
+        self.prompt_seen = False
+        self.raw = raw  # memoryview to fill (after CONNECT or a data header)
+        self.raw_got = 0
+        self.raw_after_connect = 0  # bytes that follow the CONNECT line
+        self.end = end  # a line prefix that ends the command after OK (e.g. b"+HTTPREAD: 0")
+        self.ok = False
+        self.lines = []
+        self.error = None
+        self.done = False
+        self.ev = asyncio.Event()
+
+
+class UrcWaiter:
+    """One URC expected later (e.g. '+HTTPACTION:'): create it before sending the command that
+    triggers it, so a fast answer cannot slip by, then `await waiter.wait(timeout_ms)`."""
+
+    def __init__(self, engine, prefix):
+        self.engine = engine
+        self.prefix = prefix
+        self.line = None
+        self.ev = asyncio.Event()
+
+    async def wait(self, timeout_ms):
+        try:
+            if self.line is None:
+                await asyncio.wait_for_ms(self.ev.wait(), timeout_ms)
+        except asyncio.TimeoutError:
+            raise AtTimeout("no %s within %d ms" % (self.prefix.decode(), timeout_ms))
+        finally:
+            self.cancel()
+        return self.line
+
+    def cancel(self):
+        if self in self.engine._waiters:
+            self.engine._waiters.remove(self)
+
+
+class AtEngine:
+    def __init__(self, stream, rxbuf=2048):
+        self.stream = stream
+        self._rd = asyncio.StreamReader(stream)
+        self._wr = asyncio.StreamWriter(stream, {})
+        self._ring = RingBuffer(rxbuf)
+        self._chunk = bytearray(_CHUNK)
+        self._cmv = memoryview(self._chunk)
+        self._line = bytearray(_LINE_MAX)
+        self._llen = 0
+        self._overlong = False
+        self._urcs = []  # (prefix, fn(line))
+        self._data_hdrs = []  # line prefixes announcing raw data: b"+HTTPREAD: DATA,"
+        self._waiters = []
+        self._raw_left = 0  # raw bytes still to move (to the pending's buffer or discarded)
+        self._cmd = None
+        self._lock = asyncio.Lock()
+        self._task = None
+        self.echo = True  # until ATE0: the modem repeats each command line
+        self.last_rx_ms = time.ticks_ms()
+        self.discarded = 0  # raw bytes nobody asked for
+        self.bad_lines = 0
+
+    # ---- life cycle -------------------------------------------------------------------------
+    def start(self):
+        if self._task is None:
+            self._task = asyncio.create_task(self._reader())
+
+    def stop(self):
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    def reset(self):
+        """Forget partial input (after a power cycle or an escape)."""
+        self._ring.clear()
+        self._llen = 0
+        self._overlong = False
+        self._raw_left = 0
+        self.echo = True
+
+    def on_urc(self, prefix, fn):
+        """Call fn(line: bytes) for every line starting with `prefix` that is not the response of
+        the command in flight."""
+        self._urcs.append((prefix, fn))
+
+    def data_header(self, prefix):
+        """Lines '<prefix><n>' announce n raw bytes, copied into the command's raw buffer."""
+        self._data_hdrs.append(prefix)
+
+    def expect(self, prefix):
+        w = UrcWaiter(self, prefix)
+        self._waiters.append(w)
+        return w
+
+    # ---- receive side -----------------------------------------------------------------------
+    async def _reader(self):
+        rd = self._rd
+        while True:
+            n = await rd.readinto(self._chunk)
+            if not n:
+                # A stream with nothing to read: let other tasks run rather than spin.
+                await asyncio.sleep_ms(2)
+                continue
+            self.feed(self._cmv[:n])
+
+    def feed(self, data):
+        """Parse received bytes (the reader task calls this; tests may call it directly)."""
+        self.last_rx_ms = time.ticks_ms()
+        off = 0
+        n = len(data)
+        while off < n:
+            put = self._ring.put(data[off:])
+            off += put
+            self._parse()
+            if not put and off < n:
+                # The ring is full and nothing could be parsed: a line longer than the ring.
+                _log.warning("receive ring overflow, %d bytes dropped", n - off)
+                self._ring.clear()
+                break
+
+    def _parse(self):
+        ring = self._ring
+        while len(ring):
+            if self._raw_left:
+                self._take_raw()
+                continue
+            p = self._cmd
+            if p is not None and not p.done and p.prompt == b">" and not p.prompt_seen:
+                # '> ' comes without a line end: recognise it at the start of a line.
+                if self._llen == 0 and ring.peek(0) == _GT:
+                    ring.get_byte()
+                    if len(ring) and ring.peek(0) == _SP:
+                        ring.get_byte()
+                    p.prompt_seen = True
+                    p.ev.set()
+                    continue
+            b = ring.get_byte()
+            if b == _LF:
+                self._end_line()
+            elif b == _CR:
+                continue
+            elif self._llen < _LINE_MAX:
+                self._line[self._llen] = b
+                self._llen += 1
+            else:
+                self._overlong = True
+
+    def _take_raw(self):
+        p = self._cmd
+        n = self._raw_left
+        if p is not None and p.raw is not None and not p.done:
+            room = len(p.raw) - p.raw_got
+            n = min(n, room)
+            if n > 0:
+                got = self._ring.readinto(p.raw[p.raw_got :], n)
+                p.raw_got += got
+                self._raw_left -= got
+                if not self._raw_left:
+                    p.ev.set()
+                return
+        # Nobody wants these bytes (or more than the buffer holds): drop them.
+        got = 0
+        while self._raw_left and len(self._ring):
+            self._ring.get_byte()
+            self._raw_left -= 1
+            got += 1
+        self.discarded += got
+        if p is not None and not self._raw_left:
+            p.ev.set()
+
+    def _end_line(self):
+        n = self._llen
+        self._llen = 0
+        if self._overlong:
+            self._overlong = False
+            self.bad_lines += 1
+            _log.warning("line longer than %d bytes dropped", _LINE_MAX)
+            return
+        if not n:
+            return
+        line = bytes(self._line[:n])
+        try:
+            self._route(line)
+        except Exception as e:  # a handler bug or a malformed line must not kill the reader
+            self.bad_lines += 1
+            _log.error("line %r refused: %r", line[:40], e)
+
+    def _route(self, line):
+        p = self._cmd
+        active = p is not None and not p.done
+        if active and self.echo and line == p.cmd:
+            return
+        for pre in self._data_hdrs:
+            if line.startswith(pre):
+                n = int(line[len(pre) :].strip().split(b",")[-1])
+                if n < 0:
+                    raise ValueError("negative length")
+                self._raw_left = n
+                if active and p.raw is None:
+                    _log.warning("%s data but no buffer: %d bytes dropped", pre.decode(), n)
+                return
+        if active:
+            if p.prefix is not None and line.startswith(p.prefix):
+                p.lines.append(line)
+                p.ev.set()
+                return
+            if line == b"OK":
+                p.ok = True
+                if p.end is None:
+                    self._finish(p, None)
+                else:
+                    p.ev.set()
+                return
+            if line in _FAIL_EXACT or line.startswith(_FAIL_PREFIX[0]):
+                self._finish(p, parse_error(line))
+                return
+            if line.startswith(_FAIL_PREFIX[1]):
+                self._finish(p, parse_error(line))
+                return
+            if p.prompt is not None and not p.prompt_seen and line == p.prompt:
+                p.prompt_seen = True
+                if line == b"CONNECT" and p.raw_after_connect:
+                    self._raw_left = p.raw_after_connect
+                p.ev.set()
+                return
+            if p.end is not None and line.startswith(p.end):
+                p.lines.append(line)
+                self._finish(p, None)
+                return
+        for w in self._waiters:
+            if line.startswith(w.prefix):
+                w.line = line
+                self._waiters.remove(w)
+                w.ev.set()
+                return
+        for pre, fn in self._urcs:
+            if line.startswith(pre):
+                fn(line)
+                return
+        if active and p.prefix is None:
+            p.lines.append(line)
+            return
+        _log.debug("unsolicited %r", line[:60])
+
+    def _finish(self, p, error):
+        p.error = error
+        p.done = True
+        p.ev.set()
+
+    # ---- send side --------------------------------------------------------------------------
+    async def _wait(self, p, cond, deadline, what):
+        while not cond():
+            if p.done:
+                return
+            left = time.ticks_diff(deadline, time.ticks_ms())
+            if left <= 0:
+                raise AtTimeout("%s: no %s" % (p.cmd.decode(), what))
+            p.ev.clear()
+            try:
+                await asyncio.wait_for_ms(p.ev.wait(), left)
+            except asyncio.TimeoutError:
+                pass
+
+    async def command(
+        self,
+        cmd,
+        timeout_ms=1000,
+        prefix=None,
+        data=None,
+        prompt=None,
+        raw=None,
+        raw_len=0,
+        end=None,
+    ):
+        """Send `cmd` (str or bytes, without CR) and await its final result code.
+
+        prefix:   info lines starting with it are the response (others are URCs or ignored);
+                  None collects every line that is neither a URC nor a result code.
+        data:     bytes sent after `prompt` (b">", b"DOWNLOAD" or b"CONNECT") is seen.
+        raw:      a memoryview/bytearray filled by data headers, or by `raw_len` bytes right
+                  after a CONNECT prompt (reads); `end`: a line that ends the command after OK.
+        Returns (info lines, raw bytes received). Raises AtError or AtTimeout."""
+        if isinstance(cmd, str):
+            cmd = cmd.encode()
+        if not prefix:
+            prefix = None  # b"" would claim every line
+        if raw is not None and not isinstance(raw, memoryview):
+            raw = memoryview(raw)
+        if raw_len and prompt is None:
+            prompt = b"CONNECT"
+        async with self._lock:
+            p = _Pending(cmd, prefix, prompt, raw, end)
+            p.raw_after_connect = raw_len
+            self._cmd = p
+            deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
+            try:
+                self._wr.write(cmd + b"\r")
+                await self._wr.drain()
+                if prompt is not None and data is not None:
+                    await self._wait(p, lambda: p.prompt_seen, deadline, prompt.decode())
+                    if p.done and p.error is not None:
+                        raise p.error
+                    self._wr.write(data)
+                    await self._wr.drain()
+                if raw_len:
+                    await self._wait(p, lambda: p.prompt_seen, deadline, "CONNECT")
+                    await self._wait(
+                        p, lambda: p.raw_got >= raw_len and not self._raw_left, deadline, "data"
+                    )
+                await self._wait(p, lambda: p.done, deadline, "final result")
+                if p.error is not None:
+                    raise p.error
+                return p.lines, p.raw_got
+            finally:
+                if self._raw_left and p.raw is not None and not p.done:
+                    # An unfinished raw read must not swallow the next command's answer.
+                    self._raw_left = 0
+                self._cmd = None
+
+    async def send_raw(self, data):
+        """Write bytes with no command around them (escape sequences, recovery)."""
+        self._wr.write(data)
+        await self._wr.drain()
+
+    async def probe(self, tries=3, timeout_ms=300):
+        """True when 'AT' gets OK within a few tries (the modem is alive and in command mode)."""
+        for _ in range(tries):
+            try:
+                await self.command("AT", timeout_ms)
+                return True
+            except AtTimeout:
+                pass
+            except AtError:
+                return True  # it answered, even if oddly
+        return False
+
+
+async def loop_block_probe(work, tick_ms=2):
+    """Run coroutine `work` while a 'tap' task ticks every `tick_ms`; measure how late the ticks
+    come. Returns (work's result, longest gap between ticks in ms, ticks counted).
+    A gap much longer than tick_ms means something blocked the asyncio loop (the benchmark and
+    the modem tests report it)."""
+    state = [time.ticks_ms(), 0, 0]  # last tick, longest gap, ticks
+
+    async def tap():
+        while True:
+            await asyncio.sleep_ms(tick_ms)
+            now = time.ticks_ms()
+            gap = time.ticks_diff(now, state[0])
+            state[0] = now
+            if gap > state[1]:
+                state[1] = gap
+            state[2] += 1
+
+    ticker = asyncio.create_task(tap())
+    try:
+        state[0] = time.ticks_ms()
+        result = await work
+    finally:
+        ticker.cancel()
+    return result, state[1], state[2]
