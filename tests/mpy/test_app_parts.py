@@ -1,0 +1,100 @@
+# Feedback patterns, the clock's rules and the vehicle configuration (MicroPython side).
+import asyncio
+import json
+
+import clock
+import config
+import log
+import mptest
+from feedback import PATTERNS, Feedback
+from sim_pin import PWM, Pin
+
+
+def _feedback():
+    green = Pin("g", Pin.OUT)
+    red = Pin("r", Pin.OUT)
+    buzzer = PWM(Pin("bz", Pin.OUT))
+    return Feedback(green, red, buzzer, hold_ms=5), green, red, buzzer
+
+
+async def test_accepted_tap_lights_green_and_beeps_once():
+    fb, green, red, buzzer = _feedback()
+    mptest.eq(fb.show("ok"), "beep")
+    mptest.eq((green.value(), red.value()), (1, 0))
+    await asyncio.sleep_ms(200)
+    beeps = [f for f, duty in buzzer.history if duty]
+    mptest.eq(beeps, [2700])
+    mptest.eq(buzzer.duty_u16(), 0)
+    mptest.eq((green.value(), red.value()), (0, 0), "LEDs go dark after the hold time")
+
+
+async def test_refusal_is_red_with_a_long_beep_and_unknown_tones_refuse():
+    fb, green, red, buzzer = _feedback()
+    mptest.eq(fb.show("no-such-tone"), "long low beep")
+    mptest.eq((green.value(), red.value()), (0, 1))
+    mptest.eq(PATTERNS["refused"][0][1] >= 500, True)
+    fb.show("again")  # a new tap cancels the running pattern
+    await asyncio.sleep_ms(600)
+    mptest.eq(fb.played, ["refused", "again"])
+    mptest.eq(buzzer.duty_u16(), 0)
+
+
+def test_clock_never_goes_before_the_last_record():
+    rtc = [800000000]
+    c = clock.Clock(lambda: rtc[0], floor=800000100)
+    mptest.eq(c.now(), 800000100, "an RTC behind the journal is held at the floor")
+    mptest.eq(c.set(800000050, "modem"), None)
+    mptest.true(log.find("before the last record"))
+    mptest.eq(c.set(800001000, "modem"), 900)
+    mptest.eq(c.now(), 800001000)
+    rtc[0] += 10
+    mptest.eq(c.now(), 800001010)
+    mptest.eq(c.set(100, "server"), None, "before 2025 is an unset clock")
+    c.max_step = 3600
+    mptest.eq(c.set(800001010 + 7200, "server"), None, "too large a jump")
+    mptest.eq(c.set(800001010 + 60, "server"), 60)
+    mptest.eq(c.source, "server")
+
+
+def _good():
+    return {
+        "device_id": "BUS-0001",
+        "secret": "00112233445566778899aabbccddeeff",
+        "route": 12,
+        "city": "2482",
+        "institution": "1200290000000000",
+        "collector_url": "http://127.0.0.1:8080",
+    }
+
+
+def test_config_validation_and_defaults():
+    cfg = config.validate(_good())
+    mptest.eq(cfg["stop_source"], "fixed")
+    mptest.eq(len(cfg["secret_bytes"]), 16)
+    for key, value, why in (
+        ("secret", "zz", "hex"),
+        ("secret", "0011", "16 bytes"),
+        ("city", "24820", "4 digits"),
+        ("institution", "12", "16 digits"),
+        ("stop_source", "psychic", "stop_source"),
+        ("device_id", "", "device_id"),
+    ):
+        bad = _good()
+        bad[key] = value
+        e = mptest.raises(config.ConfigError, config.validate, bad)
+        mptest.true(why in str(e), str(e))
+    bad = _good()
+    del bad["route"]
+    mptest.true("route" in str(mptest.raises(config.ConfigError, config.validate, bad)))
+
+
+def test_config_file_errors_are_clear():
+    path = "/tmp/validator-test-config.json"
+    with open(path, "w") as f:
+        f.write("{not json")
+    mptest.true("not valid JSON" in str(mptest.raises(config.ConfigError, config.load, path)))
+    with open(path, "w") as f:
+        json.dump(_good(), f)
+    mptest.eq(config.load(path)["device_id"], "BUS-0001")
+    e = mptest.raises(config.ConfigError, config.load, "/tmp/no-such-config.json")
+    mptest.true("provision" in str(e))

@@ -1,0 +1,78 @@
+"""Provision a validator: write its /config.json (device id, fresh secret, route, codes) and,
+optionally, register the device with the back office and copy the file to the board.
+
+    python -m tools.provision --device BUS-0001 --route 12 --city 2482 \\
+        --institution 1200290000000000 --collector http://bo.example:8080 --out config.json
+    python -m tools.provision ... --port /dev/ttyUSB0          # also copy it with mpremote
+    python -m tools.provision ... --collector-db sqlite:///bo.db  # also register the secret
+"""
+
+import argparse
+import json
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "firmware"))
+
+import config as fwconfig  # noqa: E402  (the firmware's own validation, shared)
+
+
+def build_config(args):
+    raw = {
+        "device_id": args.device,
+        "secret": args.secret or secrets.token_hex(32),
+        "route": args.route,
+        "city": args.city,
+        "institution": args.institution,
+        "collector_url": args.collector,
+        "stop_source": args.stop_source,
+        "stop": args.stop,
+        "operator": args.operator,
+        "vehicle": args.vehicle,
+        "modem": args.modem,
+        "apn": args.apn,
+    }
+    fwconfig.validate(raw)  # refuse here what the validator would refuse at boot
+    return raw
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", required=True)
+    ap.add_argument("--route", type=int, required=True)
+    ap.add_argument("--city", required=True, help="4-digit city code of the operator (BCD)")
+    ap.add_argument("--institution", required=True, help="16-digit acquirer institution code")
+    ap.add_argument("--collector", required=True, help="back office URL")
+    ap.add_argument("--secret", help="hex; default: 32 fresh random bytes")
+    ap.add_argument("--stop-source", default="fixed", choices=("fixed", "driver", "gps"))
+    ap.add_argument("--stop", type=int, default=0)
+    ap.add_argument("--operator", type=int, default=1)
+    ap.add_argument("--vehicle", default="")
+    ap.add_argument("--modem", default="sim7600", choices=("sim7600", "quectel", "socket"))
+    ap.add_argument("--apn", default="cmnet")
+    ap.add_argument("--out", type=Path, default=Path("config.json"))
+    ap.add_argument("--port", help="serial port of the board: copy config.json there")
+    ap.add_argument("--collector-db", help="database URL: register the device's secret")
+    args = ap.parse_args(argv)
+    try:
+        cfg = build_config(args)
+    except fwconfig.ConfigError as exc:
+        sys.exit(f"provision: {exc}")
+    args.out.write_text(json.dumps(cfg, indent=1) + "\n")
+    print(f"provision: wrote {args.out} for {cfg['device_id']}")
+    if args.collector_db:
+        cmd = [sys.executable, "-m", "tools.collector", "provision", "--db", args.collector_db]
+        cmd += ["--device", cfg["device_id"], "--secret", cfg["secret"]]
+        subprocess.run(cmd, check=True, cwd=ROOT)
+    if args.port:
+        mpremote = ROOT / ".venv" / "bin" / "mpremote"
+        cmd = [str(mpremote), "connect", args.port, "fs", "cp", str(args.out), ":config.json"]
+        print("provision: " + " ".join(cmd))
+        subprocess.run(cmd, check=True)
+
+
+if __name__ == "__main__":
+    main()
