@@ -1,0 +1,110 @@
+# The T-Union PSAM application layer over any APDU link (the T=0 UART link on a board, the
+# simulator's socket in tests). Boot once: terminal number at the MF, the T-Union PSAM application
+# (by AID, else by FID 8011), and the key index from its 0x17 file. Then per purchase: 8070 (MAC1
+# and the terminal transaction serial) and 8072 (MAC2 check); for a blacklist lock: 801A + 80FA.
+# Facts: reference tunion-card.md section 4.1.
+from apdu import ApduError, build, expect, sw_of
+
+PSAM_AID = b"\xa0\x00\x00\x06\x32MOT.CPSAM01"
+USAGE_LOCK = 0x45
+
+
+class PsamError(Exception):
+    """The PSAM refused or answered nonsense; the validator cannot sell until it is fixed."""
+
+
+class PsamApp:
+    def __init__(self, link):
+        self.link = link
+        self.terminal_id = None  # 6 bytes BCD
+        self.key_index = None
+        self.ready = False
+        self.apdus = 0
+        self.session = None  # what the last 8070 was for (the purchase layer's token)
+
+    def _x(self, apdu):
+        self.apdus += 1
+        resp = self.link.transceive(apdu)
+        sw = sw_of(resp)
+        if sw >> 8 == 0x61:  # T=0: the data waits for GET RESPONSE
+            resp = self.link.transceive(build(0x00, 0xC0, 0x00, 0x00, None, sw & 0xFF))
+            self.apdus += 1
+        return resp
+
+    def _expect(self, resp, length, what):
+        try:
+            return expect(resp, length, what)
+        except ApduError as e:
+            raise PsamError(str(e))
+
+    def boot(self):
+        """Read terminal number, select the application, read the key index. PsamError on failure
+        (link errors propagate: the caller resets the PSAM and retries)."""
+        self.ready = False
+        resp = self._x(build(0x00, 0xB0, 0x96, 0x00, None, 6))
+        if sw_of(resp) != 0x9000:  # not at the MF after a warm start: go there and retry
+            self._expect(self._x(build(0x00, 0xA4, 0x00, 0x00, b"\x3f\x00")), 0, "SELECT MF")
+            resp = self._x(build(0x00, 0xB0, 0x96, 0x00, None, 6))
+        self.terminal_id = bytes(self._expect(resp, 6, "PSAM terminal number"))
+        resp = self._x(build(0x00, 0xA4, 0x04, 0x00, PSAM_AID))
+        if sw_of(resp) != 0x9000:
+            resp = self._x(build(0x00, 0xA4, 0x00, 0x00, b"\x80\x11"))
+        self._expect(resp, None, "SELECT PSAM application")
+        info = self._expect(self._x(build(0x00, 0xB0, 0x97, 0x00, None, 25)), 25, "PSAM 0x17")
+        self.key_index = info[0]
+        self.ready = True
+        return self.terminal_id
+
+    def init_purchase(
+        self,
+        random4,
+        atc,
+        amount,
+        txn_type,
+        datetime7,
+        key_version,
+        alg_id,
+        serial_low8,
+        issuer8,
+        token=None,
+    ):
+        """INIT SAM FOR PURCHASE -> (serial int, serial 4 bytes, MAC1 4 bytes)."""
+        data = bytearray(36)
+        data[0:4] = random4
+        data[4] = (atc >> 8) & 0xFF
+        data[5] = atc & 0xFF
+        data[6:10] = amount.to_bytes(4, "big")
+        data[10] = txn_type
+        data[11:18] = datetime7
+        data[18] = key_version
+        data[19] = alg_id
+        data[20:28] = serial_low8
+        data[28:36] = issuer8
+        self.session = None
+        r = self._expect(self._x(build(0x80, 0x70, 0x00, 0x00, data, 0x08)), 8, "INIT SAM")
+        self.session = token
+        return int.from_bytes(r[0:4], "big"), bytes(r[0:4]), bytes(r[4:8])
+
+    def credit(self, mac2):
+        """CREDIT SAM FOR PURCHASE: True when MAC2 verifies, False on 9302; PsamError otherwise."""
+        self.session = None
+        resp = self._x(build(0x80, 0x72, 0x00, 0x00, mac2))
+        sw = sw_of(resp)
+        if sw == 0x9302:
+            return False
+        self._expect(resp, 0, "CREDIT SAM")
+        return True
+
+    def lock_mac(self, serial_low8, issuer8, key_version, challenge4, header5, sm4=False):
+        """The 4-byte MAC for APPLICATION BLOCK: IV = challenge || zeros, data = header, 80-pad."""
+        block = 16 if sm4 else 8
+        self._expect(
+            self._x(build(0x80, 0x1A, USAGE_LOCK, key_version, bytes(serial_low8) + issuer8)),
+            0,
+            "DES INIT (lock key)",
+        )
+        data = bytearray(2 * block)
+        data[0:4] = challenge4
+        data[block : block + 5] = header5
+        data[block + 5] = 0x80
+        return bytes(self._expect(self._x(build(0x80, 0xFA, 0x05, 0x00, data)), 4, "DES MAC"))
