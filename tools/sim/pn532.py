@@ -1,0 +1,610 @@
+"""A PN532 chip at the bus level: the host frame protocol on I2C, SPI and HSU, the commands a
+validator uses, and the ISO 14443-4 side to the cards in its field (InDataExchange with MI
+chaining both ways, as the chip's firmware does with auto-RATS on).
+
+Facts followed (docs/nfc.md credits the sources): frames ``00 00 FF LEN LCS D4|D5 PD.. DCS 00``,
+extended frames ``00 00 FF FF FF LENm LENl LCS ..``, ACK ``00 00 FF 00 FF 00`` (host -> chip: abort
+the running command), NACK ``00 00 FF FF 00 00`` (host -> chip: send the last response again),
+application error frame ``00 00 FF 01 FF 7F 81 00``. A frame with a bad checksum is ignored (no
+ACK). The chip answers every good command frame with an ACK, then its response.
+
+Transports:
+* ``PN532I2CSim`` for tools/sim/buses.py ``I2CBus`` at 0x24: every read starts with the status
+  byte (bit 0 = ready); a one-byte read only polls; a longer read while ready hands over the
+  pending frame (padded with zeros) and consumes it.
+* ``PN532SPISim`` for ``SPIBus``: the first byte under chip select is DW 01 / SR 02 / DR 03; DR
+  streams the pending frame, resuming where an earlier DR window stopped. The chip is LSB first:
+  a bus configured MSB first sees every byte bit-reversed both ways.
+* ``PN532HSUSim`` (a tools/sim/uart.py ``UartDevice``): asleep at power-up until a 0x55 byte;
+  bytes at a baud rate other than the chip's are lost, and its answers arrive garbled.
+  SetSerialBaudRate takes effect when the host ACKs it.
+
+Faults (``fault(name, count=1, **params)``): ``ignore`` (command frames lost: no ACK, not run),
+``drop_ack`` (ACK lost, command runs), ``drop_response`` (ACK, runs, answer lost),
+``corrupt`` (a byte of the answer flipped on the wire; a NACK gets it clean), ``corrupt_always``,
+``truncate`` (half the answer), ``garbage`` (random bytes instead of the answer), ``error_frame``,
+``nack_bus`` (I2C address NACK, a busy chip), ``slow`` (answer ready after ``ms``),
+``card_leave`` (the card leaves during the next InDataExchange frame, or ``after`` that many more;
+``when="before"``: the data never reaches it, ``"after"``: it runs the APDU, the answer is lost).
+"""
+
+import random
+import threading
+import time
+
+from tools.sim.field import DEFAULT_ATS, Field, exchange
+from tools.sim.uart import UartDevice
+
+ACK = b"\x00\x00\xff\x00\xff\x00"
+NACK = b"\x00\x00\xff\xff\x00\x00"
+ERROR_FRAME = b"\x00\x00\xff\x01\xff\x7f\x81\x00"
+BAUD_RATES = (9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600, 1288000)
+PENDING = object()  # a command that answers later (InListPassiveTarget waiting for a card)
+SYNTAX = object()  # answer with the application error frame
+
+ERR_TIMEOUT = 0x01
+ERR_CONTEXT = 0x27
+
+
+def build_frame(data, tfi=0xD5):
+    """A chip (D5) or host (D4) frame around data = command/response code + parameters."""
+    body = bytes((tfi,)) + bytes(data)
+    n = len(body)
+    dcs = (-sum(body)) & 0xFF
+    if n <= 254:
+        return b"\x00\x00\xff" + bytes((n, (-n) & 0xFF)) + body + bytes((dcs, 0))
+    hi, lo = n >> 8, n & 0xFF
+    return b"\x00\x00\xff\xff\xff" + bytes((hi, lo, (-(hi + lo)) & 0xFF)) + body + bytes((dcs, 0))
+
+
+def parse_host_frames(buf):
+    """Consume host frames from buf (a bytearray): -> [("ack"|"nack"|"cmd", data)], leaving an
+    incomplete frame in buf. Damaged frames are dropped and counted as ("bad", reason)."""
+    events = []
+    while True:
+        i = buf.find(b"\x00\xff")
+        if i < 0:
+            del buf[: max(0, len(buf) - 1)]
+            return events
+        p = i + 2
+        if len(buf) < p + 2:
+            del buf[:i]
+            return events
+        ln, lcs = buf[p], buf[p + 1]
+        if (ln, lcs) in ((0x00, 0xFF), (0xFF, 0x00)):
+            events.append(("ack" if ln == 0 else "nack", b""))
+            del buf[: p + 2]
+            continue
+        if ln == 0xFF and lcs == 0xFF:
+            if len(buf) < p + 5:
+                del buf[:i]
+                return events
+            if (buf[p + 2] + buf[p + 3] + buf[p + 4]) & 0xFF:
+                events.append(("bad", "extended LCS"))
+                del buf[:p]
+                continue
+            ln = (buf[p + 2] << 8) | buf[p + 3]
+            off = p + 5
+        else:
+            if (ln + lcs) & 0xFF:
+                events.append(("bad", "LCS"))
+                del buf[:p]
+                continue
+            off = p + 2
+        if len(buf) < off + ln + 1:
+            del buf[:i]
+            return events
+        body = bytes(buf[off : off + ln])
+        dcs = buf[off + ln]
+        del buf[: off + ln + 1]
+        if (sum(body) + dcs) & 0xFF:
+            events.append(("bad", "DCS"))
+        elif len(body) < 2 or body[0] != 0xD4:
+            events.append(("bad", "TFI"))
+        else:
+            events.append(("cmd", body[1:]))
+
+
+class PN532Core:
+    """Chip state and commands; transports subclass it and implement _emit()."""
+
+    def __init__(self, field=None, support=0x07, hub=None, irq_pin=None, seed=1):
+        self.field = field if field is not None else Field()
+        self.field.listeners.append(self._field_changed)
+        self.lock = threading.RLock()
+        self.hub = hub
+        self.irq_pin = irq_pin
+        self.rng = random.Random(seed)
+        self.support = support
+        self.max_resp = 261  # InDataExchange data per answer before MI chaining
+        self.power_on()
+
+    def power_on(self):
+        with self.lock:
+            self.asleep = True
+            self.sam_mode = 0
+            self.irq_enabled = False
+            self.params = 0x14
+            self.retries = [0xFF, 0x01, 0xFF]  # MxRtyATR, MxRtyPSL, MxRtyPassiveActivation
+            self.timings = [0x00, 0x0B, 0x0A]
+            self.rf_on = True
+            self.baud = 115200
+            self.pending_baud = None
+            self.pending = None  # parameters of a blocked InListPassiveTarget
+            self.targets = {}  # Tg -> card
+            self.chain_in = bytearray()
+            self.chain_out = b""
+            self.last_response = None
+            self.faults = {}  # name -> {"count": n, params...}
+            self.stats = {
+                "commands": {},
+                "acks_from_host": 0,
+                "nacks_from_host": 0,
+                "bad_frames": 0,
+                "frames_out": 0,
+                "apdus": 0,
+                "ide_frames": 0,
+            }
+            self._reset_output()
+
+    # -- faults --------------------------------------------------------------------------------
+    def fault(self, name, count=1, **params):
+        with self.lock:
+            self.faults[name] = dict(params, count=count)
+
+    def clear_faults(self):
+        with self.lock:
+            self.faults.clear()
+
+    def _take(self, name):
+        f = self.faults.get(name)
+        if f is None:
+            return None
+        after = f.get("after", 0)
+        if after > 0:
+            f["after"] = after - 1
+            return None
+        f["count"] -= 1
+        if f["count"] <= 0:
+            del self.faults[name]
+        return f
+
+    # -- host frames -----------------------------------------------------------------------------
+    def handle_host_bytes(self, buf):
+        for kind, data in parse_host_frames(buf):
+            if kind == "ack":
+                self.stats["acks_from_host"] += 1
+                self._cancel()
+                if self.pending_baud:
+                    self.baud, self.pending_baud = self.pending_baud, None
+            elif kind == "nack":
+                self.stats["nacks_from_host"] += 1
+                if self.last_response is not None:
+                    resp = self.last_response
+                    if "corrupt_always" in self.faults:
+                        resp = self._mangle(resp, self._take("corrupt_always"), "corrupt")
+                    self._emit(resp, 0)
+            elif kind == "bad":
+                self.stats["bad_frames"] += 1
+            else:
+                self._on_command(data)
+
+    def _on_command(self, data):
+        cmd = data[0]
+        stats = self.stats["commands"]
+        stats["%02x" % cmd] = stats.get("%02x" % cmd, 0) + 1
+        if self._take("ignore"):
+            return
+        self._cancel()  # a new command ends whatever the last one left behind
+        if not self._take("drop_ack"):
+            self._emit(ACK, 0)
+        if self._take("error_frame"):
+            result = SYNTAX
+        else:
+            result = self._run(cmd, bytes(data[1:]))
+        if result is PENDING:
+            return
+        self._respond(cmd, result)
+
+    def _respond(self, cmd, result):
+        frame = ERROR_FRAME if result is SYNTAX else build_frame(bytes((cmd + 1,)) + result)
+        self.last_response = frame
+        if self._take("drop_response"):
+            return
+        for name in ("corrupt", "corrupt_always", "truncate", "garbage"):
+            f = self._take(name)
+            if f:
+                frame = self._mangle(frame, f, name)
+        slow = self._take("slow")
+        self._emit(frame, (slow.get("ms", 100) / 1000.0) if slow else 0)
+
+    def _mangle(self, frame, f, how):
+        frame = bytearray(frame)
+        if how in ("corrupt", "corrupt_always"):
+            i = f.get("index", len(frame) - 3)  # by default a data byte, so the DCS fails
+            frame[i % len(frame)] ^= f.get("xor", 0x01)
+        elif how == "truncate":
+            frame = frame[: f.get("keep", len(frame) // 2)]
+        elif how == "garbage":
+            frame = bytearray(self.rng.randrange(256) for _ in range(f.get("length", 12)))
+        return bytes(frame)
+
+    # -- commands ------------------------------------------------------------------------------
+    def _run(self, cmd, p):
+        handler = {
+            0x00: self._diagnose,
+            0x02: self._firmware,
+            0x10: self._set_baud,
+            0x12: self._set_parameters,
+            0x14: self._sam_configuration,
+            0x16: self._power_down,
+            0x32: self._rf_configuration,
+            0x40: self._in_data_exchange,
+            0x44: self._in_release,
+            0x4A: self._in_list,
+            0x52: self._in_release,
+        }.get(cmd)
+        if handler is None:
+            return SYNTAX
+        return handler(p)
+
+    def _firmware(self, p):
+        return bytes((0x32, 0x01, 0x06, self.support))
+
+    def _sam_configuration(self, p):
+        if not p or p[0] not in (1, 2, 3, 4):
+            return SYNTAX
+        self.sam_mode = p[0]
+        self.irq_enabled = bool(p[2]) if len(p) > 2 else True
+        self.asleep = False
+        return b""
+
+    def _set_parameters(self, p):
+        if len(p) != 1:
+            return SYNTAX
+        self.params = p[0]
+        return b""
+
+    def _set_baud(self, p):
+        if len(p) != 1 or p[0] >= len(BAUD_RATES):
+            return SYNTAX
+        self.pending_baud = BAUD_RATES[p[0]]
+        return b""
+
+    def _power_down(self, p):
+        if not p:
+            return SYNTAX
+        self.asleep = True
+        return b"\x00"
+
+    def _rf_configuration(self, p):
+        sizes = {0x01: 1, 0x02: 3, 0x04: 1, 0x05: 3, 0x0A: 11, 0x0B: 3, 0x0C: 1, 0x0D: 9}
+        if not p or p[0] not in sizes or len(p) != 1 + sizes[p[0]]:
+            return SYNTAX
+        item, v = p[0], list(p[1:])
+        if item == 0x01:
+            self.rf_on = bool(v[0] & 1)
+            if not self.rf_on:
+                self.targets.clear()
+        elif item == 0x02:
+            self.timings = v
+        elif item == 0x05:
+            self.retries = v
+        return b""
+
+    def _diagnose(self, p):
+        if not p:
+            return SYNTAX
+        if p[0] == 0x06:  # is the ISO 14443-4 target still there?
+            card = self.targets.get(1)
+            return b"\x00" if card is not None and self._in_field(card) else b"\x01"
+        return bytes(p)  # communication-line test echoes; others not simulated
+
+    def _in_release(self, p):
+        if len(p) != 1:
+            return SYNTAX
+        if p[0] == 0:
+            self.targets.clear()
+        else:
+            self.targets.pop(p[0], None)
+        self.chain_in.clear()
+        self.chain_out = b""
+        return b"\x00"
+
+    def _in_field(self, card):
+        return self.rf_on and card in self.field.cards
+
+    def _in_list(self, p):
+        if len(p) < 2 or p[0] not in (1, 2):
+            return SYNTAX
+        maxtg, brty = p[0], p[1]
+        if brty == 0x00:
+            kind = "A"
+        elif brty == 0x03 and self.support & 0x02:
+            kind = "B"
+        else:
+            return SYNTAX
+        self.targets.clear()
+        self.chain_in.clear()
+        self.chain_out = b""
+        cards = [c for c in self.field.cards if getattr(c, "kind", "A") == kind]
+        if not cards or not self.rf_on:
+            if self.retries[2] == 0xFF:
+                self.pending = (maxtg, brty)  # retries forever, until a card or an ACK
+                return PENDING
+            return b"\x00"
+        out = bytearray((min(len(cards), maxtg),))
+        for tg, card in enumerate(cards[:maxtg], 1):
+            self.targets[tg] = card
+            if kind == "A":
+                out += bytes((tg,)) + card.atqa + bytes((card.sak, len(card.uid))) + card.uid
+                if self.params & 0x10 and card.iso_dep and card.sak & 0x20:
+                    out += card.ats or DEFAULT_ATS
+            else:
+                out += bytes((tg,)) + card.atqb + b"\x01\x00"
+        return bytes(out)
+
+    def _field_changed(self):
+        with self.lock:
+            if self.pending is not None:
+                maxtg, brty = self.pending
+                self.pending = None
+                result = self._in_list(bytes((maxtg, brty)))
+                if result is not PENDING:
+                    self._respond(0x4A, result)
+
+    def _in_data_exchange(self, p):
+        if not p:
+            return SYNTAX
+        self.stats["ide_frames"] += 1
+        tg, more = p[0] & 0x3F, bool(p[0] & 0x40)
+        card = self.targets.get(tg)
+        if card is None:
+            return bytes((ERR_CONTEXT,))
+        leave = self._take("card_leave")
+        if leave and leave.get("when", "before") == "before":
+            self.field.remove(card)
+        if not self._in_field(card):
+            return self._lost(tg)
+        data = p[1:]
+        if self.chain_out and not data and not more:
+            chunk, self.chain_out = (
+                self.chain_out[: self.max_resp],
+                self.chain_out[self.max_resp :],
+            )
+            if leave:
+                self.field.remove(card)
+                return self._lost(tg)
+            return bytes((0x40 if self.chain_out else 0x00,)) + chunk
+        self.chain_out = b""
+        self.chain_in += data
+        if more:
+            if leave:
+                self.field.remove(card)
+                return self._lost(tg)
+            return b"\x00"
+        apdu = bytes(self.chain_in)
+        self.chain_in.clear()
+        self.stats["apdus"] += 1
+        resp = exchange(card, apdu)
+        if leave:
+            self.field.remove(card)
+            resp = None
+        if resp is None:
+            return self._lost(tg)
+        resp = bytes(resp)
+        first, self.chain_out = resp[: self.max_resp], resp[self.max_resp :]
+        return bytes((0x40 if self.chain_out else 0x00,)) + first
+
+    def _lost(self, tg):
+        self.targets.pop(tg, None)
+        self.chain_in.clear()
+        self.chain_out = b""
+        return bytes((ERR_TIMEOUT,))
+
+    # -- output (transports) -------------------------------------------------------------------
+    def _reset_output(self):
+        pass
+
+    def _cancel(self):
+        self.pending = None
+
+    def _emit(self, frame, delay):
+        raise NotImplementedError
+
+    def state(self):
+        with self.lock:
+            return {
+                "asleep": self.asleep,
+                "sam_mode": self.sam_mode,
+                "irq_enabled": self.irq_enabled,
+                "params": self.params,
+                "retries": list(self.retries),
+                "timings": list(self.timings),
+                "rf_on": self.rf_on,
+                "baud": self.baud,
+                "targets": {str(k): c.uid.hex() for k, c in self.targets.items()},
+                "pending_poll": self.pending is not None,
+                "stats": dict(self.stats, commands=dict(self.stats["commands"])),
+            }
+
+
+class _Queued(PN532Core):
+    """Frames wait in the chip until the host reads them (I2C and SPI); IRQ low while one does."""
+
+    def _reset_output(self):
+        self.out = []  # [ready_at, frame]
+        self._set_irq()
+
+    def _cancel(self):
+        PN532Core._cancel(self)
+        self.out.clear()
+        self._set_irq()
+
+    def _emit(self, frame, delay):
+        self.stats["frames_out"] += 1
+        if delay:
+            self.out.append([time.monotonic() + delay, frame])
+            timer = threading.Timer(delay, self._irq_later)
+            timer.daemon = True
+            timer.start()
+        else:
+            self.out.append([0, frame])
+        self._set_irq()
+
+    def _irq_later(self):
+        with self.lock:
+            self._set_irq()
+
+    def ready_frame(self):
+        if self.out and self.out[0][0] <= time.monotonic():
+            return self.out[0][1]
+        return None
+
+    def _pop(self):
+        self.out.pop(0)
+        self._set_irq()
+
+    def _set_irq(self):
+        if self.hub is not None and self.irq_pin:
+            ready = self.irq_enabled and self.ready_frame() is not None
+            self.hub.set_pin(self.irq_pin, 0 if ready else 1)
+
+
+class PN532I2CSim(_Queued):
+    ADDRESS = 0x24
+
+    def i2c_write(self, data):
+        with self.lock:
+            if self._take("nack_bus"):
+                return False
+            self.handle_host_bytes(bytearray(data))
+            return True
+
+    def i2c_read(self, n):
+        with self.lock:
+            if self._take("nack_bus"):
+                return None
+            frame = self.ready_frame()
+            if frame is None:
+                return bytes(n)  # status 00: not ready
+            if n <= 1:
+                return b"\x01"[:n]
+            self._pop()
+            return (b"\x01" + frame).ljust(n, b"\x00")[:n]
+
+
+def _reverse_bits(data):
+    return bytes(int("{:08b}".format(b)[::-1], 2) for b in data)
+
+
+class PN532SPISim(_Queued):
+    DW, SR, DR = 0x01, 0x02, 0x03
+
+    def _reset_output(self):
+        _Queued._reset_output(self)
+        self.selected = False
+        self.op = None
+        self.dw = bytearray()
+        self.dr_pos = 0
+
+    def _cancel(self):
+        _Queued._cancel(self)
+        self.dr_pos = 0
+
+    def spi_select(self, active):
+        with self.lock:
+            if active:
+                self.selected, self.op = True, None
+                self.dw = bytearray()
+                return
+            self.selected = False
+            if self.op == self.DW and self.dw:
+                self.handle_host_bytes(self.dw)
+            self.op = None
+
+    def spi_exchange(self, data, config):
+        with self.lock:
+            lsb = config.get("firstbit") == "LSB"
+            if not lsb:
+                data = _reverse_bits(data)  # the chip shifts LSB first whatever the host thinks
+            out = bytearray()
+            for b in data:
+                if not self.selected:
+                    out.append(0xFF)
+                elif self.op is None:
+                    self.op = b
+                    out.append(0xFF)
+                elif self.op == self.DW:
+                    self.dw.append(b)
+                    out.append(0xFF)
+                elif self.op == self.SR:
+                    out.append(0x01 if self.ready_frame() is not None else 0x00)
+                elif self.op == self.DR:
+                    frame = self.ready_frame()
+                    if frame is not None and self.dr_pos < len(frame):
+                        out.append(frame[self.dr_pos])
+                        self.dr_pos += 1
+                        if self.dr_pos == len(frame):
+                            self._pop()
+                            self.dr_pos = 0
+                    else:
+                        out.append(0x00)
+                else:
+                    out.append(0xFF)
+            return bytes(out) if lsb else _reverse_bits(out)
+
+
+class PN532HSUSim(PN532Core, UartDevice):
+    def __init__(self, **kw):
+        UartDevice.__init__(self)
+        PN532Core.__init__(self, **kw)
+        # PN532Core replaced UartDevice's lock: one lock for the UART thread, timers and ctl.
+        self.rx = bytearray()
+        self.timers = []
+
+    def _reset_output(self):
+        self.rx = bytearray()
+        for t in getattr(self, "timers", ()):
+            t.cancel()
+        self.timers = []
+        self.lost_bytes = 0
+
+    def _line_ok(self):
+        return self.config.get("baudrate", 115200) == self.baud
+
+    def on_data(self, data):
+        with self.lock:
+            if not self._line_ok():
+                self.lost_bytes += len(data)
+                return
+            if self.asleep:
+                i = data.find(0x55)
+                if i < 0:
+                    self.lost_bytes += len(data)
+                    return
+                self.asleep = False
+                data = data[i:]
+            self.rx += data
+            self.handle_host_bytes(self.rx)
+
+    def _cancel(self):
+        PN532Core._cancel(self)
+        for t in self.timers:
+            t.cancel()
+        self.timers = []
+
+    def _emit(self, frame, delay):
+        self.stats["frames_out"] += 1
+        if delay:
+            timer = threading.Timer(delay, self._send_line, (frame,))
+            timer.daemon = True
+            self.timers.append(timer)
+            timer.start()
+        else:
+            self._send_line(frame)
+
+    def _send_line(self, frame):
+        if not self._line_ok():
+            frame = bytes(b ^ 0xA5 for b in frame)  # wrong speed: the host reads noise
+        self.send(frame)
