@@ -164,15 +164,20 @@ class Journal:
             pass  # exists (anything else shows at the first file operation)
         meta_ok, meta_acked, meta_hwm = self._load_meta()
         hwm = meta_hwm
+        behind = []
         for m in self._marks:
             try:
                 v = m.load()
             except Exception as e:  # a broken optional store must not stop the validator
                 _log.warning("high-water mark store failed: %r", e)
-                v = None
-            if v is not None and v > hwm:
+                continue
+            if v is None or v < hwm:
+                behind.append(m)
+            elif v > hwm:
                 hwm = v
         self._hwm = hwm
+        for m in behind:  # a new or stale store catches up now, not at the next reservation
+            self._save_mark(m, hwm)
         tail_cut = self._scan()
         if self._firsts:
             last = self._firsts[-1] + self._counts[-1] - 1
@@ -344,13 +349,18 @@ class Journal:
         hwm = seq + self._cfg["hwm_step"]
         self._save_meta(self.acked_seq, hwm)
         for m in self._marks:
-            try:
-                m.save(hwm)
-            except Exception as e:
-                if isinstance(e, OSError) and e.args[0] != _ENOSPC:
-                    raise  # the device is failing: let the caller see it
-                _log.warning("high-water mark store failed: %r", e)
+            self._save_mark(m, hwm)
         self._hwm = hwm
+
+    def _save_mark(self, m, hwm):
+        if not hwm:
+            return
+        try:
+            m.save(hwm)
+        except Exception as e:
+            if isinstance(e, OSError) and e.args[0] != _ENOSPC:
+                raise  # the device is failing: let the caller see it
+            _log.warning("high-water mark store failed: %r", e)
 
     def _roll(self, seq):
         if self._f is not None:
