@@ -1,0 +1,523 @@
+# Whitelist of card issuers and the fleet-scale blacklist of card numbers (docs/blacklist.md).
+# Imported by MicroPython (lookups) and CPython (tools/params_compile.py builds the same format).
+#
+# Blacklist layout, in 4096-byte blocks so a lookup touches a known number of flash blocks:
+#   block 0           header: magic, k, r, counts, one u32 "fence" per index block (kept in RAM)
+#   index blocks      u32 first bucket of every data block, sorted
+#   data blocks       12-byte head, a unary bitmap of bucket sizes, then r-bit remainders
+# A card number (19 digits, < 2**64) is mixed by a bijection on 64 bits so structured numbers
+# spread evenly; the top k bits pick the bucket, the low r = 64 - k bits are stored. Nothing is
+# lost (the mix is invertible), so the list is exact: no false positives. k ~ log2(1.44 n) puts
+# about 0.7 entries in a bucket, which costs 1 + 1.44 bits of bitmap and 64 - k bits of remainder:
+# about 5.8 bytes per entry at a million cards. A lookup reads one index block and one data block.
+import struct
+
+try:
+    from micropython import const
+except ImportError:
+
+    def const(x):
+        return x
+
+
+import log
+
+BLOCK = const(4096)
+MAGIC = b"TBL1"
+_HEAD = const(64)  # fixed part of block 0; fences follow
+_DHEAD = const(12)  # data block head: first bucket u32, n buckets u32, n entries u16, pad u16
+_PER_INDEX = const(1024)  # u32 entries per index block
+_MAX_FENCES = (BLOCK - _HEAD) // 4
+M64 = (1 << 64) - 1
+_C1 = 0xBF58476D1CE4E5B9
+_C2 = 0x94D049BB133111EB
+MAX_CARD = 10**19 - 1  # 19 decimal digits
+OVERLAY_REC = const(9)  # u64 card number + op byte
+OVERLAY_MAX = BLOCK // 9  # one block, so the overlay adds at most one read per lookup
+
+_log = log.get("cardlists")
+
+# popcount of every byte value, to count bitmap zeros a byte at a time
+_POP = bytes(bin(i).count("1") for i in range(256))
+
+
+class ListError(ValueError):
+    pass
+
+
+def mix(x):
+    """splitmix64's finaliser: a bijection on 64-bit ints (so distinct cards never collide)."""
+    x ^= x >> 30
+    x = (x * _C1) & M64
+    x ^= x >> 27
+    x = (x * _C2) & M64
+    x ^= x >> 31
+    return x
+
+
+def card_key(card_no):
+    """19-digit string, int, or 10-byte BCD (first nibble the pad 0) -> int; ListError if not."""
+    if isinstance(card_no, int):
+        value = card_no
+    else:
+        if isinstance(card_no, str):
+            text = card_no
+        else:
+            text = bytes(card_no).hex()
+            if len(text) != 20:
+                raise ListError("card number must be 10 BCD bytes, got %d" % (len(text) // 2))
+        if not text or len(text) > 20 or not text.isdigit():
+            raise ListError("card number is not decimal: %r" % (text,))
+        value = int(text)
+    if value < 0 or value > MAX_CARD:
+        raise ListError("card number out of range")
+    return value
+
+
+def choose_k(n):
+    """Bucket bits for n entries: about log2(1.44 n), the size that minimises bits per entry."""
+    # no int.bit_length() on MicroPython
+    m = n * 144 // 100
+    k = -1
+    while m:
+        m >>= 1
+        k += 1
+    if k < 0:
+        k = 0
+    return 32 if k > 32 else k
+
+
+# ---- building (host compiler, and MicroPython tests with seeded lists) ----------------------
+
+
+class _BitWriter:
+    def __init__(self, nbytes):
+        self.buf = bytearray(nbytes)
+        self.pos = 0
+
+    def put(self, value, nbits):
+        # Write most significant bit first, whole bytes at a time where possible.
+        pos = self.pos
+        end = pos + nbits
+        while nbits:
+            room = 8 - (pos & 7)
+            take = room if room < nbits else nbits
+            part = (value >> (nbits - take)) & ((1 << take) - 1)
+            self.buf[pos >> 3] |= part << (room - take)
+            pos += take
+            nbits -= take
+        self.pos = end
+
+
+def _data_block(first, nb, counts, rems, r):
+    w = _BitWriter(BLOCK)
+    struct.pack_into(">IIHH", w.buf, 0, first, nb, len(rems), 0)
+    w.pos = _DHEAD * 8
+    for c in counts:
+        if c:
+            w.put((1 << c) - 1, c)
+        w.pos += 1  # the zero that ends the bucket
+    for v in rems:
+        w.put(v, r)
+    return w.buf
+
+
+def build_blacklist(cards, write, progress=None):
+    """Write the blacklist of `cards` (ints or card numbers) through write(bytes), block by block.
+
+    Returns (entries, blocks). `progress(n)` is called with entries placed so far (host tqdm).
+    Duplicates are dropped. Raises ListError on a bad card number.
+    """
+    hashes = sorted(set(mix(card_key(c)) for c in cards))
+    n = len(hashes)
+    k = choose_k(n)
+    r = 64 - k
+    mask = (1 << r) - 1
+    cap = BLOCK * 8 - _DHEAD * 8
+    blocks = []  # (first bucket, n buckets, start, end) in hashes
+    i = 0
+    bucket = 0
+    nbuckets = 1 << k
+    while bucket < nbuckets:
+        first = bucket
+        start = i
+        used = 0
+        while bucket < nbuckets:
+            j = i
+            while j < n and hashes[j] >> r == bucket:
+                j += 1
+            cost = (j - i) * (r + 1) + 1
+            if used + cost > cap:
+                if bucket == first:
+                    raise ListError("bucket %d holds too many cards for one block" % bucket)
+                break
+            used += cost
+            i = j
+            bucket += 1
+            # Jump over a long empty stretch in one step when the next entry is far away.
+            if i < n:
+                nxt = hashes[i] >> r
+                gap = nxt - bucket
+                if gap > 1 and used + gap <= cap:
+                    used += gap
+                    bucket = nxt
+            elif bucket < nbuckets and used + (nbuckets - bucket) <= cap:
+                used += nbuckets - bucket
+                bucket = nbuckets
+        blocks.append((first, bucket - first, start, i))
+        if progress:
+            progress(i)
+    n_data = len(blocks)
+    n_index = (n_data + _PER_INDEX - 1) // _PER_INDEX
+    if n_index > _MAX_FENCES:
+        raise ListError("blacklist too large")
+    head = bytearray(BLOCK)
+    head[0:4] = MAGIC
+    struct.pack_into(">BBHIII", head, 4, k, r, 0, n, n_data, n_index)
+    for x in range(n_index):
+        struct.pack_into(">I", head, _HEAD + 4 * x, blocks[x * _PER_INDEX][0])
+    write(bytes(head))
+    for x in range(n_index):
+        idx = bytearray(BLOCK)
+        part = blocks[x * _PER_INDEX : (x + 1) * _PER_INDEX]
+        for y, b in enumerate(part):
+            struct.pack_into(">I", idx, 4 * y, b[0])
+        write(bytes(idx))
+    for first, nb, start, end in blocks:
+        counts = [0] * nb
+        rems = []
+        for h in hashes[start:end]:
+            counts[(h >> r) - first] += 1
+            rems.append(h & mask)
+        write(bytes(_data_block(first, nb, counts, rems, r)))
+    return n, 1 + n_index + n_data
+
+
+def blacklist_bytes(cards):
+    out = []
+    build_blacklist(cards, out.append)
+    return b"".join(out)
+
+
+# ---- block sources ------------------------------------------------------------------------
+
+
+class FileBlocks:
+    """A file (or a region of one, from `base`) seen as a read-only block device."""
+
+    def __init__(self, f, base=0, length=None):
+        self.f = f
+        self.base = base
+        self.length = length
+
+    def readblocks(self, num, buf, offset=0):
+        pos = num * BLOCK + offset
+        if self.length is not None and pos + len(buf) > self.length:
+            raise ListError("read past the end of the list")
+        self.f.seek(self.base + pos)
+        got = self.f.readinto(buf)
+        if got != len(buf):
+            raise ListError("short read at block %d" % num)
+
+
+class CountingBlocks:
+    """Wraps a block source and records which blocks each lookup touched (tests, bench)."""
+
+    def __init__(self, dev):
+        self.dev = dev
+        self.touched = set()
+        self.reads = 0
+
+    def reset(self):
+        self.touched = set()
+        self.reads = 0
+
+    def readblocks(self, num, buf, offset=0):
+        self.reads += 1
+        self.touched.add(num)
+        self.dev.readblocks(num, buf, offset)
+
+
+# ---- lookups ------------------------------------------------------------------------------
+
+
+def _bsearch_u32(buf, count, q):
+    """Index of the last u32 in buf[0:4*count] that is <= q (entries sorted, first <= q)."""
+    lo = 0
+    hi = count - 1
+    while lo < hi:
+        mid = (lo + hi + 1) >> 1
+        o = mid * 4
+        v = (buf[o] << 24) | (buf[o + 1] << 16) | (buf[o + 2] << 8) | buf[o + 3]
+        if v <= q:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+class Blacklist:
+    """Exact membership over the block layout above; reads at most two blocks per lookup.
+
+    `dev` is anything with readblocks(num, buf, offset): an esp32.Partition, a FileBlocks over
+    the bundle file, a RAM device in tests. Only block 0's fences stay in RAM.
+    `overlay` is an optional Overlay (the blacklist delta applied since the full list).
+    """
+
+    def __init__(self, dev, overlay=None, buf=None):
+        self.dev = dev
+        self.overlay = overlay
+        self.buf = buf if buf is not None else bytearray(BLOCK)
+        head = self.buf
+        dev.readblocks(0, head, 0)
+        if bytes(head[0:4]) != MAGIC:
+            raise ListError("not a blacklist (magic %r)" % bytes(head[0:4]))
+        k, r, _, n, n_data, n_index = struct.unpack_from(">BBHIII", head, 4)
+        if k + r != 64 or k > 32 or n_data < 1:
+            raise ListError("bad blacklist header k=%d r=%d blocks=%d" % (k, r, n_data))
+        if n_index != (n_data + _PER_INDEX - 1) // _PER_INDEX:
+            raise ListError("index size does not match %d data blocks" % n_data)
+        self.k = k
+        self.r = r
+        self.count = n
+        self.n_data = n_data
+        self.n_index = n_index
+        self.blocks = 1 + n_index + n_data
+        self.fences = [struct.unpack_from(">I", head, _HEAD + 4 * x)[0] for x in range(n_index)]
+
+    def _base_contains(self, key):
+        h = mix(key)
+        r = self.r
+        q = h >> r
+        rem = h & ((1 << r) - 1)
+        fences = self.fences
+        x = len(fences) - 1
+        while x > 0 and fences[x] > q:
+            x -= 1
+        buf = self.buf
+        self.dev.readblocks(1 + x, buf, 0)
+        in_index = self.n_data - x * _PER_INDEX
+        if in_index > _PER_INDEX:
+            in_index = _PER_INDEX
+        j = x * _PER_INDEX + _bsearch_u32(buf, in_index, q)
+        self.dev.readblocks(1 + self.n_index + j, buf, 0)
+        first, nb, ne, _ = struct.unpack_from(">IIHH", buf, 0)
+        d = q - first
+        if d < 0 or d >= nb:
+            raise ListError("data block %d does not cover bucket %d" % (j, q))
+        # Walk the bitmap (each bucket: its entries' ones, then a zero) past d zeros.
+        pos = _DHEAD * 8
+        limit = (_DHEAD * 8) + ne + nb
+        before = 0  # entries in earlier buckets of this block
+        zeros = 0
+        while zeros < d:
+            if pos & 7 == 0:
+                z = 8 - _POP[buf[pos >> 3]]
+                if zeros + z < d:
+                    zeros += z
+                    before += 8 - z
+                    pos += 8
+                    continue
+            if (buf[pos >> 3] >> (7 - (pos & 7))) & 1:
+                before += 1
+            else:
+                zeros += 1
+            pos += 1
+        if pos > limit:
+            raise ListError("data block %d bitmap is inconsistent" % j)
+        # pos is at the first bit of bucket d: count its ones
+        count = 0
+        while pos < limit and (buf[pos >> 3] >> (7 - (pos & 7))) & 1:
+            count += 1
+            pos += 1
+        if before + count > ne:
+            raise ListError("data block %d bitmap is inconsistent" % j)
+        base = limit
+        if base + ne * r > BLOCK * 8:
+            raise ListError("data block %d claims %d entries" % (j, ne))
+        for e in range(before, before + count):
+            o = base + e * r
+            a = o >> 3
+            shift = o & 7
+            nbytes = (shift + r + 7) >> 3
+            v = int.from_bytes(bytes(buf[a : a + nbytes]), "big")
+            v = (v >> (nbytes * 8 - shift - r)) & ((1 << r) - 1)
+            if v == rem:
+                return True
+            if v > rem:
+                return False
+        return False
+
+    def contains(self, card_no):
+        """True when the card is blacklisted. ListError on a bad number or a damaged list."""
+        key = card_key(card_no)
+        if self.overlay is not None:
+            op = self.overlay.get(key, self.buf)
+            if op is not None:
+                return op == 1
+        return self._base_contains(key)
+
+
+def empty_blacklist_bytes():
+    return blacklist_bytes(())
+
+
+# ---- overlay: the deltas applied since the full list ------------------------------------------
+
+
+def overlay_records(adds, removes):
+    """Sorted 9-byte records (card u64, op 1 add / 0 remove) as bytes; adds win over removes."""
+    ops = {}
+    for c in removes:
+        ops[card_key(c)] = 0
+    for c in adds:
+        ops[card_key(c)] = 1
+    out = bytearray(len(ops) * OVERLAY_REC)
+    o = 0
+    for key in sorted(ops):
+        struct.pack_into(">QB", out, o, key, ops[key])
+        o += OVERLAY_REC
+    return bytes(out)
+
+
+def merge_overlay(old, adds, removes):
+    """Apply a delta (lists of ints) to overlay bytes `old`; the later delta wins per card."""
+    ops = {}
+    for o in range(0, len(old), OVERLAY_REC):
+        key, op = struct.unpack_from(">QB", old, o)
+        ops[key] = op
+    for c in removes:
+        ops[c] = 0
+    for c in adds:
+        ops[c] = 1
+    if len(ops) > OVERLAY_MAX:
+        raise ListError("delta overlay would hold %d cards (max %d)" % (len(ops), OVERLAY_MAX))
+    out = bytearray(len(ops) * OVERLAY_REC)
+    o = 0
+    for key in sorted(ops):
+        struct.pack_into(">QB", out, o, key, ops[key])
+        o += OVERLAY_REC
+    return bytes(out)
+
+
+class Overlay:
+    """Sorted 9-byte records in a file (at most one block): one read per lookup."""
+
+    def __init__(self, f, length):
+        if length % OVERLAY_REC or length > OVERLAY_MAX * OVERLAY_REC:
+            raise ListError("bad overlay length %d" % length)
+        self.f = f
+        self.n = length // OVERLAY_REC
+
+    def get(self, key, buf):
+        """1 (added), 0 (removed) or None (not in the overlay)."""
+        n = self.n
+        if not n:
+            return None
+        mv = memoryview(buf)[: n * OVERLAY_REC]
+        self.f.seek(0)
+        if self.f.readinto(mv) != len(mv):
+            raise ListError("short overlay read")
+        lo = 0
+        hi = n - 1
+        while lo <= hi:
+            mid = (lo + hi) >> 1
+            k, op = struct.unpack_from(">QB", buf, mid * OVERLAY_REC)
+            if k == key:
+                return op
+            if k < key:
+                lo = mid + 1
+            else:
+                hi = mid - 1
+        return None
+
+
+# ---- whitelist ----------------------------------------------------------------------------
+
+OK = const(0)
+NOT_WHITELISTED = const(1)
+NOT_INTERCONNECTED = const(2)
+BAD_CARD = const(3)
+BLACKLISTED = const(4)
+LIST_UNAVAILABLE = const(5)
+
+REASONS = {
+    OK: "ok",
+    NOT_WHITELISTED: "issuer not on the whitelist",
+    NOT_INTERCONNECTED: "card not interconnected",
+    BAD_CARD: "malformed card data",
+    BLACKLISTED: "card blacklisted",
+    LIST_UNAVAILABLE: "blacklist unreadable",
+}
+
+
+def _hex_field(value, nbytes, what):
+    if isinstance(value, str):
+        text = value.lower()
+    else:
+        text = bytes(value).hex()
+    if len(text) != nbytes * 2:
+        raise ListError("%s must be %d bytes: %r" % (what, nbytes, value))
+    try:
+        bytes.fromhex(text)
+    except ValueError:
+        raise ListError("%s is not hex: %r" % (what, value))
+    return text
+
+
+class Whitelist:
+    """Issuer codes (first 4 bytes of the 0x15 issuer id) that this city accepts.
+
+    config: {"local_issuers": ["05212482"], "local_city": "2482", "issuers": ["02002900", ...]}
+    A card whose issuer code is local is local; any other issuer must be on the list, and a card
+    from another city must also carry the interconnection flag 0001 (0x17 bytes 8-9).
+    """
+
+    def __init__(self, config):
+        try:
+            self.local = set(_hex_field(x, 4, "local issuer") for x in config["local_issuers"])
+            self.city = _hex_field(config["local_city"], 2, "local city")
+            self.issuers = set(_hex_field(x, 4, "issuer") for x in config.get("issuers", ()))
+        except (KeyError, TypeError) as e:
+            raise ListError("whitelist config incomplete: %r" % (e,))
+        if not self.local:
+            raise ListError("whitelist needs at least one local issuer")
+
+    def check(self, issuer, city, interconnect):
+        """(code, is_local) for the card's issuer id (8 bytes), city (2) and flag (2)."""
+        try:
+            code = _hex_field(bytes(issuer)[:4], 4, "issuer")
+            city = _hex_field(city, 2, "city")
+            flag = _hex_field(interconnect, 2, "interconnect flag")
+        except (ListError, TypeError, ValueError) as e:
+            _log.warning("card refused: %s", e)
+            return BAD_CARD, False
+        if code in self.local:
+            return OK, True
+        if code not in self.issuers:
+            _log.info("issuer %s not on the whitelist", code)
+            return NOT_WHITELISTED, False
+        if city == self.city:
+            return OK, True
+        if flag != "0001":
+            _log.info("issuer %s city %s: interconnection flag %s", code, city, flag)
+            return NOT_INTERCONNECTED, False
+        return OK, False
+
+
+def check_blacklist(blacklist, card_no):
+    """BLACKLISTED, OK, BAD_CARD or LIST_UNAVAILABLE, logging why; never raises."""
+    if blacklist is None:
+        return OK
+    try:
+        hit = blacklist.contains(card_no)
+    except ListError as e:
+        if "card number" in str(e):
+            _log.warning("card refused: %s", e)
+            return BAD_CARD
+        _log.error("blacklist lookup failed: %s", e)
+        return LIST_UNAVAILABLE
+    except OSError as e:
+        _log.error("blacklist read failed: %s", e)
+        return LIST_UNAVAILABLE
+    return BLACKLISTED if hit else OK
