@@ -1,0 +1,233 @@
+# mpy: heapsize=96k timeout=120 server=tools.sim.rc522_server
+# The RC522 driver against the MFRC522 simulator at the SPI level: activation of 4/7/10-byte
+# UIDs, two cards at once, T=CL edge cases, faults from the chip and the card.
+import log
+import mptest
+from linkerr import CardGone, ChipError, LinkError
+from rc522 import RC522
+from sim_pin import Pin
+from sim_spi import SimSPI
+from simlink import Control
+
+AID = bytes.fromhex("A000000632010105")
+SELECT = b"\x00\xa4\x04\x00\x08" + AID
+ctl = None
+rd = None
+
+
+class _NoHistory:
+    # sim_pin keeps every level change; chip select toggles thousands of times here.
+    def append(self, level):
+        pass
+
+
+def _cs():
+    pin = Pin("rc522_cs", Pin.OUT, value=1)
+    pin.history = _NoHistory()
+    return pin
+
+
+def _reader():
+    spi = SimSPI("rc522", baudrate=4000000, polarity=0, phase=0)
+    return RC522(spi, _cs())
+
+
+def setup():
+    global ctl, rd
+    if ctl is None:
+        ctl = Control()
+        rd = _reader()
+    ctl.call("rc522_clear")
+    rd.release()
+    log.clear()
+
+
+def place(name="card", **kw):
+    ctl.call("rc522_place", name=name, **kw)
+
+
+def state(**kw):
+    return ctl.call("rc522_state", **kw)
+
+
+def card_apdus(name="card"):
+    st = state()
+    card = st["cards"].get(name) or st["removed"].get(name)
+    return card["apdus"]
+
+
+def active_card(**kw):
+    place(**kw)
+    t = rd.poll()
+    mptest.true(t is not None, "no card found")
+    return t
+
+
+# -- chip set-up and the empty field -----------------------------------------------------------
+
+
+def test_empty_field_polls_none_and_chip_is_set_up():
+    mptest.eq(rd.poll(), None)
+    mptest.eq(rd.version, 0x92)
+    st = state()
+    mptest.true(st["antenna"], "antenna left off")
+    mptest.eq(st["errors"], [])
+
+
+def test_wrong_spi_mode_is_a_chip_error():
+    spi = SimSPI("rc522", baudrate=4000000, firstbit=SimSPI.LSB)
+    bad = RC522(spi, _cs())
+    try:
+        e = mptest.raises(ChipError, bad.poll)
+        mptest.true("not answering" in str(e), str(e))
+    finally:
+        rd.spi.init(baudrate=4000000)  # the simulated bus keeps the last settings sent
+
+
+# -- ISO 14443-3 activation ---------------------------------------------------------------------
+
+
+def test_activate_4_byte_uid_iso_dep():
+    t = active_card(uid="04a1b2c3")
+    mptest.hex_eq(t.uid, bytes.fromhex("04a1b2c3"))
+    mptest.eq(t.kind, "A")
+    mptest.eq(t.sak, 0x20)
+    mptest.true(t.iso_dep)
+    mptest.hex_eq(t.ats, bytes.fromhex("0578804000"))
+    mptest.hex_eq(t.atqa, b"\x04\x00")
+    mptest.eq(state()["cards"]["card"]["state"], "protocol")
+
+
+def test_activate_7_byte_uid():
+    t = active_card(uid="04112233445566")
+    mptest.hex_eq(t.uid, bytes.fromhex("04112233445566"))
+    mptest.eq(t.sak, 0x20)
+
+
+def test_activate_10_byte_uid():
+    t = active_card(uid="0811223344556677889a")
+    mptest.hex_eq(t.uid, bytes.fromhex("0811223344556677889a"))
+    mptest.true(t.iso_dep)
+
+
+def test_non_iso_dep_card_is_found_but_refuses_apdus():
+    t = active_card(uid="a1b2c3d4", sak=0x08, iso_dep=False, ats="")
+    mptest.false(t.iso_dep)
+    mptest.hex_eq(t.ats, b"")
+    mptest.raises(CardGone, rd.transceive, SELECT)
+    mptest.true(rd.present())  # halted, woken and selected again by its UID
+    rd.release()
+    mptest.eq(state()["cards"]["card"]["state"], "halt")
+
+
+def _two_cards(uid_a, uid_b):
+    place("a", uid=uid_a)
+    place("b", uid=uid_b)
+    seen = []
+    for _ in range(2):
+        t = rd.poll()
+        mptest.true(t is not None, "a card was lost in the collision")
+        seen.append(t.uid)
+        mptest.hex_eq(rd.transceive(SELECT)[-2:], b"\x90\x00")
+        rd.release()  # DESELECT: that card halts, the next poll finds the other one
+    mptest.eq(rd.poll(), None)
+    return sorted(seen)
+
+
+def test_two_cards_4_byte_collision_resolved():
+    got = _two_cards("11223344", "11223355")
+    mptest.eq(got, sorted([bytes.fromhex("11223344"), bytes.fromhex("11223355")]))
+
+
+def test_two_cards_collide_in_first_bit_and_at_level_two():
+    got = _two_cards("04000001", "05000001")
+    mptest.eq(got, sorted([bytes.fromhex("04000001"), bytes.fromhex("05000001")]))
+    # same cascade level 1 (CT + 3 bytes), they differ only at level 2
+    got = _two_cards("04112233445566", "04112233445567")
+    mptest.eq(got, sorted([bytes.fromhex("04112233445566"), bytes.fromhex("04112233445567")]))
+
+
+def test_two_cards_with_10_byte_uids_differing_in_the_last_bit():
+    a, b = "0811223344556677889a", "0811223344556677889b"
+    got = _two_cards(a, b)
+    mptest.eq(got, sorted([bytes.fromhex(a), bytes.fromhex(b)]))
+
+
+def test_4_and_7_byte_cards_together():
+    got = _two_cards("2a3b4c5d", "04aabbccddeeff")
+    mptest.eq(got, sorted([bytes.fromhex("2a3b4c5d"), bytes.fromhex("04aabbccddeeff")]))
+
+
+def test_halted_card_stays_quiet_until_it_leaves():
+    active_card()
+    rd.release()
+    mptest.eq(rd.poll(), None, "a halted card answered REQA")
+    rd.wakeup = True
+    try:
+        mptest.true(rd.poll() is not None, "WUPA must wake a halted card")
+    finally:
+        rd.wakeup = False
+    ctl.call("rc522_remove", name="card")
+    place()
+    mptest.true(rd.poll() is not None)
+
+
+# -- garbage and a failing chip -----------------------------------------------------------------
+
+
+def test_garbage_and_truncated_answers_never_crash():
+    place()
+    kinds = ("garbage", "truncate", "corrupt_resp", "parity_resp", "overflow", "lose_resp")
+    for round_ in range(12):
+        for at in range(6):
+            ctl.call("rc522_fault", kind=kinds[(round_ + at) % len(kinds)], at=at, arg=round_ % 5)
+        try:
+            t = rd.poll()
+            if t is not None:
+                rd.transceive(SELECT)
+        except LinkError:
+            pass  # typed errors are the contract; anything else fails the test
+        rd.release()
+    ctl.call("rc522_clear")
+    place()
+    t = rd.poll()
+    mptest.true(t is not None, "the driver did not recover after garbage")
+    mptest.hex_eq(rd.transceive(SELECT)[-2:], b"\x90\x00")
+
+
+def test_stuck_chip_is_chip_error_and_next_poll_recovers():
+    active_card()
+    ctl.call("rc522_fault", kind="stuck")
+    mptest.raises(ChipError, rd.transceive, SELECT)
+    t = rd.poll()  # soft reset + field reset: the card powers up afresh
+    mptest.true(t is not None and t.iso_dep)
+    mptest.hex_eq(rd.transceive(SELECT)[-2:], b"\x90\x00")
+
+
+def test_dead_chip_raises_chip_error_until_it_returns():
+    ctl.call("rc522_fault", kind="dead")
+    mptest.raises(ChipError, rd.poll)
+    mptest.raises(ChipError, rd.poll)
+    ctl.call("rc522_fault", kind="alive")
+    place()
+    mptest.true(rd.poll() is not None)
+
+
+# -- cost ---------------------------------------------------------------------------------------
+
+
+def test_spi_cost_of_activation_select_and_reads():
+    place()
+    ctl.call("rc522_counters_reset")
+    t = rd.poll()
+    mptest.true(t is not None)
+    act = state()["spi"]
+    ctl.call("rc522_counters_reset")
+    rd.transceive(SELECT)
+    rd.transceive(b"\x00\xb2\x01\xbc\x00")
+    rd.transceive(b"\x80\xca\x00\x20")
+    ex = state()["spi"]
+    mptest.log("activation: %d SPI transactions, %d bytes" % (act["transactions"], act["bytes"]))
+    mptest.log("SELECT + 2 reads: %d transactions, %d bytes" % (ex["transactions"], ex["bytes"]))
+    mptest.between(act["transactions"], 20, 200)
+    mptest.between(ex["transactions"], 15, 150)

@@ -1,0 +1,125 @@
+"""Hub server with a simulated MFRC522 on SPI bus "rc522", chip select pin "rc522_cs".
+
+Firmware side: ``SimSPI("rc522")`` and ``Pin("rc522_cs", Pin.OUT)`` passed to drivers/rc522.py.
+
+ctl commands (JSON args):
+  rc522_place   name, and either profile (a tools/sim/profiles name: a VirtualCard) or
+                uid/atqa/sak/ats (hex)/iso_dep for the small TestCard; Picc knobs wtx (list of
+                WTXM), processing_us, chain_inf, ignore_fsd, mute_after
+  rc522_remove  name                          -> bool (was it there)
+  rc522_knobs   name, any Picc knob            change a card's behaviour in place
+  rc522_fault   kind, at (frames from now), arg  (see tools/sim/rc522.py)
+  rc522_state   blocks (bool), frames (how many) -> cards (state, last APDUs, block log when
+                asked, VirtualCard summary), spi counters, last timers, last RF frames
+  rc522_clear   no cards, no faults, chip healthy (tests call it between cases)
+  rc522_counters_reset
+"""
+
+from tools.sim import picc as piccmod
+from tools.sim.buses import SPIBus
+from tools.sim.hub import Hub, main_for
+from tools.sim.rc522 import RC522Sim
+
+KNOBS = ("wtx", "processing_us", "chain_inf", "ignore_fsd", "mute_after")
+
+
+def make_card(profile=None, uid="04a1b2c3", atqa=None, sak=0x20, ats="0578804000", iso_dep=True):
+    if profile:
+        from tools.sim.card import VirtualCard
+
+        return VirtualCard.from_profile(profile)
+    return piccmod.TestCard(
+        bytes.fromhex(uid),
+        atqa=bytes.fromhex(atqa) if atqa else None,
+        sak=sak,
+        ats=bytes.fromhex(ats),
+        iso_dep=iso_dep,
+    )
+
+
+def _card_state(p, blocks=False):
+    # Kept small: the MicroPython side parses this JSON inside an ESP32-sized heap.
+    card = p.card
+    out = {"state": piccmod.STATE_NAMES[p.state], "apdu_count": p.apdu_count}
+    if blocks:
+        out["blocks"] = p.log[-40:]
+    if hasattr(card, "apdus"):
+        out["apdus"] = [a.hex() for a in card.apdus[-12:]]
+    if hasattr(card, "summary"):
+        out["summary"] = card.summary()
+    return out
+
+
+def build():
+    hub = Hub()
+    chip = RC522Sim()
+    bus = SPIBus(hub, chip, "rc522_cs")
+    hub.register("spi", "rc522", bus.serve)
+
+    @hub.command("rc522_place")
+    def place(name="card", **kw):
+        knobs = {k: kw.pop(k) for k in list(kw) if k in KNOBS}
+        picc = piccmod.Picc(make_card(**kw), **knobs)
+        chip.place(name, picc)
+        return True
+
+    @hub.command("rc522_remove")
+    def remove(name="card"):
+        return chip.remove(name)
+
+    @hub.command("rc522_knobs")
+    def knobs(name="card", **kw):
+        picc = chip.field[name]
+        for k, v in kw.items():
+            if k not in KNOBS:
+                raise ValueError("unknown knob %r" % k)
+            setattr(picc, k, list(v) if k == "wtx" else v)
+        return True
+
+    @hub.command("rc522_fault")
+    def fault(kind, at=0, arg=None):
+        chip.inject(kind, at, arg)
+        return True
+
+    @hub.command("rc522_state")
+    def state(blocks=False, frames=0):
+        cards = {n: _card_state(p, blocks) for n, p in chip.field.items()}
+        gone = {n: _card_state(p, blocks) for n, p in chip.removed.items() if n not in cards}
+        return {
+            "cards": cards,
+            "removed": gone,
+            "spi": {"transactions": bus.transactions, "bytes": bus.bytes},
+            "timers": chip.timer_log[-20:],
+            "frames": chip.frames[-frames:] if frames else [],
+            "frame_count": chip.frame_count,
+            "antenna": chip.antenna_on(),
+            "errors": chip.errors[-20:],
+            "faults_pending": len(chip.faults),
+        }
+
+    @hub.command("rc522_clear")
+    def clear():
+        for name in list(chip.field):
+            chip.remove(name)
+        chip.removed.clear()
+        chip.faults.clear()
+        chip.stuck = False
+        chip.dead = False
+        return True
+
+    @hub.command("rc522_counters_reset")
+    def counters_reset():
+        bus.transactions = 0
+        bus.bytes = 0
+        chip.frame_count = 0
+        chip.timer_log.clear()
+        chip.frames.clear()
+        return True
+
+    hub.rc522 = chip  # for in-process host tests
+    hub.rc522_bus = bus
+    return hub
+
+
+if __name__ == "__main__":
+    main_for(build)
