@@ -54,7 +54,7 @@ class ApduError(ValueError):
     """A card or PSAM answer that is malformed or carries an unexpected status word."""
 
     def __init__(self, what, sw=None):
-        ValueError.__init__(self, what)
+        super().__init__(what)
         self.sw = sw
 
 

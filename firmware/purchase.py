@@ -12,7 +12,7 @@ import record
 import timeutil
 import tunion
 from apdu import ApduError, hexs, sw_name
-from linkerr import LinkError
+from linkerr import LinkError, ProtocolError
 from psam_app import PsamError
 
 # Reasons: one per refusal cause (short, stable: the app maps them to screens and beeps).
@@ -65,7 +65,9 @@ DEFAULTS = {
     "read_1a": None,  # record id (0x2702) to read before the fare callback sees the card
     "lock_enabled": True,
     "lock_permanent": False,
-    "lock_key_version": 1,
+    "lock_key_version": 1,  # PSAM lock key version for 3DES cards
+    "lock_key_version_sm4": 2,  # ... and for SM4-only cards
+    "retap_window": 600,  # seconds: a torn purchase older than this was an earlier ride
     "journal": None,  # fn(record) called before a pending purchase is forgotten
 }
 
@@ -95,7 +97,7 @@ class Result:
 
 class _Stop(Exception):
     def __init__(self, reason, detail=""):
-        Exception.__init__(self, reason)
+        super().__init__(reason)
         self.reason = reason
         self.detail = detail
 
@@ -173,6 +175,9 @@ class Purchaser:
         except _Stop as s:
             res.reason = s.reason
             res.detail = s.detail
+        except ProtocolError as e:  # the card answered, but not in a well-formed frame
+            res.reason = CARD_ERROR
+            res.detail = "card link: %s" % e
         except LinkError as e:  # the card left (or the reader failed) before any debit was sent
             res.reason = TAP_AGAIN
             res.detail = "card link: %s %s" % (type(e).__name__, e)
@@ -194,11 +199,8 @@ class Purchaser:
         res.card = info
         self._check_dates(info, now)
         entry = self._entry_for(info["card_no"])
-        denied = None
-        if entry is not None:
-            if self._recover(card, entry, now, res):
-                return
-            denied = entry
+        if entry is not None and self._recover(card, entry, now, res):
+            return
         tunion.parse_17(card.read_binary(tunion.SFI_17, tunion.LEN_17_USED), info)
         rid = self.cfg["read_1a"]
         if rid:
@@ -211,7 +213,7 @@ class Purchaser:
         if _get(req, "lock"):
             self._lock(card, info, req, now, res)
             return
-        self._purchase(card, info, req, now, res, denied)
+        self._purchase(card, info, req, now, res)
 
     def _select(self, card):
         aid = None
@@ -257,7 +259,7 @@ class Purchaser:
             self.psam.ready = False  # re-boot it before the next sale
             raise _Stop(PSAM_ERROR, "%s: %s" % (type(e).__name__, e))
 
-    def _purchase(self, card, info, req, now, res, denied):
+    def _purchase(self, card, info, req, now, res):
         amount = _u(_get(req, "debit", 0), _MAX_AMOUNT, "debit")
         must = _u(_get(req, "must_cover", amount), _MAX_AMOUNT, "must_cover")
         must = max(must, amount)
@@ -273,8 +275,6 @@ class Purchaser:
             if e.sw in (0x9408, 0x9303, 0x6A81):
                 raise _Stop(LOCKED, str(e))
             raise _Stop(CARD_ERROR, str(e))
-        if denied is not None:
-            self._settle_denied(card, denied, init["atc"], res)
         # The card's own check counts its overdraft allowance; the validator's must not.
         real_before = init["balance"] - init["overdraft_limit"]
         if real is not None and real != real_before:
@@ -421,44 +421,46 @@ class Purchaser:
             self._save()
 
     def _recover(self, card, entry, now, res):
-        """The card of a torn purchase is back. True when this tap is settled by the recovery."""
-        proof = card.prove((entry["atc"] + 1) & 0xFFFF)
-        if proof is None:
-            return False  # not that transaction: decided at INIT (see _settle_denied)
-        mac2, tac = proof
+        """The card of a torn purchase is back: did it debit? True when that settles this tap.
+        The card's 0x18 history decides (counter, terminal and time must all match: a proof
+        alone could belong to another validator's later purchase); 805A then gives the TAC."""
+        n = tunion.find_history(card, entry["atc"], entry["psam_tid"], entry["datetime"])
+        if n is None:
+            self._drop(entry)  # never debited: sell afresh
+            _log.info("torn purchase not executed by the card, counter %d", entry["atc"])
+            return False
+        proof = card.prove((entry["atc"] + 1) & 0xFFFF) if n == 1 else None
         flags = record.FLAG_MAC2_UNVERIFIED
-        res.reason = OK
-        # The PSAM can check MAC2 only while its last 8070 session is this purchase's.
-        if self.psam.session == (entry["card_no"], entry["atc"]):
-            try:
-                if self.psam.credit(mac2):
-                    flags = 0
-                else:
-                    res.reason = MAC2_FAILED
-                    res.detail = "PSAM rejected the recovered MAC2"
-            except (PsamError, LinkError, ApduError) as e:
-                _log.error("recovered MAC2 not checked: %s", e)
-                self.psam.ready = False
-        res.record = self._record(record.PURCHASE_RECOVERED, entry, tac, flags)
+        reason = OK
+        if proof is None:
+            tac = 0
+            flags |= record.FLAG_TAC_MISSING
+        else:
+            mac2, tac = proof
+            # The PSAM can check MAC2 only while its last 8070 session is this purchase's.
+            if self.psam.session == (entry["card_no"], entry["atc"]):
+                try:
+                    if self.psam.credit(mac2):
+                        flags = 0
+                    else:
+                        reason = MAC2_FAILED
+                except (PsamError, LinkError, ApduError) as e:
+                    _log.error("recovered MAC2 not checked: %s", e)
+                    self.psam.ready = False
+        rec = self._record(record.PURCHASE_RECOVERED, entry, tac, flags)
+        self._journal(rec)
+        self._drop(entry)
+        _log.info("torn purchase completed on re-tap, counter %d", entry["atc"])
+        if n != 1 or now - entry["time"] > self.cfg["retap_window"]:
+            res.extra.append(rec)  # an earlier ride: book it, then sell this one
+            return False
+        res.reason = reason
+        if reason != OK:
+            res.detail = "PSAM rejected the recovered MAC2"
+        res.record = rec
         res.amount = entry["amount"]
-        res.balance_after = res.record["balance_after"]
-        self._journal(res.record)
-        self._drop(entry)
-        _log.info("torn purchase completed by re-tap, counter %d", entry["atc"])
+        res.balance_after = rec["balance_after"]
         return True
-
-    def _settle_denied(self, card, entry, atc_now, res):
-        """The card denied the proof. Unchanged counter: the debit never happened. A moved
-        counter: the card was used since; its own 0x18 history decides."""
-        if atc_now != entry["atc"]:
-            amount = tunion.find_history(card, entry["atc"], entry["psam_tid"])
-            if amount is not None:
-                flags = record.FLAG_TAC_MISSING | record.FLAG_MAC2_UNVERIFIED
-                rec = self._record(record.PURCHASE_RECOVERED, entry, 0, flags)
-                res.extra.append(rec)
-                self._journal(rec)
-                _log.warning("torn purchase found in card history without proof")
-        self._drop(entry)
 
     # -- blacklist -----------------------------------------------------------------------------
 
@@ -476,7 +478,7 @@ class Purchaser:
                     self.psam.lock_mac,
                     info["serial_low"],
                     info["issuer8"],
-                    self.cfg["lock_key_version"],
+                    self.cfg["lock_key_version_sm4" if sm4 else "lock_key_version"],
                     challenge,
                     header,
                     sm4,

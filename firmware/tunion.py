@@ -220,16 +220,22 @@ class Card:
         expect(self._x(build(0x84, 0x1E, p1, p2, mac)), 0, "APPLICATION BLOCK")
 
 
-def find_history(card, counter, terminal):
-    """Search the card's own 0x18 history for a purchase with this counter at this terminal.
-    -> amount or None. Stops at the first older record (newest come first)."""
+def find_history(card, counter, terminal, datetime7):
+    """Where the card's own 0x18 history holds a purchase with this counter, terminal and time:
+    1 = its newest transaction, 2.. = older; None when the card never made it. Newest first, so
+    the search stops at the first older counter."""
     for n in range(1, 11):
         rec = card.read_record(SFI_18, n, LEN_18)
         if rec is None:
             return None
         c = (rec[0] << 8) | rec[1]
-        if c == counter and bytes(rec[10:16]) == bytes(terminal) and rec[9] in (0x06, 0x09):
-            return int.from_bytes(rec[5:9], "big")
+        if (
+            c == counter
+            and rec[9] in (0x06, 0x09)
+            and bytes(rec[10:16]) == bytes(terminal)
+            and bytes(rec[16:23]) == bytes(datetime7)
+        ):
+            return n
         if c < counter:
             return None
     return None

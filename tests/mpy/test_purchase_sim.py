@@ -1,0 +1,249 @@
+# mpy: heapsize=128k timeout=120 server=tools.sim.apdu_server
+# The firmware purchase under MicroPython against the CPython virtual card and PSAM over the hub.
+# Every test ends by asking the simulators for violations: there must be none.
+import log
+import mptest
+import pending
+import purchase
+import record
+import timeutil
+from apdu_link import ApduLink
+from psam_app import PsamApp
+from simlink import Control
+
+NOW = timeutil.to_seconds(2026, 11, 29, 4, 30, 0)
+FLAT = {"debit": 200, "must_cover": 200, "txn_type": 0x06, "route": 0x0123, "stop": 7}
+
+ctl = None
+card_link = None
+psam_link = None
+journal = []
+bench = {}
+
+
+def setup():
+    global ctl, card_link, psam_link
+    if ctl is None:
+        ctl = Control()
+        card_link = ApduLink("card")
+        psam_link = ApduLink("psam")
+    ctl.call("reset", terminal_id="000000000042")
+    journal.clear()
+    log.set_level(log.INFO, echo=False)
+    log.clear()
+    bench["p"] = purchase.Purchaser(
+        PsamApp(psam_link), pending.RamPendingStore(), {"journal": journal.append}
+    )
+    mptest.true(bench["p"].boot(), "PSAM boot")
+
+
+def teardown():
+    found = ctl.call("violations")
+    for label in found:
+        mptest.eq(found[label], [], "violations on " + label)
+
+
+def tap(profile=None, label=None, fare=FLAT, overrides=None, now=NOW):
+    """Put a card in the field (a new one from a profile, or a known one again) and tap it."""
+    if profile is not None or label is not None:
+        ctl.call("place_card", profile=profile, label=label, overrides=overrides)
+    c0 = card_link.count
+    p0 = psam_link.count
+    res = bench["p"].tap(card_link, fare, now)
+    bench["card_apdus"] = card_link.count - c0
+    bench["psam_apdus"] = psam_link.count - p0
+    return res
+
+
+def test_flat_fare_ok_within_budget_and_record():
+    res = tap("tunion_plain")
+    mptest.eq(res.reason, purchase.OK, res.detail)
+    mptest.eq((bench["card_apdus"], bench["psam_apdus"]), (5, 2), "APDUs card, PSAM")
+    mptest.log("flat fare tap: %d card APDUs, %d PSAM APDUs" % (5, 2))
+    state = ctl.call("card")
+    mptest.eq(state["balance"], 4800)
+    mptest.eq(res.balance_after, 4800)
+    debit = state["debits"][0]
+    rec = res.record
+    mptest.eq(rec["tac"].hex().upper(), debit["tac"])
+    mptest.eq(rec["card_atc"], debit["counter"])
+    mptest.eq(rec["kind"], record.PURCHASE)
+    mptest.eq(rec["flags"], 0)
+    mptest.hex_eq(rec["psam_tid"], b"\x00\x00\x00\x00\x00\x42")
+    mptest.eq(rec["psam_serial"], 1)
+    mptest.eq(res.card["card_no_str"], "3105228000000000017")
+    mptest.eq(res.card["interconnect"], 1)
+    mptest.eq(journal, [rec])
+    r1e = bytes.fromhex(ctl.call("record_1e"))
+    mptest.eq(r1e[0], 0x06)
+    mptest.hex_eq(r1e[25:32], bytes.fromhex("20261129123000"))
+    mptest.eq(len(record.encode(rec, 1)), record.SIZE)
+
+
+def test_sm4_card_and_social_security_card():
+    res = tap("tunion_sm4")
+    mptest.eq(res.reason, purchase.OK, res.detail)
+    mptest.eq(ctl.call("card")["debits"][0]["amount"], 200)
+    res = tap("social_security")
+    mptest.eq(res.reason, purchase.OK, res.detail)
+    mptest.eq((bench["card_apdus"], bench["psam_apdus"]), (5, 2))
+    apps = set(entry.get("app") for entry in ctl.call("audit") if "apdu" in entry)
+    mptest.eq(apps, set([None, "A000000632010105"]), "only the T-Union application is addressed")
+    res = tap("phone_tunion")
+    mptest.eq(res.reason, purchase.OK, res.detail)
+
+
+def test_refusals_from_card_data():
+    cases = (
+        ("mifare_classic", None, purchase.NO_ISO_DEP),
+        ("unionpay_only", None, purchase.NOT_TUNION),
+        ("tunion_plain", {"enabled": 0}, purchase.DISABLED),
+        ("tunion_plain", {"start": "20270101"}, purchase.NOT_YET_VALID),
+        ("tunion_plain", {"start": "20100101", "expiry": "20261128"}, purchase.EXPIRED),
+        ("tunion_plain", {"lock": "temporary"}, purchase.LOCKED),
+        ("tunion_plain", {"lock": "permanent"}, purchase.LOCKED),
+        ("tunion_plain", {"balance": 150}, purchase.INSUFFICIENT),
+        ("tunion_used_overdraft", None, purchase.INSUFFICIENT),
+    )
+    for i in range(len(cases)):
+        profile, overrides, want = cases[i]
+        res = tap(profile, label="c%d" % i, overrides=overrides or {})
+        mptest.eq(res.reason, want, "%s %r: %s" % (profile, overrides, res.detail))
+        if res.card is not None:
+            mptest.eq(ctl.call("card")["debits"], [])
+        mptest.true(log.find(want, log.WARNING), "refusal %s logged" % want)
+
+
+def test_expiry_day_itself_is_valid():
+    res = tap("tunion_plain", overrides={"expiry": "20261129"})
+    mptest.eq(res.reason, purchase.OK, res.detail)
+
+
+def test_insufficient_real_balance_with_overdraft_allowance():
+    # real 150 + overdraft 1000: the card itself would accept 200 (9000 at INIT), we refuse
+    res = tap("tunion_overdraft")
+    mptest.eq(res.reason, purchase.INSUFFICIENT, res.detail)
+    mptest.eq(ctl.call("card")["debits"], [])
+    mptest.eq(ctl.call("psam")["serial"], 1, "no PSAM session was spent")
+    ok = tap(label="tunion_overdraft", fare={"debit": 100, "must_cover": 100})
+    mptest.eq(ok.reason, purchase.OK)
+    mptest.eq(ctl.call("card")["used_overdraft"], 0)
+
+
+def test_rail_mode_requires_the_maximum_fare():
+    rail = {"debit": 300, "must_cover": 900, "txn_type": 0x03}
+    res = tap("tunion_plain", overrides={"balance": 800}, fare=rail)
+    mptest.eq(res.reason, purchase.INSUFFICIENT, res.detail)
+    res = tap("tunion_plain", label="rich", overrides={"balance": 900}, fare=rail)
+    mptest.eq(res.reason, purchase.OK, res.detail)
+    mptest.eq(res.balance_after, 600)
+
+
+def test_strict_balance_mode_reads_p1_03():
+    bench["p"].cfg["balance_check"] = "p103"
+    res = tap("tunion_plain")
+    mptest.eq(res.reason, purchase.OK, res.detail)
+    mptest.eq(bench["card_apdus"], 6)
+    mptest.eq(tap("tunion_used_overdraft").reason, purchase.INSUFFICIENT)
+
+
+def test_fare_callback_sees_the_card_and_can_refuse():
+    seen = []
+
+    def fare(card):
+        seen.append(card["card_type"])
+        if card["interconnect"] != 1:
+            return "NOT_WHITELISTED"
+        return None
+
+    res = tap("tunion_local_only", fare=fare)
+    mptest.eq(res.reason, "NOT_WHITELISTED")
+    res = tap("tunion_plain", fare=fare)
+    mptest.eq(res.reason, purchase.NO_FARE)
+    mptest.eq(seen, [1, 1])
+    bad = tap("tunion_plain", label="p2", fare={"debit": -5})
+    mptest.eq(bad.reason, purchase.NO_FARE)
+    mptest.eq(ctl.call("card")["debits"], [])
+
+
+def test_blacklisted_card_is_locked_and_recorded():
+    res = tap("tunion_plain", fare={"lock": True, "route": 9})
+    mptest.eq(res.reason, purchase.BLACKLISTED, res.detail)
+    mptest.eq(res.record["kind"], record.REFUSED)
+    mptest.eq(res.record["reason"], record.REASON_BLACKLIST)
+    mptest.eq(res.record["flags"], purchase.FLAG_APP_LOCKED)
+    mptest.eq(ctl.call("card")["lock"], "temporary")
+    mptest.eq(tap(label="tunion_plain").reason, purchase.LOCKED)
+    res = tap("tunion_sm4", fare={"lock": True})
+    mptest.eq(res.record["flags"], purchase.FLAG_APP_LOCKED, res.detail)
+    bench["p"].cfg["lock_enabled"] = False
+    res = tap("phone_tunion", fare={"lock": True})
+    mptest.eq(res.reason, purchase.BLACKLISTED)
+    mptest.eq(res.record["flags"], 0)
+    mptest.eq(ctl.call("card")["lock"], None)
+    mptest.eq(len(journal), 3)
+
+
+def test_psam_failures():
+    ctl.call("psam_force", ins=0x70, sw="6985")
+    res = tap("tunion_plain")
+    mptest.eq(res.reason, purchase.PSAM_ERROR, res.detail)
+    mptest.eq(ctl.call("card")["debits"], [])
+    # the next tap re-boots the PSAM first and sells
+    res = tap(label="tunion_plain")
+    mptest.eq(res.reason, purchase.OK, res.detail)
+    ctl.call("psam_mute", n=1)
+    mptest.eq(tap(label="tunion_plain").reason, purchase.PSAM_ERROR)
+    mptest.eq(tap(label="tunion_plain").reason, purchase.OK)
+
+
+def test_mac_failures():
+    ctl.call("place_card", profile="tunion_plain")
+    ctl.call("force", ins=0x54, sw="9302")
+    res = tap()
+    mptest.eq(res.reason, purchase.MAC1_FAILED)
+    mptest.eq(bench["p"].pending(), [])
+    ctl.call("psam_force", ins=0x72, sw="9302")
+    res = tap(label="tunion_plain")
+    mptest.eq(res.reason, purchase.MAC2_FAILED)
+    mptest.eq(len(ctl.call("card")["debits"]), 1, "the card did debit: it is recorded")
+    mptest.eq(res.record["flags"] & record.FLAG_MAC2_UNVERIFIED, record.FLAG_MAC2_UNVERIFIED)
+    mptest.eq(len(journal), 1)
+
+
+def test_malformed_answers_are_clear_card_errors():
+    cases = (
+        (0xA4, "6F"),  # short
+        (0xA4, "6F0584034142439000"),  # FCI naming another application
+        (0xA4, "6F108408A000000632010105A5049F0C01009000"),  # 9F0C too short
+        (0xA4, "6F" + "FF" * 300 + "9000"),  # long garbage
+        (0xA4, "6A88"),  # unexpected status
+        (0xB0, "00" * 5 + "9000"),  # short 0x17
+        (0xB0, "00" * 12 + "9000"),  # long 0x17
+        (0x50, "9000"),  # INIT without data
+        (0x50, "6E00"),
+        (0xDC, "6A84"),
+    )
+    for ins, data in cases:
+        ctl.call("place_card", profile="tunion_plain", label="m%02x%d" % (ins, len(data)))
+        ctl.call("force", ins=ins, data=data)
+        log.clear()
+        res = tap()
+        mptest.eq(res.reason, purchase.CARD_ERROR, "%02X %s -> %s" % (ins, data[:20], res.detail))
+        mptest.true(res.detail, "a clear detail")
+        mptest.true(log.find("CARD_ERROR", log.WARNING), "logged")
+        mptest.eq(ctl.call("card")["debits"], [])
+    mptest.eq(bench["p"].pending(), [])
+    # the validator keeps working
+    mptest.eq(tap("tunion_plain", label="after").reason, purchase.OK)
+
+
+def test_malformed_debit_answer_is_settled_by_the_retap():
+    ctl.call("place_card", profile="tunion_plain")
+    ctl.call("force", ins=0x54, data="0102039000")  # truncated TAC/MAC2: did it debit? ask
+    res = tap()
+    mptest.eq(res.reason, purchase.TAP_AGAIN)
+    mptest.eq(len(bench["p"].pending()), 1)
+    res = tap(label="tunion_plain")
+    mptest.eq(res.reason, purchase.OK, res.detail)
+    mptest.eq(len(ctl.call("card")["debits"]), 1)
