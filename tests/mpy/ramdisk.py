@@ -149,9 +149,9 @@ class FileBlockDev:
         self.num_blocks = num_blocks
         self.programs = 0
         self.erases = 0
-        self._erased = b"\xff" * block_size
+        self._erased = b"\xff" * 256  # small: this device is for tests with a tiny heap
         with open(path, "wb") as f:
-            for _ in range(num_blocks):
+            for _ in range(num_blocks * block_size // 256):
                 f.write(self._erased)
         self.f = open(path, "r+b")
 
@@ -175,7 +175,8 @@ class FileBlockDev:
             return self.block_size
         if op == 6:
             self.f.seek(arg * self.block_size)
-            self.f.write(self._erased)
+            for _ in range(self.block_size // 256):
+                self.f.write(self._erased)
             self.erases += 1
             return 0
         return 0
