@@ -1,0 +1,205 @@
+"""tools/journal_decode.py: a journal written by the real firmware (MicroPython, littlefs image)
+read back on the host, and hand-made directories with every kind of damage."""
+
+import datetime
+import json
+import os
+import subprocess
+import zlib
+
+import pytest
+import record
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.mpy_plugin import micropython_bin, micropython_path
+from tools import journal_decode as jd
+
+# Runs under MicroPython: the firmware journal on a file-backed littlefs image.
+WRITER = r"""
+import sys, vfs, log, ramdisk, record
+from journal import Journal
+img, n, ack = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+log.set_level(log.WARNING, echo=False)
+dev = ramdisk.FileBlockDev(img, 4096, 64)
+vfs.VfsLfs2.mkfs(dev)
+vfs.mount(vfs.VfsLfs2(dev), "/fs")
+j = Journal("/fs/journal")
+for i in range(1, n + 1):
+    j.append({"kind": record.PURCHASE if i % 7 else record.REFUSED, "time": 851990400 + i * 60,
+              "amount": 200 + i, "balance_before": 10000, "balance_after": 10000 - 200 - i,
+              "card_no": bytes((0x31, 0x00)) + bytes(8), "tac": b"\x01\x02\x03\x04",
+              "card_atc": i, "route": 12, "stop": i % 30, "psam_serial": 1000 + i})
+if ack:
+    j.ack(ack)
+j.save_pending(b"in-flight purchase")
+j.close()
+vfs.umount("/fs")
+dev.close()
+print("WROTE", j.last_seq, j.acked_seq)
+"""
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory):
+    d = tmp_path_factory.mktemp("img")
+    img = d / "flash.img"
+    script = d / "writer.py"
+    script.write_text(WRITER)
+    env = dict(os.environ, MICROPYPATH=micropython_path())
+    out = subprocess.run(
+        [micropython_bin(), str(script), str(img), "150", "70"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert "WROTE 150 70" in out.stdout, out.stdout + out.stderr
+    return img
+
+
+def fields(i):
+    return {"kind": record.PURCHASE, "time": 800000000 + i, "amount": i, "card_atc": i}
+
+
+def make_dir(root, n, per_seg=8, start=1):
+    root.mkdir(parents=True, exist_ok=True)
+    for first in range(start, start + n, per_seg):
+        last = min(first + per_seg, start + n)
+        data = b"".join(record.encode(fields(s), s) for s in range(first, last))
+        (root / ("%08x.seg" % first)).write_bytes(data)
+    head = b"JM\x01\x00" + (start - 1).to_bytes(4, "big") + (start + n + 50).to_bytes(4, "big")
+    (root / "meta").write_bytes(head + zlib.crc32(head).to_bytes(4, "big"))
+    return root
+
+
+def test_image_written_by_the_firmware_decodes_and_verifies(image, capsys):
+    rep = jd.decode_path(image)
+    assert rep["problems"] == []
+    seqs = [r["seq"] for r in rep["records"]]
+    # acknowledged whole segments were reclaimed; everything after the cursor is there
+    assert seqs == list(range(65, 151))
+    assert (rep["last_seq"], rep["acked_seq"], rep["backlog"]) == (150, 70, 80)
+    assert rep["hwm"] > 150
+    assert bytes.fromhex(rep["pending"]["data"]) == b"in-flight purchase"
+    r = rep["records"][0]
+    assert (r["amount"], r["card_atc"], r["balance_after"]) == (265, 65, 10000 - 265)
+    assert rep["records"][5]["kind"] == record.REFUSED  # seq 70
+    assert jd.main([str(image)]) == 0
+    out = capsys.readouterr().out
+    assert "OK: every record checks out" in out
+    when = datetime.datetime(2000, 1, 1) + datetime.timedelta(seconds=851990400 + 65 * 60)
+    assert when.strftime("%Y-%m-%dT%H:%M:%SZ") in out
+    assert jd.main([str(image), "--json", "--root", "/journal"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["records"][-1]["seq"] == 150 and data["records"][-1]["tac"] == "01020304"
+
+
+def test_bad_images_exit_2(tmp_path, image, capsys):
+    junk = tmp_path / "junk.img"
+    junk.write_bytes(os.urandom(4096 * 8))
+    assert jd.main([str(junk)]) == 2
+    assert "not a readable littlefs image" in capsys.readouterr().err
+    odd = tmp_path / "odd.img"
+    odd.write_bytes(b"\xff" * 1000)
+    assert jd.main([str(odd)]) == 2
+    assert jd.main([str(tmp_path / "missing")]) == 2
+    assert jd.main([str(image), "--root", "/nowhere"]) == 2
+
+
+def test_clean_directory(tmp_path, capsys):
+    d = make_dir(tmp_path / "journal", 20)
+    rep = jd.decode_dir(d)
+    assert rep["problems"] == [] and [r["seq"] for r in rep["records"]] == list(range(1, 21))
+    assert jd.main([str(d)]) == 0
+
+
+@pytest.mark.parametrize(
+    "damage, expect, kept",
+    [
+        (
+            "flip",
+            "00000009.seg: record 2 at byte 128: bad CRC",
+            list(range(1, 11)) + list(range(17, 21)),
+        ),
+        (
+            "truncate",
+            "00000009.seg: record 3 at byte 192: torn record",
+            list(range(1, 12)) + list(range(17, 21)),
+        ),
+        ("garbage", "00000011.seg: record 4 at byte 256: torn record", list(range(1, 21))),
+        ("version", "unknown record version", list(range(1, 9)) + list(range(17, 21))),
+        ("wrong_seq", "sequence 3 where 9 expected", list(range(1, 9)) + list(range(17, 21))),
+        ("gap", "sequence gap: 9..16 missing", list(range(1, 9)) + list(range(17, 21))),
+        ("meta", "meta file unreadable", list(range(1, 21))),
+        ("pending", "pending file corrupt", list(range(1, 21))),
+        ("unknown", "unknown file notes", list(range(1, 21))),
+    ],
+)
+def test_damage_is_reported_and_good_records_kept(tmp_path, damage, expect, kept, capsys):
+    d = make_dir(tmp_path / "journal", 20)
+    seg9 = d / "00000009.seg"
+    raw = bytearray(seg9.read_bytes())
+    if damage == "flip":
+        raw[2 * 64 + 30] ^= 0x10
+        seg9.write_bytes(raw)
+    elif damage == "truncate":
+        seg9.write_bytes(raw[: 3 * 64 + 5])
+    elif damage == "garbage":
+        with open(d / "00000011.seg", "ab") as f:
+            f.write(b"\x00garbage")
+    elif damage == "version":
+        raw[0] = 9
+        seg9.write_bytes(raw)
+    elif damage == "wrong_seq":
+        seg9.write_bytes(record.encode(fields(3), 3) + raw[64:])
+    elif damage == "gap":
+        seg9.unlink()
+    elif damage == "meta":
+        (d / "meta").write_bytes(b"JM\x01\x00garbage!")
+    elif damage == "pending":
+        (d / "pending").write_bytes(b"JP\x01B\x00\x05\x00\x00\x00\x00hello")
+    elif damage == "unknown":
+        (d / "notes").write_text("x")
+    rep = jd.decode_dir(d)
+    assert any(expect in p for p in rep["problems"]), rep["problems"]
+    assert [r["seq"] for r in rep["records"]] == kept
+    assert jd.main([str(d)]) == 1
+    assert "PROBLEMS:" in capsys.readouterr().out
+
+
+@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.lists(st.tuples(st.integers(0, 3 * 512 - 1), st.integers(1, 255)), max_size=6),
+    st.integers(0, 3 * 512),
+    st.binary(max_size=70),
+)
+def test_random_damage_never_crashes_nor_invents_records(tmp_path_factory, flips, cut, tail):
+    d = make_dir(tmp_path_factory.mktemp("j") / "journal", 24)
+    originals = {s: record.encode(fields(s), s) for s in range(1, 25)}
+    segs = sorted(d.glob("*.seg"))
+    blob = bytearray(b"".join(p.read_bytes() for p in segs))
+    for pos, x in flips:
+        blob[pos] ^= x
+    blob = bytes(blob[:cut]) + tail
+    for i, p in enumerate(segs):
+        p.write_bytes(blob[i * 512 : (i + 1) * 512] if i < 2 else blob[1024:])
+    rep = jd.decode_dir(d)
+    for r in rep["records"]:
+        assert record.encode(r, r["seq"]) == originals[r["seq"]]
+    if rep["records"] and len(rep["records"]) < 24:
+        assert rep["problems"]
+
+
+def test_mark_beside_the_directory_is_read(tmp_path):
+    d = make_dir(tmp_path / "journal", 5)
+    head = b"JH\x01\x00" + (5000).to_bytes(4, "big")
+    (tmp_path / "journal.hwm").write_bytes(head + zlib.crc32(head).to_bytes(4, "big"))
+    assert jd.decode_dir(d)["hwm"] == 5000
+    (tmp_path / "journal.hwm").write_bytes(b"bad")
+    assert "journal.hwm unreadable" in jd.decode_dir(d)["problems"]
+
+
+def test_not_a_directory():
+    with pytest.raises(jd.DecodeError):
+        jd.decode_dir("/nonexistent/journal")

@@ -1,0 +1,342 @@
+"""Print and verify a validator's transaction journal (docs/journal.md, docs/record-format.md).
+
+Input is either the journal directory pulled off a board (`mpremote cp -r :/journal .`) or a raw
+littlefs image of the board's file system (`esptool read_flash` of the vfs partition). An image
+is read by the MicroPython unix port (its vfs.VfsLfs2 is the board's littlefs), which copies the
+files out for this program; no littlefs package is needed on the host.
+
+    python -m tools.journal_decode journal/              # table
+    python -m tools.journal_decode flash.img --json      # JSON, image in 4 KB blocks
+    python -m tools.journal_decode flash.img --root /journal --block-size 4096
+
+Exit status: 0 when everything checks out, 1 when problems were found (listed), 2 when the input
+cannot be read at all.
+"""
+
+import argparse
+import json
+import os
+import re
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+import zlib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT / "firmware") not in sys.path:
+    sys.path.insert(0, str(ROOT / "firmware"))
+
+import record  # noqa: E402
+import timeutil  # noqa: E402
+
+SEG_RE = re.compile(r"^([0-9a-f]{8})\.seg$")
+META_MAGIC = b"JM\x01\x00"
+MARK_MAGIC = b"JH\x01\x00"
+PEND_MAGIC = b"JP\x01"
+BYTE_FIELDS = ("psam_tid", "card_no", "issuer", "tac")
+
+
+class DecodeError(Exception):
+    """The input cannot be read at all (not a directory of segments, not a littlefs image)."""
+
+
+def _crc_ok(blob, n):
+    return len(blob) == n + 4 and struct.unpack(">I", blob[n:])[0] == zlib.crc32(blob[:n])
+
+
+def read_meta(path):
+    """(acked_seq, high-water mark) from a `meta` file, or None (with a problem) when bad."""
+    blob = path.read_bytes()
+    if len(blob) == 16 and blob[:4] == META_MAGIC and _crc_ok(blob, 12):
+        acked, hwm = struct.unpack(">II", blob[4:12])
+        return {"acked_seq": acked, "hwm": hwm}
+    return None
+
+
+def read_mark(path):
+    blob = path.read_bytes()
+    if len(blob) == 12 and blob[:4] == MARK_MAGIC and _crc_ok(blob, 8):
+        return struct.unpack(">I", blob[4:8])[0]
+    return None
+
+
+def read_pending(path):
+    blob = path.read_bytes()
+    if len(blob) >= 10 and blob[:3] == PEND_MAGIC:
+        n = struct.unpack(">H", blob[4:6])[0]
+        crc = struct.unpack(">I", blob[6:10])[0]
+        if len(blob) == 10 + n and crc == zlib.crc32(blob[10:], zlib.crc32(blob[:6])):
+            kind = {0x42: "bytes", 0x4A: "json"}.get(blob[3], "kind%d" % blob[3])
+            return {"kind": kind, "size": n, "data": blob[10:].hex()}
+    return None
+
+
+def record_view(d):
+    """A decoded record as JSON-friendly values (bytes in hex, time also as ISO UTC)."""
+    out = dict(d)
+    for k in BYTE_FIELDS:
+        out[k] = d[k].hex()
+    out["kind_name"] = record.kind_name(d["kind"])
+    y, mo, da, h, mi, s = timeutil.from_seconds(d["time"])[:6]
+    out["time_utc"] = "%04d-%02d-%02dT%02d:%02d:%02dZ" % (y, mo, da, h, mi, s)
+    return out
+
+
+def decode_dir(path):
+    """Read a journal directory: every record, checked like the firmware checks them.
+
+    Returns a dict: records (list of dicts, oldest first), segments, meta, pending, problems
+    (list of strings). Never raises on bad content; DecodeError when `path` is no directory."""
+    path = Path(path)
+    if not path.is_dir():
+        raise DecodeError("%s is not a directory" % path)
+    problems = []
+    segments = []
+    records = []
+    names = sorted(p.name for p in path.iterdir())
+    firsts = []
+    for name in names:
+        m = SEG_RE.match(name)
+        if m:
+            firsts.append(int(m.group(1), 16))
+        elif name not in ("meta", "pending") and not name.endswith(".tmp"):
+            problems.append("unknown file %s" % name)
+    firsts.sort()
+    expect = None
+    for first in firsts:
+        name = "%08x.seg" % first
+        blob = (path / name).read_bytes()
+        good = 0
+        why = None
+        for off in range(0, len(blob), record.SIZE):
+            chunk = blob[off : off + record.SIZE]
+            if len(chunk) != record.SIZE:
+                why = "torn record of %d bytes" % len(chunk)
+                break
+            try:
+                d = record.decode(chunk)
+            except record.RecordError as e:
+                why = str(e)
+                break
+            if d["seq"] != first + good:
+                why = "sequence %d where %d expected" % (d["seq"], first + good)
+                break
+            d["segment"] = name
+            records.append(d)
+            good += 1
+        if why:
+            problems.append("%s: record %d at byte %d: %s" % (name, good, good * 64, why))
+        if expect is not None and first > expect:
+            problems.append("sequence gap: %d..%d missing before %s" % (expect, first - 1, name))
+        elif expect is not None and first < expect:
+            problems.append("%s overlaps earlier records" % name)
+        expect = first + good
+        segments.append({"name": name, "first_seq": first, "records": good, "bytes": len(blob)})
+    meta = None
+    if (path / "meta").exists():
+        meta = read_meta(path / "meta")
+        if meta is None:
+            problems.append("meta file unreadable")
+    mark = None
+    mark_path = path.parent / (path.name + ".hwm")
+    if mark_path.exists():
+        mark = read_mark(mark_path)
+        if mark is None:
+            problems.append("%s unreadable" % mark_path.name)
+    pending = None
+    if (path / "pending").exists():
+        pending = read_pending(path / "pending")
+        if pending is None:
+            problems.append("pending file corrupt")
+    last = records[-1]["seq"] if records else None
+    hwm = max([v for v in ((meta or {}).get("hwm"), mark) if v is not None], default=None)
+    if last is not None and hwm is not None and last >= hwm:
+        problems.append("last seq %d at or above the high-water mark %d" % (last, hwm))
+    acked = (meta or {}).get("acked_seq")
+    return {
+        "source": str(path),
+        "segments": segments,
+        "records": records,
+        "meta": meta,
+        "hwm": hwm,
+        "pending": pending,
+        "last_seq": last,
+        "acked_seq": acked,
+        "backlog": sum(1 for r in records if acked is None or r["seq"] > acked),
+        "problems": problems,
+    }
+
+
+# The MicroPython side of reading an image: mount it read-only, copy every file out.
+_MPY_EXTRACT = r"""
+import sys, os, vfs
+img, bs, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+class Dev:
+    def __init__(s, path):
+        s.f = open(path, "rb")
+        s.f.seek(0, 2)
+        s.n = s.f.tell() // bs
+    def readblocks(s, b, buf, off=0):
+        s.f.seek(b * bs + off)
+        s.f.readinto(buf)
+    def writeblocks(s, b, buf, off=None):
+        raise OSError(30)
+    def ioctl(s, op, arg):
+        return s.n if op == 4 else bs if op == 5 else 0
+try:
+    vfs.mount(vfs.VfsLfs2(Dev(img), mtime=False), "/img", readonly=True)
+except OSError as e:
+    print("MOUNT-FAILED", e)
+    sys.exit(3)
+def copy(src, dst):
+    for name, typ, *_ in os.ilistdir(src):
+        s, d = src + "/" + name, dst + "/" + name
+        if typ == 0x4000:
+            os.mkdir(d)
+            copy(s, d)
+        else:
+            with open(s, "rb") as a, open(d, "wb") as b:
+                while True:
+                    chunk = a.read(4096)
+                    if not chunk:
+                        break
+                    b.write(chunk)
+copy("/img", out)
+print("OK")
+"""
+
+
+def micropython_bin():
+    here = Path(sys.executable).parent / "micropython"
+    if here.exists():
+        return str(here)
+    found = shutil.which("micropython")
+    if found:
+        return found
+    raise DecodeError("no micropython binary (needed to read a littlefs image)")
+
+
+def extract_image(image, block_size, out_dir, mpy=None):
+    """Copy the files of a littlefs image into out_dir using the MicroPython unix port."""
+    size = os.path.getsize(image)
+    if size == 0 or size % block_size:
+        raise DecodeError(
+            "%s: %d bytes is not a whole number of %d-byte blocks" % (image, size, block_size)
+        )
+    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
+        f.write(_MPY_EXTRACT)
+        script = f.name
+    try:
+        proc = subprocess.run(
+            [mpy or micropython_bin(), script, str(image), str(block_size), str(out_dir)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        os.unlink(script)
+    if proc.returncode != 0 or "OK" not in proc.stdout:
+        detail = (proc.stdout + proc.stderr).strip().splitlines()
+        raise DecodeError("%s is not a readable littlefs image (%s)" % (image, detail[-1:] or "?"))
+
+
+def find_journal(tree, root=None):
+    """The journal directory inside an extracted tree: `root` if given, else the one with
+    segment files (or a meta file) nearest the top."""
+    tree = Path(tree)
+    if root:
+        p = tree / root.strip("/")
+        if not p.is_dir():
+            raise DecodeError("no directory %s in the image" % root)
+        return p
+    candidates = []
+    for dirpath, _dirs, files in os.walk(tree):
+        if any(SEG_RE.match(f) for f in files) or "meta" in files:
+            candidates.append(Path(dirpath))
+    if not candidates:
+        raise DecodeError("no journal directory in the image (try --root)")
+    return min(candidates, key=lambda p: len(p.parts))
+
+
+def decode_path(path, root=None, block_size=4096, mpy=None):
+    path = Path(path)
+    if path.is_dir():
+        return decode_dir(path)
+    if not path.exists():
+        raise DecodeError("%s does not exist" % path)
+    with tempfile.TemporaryDirectory() as tmp:
+        extract_image(path, block_size, tmp, mpy)
+        report = decode_dir(find_journal(tmp, root))
+        report["source"] = "%s:%s" % (path, report["source"][len(tmp) :] or "/")
+        return report
+
+
+COLUMNS = (
+    ("seq", 7),
+    ("time_utc", 20),
+    ("kind_name", 18),
+    ("flags", 5),
+    ("card_no", 20),
+    ("amount", 7),
+    ("balance_after", 9),
+    ("card_atc", 6),
+    ("psam_serial", 10),
+    ("tac", 8),
+    ("route", 5),
+    ("stop", 5),
+)
+
+
+def format_table(report):
+    lines = ["journal %s" % report["source"]]
+    lines.append(
+        "last seq %s, acknowledged %s, backlog %d, high-water mark %s, %d segments, pending %s"
+        % (
+            report["last_seq"],
+            report["acked_seq"],
+            report["backlog"],
+            report["hwm"],
+            len(report["segments"]),
+            "none" if report["pending"] is None else "%d bytes" % report["pending"]["size"],
+        )
+    )
+    lines.append(" ".join(name.ljust(w) for name, w in COLUMNS))
+    for d in report["records"]:
+        v = record_view(d)
+        lines.append(" ".join(str(v[name]).ljust(w) for name, w in COLUMNS))
+    if report["problems"]:
+        lines.append("PROBLEMS:")
+        lines.extend("  " + p for p in report["problems"])
+    else:
+        lines.append("OK: every record checks out")
+    return "\n".join(lines)
+
+
+def to_json(report):
+    out = dict(report)
+    out["records"] = [record_view(d) for d in report["records"]]
+    return json.dumps(out, indent=1)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("path", help="journal directory, or a raw littlefs image")
+    ap.add_argument("--json", action="store_true", help="JSON instead of a table")
+    ap.add_argument("--root", help="journal directory inside an image (default: found)")
+    ap.add_argument("--block-size", type=int, default=4096, help="image block size (4096)")
+    ap.add_argument("--micropython", help="MicroPython unix binary for images")
+    args = ap.parse_args(argv)
+    try:
+        report = decode_path(args.path, args.root, args.block_size, args.micropython)
+    except (DecodeError, OSError, subprocess.SubprocessError) as e:
+        print("journal_decode: %s" % e, file=sys.stderr)
+        return 2
+    print(to_json(report) if args.json else format_table(report))
+    return 1 if report["problems"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
