@@ -11,28 +11,37 @@ ctl commands (JSON args):
   rc522_fault   kind, at (frames from now), arg  (see tools/sim/rc522.py)
   rc522_state   blocks (bool), frames (how many) -> cards (state, last APDUs, block log when
                 asked, VirtualCard summary), spi counters, last timers, last RF frames
+  rc522_retap   name: the same card (same balance, counters) leaves and enters the field again
+  rc522_card_fault  name, when ("before"/"after"), ins: the VirtualCard leaves around that command
+  rc522_violations  -> {name: [texts]} of every VirtualCard placed
+  psam_reset    terminal_id: a fresh VirtualPsam on "apdu psam" (for full purchases)
   rc522_clear   no cards, no faults, chip healthy (tests call it between cases)
   rc522_counters_reset
 """
 
 from tools.sim import picc as piccmod
+from tools.sim.apdu_server import _serve_apdu
 from tools.sim.buses import SPIBus
 from tools.sim.hub import Hub, main_for
+from tools.sim.psam import VirtualPsam
 from tools.sim.rc522 import RC522Sim
 
 KNOBS = ("wtx", "processing_us", "chain_inf", "ignore_fsd", "mute_after")
 
 
-def make_card(profile=None, uid="04a1b2c3", atqa=None, sak=0x20, ats="0578804000", iso_dep=True):
+def make_card(profile=None, uid="04a1b2c3", atqa=None, sak=0x20, ats=None, iso_dep=True):
     if profile:
         from tools.sim.card import VirtualCard
 
-        return VirtualCard.from_profile(profile)
+        card = VirtualCard.from_profile(profile)
+        if ats is not None:
+            card.ats = bytes.fromhex(ats)  # e.g. a small FSC, to force chaining
+        return card
     return piccmod.TestCard(
         bytes.fromhex(uid),
         atqa=bytes.fromhex(atqa) if atqa else None,
         sak=sak,
-        ats=bytes.fromhex(ats),
+        ats=bytes.fromhex("0578804000" if ats is None else ats),
         iso_dep=iso_dep,
     )
 
@@ -55,12 +64,57 @@ def build():
     chip = RC522Sim()
     bus = SPIBus(hub, chip, "rc522_cs")
     hub.register("spi", "rc522", bus.serve)
+    world = {"psam": VirtualPsam(terminal_id="000000000042")}
+    hub.register(
+        "apdu",
+        "psam",
+        _serve_apdu(
+            hub, lambda a: world["psam"].exchange(a), lambda: {"atr": world["psam"].atr.hex()}
+        ),
+    )
+    knobs_of = {}  # name -> knobs given at placement, reused on a re-tap
 
     @hub.command("rc522_place")
     def place(name="card", **kw):
         knobs = {k: kw.pop(k) for k in list(kw) if k in KNOBS}
         picc = piccmod.Picc(make_card(**kw), **knobs)
+        chip.remove(name)
+        chip.removed.pop(name, None)
         chip.place(name, picc)
+        knobs_of[name] = knobs
+        return True
+
+    @hub.command("rc522_retap")
+    def retap(name="card"):
+        old = chip.field.get(name) or chip.removed.get(name)
+        if old is None:
+            raise KeyError("no card %r" % name)
+        chip.remove(name)
+        chip.removed.pop(name, None)
+        if hasattr(old.card, "place"):
+            old.card.place()
+        chip.place(name, piccmod.Picc(old.card, **knobs_of.get(name, {})))
+        return True
+
+    @hub.command("rc522_card_fault")
+    def card_fault(name="card", when="after", ins=None, times=1):
+        card = chip.field[name].card
+        fn = card.fail_before if when == "before" else card.fail_after
+        fn(ins=ins, times=times)
+        return True
+
+    @hub.command("rc522_violations")
+    def violations():
+        out = {}
+        for group in (chip.removed, chip.field):
+            for n, p in group.items():
+                if hasattr(p.card, "violations"):
+                    out[n] = list(p.card.violations)
+        return out
+
+    @hub.command("psam_reset")
+    def psam_reset(terminal_id="000000000042"):
+        world["psam"] = VirtualPsam(terminal_id=terminal_id)
         return True
 
     @hub.command("rc522_remove")
