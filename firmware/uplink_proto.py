@@ -117,10 +117,19 @@ def inflate(data, limit):
 
         import deflate as _d
 
+        # In 1 KiB steps: one read(limit) would reserve `limit` bytes of a small heap up front.
+        out = bytearray()
+        chunk = bytearray(1024)
         try:
-            out = _d.DeflateIO(io.BytesIO(data), _d.RAW, WBITS).read(limit + 1)
+            f = _d.DeflateIO(io.BytesIO(data), _d.RAW, WBITS)
+            while len(out) <= limit:
+                n = f.readinto(chunk)
+                if not n:
+                    break
+                out += memoryview(chunk)[:n]
         except (OSError, ValueError, EOFError) as e:
             raise ProtoError("corrupt deflate data: %s" % e)
+        out = bytes(out)
     if len(out) > limit:
         raise ProtoError("deflate data inflates past %d bytes" % limit)
     return out
