@@ -429,3 +429,30 @@ def test_proto_refuses_corrupt_deflate_and_forged_answers_on_micropython():
     bad[40] ^= 1
     mptest.raises(up.ProtoError, up.decode_answer, SECRET, bytes(bad), 1, 7, up.T_PARAMS)
     mptest.raises(up.ProtoError, up.decode_answer, SECRET, ans, 1, 8, up.T_PARAMS)
+
+
+async def test_every_record_once_through_random_faults():
+    import random
+
+    random.seed(9)
+    await ctl("reset")
+    j = new_journal()
+    u, _ = make(j, batch=60)
+    modes = ["drop_before", "drop_after", "status503", "restart", "garble", None, None]
+    total = 0
+    for _ in range(12):
+        n = random.randint(1, 70)
+        fill(j, n)
+        total += n
+        mode = modes[random.getrandbits(8) % len(modes)]
+        if mode:
+            await ctl("fault", {"modes": [mode]})
+        await u.sync()
+        mptest.true(j.acked_seq <= (await held())["device"]["contig"], "freed before stored")
+    for _ in range(5):
+        if await u.sync() and j.backlog == 0:
+            break
+    st = await held()
+    mptest.eq(st["seqs"], list(range(1, total + 1)), "none lost, none doubled")
+    mptest.eq((j.acked_seq, j.backlog), (total, 0))
+    mptest.log("%d records through %d requests with random faults" % (total, st["requests"]))
