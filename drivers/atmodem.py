@@ -132,6 +132,7 @@ class AtEngine:
         self.last_rx_ms = time.ticks_ms()
         self.discarded = 0  # raw bytes nobody asked for
         self.bad_lines = 0
+        self.read_errors = 0
 
     # ---- life cycle -------------------------------------------------------------------------
     def start(self):
@@ -169,7 +170,15 @@ class AtEngine:
     async def _reader(self):
         rd = self._rd
         while True:
-            n = await rd.readinto(self._chunk)
+            try:
+                n = await rd.readinto(self._chunk)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # the stream failed (MemoryError, OSError): keep listening
+                self.read_errors += 1
+                _log.error("UART read failed: %r", e)
+                await asyncio.sleep_ms(50)
+                continue
             if not n:
                 # A stream with nothing to read: let other tasks run rather than spin.
                 await asyncio.sleep_ms(2)
