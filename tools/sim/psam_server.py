@@ -1,13 +1,16 @@
 """Hub server with the character-level PSAM: ``uart psam``, reset pin ``psam_rst``.
 
 Control commands (``ctl world``):
-  psam_config(**settings)  ATR and behaviour (ta1, wi, hist, t1, inverse, echo, procedure,
+  psam_config(**settings)  ATR and behaviour (ta1, wi, hist, t1, atr, inverse, echo, procedure,
                            slow_ins, nulls, null_ms); answers the settings in force
   psam_fault(kind, count=1, **params)   inject a fault (see tools/sim/psam_uart.py)
   psam_clear()             drop pending faults, zero the statistics
   psam_stats()             counters (chars each way, echo, resets, PPS, config errors, ...)
-  psam_app(name)           "standin" (tools/sim/psam_uart.StandinPsamApp) or "virtual"
-                           (tools/sim/psam.VirtualPsam, when that module is there)
+  psam_app(name, own_atr=False)  "standin" (tools/sim/psam_uart.StandinPsamApp) or
+                           "virtual" (tools/sim/psam.VirtualPsam); own_atr sends the app's ATR
+
+The hub also carries tools/sim/nfc_server.py's PN532 chips and cards (and its commands) when
+that module is present, for purchases through a reader and this PSAM together.
 
 Run: ``python -m tools.sim.psam_server --port 0``.
 """
@@ -24,8 +27,18 @@ def virtual_app():
     return VirtualPsam()
 
 
+def base_hub():
+    """The PN532 world (chips, virtual cards) when it is there, so a whole purchase can run with
+    this PSAM on the card side's reader; a bare hub otherwise."""
+    try:
+        from tools.sim import nfc_server
+    except ImportError:
+        return Hub()
+    return nfc_server.build()
+
+
 def build(hub=None, clk_hz=CLK_HZ):
-    hub = hub or Hub()
+    hub = hub or base_hub()
     card = PsamUart(StandinPsamApp(), clk_hz=clk_hz)
     hub.register("uart", "psam", card.serve)
     hub.on_pin("psam_rst", card.on_reset_pin)
@@ -35,7 +48,7 @@ def build(hub=None, clk_hz=CLK_HZ):
     hub.command("psam_stats")(card.snapshot)
 
     @hub.command("psam_app")
-    def _app(name):
+    def _app(name, own_atr=False):
         with card.lock:
             if name == "standin":
                 card.app = StandinPsamApp()
@@ -43,7 +56,10 @@ def build(hub=None, clk_hz=CLK_HZ):
                 card.app = virtual_app()
             else:
                 raise KeyError("unknown PSAM application %r" % name)
-        return name
+            # The character layer builds its ATR from the settings unless told to use the app's.
+            atr = getattr(card.app, "atr", b"") if own_atr else b""
+            card.settings["atr"] = bytes(atr).hex()
+        return {"app": name, "atr": card.current_atr().hex()}
 
     hub.psam = card
     return hub

@@ -100,6 +100,7 @@ class PsamUart(UartDevice):
             "wi": None,
             "hist": b"PSAMSIM",
             "t1": False,
+            "atr": "",  # hex: send exactly this ATR (logical bytes) instead of building one
             "inverse": False,
             "echo": True,
             "procedure": "ack",  # ack | single | mixed
@@ -199,6 +200,19 @@ class PsamUart(UartDevice):
         self.pps_allowed = False
         self.silent_after_procedure = False
 
+    def current_atr(self):
+        s = self.settings
+        if s["atr"]:
+            atr = bytearray.fromhex(s["atr"])
+            atr[0] = 0x3F if s["inverse"] else 0x3B
+            return bytes(atr)
+        return build_atr(s["ta1"], s["wi"], s["hist"], s["t1"], s["inverse"])
+
+    def card_ta1(self):
+        """TA1 of the ATR in force (0x11, the default, when absent)."""
+        atr = self.current_atr()
+        return atr[2] if atr[1] & 0x10 else 0x11
+
     def expected_baud(self):
         return self.clk_hz * DI[self.d_idx] / FI[self.f_idx]
 
@@ -250,7 +264,7 @@ class PsamUart(UartDevice):
             self.stats["resets"] += 1
             self.inverse = bool(self.settings["inverse"])
             s = self.settings
-            atr = build_atr(s["ta1"], s["wi"], s["hist"], s["t1"], s["inverse"])
+            atr = self.current_atr()
             self.pps_allowed = True
             if self._take("no_atr"):
                 self.mode = "dead"
@@ -388,7 +402,7 @@ class PsamUart(UartDevice):
             self.mode = "header"
             return
         pps1 = req[2]
-        ta1 = self.settings["ta1"] if self.settings["ta1"] is not None else 0x11
+        ta1 = self.card_ta1()
         fi, di = pps1 >> 4, pps1 & 0x0F
         card_fi, card_di = ta1 >> 4, ta1 & 0x0F
         fits = FI[fi] and DI[di] and FI[fi] == FI[card_fi] and DI[di] <= DI[card_di]
@@ -450,11 +464,10 @@ class PsamUart(UartDevice):
     def _outgoing(self, header):
         ins, p3 = header[1], header[4]
         le = p3 or 256
-        if ins == GET_RESPONSE:
+        if ins == GET_RESPONSE and self.pending:
+            # Data this T=0 layer held back for a case-4 command. When it holds nothing, the
+            # application answers (an application may keep its own T=0-style pending data).
             avail, sw = self.pending, self.pending_sw
-            if not avail:
-                self._status(b"\x69\x85")
-                return
             if le > len(avail):
                 self._status(bytes((0x6C, len(avail) & 0xFF)))
                 return
@@ -555,6 +568,8 @@ class StandinPsamApp:
             if len(body) != 4:
                 return b"\x67\x00"
             return b"\x93\x02" if body == b"\x00" * 4 else b"\x90\x00"
+        if ins == 0xC0:
+            return b"\x69\x85"  # nothing pending here: the T=0 layer keeps case-4 data
         if cla == 0x80 and ins == 0xE0:
             return b"\x90\x00"
         if cla == 0x80 and ins == 0xEE:
