@@ -1,0 +1,317 @@
+# mpy: heapsize=2m timeout=120
+# Parameter activation on littlefs (RAM block device with power cuts): first install, refusals
+# that leave the active set alone, blacklist deltas, pending activation, and a power cut at
+# every program/erase of an activation: the validator wakes with the old or the new set.
+import gc
+import os
+
+import bundle
+import cardlists as cl
+import log
+import mptest
+import params
+import ramdisk
+import vfs
+
+log.set_level(log.DEBUG, echo=False)
+
+KEY = b"device-0042-secret"
+MP = "/pp"
+LOST = "3104991585000011383"
+STOLEN = "3104895199900000003"
+NEW = "2482000000000000017"
+
+
+def cfg(flat_fare=200, dup=60):
+    return {
+        "settings": {"dup_tap_s": dup, "upload_interval_s": 120},
+        "whitelist": {"local_issuers": ["05212482"], "local_city": "2482", "issuers": []},
+        "fares": {
+            "routes": {"101": {"mode": "flat", "fare": flat_fare}},
+            "card_types": {"1": {}},
+        },
+    }
+
+
+_lists = {}
+
+
+def blist(*cards):
+    if cards not in _lists:
+        _lists[cards] = cl.blacklist_bytes(cards)
+    return _lists[cards]
+
+
+def full(version, fare=200, cards=(LOST,), activation=0, key=KEY):
+    return bundle.build(key, version, activation, cfg(fare), blist(*cards))
+
+
+def delta(version, base, adds=(), removes=(), config=None):
+    adds = [cl.card_key(c) for c in adds]
+    removes = [cl.card_key(c) for c in removes]
+    return bundle.build(KEY, version, 0, config, None, (base, adds, removes))
+
+
+class Events:
+    def __init__(self):
+        self.seen = []
+
+    def __call__(self, name, info):
+        self.seen.append((name, info["version"], info["bl_version"]))
+
+
+_dev = []
+_FF = b"\xff" * 4096
+
+
+def fresh():
+    """A newly formatted file system on one reused RAM device (big allocations fragment)."""
+    try:
+        vfs.umount(MP)
+    except OSError:
+        pass
+    if not _dev:
+        _dev.append(ramdisk.RAMBlockDev(4096, 64))
+    dev = _dev[0]
+    dev.restore_power()
+    mv = memoryview(dev.data)
+    for b in range(dev.num_blocks):
+        mv[b * 4096 : (b + 1) * 4096] = _FF
+    vfs.VfsLfs2.mkfs(dev)
+    vfs.mount(vfs.VfsLfs2(dev), MP)
+    return dev
+
+
+def open_params(ev=None):
+    p = params.Params(MP + "/params", KEY, ev)
+    p.load(now=0)
+    return p
+
+
+def fare_of(p):
+    return p.fares.compute({"card_no": "1", "card_type": 1, "records": []}, 101, 0, 10**8).debit
+
+
+def teardown():
+    try:
+        vfs.umount(MP)
+    except OSError:
+        pass
+
+
+def test_first_install_activates_and_survives_a_reboot():
+    dev = fresh()
+    ev = Events()
+    p = params.Params(MP + "/params", KEY, ev)
+    mptest.false(p.load(now=0), "nothing installed yet")
+    mptest.eq(p.install_bytes(full(3), now=100), (True, "activated"))
+    mptest.eq(ev.seen, [(params.PARAM_ACTIVATION, 3, 3)])
+    mptest.eq(p.version, 3)
+    mptest.eq(p.settings["upload_interval_s"], 120)
+    mptest.true(p.blacklist.contains(LOST))
+    mptest.false(p.blacklist.contains(STOLEN))
+    p.close()
+    ramdisk.remount(dev, MP)
+    ev2 = Events()
+    p = open_params(ev2)
+    mptest.eq((p.version, fare_of(p)), (3, 200))
+    mptest.eq(ev2.seen, [], "an announced activation is not journaled twice")
+    mptest.eq(sorted(os.listdir(MP + "/params")), ["b3.bnd", "state"])
+    p.close()
+
+
+def _refused(p, data, fragment):
+    ok, reason = p.install_bytes(data, now=100)
+    mptest.false(ok, "accepted: " + fragment)
+    mptest.true(fragment in reason, "%r not in %r" % (fragment, reason))
+    mptest.true(log.find("bundle refused"), "refusal logged")
+    mptest.eq(p.version, 3)
+    mptest.true(p.blacklist.contains(LOST))
+    mptest.eq(fare_of(p), 200)
+
+
+def test_bad_bundles_are_refused_and_the_active_set_stays():
+    fresh()
+    ev = Events()
+    p = params.Params(MP + "/params", KEY, ev)
+    p.install_bytes(full(3), now=100)
+    log.clear()
+    _refused(p, full(3, fare=999), "not newer")
+    _refused(p, full(2, fare=999), "not newer")
+    _refused(p, full(4, fare=999, key=b"other-device"), "MAC")
+    data = full(4, fare=999)
+    _refused(p, data[:-1], "truncated")
+    _refused(p, data[: len(data) // 2], "truncated")
+    bad = bytearray(data)
+    bad[200] ^= 0x10
+    _refused(p, bytes(bad), "MAC")
+    broken = cfg(200)
+    broken["fares"]["routes"]["101"]["fare"] = "two yuan"
+    _refused(p, bundle.build(KEY, 4, 0, broken, blist(LOST)), "fare")
+    broken = cfg(200)
+    broken["settings"]["upload_interval_s"] = 1
+    _refused(p, bundle.build(KEY, 4, 0, broken, blist(LOST)), "upload_interval_s")
+    broken = cfg(200)
+    broken["settings"]["colour"] = 1
+    _refused(p, bundle.build(KEY, 4, 0, broken, blist(LOST)), "unknown setting")
+    broken = cfg(200)
+    del broken["whitelist"]
+    _refused(p, bundle.build(KEY, 4, 0, broken, blist(LOST)), "whitelist")
+    _refused(p, b"", "truncated")
+    mptest.eq(len(ev.seen), 1)
+    mptest.eq(sorted(os.listdir(MP + "/params")), ["b3.bnd", "state"], "refused files removed")
+    p.close()
+
+
+def test_first_bundle_must_be_complete():
+    fresh()
+    p = params.Params(MP + "/params", KEY)
+    ok, reason = p.install_bytes(bundle.build(KEY, 1, 0, None, blist(LOST)), now=0)
+    mptest.false(ok)
+    mptest.true("config" in reason)
+    ok, reason = p.install_bytes(bundle.build(KEY, 1, 0, cfg(), None), now=0)
+    mptest.false(ok)
+    mptest.true("blacklist" in reason)
+    p.close()
+
+
+def test_blacklist_deltas_chain_and_full_replacement_clears_them():
+    dev = fresh()
+    ev = Events()
+    p = params.Params(MP + "/params", KEY, ev)
+    p.install_bytes(full(3, cards=(LOST, STOLEN)), now=0)
+    mptest.eq(p.install_bytes(delta(4, 3, adds=[NEW], removes=[LOST]), now=0), (True, "activated"))
+    mptest.eq((p.version, p.blacklist.contains(NEW), p.blacklist.contains(LOST)), (4, True, False))
+    mptest.true(p.blacklist.contains(STOLEN))
+    mptest.eq(fare_of(p), 200, "a delta-only bundle keeps the fares")
+    ok, reason = p.install_bytes(delta(5, 3, adds=[LOST]), now=0)
+    mptest.false(ok)
+    mptest.true("applies on blacklist 3" in reason, reason)
+    mptest.eq(p.install_bytes(delta(5, 4, removes=[NEW], config=cfg(250)), now=0)[0], True)
+    mptest.eq((p.blacklist.contains(NEW), fare_of(p)), (False, 250))
+    p.close()
+    ramdisk.remount(dev, MP)
+    p = open_params()
+    mptest.eq(
+        (p.version, p.blacklist.contains(NEW), p.blacklist.contains(LOST)), (5, False, False)
+    )
+    mptest.eq(p.install_bytes(full(6, cards=(NEW,)), now=0)[0], True)
+    mptest.eq((p.blacklist.contains(NEW), p.blacklist.contains(STOLEN)), (True, False))
+    mptest.eq(sorted(os.listdir(MP + "/params")), ["b6.bnd", "state"], "old lists removed")
+    mptest.eq([e[1] for e in ev.seen], [3, 4, 5])
+    p.close()
+
+
+def test_pending_bundle_activates_at_its_time():
+    dev = fresh()
+    ev = Events()
+    p = params.Params(MP + "/params", KEY, ev)
+    p.install_bytes(full(3), now=0)
+    mptest.eq(p.install_bytes(full(4, fare=300, activation=5000), now=100), (True, "pending"))
+    mptest.eq((p.version, fare_of(p)), (3, 200))
+    mptest.false(p.tick(4999))
+    ok, reason = p.install_bytes(full(4, fare=333), now=200)
+    mptest.true(not ok and "not newer" in reason, "version must beat the pending one too")
+    p.close()
+    ramdisk.remount(dev, MP)
+    p = params.Params(MP + "/params", KEY, ev)
+    p.load(now=4000)
+    mptest.eq(p.version, 3, "still pending after a reboot")
+    mptest.true(p.tick(5000))
+    mptest.eq((p.version, fare_of(p)), (4, 300))
+    mptest.eq([e[1] for e in ev.seen], [3, 4])
+    p.close()
+
+
+def _cut_sweep(prepare, new_bundle, check_old, check_new, tear):
+    """Cut power at every program/erase of an install; each wake must see old or new."""
+    outcomes = {"old": 0, "new": 0}
+    n = 0
+    while True:
+        dev = fresh()
+        ev = Events()
+        p = params.Params(MP + "/params", KEY, ev)
+        prepare(p)
+        dev.arm(n, tear=tear)
+        try:
+            p.install_bytes(new_bundle, now=0)
+        except OSError:
+            pass
+        finished = not dev.dead
+        p.close()
+        # A write cut mid-way leaves its file object half-closed; finalise it while the power
+        # is still off, or its late flush would write to the next mount (no device does that).
+        p = None
+        gc.collect()
+        ramdisk.remount(dev, MP)
+        ev2 = Events()
+        q = params.Params(MP + "/params", KEY, ev2)
+        mptest.true(q.load(now=0), "cut at op %d: no parameters after wake" % n)
+        if check_new(q):
+            outcomes["new"] += 1
+            mptest.eq(len(ev.seen) + len(ev2.seen) >= 2, True, "activation journaled (op %d)" % n)
+        else:
+            mptest.true(check_old(q), "cut at op %d: neither old nor new" % n)
+            outcomes["old"] += 1
+        leftovers = [x for x in os.listdir(MP + "/params") if x.endswith(".tmp")]
+        mptest.eq(leftovers, [], "temporary files cleaned at load")
+        q.close()
+        if finished:
+            break
+        n += 1
+    mptest.true(outcomes["old"] > 0 and outcomes["new"] > 0, repr(outcomes))
+    return n, outcomes
+
+
+def test_power_cut_at_every_step_of_a_full_replacement():
+    def prepare(p):
+        p.install_bytes(full(3, fare=200, cards=(LOST,)), now=0)
+
+    def old(q):
+        return (q.version, fare_of(q), q.blacklist.contains(LOST), q.blacklist.contains(NEW)) == (
+            3, 200, True, False,
+        )  # fmt: skip
+
+    def new(q):
+        return (q.version, fare_of(q), q.blacklist.contains(LOST), q.blacklist.contains(NEW)) == (
+            4, 350, False, True,
+        )  # fmt: skip
+
+    for tear in (False, True):
+        n, outcomes = _cut_sweep(prepare, full(4, fare=350, cards=(NEW,)), old, new, tear)
+    mptest.log("full replacement: %d cut points, %r" % (n, outcomes))
+
+
+def test_power_cut_at_every_step_of_a_delta():
+    def prepare(p):
+        p.install_bytes(full(3, cards=(LOST,)), now=0)
+        p.install_bytes(delta(4, 3, adds=[STOLEN]), now=0)
+
+    def old(q):
+        return (q.version, q.blacklist.contains(STOLEN), q.blacklist.contains(NEW)) == (
+            4, True, False,
+        )  # fmt: skip
+
+    def new(q):
+        return (q.version, q.blacklist.contains(STOLEN), q.blacklist.contains(NEW)) == (
+            5, False, True,
+        )  # fmt: skip
+
+    n, outcomes = _cut_sweep(prepare, delta(5, 4, adds=[NEW], removes=[STOLEN]), old, new, True)
+    mptest.log("delta: %d cut points, %r" % (n, outcomes))
+
+
+def test_damaged_state_file_means_no_parameters_not_a_crash():
+    dev = fresh()
+    p = params.Params(MP + "/params", KEY)
+    p.install_bytes(full(3), now=0)
+    p.close()
+    with open(MP + "/params/state", "r+b") as f:
+        f.seek(3)
+        f.write(b"#")
+    ramdisk.remount(dev, MP)
+    log.clear()
+    q = params.Params(MP + "/params", KEY)
+    mptest.false(q.load(now=0))
+    mptest.true(log.find("state file damaged", log.ERROR))
+    q.close()
