@@ -56,7 +56,6 @@ _SOFTRESET = const(0x0F)
 
 # ComIrqReg and ErrorReg bits
 _IRQ_RX = const(0x20)
-_IRQ_IDLE = const(0x10)
 _IRQ_ERR = const(0x02)
 _IRQ_TIMER = const(0x01)
 _ERR_PROTOCOL = const(0x01)
@@ -97,10 +96,18 @@ class RC522(Reader):
         self._rdcmd = bytearray(b"\x92" * (_FIFO + 1))  # read FIFODataReg n times, then 0
         self._rx = bytearray(_FIFO + 1)
         self._rxmv = memoryview(self._rx)
+        # One read transaction per IRQ poll: ComIrqReg, then ErrorReg, FIFOLevelReg and
+        # ControlReg, which are final once ComIrqReg (read first) shows the frame is in.
         self._status_cmd = bytes(
-            (0x80 | (_ERROR << 1), 0x80 | (_FIFOLEVEL << 1), 0x80 | (_CONTROL << 1), 0)
+            (
+                0x80 | (_COMIRQ << 1),
+                0x80 | (_ERROR << 1),
+                0x80 | (_FIFOLEVEL << 1),
+                0x80 | (_CONTROL << 1),
+                0,
+            )
         )
-        self._status = bytearray(4)
+        self._status = bytearray(5)
         cs.value(1)
 
     # -- registers --------------------------------------------------------------------------
@@ -232,12 +239,13 @@ class RC522(Reader):
         self._write(_BITFRAMING, 0x80 | (rx_align << 4) | tx_last_bits)
         deadline = time.ticks_add(time.ticks_ms(), timeout_us // 1000 + _IRQ_SLACK_MS)
         polls = 0
+        st = self._status
         while True:
-            irq = self._read(_COMIRQ)
+            self._xfer(self._status_cmd, st)
+            irq = st[1]
             if irq & (_IRQ_RX | _IRQ_ERR):
                 break
             if irq & _IRQ_TIMER:
-                self._write(_COMMAND, _IDLE)
                 raise LinkTimeout("no answer within %d us" % timeout_us)
             if time.ticks_diff(deadline, time.ticks_ms()) < 0:
                 self._ok = False
@@ -246,10 +254,8 @@ class RC522(Reader):
             polls += 1
             if polls > 8:
                 time.sleep_ms(1)
-        self._write(_COMMAND, _IDLE)
-        st = self._status
-        self._xfer(self._status_cmd, st)
-        err, level, control = st[1], st[2], st[3]
+        # The chip stays in Transceive until the next frame's Idle: no write needed here.
+        err, level, control = st[2], st[3], st[4]
         if err & (_ERR_OVFL | _ERR_PARITY | _ERR_PROTOCOL):
             self._write(_FIFOLEVEL, 0x80)
             raise ProtocolError("RC522 receive error %02x" % err)
