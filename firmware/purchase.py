@@ -125,6 +125,10 @@ class Purchaser:
         cfg = dict(DEFAULTS)
         if config:
             cfg.update(config)
+        if len(cfg["city"]) != 2 or len(cfg["institution"]) != 8:
+            raise ValueError("config: city must be 2 bytes and institution 8 bytes (BCD)")
+        if cfg["balance_check"] not in ("init", "p103"):
+            raise ValueError("config: balance_check must be 'init' or 'p103'")
         self.cfg = cfg
         self.entries = self._load()
 
@@ -204,7 +208,10 @@ class Purchaser:
         tunion.parse_17(card.read_binary(tunion.SFI_17, tunion.LEN_17_USED), info)
         rid = self.cfg["read_1a"]
         if rid:
-            info["rec1a"] = card.read_record(tunion.SFI_1A, rid & 0xFF, tunion.LEN_1A)
+            rec1a = card.read_record(tunion.SFI_1A, rid & 0xFF, tunion.LEN_1A)
+            if rec1a is not None and rec1a[5] != 0:
+                raise _Stop(LOCKED, "industry record %04X locked" % rid)
+            info["rec1a"] = rec1a
         req = fare_request(info) if callable(fare_request) else fare_request
         if req is None:
             raise _Stop(NO_FARE, "no fare for this card")
@@ -263,6 +270,17 @@ class Purchaser:
         amount = _u(_get(req, "debit", 0), _MAX_AMOUNT, "debit")
         must = _u(_get(req, "must_cover", amount), _MAX_AMOUNT, "must_cover")
         must = max(must, amount)
+        # Every request value is checked before the card or the PSAM is asked anything.
+        txn_type = _u(_get(req, "txn_type", TXN_SINGLE), 0xFF, "txn_type")
+        route = _u(_get(req, "route", 0), 0xFFFF, "route")
+        stop = _u(_get(req, "stop", 0), 0xFFFF, "stop")
+        fare_rule = _u(_get(req, "fare_rule", 0), 0xFF, "fare_rule")
+        discount = _u(_get(req, "discount", 0), 0xFFFF, "discount")
+        rec1a = _get(req, "record_1a")
+        if rec1a is not None and (len(rec1a) != tunion.LEN_1A or rec1a[0] != 0x27):
+            raise _Stop(NO_FARE, "record_1a must be 128 bytes starting 27xx")
+        industry = _u(_get(req, "industry", self.cfg["industry"]), 0xFF, "industry")
+        operator = _u(_get(req, "operator", self.cfg["operator"]), 0xFFFF, "operator")
         tid = self.psam.terminal_id
         real = None
         if self.cfg["balance_check"] == "p103":
@@ -296,15 +314,17 @@ class Purchaser:
             info["issuer8"],
             token,
         )
-        txn_type = _u(_get(req, "txn_type", TXN_SINGLE), 0xFF, "txn_type")
-        card.update_capp(
-            tunion.SFI_1E, 0x00, self._record_1e(req, txn_type, amount, real_before, dt, tid)
+        rec1e = self._record_1e(
+            txn_type, industry, route, stop, operator, amount, real_before - amount, dt, tid
         )
-        rec1a = _get(req, "record_1a")
+        card.update_capp(tunion.SFI_1E, 0x00, rec1e)
         if rec1a is not None:
-            if len(rec1a) != tunion.LEN_1A or rec1a[0] != 0x27:
-                raise _Stop(NO_FARE, "record_1a must be 128 bytes starting 27xx")
-            card.update_capp(tunion.SFI_1A, rec1a[1], rec1a)
+            try:
+                card.update_capp(tunion.SFI_1A, rec1a[1], rec1a)
+            except ApduError as e:
+                if e.sw == 0x9407:
+                    raise _Stop(LOCKED, "industry record locked")
+                raise
         entry = {
             "card_no": info["card_no"],
             "issuer": info["issuer"],
@@ -315,10 +335,10 @@ class Purchaser:
             "balance_before": max(real_before, 0),
             "psam_serial": serial,
             "time": now,
-            "route": _u(_get(req, "route", 0), 0xFFFF, "route"),
-            "stop": _u(_get(req, "stop", 0), 0xFFFF, "stop"),
-            "fare_rule": _u(_get(req, "fare_rule", 0), 0xFF, "fare_rule"),
-            "discount": _u(_get(req, "discount", 0), 0xFFFF, "discount"),
+            "route": route,
+            "stop": stop,
+            "fare_rule": fare_rule,
+            "discount": discount,
             "psam_tid": tid,
             "datetime": dt,
         }
@@ -355,23 +375,20 @@ class Purchaser:
         self._journal(res.record)
         self._drop(entry)
 
-    def _record_1e(self, req, txn_type, amount, real_before, dt, tid):
+    def _record_1e(self, txn_type, industry, route, stop, operator, amount, after, dt, tid):
         r = bytearray(tunion.LEN_1E)
         r[0] = txn_type
         r[3:9] = tid  # terminal number: 00 00 + the PSAM's 6 bytes
-        r[9] = _u(_get(req, "industry", self.cfg["industry"]), 0xFF, "industry")
-        route = _u(_get(req, "route", 0), 0xFFFF, "route")
-        stop = _u(_get(req, "stop", 0), 0xFFFF, "stop")
-        operator = _u(_get(req, "operator", self.cfg["operator"]), 0xFFFF, "operator")
+        r[9] = industry
         r[10:12] = route.to_bytes(2, "big")
         r[12:14] = stop.to_bytes(2, "big")
         r[14:16] = operator.to_bytes(2, "big")
         r[17:21] = amount.to_bytes(4, "big")
-        r[21:25] = max(real_before - amount, 0).to_bytes(4, "big")
+        r[21:25] = max(after, 0).to_bytes(4, "big")
         r[25:32] = dt
         r[32:34] = self.cfg["city"]
         r[34:42] = self.cfg["institution"]
-        return bytes(r)
+        return r
 
     def _record(self, kind, e, tac, flags):
         return {

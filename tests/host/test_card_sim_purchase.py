@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 ROOT = Path(__file__).resolve().parents[2]
 for sub in ("drivers", "firmware"):
@@ -141,3 +143,100 @@ def test_psam_session_lost_leaves_mac2_unverified_flag():
     assert res.record["kind"] == record.PURCHASE_RECOVERED
     assert res.record["flags"] & record.FLAG_MAC2_UNVERIFIED
     assert len(card.debits) == 1
+
+
+class MuteAt:
+    """Wrap the PSAM so it stays silent at one INS (e.g. 8072 after a good debit)."""
+
+    def __init__(self, psam, ins):
+        self.psam = psam
+        self.ins = ins
+
+    def exchange(self, apdu):
+        if apdu[1] == self.ins:
+            self.ins = None
+            return None
+        return self.psam.exchange(apdu)
+
+
+def test_psam_silent_at_mac2_keeps_the_sale_flagged():
+    b = Bench()
+    b.psam_link.dev = MuteAt(b.psam, 0x72)
+    card = VirtualCard.from_profile("tunion_plain")
+    res = b.tap(card)
+    assert res.reason == purchase.OK
+    assert res.record["flags"] == record.FLAG_MAC2_UNVERIFIED
+    assert b.p.pending() == [] and len(card.debits) == 1
+    assert b.tap(card).reason == purchase.OK  # re-booted the PSAM and sold again
+    assert len(card.debits) == 2
+
+
+def test_journal_is_written_before_the_pending_is_forgotten():
+    seen = []
+    b = Bench()
+    b.p.cfg["journal"] = lambda rec: seen.append(b.store.load() is not None)
+    assert b.tap(VirtualCard.from_profile("tunion_plain")).reason == purchase.OK
+    assert seen == [True]
+
+
+def test_full_pending_store_hands_the_oldest_over_as_unresolved():
+    b = Bench()
+    cards = []
+    for i in range(pending.MAX_ENTRIES + 1):
+        c = VirtualCard.from_profile("tunion_plain", card_no="31052280000000001%02d" % i)
+        c.fail_before(ins=0x54)
+        cards.append(c)
+        res = b.tap(c)
+        assert res.reason == purchase.TAP_AGAIN
+    assert len(b.p.pending()) == pending.MAX_ENTRIES
+    refused = [r for r in b.journal if r["kind"] == record.REFUSED]
+    assert len(refused) == 1 and refused[0]["card_no"] == bytes.fromhex("03105228000000000100")
+    assert refused[0]["flags"] & record.FLAG_TAC_MISSING
+    assert res.extra == refused
+
+
+def test_industry_record_lock_and_1a_update():
+    b = Bench(read_1a=0x2702)
+    card = VirtualCard.from_profile("tunion_plain", locked_1a=["2702"])
+    res = b.tap(card)
+    assert res.reason == purchase.LOCKED and "2702" in res.detail
+    card = VirtualCard.from_profile("tunion_plain", card_no="3105228000000000099")
+    rec = bytearray(card.record_1a(0x2702))
+    rec[14] = 0x01  # boarding
+    rec[53:57] = (500).to_bytes(4, "big")  # marked amount
+    fare = dict(FLAT, record_1a=bytes(rec), txn_type=0x03)
+    res = b.tap(card, fare)
+    assert res.reason == purchase.OK, res
+    assert res.card["rec1a"][:3] == b"\x27\x02\x7d"
+    assert card.record_1a(0x2702) == bytes(rec)
+    bad = b.tap(card, dict(FLAT, record_1a=b"\x27\x02"))
+    assert bad.reason == purchase.NO_FARE and len(card.debits) == 1
+
+
+def test_config_is_checked():
+    with pytest.raises(ValueError):
+        Bench(city=b"\x10")
+    with pytest.raises(ValueError):
+        Bench(balance_check="maybe")
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    balance=st.integers(0, 20000),
+    limit=st.integers(0, 5000),
+    debit=st.integers(0, 3000),
+    extra=st.integers(0, 3000),
+)
+def test_no_overdraft_property(balance, limit, debit, extra):
+    b = Bench()
+    card = VirtualCard.from_profile("tunion_plain", balance=balance, overdraft_limit=limit)
+    must = debit + extra
+    res = b.tap(card, {"debit": debit, "must_cover": must})
+    if balance >= must:
+        assert res.reason == purchase.OK, res
+        assert card.balance == balance - debit and card.tu["used_overdraft"] == 0
+        assert res.balance_after == card.balance == res.record["balance_after"]
+        assert [d["amount"] for d in card.debits] == [debit]
+    else:
+        assert res.reason == purchase.INSUFFICIENT, res
+        assert card.debits == [] and b.psam.serial == 1  # no PSAM session spent either
