@@ -17,6 +17,7 @@ import os
 import socket
 import sys
 
+from .bench import nodelay
 from .db import DEFAULT_URL, Store, parse_url
 
 
@@ -34,6 +35,7 @@ def _serve(args):
     app = create_app(store, clearing=Clearing(keys))
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    nodelay(sock)
     sock.bind((args.host, args.port))
     port = sock.getsockname()[1]
     # First stdout line, like the simulators: scripts started with --port 0 read it.
