@@ -12,9 +12,10 @@ _POLL_MS = const(1)
 
 
 class PN532UART:
-    def __init__(self, uart, irq=None):
+    def __init__(self, uart, irq=None, gap_ms=20):
         self.uart = uart
         self.irq = irq
+        self.gap_ms = gap_ms  # silence that ends a frame early (a truncated frame)
         self._acc = bytearray(2 * FRAME_BUF)
         self._accv = memoryview(self._acc)
         self._n = 0
@@ -62,17 +63,28 @@ class PN532UART:
         self._n = n - k
 
     def receive(self, buf, timeout_ms):
-        deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
+        now = time.ticks_ms()
+        deadline = time.ticks_add(now, timeout_ms)
+        last = now
         while True:
             size = self._take(buf)
             if size:
                 return size
             k = self.uart.any()
+            now = time.ticks_ms()
             if k:
                 k = min(k, len(self._acc) - self._n)
                 got = self.uart.readinto(self._accv[self._n : self._n + k]) or 0
                 self._n += got
+                last = now
                 continue
-            if time.ticks_diff(deadline, time.ticks_ms()) <= 0:
+            if self._n > 2 and time.ticks_diff(now, last) > self.gap_ms:
+                # A frame started and the line went quiet: it was cut short. Say so now, so
+                # the driver can NACK for a fresh copy instead of waiting out its timeout.
+                n = self._n
+                self._n = 0
+                if _find_start(self._acc, n) >= 0:
+                    raise ProtocolError("truncated PN532 frame (%d bytes)" % n)
+            if time.ticks_diff(deadline, now) <= 0:
                 return 0
             time.sleep_ms(_POLL_MS)

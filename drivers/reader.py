@@ -77,6 +77,12 @@ class Reader:
     def release(self):
         raise NotImplementedError
 
+    @property
+    def iso_dep(self):
+        # The purchase checks link.iso_dep before sending any APDU.
+        t = self.target
+        return t is not None and t.iso_dep
+
     def _need_target(self):
         # Shared guard: transceive without an ISO-DEP card is a caller mistake, but the caller
         # only handles LinkErrors, so it is reported as a card that is not there.

@@ -1,4 +1,5 @@
-"""Hub server with three simulated PN532 chips, one per transport, each with its own RF field.
+"""Hub server with three simulated PN532 chips, one per transport, each with its own RF field,
+plus everything tools/sim/apdu_server.py offers (the virtual PSAM on ``apdu psam``).
 
 Devices (firmware side: boards/unix_sim sim_i2c / sim_spi / sim_uart / sim_pin):
   i2c  bus ``nfc_i2c``, PN532 at 0x24, IRQ pin ``nfc_i2c_irq``
@@ -15,12 +16,14 @@ Control commands (``ctl world``); ``chip`` is "i2c", "spi" or "hsu":
   pn532_config(chip, support=None, max_resp=None)
   pn532_reset(chip): power-on state, no cards, no faults, bus counters at zero
   pn532_state(chip) -> chip state and counters; pn532_bus(chip) -> bus transactions and bytes
+  pn532_reset_counters(chip): bus counters at zero
   pn532_card(label) -> the card's summary (VirtualCard) or its APDU log (SimpleApduCard)
 """
 
+from tools.sim import apdu_server
 from tools.sim.buses import I2CBus, SPIBus
 from tools.sim.field import Field, SimpleApduCard
-from tools.sim.hub import Hub, main_for
+from tools.sim.hub import main_for
 from tools.sim.pn532 import PN532HSUSim, PN532I2CSim, PN532SPISim
 
 
@@ -44,7 +47,8 @@ def _card(label, profile=None, **spec):
 
 
 def build():
-    hub = Hub()
+    # Built on the APDU server so a purchase test finds the virtual PSAM (``apdu psam``).
+    hub = apdu_server.build()
     chips = {}
     buses = {}
     cards = {}
@@ -112,6 +116,11 @@ def build():
         c.power_on()
         c.support = 0x07
         c.max_resp = 261
+        reset_counters(chip_name)
+
+    @hub.command("pn532_reset_counters")
+    def reset_counters(chip_name):
+        c = chip(chip_name)
         if chip_name in buses:
             buses[chip_name].transactions = buses[chip_name].bytes = 0
         else:

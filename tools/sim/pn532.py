@@ -453,7 +453,10 @@ class _Queued(PN532Core):
         self._set_irq()
 
     def _irq_later(self):
-        with self.lock:
+        # Same lock order as the bus threads (hub, then chip), or the two deadlock.
+        if self.hub is None:
+            return
+        with self.hub.lock, self.lock:
             self._set_irq()
 
     def ready_frame(self):
