@@ -88,6 +88,7 @@ def test_flat_fare_purchase_through_the_rc522():
         "flat-fare purchase over RC522 SPI: %d transactions, %d bytes"
         % (cost["transactions"], cost["bytes"])
     )
+    mptest.between(cost["transactions"], 5 * 8, 5 * 8 + 16, "5 APDUs, 8 per frame + timers")
     s = summary()
     mptest.eq(s["balance"], 4800)
     mptest.eq(len(s["debits"]), 1)
