@@ -19,6 +19,7 @@ card_link = None
 psam_link = None
 journal = []
 bench = {}
+seen_reasons = set()  # every reason any test here produced; checked by the last test
 
 
 def setup():
@@ -38,6 +39,9 @@ def setup():
 
 
 def teardown():
+    import gc
+
+    gc.collect()
     found = ctl.call("violations")
     for label in found:
         mptest.eq(found[label], [], "violations on " + label)
@@ -50,6 +54,7 @@ def tap(profile=None, label=None, fare=FLAT, overrides=None, now=NOW):
     c0 = card_link.count
     p0 = psam_link.count
     res = bench["p"].tap(card_link, fare, now)
+    seen_reasons.add(res.reason)
     bench["card_apdus"] = card_link.count - c0
     bench["psam_apdus"] = psam_link.count - p0
     return res
@@ -247,3 +252,24 @@ def test_malformed_debit_answer_is_settled_by_the_retap():
     res = tap(label="tunion_plain")
     mptest.eq(res.reason, purchase.OK, res.detail)
     mptest.eq(len(ctl.call("card")["debits"]), 1)
+
+
+def test_tap_cost_figures():
+    import time
+
+    ctl.call("place_card", profile="tunion_plain", overrides={"balance": 100000})
+    n = 10
+    t0 = time.ticks_ms()
+    for i in range(n):
+        mptest.eq(tap(now=NOW + i).reason, purchase.OK)
+    ms = time.ticks_diff(time.ticks_ms(), t0)
+    mptest.log(
+        "%d flat-fare taps over the hub: %.1f ms each (5+2 APDUs, CPython crypto)" % (n, ms / n)
+    )
+    mptest.eq(ctl.call("psam")["serial"], 1 + n, "one PSAM session per sale")
+
+
+def test_every_reason_code_was_exercised():
+    # TAP_AGAIN comes from test_malformed_debit_answer_is_settled_by_the_retap
+    missing = [r for r in purchase.REASONS if r not in seen_reasons]
+    mptest.eq(missing, [], "reasons no test produced")
