@@ -12,6 +12,12 @@ _cs = Pin("nfc_cs", Pin.OUT, value=1)
 env = cases.Env("spi", lambda: PN532SPI(_bus, _cs), lambda: _bus.transactions)
 
 
+def setup():
+    # The simulated Pin keeps every level it was driven to (for tests); status polling toggles
+    # chip select thousands of times, so drop that history between tests.
+    _cs.history.clear()
+
+
 def test_init_configures_the_chip():
     cases.init_configures_the_chip(env)
 
