@@ -484,10 +484,13 @@ class Whitelist:
             raise ListError("whitelist needs at least one local issuer")
 
     def check(self, issuer, city, interconnect):
-        """(code, is_local) for the card's issuer id (8 bytes), city (2) and flag (2)."""
+        """(code, is_local) for the card's issuer id (first 4 of 0x15 bytes 0-7 are used),
+        city (0x17 bytes 6-7) and interconnection flag (0x17 bytes 8-9, bytes or int)."""
         try:
             code = _hex_field(bytes(issuer)[:4], 4, "issuer")
             city = _hex_field(city, 2, "city")
+            if isinstance(interconnect, int):
+                interconnect = bytes(((interconnect >> 8) & 0xFF, interconnect & 0xFF))
             flag = _hex_field(interconnect, 2, "interconnect flag")
         except (ListError, TypeError, ValueError) as e:
             _log.warning("card refused: %s", e)

@@ -161,7 +161,8 @@ class FareTable:
             mode = r.get("mode", "flat")
             if mode not in _MODES:
                 raise FareConfigError("route %d: unknown mode %r" % (num, mode))
-            rt = {"mode": mode, "rule": _int(r, "rule", 0, 0xFFFF, num)}
+            # rule ids are one byte in the journal record; 0 = "the route's own fare"
+            rt = {"mode": mode, "rule": _int(r, "rule", 0, 255, 0)}
             if mode == "flat":
                 rt["fare"] = _int(r, "fare", 0, 1000000)
                 rt["max"] = rt["fare"]
@@ -217,7 +218,7 @@ class FareTable:
             if not isinstance(t, dict):
                 raise FareConfigError("time rule is not an object")
             rule = {
-                "id": _int(t, "id", 0, 0xFFFF),
+                "id": _int(t, "id", 1, 255),
                 "start": _hhmm(t.get("start")),
                 "end": _hhmm(t.get("end")),
                 "days": t.get("days"),

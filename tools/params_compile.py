@@ -21,6 +21,7 @@ import random
 import sys
 import time
 import tomllib
+import zlib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -203,14 +204,22 @@ def fixture_cards(count, seed=FIXTURE_SEED):
 
 
 def build_fixture(count=1_000_000, directory=FIXTURE_DIR, progress=True):
-    """Write directory/million.csv, million.bnd and million.oracle (card,expected lines)."""
+    """Build (or reuse) list<count>-<stamp>.bnd and .oracle (card,expected lines)."""
     directory.mkdir(parents=True, exist_ok=True)
-    bnd = directory / ("list%d.bnd" % count)
-    oracle = directory / ("list%d.oracle" % count)
+    # The cache is keyed by the code that shapes the file, so a format change rebuilds it.
+    stamp = 0
+    for src in ("firmware/cardlists.py", "firmware/bundle.py", "tools/params_compile.py"):
+        stamp = zlib.crc32((ROOT / src).read_bytes(), stamp)
+    name = "list%d-%08x" % (count, stamp)
+    for old in directory.glob("list%d-*" % count):
+        if not old.name.startswith(name):
+            old.unlink()
+    bnd = directory / (name + ".bnd")
+    oracle = directory / (name + ".oracle")
     if bnd.exists() and oracle.exists():
         return bnd, oracle
     cards = fixture_cards(count)
-    csv_path = directory / ("list%d.csv" % count)
+    csv_path = directory / (name + ".csv")
     with open(csv_path, "w", encoding="utf-8") as f:
         f.write("card_no\n")
         f.writelines("%019d\n" % c for c in cards)
@@ -258,7 +267,16 @@ def main(argv=None):
     ap.add_argument("--port", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.port is not None:
-        build_fixture(progress=False)
+        bnd, oracle = build_fixture(progress=False)
+        # the MicroPython side finds the files through these links
+        for src, link in (
+            (bnd, FIXTURE_DIR / "million.bnd"),
+            (oracle, FIXTURE_DIR / "million.oracle"),
+        ):
+            tmp = link.with_suffix(".lnk")
+            tmp.unlink(missing_ok=True)
+            tmp.symlink_to(src.name)
+            tmp.rename(link)
         print("PORT 0", flush=True)
         time.sleep(3600)  # the plugin terminates the fixture when the test file is done
         return 0

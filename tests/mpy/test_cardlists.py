@@ -160,6 +160,8 @@ def test_whitelist_local_interconnected_and_refused():
     other = bytes.fromhex("07550000ffffffff")
     mptest.eq(wl.check(local, b"\x24\x82", b"\x00\x00"), (cl.OK, True))
     mptest.eq(wl.check(sh, b"\x29\x00", b"\x00\x01"), (cl.OK, False))
+    mptest.eq(wl.check(sh, b"\x29\x00", 0x0001), (cl.OK, False), "tunion.parse_17 gives an int")
+    mptest.eq(wl.check(sh, b"\x29\x00", 0), (cl.NOT_INTERCONNECTED, False))
     mptest.eq(wl.check(sh, b"\x29\x00", b"\x00\x00"), (cl.NOT_INTERCONNECTED, False))
     mptest.eq(wl.check(other, b"\x07\x55", b"\x00\x01"), (cl.NOT_WHITELISTED, False))
     # a whitelisted issuer's card issued for this city counts as local

@@ -14,8 +14,8 @@ import mptest
 
 KEY = b"fixture-device-secret"  # tools.params_compile.FIXTURE_KEY
 DIR = mptest.repo_root() + "/build/params-fixture/"
-BND = DIR + "list1000000.bnd"
-ORACLE = DIR + "list1000000.oracle"
+BND = DIR + "million.bnd"
+ORACLE = DIR + "million.oracle"
 
 
 def _open():

@@ -31,7 +31,7 @@ CFG = {
         },
         "routes": {
             "101": {"mode": "flat", "fare": 200},
-            "102": {"mode": "flat", "fare": 150, "rule": 1021},
+            "102": {"mode": "flat", "fare": 150, "rule": 21},
             "103": {"mode": "flat", "fare": 2500},
             "301": {
                 "mode": "stage",
@@ -42,8 +42,8 @@ CFG = {
             "1": {"mode": "rail", "stages": [0, 1, 2, 3], "fares": [300, 400, 500, 600]},
         },
         "time_rules": [
-            {"id": 9001, "start": "05:00", "end": "07:00", "pct": 50, "days": [1, 2, 3, 4, 5]},
-            {"id": 9002, "start": "23:00", "end": "01:00", "fare": 300, "routes": [101]},
+            {"id": 91, "start": "05:00", "end": "07:00", "pct": 50, "days": [1, 2, 3, 4, 5]},
+            {"id": 92, "start": "23:00", "end": "01:00", "fare": 300, "routes": [101]},
         ],
         "transfer": {
             "window_s": 5400,
@@ -90,10 +90,10 @@ def test_flat_fare_regular_card():
     res = engine().compute(card(), 101, 3, MON_1200)
     _ok(res, 200)
     mptest.eq(res.txn_type, fare.TXN_SINGLE)
-    mptest.eq((res.route, res.stop, res.fare_rule, res.discount, res.base), (101, 3, 101, 0, 200))
+    mptest.eq((res.route, res.stop, res.fare_rule, res.discount, res.base), (101, 3, 0, 0, 200))
     res = engine().compute(card(), 102, 0, MON_1200)
     _ok(res, 150)
-    mptest.eq(res.fare_rule, 1021, "a route's own rule id")
+    mptest.eq(res.fare_rule, 21, "a route's own rule id")
 
 
 def test_concessions_local_and_non_local():
@@ -146,7 +146,7 @@ def test_time_of_day_rule_edges():
     e = engine()
     res = e.compute(card(), 101, 0, MON_0630)
     _ok(res, 100)
-    mptest.eq((res.fare_rule, res.discount), (9001, 100))
+    mptest.eq((res.fare_rule, res.discount), (91, 100))
     at_start = timeutil.to_seconds(2026, 11, 30, 5, 0) - TZ
     _ok(e.compute(card(), 101, 0, at_start), 100)
     _ok(e.compute(card(), 101, 0, at_start - 1), 200)
@@ -163,7 +163,7 @@ def test_time_rule_across_midnight_with_fixed_fare():
     early = timeutil.to_seconds(2026, 12, 1, 0, 59, 59) - TZ
     res = e.compute(card(), 101, 0, late)
     _ok(res, 300)
-    mptest.eq(res.fare_rule, 9002)
+    mptest.eq(res.fare_rule, 92)
     _ok(e.compute(card(), 101, 0, early), 300)
     _ok(e.compute(card(), 101, 0, early + 1), 200)
     _ok(e.compute(card(), 102, 0, late), 150, None)  # the rule is for route 101 only
@@ -435,6 +435,8 @@ def test_bad_fare_tables_are_refused_with_a_reason():
     bad(lambda f, c: f["time_rules"][0].update({"end": "25:00"}), "range")
     bad(lambda f, c: f["time_rules"][0].pop("pct"), "pct or fare")
     bad(lambda f, c: f["time_rules"][0].update({"days": 5}), "days")
+    bad(lambda f, c: f["time_rules"][0].update({"id": 300}), "id")
+    bad(lambda f, c: f["routes"]["101"].update({"rule": 256}), "rule")
     bad(lambda f, c: f["transfer"].update({"from": "last"}), "transfer.from")
     bad(lambda f, c: f["transfer"].pop("window_s"), "window_s")
     bad(lambda f, c: c["settings"].update({"max_fare": 0}), "max_fare")
