@@ -28,6 +28,7 @@ _log = log.get("journal")
 _REC = const(64)
 _ENOSPC = const(28)
 _ENOENT = const(2)
+_EIO = const(5)
 _META_MAGIC = b"JM\x01\x00"
 _PEND_MAGIC = b"JP\x01"
 _PEND_BYTES = const(0x42)  # "B": raw bytes
@@ -73,10 +74,35 @@ def _remove(path):
             raise
 
 
+# Handles whose close failed (file system full, flash failing). They are kept and closed later:
+# dropped, the garbage collector would close them at some random moment and sync stale data.
+_unclosed = []
+
+
+def _close_unclosed():
+    while _unclosed:
+        try:
+            _unclosed[0].close()
+        except OSError:
+            return False
+        _unclosed.pop(0)
+    return True
+
+
 def _write_atomic(path, data):
+    if not _close_unclosed():
+        raise OSError(_EIO)
     tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
+    f = open(tmp, "wb")
+    try:
         f.write(data)
+        f.close()
+    except OSError:
+        try:
+            f.close()
+        except OSError:
+            _unclosed.append(f)
+        raise
     os.rename(tmp, path)
 
 
@@ -310,20 +336,26 @@ class Journal:
         os.rename(tmp, path)
 
     def _capacity(self):
-        maxseg = self._cfg["max_segments"]
-        if maxseg is None:
-            try:
-                st = os.statvfs(self.root)
-                bsize, bfree = st[0], st[3]
-            except OSError:
-                bsize, bfree = 4096, 0
-            seg_bytes = self._seg_records * _REC
-            per_seg = (seg_bytes + bsize - 1) // bsize
-            if per_seg > 1:
-                per_seg += 1  # littlefs's skip-list pointers spill into one more block
-            spare = bfree - self._cfg["reserve_blocks"]
-            # a partly filled active segment already holds its block
-            maxseg = len(self._firsts) + (spare // per_seg if spare > 0 else 0)
+        """Segments the journal may hold: what the free space allows now (other parts of the
+        firmware use the same file system), capped by the max_segments setting. Run at open,
+        at each new segment and after reclaim, so it follows the space actually left."""
+        try:
+            st = os.statvfs(self.root)
+            bsize, blocks, bfree = st[0], st[2], st[3]
+            if bfree > blocks:  # littlefs reports nonsense when it is completely full
+                bfree = 0
+        except OSError:
+            bsize, bfree = 4096, 0
+        per_seg = (self._seg_records * _REC + bsize - 1) // bsize
+        if per_seg > 1:
+            per_seg += 1  # littlefs's skip-list pointers spill into one more block
+        # Each segment also costs directory metadata: measured at about 1/10 block per
+        # segment on 4 KB blocks, counted here as 1/8.
+        spare = bfree - self._cfg["reserve_blocks"]
+        maxseg = len(self._firsts) + (spare * 8 // (per_seg * 8 + 1) if spare > 0 else 0)
+        cfg_max = self._cfg["max_segments"]
+        if cfg_max is not None and cfg_max < maxseg:
+            maxseg = cfg_max
         self.max_segments = maxseg
         self.capacity = maxseg * self._seg_records
 
@@ -366,6 +398,7 @@ class Journal:
         if self._f is not None:
             self._f.close()
             self._f = None
+        self._capacity()
         if len(self._firsts) >= self.max_segments:
             raise JournalFull("journal full: %d segments unacknowledged" % len(self._firsts))
         self._f = open(self.root + "/" + _seg_name(seq), "ab")
@@ -501,10 +534,14 @@ class Journal:
         # once every record in them is acknowledged.
         firsts = self._firsts
         counts = self._counts
+        freed = False
         while len(firsts) > 1 and firsts[0] + counts[0] - 1 <= self.acked_seq:
             _remove(self.root + "/" + _seg_name(firsts[0]))
             firsts.pop(0)
             counts.pop(0)
+            freed = True
+        if freed:
+            self._capacity()
 
     # ---- pending purchase (tearing store) ---------------------------------------------------
 

@@ -148,6 +148,7 @@ class FileBlockDev:
         self.block_size = block_size
         self.num_blocks = num_blocks
         self.programs = 0
+        self.programmed = 0  # bytes
         self.erases = 0
         self._erased = b"\xff" * 256  # small: this device is for tests with a tiny heap
         with open(path, "wb") as f:
@@ -167,6 +168,7 @@ class FileBlockDev:
         self.f.seek(block_num * self.block_size + offset)
         self.f.write(buf)
         self.programs += 1
+        self.programmed += len(buf)
 
     def ioctl(self, op, arg):
         if op == 4:
