@@ -224,7 +224,7 @@ class PN532(Reader):
         command_timeout_ms=300,
         exchange_timeout_ms=1500,
         chunk=251,
-        max_response=2048,
+        max_response=512,
         resend_limit=2,
     ):
         Reader.__init__(self)
@@ -414,6 +414,10 @@ class PN532(Reader):
 
     def _exchange(self, tg, apdu):
         total = len(apdu)
+        if total < 4:
+            # An empty InDataExchange means "send the rest of your answer" to the chip.
+            _log.error("refused APDU of %d bytes", total)
+            raise ProtocolError("APDU shorter than 4 bytes")
         view = memoryview(apdu)
         head = bytearray(1)
         pos = 0
@@ -451,6 +455,8 @@ class PN532(Reader):
             got += n
             if not (status & _MI):
                 break
+            if not n:
+                raise ProtocolError("empty piece of a chained answer")
             data = self.command(
                 CMD_IN_DATA_EXCHANGE, head, b"", self.exchange_timeout_ms, resend=False
             )

@@ -2,6 +2,7 @@
 # PN532 frame layer and command flow without a bus: checksums, extended frames, target parsing,
 # every error path of command() and transceive() against a scripted chip.
 import random
+import time
 
 import log
 import mptest
@@ -395,3 +396,120 @@ def test_garbage_and_truncation_only_raise_link_errors():
         outcomes[what] = outcomes.get(what, 0) + 1
     mptest.log("damage outcomes", sorted(outcomes.items()))
     mptest.true(outcomes.get("ProtocolError", 0) > 50)
+
+
+def test_short_apdu_and_empty_chained_pieces_are_refused():
+    r, chip = reader([])
+    with_target(r)
+    mptest.raises(ProtocolError, r.transceive, b"\x00\xa4")
+    mptest.eq(chip.sent, [])
+    r, chip = reader([ok(b"\x41\x40")] * 5)
+    with_target(r)
+    mptest.raises(ProtocolError, r.transceive, b"\x00\xb0\x00\x00\x00")
+    mptest.eq(len(chip.commands()), 1)
+
+
+class RandomI2C:
+    """An I2C bus whose chip answers random bytes (status byte included) or NACKs."""
+
+    def __init__(self):
+        self.reads = 0
+
+    def writeto(self, addr, buf):
+        if random.getrandbits(3) == 0:
+            raise OSError(19)
+
+    def readfrom_into(self, addr, buf):
+        self.reads += 1
+        k = random.getrandbits(2)
+        if k == 0:
+            raise OSError(19)
+        for i in range(len(buf)):
+            buf[i] = (
+                random.getrandbits(8) if k == 1 else (0x00, 0xFF, 0x01)[random.getrandbits(8) % 3]
+            )
+        if k == 3 and len(buf) > 8:
+            buf[1:7] = b"\x00\x00\xff" + bytes((len(buf) // 2, (-(len(buf) // 2)) & 0xFF, 0xD5))
+
+
+class RandomSPI:
+    LSB = 1
+
+    def init(self, **kw):
+        pass
+
+    def write(self, buf):
+        pass
+
+    def write_readinto(self, out, buf):
+        for i in range(len(buf)):
+            buf[i] = random.getrandbits(8)
+        if len(buf) > 6 and random.getrandbits(1):
+            buf[1:4] = b"\x00\x00\xff"
+
+    def readinto(self, buf):
+        self.write_readinto(buf, buf)
+
+
+class Level:
+    def __init__(self):
+        self.level = 1
+
+    def value(self, v=None):
+        if v is None:
+            return self.level
+        self.level = v
+
+
+class RandomUART:
+    def __init__(self):
+        self.pending = b""
+
+    def any(self):
+        if not self.pending and random.getrandbits(1):
+            n = random.getrandbits(5)
+            self.pending = bytes(random.getrandbits(8) for _ in range(n))
+            if random.getrandbits(1):
+                self.pending = b"\x00\x00\xff" + self.pending
+        return len(self.pending)
+
+    def readinto(self, buf):
+        n = min(len(buf), len(self.pending))
+        buf[:n] = self.pending[:n]
+        self.pending = self.pending[n:]
+        return n
+
+    def write(self, data):
+        return len(data)
+
+    def read(self):
+        return None
+
+
+def test_transports_survive_random_chips():
+    # Garbage, truncation and NACKs from the bus end in a typed error or a timeout, never a
+    # crash nor a hang: each receive is bounded by its timeout.
+    from pn532_i2c import PN532I2C
+    from pn532_spi import PN532SPI
+    from pn532_uart import PN532UART
+
+    random.seed(11)
+    for t in (
+        PN532I2C(RandomI2C(), bus_free_ms=0),
+        PN532SPI(RandomSPI(), Level()),
+        PN532UART(RandomUART()),
+    ):
+        r = pn532.PN532(t, ack_timeout_ms=3, command_timeout_ms=5, exchange_timeout_ms=5)
+        outcomes = {}
+        for _ in range(60):
+            with_target(r)
+            t0 = time.ticks_ms()
+            try:
+                r.transceive(b"\x00\xa4\x04\x00\x00")
+                what = "ok"
+            except LinkError as e:
+                what = type(e).__name__
+            mptest.between(time.ticks_diff(time.ticks_ms(), t0), 0, 200, "bounded")
+            outcomes[what] = outcomes.get(what, 0) + 1
+        mptest.log(type(t).__name__, sorted(outcomes.items()))
+        mptest.false("ok" in outcomes, "random bytes taken for an answer")
