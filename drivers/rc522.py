@@ -297,9 +297,11 @@ class RC522(Reader):
             return None
         except ProtocolError as e:
             _log.warning("bad answer to %s: %s", "WUPA" if cmd == _WUPA else "REQA", e)
+            self._dirty = True  # some card answered and now sits READY: reset it next time
             return None
         if got != 2 or last:
             _log.warning("ATQA of %d bytes/%d bits ignored", got, last)
+            self._dirty = True
             return None
         return bytes(self._rxmv[1:3])
 

@@ -220,6 +220,43 @@ def test_garbage_and_truncated_answers_never_crash():
     mptest.hex_eq(rd.transceive(SELECT)[-2:], b"\x90\x00")
 
 
+def test_random_register_values_never_crash():
+    # A garbled bus: register reads return noise for a while (IRQ bits, FIFO levels, FIFO
+    # contents, error bits, collision positions all random), at activation and in exchanges.
+    place()
+    errors = {}
+    found = 0
+
+    def count(fn, *args):
+        try:
+            return fn(*args)
+        except LinkError as e:
+            name = type(e).__name__
+            errors[name] = errors.get(name, 0) + 1
+
+    rd.wakeup = True  # the card is halted after each release: wake it every round
+    try:
+        for n in range(24):
+            t = count(rd.poll)  # clean unless the chip is re-initialised under noise
+            ctl.call("rc522_fault", kind="noise", arg=3 + 7 * n)
+            if t is not None:
+                found += 1
+                count(rd.transceive, SELECT)
+            rd.present()
+            count(rd.poll)  # activation itself under noise
+            rd.release()
+            ctl.call("rc522_fault", kind="noise", arg=0)
+    finally:
+        rd.wakeup = False
+    mptest.log("typed errors under noise: %r, card found %d/24" % (errors, found))
+    mptest.true(found >= 6, "the noise never reached an activated card")
+    ctl.call("rc522_clear")
+    place()
+    t = rd.poll()
+    mptest.true(t is not None, "no recovery after a garbled bus")
+    mptest.hex_eq(rd.transceive(SELECT)[-2:], b"\x90\x00")
+
+
 def test_stuck_chip_is_chip_error_and_next_poll_recovers():
     active_card()
     ctl.call("rc522_fault", kind="stuck")

@@ -26,7 +26,8 @@ miguelbalboa/rfid src/MFRC522.h):
   chip cannot see: CRC must catch it), ``parity_resp`` (ParityErr), ``garbage`` (random bytes),
   ``truncate`` (answer cut to `arg` bytes), ``remove`` (the card leaves before answering),
   ``overflow`` (more than 64 bytes arrive). Chip-wide: ``stuck`` (no IRQ ever rises until a
-  SoftReset) and ``dead`` (MISO reads 0x00 until cleared).
+  SoftReset), ``dead`` (MISO reads 0x00 until cleared) and ``noise`` (the next `arg` register
+  reads return random bytes: a garbled bus).
 
 Not modelled: hardware TxCRCEn/RxCRCEn (the driver computes CRC_A itself), MIFARE Crypto1,
 baud rates above 106 kbit/s, FIFO water-level refills during a transmission.
@@ -100,6 +101,7 @@ class RC522Sim:
         self.faults = []  # [frames from now, kind, arg]
         self.stuck = False
         self.dead = False
+        self.noise = 0  # this many more register reads return random bytes
         self.rng = random.Random(seed)
         self.frames = []  # (direction, hex, bits) of the RF side, most recent last
         self.timer_log = []  # µs the timer was programmed for, per transceive
@@ -148,6 +150,8 @@ class RC522Sim:
             self.dead = True
         elif kind == "alive":
             self.dead = False
+        elif kind == "noise":
+            self.noise = 100 if arg is None else int(arg)
         elif kind in FAULT_KINDS:
             self.faults.append([int(at), kind, arg])
         else:
@@ -185,6 +189,9 @@ class RC522Sim:
                 self._reading = bool(b & 0x80)
             elif self._reading:
                 out[i] = self.read_reg(self._addr)
+                if self.noise > 0:
+                    self.noise -= 1
+                    out[i] = self.rng.randrange(256)
                 self._addr = (b >> 1) & 0x3F
             else:
                 self.write_reg(self._addr, b)

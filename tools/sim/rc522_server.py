@@ -159,6 +159,7 @@ def build():
         chip.faults.clear()
         chip.stuck = False
         chip.dead = False
+        chip.noise = 0
         return True
 
     @hub.command("rc522_counters_reset")
