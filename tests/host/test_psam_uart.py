@@ -398,3 +398,19 @@ def test_app_errors_become_a_status_word(sim):
     assert rd.read(2) == b"\x6f\x00"
     rd.write(bytes.fromhex("8060000000"))  # INS 6x is invalid in T=0
     assert rd.read(2) == b"\x6d\x00"
+
+
+def test_specific_mode_atr_and_rate(sim):
+    hub, card, rd = sim
+    assert build_atr(ta1=0x13, hist=b"", ta2=0x00) == bytes.fromhex("3B90131000")
+    assert build_atr(ta1=0x13, hist=b"", ta2=0x00, wi=5, t1=True)[:7] == bytes.fromhex(
+        "3B9013D0000501"
+    )
+    card.configure(ta2=0x00)
+    rd.reset()
+    atr = build_atr(ta2=0x00)
+    assert rd.read(len(atr)) == atr
+    assert card.snapshot()["baud"] == pytest.approx(38400)  # TA1's rate, no PPS
+    rd.config(38400)
+    rd.write(bytes.fromhex("80E0000000"))
+    assert rd.read(2) == b"\x90\x00"

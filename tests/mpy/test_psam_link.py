@@ -304,3 +304,52 @@ def test_purchase_bytes_and_modelled_line_time():
         mptest.log(
             "model: %d us at %d baud" % (iso7816.line_time_us(want_tx + want_rx, baud), baud)
         )
+
+
+def test_specific_mode_takes_ta1_without_pps():
+    ctl.call("psam_config", ta1=0x13, ta2=0x00)
+    lk = link()
+    atr = lk.reset()
+    mptest.true(atr.specific)
+    mptest.eq((lk.pps_result, lk.baud, stats()["pps_ok"]), (None, 38400, 0))
+    each_case(lk)
+    mptest.eq(stats()["config_errors"], 0)
+    lk = link(max_baud=19200)
+    e = mptest.raises(ChipError, lk.reset)
+    mptest.true("fixed at 38400" in str(e), str(e))
+    ctl.call("psam_config", ta2=0x10)  # implicit parameters: the default rate here
+    lk = link()
+    lk.reset()
+    mptest.eq(lk.baud, 9600)
+    mptest.hex_eq(lk.transceive(b"\x80\xe0\x00\x00"), b"\x90\x00")
+
+
+def test_a_late_atr_is_drained_at_the_next_reset():
+    import time
+
+    ctl.call("psam_fault", kind="late_atr", ms=90)
+    lk = link()
+    mptest.raises(LinkTimeout, lk.reset)
+    time.sleep_ms(200)  # the ATR lands after the driver gave up
+    lk.reset()
+    mptest.true(log.find("stale byte", log.WARNING), "stale ATR dropped and logged")
+    mptest.hex_eq(lk.transceive(b"\x80\xe0\x00\x00"), b"\x90\x00")
+
+
+def test_random_lengths_and_procedure_styles():
+    import random
+
+    random.seed(6)
+    lk = None
+    how = None
+    for i in range(24):
+        if i % 8 == 0:
+            how = ("ack", "single", "mixed")[i // 8]
+            ctl.call("psam_config", procedure=how)
+            lk = link()
+            lk.reset()
+        n = random.getrandbits(8) or 1
+        data = bytes(random.getrandbits(8) for _ in range(n))
+        resp = lk.transceive(b"\x80\xee\x00\x00" + bytes((n,)) + data + b"\x00")
+        mptest.hex_eq(resp, data + b"\x90\x00", "lc %d %s" % (n, how))
+    mptest.eq(stats()["config_errors"], 0)

@@ -53,18 +53,20 @@ def _inverse(b):
 INVERSE = bytes(_inverse(b) for b in range(256))
 
 
-def build_atr(ta1=0x13, wi=None, hist=b"PSAMSIM", t1=False, inverse=False):
+def build_atr(ta1=0x13, wi=None, hist=b"PSAMSIM", t1=False, inverse=False, ta2=None):
     """Logical ATR bytes (TS 0x3B or 0x3F). ta1=None omits TA1; wi sets TC2; t1 adds a T=1 offer
-    in TD2, which makes TCK mandatory."""
+    in TD2, which makes TCK mandatory; ta2 (specific mode) is sent as TA2."""
     y1 = 0
     body = bytearray()
     if ta1 is not None:
         y1 |= 0x1
         body.append(ta1)
-    if wi is not None or t1:
+    if wi is not None or t1 or ta2 is not None:
         y1 |= 0x8
-        td1 = 0x00 | (0x40 if wi is not None else 0) | (0x80 if t1 else 0)
-        body.append(td1)
+        td1 = (0x10 if ta2 is not None else 0) | (0x40 if wi is not None else 0)
+        body.append(td1 | (0x80 if t1 else 0))
+        if ta2 is not None:
+            body.append(ta2)
         if wi is not None:
             body.append(wi)
         if t1:
@@ -100,6 +102,7 @@ class PsamUart(UartDevice):
             "wi": None,
             "hist": b"PSAMSIM",
             "t1": False,
+            "ta2": None,  # specific mode: no PPS; bit 5 clear means TA1's rate right after the ATR
             "atr": "",  # hex: send exactly this ATR (logical bytes) instead of building one
             "inverse": False,
             "echo": True,
@@ -206,7 +209,7 @@ class PsamUart(UartDevice):
             atr = bytearray.fromhex(s["atr"])
             atr[0] = 0x3F if s["inverse"] else 0x3B
             return bytes(atr)
-        return build_atr(s["ta1"], s["wi"], s["hist"], s["t1"], s["inverse"])
+        return build_atr(s["ta1"], s["wi"], s["hist"], s["t1"], s["inverse"], s["ta2"])
 
     def card_ta1(self):
         """TA1 of the ATR in force (0x11, the default, when absent)."""
@@ -265,7 +268,7 @@ class PsamUart(UartDevice):
             self.inverse = bool(self.settings["inverse"])
             s = self.settings
             atr = self.current_atr()
-            self.pps_allowed = True
+            self.pps_allowed = s["ta2"] is None
             if self._take("no_atr"):
                 self.mode = "dead"
                 return
@@ -287,6 +290,14 @@ class PsamUart(UartDevice):
                 return
             self.stats["atrs"] += 1
             self._out(atr)
+            self._specific_rate()
+
+    def _specific_rate(self):
+        """In specific mode the card moves to TA1's rate once its ATR is out (TA2 bit 5 clear)."""
+        ta2 = self.settings["ta2"]
+        if ta2 is not None and not ta2 & 0x10:
+            ta1 = self.card_ta1()
+            self.f_idx, self.d_idx = ta1 >> 4, ta1 & 0x0F
 
     def _later(self, delay, parts, next_mode, null_ms=0):
         """Send parts after delay (NULLs between them) from a thread; a reset cancels it."""
@@ -308,6 +319,7 @@ class PsamUart(UartDevice):
                 if self.gen == gen:
                     if next_mode == "atr":
                         self.stats["atrs"] += 1
+                        self._specific_rate()
                     if self.mode == "busy":
                         self.mode = next_mode
 
