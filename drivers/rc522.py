@@ -20,7 +20,7 @@ import time
 import crc
 import log
 from isodep import IsoDep
-from linkerr import ChipError, LinkError, LinkTimeout, ProtocolError
+from linkerr import CardGone, ChipError, LinkError, LinkTimeout, ProtocolError
 from micropython import const
 from reader import KIND_A, Reader, Target
 
@@ -433,6 +433,8 @@ class RC522(Reader):
             self._failed = True
             if isinstance(e, ChipError):
                 self._ok = False
+            elif isinstance(e, CardGone):
+                self.target = None  # as the PN532 driver: a gone card is no target
             _log.warning("exchange failed: %s", e)
             raise
         except OSError as e:

@@ -159,6 +159,7 @@ def test_card_that_stops_answering_mid_chain_is_card_gone():
     active_card(mute_after=3)
     e = mptest.raises(CardGone, rd.transceive, b"\x80\xca\x01\x00")
     mptest.true("retries" in str(e), str(e))
+    mptest.eq(rd.target, None, "a gone card stays the target")
     mptest.true(log.find("exchange failed", log.WARNING))
     # The next poll recovers: field reset, the card (still there, now answering) comes back.
     ctl.call("rc522_knobs", name="card", mute_after=None)
