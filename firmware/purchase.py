@@ -130,6 +130,7 @@ class Purchaser:
         if cfg["balance_check"] not in ("init", "p103"):
             raise ValueError("config: balance_check must be 'init' or 'p103'")
         self.cfg = cfg
+        self._boots = 0
         self.entries = self._load()
 
     # -- boot and pending store ----------------------------------------------------------------
@@ -137,6 +138,10 @@ class Purchaser:
     def boot(self):
         """PSAM start-up, once. Returns True when the PSAM is ready (logged otherwise)."""
         try:
+            reset = getattr(self.psam.link, "reset", None)
+            if self._boots and reset is not None:
+                reset()  # a later boot follows a failure: a UART PSAM link gets a cold reset
+            self._boots += 1
             self.psam.boot()
         except (PsamError, LinkError, ApduError) as e:
             _log.error("PSAM boot failed: %s", e)
@@ -279,6 +284,12 @@ class Purchaser:
         rec1a = _get(req, "record_1a")
         if rec1a is not None and (len(rec1a) != tunion.LEN_1A or rec1a[0] != 0x27):
             raise _Stop(NO_FARE, "record_1a must be 128 bytes starting 27xx")
+        bus = _get(req, "bus_1a")
+        if bus is not None:
+            if _get(bus, "status") not in (0x01, 0x02):
+                raise _Stop(NO_FARE, "bus_1a status must be 1 (boarding) or 2 (alighting)")
+            marked = _u(_get(bus, "marked", 0), _MAX_AMOUNT, "marked")
+            mileage = _u(_get(bus, "mileage", 0), 0xFFFF, "mileage")
         industry = _u(_get(req, "industry", self.cfg["industry"]), 0xFF, "industry")
         operator = _u(_get(req, "operator", self.cfg["operator"]), 0xFFFF, "operator")
         tid = self.psam.terminal_id
@@ -318,6 +329,24 @@ class Purchaser:
             txn_type, industry, route, stop, operator, amount, real_before - amount, dt, tid
         )
         card.update_capp(tunion.SFI_1E, 0x00, rec1e)
+        if bus is not None:
+            rec1a = tunion.bus_record(
+                info.get("rec1a"),
+                _get(bus, "status"),
+                self.cfg["city"],
+                self.cfg["institution"],
+                operator,
+                route,
+                stop,
+                _get(bus, "vehicle", b""),
+                tid,
+                dt,
+                amount,
+                serial,
+                marked,
+                _get(bus, "direction", 0xAB),
+                mileage,
+            )
         if rec1a is not None:
             try:
                 card.update_capp(tunion.SFI_1A, rec1a[1], rec1a)

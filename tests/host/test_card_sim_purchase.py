@@ -240,3 +240,46 @@ def test_no_overdraft_property(balance, limit, debit, extra):
     else:
         assert res.reason == purchase.INSUFFICIENT, res
         assert card.debits == [] and b.psam.serial == 1  # no PSAM session spent either
+
+
+def test_bus_record_2702_boarding_then_alighting():
+    b = Bench(read_1a=0x2702, city=b"\x10\x01", institution=bytes.fromhex("0998100100000000"))
+    card = VirtualCard.from_profile("tunion_plain")
+    board = {
+        "debit": 0,
+        "must_cover": 600,
+        "txn_type": 0x03,
+        "route": 0x0015,
+        "stop": 3,
+        "operator": 7,
+        "bus_1a": {"status": 1, "marked": 600, "vehicle": b"BUS00042", "direction": 0xBA},
+    }
+    res = b.tap(card, board)
+    assert res.reason == purchase.OK, res
+    r = card.record_1a(0x2702)
+    assert r[0:5] == b"\x27\x02\x7d\x01\x01" and r[5] == 0 and r[14] == 0x01
+    assert r[15:17] == b"\x10\x01" and r[17:25] == bytes.fromhex("0998100100000000")
+    assert r[25:27] == b"\x00\x07" and r[27:29] == b"\x00\x15" and r[29] == 3
+    assert r[30:38] == b"BUS00042" and r[38:46] == bytes.fromhex("0000000000000042")
+    assert r[46:53] == bytes.fromhex("20261129123000")
+    assert r[53:57] == (600).to_bytes(4, "big") and r[57] == 0xBA
+    assert r[6:14] == bytes.fromhex("0000000000000001")  # PSAM serial of the sale, BCD
+    alight = {
+        "debit": 350,
+        "must_cover": 350,
+        "txn_type": 0x04,
+        "route": 0x0015,
+        "stop": 9,
+        "bus_1a": {"status": 2, "mileage": 12, "vehicle": b"BUS00042"},
+    }
+    res = b.tap(card, alight, now=NOW + 1800)
+    assert res.reason == purchase.OK, res
+    assert res.card["rec1a"] == r  # the fare callback could see the boarding half
+    r2 = card.record_1a(0x2702)
+    assert r2[14] == 0x02 and r2[15:58] == r[15:58]  # boarding half kept
+    assert r2[70:72] == b"\x00\x15" and r2[72] == 9 and r2[81:89] == r[38:46]
+    assert r2[89:96] == bytes.fromhex("20261129130000")
+    assert r2[96:100] == (350).to_bytes(4, "big") and r2[100:102] == b"\x00\x0c"
+    assert [d["amount"] for d in card.debits] == [0, 350]
+    bad = b.tap(card, dict(alight, bus_1a={"status": 5}))
+    assert bad.reason == purchase.NO_FARE and len(card.debits) == 2

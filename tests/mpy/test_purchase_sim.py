@@ -269,6 +269,25 @@ def test_tap_cost_figures():
     mptest.eq(ctl.call("psam")["serial"], 1 + n, "one PSAM session per sale")
 
 
+def test_bus_boarding_writes_the_2702_record():
+    bench["p"].cfg["read_1a"] = 0x2702
+    fare = {
+        "debit": 0,
+        "must_cover": 600,
+        "txn_type": 0x03,
+        "route": 0x15,
+        "stop": 3,
+        "bus_1a": {"status": 1, "marked": 600, "vehicle": b"BUS00042"},
+    }
+    res = tap("tunion_plain", fare=fare)
+    mptest.eq(res.reason, purchase.OK, res.detail)
+    rec = bytes.fromhex(ctl.call("record_1a", rid=0x2702))
+    mptest.eq(rec[14], 0x01)
+    mptest.hex_eq(rec[53:57], b"\x00\x00\x02\x58")
+    mptest.hex_eq(rec[30:38], b"BUS00042")
+    mptest.eq(bench["card_apdus"], 7, "SELECT 17 1A INIT 1E 1A DEBIT")
+
+
 def test_every_reason_code_was_exercised():
     # TAP_AGAIN comes from test_malformed_debit_answer_is_settled_by_the_retap
     missing = [r for r in purchase.REASONS if r not in seen_reasons]

@@ -1,4 +1,4 @@
-# mpy: heapsize=128k timeout=120
+# mpy: heapsize=192k timeout=120
 # Card and PSAM application layers and the purchase against small in-process fakes (no hub):
 # parsers, status words, PSAM boot variants, the pending blob, garbage answers, memory per tap.
 import gc
@@ -213,9 +213,13 @@ def test_psam_boot_variants():
     bad = FakePsam()
     bad.script[(0xB0, 0x97)] = b"\x01" + OK
     mptest.raises(PsamError, PsamApp(bad).boot)
+    resets = []
+    bad.reset = lambda: resets.append(1)
     p = purchase.Purchaser(PsamApp(bad), pending.RamPendingStore())
     mptest.false(p.boot())
+    mptest.eq(resets, [], "the first boot does not reset")
     mptest.eq(p.tap(FakeCard(), {"debit": 1}, NOW).reason, purchase.PSAM_ERROR)
+    mptest.eq(resets, [1], "a re-boot after a failure resets the PSAM link first")
 
 
 def test_flat_fare_with_fakes_sends_exactly_the_expected_apdus():
