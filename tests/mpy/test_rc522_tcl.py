@@ -195,3 +195,23 @@ def test_oversized_answer_is_a_protocol_error_then_recovers():
     ctl.call("rc522_knobs", name="card", ignore_fsd=False)
     mptest.true(rd.poll() is not None)
     mptest.eq(len(rd.transceive(b"\x80\xca\x00\x80")), 130)
+
+
+def test_long_fwt_uses_the_coarse_timer():
+    # FWI 14: FWT 4.95 s, beyond the 25 us tick's 1.64 s, so the 604 us tick is used.
+    active_card(ats="0320e0")
+    ctl.call("rc522_counters_reset")
+    mptest.hex_eq(rd.transceive(SELECT)[-2:], b"\x90\x00")
+    timers = state()["timers"]
+    mptest.eq(len(timers), 1)
+    mptest.between(timers[0], 4948951 + 3625, 4948951 + 3625 + 700)
+
+
+def test_lost_ats_fails_the_poll_and_the_next_poll_recovers():
+    place()
+    ctl.call("rc522_fault", kind="lose_resp", at=3)  # REQA, anticollision, SELECT, RATS
+    mptest.eq(rd.poll(), None)
+    mptest.true(log.find("activation failed", log.WARNING))
+    t = rd.poll()
+    mptest.true(t is not None and t.iso_dep, "no recovery after a lost ATS")
+    mptest.hex_eq(rd.transceive(SELECT)[-2:], b"\x90\x00")
