@@ -206,10 +206,11 @@ class Purchaser:
             raise _Stop(PSAM_ERROR, "PSAM not ready")
         info = self._select(card)
         res.card = info
-        self._check_dates(info, now)
+        # A torn purchase is settled first: its debit stands even if the card expired since.
         entry = self._entry_for(info["card_no"])
         if entry is not None and self._recover(card, entry, now, res):
             return
+        self._check_dates(info, now)
         tunion.parse_17(card.read_binary(tunion.SFI_17, tunion.LEN_17_USED), info)
         rid = self.cfg["read_1a"]
         if rid:

@@ -283,3 +283,15 @@ def test_bus_record_2702_boarding_then_alighting():
     assert [d["amount"] for d in card.debits] == [0, 350]
     bad = b.tap(card, dict(alight, bus_1a={"status": 5}))
     assert bad.reason == purchase.NO_FARE and len(card.debits) == 2
+
+
+def test_torn_purchase_is_settled_even_after_the_card_expired():
+    b = Bench()
+    card = VirtualCard.from_profile("tunion_plain", expiry="20261129")
+    card.fail_after(ins=0x54)
+    late = NOW + 11 * 3600 + 29 * 60  # 23:59 in Beijing
+    assert b.tap(card, now=late).reason == purchase.TAP_AGAIN
+    res = b.tap(card, now=late + 120)  # 00:01 the next day: expired now
+    assert res.reason == purchase.OK and res.record["kind"] == record.PURCHASE_RECOVERED
+    assert b.tap(card, now=late + 180).reason == purchase.EXPIRED
+    assert len(card.debits) == 1 and len(purchases(b.journal)) == 1
