@@ -9,6 +9,7 @@
 #   up.kick()        # after each journal append: upload soon
 #   up.status()      # backlog, last success, last error: for the display and the status page
 import asyncio
+import gc
 import random
 import time
 
@@ -51,7 +52,7 @@ class Uplink:
         on_time=None,
         on_bundle=None,
         params_version=0,
-        interval_s=300,
+        interval_s=900,
         batch=100,
         max_batches=20,
         linger_ms=2000,
@@ -219,10 +220,15 @@ class Uplink:
                 text = bytes(data[:80]) if data else b""
                 text = text.decode("utf-8", "replace").strip()
                 return self._failed("HTTP %d %s" % (status, text))
+            body = None  # the request may be large: let it go before inflating the answer
             try:
+                if len(data) > 2048:
+                    gc.collect()
                 ans = up.decode_answer(self.secret, data, self.device, counter, kind)
             except up.ProtoError as e:
                 return self._failed("answer refused: %s" % e)
+            except MemoryError:
+                return self._failed("answer of %d bytes does not fit in RAM" % len(data))
             self._offer_time(ans["time"], rtt)
             if ans["status"] == up.ST_STALE_COUNTER:
                 _log.info(

@@ -129,7 +129,7 @@ def inflate(data, limit):
                 out += memoryview(chunk)[:n]
         except (OSError, ValueError, EOFError) as e:
             raise ProtoError("corrupt deflate data: %s" % e)
-        out = bytes(out)
+        # Left a bytearray: a bytes() copy would need a second contiguous block of the same size.
     if len(out) > limit:
         raise ProtoError("deflate data inflates past %d bytes" % limit)
     return out

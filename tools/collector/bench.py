@@ -208,7 +208,8 @@ def wire_bytes(batch_size=100, compress=False):
         "body_bytes": len(body),
         "request_bytes": sent,
         "answer_bytes": len(answer),
-        "bytes_per_record": round((sent + len(answer)) / batch_size, 2),
+        "bytes_per_record": round((sent + len(answer)) / batch_size, 2) if batch_size else None,
+        "exchange_bytes": sent + len(answer),
     }
 
 
@@ -219,7 +220,7 @@ def main(argv=None):
     p.add_argument("--batches", type=int, default=25)
     p.add_argument("--batch-size", type=int, default=100)
     args = p.parse_args(argv)
-    out = {"wire": [wire_bytes(n, c) for n in (10, 50, 100) for c in (False, True)]}
+    out = {"wire": [wire_bytes(n, c) for n in (0, 10, 50, 100, 200) for c in (False, True)]}
     with tempfile.TemporaryDirectory() as tmp:
         url = args.db or os.path.join(tmp, "bench.sqlite3")
         out["ingest"] = measure_ingest(url, args.uploaders, args.batches, args.batch_size)
