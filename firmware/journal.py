@@ -336,9 +336,12 @@ class Journal:
         os.rename(tmp, path)
 
     def _capacity(self):
-        """Segments the journal may hold: what the free space allows now (other parts of the
-        firmware use the same file system), capped by the max_segments setting. Run at open,
-        at each new segment and after reclaim, so it follows the space actually left."""
+        """Estimate the segments the journal may hold from the free space now (other parts of
+        the firmware use the same file system), capped by the max_segments setting. Run at
+        open, at each new segment and after reclaim, so it follows the space actually left.
+        The estimate drives the status and when purchases stop; _roll() refuses a new segment
+        only at the hard limits, so the purchase reserve is there even if the estimate was
+        optimistic."""
         try:
             st = os.statvfs(self.root)
             bsize, blocks, bfree = st[0], st[2], st[3]
@@ -346,9 +349,11 @@ class Journal:
                 bfree = 0
         except OSError:
             bsize, bfree = 4096, 0
+        self._bfree = bfree
         per_seg = (self._seg_records * _REC + bsize - 1) // bsize
         if per_seg > 1:
             per_seg += 1  # littlefs's skip-list pointers spill into one more block
+        self._per_seg = per_seg
         # Each segment also costs directory metadata: measured at about 1/10 block per
         # segment on 4 KB blocks, counted here as 1/8.
         spare = bfree - self._cfg["reserve_blocks"]
@@ -399,8 +404,12 @@ class Journal:
             self._f.close()
             self._f = None
         self._capacity()
-        if len(self._firsts) >= self.max_segments:
+        cfg_max = self._cfg["max_segments"]
+        if cfg_max is not None and len(self._firsts) >= cfg_max:
             raise JournalFull("journal full: %d segments unacknowledged" % len(self._firsts))
+        if self._bfree < self._cfg["reserve_blocks"] // 2 + self._per_seg:
+            # the other half of reserve_blocks stays for littlefs's copy-on-write and metadata
+            raise JournalFull("journal full: %d blocks left in the file system" % self._bfree)
         self._f = open(self.root + "/" + _seg_name(seq), "ab")
         self._firsts.append(seq)
         self._counts.append(0)
