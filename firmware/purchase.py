@@ -452,15 +452,21 @@ class Purchaser:
 
     def _add(self, entry, res):
         if len(self.entries) >= pending.MAX_ENTRIES:
-            old = self.entries.pop(0)
-            # Its outcome is unknown and cannot be kept: hand it to the journal as unresolved.
-            rec = self._record(record.REFUSED, old, 0, record.FLAG_TAC_MISSING)
-            rec["reason"] = record.REASON_OTHER
-            res.extra.append(rec)
-            self._journal(rec)
-            _log.error("pending purchases full: unresolved card %s", hexs(old["card_no"]))
+            self._unresolved(self.entries[0], res)
         self.entries.append(entry)
         self._save()
+
+    def _unresolved(self, entry, res):
+        """A torn purchase whose outcome cannot be learnt: journal it as such (REFUSED, reason
+        OTHER, TAC missing) for the back office to settle from the card's counters."""
+        rec = self._record(record.REFUSED, entry, 0, record.FLAG_TAC_MISSING)
+        rec["reason"] = record.REASON_OTHER
+        res.extra.append(rec)
+        self._journal(rec)
+        self._drop(entry)
+        _log.error(
+            "torn purchase unresolved: card %s counter %d", hexs(entry["card_no"]), entry["atc"]
+        )
 
     def _drop(self, entry):
         if entry in self.entries:
@@ -472,6 +478,9 @@ class Purchaser:
         The card's 0x18 history decides (counter, terminal and time must all match: a proof
         alone could belong to another validator's later purchase); 805A then gives the TAC."""
         n = tunion.find_history(card, entry["atc"], entry["psam_tid"], entry["datetime"])
+        if n == 0:  # used more than 10 times since: the card cannot tell any more
+            self._unresolved(entry, res)
+            return False
         if n is None:
             self._drop(entry)  # never debited: sell afresh
             _log.info("torn purchase not executed by the card, counter %d", entry["atc"])

@@ -222,8 +222,9 @@ class Card:
 
 def find_history(card, counter, terminal, datetime7):
     """Where the card's own 0x18 history holds a purchase with this counter, terminal and time:
-    1 = its newest transaction, 2.. = older; None when the card never made it. Newest first, so
-    the search stops at the first older counter."""
+    1 = its newest transaction, 2.. = older; None when the card never made it; 0 when the
+    history no longer reaches back that far (unknown). Newest first, so the search stops at the
+    first older counter."""
     for n in range(1, 11):
         rec = card.read_record(SFI_18, n, LEN_18)
         if rec is None:
@@ -238,7 +239,7 @@ def find_history(card, counter, terminal, datetime7):
             return n
         if c < counter:
             return None
-    return None
+    return 0
 
 
 def bus_record(

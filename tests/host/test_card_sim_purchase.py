@@ -295,3 +295,19 @@ def test_torn_purchase_is_settled_even_after_the_card_expired():
     assert res.reason == purchase.OK and res.record["kind"] == record.PURCHASE_RECOVERED
     assert b.tap(card, now=late + 180).reason == purchase.EXPIRED
     assert len(card.debits) == 1 and len(purchases(b.journal)) == 1
+
+
+def test_history_too_short_gives_an_unresolved_record():
+    b = Bench()
+    elsewhere = Bench()
+    card = VirtualCard.from_profile("tunion_plain")
+    card.fail_after(ins=0x54)
+    assert b.tap(card).reason == purchase.TAP_AGAIN
+    for i in range(10):  # ten sales elsewhere push ours out of the card's 0x18 history
+        assert elsewhere.tap(card, now=NOW + 60 + i).reason == purchase.OK
+    res = b.tap(card, now=NOW + 120)
+    assert res.reason == purchase.OK and res.record["kind"] == record.PURCHASE
+    assert [r["kind"] for r in res.extra] == [record.REFUSED]
+    assert res.extra[0]["reason"] == record.REASON_OTHER
+    assert res.extra[0]["card_atc"] == card.debits[0]["counter"]
+    assert b.p.pending() == [] and len(card.debits) == 12
