@@ -226,6 +226,7 @@ class PN532(Reader):
         chunk=251,
         max_response=512,
         resend_limit=2,
+        presence_timeout_ms=700,
     ):
         Reader.__init__(self)
         self.t = transport
@@ -238,6 +239,7 @@ class PN532(Reader):
         self.chunk = min(chunk, EXTENDED_MAX - 3)
         self.max_response = max_response
         self.resend_limit = resend_limit
+        self.presence_timeout_ms = presence_timeout_ms
         self.firmware = None  # (ic, ver, rev, support)
         self.commands = 0  # frames sent, for the bus cost figures
         self._tx = bytearray(FRAME_BUF)
@@ -474,9 +476,9 @@ class PN532(Reader):
         if t is None:
             return False
         try:
-            # Diagnose test 0x06: the chip checks the ISO 14443-4 card still answers (libnfc
-            # pn53x_initiator_target_is_present).
-            data = self.command(CMD_DIAGNOSE, b"\x06")
+            # Diagnose test 0x06: the chip checks the ISO 14443-4 card still answers. libnfc
+            # (pn53x_initiator_target_is_present) allows 700 ms: a gone card is slow to report.
+            data = self.command(CMD_DIAGNOSE, b"\x06", timeout_ms=self.presence_timeout_ms)
             ok = len(data) >= 1 and not (data[0] & _ERR_MASK)
         except LinkError as e:
             _log.info("presence check failed: %s", e)
