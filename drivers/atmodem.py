@@ -93,16 +93,19 @@ class UrcWaiter:
         self.engine = engine
         self.prefix = prefix
         self.line = None
+        self.error = None
         self.ev = asyncio.Event()
 
     async def wait(self, timeout_ms):
         try:
-            if self.line is None:
+            if self.line is None and self.error is None:
                 await asyncio.wait_for_ms(self.ev.wait(), timeout_ms)
         except asyncio.TimeoutError:
             raise AtTimeout("no %s within %d ms" % (self.prefix.decode(), timeout_ms))
         finally:
             self.cancel()
+        if self.error is not None:
+            raise AtError(self.error)
         return self.line
 
     def cancel(self):
@@ -160,6 +163,13 @@ class AtEngine:
     def data_header(self, prefix):
         """Lines '<prefix><n>' announce n raw bytes, copied into the command's raw buffer."""
         self._data_hdrs.append(prefix)
+
+    def fail_waiters(self, why):
+        """Wake every URC waiter with an AtError (the modem restarted: nothing will come)."""
+        for w in self._waiters:
+            w.error = why
+            w.ev.set()
+        self._waiters.clear()
 
     def expect(self, prefix):
         w = UrcWaiter(self, prefix)

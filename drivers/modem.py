@@ -95,6 +95,7 @@ class ModemTransport:
         reg_wait_ms=5000,
         poll_ms=500,
         guard_ms=1000,
+        settle_ms=2000,
         max_body=32768,
         on_time=None,
     ):
@@ -113,6 +114,7 @@ class ModemTransport:
         self.reg_wait_ms = reg_wait_ms
         self.poll_ms = poll_ms
         self.guard_ms = guard_ms
+        self.settle_ms = settle_ms  # after switching off, before the key is pressed again
         self.max_body = max_body
         self.on_time = on_time  # fn(seconds since 2000 UTC) when the network gives the time
         self.ready = False
@@ -148,6 +150,7 @@ class ModemTransport:
             self.restarts += 1
             self.ready = False
             self.pdp = False
+            self.at.fail_waiters("modem restarted")
             _log.warning("modem restarted on its own")
 
     def _on_reg(self, line):
@@ -208,10 +211,13 @@ class ModemTransport:
 
     async def power_on(self):
         """Make sure the modem is on and answering AT; pulses the key only when it is silent."""
-        at = self.at
-        at.start()
-        if await at.probe(2, 300):
+        self.at.start()
+        if await self.at.probe(2, 300):
             return
+        await self._boot()
+
+    async def _boot(self):
+        at = self.at
         rdy = at.expect(b"RDY")
         self._booting = True
         try:
@@ -239,12 +245,13 @@ class ModemTransport:
                 await at.command(self.dialect.power_off_cmd, 5000)
             except (AtError, AtTimeout):
                 pass
-            await asyncio.sleep_ms(500)
         else:
             await self._pulse(self.off_pulse_ms)
-            await asyncio.sleep_ms(500)
+        await asyncio.sleep_ms(self.settle_ms)
         at.reset()
-        await self.power_on()
+        if await at.probe(1, 300):
+            return  # the key found it off (not hung) and switched it on: fine as well
+        await self._boot()
 
     async def escape(self):
         """Leave a data mode or an input prompt the modem is stuck in (ESC, then +++ with guard
@@ -256,7 +263,7 @@ class ModemTransport:
         await asyncio.sleep_ms(self.guard_ms)
         at.reset()
         at.echo = True
-        return await at.probe(3, 500)
+        return await at.probe(2, 300)
 
     async def recover(self):
         """Back to a modem answering AT: probe, escape, power-cycle, in that order."""
@@ -421,34 +428,38 @@ class ModemTransport:
                     raise ValueError("%r cannot be sent through the modem" % bad)
         async with self._lock:
             self.requests += 1
+            self.at.start()  # (again) on this event loop
             restarts = self.restarts
             try:
                 await self._ensure()
                 return await self.dialect.http(
                     self.at, method, url, body or b"", headers or {}, timeout_ms, self.max_body
                 )
-            except TransportError as e:
-                if self.restarts != restarts:
-                    self.ready = False
-                    raise self._fail(ModemFault("modem restarted during the request"))
-                if isinstance(e, NetworkDown):
-                    self.pdp = False
-                raise self._fail(e)
-            except AtTimeout as e:
-                # A command the modem should answer at once went unanswered: hung or stuck.
-                self.suspect = True
-                self.ready = False
-                raise self._fail(ModemFault("modem stopped answering: %s" % e))
-            except AtError as e:
-                if self.restarts != restarts:
-                    self.ready = False
-                    raise self._fail(ModemFault("modem restarted during the request"))
-                # An HTTP command refused: check whether the network is the reason.
-                err = await self._explain(e)
-                raise self._fail(err)
-            except ValueError as e:
-                self.suspect = True
-                raise self._fail(ModemFault("unparsable modem answer: %s" % e))
+            except Exception as e:
+                raise self._fail(await self._classify(e, restarts))
+
+    async def _classify(self, e, restarts):
+        """Any failure of a request -> the typed error the uplink sees; marks what recovery the
+        next request must do."""
+        if self.restarts != restarts:
+            self.ready = False
+            return ModemFault("modem restarted during the request")
+        if isinstance(e, TransportError):
+            if isinstance(e, NetworkDown):
+                self.pdp = False
+            return e
+        if isinstance(e, AtTimeout):
+            # A command the modem should answer at once went unanswered: hung or stuck.
+            self.suspect = True
+            self.ready = False
+            return ModemFault("modem stopped answering: %s" % e)
+        if isinstance(e, AtError):
+            # An HTTP command refused: check whether the network is the reason.
+            return await self._explain(e)
+        if isinstance(e, (ValueError, IndexError)):
+            self.suspect = True
+            return ModemFault("unparsable modem answer: %r" % e)
+        raise e
 
     async def _explain(self, e):
         try:
