@@ -52,8 +52,8 @@ class Link:
 
 
 class Bench:
-    def __init__(self, **config):
-        self.psam = VirtualPsam(terminal_id="000000000042")
+    def __init__(self, tid="000000000042", **config):
+        self.psam = VirtualPsam(terminal_id=tid)
         self.psam_link = Link(self.psam, LinkTimeout)
         self.app = PsamApp(self.psam_link)
         self.store = pending.RamPendingStore()
@@ -311,3 +311,55 @@ def test_history_too_short_gives_an_unresolved_record():
     assert res.extra[0]["reason"] == record.REASON_OTHER
     assert res.extra[0]["card_atc"] == card.debits[0]["counter"]
     assert b.p.pending() == [] and len(card.debits) == 12
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 2),  # which card
+            st.integers(0, 1),  # which validator
+            st.sampled_from([None, "before", "after"]),
+            st.sampled_from([0xA4, 0xB0, 0x50, 0xDC, 0x54, 0xB2, 0x5A]),
+        ),
+        min_size=1,
+        max_size=12,
+    )
+)
+def test_random_tearing_every_debit_booked_exactly_once(steps):
+    validators = [Bench(), Bench(tid="000000000043")]
+    cards = [
+        VirtualCard.from_profile(
+            "tunion_plain", card_no="31052280000000002%02d" % i, balance=10**5
+        )
+        for i in range(3)
+    ]
+    now = NOW
+    for who, where, when, ins in steps:
+        card = cards[who]
+        if when:
+            getattr(card, "fail_" + when)(ins=ins)
+        now += 7
+        validators[where].tap(card, now=now)
+        card.clear_faults()
+    for b in validators:  # every owner comes back to every validator that still waits for them
+        for card in cards:
+            now += 7
+            b.tap(card, now=now)
+        assert b.p.pending() == []
+    booked = {}
+    for b in validators:
+        for r in b.journal:
+            if r["kind"] in (record.PURCHASE, record.PURCHASE_RECOVERED):
+                key = (r["card_no"], r["card_atc"])
+                assert key not in booked, "booked twice"
+                booked[key] = r
+    debits = {
+        (bytes.fromhex("0" + "31052280000000002%02d" % i), d["counter"]): d
+        for i, c in enumerate(cards)
+        for d in c.debits
+    }
+    assert set(booked) == set(debits)
+    for key, d in debits.items():
+        if not booked[key]["flags"] & record.FLAG_TAC_MISSING:
+            assert booked[key]["tac"] == d["tac"]
