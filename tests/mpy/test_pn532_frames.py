@@ -513,3 +513,30 @@ def test_transports_survive_random_chips():
             outcomes[what] = outcomes.get(what, 0) + 1
         mptest.log(type(t).__name__, sorted(outcomes.items()))
         mptest.false("ok" in outcomes, "random bytes taken for an answer")
+
+
+def test_reader_and_transport_ram_stays_small():
+    # Buffers are preallocated once: a reader with its transport must stay within a few KB of an
+    # ESP32 heap (measured 2.6 KB), and a whole exchange must not leave garbage behind it.
+    import gc
+
+    from pn532_i2c import PN532I2C
+
+    gc.collect()
+    m0 = gc.mem_alloc()
+    chip = ScriptChip([ok(b"\x41\x00" + bytes(40) + b"\x90\x00")] * 3)
+    t = PN532I2C(RandomI2C())
+    r = pn532.PN532(chip)
+    gc.collect()
+    used = gc.mem_alloc() - m0
+    mptest.log("reader + I2C transport: %d bytes" % used)
+    mptest.between(used, 500, 4096)
+    with_target(r)
+    r.transceive(b"\x00\xb0\x00\x00\x00")
+    gc.collect()
+    m1 = gc.mem_alloc()
+    for _ in range(2):
+        r.transceive(b"\x00\xb0\x00\x00\x00")
+    gc.collect()
+    mptest.between(gc.mem_alloc() - m1, -64, 256, "memory kept after two exchanges")
+    del t
