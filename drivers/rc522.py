@@ -28,8 +28,9 @@ _log = log.get("rc522")
 
 # Registers
 _COMMAND = const(0x01)
+_COMIEN = const(0x02)
+_DIVIEN = const(0x03)
 _COMIRQ = const(0x04)
-_DIVIRQ = const(0x05)
 _ERROR = const(0x06)
 _FIFODATA = const(0x09)
 _FIFOLEVEL = const(0x0A)
@@ -76,11 +77,12 @@ VERSIONS = {0x88: "FM17522", 0x90: "v0.0", 0x91: "v1.0", 0x92: "v2.0", 0x12: "cl
 
 
 class RC522(Reader):
-    def __init__(self, spi, cs, reset=None, gain=None):
+    def __init__(self, spi, cs, reset=None, gain=None, irq=None):
         super().__init__()
         self.spi = spi
         self.cs = cs
         self.reset_pin = reset
+        self.irq = irq  # optional IRQ input (active low): wait on it instead of polling SPI
         self.gain = gain  # RxGain 0..7 (RFCfgReg bits 6:4); None keeps the chip's default
         self.wakeup = False  # poll with REQA: a card halted after its tap stays quiet
         self.version = None
@@ -180,6 +182,11 @@ class RC522(Reader):
         self._write(_COLL, 0x00)  # ValuesAfterColl = 0: bits after a collision read as 0
         if self.gain is not None:
             self._write(_RFCFG, (self.gain & 7) << 4)
+        if self.irq is not None:
+            # IRqInv (active low), then the frame's ends: RxIRq, ErrIRq, TimerIRq. Push-pull
+            # output, so the line needs no pull-up.
+            self._write(_COMIEN, 0x80 | _IRQ_RX | _IRQ_ERR | _IRQ_TIMER)
+            self._write(_DIVIEN, 0x80)
         if self._read(_TXASK) != 0x40:
             raise ChipError("RC522 register write did not stick")
         self._antenna(True)
@@ -241,6 +248,14 @@ class RC522(Reader):
         polls = 0
         st = self._status
         while True:
+            if self.irq is not None:
+                # Nothing on SPI while we wait: the pin says when ComIrqReg has news.
+                while self.irq.value():
+                    if time.ticks_diff(deadline, time.ticks_ms()) < 0:
+                        break
+                    polls += 1
+                    if polls > 8:
+                        time.sleep_ms(1)
             self._xfer(self._status_cmd, st)
             irq = st[1]
             if irq & (_IRQ_RX | _IRQ_ERR):

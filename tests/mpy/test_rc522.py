@@ -295,3 +295,26 @@ def test_spi_cost_of_activation_select_and_reads():
     # REQA, anticollision, SELECT, RATS: 8 per frame, plus 4 to set the timer for the ATS
     mptest.eq(act["transactions"], 4 * 8 + 4)
     mptest.eq(ex["transactions"], 3 * 8 + 4)
+
+
+def test_irq_pin_instead_of_polling():
+    irq = Pin("rc522_irq", Pin.IN)
+    spi = SimSPI("rc522", baudrate=4000000)
+    withirq = RC522(spi, _cs(), irq=irq)
+    try:
+        mptest.eq(withirq.poll(), None)  # init programs the IRQ enables; empty field
+        mptest.eq(irq.value(), 0, "TimerIRq of the empty poll must pull the line low")
+        place()
+        t = withirq.poll()
+        mptest.true(t is not None and t.iso_dep)
+        mptest.hex_eq(withirq.transceive(b"\x80\xca\x01\x00")[-2:], b"\x90\x00")
+        ctl.call("rc522_fault", kind="stuck")
+        ctl.call("rc522_counters_reset")
+        mptest.raises(ChipError, withirq.transceive, SELECT)
+        mptest.eq(irq.value(), 1, "a stuck chip never pulls the line")
+        # 6 to start the frame and one status read after the deadline: no SPI polling
+        mptest.eq(state()["spi"]["transactions"], 7)
+        t = withirq.poll()
+        mptest.true(t is not None, "no recovery with the IRQ pin")
+    finally:
+        withirq.release()

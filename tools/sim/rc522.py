@@ -14,6 +14,8 @@ miguelbalboa/rfid src/MFRC522.h):
 * Commands: Idle, Mem, GenerateRandomID, CalcCRC (the CRC coprocessor with ModeReg's preset),
   Transmit, Receive, Transceive (started by BitFramingReg StartSend), SoftReset. MFAuthent
   is refused with ProtocolErr.
+* The IRQ pin: ComIEnReg/DivIEnReg enables, IRqInv (active low after reset), driven through
+  ``irq_line(level)`` (the hub server wires it to pin "rc522_irq").
 * The timer: TAuto start at the end of a transmission, period from TPrescaler and TReload. Time
   is virtual: each card answer carries its delay, and an answer later than the timer is lost
   (TimerIRq). Every programmed period is kept in ``timer_log`` so tests can check FWT and WTX.
@@ -95,7 +97,9 @@ FAULT_KINDS = (
 
 
 class RC522Sim:
-    def __init__(self, seed=1):
+    def __init__(self, seed=1, irq_line=None):
+        self.irq_line = irq_line  # fn(level) driving the IRQ pin, called when it changes
+        self._irq_level = None
         self.field = {}  # name -> Picc
         self.removed = {}  # name -> Picc, cards that left (kept for audits)
         self.faults = []  # [frames from now, kind, arg]
@@ -121,6 +125,22 @@ class RC522Sim:
         self.fifo = bytearray()
         self.stuck = False
         self._antenna(False)
+        self._update_irq()
+
+    def irq_active(self):
+        return bool(
+            (self.regs[COMIRQ] & self.regs[COMIEN] & 0x7F)
+            or (self.regs[DIVIRQ] & self.regs[DIVIEN] & 0x14)
+        )
+
+    def _update_irq(self):
+        # ComIEnReg bit 7 (IRqInv) makes the pin active low, as it is after reset.
+        active = self.irq_active()
+        level = int(not active) if self.regs[COMIEN] & 0x80 else int(active)
+        if level != self._irq_level:
+            self._irq_level = level
+            if self.irq_line is not None:
+                self.irq_line(level)
 
     def antenna_on(self):
         return (self.regs[TXCONTROL] & 0x03) != 0
@@ -195,6 +215,7 @@ class RC522Sim:
                 self._addr = (b >> 1) & 0x3F
             else:
                 self.write_reg(self._addr, b)
+        self._update_irq()
         return bytes(out)
 
     def read_reg(self, reg):

@@ -1,6 +1,8 @@
-"""Hub server with a simulated MFRC522 on SPI bus "rc522", chip select pin "rc522_cs".
+"""Hub server with a simulated MFRC522 on SPI bus "rc522", chip select pin "rc522_cs", IRQ
+output on pin "rc522_irq".
 
-Firmware side: ``SimSPI("rc522")`` and ``Pin("rc522_cs", Pin.OUT)`` passed to drivers/rc522.py.
+Firmware side: ``SimSPI("rc522")``, ``Pin("rc522_cs", Pin.OUT)`` and optionally
+``Pin("rc522_irq", Pin.IN)`` passed to drivers/rc522.py.
 
 ctl commands (JSON args):
   rc522_place   name, and either profile (a tools/sim/profiles name: a VirtualCard) or
@@ -61,7 +63,7 @@ def _card_state(p, blocks=False):
 
 def build():
     hub = Hub()
-    chip = RC522Sim()
+    chip = RC522Sim(irq_line=lambda level: hub.set_pin("rc522_irq", level))
     bus = SPIBus(hub, chip, "rc522_cs")
     hub.register("spi", "rc522", bus.serve)
     world = {"psam": VirtualPsam(terminal_id="000000000042")}
