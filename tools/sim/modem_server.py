@@ -18,6 +18,8 @@ HTTP routes (tools.sim.modem_server.TestHttpHandler):
   *    /status/<code> that status, body b"status <code>"
   GET  /reset/<n>     announces n bytes, sends half, then drops the connection
   GET  /slow/<ms>     200 after <ms>
+  GET  /chunked/<n>   n bytes, chunked transfer encoding
+  GET  /close/<n>     n bytes, no length: delimited by closing the connection
 """
 
 import http.server
@@ -72,6 +74,23 @@ class TestHttpHandler(http.server.BaseHTTPRequestHandler):
             if parts[0] == "slow":
                 time.sleep(int(parts[1]) / 1000.0)
                 return self._answer(200, b"slow")
+            if parts[0] == "chunked":
+                data = blob(int(parts[1]))
+                self.send_response(200)
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                for i in range(0, len(data), 700):
+                    piece = data[i : i + 700]
+                    self.wfile.write(b"%x\r\n" % len(piece) + piece + b"\r\n")
+                self.wfile.write(b"0\r\n\r\n")
+                return None
+            if parts[0] == "close":
+                self.send_response(200)
+                self.send_header("Connection", "close")
+                self.end_headers()
+                self.wfile.write(blob(int(parts[1])))
+                self.close_connection = True
+                return None
             if parts[0] == "reset":
                 n = int(parts[1])
                 self.send_response(200)
