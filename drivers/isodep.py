@@ -23,6 +23,7 @@ _FWT_MAX_US = const(4949000)  # FWI 14: the longest wait ISO/IEC 14443-4 allows,
 _DELTA_US = const(3625)  # 49152/fc: the margin nfcpy adds to every FWT
 _ACTIVATION_US = const(5286)  # 71680/fc: FWT for the ATS
 _MAX_WTX = const(40)  # a card asking for more time forever must not hang the validator
+_MAX_BLOCKS = const(80)  # chained answer blocks: nor may a card that chains forever
 
 _PCB_I = const(0x02)
 _PCB_CHAIN = const(0x10)
@@ -100,10 +101,11 @@ class Ats:
 
 
 class IsoDep:
-    def __init__(self, link, max_frame=64, retries=3):
+    def __init__(self, link, max_frame=64, retries=3, max_answer=1024):
         self.link = link
         self.max_frame = max_frame
         self.retries = retries
+        self.max_answer = max_answer  # bytes; T-Union answers are at most 258
         self.ats = None
         self.fwt = fwt_us(FWI_DEFAULT)
         self.pni = 0
@@ -160,6 +162,7 @@ class IsoDep:
         block = bytes((_PCB_I | self.pni,)) + mv[off:]
         resp = self._send(block, True)
         wtx_count = 0
+        blocks = 0
         out = bytearray()
         while True:
             pcb = resp[0]
@@ -178,6 +181,9 @@ class IsoDep:
             self.pni ^= 1
             if not pcb & _PCB_CHAIN:
                 return bytes(out)
+            blocks += 1
+            if len(out) > self.max_answer or blocks > _MAX_BLOCKS:
+                raise ProtocolError("chained answer too long (%d bytes so far)" % len(out))
             resp = self._send(bytes((_PCB_RACK | self.pni,)), False)
 
     def _wtx(self, resp):
