@@ -377,12 +377,23 @@ class PN532(Reader):
         self.command(CMD_RF_CONFIGURATION, bytes((0x01, 0x01 if on else 0x00)))
 
     def set_serial_baudrate(self, baud):
-        """HSU only: move chip and host to `baud` (SetSerialBaudRate, then ACK, then switch)."""
+        """HSU only: move chip and host to `baud` (SetSerialBaudRate, then ACK, then switch).
+        -> True when both now talk at `baud`; False when the chip stayed at the old speed (the
+        host went back to it, logged). Raises a LinkError when it answers at neither."""
         if baud not in BAUD_RATES:
             raise ValueError("unsupported baud rate %d" % baud)
+        old = self.t.baudrate
         self.command(CMD_SET_SERIAL_BAUD_RATE, bytes((BAUD_RATES.index(baud),)))
         self._send(ACK)  # the chip changes speed once it has this ACK
         self.t.set_baudrate(baud)
+        try:
+            self.command(CMD_GET_FIRMWARE_VERSION)
+            return True
+        except LinkError as e:
+            _log.warning("no answer at %d baud (%s), back to %d", baud, e, old)
+        self.t.set_baudrate(old)
+        self.command(CMD_GET_FIRMWARE_VERSION)
+        return False
 
     # ---- Reader interface ----------------------------------------------------------------
     def poll(self):

@@ -12,8 +12,9 @@ _POLL_MS = const(1)
 
 
 class PN532UART:
-    def __init__(self, uart, irq=None, gap_ms=20):
+    def __init__(self, uart, irq=None, gap_ms=20, baudrate=115200):
         self.uart = uart
+        self.baudrate = baudrate  # the speed `uart` was opened at
         self.irq = irq
         self.gap_ms = gap_ms  # silence that ends a frame early (a truncated frame)
         self._acc = bytearray(2 * FRAME_BUF)
@@ -32,6 +33,7 @@ class PN532UART:
     def set_baudrate(self, baud):
         time.sleep_ms(2)  # let the ACK leave before the line speed changes
         self.uart.init(baudrate=baud)
+        self.baudrate = baud
         self._n = 0
 
     def _take(self, buf):

@@ -360,3 +360,40 @@ def test_server_controls():
     assert hub.call("pn532_card", {"label": "t"})["balance"] == 5000
     hub.call("pn532_reset", {"chip_name": "hsu"})
     assert hub.call("pn532_bus", {"chip_name": "hsu"})["bytes"] == 0
+
+
+def test_field_and_simple_card():
+    field = Field()
+    seen = []
+    field.listeners.append(lambda: seen.append(len(field.cards)))
+    a, b = SimpleApduCard(), SimpleApduCard(uid=b"\x05\x06\x07\x08")
+    field.add(a)
+    field.add(b)
+    assert field.cards == [a, b] and seen == [1, 2]
+    a.remove()  # a card that tore itself away is no longer in the field
+    assert field.cards == [b]
+    field.add(a)  # placed again: powered afresh, last in line
+    assert a.present and field.cards == [b, a]
+    assert field.remove(b) and not b.present and not field.remove(b)
+    field.clear()
+    assert field.cards == [] and seen[-1] == 0
+    assert a.process_apdu(SELECT) == a.fci + b"\x90\x00"
+    assert a.process_apdu(SELECT[:-1] + b"\x06") == b"\x6a\x82"
+    assert a.process_apdu(b"\x00\xb0\x00\x10\x03") == b"\x10\x11\x12\x90\x00"
+    assert a.process_apdu(b"\x80\xee\x00\x00\x02ab") == b"ba\x90\x00"
+    assert a.process_apdu(b"\x00") == b"\x67\x00"
+    assert a.process_apdu(b"\x80\x00\x00\x00") == b"\x6d\x00"
+    mifare = SimpleApduCard(iso_dep=False, sak=0x08)
+    assert mifare.ats == b""
+    b_card = SimpleApduCard(kind="B", uid=b"\x01\x02\x03\x04")
+    assert b_card.atqb[:5] == b"\x50\x01\x02\x03\x04" and len(b_card.atqb) == 12
+
+
+def test_baud_change_waits_for_the_very_next_ack_only():
+    chip = PN532HSUSim()
+    h = HSUHost(chip)
+    h.write(b"\x55" + bytes(8) + host(b"\x14\x01\x14\x00"))
+    h.write(host(b"\x10\x06"))
+    h.write(host(b"\x02"))  # another command first: the change is off
+    h.write(ACK)
+    assert chip.baud == 115200

@@ -106,8 +106,8 @@ def test_set_serial_baudrate():
     r = env.fresh()
     try:
         mptest.raises(ValueError, r.set_serial_baudrate, 12345)
-        r.set_serial_baudrate(921600)
-        mptest.true(env.until(lambda: env.state()["baud"] == 921600), "chip at 921600")
+        mptest.true(r.set_serial_baudrate(921600))
+        mptest.eq(env.state()["baud"], 921600)
         mptest.eq(_uart.baudrate, 921600)
         env.place()
         mptest.true(r.poll() is not None)
@@ -120,6 +120,22 @@ def test_set_serial_baudrate():
     finally:
         _uart.init(baudrate=115200)
     mptest.eq(r.init()[0], 0x32)
+
+
+def test_baud_change_the_chip_missed_falls_back():
+    t = PN532UART(_uart)
+    env.fresh(init=False)
+    r = cases.pn532.PN532(t, **cases.FAST)
+    r.init()
+    env.fault("lose_host_ack")  # the chip never hears the ACK that makes it switch
+    try:
+        mptest.false(r.set_serial_baudrate(460800))
+        mptest.eq((t.baudrate, env.state()["baud"]), (115200, 115200))
+        mptest.true(cases.log.find("back to 115200", cases.log.WARNING))
+    finally:
+        _uart.init(baudrate=115200)
+    env.place()
+    mptest.true(r.poll() is not None)
 
 
 def test_measure_exchange_cost():

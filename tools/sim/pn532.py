@@ -23,7 +23,8 @@ Faults (``fault(name, count=1, **params)``): ``ignore`` (command frames lost: no
 ``drop_ack`` (ACK lost, command runs), ``drop_response`` (ACK, runs, answer lost),
 ``corrupt`` (a byte of the answer flipped on the wire; a NACK gets it clean), ``corrupt_always``,
 ``truncate`` (half the answer), ``garbage`` (random bytes instead of the answer), ``error_frame``,
-``nack_bus`` (I2C address NACK, a busy chip), ``slow`` (answer ready after ``ms``),
+``nack_bus`` (I2C address NACK, a busy chip), ``lose_host_ack`` (a host ACK is lost),
+``slow`` (answer ready after ``ms``),
 ``card_leave`` (the card leaves during the next InDataExchange frame, or ``after`` that many more;
 ``when="before"``: the data never reaches it, ``"after"``: it runs the APDU, the answer is lost).
 """
@@ -173,6 +174,8 @@ class PN532Core:
     def handle_host_bytes(self, buf):
         for kind, data in parse_host_frames(buf):
             if kind == "ack":
+                if self._take("lose_host_ack"):
+                    continue
                 self.stats["acks_from_host"] += 1
                 self._cancel()
                 if self.pending_baud:
@@ -196,6 +199,7 @@ class PN532Core:
         if self._take("ignore"):
             return
         self._cancel()  # a new command ends whatever the last one left behind
+        self.pending_baud = None  # a speed change waits for the very next frame only
         if not self._take("drop_ack"):
             self._emit(ACK, 0)
         if self._take("error_frame"):
