@@ -304,7 +304,8 @@ class RC522(Reader):
     # -- ISO/IEC 14443-3 ------------------------------------------------------------------
 
     def _request(self, cmd):
-        """REQA/WUPA -> ATQA (2 bytes) or None. A collision here just means several cards."""
+        """REQA/WUPA -> ATQA (2 bytes, MSB first) or None. A collision here just means several
+        cards."""
         self._tx[1] = cmd
         try:
             got, last, _ = self._transceive(1, _SHORT_US, tx_last_bits=7)
@@ -318,7 +319,8 @@ class RC522(Reader):
             _log.warning("ATQA of %d bytes/%d bits ignored", got, last)
             self._dirty = True
             return None
-        return bytes(self._rxmv[1:3])
+        rx = self._rxmv
+        return bytes((rx[2], rx[1]))  # MSB first, as the PN532 reports SENS_RES
 
     def _anticollision(self, sel):
         """One cascade level: -> the 5 bytes CLn (4 UID bytes or CT + 3, then BCC)."""

@@ -94,13 +94,14 @@ def test_activate_4_byte_uid_iso_dep():
     mptest.eq(t.sak, 0x20)
     mptest.true(t.iso_dep)
     mptest.hex_eq(t.ats, bytes.fromhex("0578804000"))
-    mptest.hex_eq(t.atqa, b"\x04\x00")
+    mptest.hex_eq(t.atqa, b"\x00\x04")  # MSB first, as the PN532 driver
     mptest.eq(state()["cards"]["card"]["state"], "protocol")
 
 
 def test_activate_7_byte_uid():
     t = active_card(uid="04112233445566")
     mptest.hex_eq(t.uid, bytes.fromhex("04112233445566"))
+    mptest.hex_eq(t.atqa, b"\x00\x44")
     mptest.eq(t.sak, 0x20)
 
 

@@ -70,6 +70,7 @@ def test_tunion_card_activates_with_its_profile():
     t = rd.poll()
     mptest.true(t is not None and t.iso_dep)
     mptest.hex_eq(t.uid, bytes.fromhex("A1B2C3D4"))
+    mptest.hex_eq(t.atqa, bytes.fromhex("0004"))  # same byte order as card.py and the PN532
     resp = rd.transceive(b"\x00\xa4\x04\x00\x08" + AID + b"\x00")
     mptest.hex_eq(resp[-2:], b"\x90\x00")
     mptest.true(AID in resp, "the FCI names the T-Union DF")

@@ -96,8 +96,8 @@ class TestCard:
 
     def __init__(self, uid, atqa=None, sak=0x20, ats=b"\x05\x78\x80\x40\x00", iso_dep=True):
         self.uid = bytes(uid)
-        if atqa is None:
-            atqa = bytes((0x04 | (0x40 * (len(self.uid) // 3 - 1)), 0x00))
+        if atqa is None:  # MSB first, as card.py and the PN532 write it; UID size in b8..b7
+            atqa = bytes((0x00, 0x04 | (0x40 * (len(self.uid) // 3 - 1))))
         self.atqa = bytes(atqa)
         self.sak = sak
         self.ats = bytes(ats)
@@ -239,7 +239,8 @@ class Picc:
             return None
         self.state = STATE_READY
         self._reset_protocol()
-        return to_bits(self.card.atqa), FDT_US
+        atqa = bytes(self.card.atqa)
+        return to_bits(atqa[::-1]), FDT_US  # sent least significant byte first
 
     def _anticollision(self, bits):
         data, _ = from_bits(bits)
