@@ -64,7 +64,9 @@ def test_flat_fare_ok_within_budget_and_record():
     res = tap("tunion_plain")
     mptest.eq(res.reason, purchase.OK, res.detail)
     mptest.eq((bench["card_apdus"], bench["psam_apdus"]), (5, 2), "APDUs card, PSAM")
-    mptest.log("flat fare tap: %d card APDUs, %d PSAM APDUs" % (5, 2))
+    mptest.log(
+        "flat fare tap: %d card APDUs, %d PSAM APDUs" % (bench["card_apdus"], bench["psam_apdus"])
+    )
     state = ctl.call("card")
     mptest.eq(state["balance"], 4800)
     mptest.eq(res.balance_after, 4800)
