@@ -1,7 +1,7 @@
-# mpy: heapsize=192k timeout=120 server=tools.sim.psam_server
-# The PSAM application layer (firmware/psam_app.py) and a whole purchase (firmware/purchase.py
-# with the PN532 driver on the simulated I2C bus) over the T=0 link and the character-level PSAM
-# with the virtual PSAM (tools/sim/psam.py) behind it.
+# mpy: heapsize=128k timeout=120 server=tools.sim.psam_server
+# The PSAM application layer (firmware/psam_app.py) over the T=0 link and the character-level
+# PSAM with the virtual PSAM (tools/sim/psam.py) behind it. The whole purchase through the PN532
+# is in test_psam_link_purchase.py.
 import log
 import mptest
 from psam_link import PsamLink
@@ -92,43 +92,3 @@ def test_psam_app_with_the_virtual_psams_own_atr():
     app = PsamApp(lk)
     app.boot()
     mptest.eq(app.init_purchase(*init_args())[0], 1)
-
-
-def test_whole_purchase_through_pn532_and_character_psam():
-    PsamApp = app_or_skip()
-    try:
-        import pending
-        import pn532
-        import purchase
-        import timeutil
-        from pn532_i2c import PN532I2C
-        from sim_i2c import SimI2C
-    except ImportError as e:
-        mptest.skip("purchase or PN532 driver not available: %s" % e)
-    try:
-        ctl.call("pn532_reset", chip_name="i2c")
-    except OSError as e:
-        mptest.skip("the hub has no PN532 world: %s" % e)
-    reader = pn532.PN532(PN532I2C(SimI2C("nfc_i2c")))
-    reader.init()
-    lk = link()
-    lk.reset()
-    journal = []
-    p = purchase.Purchaser(PsamApp(lk), pending.RamPendingStore(), {"journal": journal.append})
-    mptest.true(p.boot(), "PSAM boot over T=0")
-    ctl.call("pn532_place", chip_name="i2c", label="t", profile="tunion_plain")
-    mptest.true(reader.poll() is not None, "card found")
-    lk.reset_stats()
-    now = timeutil.to_seconds(2026, 11, 29, 4, 30, 0)
-    fare = {"debit": 200, "must_cover": 200, "txn_type": 0x06, "route": 0x0123, "stop": 7}
-    res = p.tap(reader, fare, now)
-    mptest.eq(res.reason, purchase.OK, res.detail)
-    card = ctl.call("pn532_card", label="t")
-    mptest.eq((card["balance"], card["violations"]), (4800, []))
-    mptest.eq(journal[0]["tac"].hex().upper(), card["debits"][0]["tac"])
-    mptest.hex_eq(journal[0]["psam_tid"], bytes.fromhex("000000000001"))
-    mptest.eq((lk.chars_tx, lk.chars_rx), (55, 17))  # 8070 + 8072, MAC2 verified
-    mptest.log(
-        "purchase via PN532 + T=0 PSAM: %d chars to PSAM, %d back, %d us PSAM line time at %d"
-        % (lk.chars_tx, lk.chars_rx, lk.line_us, lk.baud)
-    )
