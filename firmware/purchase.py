@@ -525,8 +525,13 @@ class Purchaser:
         flags = 0
         if self.cfg["lock_enabled"]:
             try:
+                sm4 = _get(req, "sm4")
+                if sm4 is None:
+                    # The card names its algorithm in an INITIALIZE answer; amount 0 changes
+                    # nothing on the card (only DEBIT does), and only blacklisted cards pay it.
+                    alg = card.init_capp(self.psam.key_index, 0, self.psam.terminal_id)["alg_id"]
+                    sm4 = alg == 0x04
                 challenge = card.challenge()
-                sm4 = bool(_get(req, "sm4", info.get("aid", b"")[:8] == tunion.AID_EP_SM4))
                 p1 = 0x01 if sm4 else 0x00
                 p2 = 0x01 if self.cfg["lock_permanent"] else 0x00
                 header = bytes((0x84, 0x1E, p1, p2, 0x04))

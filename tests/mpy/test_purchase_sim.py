@@ -183,12 +183,16 @@ def test_blacklisted_card_is_locked_and_recorded():
     mptest.eq(tap(label="tunion_plain").reason, purchase.LOCKED)
     res = tap("tunion_sm4", fare={"lock": True})
     mptest.eq(res.record["flags"], purchase.FLAG_APP_LOCKED, res.detail)
+    res = tap("social_security", fare={"lock": True})  # SM4 keys behind the ...0105 name
+    mptest.eq(res.record["flags"], purchase.FLAG_APP_LOCKED, res.detail)
+    mptest.eq(ctl.call("card")["lock"], "temporary")
+    mptest.eq(ctl.call("card")["debits"], [])
     bench["p"].cfg["lock_enabled"] = False
     res = tap("phone_tunion", fare={"lock": True})
     mptest.eq(res.reason, purchase.BLACKLISTED)
     mptest.eq(res.record["flags"], 0)
     mptest.eq(ctl.call("card")["lock"], None)
-    mptest.eq(len(journal), 3)
+    mptest.eq(len(journal), 4)
 
 
 def test_psam_failures():
