@@ -1,7 +1,14 @@
-# Active parameters on littlefs: installs verified bundles and switches to them atomically
-# (docs/parameters.md). The single commit point is renaming a fresh `state.tmp` over `state`;
-# littlefs makes that rename atomic, so after a power cut the validator wakes with the old or
+# Active parameters: installs verified bundles and switches to them atomically
+# (docs/parameters.md). The single commit point is renaming a fresh `state.tmp` over `state` on
+# littlefs, which littlefs makes atomic: after a power cut the validator wakes with the old or
 # the new parameters, never a mix. Files no state names are leftovers and are removed at load.
+#
+# Where the full blacklist lives:
+# - slot mode (a board): two raw flash partitions (A/B). A received bundle's blacklist section
+#   is streamed straight into the inactive slot and everything else into a small littlefs file;
+#   the MAC is checked over both before the state names them. A lookup then reads exactly two
+#   flash blocks (littlefs would add its metadata and skip-list reads, 6 or more).
+# - file mode (no slots given: bench, tests): the whole bundle file stays on littlefs.
 import json
 import os
 
@@ -22,6 +29,7 @@ import log
 PARAM_ACTIVATION = "PARAM_ACTIVATION"
 _STATE = "state"
 _TMP = "state.tmp"
+INCOMING = "incoming.tmp"
 _SETTINGS = {
     # name: (min, max, default)
     "dup_tap_s": (0, 86400, 60),
@@ -32,20 +40,13 @@ _SETTINGS = {
     "tz_s": (-50400, 50400, 28800),
 }
 _BUF = const(1024)
+_BLOCK = const(4096)
 
 _log = log.get("params")
 
 
 class ParamsError(ValueError):
     pass
-
-
-def _exists(path):
-    try:
-        os.stat(path)
-        return True
-    except OSError:
-        return False
 
 
 def _settings(cfg):
@@ -68,6 +69,8 @@ def _settings(cfg):
 
 def check_config(cfg, terminal=b"\x00" * 8):
     """(settings, FareEngine, Whitelist) from a config dict, or ParamsError with the reason."""
+    if not isinstance(cfg, dict):
+        raise ParamsError("config is not an object")
     try:
         settings = _settings(cfg)
         engine = fare.from_config(cfg, terminal)
@@ -79,18 +82,165 @@ def check_config(cfg, terminal=b"\x00" * 8):
     return settings, engine, wl
 
 
+class _Logical:
+    """The received bundle as one byte stream over its two homes: the littlefs file holds every
+    byte except the blacklist section (the hole), which sits in a raw slot from block 0."""
+
+    def __init__(self, f, slot=None, hole_off=0, hole_len=0):
+        self.f = f
+        self.slot = slot
+        self.off = hole_off
+        self.len = hole_len if slot is not None else 0
+        self.pos = 0
+
+    def seek(self, pos):
+        self.pos = pos
+
+    def readinto(self, buf):
+        mv = memoryview(buf)
+        done = 0
+        while done < len(mv):
+            pos = self.pos
+            if self.len and self.off <= pos < self.off + self.len:
+                rel = pos - self.off
+                blk = rel // _BLOCK
+                within = rel % _BLOCK
+                n = min(len(mv) - done, _BLOCK - within, self.off + self.len - pos)
+                self.slot.readblocks(blk, mv[done : done + n], within)
+            else:
+                fpos = pos if pos < self.off or not self.len else pos - self.len
+                n = len(mv) - done
+                if self.len and pos < self.off:
+                    n = min(n, self.off - pos)
+                self.f.seek(fpos)
+                n = self.f.readinto(mv[done : done + n])
+                if not n:
+                    break
+            done += n
+            self.pos += n
+        return done
+
+    def read(self, n):
+        buf = bytearray(n)
+        got = self.readinto(buf)
+        return bytes(buf[:got])
+
+
+class Receiver:
+    """Takes a bundle as it arrives (any chunking): params.receiver(total), write(), finish(now).
+
+    In slot mode the blacklist section goes to the inactive raw slot as it streams; the section
+    table it routes by is not trusted yet, but the bytes are checked in their original order,
+    so a lie only fails the MAC.
+    """
+
+    def __init__(self, params, total):
+        self.p = params
+        self.total = total
+        self.pos = 0
+        self.head = bytearray(bundle.HEADER)
+        self.failed = None
+        self.hole = None  # (offset, length) of the blacklist section
+        self.slot = None
+        self.blk = None
+        self.fill = 0
+        self.nblk = 0
+        self.f = open(params._p(INCOMING), "wb")
+
+    def _plan(self):
+        # Route by the (still unverified) section table: find the blacklist section.
+        p = self.p
+        said = (self.head[20] << 24) | (self.head[21] << 16) | (self.head[22] << 8) | self.head[23]
+        if said != self.total:
+            self.failed = "truncated or padded: header says %d bytes, %d announced" % (
+                said,
+                self.total,
+            )
+            return
+        if not p.slots:
+            return
+        try:
+            hdr = bundle._parse_header(self.head, self.total)
+        except bundle.BundleError as e:
+            self.failed = str(e)
+            return
+        sec = hdr.section(bundle.BLACKLIST)
+        if sec is None:
+            return
+        slot = p._free_slot()
+        size = p.slots[slot].ioctl(4, 0) * _BLOCK
+        if sec[1] > size:
+            self.failed = "blacklist of %d bytes exceeds the %d-byte slot" % (sec[1], size)
+            return
+        self.hole = (sec[0], sec[1])
+        self.slot = slot
+        self.blk = bytearray(_BLOCK)
+
+    def write(self, data):
+        mv = memoryview(data)
+        if self.pos + len(mv) > self.total:
+            self.failed = "longer than the announced %d bytes" % self.total
+        while len(mv) and not self.failed:
+            pos = self.pos
+            if pos < bundle.HEADER:
+                n = min(len(mv), bundle.HEADER - pos)
+                self.head[pos : pos + n] = mv[:n]
+                self.f.write(mv[:n])
+                if pos + n == bundle.HEADER:
+                    self._plan()
+            elif self.hole and self.hole[0] <= pos < self.hole[0] + self.hole[1]:
+                n = min(len(mv), _BLOCK - self.fill, self.hole[0] + self.hole[1] - pos)
+                self.blk[self.fill : self.fill + n] = mv[:n]
+                self.fill += n
+                if self.fill == _BLOCK:
+                    self.p.slots[self.slot].writeblocks(self.nblk, self.blk)
+                    self.nblk += 1
+                    self.fill = 0
+            else:
+                n = len(mv)
+                if self.hole and pos < self.hole[0]:
+                    n = min(n, self.hole[0] - pos)
+                self.f.write(mv[:n])
+            self.pos += n
+            mv = mv[n:]
+
+    def abort(self):
+        try:
+            self.f.close()
+        except OSError:
+            pass
+        self.p._discard(self.p._p(INCOMING))
+
+    def finish(self, now):
+        """(True, "activated" | "pending") or (False, reason), as Params.install()."""
+        try:
+            self.f.close()
+        except OSError as e:
+            self.failed = self.failed or "storage error: %s" % e
+        if not self.failed and self.pos != self.total:
+            self.failed = "truncated: %d of %d bytes" % (self.pos, self.total)
+        if self.failed:
+            _log.warning("bundle refused: %s", self.failed)
+            self.p._discard(self.p._p(INCOMING))
+            return False, self.failed
+        return self.p._install_guarded(self.p._p(INCOMING), self.total, self.hole, self.slot, now)
+
+
 class Params:
     """The validator's parameters. Properties: version, settings, fares, whitelist, blacklist.
 
     root: directory on littlefs; key: the device secret (HMAC-SHA256 key);
-    on_event(name, info): gets PARAM_ACTIVATION with a dict so the app journals it.
+    on_event(name, info): gets PARAM_ACTIVATION with a dict so the app journals it;
+    terminal: 8-byte terminal number as the 0x1E records carry it (00 00 + PSAM terminal id);
+    slots: None (file mode) or two block devices for the blacklist (esp32.Partition A and B).
     """
 
-    def __init__(self, root, key, on_event=None, terminal=b"\x00" * 8):
+    def __init__(self, root, key, on_event=None, terminal=b"\x00" * 8, slots=None):
         self.root = root.rstrip("/")
         self.key = key
         self.on_event = on_event
         self.terminal = terminal
+        self.slots = slots
         self.buf = bytearray(_BUF)
         self.blbuf = bytearray(cardlists.BLOCK)
         self.state = None
@@ -131,20 +281,25 @@ class Params:
         with open(self._p(_TMP), "wb") as f:
             f.write(body + b"\n" + str(crc.crc32(body)).encode())
         os.rename(self._p(_TMP), self._p(_STATE))  # the commit point
+        self.state = st
 
     def _referenced(self, st):
         names = set()
         for slot in ("active", "pending"):
             e = st.get(slot) if st else None
             if e:
-                for k in ("cfg", "bl", "ov", "delta_file"):
+                for k in ("cfg", "ov", "delta_file"):
                     if e.get(k):
                         names.add(e[k])
+                if e.get("bl") and e["bl"].get("file"):
+                    names.add(e["bl"]["file"])
         return names
 
-    def _collect(self):
+    def _collect(self, at_boot=False):
         keep = self._referenced(self.state)
         keep.add(_STATE)
+        if not at_boot:
+            keep.add(INCOMING)  # a download may be under way
         for name in os.listdir(self.root):
             if name not in keep:
                 try:
@@ -152,6 +307,23 @@ class Params:
                     _log.debug("removed leftover %s", name)
                 except OSError as e:
                     _log.warning("could not remove %s: %s", name, e)
+
+    def _slot_of(self, e):
+        if e and e.get("bl") and e["bl"].get("slot") is not None:
+            return e["bl"]["slot"]
+        return None
+
+    def _free_slot(self):
+        """The slot the active set does not use; a pending bundle holding it is dropped."""
+        st = self.state or {}
+        used = self._slot_of(st.get("active"))
+        free = 1 if used == 0 else 0
+        if self._slot_of(st.get("pending")) == free:
+            _log.info("pending bundle %d superseded by a new download", st["pending"]["version"])
+            st = dict(st)
+            st["pending"] = None
+            self._write_state(st)
+        return free
 
     # -- opening the active set ------------------------------------------------------------
 
@@ -163,33 +335,41 @@ class Params:
                 pass
         self._files = []
 
+    def _source(self, name, hole, slot):
+        f = open(self._p(name), "rb")
+        if hole is not None:
+            return f, _Logical(f, self.slots[slot], hole[0], hole[1])
+        return f, _Logical(f)
+
     def _open(self, entry):
         """Open the files an entry names; ParamsError if any is missing or damaged."""
         files = []
         try:
-            f = open(self._p(entry["cfg"]), "rb")
+            f, src = self._source(entry["cfg"], entry["cfg_hole"], entry.get("cfg_slot"))
             files.append(f)
-            size = os.stat(self._p(entry["cfg"]))[6]
-            hdr = bundle._parse_header(self._head(f), size)
-            raw = self._section(f, hdr, bundle.CONFIG)
-            if crc.crc32(raw) != entry["cfg_crc"]:
+            hdr = bundle._parse_header(self._head(src), entry["cfg_size"])
+            raw = self._section(src, hdr, bundle.CONFIG)
+            if raw is None or crc.crc32(raw) != entry["cfg_crc"]:
                 raise ParamsError("config of %s changed on flash" % entry["cfg"])
-            cfg = json.loads(raw)
-            settings, engine, wl = check_config(cfg, self.terminal)
-            bf = open(self._p(entry["bl"]), "rb")
-            files.append(bf)
-            bsize = os.stat(self._p(entry["bl"]))[6]
-            bhdr = bundle._parse_header(self._head(bf), bsize)
-            sec = bhdr.section(bundle.BLACKLIST)
-            if sec is None:
-                raise ParamsError("%s has no blacklist" % entry["bl"])
+            settings, engine, wl = check_config(json.loads(raw), self.terminal)
+            bl = entry["bl"]
+            if bl.get("slot") is not None:
+                if not self.slots:
+                    raise ParamsError("blacklist is in a slot but no slots are configured")
+                dev = self.slots[bl["slot"]]
+            else:
+                bf = open(self._p(bl["file"]), "rb")
+                files.append(bf)
+                dev = cardlists.FileBlocks(bf, bl["off"], bl["len"])
             overlay = None
             if entry.get("ov"):
                 of = open(self._p(entry["ov"]), "rb")
                 files.append(of)
                 overlay = cardlists.Overlay(of, os.stat(self._p(entry["ov"]))[6])
-            bl = cardlists.Blacklist(cardlists.FileBlocks(bf, sec[0], sec[1]), overlay, self.blbuf)
-        except (OSError, ValueError, KeyError) as e:
+            blist = cardlists.Blacklist(dev, overlay, self.blbuf)
+            if blist.blocks * _BLOCK != bl["len"]:
+                raise ParamsError("blacklist header does not match its %d bytes" % bl["len"])
+        except (OSError, ValueError, KeyError, TypeError) as e:
             for f in files:
                 f.close()
             raise ParamsError("cannot open parameters: %s" % e)
@@ -199,21 +379,21 @@ class Params:
         self.settings = settings
         self.fares = engine
         self.whitelist = wl
-        self.blacklist = bl
+        self.blacklist = blist
 
-    def _head(self, f):
+    def _head(self, src):
         head = bytearray(bundle.HEADER)
-        f.seek(0)
-        if f.readinto(head) != bundle.HEADER:
+        src.seek(0)
+        if src.readinto(head) != bundle.HEADER:
             raise ParamsError("short header")
         return head
 
-    def _section(self, f, hdr, kind):
+    def _section(self, src, hdr, kind):
         sec = hdr.section(kind)
         if sec is None:
             return None
-        f.seek(sec[0])
-        raw = f.read(sec[1])
+        src.seek(sec[0])
+        raw = src.read(sec[1])
         if len(raw) != sec[1]:
             raise ParamsError("short section")
         return raw
@@ -221,7 +401,7 @@ class Params:
     def load(self, now=None):
         """Open the committed parameters (after boot). True when a parameter set is active."""
         self.state = self._read_state()
-        self._collect()
+        self._collect(at_boot=True)
         if not self.state or not self.state.get("active"):
             _log.warning("no parameters installed")
             return False
@@ -250,22 +430,68 @@ class Params:
             except Exception as ex:  # the journal's problem must not undo an activation
                 _log.error("activation event handler failed: %r", ex)
                 return
-        self.state["announced"] = e["version"]
+        st = dict(self.state)
+        st["announced"] = e["version"]
         try:
-            self._write_state(self.state)
+            self._write_state(st)
         except OSError as ex:
             _log.warning("could not record the announcement: %s", ex)
 
     # -- installing ----------------------------------------------------------------------
 
-    def install(self, path, now):
-        """Verify the bundle at `path` (same file system) and activate it or keep it pending.
+    def receiver(self, total):
+        """A Receiver for a bundle of `total` bytes arriving in chunks (the uplink's download)."""
+        return Receiver(self, total)
 
-        Returns (True, "activated" | "pending") or (False, reason). A refused bundle changes
-        nothing durable except that its file is deleted.
-        """
+    def install(self, path, now):
+        """Verify the bundle file at `path` (same file system) and activate it or keep it
+        pending. Returns (True, "activated" | "pending") or (False, reason). A refused bundle
+        changes nothing durable; its file is deleted."""
+        if self.slots:
+            # stream it through a receiver so the blacklist lands in a slot
+            try:
+                if path == self._p(INCOMING):
+                    os.rename(path, self._p("download.tmp"))
+                    path = self._p("download.tmp")
+                size = os.stat(path)[6]
+                rx = Receiver(self, size)
+                with open(path, "rb") as f:
+                    while True:
+                        n = f.readinto(self.buf)
+                        if not n:
+                            break
+                        rx.write(memoryview(self.buf)[:n])
+            except OSError as e:
+                _log.error("bundle install failed: %s", e)
+                self._discard(path)
+                return False, "storage error: %s" % e
+            self._discard(path)
+            return rx.finish(now)
         try:
-            result = self._install(path, now)
+            size = os.stat(path)[6]
+        except OSError:
+            return False, "no such file"
+        return self._install_guarded(path, size, None, None, now)
+
+    def install_bytes(self, data, now):
+        """Install a bundle held in memory (tests, bench)."""
+        rx = Receiver(self, len(data))
+        try:
+            rx.write(data)
+        except OSError as e:
+            rx.abort()
+            return False, "storage error: %s" % e
+        return rx.finish(now)
+
+    def _discard(self, path):
+        try:
+            os.remove(path)
+        except OSError:
+            pass
+
+    def _install_guarded(self, path, size, hole, slot, now):
+        try:
+            return True, self._install(path, size, hole, slot, now)
         except (ParamsError, bundle.BundleError, cardlists.ListError) as e:
             _log.warning("bundle refused: %s", e)
             self._discard(path)
@@ -274,56 +500,66 @@ class Params:
             _log.error("bundle install failed: %s", e)
             self._discard(path)
             return False, "storage error: %s" % e
-        return True, result
 
-    def _discard(self, path):
+    def _install(self, path, size, hole, slot, now):
+        f = open(path, "rb")
         try:
-            os.remove(path)
-        except OSError:
-            pass
-
-    def _install(self, path, now):
-        size = os.stat(path)[6]
-        with open(path, "rb") as f:
-            hdr = bundle.verify_file(f, self.key, size, self.buf)
+            src = _Logical(f, self.slots[slot], hole[0], hole[1]) if hole else _Logical(f)
+            hdr = bundle.verify_file(src, self.key, size, self.buf)
             st = self.state or {}
             active = st.get("active")
             pending = st.get("pending")
             newest = max(active["version"] if active else 0, pending["version"] if pending else 0)
             if hdr.version <= newest:
                 raise ParamsError("version %d is not newer than %d" % (hdr.version, newest))
-            cfg_raw = self._section(f, hdr, bundle.CONFIG)
+            cfg_raw = self._section(src, hdr, bundle.CONFIG)
             if cfg_raw is not None:
                 try:
                     cfg = json.loads(cfg_raw)
                 except ValueError as e:
                     raise ParamsError("config is not JSON: %s" % e)
-                if not isinstance(cfg, dict):
-                    raise ParamsError("config is not an object")
                 check_config(cfg, self.terminal)
             elif not active:
                 raise ParamsError("first bundle must carry a config")
             sec = hdr.section(bundle.BLACKLIST)
             if sec is not None:
-                bl = cardlists.Blacklist(cardlists.FileBlocks(f, sec[0], sec[1]), None, self.blbuf)
-                if bl.blocks * cardlists.BLOCK != sec[1]:
+                if hole is not None and (sec[0], sec[1]) != hole:
+                    raise ParamsError("blacklist section moved")  # cannot pass the MAC
+                if hole is None and self.slots:
+                    raise ParamsError("blacklist not placed in a slot")
+                dev = self.slots[slot] if hole else cardlists.FileBlocks(src, sec[0], sec[1])
+                bl = cardlists.Blacklist(dev, None, self.blbuf)
+                if bl.blocks * _BLOCK != sec[1]:
                     raise ParamsError("blacklist section size does not match its header")
             elif not active:
                 raise ParamsError("first bundle must carry a full blacklist")
-            delta = bundle.read_delta(f, hdr)
+            delta = bundle.read_delta(src, hdr)
+        finally:
+            f.close()
         name = "b%d.bnd" % hdr.version
         entry = {
             "version": hdr.version,
             "activation": hdr.activation,
-            "cfg": name if cfg_raw is not None else None,
-            "cfg_crc": crc.crc32(cfg_raw) if cfg_raw is not None else None,
-            "bl": name if sec is not None else None,
-            "bl_version": hdr.version if sec is not None else None,
+            "cfg": None,
+            "bl": None,
+            "bl_version": None,
             "ov": None,
-            "delta": list(delta[0:1]) if delta else None,
         }
+        if cfg_raw is not None:
+            entry["cfg"] = name
+            entry["cfg_crc"] = crc.crc32(cfg_raw)
+            entry["cfg_size"] = size
+            entry["cfg_hole"] = list(hole) if hole else None
+            entry["cfg_slot"] = slot if hole else None
+        if sec is not None:
+            entry["bl_version"] = hdr.version
+            if hole:
+                entry["bl"] = {"slot": slot, "len": sec[1]}
+            else:
+                entry["bl"] = {"file": name, "off": sec[0], "len": sec[1]}
         if delta is not None:
-            self._delta_base_ok(entry, delta[0], active, pending)
+            self._delta_base_ok(delta[0], active, pending)
+            entry["delta"] = delta[0]
             entry["delta_file"] = name
         os.rename(path, self._p(name))
         st = dict(self.state or {})
@@ -331,14 +567,11 @@ class Params:
             return self._activate(st, entry, now)
         st["pending"] = entry
         self._write_state(st)
-        self.state = st
         self._collect()
         _log.info("bundle %d pending until %d", hdr.version, hdr.activation)
         return "pending"
 
-    def _delta_base_ok(self, entry, base, active, pending):
-        if entry["bl"] is not None:
-            raise ParamsError("bundle carries both a blacklist and a delta")
+    def _delta_base_ok(self, base, active, pending):
         current = None
         if pending and pending.get("bl_version"):
             current = pending["bl_version"]
@@ -351,17 +584,22 @@ class Params:
         """Complete `entry` from the active set, write derived files, commit, announce."""
         active = st.get("active") or {}
         new = dict(entry)
-        for k in ("cfg", "cfg_crc", "bl", "bl_version", "ov"):
-            if new.get(k) is None:
+        if new["cfg"] is None:
+            for k in ("cfg", "cfg_crc", "cfg_size", "cfg_hole", "cfg_slot"):
                 new[k] = active.get(k)
+        if new["bl"] is None:
+            new["bl"] = active.get("bl")
+            new["bl_version"] = active.get("bl_version")
+            new["ov"] = active.get("ov")
         if entry.get("delta") is not None:
-            base = entry["delta"][0]
+            base = entry["delta"]
             if active.get("bl_version") != base:
                 raise ParamsError("delta base %d no longer matches" % base)
-            with open(self._p(entry["delta_file"]), "rb") as f:
-                size = os.stat(self._p(entry["delta_file"]))[6]
-                hdr = bundle._parse_header(self._head(f), size)
-                _, adds, removes = bundle.read_delta(f, hdr)
+            path = self._p(entry["delta_file"])
+            with open(path, "rb") as f:
+                src = _Logical(f)
+                hdr = bundle._parse_header(self._head(src), os.stat(path)[6])
+                _, adds, removes = bundle.read_delta(src, hdr)
             old = b""
             if active.get("ov"):
                 with open(self._p(active["ov"]), "rb") as f:
@@ -372,16 +610,12 @@ class Params:
                 f.write(merged)
             new["ov"] = ov
             new["bl_version"] = entry["version"]
-        elif entry.get("bl") is not None:
-            new["ov"] = None  # a full list replaces every delta
-        # A delta-only bundle's own file is not needed once its overlay exists.
         new.pop("delta", None)
-        new.pop("delta_file", None)
+        new.pop("delta_file", None)  # its overlay now holds what the delta said
         st["active"] = new
         if st.get("pending") and st["pending"]["version"] == entry["version"]:
             st["pending"] = None
         self._write_state(st)
-        self.state = st
         _log.info("parameters %d active (blacklist %d)", new["version"], new["bl_version"])
         self._collect()
         try:
@@ -403,17 +637,9 @@ class Params:
             st = dict(st)
             st["pending"] = None
             self._write_state(st)
-            self.state = st
             self._collect()
             return False
         return True
-
-    def install_bytes(self, data, now, name="incoming.tmp"):
-        """Write `data` into the parameter directory, then install() it (tests, bench)."""
-        path = self._p(name)
-        with open(path, "wb") as f:
-            f.write(data)
-        return self.install(path, now)
 
     def close(self):
         self._close()

@@ -64,6 +64,18 @@ _dev = []
 _FF = b"\xff" * 4096
 
 
+class FsDev(ramdisk.RAMBlockDev):
+    """The littlefs device, remembering which blocks were read (littlefs binds readblocks at
+    mount, so the counting has to be built in)."""
+
+    touched = None
+
+    def readblocks(self, num, buf, offset=0):
+        if self.touched is not None:
+            self.touched.add(num)
+        super().readblocks(num, buf, offset)
+
+
 def fresh():
     """A newly formatted file system on one reused RAM device (big allocations fragment)."""
     try:
@@ -71,7 +83,7 @@ def fresh():
     except OSError:
         pass
     if not _dev:
-        _dev.append(ramdisk.RAMBlockDev(4096, 64))
+        _dev.append(FsDev(4096, 64))
     dev = _dev[0]
     dev.restore_power()
     mv = memoryview(dev.data)
@@ -315,3 +327,241 @@ def test_damaged_state_file_means_no_parameters_not_a_crash():
     mptest.false(q.load(now=0))
     mptest.true(log.find("state file damaged", log.ERROR))
     q.close()
+
+
+# ---- slot mode: the full blacklist in raw A/B partitions ------------------------------------
+
+
+class SlotDev(ramdisk.RAMBlockDev):
+    """A raw flash partition powered with the file system's device: one cut stops both."""
+
+    def __init__(self, blocks):
+        super().__init__(4096, blocks)
+        self.power = None
+        self.touched = set()
+
+    def _op(self):
+        self.tear = self.power.tear
+        return self.power._op()
+
+    def readblocks(self, num, buf, offset=0):
+        self.touched.add(num)
+        super().readblocks(num, buf, offset)
+
+
+_slots = []
+
+
+def fresh_slots(blocks=8):
+    dev = fresh()
+    if not _slots:
+        _slots.extend([SlotDev(8), SlotDev(8)])
+    for s in _slots:
+        s.power = dev
+        s.num_blocks = blocks
+        mv = memoryview(s.data)
+        for b in range(8):
+            mv[b * 4096 : (b + 1) * 4096] = _FF
+    return dev, _slots
+
+
+class CountingDev:
+    """Collects the littlefs device's distinct blocks read inside a with-block."""
+
+    def __init__(self, dev):
+        self.dev = dev
+        self.touched = set()
+
+    def __enter__(self):
+        self.dev.touched = self.touched
+        return self
+
+    def __exit__(self, *a):
+        self.dev.touched = None
+
+
+def test_slot_mode_lookups_read_two_flash_blocks():
+    dev, slots = fresh_slots()
+    cards = [LOST, STOLEN] + ["%019d" % (i * 7919) for i in range(300)]
+    p = params.Params(MP + "/params", KEY, None, slots=slots)
+    mptest.eq(
+        p.install_bytes(bundle.build(KEY, 3, 0, cfg(), cl.blacklist_bytes(cards)), 0)[0], True
+    )
+    mptest.eq(sorted(os.listdir(MP + "/params")), ["b3.bnd", "state"])
+    # header, config and alignment padding up to the list's first block, then the MAC
+    mptest.eq(os.stat(MP + "/params/b3.bnd")[6], 4096 + 32, "the list is not on littlefs")
+    worst = 0
+    for c in cards[:50] + [NEW, "0000000000000000001"]:
+        for s in slots:
+            s.touched = set()
+        with CountingDev(dev) as fs:
+            p.blacklist.contains(c)
+        n = len(fs.touched) + len(slots[0].touched) + len(slots[1].touched)
+        worst = max(worst, n)
+    mptest.eq(worst, 2, "flash blocks per lookup without a delta")
+    # with a delta overlay on littlefs: one more block at most
+    p.install_bytes(delta(4, 3, adds=[NEW], removes=[LOST]), 0)
+    worst = 0
+    for c in cards[:50] + [NEW]:
+        for s in slots:
+            s.touched = set()
+        with CountingDev(dev) as fs:
+            mptest.eq(p.blacklist.contains(c), c != LOST)
+        worst = max(worst, len(fs.touched) + len(slots[0].touched) + len(slots[1].touched))
+    mptest.true(worst <= 3, "%d blocks with an overlay" % worst)
+    mptest.log("slot mode: at most 2 flash blocks per lookup, %d with a delta overlay" % worst)
+    p.close()
+
+
+def test_file_mode_lookups_cost_more_on_littlefs():
+    # Why slots exist: a list read through littlefs also touches its metadata and skip-list.
+    cards = [None] * 1500
+    for i in range(1500):
+        cards[i] = "%019d" % (i * 7919)
+    data = bundle.build(KEY, 3, 0, cfg(), cl.blacklist_bytes(cards))
+    dev = fresh()
+    p = params.Params(MP + "/params", KEY)
+    mptest.eq(p.install_bytes(data, 0)[0], True)
+    worst = 0
+    for c in cards[::30]:
+        with CountingDev(dev) as fs:
+            p.blacklist.contains(c)
+        worst = max(worst, len(fs.touched))
+    mptest.true(worst > 2)
+    mptest.log("file mode (littlefs, 4-block list): up to %d flash blocks per lookup" % worst)
+    p.close()
+
+
+def test_slots_alternate_and_survive_reboots():
+    dev, slots = fresh_slots()
+    p = params.Params(MP + "/params", KEY, None, slots=slots)
+    want = {}
+    for v, fare, cards in ((3, 200, (LOST,)), (4, 250, (STOLEN,)), (5, 300, (NEW,)), (6, 350, ())):
+        mptest.eq(p.install_bytes(full(v, fare=fare, cards=cards), 0), (True, "activated"))
+        want[v] = cards
+        mptest.eq(p.state["active"]["bl"]["slot"], (v - 3) % 2, "slots alternate")
+        p.close()
+        ramdisk.remount(dev, MP)
+        p = params.Params(MP + "/params", KEY, None, slots=slots)
+        mptest.true(p.load(0))
+        mptest.eq((p.version, fare_of(p)), (v, fare))
+        for c in (LOST, STOLEN, NEW):
+            mptest.eq(p.blacklist.contains(c), c in cards, "v%d card %s" % (v, c))
+    # a delta-only bundle keeps the slot and the config of the active set
+    mptest.eq(p.install_bytes(delta(7, 6, adds=[LOST]), 0)[0], True)
+    mptest.eq(
+        (p.state["active"]["bl"]["slot"], fare_of(p), p.blacklist.contains(LOST)), (1, 350, True)
+    )
+    p.close()
+
+
+def test_slot_mode_pending_superseded_and_oversize_refused():
+    dev, slots = fresh_slots()
+    ev = Events()
+    p = params.Params(MP + "/params", KEY, ev, slots=slots)
+    p.install_bytes(full(3), 0)
+    mptest.eq(
+        p.install_bytes(full(4, fare=300, activation=9999, cards=(NEW,)), 0), (True, "pending")
+    )
+    # a newer full list needs the free slot the pending one holds: the pending one goes
+    mptest.eq(p.install_bytes(full(5, fare=400, cards=(STOLEN,)), 0), (True, "activated"))
+    mptest.eq(p.state.get("pending"), None)
+    mptest.false(p.tick(10000))
+    mptest.eq((p.version, fare_of(p), p.blacklist.contains(STOLEN)), (5, 400, True))
+    # a list larger than a slot is refused before anything is written
+    for s in slots:
+        s.num_blocks = 2
+    big = bundle.build(KEY, 6, 0, cfg(), cl.blacklist_bytes(["%019d" % i for i in range(2000)]))
+    ok, reason = p.install_bytes(big, 0)
+    mptest.true(not ok and "exceeds" in reason, reason)
+    mptest.eq(p.version, 5)
+    mptest.eq([e[1] for e in ev.seen], [3, 5])
+    p.close()
+
+
+def test_slot_mode_install_from_a_downloaded_file_and_bad_bundles():
+    dev, slots = fresh_slots()
+    p = params.Params(MP + "/params", KEY, None, slots=slots)
+    with open(MP + "/params/incoming.tmp", "wb") as f:
+        f.write(full(3))
+    mptest.eq(p.install(MP + "/params/incoming.tmp", 0), (True, "activated"))
+    data = full(4, fare=999, cards=(NEW,))
+    for bad, fragment in (
+        (data[:-1], "truncated"),
+        (data[:5000], "truncated"),
+        (full(4, key=b"x"), "MAC"),
+        (data[:6000] + bytes([data[6000] ^ 4]) + data[6001:], "MAC"),  # a bit in the list
+        (data + b"\x00", "padded"),
+    ):
+        ok, reason = p.install_bytes(bad, 0)
+        mptest.true(not ok and fragment in reason, "%s: %s" % (fragment, reason))
+        mptest.eq((p.version, fare_of(p), p.blacklist.contains(LOST)), (3, 200, True))
+    p.close()
+    ramdisk.remount(dev, MP)
+    p = params.Params(MP + "/params", KEY, None, slots=slots)
+    mptest.true(p.load(0))
+    mptest.eq((p.version, p.blacklist.contains(LOST), p.blacklist.contains(NEW)), (3, True, False))
+    p.close()
+
+
+def _slot_sweep(prepare, new_bundle, check_old, check_new, tear):
+    outcomes = {"old": 0, "new": 0}
+    n = 0
+    while True:
+        dev, slots = fresh_slots()
+        ev = Events()
+        p = params.Params(MP + "/params", KEY, ev, slots=slots)
+        prepare(p)
+        dev.arm(n, tear=tear)
+        try:
+            p.install_bytes(new_bundle, now=0)
+        except OSError:
+            pass
+        finished = not dev.dead
+        p.close()
+        p = None
+        gc.collect()
+        ramdisk.remount(dev, MP)
+        ev2 = Events()
+        q = params.Params(MP + "/params", KEY, ev2, slots=slots)
+        mptest.true(q.load(now=0), "cut at op %d: no parameters after wake" % n)
+        if check_new(q):
+            outcomes["new"] += 1
+            mptest.true(len(ev.seen) + len(ev2.seen) >= 2, "activation journaled (op %d)" % n)
+        else:
+            mptest.true(check_old(q), "cut at op %d: neither old nor new" % n)
+            outcomes["old"] += 1
+        q.close()
+        if finished:
+            break
+        n += 1
+    mptest.true(outcomes["old"] > 0 and outcomes["new"] > 0, repr(outcomes))
+    return n, outcomes
+
+
+def test_slot_mode_power_cut_at_every_step():
+    def prepare(p):
+        p.install_bytes(full(3, fare=200, cards=(LOST,)), now=0)
+        p.install_bytes(full(4, fare=250, cards=(STOLEN,)), now=0)  # slot 1 active, 0 free
+
+    def old(q):
+        b = q.blacklist
+        return (q.version, fare_of(q), b.contains(STOLEN), b.contains(NEW)) == (
+            4,
+            250,
+            True,
+            False,
+        )
+
+    def new(q):
+        b = q.blacklist
+        return (q.version, fare_of(q), b.contains(STOLEN), b.contains(NEW)) == (
+            5,
+            350,
+            False,
+            True,
+        )
+
+    for tear in (False, True):
+        n, outcomes = _slot_sweep(prepare, full(5, fare=350, cards=(NEW,)), old, new, tear)
+    mptest.log("slot mode full replacement: %d cut points, %r" % (n, outcomes))
