@@ -125,8 +125,7 @@ class ModemSim(UartDevice):
 
     def reply(self, *lines, final="OK"):
         """Info lines then the final result code, in verbose (ATV1) framing."""
-        if self.faults.get("garbage"):
-            self.faults["garbage"] -= 1
+        if self._use("garbage"):
             self.out(self._garbage())
             return
         out = b""
