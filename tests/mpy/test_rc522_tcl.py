@@ -215,3 +215,9 @@ def test_lost_ats_fails_the_poll_and_the_next_poll_recovers():
     t = rd.poll()
     mptest.true(t is not None and t.iso_dep, "no recovery after a lost ATS")
     mptest.hex_eq(rd.transceive(SELECT)[-2:], b"\x90\x00")
+
+
+def test_card_silent_during_a_chained_command_never_runs_it():
+    active_card(ats="0570804000", mute_after=3)  # FSC 16: 200 bytes need 16 blocks
+    mptest.raises(CardGone, rd.transceive, b"\x00\xd6\x00\x00\xc8" + bytes(200))
+    mptest.eq(card_apdus(), [], "a half-received command must not run")
