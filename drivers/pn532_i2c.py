@@ -9,7 +9,8 @@ from micropython import const
 from pn532 import FRAME_BUF, NACK, frame_size
 
 ADDRESS = const(0x24)
-_BUS_FREE_MS = const(1)  # STOP to START; libnfc uses 5 ms, the datasheet 1.3 ms (docs/nfc.md)
+# STOP to next START. The datasheet says 1.3 ms; libnfc found 1.4 ms too short and uses 5 ms.
+_BUS_FREE_MS = const(5)
 _WRITE_TRIES = const(5)
 
 
@@ -19,7 +20,8 @@ class PN532I2C:
         self.addr = addr
         self.irq = irq
         self.first_read = first_read
-        self.bus_free_ms = bus_free_ms
+        self.bus_free_us = bus_free_ms * 1000
+        self._last = time.ticks_us()
         self._status = bytearray(1)
         self._rd = bytearray(FRAME_BUF + 1)
         self._rdv = memoryview(self._rd)
@@ -28,14 +30,23 @@ class PN532I2C:
         # The PN532 stretches SCL while it wakes up; nothing to send (libnfc pn532_i2c_wakeup).
         pass
 
+    def _free(self):
+        # Every transaction starts a bus-free time after the previous one ended; this also
+        # paces the ready polling.
+        wait = self.bus_free_us - time.ticks_diff(time.ticks_us(), self._last)
+        if wait > 0:
+            time.sleep_us(wait)
+
     def send(self, frame):
-        for i in range(_WRITE_TRIES):
+        for _ in range(_WRITE_TRIES):
+            self._free()
             try:
                 self.i2c.writeto(self.addr, frame)
                 return
             except OSError:
-                # Address NACKed: the chip is busy finishing the previous exchange.
-                time.sleep_ms(self.bus_free_ms + i)
+                pass  # address NACKed: the chip is busy finishing the previous exchange
+            finally:
+                self._last = time.ticks_us()
         raise ChipError("PN532 does not acknowledge its I2C address")
 
     def _ready(self, deadline):
@@ -43,23 +54,29 @@ class PN532I2C:
             if self.irq is not None:
                 if self.irq.value() == 0:
                     return True
+                time.sleep_ms(1)
             else:
+                self._free()
                 try:
                     self.i2c.readfrom_into(self.addr, self._status)
                     if self._status[0] & 1:
                         return True
                 except OSError:
                     pass  # busy chip NACKs its address
+                finally:
+                    self._last = time.ticks_us()
             if time.ticks_diff(deadline, time.ticks_ms()) <= 0:
                 return False
-            time.sleep_ms(self.bus_free_ms)
 
     def _read(self, n):
         """Read status + n bytes; -> True when the status said ready."""
+        self._free()
         try:
             self.i2c.readfrom_into(self.addr, self._rdv[: n + 1])
         except OSError:
             return False
+        finally:
+            self._last = time.ticks_us()
         return bool(self._rd[0] & 1)
 
     def receive(self, buf, timeout_ms):
