@@ -122,6 +122,7 @@ class AtEngine:
         self._chunk = bytearray(_CHUNK)
         self._cmv = memoryview(self._chunk)
         self._line = bytearray(_LINE_MAX)
+        self._lmv = memoryview(self._line)
         self._llen = 0
         self._overlong = False
         self._urcs = []  # (prefix, fn(line))
@@ -270,7 +271,7 @@ class AtEngine:
             return
         if not n:
             return
-        line = bytes(self._line[:n])
+        line = bytes(self._lmv[:n])  # one copy, no intermediate bytearray
         try:
             self._route(line)
         except Exception as e:  # a handler bug or a malformed line must not kill the reader
@@ -368,7 +369,8 @@ class AtEngine:
 
         prefix:   info lines starting with it are the response (others are URCs or ignored);
                   None collects every line that is neither a URC nor a result code.
-        data:     bytes sent after `prompt` (b">", b"DOWNLOAD" or b"CONNECT") is seen.
+        data:     bytes (or a tuple of buffers, sent in turn: no joined copy) written once
+                  `prompt` (b">", b"DOWNLOAD" or b"CONNECT") is seen.
         raw:      a memoryview/bytearray filled by data headers, or by `raw_len` bytes right
                   after a CONNECT prompt (reads); `end`: a line that ends the command after OK.
         Returns (info lines, raw bytes received). Raises AtError or AtTimeout."""
@@ -392,7 +394,8 @@ class AtEngine:
                     await self._wait(p, lambda: p.prompt_seen, deadline, prompt.decode())
                     if p.done and p.error is not None:
                         raise p.error
-                    self._wr.write(data)
+                    for part in data if isinstance(data, tuple) else (data,):
+                        self._wr.write(part)
                     await self._wr.drain()
                 if raw_len:
                     await self._wait(p, lambda: p.prompt_seen, deadline, "CONNECT")

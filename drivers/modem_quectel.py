@@ -114,17 +114,19 @@ class QuectelDialect:
             head += "%s: %s\r\n" % (name, value)
         if method == "POST":
             head += "Content-Length: %d\r\n" % len(body)
-        request = head.encode() + b"\r\n" + (body if method == "POST" else b"")
+        head = (head + "\r\n").encode()
+        request = (head, body) if method == "POST" else (head,)
+        total = len(head) + (len(body) if method == "POST" else 0)
         rsp_s = max(1, deadline_left(deadline) // 1000)
         tag = b"+QHTTPPOST:" if method == "POST" else b"+QHTTPGET:"
         waiter = at.expect(tag)
         try:
             if method == "POST":
-                cmd = "AT+QHTTPPOST=%d,%d,%d" % (len(request), _INPUT_S, rsp_s)
+                cmd = "AT+QHTTPPOST=%d,%d,%d" % (total, _INPUT_S, rsp_s)
             else:
-                cmd = "AT+QHTTPGET=%d,%d,%d" % (rsp_s, len(request), _INPUT_S)
+                cmd = "AT+QHTTPGET=%d,%d,%d" % (rsp_s, total, _INPUT_S)
             # The OK comes once our bytes are in: allow for the UART time of a big body.
-            ms = self.cmd_ms + len(request) // 8
+            ms = self.cmd_ms + total // 8
             await at.command(cmd, ms, prompt=b"CONNECT", data=request)
             try:
                 line = await waiter.wait(deadline_left(deadline))

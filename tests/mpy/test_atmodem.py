@@ -198,6 +198,9 @@ async def test_download_and_connect_prompts():
         at = engine(uart)
         await at.command("AT+HTTPDATA=4,1000", 1000, prompt=prompt, data=b"\x00\r\nO")
         mptest.eq(got, [b"\x00\r\nO"])
+        del got[:]
+        await at.command("AT+X=4", 1000, prompt=prompt, data=(b"\x00\r", memoryview(b"\nO")))
+        mptest.eq(b"".join(got), b"\x00\r\nO")  # the parts in turn, not joined first
         at.stop()
 
 
