@@ -6,6 +6,7 @@ import os
 from simlink import SimLink
 
 _link = None
+_HISTORY = 64  # level changes kept per pin: enough for tests, bounded for chip selects
 
 
 def _hub():
@@ -47,6 +48,8 @@ class Pin:
                 self._level = int(payload)
             return self._level
         self._level = 1 if level else 0
+        if len(self.history) >= _HISTORY:
+            self.history.pop(0)
         self.history.append(self._level)
         if hub is not None:
             hub.send("S", ("%s=%d" % (self.name, self._level)).encode())
@@ -78,13 +81,18 @@ class PWM:
         if value is None:
             return self._freq
         self._freq = value
+        self._note()
+
+    def _note(self):
+        if len(self.history) >= _HISTORY:
+            self.history.pop(0)
         self.history.append((self._freq, self._duty))
 
     def duty_u16(self, value=None):
         if value is None:
             return self._duty
         self._duty = value
-        self.history.append((self._freq, self._duty))
+        self._note()
 
     def deinit(self):
         self._duty = 0
