@@ -52,13 +52,13 @@ flash: $(STAMP)
 	$(BIN)/esptool --chip esp32 --port $(PORT) --baud $(BAUD) write-flash -z 0x1000 $(FIRMWARE)
 
 sim: $(STAMP)
-	$(BIN)/python -m tools.bench $(if $(SCENARIO),--scenario $(SCENARIO),)
+	$(BIN)/python -m tools.simbench $(if $(SCENARIO),--scenario $(SCENARIO),)
 
 bench: $(STAMP)
 	$(BIN)/python -m tools.benchmarks
 
 fuzz: $(STAMP)
-	FUZZ_LONG=1 $(BIN)/python -m pytest -m fuzz
+	FUZZ_LONG=1 $(BIN)/python -m pytest -m fuzz tests
 
 clean:
 	rm -rf build bench/out .pytest_cache

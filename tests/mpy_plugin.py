@@ -177,6 +177,8 @@ class MpyItem(pytest.Item):
         super().__init__(**kwargs)
         self.run = run
         self.add_marker(pytest.mark.micropython)
+        if self.path.name.startswith("test_fuzz"):
+            self.add_marker(pytest.mark.fuzz)
 
     def runtest(self):
         if self.run.results is None:
