@@ -3,6 +3,7 @@
 # reverse. Everything rides in the HTTP body so that a modem's own HTTP stack (which cannot set
 # arbitrary headers) carries it unchanged. Both directions end in an HMAC-SHA256 under the
 # device's secret over every byte before it.
+import hashlib
 import struct
 import sys
 
@@ -54,8 +55,22 @@ class ProtoError(ValueError):
     """A malformed or unauthenticated message: the caller logs it and changes nothing."""
 
 
+_pads = [None, None, None]  # secret, inner pad, outer pad: one device key, padded once
+
+
 def mac(secret, data):
-    return hmac256.hmac_sha256(secret, data)
+    """HMAC-SHA256 (the same as hmac256.hmac_sha256), with the key pads kept between calls: the
+    uplink MACs every request and answer under one secret."""
+    if _pads[0] != secret:
+        key = hmac256._pad_key(bytes(secret))
+        _pads[1] = bytes(b ^ 0x36 for b in key)
+        _pads[2] = bytes(b ^ 0x5C for b in key)
+        _pads[0] = secret
+    inner = hashlib.sha256(_pads[1])
+    inner.update(data)
+    outer = hashlib.sha256(_pads[2])
+    outer.update(inner.digest())
+    return outer.digest()
 
 
 def _seal(secret, body):
@@ -138,9 +153,12 @@ def inflate(data, limit):
 # --- requests (validator -> back office) -------------------------------------------------------
 
 
-def encode_upload(secret, device, counter, now, acked, first_seq, records, compress=True):
-    """records: a list of equal-size journal records (bytes), seq first_seq, first_seq+1, ...
-    Deflated only when that saves at least an eighth."""
+def upload_len(count, size=64):
+    """Bytes of an uncompressed upload of `count` records of `size` bytes."""
+    return REQ_LEN + UP_LEN + count * size + MAC_LEN
+
+
+def _check_records(records):
     n = len(records)
     if n > MAX_RECORDS:
         raise ProtoError("too many records for one batch")
@@ -148,16 +166,40 @@ def encode_upload(secret, device, counter, now, acked, first_seq, records, compr
     for r in records:
         if len(r) != size:
             raise ProtoError("records of different sizes")
-    payload = b"".join(records)
-    enc = ENC_RAW
-    if compress and payload:
+    return n, size
+
+
+def encode_upload_into(buf, secret, device, counter, now, floor, first_seq, records):
+    """An uncompressed upload built in `buf` (a bytearray of at least upload_len(...) bytes, kept
+    by the caller between batches): no large allocation per batch. -> memoryview of the message."""
+    n, size = _check_records(records)
+    end = REQ_LEN + UP_LEN + n * size
+    if len(buf) < end + MAC_LEN:
+        raise ProtoError("buffer of %d bytes, need %d" % (len(buf), end + MAC_LEN))
+    mv = memoryview(buf)
+    struct.pack_into(_REQ, buf, 0, MAGIC_REQ, VERSION, T_UPLOAD, device, counter, now)
+    struct.pack_into(_UP, buf, REQ_LEN, floor, first_seq, n, size, ENC_RAW)
+    off = REQ_LEN + UP_LEN
+    for r in records:
+        mv[off : off + size] = r
+        off += size
+    mv[end : end + MAC_LEN] = mac(secret, mv[:end])
+    return mv[: end + MAC_LEN]
+
+
+def encode_upload(secret, device, counter, now, floor, first_seq, records, compress=True):
+    """records: equal-size journal records (bytes) with sequence numbers first_seq, first_seq+1,
+    ...; floor: see docs/protocol.md. Deflated only when that saves at least an eighth."""
+    n, size = _check_records(records)
+    if compress and n:
+        payload = b"".join(records)
         packed = deflate(payload)
         if packed is not None and len(packed) * 8 < len(payload) * 7:
-            payload = packed
-            enc = ENC_DEFLATE
-    head = struct.pack(_REQ, MAGIC_REQ, VERSION, T_UPLOAD, device, counter, now)
-    head += struct.pack(_UP, acked, first_seq, n, size, enc)
-    return _seal(secret, head + payload)
+            head = struct.pack(_REQ, MAGIC_REQ, VERSION, T_UPLOAD, device, counter, now)
+            head += struct.pack(_UP, floor, first_seq, n, size, ENC_DEFLATE)
+            return _seal(secret, head + packed)
+    buf = bytearray(upload_len(n, size))
+    return bytes(encode_upload_into(buf, secret, device, counter, now, floor, first_seq, records))
 
 
 def encode_params(secret, device, counter, now, have_version):

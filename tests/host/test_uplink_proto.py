@@ -174,3 +174,12 @@ def test_any_batch_round_trips(recs, first, counter, compress):
     msg = up.encode_upload(KEY, 0xFFFFFFFF, counter, 5, first - 1, first, recs, compress)
     req = up.decode_request(KEY, msg)
     assert req["records"] == recs and req["counter"] == counter and req["first_seq"] == first
+
+
+def test_mac_matches_the_standard_hmac_when_the_key_changes():
+    import hashlib
+    import hmac
+
+    for key in (KEY, OTHER, KEY, b"k" * 100, KEY):
+        for data in (b"", b"abc", bytes(5000)):
+            assert up.mac(key, data) == hmac.new(key, data, hashlib.sha256).digest()

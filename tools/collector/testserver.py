@@ -189,6 +189,25 @@ class _Server(socketserver.ThreadingTCPServer):
     allow_reuse_address = True
 
 
+def start(tmpdir, pg=None, port=0, thread=True):
+    """Backend and proxy in this process -> (proxy, backend); the proxy serves in a daemon thread
+    unless thread=False. Other hub modules (the modem simulator's) use this to put a collector
+    behind their link."""
+    n = [0]
+
+    def url_factory():
+        n[0] += 1
+        if pg is not None:
+            return pg.create_db("uplink%d" % n[0])
+        return "sqlite:///" + os.path.join(tmpdir, "c%d.sqlite3" % n[0])
+
+    backend = Backend(url_factory)
+    server = _Server(("127.0.0.1", port), make_handler(backend))
+    if thread:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, backend
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m tools.collector.testserver")
     p.add_argument("--port", type=int, default=0)
@@ -197,27 +216,16 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     tmp = tempfile.TemporaryDirectory(prefix="collector-test-")
     pg = None
-    n = [0]
     if args.pg or os.environ.get("UPLINK_TEST_DB") == "postgres":
         from tests.host.pg import PgServer
 
         pg = PgServer(fast=True).start()
 
-        def url_factory():
-            n[0] += 1
-            return pg.create_db("uplink%d" % n[0])
-    else:
-
-        def url_factory():
-            n[0] += 1
-            return "sqlite:///" + os.path.join(tmp.name, "c%d.sqlite3" % n[0])
-
     def _term(*_):
         raise KeyboardInterrupt  # the test plugin stops us with SIGTERM: clean up PostgreSQL
 
     signal.signal(signal.SIGTERM, _term)
-    backend = Backend(url_factory)
-    server = _Server(("127.0.0.1", args.port), make_handler(backend))
+    server, backend = start(tmp.name, pg, args.port, thread=False)
     print("PORT %d" % server.server_address[1], flush=True)
     try:
         server.serve_forever()
