@@ -35,6 +35,7 @@ class RAMBlockDev:
         self.data = bytearray(b"\xff" * (block_size * num_blocks))
         self.ops = 0  # program + erase operations so far
         self.programs = 0
+        self.programmed = 0  # bytes
         self.erases = 0
         self.reads = 0
         self.cut_after = None
@@ -82,6 +83,7 @@ class RAMBlockDev:
                 self.data[addr : addr + half] = buf[:half]
             raise _cut()
         self.programs += 1
+        self.programmed += len(buf)
         self.data[addr : addr + len(buf)] = buf
         if self.oplog is not None:
             self.oplog.append((addr, bytes(buf)))

@@ -1,4 +1,4 @@
-# mpy: heapsize=4m timeout=300
+# mpy: heapsize=8m timeout=300
 # Figures for docs/journal.md on the ESP32's geometry (4 KB littlefs blocks, MicroPython's default
 # littlefs settings): flash work per append at 1,500 taps a day, and a full journal on a small
 # file system: purchases are refused before littlefs runs out, and the reserve really is there.
@@ -45,7 +45,7 @@ def teardown():
 
 
 def test_flash_work_of_a_day_of_taps():
-    mount(512, in_file=True)  # counts bytes programmed
+    mount(512)
     j = Journal(MP + "/journal")
     for _ in range(200):  # warm up past the first segments and mark writes
         j.append(FIELDS)
