@@ -65,6 +65,22 @@ class FareResult:
     def ok(self):
         return self.status == OK
 
+    def request(self):
+        """The fare request as firmware/purchase.py reads it (debit, must_cover, txn_type...)."""
+        return {
+            "debit": self.debit,
+            "must_cover": self.must_cover,
+            "txn_type": self.txn_type,
+            "industry": self.industry,
+            "route": self.route,
+            "stop": self.stop,
+            "fare_rule": self.fare_rule,
+            "discount": self.discount if self.discount < 0x10000 else 0xFFFF,
+            "marked": self.marked,
+            "board_stop": self.board_stop,
+            "board_time": self.board_time,
+        }
+
     def __repr__(self):
         return "<Fare %s %s debit=%d cover=%d rule=%d disc=%d txn=%02x>" % (
             self.status,

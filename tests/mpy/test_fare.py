@@ -96,6 +96,15 @@ def test_flat_fare_regular_card():
     mptest.eq(res.fare_rule, 21, "a route's own rule id")
 
 
+def test_request_carries_the_names_the_purchase_reads():
+    res = engine().compute(card(2), 301, 1, MON_1200)
+    req = res.request()
+    for name in ("debit", "must_cover", "txn_type", "route", "stop", "fare_rule", "discount"):
+        mptest.eq(req[name], getattr(res, name), name)
+    mptest.eq((req["marked"], req["board_stop"], req["board_time"]), (200, 1, MON_1200))
+    mptest.eq(req["industry"], fare.IND_BUS)
+
+
 def test_concessions_local_and_non_local():
     e = engine()
     cases = (
