@@ -98,6 +98,23 @@ class PgServer:
                 time.sleep(0.1)
         raise RuntimeError("PostgreSQL did not come up on port %d" % self.port)
 
+    def restart(self):
+        """Stop (immediate: like a crash) and start again on the same data and port."""
+        data = os.path.join(self.tmp, "data")
+        # restart keeps the command-line options (port, socket dir) from postmaster.opts.
+        self._run(
+            "pg_ctl",
+            "-D",
+            data,
+            "-m",
+            "immediate",
+            "-l",
+            os.path.join(self.tmp, "log"),
+            "-w",
+            "restart",
+        )
+        self._wait()
+
     def url(self, dbname="postgres"):
         return "postgresql://postgres@127.0.0.1:%d/%s" % (self.port, dbname)
 

@@ -399,6 +399,33 @@ def test_provision_refuses_bad_ids_and_short_secrets(store):
         store.provision(5, b"short")
 
 
+def test_postgres_crash_gives_503_then_recovers_exactly_once(request):
+    import psycopg
+
+    pg = request.getfixturevalue("pg_server")
+    url = pg.create_db("crash%d" % os.getpid())
+    # The test server runs with synchronous_commit off (speed): a crash would lose acknowledged
+    # commits, which is exactly what a real deployment must not configure. Turn it on here.
+    with psycopg.connect(pg.url(), autocommit=True) as conn:
+        conn.execute('ALTER DATABASE "crash%d" SET synchronous_commit = on' % os.getpid())
+    s = Store(url)
+    s.provision(1, SECRET_A)
+    client = TestClient(create_app(s), raise_server_exceptions=False)
+    dev = SimDevice(1, SECRET_A)
+    assert upload(client, dev, 1, 10)["value"] == 10
+    pg.restart()  # the pooled connection is now dead
+    statuses = []
+    for _ in range(3):
+        r = client.post("/v1/upload", content=dev.upload_body(11, recs(11, 20)))
+        statuses.append(r.status_code)
+        if r.status_code == 200:
+            assert dev.answer(r.content)["value"] == 20
+            break
+    assert statuses[0] == 503 and statuses[-1] == 200
+    assert s.seqs(1) == list(range(1, 21))
+    s.close()
+
+
 # --- not per database ---------------------------------------------------------------------------
 
 
