@@ -5,8 +5,9 @@
 # Transport interface (duck-typed):
 #   wake()                          bring the chip out of power-down / LowVbat
 #   send(frame)                     write one host frame (bytes or memoryview)
-#   receive(buf, timeout_ms) -> n   one chip frame into buf (n bytes, leading junk allowed),
-#                                   0 on timeout; raises ProtocolError on a broken header
+#   receive(buf, timeout_ms, hint) -> n   one chip frame into buf (n bytes, leading junk
+#                                   allowed), 0 on timeout; ProtocolError on a broken header;
+#                                   hint = expected length (6 for an ACK) or 0
 #   irq                             the P70_IRQ Pin or None (SAMConfiguration enables it)
 import time
 
@@ -256,9 +257,9 @@ class PN532(Reader):
         except OSError as e:
             _log.warning("cancel ACK not sent: %s", e)
 
-    def _receive(self, timeout_ms):
+    def _receive(self, timeout_ms, hint=0):
         try:
-            return self.t.receive(self._rx, timeout_ms)
+            return self.t.receive(self._rx, timeout_ms, hint)
         except LinkError:
             raise
         except OSError as e:
@@ -281,7 +282,7 @@ class PN532(Reader):
             if left <= 0:
                 return -1
             try:
-                n = self._receive(left)
+                n = self._receive(left, 6)
                 if not n:
                     return -1
                 kind, off, _ = parse_frame(self._rx, n)

@@ -79,9 +79,11 @@ class PN532I2C:
             self._last = time.ticks_us()
         return bool(self._rd[0] & 1)
 
-    def receive(self, buf, timeout_ms):
+    def receive(self, buf, timeout_ms, hint=0):
+        # `hint`: the frame length the driver expects (6 for an ACK), read in one go.
         deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
-        want = self.first_read
+        want = hint or self.first_read
+        resent = False
         while True:
             if not self._ready(deadline):
                 return 0
@@ -96,8 +98,9 @@ class PN532I2C:
             if size <= want:
                 buf[:size] = self._rdv[1 : size + 1]
                 return size
-            if want != self.first_read or size > FRAME_BUF:
+            if resent or size > FRAME_BUF:
                 raise ProtocolError("PN532 frame of %d bytes does not fit" % size)
             # Longer than the first read: ask the chip to send the same frame again, whole.
             want = size
+            resent = True
             self.send(NACK)

@@ -62,7 +62,7 @@ class PN532SPI:
                 return False
             time.sleep_ms(_POLL_MS)
 
-    def receive(self, buf, timeout_ms):
+    def receive(self, buf, timeout_ms, hint=0):
         deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
         if not self._ready(deadline):
             return 0

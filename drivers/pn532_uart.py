@@ -64,7 +64,7 @@ class PN532UART:
         self._acc[: n - k] = self._accv[k:n]
         self._n = n - k
 
-    def receive(self, buf, timeout_ms):
+    def receive(self, buf, timeout_ms, hint=0):
         now = time.ticks_ms()
         deadline = time.ticks_add(now, timeout_ms)
         last = now

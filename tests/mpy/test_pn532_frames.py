@@ -52,7 +52,7 @@ class ScriptChip:
         elif data != pn532.ACK:
             self.queue.extend(self.plan.pop(0) if self.plan else [None])
 
-    def receive(self, buf, timeout_ms):
+    def receive(self, buf, timeout_ms, hint=0):
         if not self.queue:
             return 0
         item = self.queue.pop(0)

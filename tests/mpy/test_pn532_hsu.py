@@ -94,7 +94,7 @@ def test_truncated_frame_is_noticed_by_the_quiet_line_and_fetched_again():
     env.fault("truncate")
     t0 = cases.time.ticks_ms()
     mptest.eq(r.transceive(cases.SELECT)[-2:], b"\x90\x00")
-    mptest.between(cases.time.ticks_diff(cases.time.ticks_ms(), t0), 0, 150, "no timeout wait")
+    mptest.between(cases.time.ticks_diff(cases.time.ticks_ms(), t0), 0, 400, "no timeout wait")
     mptest.eq(env.stat("nacks_from_host", nacks + 1), nacks + 1)
     env.fault("garbage", length=40)  # no frame at all: the exchange times out, typed
     mptest.raises(cases.LinkTimeout, r.transceive, cases.SELECT)
