@@ -1,6 +1,6 @@
 # An asyncio AT command engine over a UART stream (SIM7600, EC2x/EC200, anything 3GPP-ish).
 #
-# One reader task owns the receive side: bytes go into a preallocated ring, complete lines are
+# One reader task owns the receive side: bytes land in a preallocated chunk, complete lines are
 # matched against the command in flight (its info lines, its final result code, its prompt) and
 # against the registered unsolicited result codes, which are routed whenever they arrive, also
 # between the lines of another command's response. Raw payloads of announced length ("+HTTPREAD:
@@ -11,7 +11,6 @@ import time
 
 import log
 from micropython import const
-from ringbuf import RingBuffer
 
 _LF = const(10)
 _CR = const(13)
@@ -114,13 +113,11 @@ class UrcWaiter:
 
 
 class AtEngine:
-    def __init__(self, stream, rxbuf=2048):
+    def __init__(self, stream, chunk=_CHUNK):
         self.stream = stream
         self._rd = asyncio.StreamReader(stream)
         self._wr = asyncio.StreamWriter(stream, {})
-        self._ring = RingBuffer(rxbuf)
-        self._chunk = bytearray(_CHUNK)
-        self._cmv = memoryview(self._chunk)
+        self._chunk = bytearray(chunk)  # what one read hands over, parsed in place
         self._line = bytearray(_LINE_MAX)
         self._lmv = memoryview(self._line)
         self._llen = 0
@@ -150,7 +147,6 @@ class AtEngine:
 
     def reset(self):
         """Forget partial input (after a power cycle or an escape)."""
-        self._ring.clear()
         self._llen = 0
         self._overlong = False
         self._raw_left = 0
@@ -194,72 +190,74 @@ class AtEngine:
                 # A stream with nothing to read: let other tasks run rather than spin.
                 await asyncio.sleep_ms(2)
                 continue
-            self.feed(self._cmv[:n])
+            self._consume(self._chunk, n)
 
     def feed(self, data):
-        """Parse received bytes (the reader task calls this; tests may call it directly)."""
-        self.last_rx_ms = time.ticks_ms()
-        off = 0
-        n = len(data)
-        while off < n:
-            put = self._ring.put(data[off:])
-            off += put
-            self._parse()
-            if not put and off < n:
-                # The ring is full and nothing could be parsed: a line longer than the ring.
-                _log.warning("receive ring overflow, %d bytes dropped", n - off)
-                self._ring.clear()
-                break
+        """Parse received bytes (the reader task does this; tests may call it directly)."""
+        data = bytes(data)
+        self._consume(data, len(data))
 
-    def _parse(self):
-        ring = self._ring
-        while len(ring):
+    def _consume(self, buf, n):
+        # Works on the reader's preallocated chunk with C-level find() and slice copies: a
+        # per-byte Python loop would cost the loop milliseconds per KiB on an ESP32.
+        self.last_rx_ms = time.ticks_ms()
+        mv = memoryview(buf)
+        i = 0
+        while i < n:
             if self._raw_left:
-                self._take_raw()
+                i = self._take_raw(mv, i, n)
                 continue
             p = self._cmd
-            if p is not None and not p.done and p.prompt == b">" and not p.prompt_seen:
+            if (
+                self._llen == 0
+                and p is not None
+                and p.prompt == b">"
+                and not p.prompt_seen
+                and not p.done
+            ):
                 # '> ' comes without a line end: recognise it at the start of a line.
-                if self._llen == 0 and ring.peek(0) == _GT:
-                    ring.get_byte()
-                    if len(ring) and ring.peek(0) == _SP:
-                        ring.get_byte()
+                b = buf[i]
+                if b == _CR or b == _LF:
+                    i += 1
+                    continue
+                if b == _GT:
+                    i += 1
+                    if i < n and buf[i] == _SP:
+                        i += 1
                     p.prompt_seen = True
                     p.ev.set()
                     continue
-            b = ring.get_byte()
-            if b == _LF:
-                self._end_line()
-            elif b == _CR:
-                continue
-            elif self._llen < _LINE_MAX:
-                self._line[self._llen] = b
-                self._llen += 1
-            else:
-                self._overlong = True
-
-    def _take_raw(self):
-        p = self._cmd
-        n = self._raw_left
-        if p is not None and p.raw is not None and not p.done:
-            room = len(p.raw) - p.raw_got
-            n = min(n, room)
-            if n > 0:
-                got = self._ring.readinto(p.raw[p.raw_got :], n)
-                p.raw_got += got
-                self._raw_left -= got
-                if not self._raw_left:
-                    p.ev.set()
+            j = buf.find(b"\n", i, n)
+            stop = n if j < 0 else j
+            seg = stop - i
+            if seg:
+                if self._llen + seg <= _LINE_MAX:
+                    self._line[self._llen : self._llen + seg] = mv[i:stop]
+                    self._llen += seg
+                else:
+                    self._overlong = True
+            if j < 0:
                 return
-        # Nobody wants these bytes (or more than the buffer holds): drop them.
-        got = 0
-        while self._raw_left and len(self._ring):
-            self._ring.get_byte()
-            self._raw_left -= 1
-            got += 1
-        self.discarded += got
-        if p is not None and not self._raw_left:
+            i = j + 1
+            self._end_line()
+
+    def _take_raw(self, mv, i, n):
+        k = min(self._raw_left, n - i)
+        p = self._cmd
+        used = 0
+        if p is not None and p.raw is not None and not p.done:
+            used = min(k, len(p.raw) - p.raw_got)
+            if used > 0:
+                p.raw[p.raw_got : p.raw_got + used] = mv[i : i + used]
+                p.raw_got += used
+            else:
+                used = 0
+        # Bytes nobody asked for (or beyond the buffer) are dropped, and counted.
+        self.discarded += k - used
+        self._raw_left -= k
+        if not self._raw_left and p is not None:
             p.ev.set()
+        return i + k
 
     def _end_line(self):
         n = self._llen
@@ -269,9 +267,15 @@ class AtEngine:
             self.bad_lines += 1
             _log.warning("line longer than %d bytes dropped", _LINE_MAX)
             return
-        if not n:
+        line = self._line
+        a = 0
+        while a < n and line[a] == _CR:
+            a += 1
+        while n > a and line[n - 1] == _CR:
+            n -= 1
+        if a == n:
             return
-        line = bytes(self._lmv[:n])  # one copy, no intermediate bytearray
+        line = bytes(self._lmv[a:n])  # one copy, no intermediate bytearray
         try:
             self._route(line)
         except Exception as e:  # a handler bug or a malformed line must not kill the reader

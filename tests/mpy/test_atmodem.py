@@ -311,16 +311,27 @@ async def test_overlong_line_and_failing_handler_do_not_kill_the_reader():
     at.stop()
 
 
-async def test_ring_overflow_is_logged_and_survived():
-    uart = ScriptUart(table({b"AT": b"\r\nOK\r\n"}))
-    at = AtEngine(uart, rxbuf=64)
-    at.echo = False
-    # A raw read with no reader: bytes pile up in the ring faster than feed() can place them.
-    at._raw_left = 10
-    at.feed(b"y" * 10 + b"\r\nOK\r\n" * 20)
-    at.start()
+async def test_more_data_than_the_buffer_is_dropped_and_counted():
+    reply = b"\r\nOK\r\n\r\n+HTTPREAD: DATA,8\r\n12345678\r\n+HTTPREAD: 0\r\n"
+    uart = ScriptUart(table({b"AT+HTTPREAD=0,4": reply, b"AT": b"\r\nOK\r\n"}), frag=3)
+    at = engine(uart)
+    at.data_header(b"+HTTPREAD: DATA,")
+    buf = bytearray(4)
+    _, got = await at.command("AT+HTTPREAD=0,4", 1000, raw=buf, end=b"+HTTPREAD: 0")
+    mptest.eq((got, bytes(buf), at.discarded), (4, b"1234", 4))
     await at.command("AT", 500)
     at.stop()
+
+
+def test_feed_parses_without_a_reader_task():
+    seen = []
+    at = AtEngine(ScriptUart())
+    at.on_urc(b"+CREG:", seen.append)
+    at.feed(b"\r\n+CR")
+    at.feed(b"EG: 5\r")
+    mptest.eq(seen, [])
+    at.feed(memoryview(b"\n\r\r\n+CREG: 1\r\n"))
+    mptest.eq(seen, [b"+CREG: 5", b"+CREG: 1"])
 
 
 async def test_loop_block_probe_sees_a_blocking_call():
