@@ -193,6 +193,9 @@ class FareTable:
                 for f in table:
                     if not isinstance(f, int) or f < 0 or f > 1000000:
                         raise FareConfigError("route %d: fare %r" % (num, f))
+                if len(stages) > 256:
+                    # the 0x1A bus record keeps a stop in one byte
+                    raise FareConfigError("route %d: more than 256 stops" % num)
                 rt["stages"] = stages
                 rt["fares"] = table
                 rt["max"] = max(table)

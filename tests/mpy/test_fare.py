@@ -436,6 +436,7 @@ def test_bad_fare_tables_are_refused_with_a_reason():
     bad(lambda f, c: f["routes"]["301"].update({"stages": "0,1"}), "lists")
     bad(lambda f, c: f["routes"]["301"].update({"fares": []}), "lists")
     bad(lambda f, c: f["routes"]["301"]["stages"].append(-1), "stage")
+    bad(lambda f, c: f["routes"]["301"].update({"stages": [0] * 257}), "256 stops")
     bad(lambda f, c: f.update({"rail_max_fare": 100}), "rail_max_fare")
     bad(lambda f, c: f.pop("card_types"), "card_types")
     bad(lambda f, c: f["card_types"]["2"].update({"local_pct": 150}), "local_pct")
