@@ -520,7 +520,10 @@ class PN532SPISim(_Queued):
         self.dr_pos = 0
 
     def spi_select(self, active):
-        with self.lock:
+        # Called from the pin thread: take the hub's lock first, as the bus and timer threads
+        # do, since emitting a frame drives the IRQ pin through the hub.
+        hub_lock = self.hub.lock if self.hub is not None else self.lock
+        with hub_lock, self.lock:
             if active:
                 self.selected, self.op = True, None
                 self.dw = bytearray()
