@@ -291,6 +291,10 @@ class ModemTransport:
         await at.command("ATE0", 1000)
         at.echo = False
         await at.command("AT+CMEE=1", 1000)
+        try:
+            await at.command("AT+CTZU=1", 1000)  # let the network (NITZ) set the clock
+        except AtError:
+            pass
         await self._sim_ready()
         for name in _REG_CMDS:
             try:
@@ -396,6 +400,19 @@ class ModemTransport:
             if self.on_time is not None:
                 self.on_time(secs)
         return secs
+
+    async def refresh(self):
+        """Re-read signal and registration for the status display; never raises."""
+        if not self.ready:
+            return self.status()
+        async with self._lock:
+            self.at.start()
+            try:
+                await self.signal()
+                await self.query_registration()
+            except (AtError, AtTimeout) as e:
+                self.last_error = "refresh: %r" % (e,)
+        return self.status()
 
     # ---- the Transport ----------------------------------------------------------------------
     async def _ensure(self):

@@ -112,6 +112,10 @@ async def bring_up(dialect):
     import timeutil
 
     mptest.eq(times, [timeutil.to_seconds(2026, 11, 29, 12, 22, 0)])
+    ctl.call("modem_fault", fault="reg_lost")
+    st = await m.refresh()
+    mptest.eq((st["registration"], st["rssi_dbm"]), ("searching", None))
+    ctl.call("modem_clear")
     state = ctl.call("modem_state")
     mptest.eq(state["boots"], 1)
     mptest.false(state["echo"])

@@ -377,6 +377,9 @@ class ModemSim(UartDevice):
     def _at_CMEE(self, arg, query):
         self.reply()
 
+    def _at_CTZU(self, arg, query):
+        self.reply()
+
     def _at_CPIN(self, arg, query):
         if not self.sim_ready:
             return self.error(14)  # SIM busy
