@@ -290,6 +290,18 @@ class FareEngine:
         self.terminal = bytes(terminal)
         self._recent = {}  # card number -> (time, route, stop)
 
+    def records_wanted(self, route):
+        """How many recent 0x1E records compute() can use on this route (each is one APDU):
+        the transfer chain's rides, plus the open boarding on stage and rail routes."""
+        want = 0
+        tr = self.t.transfer
+        if tr is not None and tr["max"]:
+            want = tr["max"] + 1
+        rt = self.t.routes.get(route)
+        if rt is not None and rt["mode"] != "flat":
+            want += 1
+        return want
+
     # -- duplicate taps --------------------------------------------------------------------
 
     def paid(self, res, card_no, now):

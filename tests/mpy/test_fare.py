@@ -105,6 +105,17 @@ def test_request_carries_the_names_the_purchase_reads():
     mptest.eq(req["industry"], fare.IND_BUS)
 
 
+def test_records_wanted_per_route():
+    e = engine()
+    mptest.eq(e.records_wanted(101), 3, "max_count 2: two earlier rides and one more to end")
+    mptest.eq(e.records_wanted(301), 4, "stage: the open boarding too")
+    cfg = dict(CFG)
+    cfg["fares"] = dict(CFG["fares"])
+    del cfg["fares"]["transfer"]
+    e = engine(cfg)
+    mptest.eq((e.records_wanted(101), e.records_wanted(301), e.records_wanted(9)), (0, 1, 0))
+
+
 def test_concessions_local_and_non_local():
     e = engine()
     cases = (
