@@ -89,6 +89,13 @@ def _close_unclosed():
     return True
 
 
+def _close_or_keep(f):
+    try:
+        f.close()
+    except OSError:
+        _unclosed.append(f)
+
+
 def _write_atomic(path, data):
     if not _close_unclosed():
         raise OSError(_EIO)
@@ -98,10 +105,7 @@ def _write_atomic(path, data):
         f.write(data)
         f.close()
     except OSError:
-        try:
-            f.close()
-        except OSError:
-            _unclosed.append(f)
+        _close_or_keep(f)
         raise
     os.rename(tmp, path)
 
@@ -302,7 +306,7 @@ class Journal:
 
     def _check_segment(self, path, first, size):
         """(number of good records at the start, reason for the cut or None)."""
-        limit = self._seg_records
+        # No limit on the count: a segment written with a larger seg_records setting is valid.
         n = 0
         buf = self._rbuf
         with open(path, "rb") as f:
@@ -312,8 +316,6 @@ class Journal:
                     break
                 if got != _REC:
                     return n, "torn record"
-                if n >= limit:
-                    return n, "segment overfull"
                 if not record.valid(buf):
                     return n, "bad record (CRC/version)"
                 if record.seq_of(buf) != first + n:
@@ -326,13 +328,20 @@ class Journal:
         if n == 0:
             _remove(path)
             return
+        if not _close_unclosed():
+            raise OSError(_EIO)
         tmp = path + ".tmp"
         buf = self._rbuf
         with open(path, "rb") as src:
-            with open(tmp, "wb") as dst:
+            dst = open(tmp, "wb")
+            try:
                 for _ in range(n):
                     src.readinto(buf)
                     dst.write(buf)
+                dst.close()
+            except OSError:
+                _close_or_keep(dst)
+                raise
         os.rename(tmp, path)
 
     def _capacity(self):

@@ -7,6 +7,7 @@
 # because the journal is deterministic (littlefs mounted with mtime=False); the equivalence is
 # checked against live cuts (dev.arm) at sampled points. Each image is then mounted, the journal
 # recovered and checked against what had returned before the cut.
+import journal
 import log
 import mptest
 import ramdisk
@@ -172,6 +173,7 @@ def live_cut_image(n, tear):
     dev.restore_power()
     for j in holder:
         j.close()
+    journal._close_unclosed()
     vfs.umount("/pl")
     mptest.true(cut, "live run cut at op %d" % n)
     return image
