@@ -173,6 +173,21 @@ def test_whitelist_local_interconnected_and_refused():
     mptest.true(log.find("card refused"))
 
 
+def test_whitelist_of_a_thousand_issuers_against_a_set():
+    codes = ["%08x" % (cl.mix(i) & 0xFFFFFFFF) for i in range(1000)]
+    cfg = {"local_issuers": ["05212482"], "local_city": "2482", "issuers": codes}
+    wl = cl.Whitelist(cfg)
+    oracle = set(codes)
+    mptest.eq(wl.count, len(oracle))
+    for i in range(1000, 1400):
+        probe = "%08x" % (cl.mix(i) & 0xFFFFFFFF)
+        mptest.eq(wl.listed(probe), probe in oracle)
+    for c in codes:
+        mptest.true(wl.listed(c))
+        got = wl.check(bytes.fromhex(c + "ffffffff"), b"\x99\x99", 1)
+        mptest.eq(got, (cl.OK, False) if c != "05212482" else (cl.OK, True))
+
+
 def test_whitelist_config_errors():
     mptest.raises(cl.ListError, cl.Whitelist, {"local_city": "2482"})
     mptest.raises(cl.ListError, cl.Whitelist, {"local_issuers": [], "local_city": "2482"})
