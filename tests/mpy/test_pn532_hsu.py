@@ -1,4 +1,4 @@
-# mpy: heapsize=192k timeout=120 server=tools.sim.nfc_server
+# mpy: heapsize=128k timeout=120 server=tools.sim.nfc_server
 # The PN532 driver over the simulated HSU (UART): wake-up preamble, frames reassembled from a byte
 # stream, and SetSerialBaudRate.
 import mptest
@@ -140,7 +140,3 @@ def test_baud_change_the_chip_missed_falls_back():
 
 def test_measure_exchange_cost():
     cases.measure_exchange_cost(env)
-
-
-def test_full_purchase():
-    cases.full_purchase(env)

@@ -1,4 +1,4 @@
-# mpy: heapsize=192k timeout=120 server=tools.sim.nfc_server
+# mpy: heapsize=128k timeout=120 server=tools.sim.nfc_server
 # The PN532 driver over the simulated SPI bus (LSB first, DW/SR/DR), with status polling and
 # with the IRQ pin.
 import mptest
@@ -95,7 +95,3 @@ def test_irq_pin_instead_of_status_polling():
 
 def test_measure_exchange_cost():
     cases.measure_exchange_cost(env)
-
-
-def test_full_purchase():
-    cases.full_purchase(env)
