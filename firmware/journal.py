@@ -499,7 +499,18 @@ class Journal:
 
     @property
     def backlog(self):
-        return self.last_seq - self.acked_seq
+        """Stored records above the cursor: last_seq - acked_seq, unless a corruption cut left
+        numbers without records."""
+        n = 0
+        acked = self.acked_seq
+        firsts = self._firsts
+        counts = self._counts
+        for i in range(len(firsts)):
+            first = firsts[i]
+            end = first + counts[i]  # one past the last
+            if end - 1 > acked:
+                n += counts[i] if first > acked else end - 1 - acked
+        return n
 
     def records_after(self, seq, limit=32):
         """Up to `limit` stored records with a sequence number above `seq`, oldest first, as

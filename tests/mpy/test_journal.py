@@ -160,6 +160,9 @@ def test_flipped_bit_in_an_old_segment_cuts_it_and_keeps_the_rest():
     with open(seg_path(9), "rb") as f:
         mptest.eq(len(f.read()), 3 * 64, "the segment was cut on flash")
     mptest.true(log.find("records 12..16 missing", log.WARNING))
+    mptest.eq(j.backlog, 20)
+    j.ack(13)
+    mptest.eq(j.backlog, 9, "17..25")
 
 
 def test_corrupt_tail_never_reissues_a_cut_number():
@@ -175,6 +178,7 @@ def test_corrupt_tail_never_reissues_a_cut_number():
     mptest.true(nxt > 12)
     mptest.true(log.find("sequence resumes at", log.WARNING))
     mptest.eq(seqs(j.records_after(9, 10)), [nxt], "the new record reads back")
+    mptest.eq(j.backlog, 10, "the backlog counts records, not the numbers skipped")
     j = reboot(j)
     mptest.eq(j.last_seq, nxt)
     mptest.eq(j.cut_records, 0, "the cut is done once")
