@@ -35,15 +35,28 @@ NOW = timeutil.to_seconds(2026, 11, 29, 4, 30, 0)
 FLAT = {"debit": 200, "must_cover": 200, "txn_type": 0x06, "route": 0x0123, "stop": 7}
 TIMEOUTS = {"ack_timeout_ms": 150, "command_timeout_ms": 400, "exchange_timeout_ms": 600}
 
+
+class CountingUART(SimUART):
+    calls = 0  # the driver's writes and reads: what a UART "transaction" stands for here
+
+    def write(self, data):
+        self.calls += 1
+        return SimUART.write(self, data)
+
+    def readinto(self, buf, n=None):
+        self.calls += 1
+        return SimUART.readinto(self, buf, n)
+
+
 ctl = Control() if not _missing else None
 _i2c = SimI2C("nfc_i2c")
 _spi = SimSPI("nfc_spi")
 _cs = Pin("nfc_cs", Pin.OUT, value=1)
-_uart = SimUART("nfc_hsu", baudrate=115200)
+_uart = CountingUART("nfc_hsu", baudrate=115200)
 TRANSPORTS = {
     "i2c": (lambda: PN532I2C(_i2c, bus_free_ms=1), lambda: _i2c.transactions),
     "spi": (lambda: PN532SPI(_spi, _cs), lambda: _spi.transactions),
-    "hsu": (lambda: PN532UART(_uart), lambda: 0),
+    "hsu": (lambda: PN532UART(_uart), lambda: _uart.calls),
 }
 state = {"n": 0}
 
