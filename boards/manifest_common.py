@@ -3,3 +3,4 @@
 require("ssd1306")
 freeze("../firmware")
 freeze("../drivers")
+module("esp32_common.py")

@@ -41,9 +41,12 @@ def build(board: str, out: Path, extra) -> list[Path]:
         shutil.rmtree(out)
     written = []
     sources = [ROOT / "firmware", ROOT / "drivers", ROOT / ".venv" / "mplib"]
+    if board.startswith("esp32"):
+        sources.append(ROOT / "boards" / "esp32_common.py")
     for folder in sources:
-        for src in sorted(folder.glob("*.py")):
-            if folder.name == "firmware" and src.name in SOURCE_AT_ROOT:
+        files = [folder] if folder.suffix == ".py" else sorted(folder.glob("*.py"))
+        for src in files:
+            if src.parent.name == "firmware" and src.name in SOURCE_AT_ROOT:
                 dst = out / src.name
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(src, dst)

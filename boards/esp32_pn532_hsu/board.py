@@ -24,3 +24,33 @@ MODEM = {"uart_id": 0, "tx": 25, "rx": 26, "baudrate": 115200, "pwrkey": 13, "st
 # Passenger feedback and the SSD1306 128x64 display on I2C0.
 FEEDBACK = {"led_green": 32, "led_red": 33, "buzzer": 27}
 DISPLAY = {"i2c_id": 0, "sda": 21, "scl": 22, "addr": 0x3C, "width": 128, "height": 64}
+
+# The parts the application asks for (firmware/app.py), built by boards/esp32_common.py.
+CONFIG_PATH = "/config.json"
+MAINTENANCE = False
+
+
+def early():
+    """From boot.py: GPIO0 held low at power-up keeps UART0 for the REPL (no modem)."""
+    global MAINTENANCE
+    import machine
+
+    MAINTENANCE = machine.Pin(0, machine.Pin.IN, machine.Pin.PULL_UP).value() == 0
+
+
+def start():
+    import esp32_common
+
+    esp32_common.start()
+
+
+def make_parts(cfg):
+    import esp32_common
+
+    return esp32_common.make_parts(__import__("board"), cfg, maintenance=MAINTENANCE)
+
+
+def show_fatal(text):
+    import esp32_common
+
+    esp32_common.show_fatal(text)

@@ -1,9 +1,193 @@
-# The unix-port simulation board: the same pin-map shape as the ESP32 boards, with every bus
-# backed by the CPython simulators (tools/sim) over a local socket. See docs/architecture.md.
+# The unix-port simulation board: the same parts as an ESP32 validator, each backed by a CPython
+# simulator through the hub (tools/sim/hub.py, SIM_PORT). Which reader and modem it carries, and
+# where its flash image and configuration live, come from the environment the bench sets:
+#   VALIDATOR_READER  pn532_i2c (default) | pn532_spi | pn532_hsu | rc522_spi
+#   VALIDATOR_FLASH   host file holding the littlefs flash image (default /tmp/validator.img)
+#   VALIDATOR_CONFIG  host path of config.json (default /flash/config.json inside the image)
+#   VALIDATOR_EVENTS  1: print '@@EV {json}' lines for each tap/boot/record (the bench reads them)
+import json
+import os
+
 NAME = "unix_sim"
 
 READER = {"chip": "pn532", "bus": "i2c"}
-PSAM = {"clk_hz": 3571200}
-MODEM = {"dialect": "sim7600"}
-FEEDBACK = {"led_green": "green", "led_red": "red", "buzzer": "buzzer"}
-DISPLAY = {"addr": 0x3C, "width": 128, "height": 64}
+PSAM = {"uart_id": "psam", "reset": "psam_rst", "clk": "psam_clk", "clk_hz": 3571200}
+MODEM = {"uart_id": "modem", "pwrkey": "modem_pwrkey", "baudrate": 115200}
+FEEDBACK = {"led_green": "led_green", "led_red": "led_red", "buzzer": "buzzer"}
+DISPLAY = {"bus": "i2c0", "addr": 0x3C, "width": 128, "height": 64}
+
+CONFIG_PATH = os.getenv("VALIDATOR_CONFIG") or "/flash/config.json"
+FLASH_PATH = os.getenv("VALIDATOR_FLASH") or "/tmp/validator.img"
+FLASH_BLOCKS = 512  # 2 MB of 4 KB blocks, like the vfs partition of a 4 MB ESP32
+
+
+class Parts:
+    """What the application needs from a board (see firmware/app.py)."""
+
+    reader = None
+    psam_link = None
+    transport = None
+    display = None
+    feedback = None
+    wdt = None
+    wdt_grace_ms = 8000
+    root = "/flash"
+    emit = None
+    journal_config = None
+    param_slots = None
+    reset_cause = "power-on"
+    extra_task = None
+
+
+class SimWDT:
+    """The watchdog as a line the hub watches (pin "wdt"): each feed toggles it; the bench
+    resets (kills and restarts) the firmware when it stops toggling for `timeout` ms."""
+
+    def __init__(self, timeout=8000):
+        from sim_pin import Pin
+
+        self.timeout = timeout
+        self.pin = Pin("wdt", Pin.OUT, value=0)
+        self.level = 0
+
+    def feed(self):
+        self.level ^= 1
+        self.pin.value(self.level)
+
+
+def _emit(kind, data):
+    out = dict(data)
+    out["ev"] = kind
+    print("@@EV " + json.dumps(out))
+
+
+def _port_seconds():
+    import time
+
+    import timeutil
+
+    return int(time.time()) - timeutil.EPOCH_OFFSET_UNIX
+
+
+def _make_rtc():
+    """The simulated RTC: the hub's virtual clock when it has one, the host clock otherwise."""
+    from simlink import Control, SimLinkError
+
+    ctl = Control()
+    try:
+        ctl.call("now")
+    except SimLinkError:
+        return _port_seconds
+    return lambda: int(ctl.call("now"))
+
+
+def make_reader(kind=None):
+    kind = kind or os.getenv("VALIDATOR_READER") or "pn532_i2c"
+    from sim_pin import Pin
+
+    if kind == "rc522_spi":
+        from rc522 import RC522
+        from sim_spi import SimSPI
+
+        return RC522(SimSPI("rc522"), Pin("rc522_cs", Pin.OUT, value=1))
+    import pn532
+
+    if kind == "pn532_spi":
+        from pn532_spi import PN532SPI
+        from sim_spi import SimSPI
+
+        transport = PN532SPI(
+            SimSPI("nfc_spi", firstbit=SimSPI.LSB), Pin("nfc_cs", Pin.OUT, value=1)
+        )
+    elif kind == "pn532_hsu":
+        from pn532_uart import PN532UART
+        from sim_uart import SimUART
+
+        transport = PN532UART(SimUART("nfc_hsu", baudrate=115200, timeout=0, rxbuf=1024))
+    else:
+        from pn532_i2c import PN532I2C
+        from sim_i2c import SimI2C
+
+        transport = PN532I2C(SimI2C("nfc_i2c"))
+    reader = pn532.PN532(transport)
+    reader.init()
+    return reader
+
+
+def make_transport(cfg):
+    kind = cfg.get("modem", "sim7600")
+    if kind == "socket":
+        from http_socket import SocketTransport
+
+        return SocketTransport()
+    from modem import ModemTransport
+    from sim_pin import Pin
+    from sim_uart import SimUART
+
+    if kind == "quectel":
+        from modem_quectel import QuectelDialect
+
+        dialect = QuectelDialect()
+    else:
+        from modem_simcom import SimcomDialect
+
+        dialect = SimcomDialect()
+    uart = SimUART("modem", baudrate=MODEM["baudrate"], timeout=0, rxbuf=4096)
+    return ModemTransport(uart, Pin("modem_pwrkey", Pin.OUT, value=0), dialect, apn=cfg["apn"])
+
+
+def make_display():
+    import ssd1306
+    from display import Display
+    from sim_i2c import SimI2C
+
+    oled = ssd1306.SSD1306_I2C(DISPLAY["width"], DISPLAY["height"], SimI2C("i2c0"), 0x3C)
+    return Display(oled)
+
+
+def make_feedback():
+    from feedback import Feedback
+    from sim_pin import PWM, Pin
+
+    return Feedback(
+        Pin("led_green", Pin.OUT), Pin("led_red", Pin.OUT), PWM(Pin("buzzer", Pin.OUT))
+    )
+
+
+def make_psam_link():
+    from psam_link import from_board
+    from sim_pin import PWM, Pin
+    from sim_uart import SimUART
+
+    def uart(name, **kw):
+        return SimUART(name, **kw)
+
+    return from_board(PSAM, uart, Pin, PWM)
+
+
+def mount_flash():
+    import flashdev
+
+    return flashdev.mount(FLASH_PATH, "/flash", num_blocks=FLASH_BLOCKS)
+
+
+def start():
+    """Before the configuration is read: the flash holds it."""
+    return mount_flash()
+
+
+def make_parts(cfg):
+    p = Parts()
+    p.emit = _emit if os.getenv("VALIDATOR_EVENTS") else None
+    p.rtc_seconds = _make_rtc()
+    p.display = make_display()
+    p.feedback = make_feedback()
+    p.reader = make_reader()
+    p.psam_link = make_psam_link()
+    p.transport = make_transport(cfg)
+    p.wdt = SimWDT(p.wdt_grace_ms)
+    return p
+
+
+def show_fatal(text):
+    print("FATAL: " + text)

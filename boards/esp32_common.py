@@ -1,0 +1,167 @@
+# Parts of an ESP32 validator built from a board's pin dicts (boards/<name>/board.py), with the
+# machine module. The unix simulation board builds the same parts from simulators instead.
+import machine
+
+CONFIG_PATH = "/config.json"
+ROOT = "/data"
+WDT_MS = 8000
+
+
+class Parts:
+    reader = None
+    psam_link = None
+    transport = None
+    display = None
+    feedback = None
+    wdt = None
+    wdt_grace_ms = WDT_MS
+    root = ROOT
+    emit = None
+    journal_config = None
+    param_slots = None
+    reset_cause = "power-on"
+    extra_task = None
+
+
+_CAUSES = {
+    getattr(machine, "PWRON_RESET", -1): "power-on",
+    getattr(machine, "HARD_RESET", -2): "hard",
+    getattr(machine, "WDT_RESET", -3): "watchdog",
+    getattr(machine, "DEEPSLEEP_RESET", -4): "deepsleep",
+    getattr(machine, "SOFT_RESET", -5): "soft",
+}
+
+
+def start():
+    import os
+
+    try:
+        os.mkdir(ROOT)
+    except OSError:
+        pass  # exists: littlefs was mounted at / by _boot.py
+
+
+def _pin(n, mode=machine.Pin.OUT, value=None):
+    if value is None:
+        return machine.Pin(n, mode)
+    return machine.Pin(n, mode, value=value)
+
+
+def make_reader(r):
+    irq = _pin(r["irq"], machine.Pin.IN) if "irq" in r else None
+    if "reset" in r:
+        _pin(r["reset"], value=1)  # out of power-down
+    if r["chip"] == "rc522":
+        from rc522 import RC522
+
+        spi = machine.SPI(
+            r["spi_id"],
+            baudrate=r["baudrate"],
+            sck=machine.Pin(r["sck"]),
+            mosi=machine.Pin(r["mosi"]),
+            miso=machine.Pin(r["miso"]),
+        )
+        return RC522(spi, _pin(r["cs"], value=1), irq=irq)
+    import pn532
+
+    if r["bus"] == "i2c":
+        from pn532_i2c import PN532I2C
+
+        i2c = machine.I2C(
+            r["i2c_id"], sda=machine.Pin(r["sda"]), scl=machine.Pin(r["scl"]), freq=r["freq"]
+        )
+        transport = PN532I2C(i2c, irq=irq)
+    elif r["bus"] == "spi":
+        from pn532_spi import PN532SPI
+
+        spi = machine.SPI(
+            r["spi_id"],
+            baudrate=r["baudrate"],
+            firstbit=machine.SPI.LSB,
+            sck=machine.Pin(r["sck"]),
+            mosi=machine.Pin(r["mosi"]),
+            miso=machine.Pin(r["miso"]),
+        )
+        transport = PN532SPI(spi, _pin(r["cs"], value=1), irq=irq)
+    else:
+        from pn532_uart import PN532UART
+
+        uart = machine.UART(
+            r["uart_id"], baudrate=r["baudrate"], tx=r["tx"], rx=r["rx"], rxbuf=1024, timeout=0
+        )
+        transport = PN532UART(uart, irq=irq, baudrate=r["baudrate"])
+    reader = pn532.PN532(transport)
+    reader.init()
+    return reader
+
+
+def make_transport(m, cfg, maintenance=False):
+    if maintenance:
+        return None  # the REPL keeps the UART the modem would take
+    kind = cfg.get("modem", "sim7600")
+    if kind == "socket":
+        from http_socket import SocketTransport
+
+        return SocketTransport()
+    from modem import ModemTransport
+
+    if kind == "quectel":
+        from modem_quectel import QuectelDialect
+
+        dialect = QuectelDialect()
+    else:
+        from modem_simcom import SimcomDialect
+
+        dialect = SimcomDialect()
+    uart = machine.UART(
+        m["uart_id"], baudrate=m["baudrate"], tx=m["tx"], rx=m["rx"], rxbuf=4096, timeout=0
+    )
+    return ModemTransport(uart, _pin(m["pwrkey"], value=0), dialect, apn=cfg["apn"])
+
+
+def make_display(d):
+    try:
+        import ssd1306
+        from display import Display
+
+        i2c = machine.I2C(d["i2c_id"], sda=machine.Pin(d["sda"]), scl=machine.Pin(d["scl"]))
+        return Display(ssd1306.SSD1306_I2C(d["width"], d["height"], i2c, d["addr"]))
+    except (OSError, ImportError) as e:
+        # A broken display must not stop fare collection: LEDs and buzzer still work.
+        print("display unavailable:", e)
+        return None
+
+
+def make_feedback(f):
+    from feedback import Feedback
+
+    buzzer = machine.PWM(machine.Pin(f["buzzer"]), freq=2700, duty_u16=0)
+    return Feedback(_pin(f["led_green"], value=0), _pin(f["led_red"], value=0), buzzer)
+
+
+def make_parts(board, cfg, maintenance=False):
+    from psam_link import from_board
+
+    p = Parts()
+    p.reset_cause = _CAUSES.get(machine.reset_cause(), "other")
+    p.rtc_seconds = _rtc_seconds
+    p.display = make_display(board.DISPLAY)
+    p.feedback = make_feedback(board.FEEDBACK)
+    p.reader = make_reader(board.READER)
+    p.psam_link = from_board(board.PSAM, machine.UART, machine.Pin, machine.PWM)
+    p.transport = make_transport(board.MODEM, cfg, maintenance)
+    p.wdt = machine.WDT(timeout=WDT_MS)
+    return p
+
+
+def _rtc_seconds():
+    import time
+
+    return int(time.time())  # the ESP32 port counts from 2000-01-01, as validator time does
+
+
+def show_fatal(text):
+    d = make_display(__import__("board").DISPLAY)
+    if d is not None:
+        d.notice("设备故障", text[:16])
+    print("FATAL:", text)
