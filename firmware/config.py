@@ -40,8 +40,10 @@ def validate(raw):
         raise ConfigError("secret must be hex")
     if len(cfg["secret_bytes"]) < 16:
         raise ConfigError("secret must be at least 16 bytes")
-    if not isinstance(cfg["device_id"], str) or not cfg["device_id"]:
-        raise ConfigError("device_id must be a non-empty string")
+    dev = cfg["device_id"]
+    # The protocol carries the device number as an unsigned 32-bit field (docs/protocol.md).
+    if not isinstance(dev, int) or isinstance(dev, bool) or not 0 < dev <= 0xFFFFFFFF:
+        raise ConfigError("device_id must be a number from 1 to 4294967295")
     for key in ("city", "institution"):
         value = cfg[key]
         if not isinstance(value, str) or not value.isdigit():

@@ -1,7 +1,7 @@
 """Provision a validator: write its /config.json (device id, fresh secret, route, codes) and,
 optionally, register the device with the back office and copy the file to the board.
 
-    python -m tools.provision --device BUS-0001 --route 12 --city 2482 \\
+    python -m tools.provision --device 1001 --route 12 --city 2482 \\
         --institution 1200290000000000 --collector http://bo.example:8080 --out config.json
     python -m tools.provision ... --port /dev/ttyUSB0          # also copy it with mpremote
     python -m tools.provision ... --collector-db sqlite:///bo.db  # also register the secret
@@ -41,7 +41,7 @@ def build_config(args):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--device", required=True)
+    ap.add_argument("--device", type=int, required=True, help="device number (u32)")
     ap.add_argument("--route", type=int, required=True)
     ap.add_argument("--city", required=True, help="4-digit city code of the operator (BCD)")
     ap.add_argument("--institution", required=True, help="16-digit acquirer institution code")
@@ -65,7 +65,7 @@ def main(argv=None):
     print(f"provision: wrote {args.out} for {cfg['device_id']}")
     if args.collector_db:
         cmd = [sys.executable, "-m", "tools.collector", "provision", "--db", args.collector_db]
-        cmd += ["--device", cfg["device_id"], "--secret", cfg["secret"]]
+        cmd += ["--device", str(cfg["device_id"]), "--secret", cfg["secret"]]
         subprocess.run(cmd, check=True, cwd=ROOT)
     if args.port:
         mpremote = ROOT / ".venv" / "bin" / "mpremote"

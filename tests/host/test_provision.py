@@ -9,7 +9,7 @@ import config as fwconfig
 
 ROOT = Path(__file__).resolve().parents[2]
 ARGS = [
-    "--device", "BUS-0007", "--route", "12", "--city", "2482",
+    "--device", "7", "--route", "12", "--city", "2482",
     "--institution", "1200290000000000", "--collector", "http://127.0.0.1:8080",
 ]  # fmt: skip
 
@@ -28,7 +28,7 @@ def test_provision_writes_a_valid_config_with_a_fresh_secret(tmp_path):
     proc = run("--out", str(out), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     cfg = fwconfig.validate(json.loads(out.read_text()))
-    assert cfg["device_id"] == "BUS-0007" and len(cfg["secret_bytes"]) == 32
+    assert cfg["device_id"] == 7 and len(cfg["secret_bytes"]) == 32
     out2 = tmp_path / "d.json"
     run("--out", str(out2), cwd=tmp_path)
     assert json.loads(out2.read_text())["secret"] != cfg["secret"]

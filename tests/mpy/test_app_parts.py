@@ -58,7 +58,7 @@ def test_clock_never_goes_before_the_last_record():
 
 def _good():
     return {
-        "device_id": "BUS-0001",
+        "device_id": 1001,
         "secret": "00112233445566778899aabbccddeeff",
         "route": 12,
         "city": "2482",
@@ -77,7 +77,8 @@ def test_config_validation_and_defaults():
         ("city", "24820", "4 digits"),
         ("institution", "12", "16 digits"),
         ("stop_source", "psychic", "stop_source"),
-        ("device_id", "", "device_id"),
+        ("device_id", "BUS-1", "device_id"),
+        ("device_id", 0, "device_id"),
     ):
         bad = _good()
         bad[key] = value
@@ -95,6 +96,6 @@ def test_config_file_errors_are_clear():
     mptest.true("not valid JSON" in str(mptest.raises(config.ConfigError, config.load, path)))
     with open(path, "w") as f:
         json.dump(_good(), f)
-    mptest.eq(config.load(path)["device_id"], "BUS-0001")
+    mptest.eq(config.load(path)["device_id"], 1001)
     e = mptest.raises(config.ConfigError, config.load, "/tmp/no-such-config.json")
     mptest.true("provision" in str(e))
