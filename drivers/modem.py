@@ -96,6 +96,7 @@ class ModemTransport:
         poll_ms=500,
         guard_ms=1000,
         settle_ms=2000,
+        probe_ms=300,
         max_body=32768,
         on_time=None,
     ):
@@ -115,6 +116,7 @@ class ModemTransport:
         self.poll_ms = poll_ms
         self.guard_ms = guard_ms
         self.settle_ms = settle_ms  # after switching off, before the key is pressed again
+        self.probe_ms = probe_ms  # how long an 'AT' may take before the modem counts as silent
         self.max_body = max_body
         self.on_time = on_time  # fn(seconds since 2000 UTC) when the network gives the time
         self.ready = False
@@ -212,7 +214,7 @@ class ModemTransport:
     async def power_on(self):
         """Make sure the modem is on and answering AT; pulses the key only when it is silent."""
         self.at.start()
-        if await self.at.probe(2, 300):
+        if await self.at.probe(2, self.probe_ms):
             return
         await self._boot()
 
@@ -240,7 +242,7 @@ class ModemTransport:
         self.pdp = False
         at = self.at
         _log.warning("power-cycling the modem")
-        if await at.probe(1, 300):
+        if await at.probe(1, self.probe_ms):
             try:
                 await at.command(self.dialect.power_off_cmd, 5000)
             except (AtError, AtTimeout):
@@ -249,7 +251,7 @@ class ModemTransport:
             await self._pulse(self.off_pulse_ms)
         await asyncio.sleep_ms(self.settle_ms)
         at.reset()
-        if await at.probe(1, 300):
+        if await at.probe(1, self.probe_ms):
             return  # the key found it off (not hung) and switched it on: fine as well
         await self._boot()
 
@@ -263,14 +265,14 @@ class ModemTransport:
         await asyncio.sleep_ms(self.guard_ms)
         at.reset()
         at.echo = True
-        return await at.probe(2, 300)
+        return await at.probe(2, self.probe_ms)
 
     async def recover(self):
         """Back to a modem answering AT: probe, escape, power-cycle, in that order."""
         at = self.at
         at.start()
         self.ready = False
-        if await at.probe(2, 300):
+        if await at.probe(2, self.probe_ms):
             self.suspect = False
             return
         if await self.escape():

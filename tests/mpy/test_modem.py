@@ -16,7 +16,7 @@ TIMING = {
     "on_pulse_ms": 50,
     "off_pulse_ms": 300,
     "boot_ms": 100,
-    "sim_ready_ms": 300,
+    "sim_ready_ms": 200,
     "reg_ms": 100,
     "guard_ms": 100,
     "urc_ms": 10,
@@ -67,6 +67,7 @@ def make(dialect, **kw):
         "reg_wait_ms": 400,
         "poll_ms": 100,
         "guard_ms": 120,
+        "probe_ms": 150,
     }
     args.update(kw)
     return ctl, ModemTransport(uart, pwr, dial, **args)

@@ -58,6 +58,7 @@ async def modem(dialect):
             poll_ms=100,
             guard_ms=120,
             settle_ms=100,
+            probe_ms=150,
         )
         _state[dialect] = m
         _state["base"] = "http://127.0.0.1:%d" % ctl.call("http_port")
