@@ -268,7 +268,8 @@ def test_spi_dw_sr_dr_and_resumed_reads():
     assert spi_x(chip, b"\x03" + bytes(6))[1:] == ACK
     want = chip_frame(b"\x03\x32\x01\x06\x07")
     head = spi_x(chip, b"\x03" + bytes(5))[1:]
-    rest = spi_x(chip, b"\x03" + bytes(len(want) - 5))[1:]
+    # A second window: the next byte comes out while the DR byte goes in.
+    rest = spi_x(chip, b"\x03" + bytes(len(want) - 6))
     assert head + rest == want
     assert spi_x(chip, b"\x02\x00")[1] == 0
     assert chip.spi_exchange(b"\x02\x00", {"firstbit": "LSB"}) == b"\xff\xff"  # not selected

@@ -13,7 +13,8 @@ Transports:
   byte (bit 0 = ready); a one-byte read only polls; a longer read while ready hands over the
   pending frame (padded with zeros) and consumes it.
 * ``PN532SPISim`` for ``SPIBus``: the first byte under chip select is DW 01 / SR 02 / DR 03; DR
-  streams the pending frame, resuming where an earlier DR window stopped. The chip is LSB first:
+  streams the pending frame; a later DR window resumes where the last stopped, the next byte
+  coming out during the DR byte itself (as libnfc observed). The chip is LSB first:
   a bus configured MSB first sees every byte bit-reversed both ways.
 * ``PN532HSUSim`` (a tools/sim/uart.py ``UartDevice``): asleep at power-up until a 0x55 byte;
   bytes at a baud rate other than the chip's are lost, and its answers arrive garbled.
@@ -519,6 +520,12 @@ class PN532SPISim(_Queued):
         _Queued._cancel(self)
         self.dr_pos = 0
 
+    def _dr_advance(self, frame):
+        self.dr_pos += 1
+        if self.dr_pos == len(frame):
+            self._pop()
+            self.dr_pos = 0
+
     def spi_select(self, active):
         # Called from the pin thread: take the hub's lock first, as the bus and timer threads
         # do, since emitting a frame drives the IRQ pin through the hub.
@@ -544,7 +551,14 @@ class PN532SPISim(_Queued):
                     out.append(0xFF)
                 elif self.op is None:
                     self.op = b
-                    out.append(0xFF)
+                    frame = self.ready_frame()
+                    if b == self.DR and self.dr_pos and frame is not None:
+                        # A resumed read: the chip shifts the next frame byte out while the DR
+                        # byte comes in (libnfc pn532_spi.c, pn532_spi_receive_next_chunk).
+                        out.append(frame[self.dr_pos])
+                        self._dr_advance(frame)
+                    else:
+                        out.append(0xFF)
                 elif self.op == self.DW:
                     self.dw.append(b)
                     out.append(0xFF)
@@ -554,10 +568,7 @@ class PN532SPISim(_Queued):
                     frame = self.ready_frame()
                     if frame is not None and self.dr_pos < len(frame):
                         out.append(frame[self.dr_pos])
-                        self.dr_pos += 1
-                        if self.dr_pos == len(frame):
-                            self._pop()
-                            self.dr_pos = 0
+                        self._dr_advance(frame)
                     else:
                         out.append(0x00)
                 else:
