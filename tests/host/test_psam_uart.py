@@ -313,6 +313,9 @@ def test_atr_faults(sim, kind, params, want):
     card.inject(kind, **params)
     rd.reset()
     assert rd.read(len(build_atr()), 0.3) == want
+    rd.write(bytes.fromhex("80E0000000"))
+    # Mute until the next reset, unless the ATR was only garbled.
+    assert rd.read(2, 0.15) == (b"\x90\x00" if kind == "corrupt_atr" else b"")
     rd.reset()
     assert rd.read(len(build_atr())) == build_atr()
 

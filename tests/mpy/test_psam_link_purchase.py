@@ -65,3 +65,27 @@ def test_whole_purchase_through_pn532_and_character_psam():
         % (lk.chars_tx, lk.chars_rx, lk.line_us, lk.baud)
     )
     uart.deinit()
+
+
+def test_purchaser_boot_recovers_the_link_after_a_fault():
+    if _missing:
+        mptest.skip("purchase not available: %s" % _missing)
+    ctl = Control()
+    log.set_level(log.INFO, echo=False)
+    log.clear()
+    ctl.call("psam_clear", settings=True)
+    ctl.call("psam_app", name="virtual")
+    uart = SimUART("psam", baudrate=9600, parity=0, stop=2, rxbuf=512)
+    lk = PsamLink(uart, Pin("psam_rst", Pin.OUT, value=0), PWM(Pin("psam_clk")), CLK)
+    p = purchase.Purchaser(PsamApp(lk), pending.RamPendingStore(), {"journal": [].append})
+    mptest.false(p.boot(), "never reset: the link refuses")
+    mptest.true(log.find("not reset", log.ERROR), log.recent())
+    mptest.true(p.boot(), "the second boot resets the link first")
+    ctl.call("psam_config", wi=1)
+    ctl.call("psam_fault", kind="silence", at="header")
+    lk.reset()
+    mptest.false(p.boot(), "a silent PSAM fails the boot with a logged error")
+    mptest.true(log.find("procedure byte", log.ERROR), log.recent())
+    mptest.true(p.boot(), "and the next boot resets and works")
+    mptest.eq(ctl.call("psam_stats")["resets"], 4)  # boots 2, 3, 4 and the one by hand
+    uart.deinit()

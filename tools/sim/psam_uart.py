@@ -39,6 +39,8 @@ GET_RESPONSE = 0xC0
 # Case-2 instructions: P3 is Le and the card sends data. Everything else receives P3 bytes.
 OUTGOING_INS = frozenset((0xB0, 0xB2, 0xC0, 0x84, 0xCA))
 BAUD_TOLERANCE = 0.02
+ATR_DELAY_MS = 1  # the card answers 400 to 40 000 clocks after the reset edge
+CONFIG_GRACE_S = 0.05
 
 
 def _inverse(b):
@@ -279,18 +281,13 @@ class PsamUart(UartDevice):
                     atr[0] = 0x35  # no TCK to break: break TS
                 else:
                     atr[-1] ^= 0x01
-            self.mode = "atr"
-            fault = self._take("short_atr")
-            if fault:
-                self.mode = "dead"
+            after = "atr"
+            if self._take("short_atr"):
+                after = "dead"  # stops mid-ATR and stays mute until the next reset
                 atr = atr[: max(2, len(atr) // 2)]
             fault = self._take("late_atr")
-            if fault:
-                self._later(fault.get("ms", 200) / 1000.0, [bytes(atr)], "atr")
-                return
-            self.stats["atrs"] += 1
-            self._out(atr)
-            self._specific_rate()
+            delay = fault.get("ms", 200) if fault else ATR_DELAY_MS
+            self._later(delay / 1000.0, [bytes(atr)], after, atr=True)
 
     def _specific_rate(self):
         """In specific mode the card moves to TA1's rate once its ATR is out (TA2 bit 5 clear)."""
@@ -299,13 +296,15 @@ class PsamUart(UartDevice):
             ta1 = self.card_ta1()
             self.f_idx, self.d_idx = ta1 >> 4, ta1 & 0x0F
 
-    def _later(self, delay, parts, next_mode, null_ms=0):
+    def _later(self, delay, parts, next_mode, null_ms=0, atr=False):
         """Send parts after delay (NULLs between them) from a thread; a reset cancels it."""
         gen = self.gen
         self.mode = "busy"
 
         def run():
             time.sleep(delay)
+            if atr:
+                self._await_reader_rate(gen)
             for i, part in enumerate(parts):
                 if i:
                     time.sleep(null_ms / 1000.0)
@@ -314,16 +313,30 @@ class PsamUart(UartDevice):
                         return
                     if part == b"\x60":
                         self.stats["nulls"] += 1
+                    last = i == len(parts) - 1
+                    if last:
+                        # Ready for the reader before it can see the last character.
+                        if atr:
+                            self.stats["atrs"] += 1
+                        if self.mode == "busy":
+                            self.mode = next_mode
                     self._out(part)
-            with self.lock:
-                if self.gen == gen:
-                    if next_mode == "atr":
-                        self.stats["atrs"] += 1
+                    if last and atr:
                         self._specific_rate()
-                    if self.mode == "busy":
-                        self.mode = next_mode
 
         threading.Thread(target=run, daemon=True).start()
+
+    def _await_reader_rate(self, gen):
+        """The reader's UART settings and the reset edge reach the hub on two sockets, so a rate
+        change made just before the edge may land a moment after it. On a board the change is
+        instant; wait a little for it here, then let a reader that really has the wrong rate
+        receive a garbled ATR."""
+        deadline = time.monotonic() + CONFIG_GRACE_S
+        while time.monotonic() < deadline:
+            with self.lock:
+                if self.gen != gen or self._baud_ok():
+                    return
+            time.sleep(0.001)
 
     # ---- characters from the reader
     def on_data(self, data):
