@@ -308,9 +308,13 @@ class Blacklist:
         # Walk the bitmap (each bucket: its entries' ones, then a zero) past d zeros.
         pos = _DHEAD * 8
         limit = (_DHEAD * 8) + ne + nb
+        if limit + ne * r > BLOCK * 8:
+            raise ListError("data block %d claims %d entries in %d buckets" % (j, ne, nb))
         before = 0  # entries in earlier buckets of this block
         zeros = 0
         while zeros < d:
+            if pos >= limit:
+                raise ListError("data block %d bitmap is inconsistent" % j)
             if pos & 7 == 0:
                 z = 8 - _POP[buf[pos >> 3]]
                 if zeros + z < d:
@@ -333,8 +337,6 @@ class Blacklist:
         if before + count > ne:
             raise ListError("data block %d bitmap is inconsistent" % j)
         base = limit
-        if base + ne * r > BLOCK * 8:
-            raise ListError("data block %d claims %d entries" % (j, ne))
         for e in range(before, before + count):
             o = base + e * r
             a = o >> 3

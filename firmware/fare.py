@@ -131,7 +131,7 @@ class _Ride:
 
 def parse_record(rec, tz):
     """One 48-byte 0x1E record -> _Ride, or None when empty or malformed."""
-    if rec is None or len(rec) < 32:
+    if not isinstance(rec, (bytes, bytearray, memoryview)) or len(rec) < 32:
         return None
     typ = rec[0]
     if typ == 0 or typ == 0xFF:
@@ -411,6 +411,22 @@ class FareEngine:
     # -- the decision ----------------------------------------------------------------------
 
     def compute(self, card, route, stop, now, local=True, balance=None, overdrawn=0):
+        """See _compute. Whatever the input, this returns a FareResult and never raises."""
+        if (
+            not isinstance(route, int)
+            or not isinstance(stop, int)
+            or not isinstance(now, int)
+            or stop < 0
+        ):
+            _log.error("route, stop and time must be integers: %r %r %r", route, stop, now)
+            return FareResult(REFUSED, "bad input")
+        try:
+            return self._compute(card, route, stop, now, local, balance, overdrawn)
+        except (TypeError, ValueError, IndexError, KeyError, AttributeError) as e:
+            _log.error("fare input refused: %r", e)
+            return FareResult(REFUSED, "bad input")
+
+    def _compute(self, card, route, stop, now, local, balance, overdrawn):
         """Decide a tap of `card` at (route, stop) at validator time `now`.
 
         card: parsed card (attributes or dict keys): card_no, card_type (0x17 byte 10),

@@ -208,3 +208,32 @@ def test_fixture_oracle_agrees_with_the_bundle(tmp_path):
         pc.build_fixture(count=20000, directory=tmp_path, progress=False)[0].stat().st_mtime_ns
         == mtime
     )
+
+
+_DAMAGE_BASE = sorted(random.Random(9).sample(range(10**18), 3000))
+_DAMAGE_LIST = cl.blacklist_bytes(_DAMAGE_BASE)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, len(_DAMAGE_LIST) - 1), st.integers(0, 255)),
+        min_size=1,
+        max_size=20,
+    ),
+    st.lists(CARD, min_size=1, max_size=20),
+)
+def test_damaged_list_answers_or_raises_list_error_only(damage, probes):
+    data = bytearray(_DAMAGE_LIST)
+    for pos, value in damage:
+        data[pos] = value
+    try:
+        bl = cl.Blacklist(cl.FileBlocks(io.BytesIO(bytes(data)), 0, len(data)))
+    except cl.ListError:
+        return
+    for c in probes + _DAMAGE_BASE[:20]:
+        try:
+            assert bl.contains(c) in (True, False)
+        except cl.ListError:
+            pass
+        assert cl.check_blacklist(bl, c) in (cl.OK, cl.BLACKLISTED, cl.LIST_UNAVAILABLE)

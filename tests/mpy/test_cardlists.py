@@ -111,6 +111,33 @@ def test_damaged_list_is_refused_or_reported_not_crashing():
     mptest.eq(cl.check_blacklist(bl, cards[0]), cl.LIST_UNAVAILABLE)
 
 
+def test_random_damage_to_data_blocks_never_crashes():
+    # Flash rot or a bad copy: every lookup answers True/False or raises ListError, which
+    # check_blacklist turns into LIST_UNAVAILABLE; nothing else escapes.
+    cards = seeded_cards(1500, 51)
+    good = cl.blacklist_bytes(cards)
+    rng = 12345
+    outcomes = {"answer": 0, "error": 0}
+    for trial in range(60):
+        data = bytearray(good)
+        for _ in range(1 + trial % 7):
+            rng = cl.mix(rng)
+            pos = 2 * cl.BLOCK + rng % (len(data) - 2 * cl.BLOCK)
+            data[pos] = (rng >> 20) & 0xFF
+            if trial % 5 == 0:  # sometimes wreck a data block head
+                blk = 2 + (rng >> 40) % (len(data) // cl.BLOCK - 2)
+                data[blk * cl.BLOCK + 8] = 0xFF
+        bl = cl.Blacklist(MemBlocks(bytes(data)))
+        for c in cards[:40] + seeded_cards(20, trial):
+            try:
+                bl.contains(c)
+                outcomes["answer"] += 1
+            except cl.ListError:
+                outcomes["error"] += 1
+            mptest.true(cl.check_blacklist(bl, c) in (cl.OK, cl.BLACKLISTED, cl.LIST_UNAVAILABLE))
+    mptest.true(outcomes["error"] > 0, repr(outcomes))
+
+
 class _MemFile:
     def __init__(self, data):
         self.data = data

@@ -429,6 +429,29 @@ def test_malformed_records_are_skipped_not_fatal():
     _ok(res, 200)
 
 
+def test_garbage_input_is_refused_never_raised():
+    e = engine()
+    on = [rec(3, MON_1200 - 60, 301, stop=0, amount=0)]
+    cases = (
+        (card(), "101", 0, MON_1200),
+        (card(), 101, None, MON_1200),
+        (card(), 301, -1, MON_1200),
+        (card(), 101, 0, None),
+        ({"card_no": "1", "card_type": 1, "records": 5}, 101, 0, MON_1200),
+        (None, 101, 0, MON_1200),
+        (card(records=on), 301, 2, MON_1200),  # fine: the control case
+    )
+    log.clear()
+    for c, route, stop, now in cases[:-1]:
+        res = e.compute(c, route, stop, now)
+        mptest.eq(res.status, fare.REFUSED, "%r %r %r" % (route, stop, now))
+        mptest.eq(res.debit, 0)
+    mptest.true(log.find("", log.WARNING), "refusals are logged")
+    _ok(e.compute(*cases[-1]), 200)
+    # records that are not records are skipped; the tap itself is fine
+    _ok(e.compute(card(records=[1, "x", object()]), 101, 0, MON_1200), 200)
+
+
 def test_bad_fare_tables_are_refused_with_a_reason():
     def bad(mutate, fragment):
         import json
