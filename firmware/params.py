@@ -271,8 +271,11 @@ class Params:
             if int(check) != crc.crc32(body):
                 raise ValueError("crc")
             st = json.loads(body)
+            if not isinstance(st, dict):
+                raise ValueError("not an object")
         except (ValueError, TypeError) as e:
             _log.error("state file damaged (%s): no parameters", e)
+            self._damaged = True
             return None
         return st
 
@@ -400,8 +403,11 @@ class Params:
 
     def load(self, now=None):
         """Open the committed parameters (after boot). True when a parameter set is active."""
+        self._damaged = False
         self.state = self._read_state()
-        self._collect(at_boot=True)
+        if not self._damaged:
+            # leftovers go; after damage the files stay for whoever investigates
+            self._collect(at_boot=True)
         if not self.state or not self.state.get("active"):
             _log.warning("no parameters installed")
             return False

@@ -326,7 +326,19 @@ def test_damaged_state_file_means_no_parameters_not_a_crash():
     q = params.Params(MP + "/params", KEY)
     mptest.false(q.load(now=0))
     mptest.true(log.find("state file damaged", log.ERROR))
+    mptest.true("b3.bnd" in os.listdir(MP + "/params"), "files kept after damage")
     q.close()
+    # well-formed but wrong: a list, an entry missing its fields
+    import crc
+
+    for body in (b"[]", b'{"active": {"version": 9}}', b'{"active": {"cfg": 5}}'):
+        with open(MP + "/params/state", "wb") as f:
+            f.write(body + b"\n" + str(crc.crc32(body)).encode())
+        log.clear()
+        q = params.Params(MP + "/params", KEY)
+        mptest.false(q.load(now=0), body)
+        mptest.true(log.find("", log.ERROR), "logged: %r" % body)
+        q.close()
 
 
 # ---- slot mode: the full blacklist in raw A/B partitions ------------------------------------
