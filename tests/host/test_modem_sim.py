@@ -133,6 +133,27 @@ def test_echo_until_ate0_and_sim_busy_first():
     assert b"ERROR" in at(sim, wire, "HELLO", b"ERROR\r\n")
 
 
+def test_sim_missing_pin_and_rejected_apn():
+    sim, wire = make()
+    at(sim, wire, "ATE0")
+    at(sim, wire, "AT+CEREG=1")
+    sim.set_network(sim_state="MISSING")
+    wire.wait_for(b"+CEREG: 0\r\n")
+    assert b"+CME ERROR: 10" in at(sim, wire, "AT+CPIN?", b"\r\n+CME ERROR: 10\r\n")
+    sim.set_network(sim_state="SIM PIN")
+    assert b"+CPIN: SIM PIN" in at(sim, wire, "AT+CPIN?")
+    sim.set_network(sim_state="READY", operator_stat=3)
+    wire.wait_for(b"+CEREG: 3\r\n")
+    sim.set_network(operator_stat=1)
+    wire.wait_for(b"+CEREG: 1\r\n")
+    sim.apns = ["internet"]
+    at(sim, wire, 'AT+CGDCONT=1,"IP","cmnet"')
+    assert b"ERROR" in at(sim, wire, "AT+CGACT=1,1", b"ERROR\r\n")
+    at(sim, wire, 'AT+CGDCONT=1,"IP","internet"')
+    at(sim, wire, "AT+CGACT=1,1")
+    assert sim.pdp
+
+
 def test_registration_urcs_signal_and_network_time():
     sim, wire = make()
     at(sim, wire, "ATE0")
@@ -307,6 +328,9 @@ def test_hub_server_commands():
     assert state["dialect"] == "quectel" and state["power"] is False
     assert hub.call("modem_fault", {"fault": "slow", "count": 2}) == {"slow": 2}
     assert hub.call("modem_clear", {}) == {}
+    with pytest.raises(ValueError):
+        hub.call("modem_set", {"sim_state": "LOCKED"})
+    assert hub.call("modem_set", {"sim_state": "MISSING", "apns": ["cmnet"]}) is True
     assert hub.call("http_port", {}) > 0
     assert hub.call("http_log", {}) == []
     assert hub.call("modem_commands", {"clear": True}) == []

@@ -53,6 +53,7 @@ def make(dialect, **kw):
     ctl.call("modem_dialect", dialect=dialect)
     ctl.call("modem_timing", **TIMING)
     ctl.call("modem_clear")
+    ctl.call("modem_set", sim_state="READY", operator_stat=1, apns=None)
     ctl.call("http_log", clear=True)
     uart = the_uart()
     pwr = Pin("modem_pwrkey", Pin.OUT)
@@ -189,6 +190,27 @@ async def test_roaming_is_reported():
     mptest.eq(m.status()["registration"], "roaming")
     mptest.true(m.status()["roaming"])
     ctl.call("modem_set", operator_stat=1)
+    await m.close()
+
+
+async def test_bring_up_failures_are_network_down_then_recover():
+    from transport import NetworkDown
+
+    ctl, m = make("simcom", sim_timeout_ms=600, reg_timeout_ms=600)
+    cases = (
+        ({"sim_state": "MISSING"}, "no SIM card"),
+        ({"sim_state": "SIM PIN"}, "SIM needs SIM PIN"),
+        ({"operator_stat": 3}, "registration denied"),
+        ({"apns": ["internet"]}, "PDP context refused"),
+    )
+    for setting, why in cases:
+        ctl.call("modem_set", **setting)
+        e = await mptest.araises(NetworkDown, m.request("GET", base(ctl) + "/blob/1"))
+        mptest.true(why in str(e), "%s: %s" % (why, e))
+        mptest.true(m.status()["last_error"].startswith("NetworkDown"))
+        ctl.call("modem_set", sim_state="READY", operator_stat=1, apns=None)
+    mptest.eq((await m.request("GET", base(ctl) + "/blob/1"))[1], b"\x00")
+    mptest.eq(m.status()["errors"], 4)
     await m.close()
 
 

@@ -81,7 +81,9 @@ class ModemSim(UartDevice):
         self.http_log = []  # (method, url, headers, body) forwarded
         self.boots = 0
         self.network_time = None  # (y, m, d, hh, mm, ss, tz_quarters); None = host clock
-        self.operator_stat = 1  # 1 home, 5 roaming: what registration turns into
+        self.operator_stat = 1  # 1 home, 5 roaming, 3 denied: what registration turns into
+        self.sim_state = "READY"  # or "SIM PIN", or "MISSING" (+CME ERROR: 10)
+        self.apns = None  # APNs the network accepts (None: any)
         self._reset_state()
 
     # ---- state ------------------------------------------------------------------------------
@@ -198,9 +200,19 @@ class ModemSim(UartDevice):
         self.later(self.timing["reg_ms"], self._register)
 
     def _register(self):
-        if self.faults.get("reg_lost"):
+        if self.faults.get("reg_lost") or self.sim_state != "READY":
             return
         self._set_reg(self.operator_stat)
+
+    def set_network(self, operator_stat=None, sim_state=None):
+        """Change the SIM or what the network grants; a running modem follows at once."""
+        with self.lock:
+            if operator_stat is not None:
+                self.operator_stat = int(operator_stat)
+            if sim_state is not None:
+                self.sim_state = sim_state
+            if self.power and self.sim_ready and not self.faults.get("reg_lost"):
+                self._set_reg(self.operator_stat if self.sim_state == "READY" else 0)
 
     def _set_reg(self, stat):
         self.reg_stat = stat
@@ -381,9 +393,11 @@ class ModemSim(UartDevice):
         self.reply()
 
     def _at_CPIN(self, arg, query):
+        if self.sim_state == "MISSING":
+            return self.error(10)  # SIM not inserted
         if not self.sim_ready:
             return self.error(14)  # SIM busy
-        self.reply("+CPIN: READY")
+        self.reply("+CPIN: %s" % self.sim_state)
 
     def _at_CSQ(self, arg, query):
         self.reply("+CSQ: %d,99" % (21 if self.reg_stat in (1, 5) else 99))
@@ -434,6 +448,8 @@ class ModemSim(UartDevice):
             return self.reply("+CGACT: 1,%d" % self.pdp)
         if self.reg_stat not in (1, 5):
             return self.error(30)  # no network service
+        if self.apns is not None and self.apn not in self.apns:
+            return self.error()  # the network rejects the APN
         self.pdp = _split(arg)[0] == "1"
         self.reply()
 
@@ -454,6 +470,8 @@ class ModemSim(UartDevice):
                 return self.reply('+QIACT: 1,1,1,"10.64.1.7"')
             return self.reply()
         if self.reg_stat not in (1, 5) or self.apn is None:
+            return self.error()
+        if self.apns is not None and self.apn not in self.apns:
             return self.error()
         self.pdp = True
         self.reply()

@@ -7,7 +7,9 @@ ctl commands:
   modem_fault(fault, count=1)       inject a fault; modem_clear(fault=None) removes it
   modem_state()                     power, boots, echo, registration, pdp, faults, counters
   modem_commands(clear=False)       AT command lines received
-  modem_set(**kw)                   operator_stat (1 home, 5 roaming), network_time [7 ints]
+  modem_set(**kw)                   operator_stat (1 home, 5 roaming, 3 denied),
+                                    network_time [7 ints], sim_state (READY | SIM PIN |
+                                    MISSING), apns (accepted APNs, None = any)
   http_port()                       the local HTTP server's port
   http_log(clear=False, last=5)     requests the HTTP server saw (method, path, headers,
                                     body_len, body: the first 64 bytes in hex)
@@ -175,10 +177,13 @@ def build():
         return out
 
     @hub.command("modem_set")
-    def _set(operator_stat=None, network_time=None):
+    def _set(operator_stat=None, network_time=None, sim_state=None, apns=False):
         m = modem()
-        if operator_stat is not None:
-            m.operator_stat = int(operator_stat)
+        if sim_state is not None and sim_state not in ("READY", "SIM PIN", "MISSING"):
+            raise ValueError("sim_state is READY, SIM PIN or MISSING")
+        if apns is not False:
+            m.apns = None if apns is None else list(apns)
+        m.set_network(operator_stat, sim_state)
         if network_time is not None:
             m.network_time = tuple(int(x) for x in network_time)
         return True
