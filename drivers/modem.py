@@ -208,8 +208,11 @@ class ModemTransport:
     # ---- power ------------------------------------------------------------------------------
     async def _pulse(self, ms):
         self.pwrkey.value(self.pwrkey_active)
-        await asyncio.sleep_ms(ms)
-        self.pwrkey.value(1 - self.pwrkey_active)
+        try:
+            await asyncio.sleep_ms(ms)
+        finally:
+            # Even when cancelled: a key left pressed would switch the modem off again.
+            self.pwrkey.value(1 - self.pwrkey_active)
 
     async def power_on(self):
         """Make sure the modem is on and answering AT; pulses the key only when it is silent."""
