@@ -2,6 +2,8 @@
 # The modem Transport end to end: the real drivers on a SimUART, the simulated SIM7600 / EC2x on
 # the hub, HTTP forwarded to a real local HTTP server. Bring-up and round trips in both dialects.
 
+import asyncio
+
 import log
 import mptest
 from atmodem import loop_block_probe
@@ -211,6 +213,23 @@ async def test_bring_up_failures_are_network_down_then_recover():
         ctl.call("modem_set", sim_state="READY", operator_stat=1, apns=None)
     mptest.eq((await m.request("GET", base(ctl) + "/blob/1"))[1], b"\x00")
     mptest.eq(m.status()["errors"], 4)
+    await m.close()
+
+
+async def test_a_cancelled_bring_up_releases_the_power_key():
+    ctl, m = make("quectel", on_pulse_ms=400)
+    task = asyncio.create_task(m.start())
+    for _ in range(100):  # two silent probes, then the key goes down
+        await asyncio.sleep_ms(20)
+        if ctl.call("pin_levels").get("modem_pwrkey") == 1:
+            break
+    mptest.eq(ctl.call("pin_levels").get("modem_pwrkey"), 1)
+    task.cancel()
+    await asyncio.sleep_ms(10)
+    mptest.eq(ctl.call("pin_levels").get("modem_pwrkey"), 0)
+    mptest.false(m.status()["ready"])
+    await m.start()  # and a later bring-up works
+    mptest.true(m.status()["ready"])
     await m.close()
 
 
