@@ -91,6 +91,14 @@ def test_wrong_key_is_refused_and_logged():
         raise AssertionError("accepted under the wrong key")
 
 
+def test_resign_for_another_device():
+    other = bundle.resign(full(), b"device-0002-secret")
+    mptest.eq(len(other), len(full()))
+    mptest.eq(bundle.verify_bytes(other, b"device-0002-secret").version, 5)
+    mptest.raises(bundle.BundleError, bundle.verify_bytes, other, KEY)
+    mptest.raises(bundle.BundleError, bundle.resign, b"short", KEY)
+
+
 def test_padded_bundle_is_refused():
     mptest.raises(bundle.BundleError, bundle.verify_bytes, full() + b"\x00", KEY)
 
