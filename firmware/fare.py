@@ -547,9 +547,7 @@ class FareEngine:
     def _finish(self, res, balance, overdrawn):
         if res.debit > self.t.max_fare:
             _log.error("fare %d above the cap %d: table error?", res.debit, self.t.max_fare)
-            r = FareResult(REFUSED, "fare above cap")
-            r.debit = res.debit
-            return r
+            return FareResult(REFUSED, "fare above cap")  # nothing a caller could debit
         if overdrawn:
             _log.info("card overdrawn by %d", overdrawn)
             res.status = REFUSED

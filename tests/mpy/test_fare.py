@@ -363,7 +363,7 @@ def test_no_overdraft_in_every_mode():
 def test_sanity_cap_refuses_whatever_the_table_says():
     log.clear()
     res = engine().compute(card(), 103, 0, MON_1200, balance=100000)
-    mptest.eq((res.status, res.reason), (fare.REFUSED, "fare above cap"))
+    mptest.eq((res.status, res.reason, res.debit), (fare.REFUSED, "fare above cap", 0))
     mptest.true(log.find("above the cap", log.ERROR))
 
 
