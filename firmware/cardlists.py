@@ -125,7 +125,7 @@ def _data_block(first, nb, counts, rems, r):
 def build_blacklist(cards, write, progress=None):
     """Write the blacklist of `cards` (ints or card numbers) through write(bytes), block by block.
 
-    Returns (entries, blocks). `progress(n)` is called with entries placed so far (host tqdm).
+    Returns (entries, blocks). `progress(n)` is called with entries written so far (host tqdm).
     Duplicates are dropped. Raises ListError on a bad card number.
     """
     hashes = sorted(set(mix(card_key(c)) for c in cards))
@@ -165,8 +165,6 @@ def build_blacklist(cards, write, progress=None):
                 used += nbuckets - bucket
                 bucket = nbuckets
         blocks.append((first, bucket - first, start, i))
-        if progress:
-            progress(i)
     n_data = len(blocks)
     n_index = (n_data + _PER_INDEX - 1) // _PER_INDEX
     if n_index > _MAX_FENCES:
@@ -183,13 +181,17 @@ def build_blacklist(cards, write, progress=None):
         for y, b in enumerate(part):
             struct.pack_into(">I", idx, 4 * y, b[0])
         write(bytes(idx))
-    for first, nb, start, end in blocks:
+    for x, (first, nb, start, end) in enumerate(blocks):
+        if progress and not x & 15:
+            progress(start)
         counts = [0] * nb
         rems = []
         for h in hashes[start:end]:
             counts[(h >> r) - first] += 1
             rems.append(h & mask)
         write(bytes(_data_block(first, nb, counts, rems, r)))
+    if progress:
+        progress(n)
     return n, 1 + n_index + n_data
 
 
