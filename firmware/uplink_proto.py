@@ -55,20 +55,22 @@ class ProtoError(ValueError):
     """A malformed or unauthenticated message: the caller logs it and changes nothing."""
 
 
-_pads = [None, None, None]  # secret, inner pad, outer pad: one device key, padded once
+_pads = (None, b"", b"")  # (secret, inner pad, outer pad): one device key, padded once
 
 
 def mac(secret, data):
     """HMAC-SHA256 (the same as hmac256.hmac_sha256), with the key pads kept between calls: the
-    uplink MACs every request and answer under one secret."""
-    if _pads[0] != secret:
+    uplink MACs every request and answer under one secret. The cache is one tuple, read and
+    replaced whole, so collector threads checking different devices cannot mix pads."""
+    global _pads
+    pads = _pads
+    if pads[0] != secret:
         key = hmac256._pad_key(bytes(secret))
-        _pads[1] = bytes(b ^ 0x36 for b in key)
-        _pads[2] = bytes(b ^ 0x5C for b in key)
-        _pads[0] = secret
-    inner = hashlib.sha256(_pads[1])
+        pads = (bytes(secret), bytes(b ^ 0x36 for b in key), bytes(b ^ 0x5C for b in key))
+        _pads = pads
+    inner = hashlib.sha256(pads[1])
     inner.update(data)
-    outer = hashlib.sha256(_pads[2])
+    outer = hashlib.sha256(pads[2])
     outer.update(inner.digest())
     return outer.digest()
 

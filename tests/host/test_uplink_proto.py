@@ -183,3 +183,33 @@ def test_mac_matches_the_standard_hmac_when_the_key_changes():
     for key in (KEY, OTHER, KEY, b"k" * 100, KEY):
         for data in (b"", b"abc", bytes(5000)):
             assert up.mac(key, data) == hmac.new(key, data, hashlib.sha256).digest()
+
+
+def test_mac_is_right_from_many_threads_with_many_keys():
+    # The collector checks devices' MACs in a thread pool: the pad cache must not mix keys.
+    import hashlib
+    import hmac
+    import threading
+
+    keys = [bytes([i]) * 32 for i in range(8)]
+    want = {k: hmac.new(k, b"batch", hashlib.sha256).digest() for k in keys}
+    wrong = []
+
+    def work(k):
+        for _ in range(3000):
+            if up.mac(k, b"batch") != want[k]:
+                wrong.append(k)
+
+    import sys
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads often: a race shows within the run
+    try:
+        threads = [threading.Thread(target=work, args=(k,)) for k in keys]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(old)
+    assert wrong == []

@@ -59,7 +59,11 @@ def teardown():
         for name in os.listdir(root):
             os.remove(root + "/" + name)
         os.rmdir(root)
-        os.remove(root + ".hwm")
+        top = root[: root.rfind("/")]
+        base = root[root.rfind("/") + 1 :]
+        for name in os.listdir(top):
+            if name.startswith(base + "."):  # the journal's files beside its directory
+                os.remove(top + "/" + name)
 
 
 def new_journal(tag):

@@ -128,7 +128,8 @@ class Store:
         if conn is None:
             conn = sqlite3.connect(self.path, isolation_level=None, timeout=30)
             conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
+            # FULL: a commit is on disk before the answer frees the records on the validator.
+            conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA busy_timeout=30000")
             self._local.conn = conn
             with self._all_lock:
