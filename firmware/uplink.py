@@ -186,9 +186,14 @@ class Uplink:
         """-> (records, floor, first_seq): a run of consecutive records after the cursor. A record
         the journal could not read is lost to the back office too: the floor says so."""
         acked = self.j.acked_seq
-        recs = self.j.records_after(acked, self.batch) if self.j.backlog else []
-        if not recs:
+        if not self.j.backlog:
             return [], acked, acked + 1
+        recs = self.j.records_after(acked, self.batch)
+        if not recs:
+            # Records wait but none can be read: without this they would be retried forever.
+            last = self.j.last_seq
+            _log.error("records %d..%d unreadable here: reported lost", acked + 1, last)
+            return [], last, last + 1
         first = record.seq_of(recs[0])
         n = 1
         while n < len(recs) and record.seq_of(recs[n]) == first + n:

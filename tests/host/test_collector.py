@@ -148,7 +148,7 @@ def test_restore_from_an_older_backup(client, store, caplog):
     dev.counter = 5  # the device's counter is ahead of the restored one: accepted
     assert upload(client, dev, 31, 40)["value"] == 40
     assert store.gaps(1) == [(11, 30)]
-    assert any("acknowledged earlier but are not held" in m for m in caplog.messages)
+    assert any("gone from the device but not held here" in m for m in caplog.messages)
     assert store.count(1) == 20
     # Re-sending what the device still has changes nothing.
     dev.acked = 30

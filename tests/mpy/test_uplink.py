@@ -457,3 +457,39 @@ async def test_every_record_once_through_random_faults():
     mptest.eq(st["seqs"], list(range(1, total + 1)), "none lost, none doubled")
     mptest.eq((j.acked_seq, j.backlog), (total, 0))
     mptest.log("%d records through %d requests with random faults" % (total, st["requests"]))
+
+
+class RottenJournal:
+    """A journal whose records after the cursor all went bad (its reads skip them)."""
+
+    def __init__(self, last, readable=()):
+        self.last_seq = last
+        self.acked_seq = 0
+        self.readable = list(readable)
+        self.acks = []
+
+    @property
+    def backlog(self):
+        return self.last_seq - self.acked_seq
+
+    def records_after(self, seq, limit=32):
+        return [r for r in self.readable if int.from_bytes(r[6:10], "big") > seq][:limit]
+
+    def ack(self, seq):
+        self.acks.append(seq)
+        self.acked_seq = seq
+
+
+async def test_unreadable_records_are_declared_lost_not_retried_forever():
+    import record
+
+    await ctl("reset")
+    j = RottenJournal(10, [record.encode({"kind": 6, "time": T0}, 8)])
+    u, _ = make(j)
+    mptest.true(await u.sync(), u.last_error)
+    st = await held()
+    # 1..7 unreadable: floor 7 (logged), 8 sent; then 9..10 unreadable: floor 10.
+    mptest.eq(st["seqs"], [8])
+    mptest.eq(st["gaps"], [[1, 7], [9, 10]])
+    mptest.eq((j.acked_seq, j.backlog), (10, 0))
+    mptest.true(len(log.find("unreadable here")) == 2)

@@ -329,8 +329,9 @@ class Store:
             )[0]
             if missing < acked - contig:
                 log.error(
-                    "device %d: records %d..%d were acknowledged earlier but are not held "
-                    "(database restored?); %d missing, noted in gaps",
+                    "device %d: records %d..%d are gone from the device but not held here "
+                    "(database restored from an older backup, or unreadable on the device); "
+                    "%d missing, noted in gaps",
                     device_id,
                     contig + 1,
                     acked,
