@@ -120,13 +120,15 @@ class Validator:
         self.clock.raise_floor(fields.get("time", 0))
         if self.uplink is not None:
             self.uplink.kick()
+        self.emit(
+            "record", {"seq": seq, "kind": fields.get("kind"), "amount": fields.get("amount")}
+        )
         return seq
 
     def _journal_record(self, rec):
         # Called by the purchaser before it forgets a pending purchase: it must be durable when
         # this returns, and an error must reach the purchaser (the pending entry then stays).
-        seq = self._append(rec)
-        self.emit("record", {"seq": seq, "kind": rec.get("kind"), "amount": rec.get("amount")})
+        self._append(rec)
 
     def _param_event(self, kind, info):
         fields = {
@@ -210,6 +212,8 @@ class Validator:
                 "acked_seq": self.journal.acked_seq,
                 "pending": pend,
                 "reset_cause": parts.reset_cause,
+                "heap_used": _heap_used(),
+                "heap_free": gc.mem_free(),
             },
         )
         _log.info(
@@ -267,6 +271,7 @@ class Validator:
                 "screen": self.parts.display.lines if self.parts.display else [],
                 "sound": self.parts.feedback.last if self.parts.feedback else None,
                 "time": now,
+                "heap_used": gc.mem_alloc(),
             },
         )
         return reason
@@ -308,6 +313,7 @@ class Validator:
                 self.heartbeat = time.ticks_ms()
                 await asyncio.sleep_ms(_PRESENT_POLL_MS)
             reader.release()
+            self.emit("left", {})
             gc.collect()
 
     # ---- background ----------------------------------------------------------------------------
@@ -404,6 +410,11 @@ class Validator:
 
 
 _current = None
+
+
+def _heap_used():
+    gc.collect()
+    return gc.mem_alloc()
 
 
 def current():

@@ -147,8 +147,8 @@ class Hub:
                 sock.sendall(b"OK\n")
                 try:
                     handler(stream)
-                except LinkClosed:
-                    pass
+                except (LinkClosed, ConnectionError):
+                    pass  # the firmware went away (ended, killed: a power cut)
                 except Exception:
                     log.exception("handler %s failed", hello)
 

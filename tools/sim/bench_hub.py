@@ -1,0 +1,126 @@
+"""The simulated bench's world: one hub carrying every chip the validator talks to.
+
+    world = BenchWorld(reader="pn532_i2c", dialect="simcom", start=validator_seconds)
+    port = world.start()            # firmware gets SIM_PORT=port
+    world.place(card) / world.remove(card)
+    world.time += 60                # the virtual RTC the firmware reads (ctl "now")
+
+Devices: the NFC reader chosen by `reader` (PN532 on I2C "nfc_i2c", SPI "nfc_spi" or HSU UART
+"nfc_hsu"; RC522 on SPI "rc522"), the SSD1306 display on I2C "i2c0", the character-level PSAM
+on UART "psam" (reset pin "psam_rst") running a VirtualPsam, the modem on UART "modem" (power key
+"modem_pwrkey") forwarding HTTP to the real collector, and a watchdog line on pin "wdt".
+"""
+
+import threading
+import time
+
+from tools.sim.buses import I2CBus, SPIBus
+from tools.sim.display_server import add_display
+from tools.sim.hub import Hub
+from tools.sim.modem import ModemSim
+from tools.sim.psam import VirtualPsam
+from tools.sim.psam_uart import PsamUart
+
+READERS = ("pn532_i2c", "pn532_spi", "pn532_hsu", "rc522_spi")
+# The modem's boot and registration delays, shortened so a bench run takes seconds.
+FAST_MODEM = {"boot_ms": 100, "sim_ready_ms": 50, "reg_ms": 50, "urc_ms": 5}
+
+
+class BenchWorld:
+    def __init__(self, reader="pn532_i2c", dialect="simcom", start=0, terminal_id="000000000101"):
+        if reader not in READERS:
+            raise ValueError("reader must be one of " + ", ".join(READERS))
+        self.reader = reader
+        self.time = start
+        self.hub = hub = Hub()
+        hub.command("now")(lambda: self.time)
+        self.lock = threading.RLock()
+        self._placed = {}  # card -> label, for the RC522's named field
+        self._make_reader()
+        self.panel = add_display(hub)
+        self.psam_app = VirtualPsam(terminal_id=terminal_id)
+        self.psam = PsamUart(self.psam_app, clk_hz=3571200)
+        hub.register("uart", "psam", self.psam.serve)
+        hub.on_pin("psam_rst", self.psam.on_reset_pin)
+        self.modem = ModemSim()
+        self.modem.set_dialect(dialect)
+        self.modem.timing.update(FAST_MODEM)
+        hub.register("uart", "modem", self.modem.serve)
+        hub.on_pin("modem_pwrkey", self.modem.on_pwrkey)
+        self.wdt_last = None
+        self.wdt_feeds = 0
+        hub.on_pin("wdt", self._wdt_fed)
+        self.port = None
+
+    def _make_reader(self):
+        hub = self.hub
+        if self.reader == "rc522_spi":
+            from tools.sim import picc
+            from tools.sim.rc522 import RC522Sim
+
+            self.chip = RC522Sim(irq_line=lambda level: hub.set_pin("rc522_irq", level))
+            hub.register("spi", "rc522", SPIBus(hub, self.chip, "rc522_cs").serve)
+            self._picc = picc.Picc
+            return
+        from tools.sim import pn532
+        from tools.sim.field import Field
+
+        self.field = Field()
+        if self.reader == "pn532_i2c":
+            self.chip = pn532.PN532I2CSim(field=self.field, hub=hub)
+            bus = I2CBus(hub)
+            bus.attach(pn532.PN532I2CSim.ADDRESS, self.chip)
+            hub.register("i2c", "nfc_i2c", bus.serve)
+        elif self.reader == "pn532_spi":
+            self.chip = pn532.PN532SPISim(field=self.field, hub=hub)
+            hub.register("spi", "nfc_spi", SPIBus(hub, self.chip, "nfc_cs").serve)
+        else:
+            self.chip = pn532.PN532HSUSim(field=self.field, hub=hub)
+            hub.register("uart", "nfc_hsu", self.chip.serve)
+
+    def _wdt_fed(self, level):
+        self.wdt_last = time.monotonic()
+        self.wdt_feeds += 1
+
+    # ---- the field ------------------------------------------------------------------------------
+
+    def place(self, card, label=None):
+        with self.hub.lock:
+            if self.reader == "rc522_spi":
+                label = label or "card%d" % id(card)
+                self._placed[card] = label
+                self.chip.remove(label)
+                self.chip.removed.pop(label, None)
+                if hasattr(card, "place"):
+                    card.place()
+                self.chip.place(label, self._picc(card))
+            else:
+                self.field.add(card)
+
+    def remove(self, card):
+        with self.hub.lock:
+            if self.reader == "rc522_spi":
+                label = self._placed.pop(card, None)
+                if label is not None:
+                    self.chip.remove(label)
+                    if hasattr(card, "remove"):
+                        card.remove()
+            else:
+                self.field.remove(card)
+
+    def clear_field(self):
+        with self.hub.lock:
+            if self.reader == "rc522_spi":
+                for card in list(self._placed):
+                    self.remove(card)
+            else:
+                self.field.clear()
+
+    # ---- life ---------------------------------------------------------------------------------
+
+    def start(self):
+        self.port = self.hub.start_in_thread()
+        return self.port
+
+    def stop(self):
+        self.hub.stop()
