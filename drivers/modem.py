@@ -132,6 +132,7 @@ class ModemTransport:
         self.power_cycles = 0
         self.restarts = 0  # RDY seen outside our own bring-up
         self._booting = False
+        self.ppp = False  # the UART belongs to PPP (dial_ppp .. hangup_ppp)
         self._lock = asyncio.Lock()
         pwrkey.value(1 - pwrkey_active)
         at = self.at
@@ -197,6 +198,7 @@ class ModemTransport:
             "power_cycles": self.power_cycles,
             "restarts": self.restarts,
             "net_time": self.net_time,
+            "ppp": self.ppp,
         }
 
     def _fail(self, exc):
@@ -406,6 +408,39 @@ class ModemTransport:
                 self.on_time(secs)
         return secs
 
+    async def dial_ppp(self):
+        """Bring the modem up, dial the packet service (ATD*99#) and hand the UART over: after
+        CONNECT the line carries PPP, for network.PPP(uart).connect() and a SocketTransport.
+        AT commands (and this transport's request()) wait until hangup_ppp()."""
+        async with self._lock:
+            try:
+                if not self.ready or self.suspect:
+                    await self.start()
+                await self.at.command("ATD*99#", 10000, end=b"CONNECT")
+            except AtError as e:
+                raise self._fail(NetworkDown("PPP dial refused: %s" % e.line))
+            except AtTimeout:
+                self.suspect = True
+                raise self._fail(ModemFault("no answer to the PPP dial"))
+            self.at.stop()  # PPP owns the bytes now
+            self.ppp = True
+            self.ready = False  # AT state is unknown until we are back in command mode
+
+    async def hangup_ppp(self):
+        """Leave PPP data mode (+++ with guard times, ATH); the next request() brings the modem
+        up again through AT."""
+        async with self._lock:
+            self.ppp = False
+            self.at.reset()
+            self.at.start()
+            if not await self.escape():
+                self.suspect = True
+                raise self._fail(ModemFault("modem stayed in data mode"))
+            try:
+                await self.at.command("ATH", 2000)
+            except AtError:
+                pass  # already on hook
+
     async def refresh(self):
         """Re-read signal and registration for the status display; never raises."""
         if not self.ready:
@@ -448,6 +483,8 @@ class ModemTransport:
                     # Inside AT quotes or a header line these would break the command.
                     _log.error("request refused: %r in %r", bad, text[:40])
                     raise ValueError("%r cannot be sent through the modem" % bad)
+        if self.ppp:
+            raise self._fail(NetworkDown("the UART carries PPP: use the socket transport"))
         async with self._lock:
             self.requests += 1
             self.at.start()  # (again) on this event loop

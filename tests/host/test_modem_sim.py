@@ -154,6 +154,21 @@ def test_sim_missing_pin_and_rejected_apn():
     assert sim.pdp
 
 
+def test_ppp_dial_data_mode_and_escape():
+    sim, wire = make("quectel")
+    at(sim, wire, "ATE0")
+    assert b"NO CARRIER" in at(sim, wire, "ATD*99#", b"NO CARRIER\r\n")  # no context yet
+    registered(sim, wire)
+    at(sim, wire, 'AT+QICSGP=1,1,"cmnet","","",0')
+    assert b"CONNECT" in at(sim, wire, "ATD*99#", b"CONNECT\r\n")
+    sim.on_data(b"\x7e\xff\x03AT\r\x7e")  # PPP, not commands
+    time.sleep(0.06)
+    sim.on_data(b"+++")
+    wire.wait_for(b"OK\r\n")
+    assert "AT" not in sim.commands[-1:] and sim.ppp_dials == 1
+    assert b"OK" in at(sim, wire, "ATH")
+
+
 def test_registration_urcs_signal_and_network_time():
     sim, wire = make()
     at(sim, wire, "ATE0")

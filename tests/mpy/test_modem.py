@@ -233,6 +233,29 @@ async def test_a_cancelled_bring_up_releases_the_power_key():
     await m.close()
 
 
+async def test_ppp_dial_hands_the_uart_over_and_hangs_up():
+    from transport import NetworkDown
+
+    ctl, m = make("simcom")
+    await m.dial_ppp()
+    st = ctl.call("modem_state")
+    mptest.eq((st["ppp_dials"], st["stuck"]), (1, True))
+    mptest.true(m.status()["ppp"])
+    await mptest.araises(NetworkDown, m.request("GET", base(ctl) + "/blob/1"))
+    n = len(ctl.call("modem_commands"))
+    m.at.stream.write(b"\x7e\xff\x03\xc0\x21AT\r\x7e")  # PPP frames: not AT any more
+    await asyncio.sleep_ms(50)
+    mptest.eq(len(ctl.call("modem_commands")), n)
+    await m.hangup_ppp()
+    mptest.false(ctl.call("modem_state")["stuck"])
+    mptest.eq((await m.request("GET", base(ctl) + "/blob/2"))[1], b"\x00\x01")
+    ctl.call("modem_fault", fault="reg_lost")
+    e = await mptest.araises(NetworkDown, m.dial_ppp())
+    mptest.true("NO CARRIER" in str(e), str(e))
+    mptest.false(m.status()["ppp"])
+    await m.close()
+
+
 async def test_bad_requests_are_refused_before_the_modem():
     ctl, m = make("simcom")
     await mptest.araises(ValueError, m.request("DELETE", base(ctl) + "/x"))

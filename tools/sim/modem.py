@@ -80,6 +80,7 @@ class ModemSim(UartDevice):
         self.commands = []  # every command line received, for tests
         self.http_log = []  # (method, url, headers, body) forwarded
         self.boots = 0
+        self.ppp_dials = 0  # ATD*99# / AT+CGDATA="PPP" answered with CONNECT
         self.network_time = None  # (y, m, d, hh, mm, ss, tz_quarters); None = host clock
         self.operator_stat = 1  # 1 home, 5 roaming, 3 denied: what registration turns into
         self.sim_state = "READY"  # or "SIM PIN", or "MISSING" (+CME ERROR: 10)
@@ -371,6 +372,16 @@ class ModemSim(UartDevice):
             return self.reply()
         if ubody in ("E0", "E1"):
             self.echo = ubody == "E1"
+            return self.reply()
+        if ubody.startswith("D*99") or ubody.startswith('+CGDATA="PPP"'):
+            # PPP dial: CONNECT, then the line carries PPP frames until +++ after a guard time.
+            if self.reg_stat not in (1, 5) or self.apn is None:
+                return self.reply(final="NO CARRIER")
+            self.reply(final="CONNECT")
+            self.stuck = True
+            self.ppp_dials += 1
+            return None
+        if ubody in ("H", "H0"):
             return self.reply()
         name, _, arg = body.partition("=")
         uname = name.upper()

@@ -164,6 +164,7 @@ def build():
             "apn": m.apn,
             "faults": dict(m.faults),
             "stuck": m.stuck,
+            "ppp_dials": m.ppp_dials,
             "tls": sorted(m.tls),
             "bytes_in": m.bytes_in,
             "bytes_out": m.bytes_out,
