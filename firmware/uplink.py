@@ -158,7 +158,13 @@ class Uplink:
         then fetch parameters if newer ones are on offer. True when all exchanges succeeded."""
         for _ in range(self.max_batches):
             recs, floor, first = self._next_batch()
+            before = self.j.acked_seq
             if not await self._upload(recs, floor, first):
+                return False
+            if recs and self.j.acked_seq == before:
+                # It answered but holds none of the batch: count it as a failure so the retry
+                # backs off instead of re-sending the same batch every linger.
+                self._failed("back office holds none of %d..%d" % (first, first + len(recs) - 1))
                 return False
             if not recs or self.j.backlog == 0:
                 break

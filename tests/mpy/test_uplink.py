@@ -493,3 +493,14 @@ async def test_unreadable_records_are_declared_lost_not_retried_forever():
     mptest.eq(st["gaps"], [[1, 7], [9, 10]])
     mptest.eq((j.acked_seq, j.backlog), (10, 0))
     mptest.true(len(log.find("unreadable here")) == 2)
+
+
+async def test_a_back_office_that_does_not_advance_is_not_hammered():
+    j = new_journal()
+    fill(j, 250)
+    t = Scripted([_ans(0)] * 20)
+    u, _ = make(j, transport=t)
+    mptest.false(await u.sync())  # answered, signed, but holds nothing of it: a failure
+    mptest.eq(len(t.steps), 19, "one request this round, not max_batches of the same batch")
+    mptest.eq(j.acked_seq, 0)
+    mptest.true("holds none of 1..100" in u.last_error, u.last_error)
