@@ -477,7 +477,7 @@ class ModemTransport:
             raise ValueError("method %r not supported by the modem stacks" % method)
         if not (url.startswith("http://") or url.startswith("https://")):
             raise ValueError("absolute http(s) URL required: %r" % url)
-        for text in [url] + [k + v for k, v in (headers or {}).items()]:
+        for text in [url] + ["%s%s" % kv for kv in (headers or {}).items()]:
             for bad in _UNSENDABLE:
                 if bad in text:
                     # Inside AT quotes or a header line these would break the command.

@@ -109,6 +109,7 @@ class QuectelDialect:
             host if port == default else "%s:%d" % (host, port),
         )
         for name, value in headers.items():
+            value = str(value)
             if "\r" in name or "\n" in name or "\r" in value or "\n" in value:
                 raise ValueError("header %r has a line break" % name)
             head += "%s: %s\r\n" % (name, value)

@@ -96,6 +96,7 @@ class SimcomDialect:
             await at.command('AT+HTTPPARA="SSLCFG",%d' % ctx, self.cmd_ms)
         extra = []
         for name, value in headers.items():
+            value = str(value)
             check_header(name, value)
             if name.lower() == "content-type":
                 await at.command('AT+HTTPPARA="CONTENT","%s"' % value, self.cmd_ms)

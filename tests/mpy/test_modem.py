@@ -143,12 +143,13 @@ async def round_trips(dialect):
     ctl, m = make(dialect)
     url = base(ctl)
     body = bytes(range(256)) * 12 + b"\r\nOK\r\n"  # binary, longer than one read chunk
-    status, got = await m.request("POST", url + "/echo", body, {"X-Sig": "abc123"}, 5000)
+    hdrs = {"X-Sig": "abc123", "X-Count": 7}
+    status, got = await m.request("POST", url + "/echo", body, hdrs, 5000)
     mptest.eq(status, 200)
     mptest.hex_eq(got, body)
     seen = ctl.call("http_log")[-1]
     mptest.eq(seen["method"], "POST")
-    mptest.eq(seen["headers"].get("X-Sig"), "abc123")
+    mptest.eq((seen["headers"].get("X-Sig"), seen["headers"].get("X-Count")), ("abc123", "7"))
     part = memoryview(body)[5:505]  # the uplink may hand over a view of its batch buffer
     status, got = await m.request("POST", url + "/echo", part, {}, 5000)
     mptest.hex_eq(got, body[5:505])
