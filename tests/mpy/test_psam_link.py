@@ -12,6 +12,9 @@ from sim_uart import SimUART
 from simlink import Control
 
 CLK = 3571200
+# Host slack on every ISO deadline: the hub, a loaded CI machine and two sockets sit between the
+# driver and the card (a board needs about 50 ms, the default).
+MARGIN = 150
 _links = []
 ctl = None
 
@@ -36,6 +39,7 @@ def link(**kw):
     uart = SimUART("psam", baudrate=9600, parity=0, stop=2, rxbuf=512)
     rst = Pin("psam_rst", Pin.OUT, value=0)
     clk = PWM(Pin("psam_clk"))
+    kw.setdefault("margin_ms", MARGIN)
     lk = PsamLink(uart, rst, clk, CLK, **kw)
     _links.append(lk)
     return lk
@@ -143,15 +147,15 @@ def test_get_response_chains_past_256_bytes():
 
 
 def test_null_bytes_extend_the_work_waiting_time():
-    ctl.call("psam_config", wi=1, nulls=4, null_ms=80)  # 320 ms of NULLs, WWT 100 ms + margin
+    ctl.call("psam_config", wi=1, nulls=4, null_ms=160)  # 640 ms of NULLs, WWT 100 ms + margin
     lk = link()
     lk.reset()
-    mptest.between(lk.wwt_ms, 100, 200)
+    mptest.eq(lk.wwt_ms, 100 + MARGIN)
     resp = lk.transceive(b"\x80\x70\x00\x00\x24" + bytes(36) + b"\x08")
     mptest.eq(len(resp), 10)
     mptest.eq(lk.nulls, 4)
     mptest.eq(stats()["nulls"], 4)
-    lk2 = link(busy_ms=150)  # a card that stays busy too long is given up on
+    lk2 = link(busy_ms=300)  # a card that stays busy too long is given up on
     lk2.reset()
     e = mptest.raises(LinkTimeout, lk2.transceive, b"\x80\x70\x00\x00\x24" + bytes(36))
     mptest.true("busy" in str(e), str(e))
@@ -161,7 +165,7 @@ def test_null_bytes_extend_the_work_waiting_time():
 
 
 def test_silence_beyond_wwt_times_out():
-    ctl.call("psam_config", wi=1, nulls=1, null_ms=400)
+    ctl.call("psam_config", wi=1, nulls=1, null_ms=700)
     lk = link()
     lk.reset()
     e = mptest.raises(LinkTimeout, lk.transceive, b"\x80\x70\x00\x00\x24" + bytes(36))
@@ -202,7 +206,7 @@ def test_atr_faults_give_clear_errors_then_reset_recovers():
     lk = link()
     for kind, params, exc, words in (
         ("no_atr", {}, LinkTimeout, "no ATR"),
-        ("late_atr", {"ms": 150}, LinkTimeout, "no ATR"),
+        ("late_atr", {"ms": 400}, LinkTimeout, "no ATR"),
         ("corrupt_atr", {}, AtrError, "bad TS"),
         ("short_atr", {}, AtrError, "truncated"),
     ):
@@ -327,10 +331,10 @@ def test_specific_mode_takes_ta1_without_pps():
 def test_a_late_atr_is_drained_at_the_next_reset():
     import time
 
-    ctl.call("psam_fault", kind="late_atr", ms=90)
+    ctl.call("psam_fault", kind="late_atr", ms=400)
     lk = link()
     mptest.raises(LinkTimeout, lk.reset)
-    time.sleep_ms(200)  # the ATR lands after the driver gave up
+    time.sleep_ms(600)  # the ATR lands after the driver gave up
     lk.reset()
     mptest.true(log.find("stale byte", log.WARNING), "stale ATR dropped and logged")
     mptest.hex_eq(lk.transceive(b"\x80\xe0\x00\x00"), b"\x90\x00")

@@ -33,7 +33,9 @@ def teardown():
 def link():
     global _uart
     _uart = SimUART("psam", baudrate=9600, parity=0, stop=2, rxbuf=512)
-    lk = PsamLink(_uart, Pin("psam_rst", Pin.OUT, value=0), PWM(Pin("psam_clk")), CLK)
+    lk = PsamLink(
+        _uart, Pin("psam_rst", Pin.OUT, value=0), PWM(Pin("psam_clk")), CLK, margin_ms=150
+    )
     return lk
 
 

@@ -42,11 +42,13 @@ def test_whole_purchase_through_pn532_and_character_psam():
     reader = pn532.PN532(PN532I2C(SimI2C("nfc_i2c")))
     reader.init()
     uart = SimUART("psam", baudrate=9600, parity=0, stop=2, rxbuf=512)
-    lk = PsamLink(uart, Pin("psam_rst", Pin.OUT, value=0), PWM(Pin("psam_clk")), CLK)
+    lk = PsamLink(
+        uart, Pin("psam_rst", Pin.OUT, value=0), PWM(Pin("psam_clk")), CLK, margin_ms=150
+    )
     lk.reset()
     journal = []
     p = purchase.Purchaser(PsamApp(lk), pending.RamPendingStore(), {"journal": journal.append})
-    mptest.true(p.boot(), "PSAM boot over T=0")
+    mptest.true(p.boot(), "PSAM boot over T=0: %r" % (log.recent(4),))
     ctl.call("pn532_place", chip_name="i2c", label="t", profile="tunion_plain")
     mptest.true(reader.poll() is not None, "card found")
     lk.reset_stats()
@@ -76,7 +78,9 @@ def test_purchaser_boot_recovers_the_link_after_a_fault():
     ctl.call("psam_clear", settings=True)
     ctl.call("psam_app", name="virtual")
     uart = SimUART("psam", baudrate=9600, parity=0, stop=2, rxbuf=512)
-    lk = PsamLink(uart, Pin("psam_rst", Pin.OUT, value=0), PWM(Pin("psam_clk")), CLK)
+    lk = PsamLink(
+        uart, Pin("psam_rst", Pin.OUT, value=0), PWM(Pin("psam_clk")), CLK, margin_ms=150
+    )
     p = purchase.Purchaser(PsamApp(lk), pending.RamPendingStore(), {"journal": [].append})
     mptest.false(p.boot(), "never reset: the link refuses")
     mptest.true(log.find("not reset", log.ERROR), log.recent())
