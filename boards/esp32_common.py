@@ -114,7 +114,7 @@ def make_transport(m, cfg, maintenance=False):
 
         dialect = SimcomDialect()
     uart = machine.UART(
-        m["uart_id"], baudrate=m["baudrate"], tx=m["tx"], rx=m["rx"], rxbuf=4096, timeout=0
+        m["uart_id"], baudrate=m["baudrate"], tx=m["tx"], rx=m["rx"], rxbuf=8192, timeout=0
     )
     return ModemTransport(uart, _pin(m["pwrkey"], value=0), dialect, apn=cfg["apn"])
 

@@ -83,6 +83,7 @@ class Firmware:
     def __init__(self, env, log_path, main_py):
         self.env = env
         self.main_py = main_py
+        self.on_idle = None  # called while waiting for events (the bench's watchdog check)
         self.log_path = log_path
         self.proc = None
         self.events = queue.Queue()
@@ -123,8 +124,10 @@ class Firmware:
             if left <= 0:
                 raise TimeoutError("no %s event within %.0f s" % (kind, timeout))
             try:
-                ev = self.events.get(timeout=left)
+                ev = self.events.get(timeout=min(left, 0.2))
             except queue.Empty:
+                if self.on_idle is not None:
+                    self.on_idle()
                 continue
             if seen is not None:
                 seen.append(ev)
@@ -232,7 +235,12 @@ class Bench:
                 "VALIDATOR_EVENTS": "1",
             }
         )
+        self.wdt_s = int(v.get("watchdog_ms", 3000)) / 1000
+        env["VALIDATOR_WDT_MS"] = str(int(self.wdt_s * 1000))
+        env["VALIDATOR_TEST_HOOKS"] = "1"
         self.fw = Firmware(env, self.out / "firmware.log", fw_dir / "main.py")
+        self.fw.on_idle = self._watchdog_check
+        self.wdt_resets = 0
 
     def _make_cards(self, spec):
         cards = {}
@@ -275,7 +283,19 @@ class Bench:
 
     # ---- the run -----------------------------------------------------------------------------
 
-    def boot(self, why="power on"):
+    def _watchdog_check(self):
+        """The watchdog as hardware: no feed for its timeout while running resets the board."""
+        last = self.world.wdt_last
+        if not self.fw.alive() or last is None:
+            return
+        if time.monotonic() - last > self.wdt_s:
+            self.wdt_resets += 1
+            self.world.wdt_last = None
+            self.fw.proc.send_signal(signal.SIGKILL)
+
+    def boot(self, why="power on", cause="power-on"):
+        self.world.wdt_last = None
+        self.fw.env["VALIDATOR_RESET_CAUSE"] = cause
         self.fw.start()
         seen = []
         ev = self.fw.wait_for("boot", timeout=60, seen=seen)
@@ -439,6 +459,8 @@ class Bench:
             elif ev.get("reboot"):
                 self.fw.kill()
                 self.boot("rebooted")
+            elif ev.get("hang"):
+                self._hang()
             elif "modem" in ev:
                 self._modem(ev["modem"])
             elif "server" in ev:
@@ -450,10 +472,9 @@ class Bench:
                 )
                 self.say("%s  back office publishes parameters v%d" % (local_clock(t), v))
                 self.wait_params(v)
-            elif "clock_jump" in ev:
-                self.world.time += int(ev["clock_jump"])
-                t = self.world.time
-                self.say("%s  the RTC jumps by %+d s" % (local_clock(t), int(ev["clock_jump"])))
+            elif "rtc_jump" in ev:
+                self.world.rtc_offset += int(ev["rtc_jump"])
+                self.say("%s  the RTC jumps by %+d s" % (local_clock(t), int(ev["rtc_jump"])))
             elif ev.get("wait") == "upload":
                 if self.wait_uploaded():
                     self.say("%s  back office holds every record" % local_clock(t))
@@ -475,6 +496,20 @@ class Bench:
             return day + int(m.group(1)) * 3600 + int(m.group(2)) * 60 + int(m.group(3) or 0)
         return validator_time(at)
 
+    def _hang(self):
+        """The tap loop hangs (a wedged reader); the watchdog must reset the validator."""
+        self.world.hub.set_pin("test_hang", 1)
+        self.say("%s  the reader wedges: the tap loop hangs" % local_clock(self.world.time))
+        try:
+            self.fw.wait_for("exit", timeout=self.wdt_s * 4 + 10)
+        except TimeoutError:
+            self.fail("the watchdog did not reset a hung validator")
+            self.fw.kill()
+        self.world.hub.set_pin("test_hang", 0)
+        ev = self.boot("reset by the watchdog", cause="watchdog")
+        if ev.get("reset_cause") != "watchdog":
+            self.fail("after the hang the validator woke with cause %r" % ev.get("reset_cause"))
+
     def _modem(self, what):
         if what == "down":
             self.world.modem.inject("reg_lost", 1000)
@@ -489,8 +524,6 @@ class Bench:
             self.say("%s  back office down" % local_clock(self.world.time))
         else:
             port = int(self.url.rsplit(":", 1)[1])
-            self.server = ServerThread(create_app(self.store, clearing=self.clearing))
-            self.server.sock.close()
             self.server = _server_on(self.store, self.clearing, port)
             self.say("%s  back office back" % local_clock(self.world.time))
 
@@ -562,6 +595,7 @@ class Bench:
             "tac_checked": sum(1 for r in rows if r[9] == "ok"),
             "firmware_starts": self.fw.starts,
             "watchdog_feeds": self.world.wdt_feeds,
+            "watchdog_resets": self.wdt_resets,
             "failures": self.failures,
             "taps_detail": [dict(r, card=n) for n, r in self.taps],
             "balances": {n: c.balance for n, c in self.cards.items()},

@@ -5,6 +5,10 @@
 #   VALIDATOR_FLASH   host file holding the littlefs flash image (default /tmp/validator.img)
 #   VALIDATOR_CONFIG  host path of config.json (default /flash/config.json inside the image)
 #   VALIDATOR_EVENTS  1: print '@@EV {json}' lines for each tap/boot/record (the bench reads them)
+#   VALIDATOR_WDT_MS  watchdog timeout in ms (default 8000, as on the ESP32 boards)
+#   VALIDATOR_RESET_CAUSE  what the bench says woke the board (power-on, watchdog, ...)
+#   VALIDATOR_TEST_HOOKS  1: the reader hangs (spins) while the hub's pin "test_hang" is high,
+#                     so tests can prove the watchdog resets a hung tap loop
 import json
 import os
 
@@ -132,7 +136,7 @@ def make_transport(cfg):
         from modem_simcom import SimcomDialect
 
         dialect = SimcomDialect()
-    uart = SimUART("modem", baudrate=MODEM["baudrate"], timeout=0, rxbuf=4096)
+    uart = SimUART("modem", baudrate=MODEM["baudrate"], timeout=0, rxbuf=12288)
     return ModemTransport(uart, Pin("modem_pwrkey", Pin.OUT, value=0), dialect, apn=cfg["apn"])
 
 
@@ -176,13 +180,37 @@ def start():
     return mount_flash()
 
 
+class _HangingReader:
+    """Test hook: delegates to the real reader, but spins forever in poll() while the hub holds
+    pin "test_hang" high, as a driver bug or a wedged bus would."""
+
+    def __init__(self, reader):
+        from sim_pin import Pin
+
+        self._r = reader
+        self._hang = Pin("test_hang", Pin.IN)
+
+    def poll(self):
+        if self._hang.value():
+            while True:
+                pass
+        return self._r.poll()
+
+    def __getattr__(self, name):
+        return getattr(self._r, name)
+
+
 def make_parts(cfg):
     p = Parts()
+    p.reset_cause = os.getenv("VALIDATOR_RESET_CAUSE") or "power-on"
+    p.wdt_grace_ms = int(os.getenv("VALIDATOR_WDT_MS") or "8000")
     p.emit = _emit if os.getenv("VALIDATOR_EVENTS") else None
     p.rtc_seconds = _make_rtc()
     p.display = make_display()
     p.feedback = make_feedback()
     p.reader = make_reader()
+    if os.getenv("VALIDATOR_TEST_HOOKS"):
+        p.reader = _HangingReader(p.reader)
     p.psam_link = make_psam_link()
     p.transport = make_transport(cfg)
     p.wdt = SimWDT(p.wdt_grace_ms)

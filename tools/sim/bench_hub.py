@@ -32,8 +32,9 @@ class BenchWorld:
             raise ValueError("reader must be one of " + ", ".join(READERS))
         self.reader = reader
         self.time = start
+        self.rtc_offset = 0  # the validator's RTC error (a scenario's "rtc_jump")
         self.hub = hub = Hub()
-        hub.command("now")(lambda: self.time)
+        hub.command("now")(lambda: self.time + self.rtc_offset)
         self.lock = threading.RLock()
         self._placed = {}  # card -> label, for the RC522's named field
         self._make_reader()
