@@ -357,3 +357,23 @@ def test_random_lengths_and_procedure_styles():
         resp = lk.transceive(b"\x80\xee\x00\x00" + bytes((n,)) + data + b"\x00")
         mptest.hex_eq(resp, data + b"\x90\x00", "lc %d %s" % (n, how))
     mptest.eq(stats()["config_errors"], 0)
+
+
+def test_from_board_and_off():
+    import board
+    from psam_link import from_board
+
+    teardown()
+    lk = from_board(board.PSAM, SimUART, Pin, PWM)
+    _links.append(lk)
+    lk.margin_ms = MARGIN
+    mptest.eq((lk.clk_hz, lk.echo, lk.max_baud), (board.PSAM["clk_hz"], True, 115200))
+    lk.reset()
+    mptest.eq(lk.baud, 38400)
+    mptest.hex_eq(lk.transceive(b"\x80\xe0\x00\x00"), b"\x90\x00")
+    lk.off()
+    mptest.eq((lk.clk.duty_u16(), lk.rst.value()), (0, 0))
+    mptest.raises(ChipError, lk.transceive, b"\x80\xe0\x00\x00")
+    lk.reset()
+    mptest.eq(lk.clk.duty_u16(), 32768)
+    mptest.hex_eq(lk.transceive(b"\x80\xe0\x00\x00"), b"\x90\x00")
