@@ -2,9 +2,13 @@
 
 import json
 import socket
+import sys
 import time
+from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tools.sim.hub import FrameStream
 from tools.sim.psam_server import build
@@ -417,3 +421,43 @@ def test_specific_mode_atr_and_rate(sim):
     rd.config(38400)
     rd.write(bytes.fromhex("80E0000000"))
     assert rd.read(2) == b"\x90\x00"
+
+
+# The simulator's ATR builder against the driver's parser (drivers/iso7816.py also runs under
+# CPython), and the line-time model the benchmark work reuses.
+sys.path.append(str(Path(__file__).resolve().parents[2] / "drivers"))
+import iso7816  # noqa: E402
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    ta1=st.one_of(st.none(), st.integers(0, 255)),
+    wi=st.one_of(st.none(), st.integers(1, 255)),
+    hist=st.binary(max_size=15),
+    t1=st.booleans(),
+    inverse=st.booleans(),
+    ta2=st.one_of(st.none(), st.integers(0, 255)),
+)
+def test_simulator_atrs_parse_in_the_driver(ta1, wi, hist, t1, inverse, ta2):
+    raw = build_atr(ta1, wi, hist, t1, inverse, ta2)
+    atr = iso7816.parse_atr(raw)
+    assert atr.inverse == inverse
+    assert atr.ta.get(1) == ta1
+    assert atr.ta.get(2) == ta2 and atr.specific == (ta2 is not None)
+    assert atr.wi == (wi or 10)
+    assert atr.hist == hist
+    assert atr.protocols == ([0, 1] if t1 else [0])
+    assert (atr.tck is not None) == t1
+    assert iso7816.expected_length(raw) == (len(raw), True)
+    wire = bytes(INVERSE[b] for b in raw) if inverse else raw
+    assert wire[0] == (0x03 if inverse else 0x3B)
+    assert bytes(iso7816.inverse_table()) == INVERSE
+
+
+@given(st.integers(0, 255), st.one_of(st.none(), st.integers(1, 256)))
+def test_line_time_model_under_cpython(lc, le):
+    tx, rx = iso7816.t0_chars(lc, le)
+    assert tx == 5 + lc + (5 if lc and le is not None else 0)
+    assert rx >= 2
+    us = iso7816.line_time_us(tx + rx, 9600)
+    assert abs(us - (tx + rx) * 12 / 9600 * 1e6) <= 1
