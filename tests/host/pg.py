@@ -51,6 +51,14 @@ class PgServer:
         return subprocess.run(cmd, check=check, capture_output=True, text=True, timeout=60)
 
     def start(self):
+        """Start the server; on any failure (or an interrupt) what was started is removed."""
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self):
         self.tmp = tempfile.mkdtemp(prefix="pgtest-")
         if os.geteuid() == 0:
             pw = pwd.getpwnam("postgres")

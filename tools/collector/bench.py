@@ -91,7 +91,10 @@ class ServerThread:
             date_header=False,
         )
         self.server = uvicorn.Server(cfg)
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]})
+        # daemon: a process stopped by a signal must not wait on it before its atexit clean-up.
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True
+        )
 
     def __enter__(self):
         self.thread.start()

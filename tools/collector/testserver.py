@@ -214,25 +214,29 @@ def main(argv=None):
     p.add_argument("--pg", action="store_true", help="PostgreSQL (a throw-away server)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    tmp = tempfile.TemporaryDirectory(prefix="collector-test-")
-    pg = None
-    if args.pg or os.environ.get("UPLINK_TEST_DB") == "postgres":
-        from tests.host.pg import PgServer
-
-        pg = PgServer(fast=True).start()
 
     def _term(*_):
         raise KeyboardInterrupt  # the test plugin stops us with SIGTERM: clean up PostgreSQL
 
     signal.signal(signal.SIGTERM, _term)
-    server, backend = start(tmp.name, pg, args.port, thread=False)
-    print("PORT %d" % server.server_address[1], flush=True)
+    tmp = tempfile.TemporaryDirectory(prefix="collector-test-")
+    pg = None
+    backend = None
     try:
+        if args.pg or os.environ.get("UPLINK_TEST_DB") == "postgres":
+            from tests.host.pg import PgServer
+
+            pg = PgServer(fast=True)
+            pg.start()
+        server, backend = start(tmp.name, pg, args.port, thread=False)
+        print("PORT %d" % server.server_address[1], flush=True)
         server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
-        backend.stop()
+        # Whatever stage a signal interrupted, nothing is left running or on disk.
+        if backend is not None:
+            backend.stop()
         if pg is not None:
             pg.stop()
         tmp.cleanup()
