@@ -130,3 +130,53 @@ def test_capacity_of_4mb_and_16mb_boards():
             )
         )
         teardown()
+
+
+def reads_per_append(readsize):
+    """(label, segments, mean, median, p99, max) block-device reads per append, online and
+    with an offline backlog, for littlefs mounted with this read/program size."""
+    global _dev
+    _dev = ramdisk.RAMBlockDev(4096, 512)
+    vfs.VfsLfs2.mkfs(_dev)
+    vfs.mount(vfs.VfsLfs2(_dev, readsize=readsize, progsize=readsize), MP)
+    log.set_level(log.INFO, echo=False)
+    j = Journal(MP + "/journal")
+    out = []
+
+    def window(label, n, ack):
+        reads = []
+        for _ in range(n):
+            r = _dev.reads
+            j.append(FIELDS)
+            if ack and j.last_seq % 20 == 0:
+                j.ack(j.last_seq - 5)
+            reads.append(_dev.reads - r)
+        reads.sort()
+        out.append(
+            (
+                label,
+                j.status()["segments"],
+                sum(reads) // n,
+                reads[n // 2],
+                reads[n * 99 // 100],
+                reads[-1],
+            )
+        )
+
+    window("online", 1500, True)
+    while j.status()["segments"] < 100:
+        j.append(FIELDS)
+    window("offline", 640, False)
+    teardown()
+    return out
+
+
+def test_append_cost_in_flash_reads():
+    if os.getenv("JOURNAL_BIG") != "1":
+        mptest.skip("set JOURNAL_BIG=1 to measure reads per append with a 100-segment backlog")
+    for readsize in (32, 256):
+        for label, segs, mean, median, p99, top in reads_per_append(readsize):
+            mptest.log(
+                "readsize %d, %s (%d segments): reads per append mean %d, median %d, p99 %d, "
+                "max %d" % (readsize, label, segs, mean, median, p99, top)
+            )
