@@ -1,7 +1,7 @@
 # mpy: heapsize=512k timeout=180 server=tools.collector.testserver_modem
 # Validator -> simulated cellular modem (both AT dialects, the real drivers/modem.py on a SimUART)
-# -> collector (SQLite) behind the fault proxy: the uplink is transport-agnostic, and a connection
-# cut after the collector stored a batch still ends with every record stored once.
+# -> collector (SQLite and PostgreSQL) behind the fault proxy: the uplink is transport-agnostic,
+# and a connection cut after the collector stored a batch still ends with every record stored once.
 # 512k heap: the modem drivers, compiled here from source, fragment a smaller one; on a board they
 # are frozen bytecode (tests/mpy/test_uplink_heap.py measures the uplink itself at 64k).
 from sim_uart import SimUART
@@ -113,8 +113,15 @@ def modem(dialect):
     return ctl, t
 
 
-async def collector(ctl, name, args=None, query=""):
-    base = "http://127.0.0.1:%d" % ctl.call("collector_port")
+def collector_base(ctl, db):
+    try:
+        return "http://127.0.0.1:%d" % ctl.call("collector_port", db=db)
+    except Exception as e:  # no PostgreSQL binaries on this machine
+        mptest.skip("no %s collector: %s" % (db, e))
+
+
+async def collector(ctl, db, name, args=None, query=""):
+    base = collector_base(ctl, db)
     status, body = await SocketTransport().request(
         "POST", base + "/_test/" + name + query, json.dumps(args or {}).encode()
     )
@@ -122,32 +129,40 @@ async def collector(ctl, name, args=None, query=""):
     return json.loads(body)
 
 
-async def run_dialect(dialect):
+async def run_dialect(dialect, db):
     ctl, t = modem(dialect)
-    await collector(ctl, "reset")
+    base = collector_base(ctl, db)
+    await collector(ctl, db, "reset")
     j = new_journal(dialect)
     fill(j, 150)
-    base = "http://127.0.0.1:%d" % ctl.call("collector_port")
     u = Uplink(t, j, 1, SECRET, base, clock=lambda: T0, backoff_min_ms=20)
     mptest.true(await u.sync(), u.last_error)
-    st = await collector(ctl, "state", query="?device=1")
+    st = await collector(ctl, db, "state", query="?device=1")
     mptest.eq(st["seqs"], list(range(1, 151)))
     mptest.eq((j.acked_seq, j.backlog), (150, 0))
     fill(j, 30)
-    await collector(ctl, "fault", {"modes": ["drop_after"]})
+    await collector(ctl, db, "fault", {"modes": ["drop_after"]})
     mptest.false(await u.sync())
     mptest.eq(j.acked_seq, 150, "nothing freed without an answer")
-    mptest.eq((await collector(ctl, "state", query="?device=1"))["count"], 180)
+    mptest.eq((await collector(ctl, db, "state", query="?device=1"))["count"], 180)
     mptest.true(await u.sync(), u.last_error)
-    st = await collector(ctl, "state", query="?device=1")
+    st = await collector(ctl, db, "state", query="?device=1")
     mptest.eq(st["seqs"], list(range(1, 181)))
     mptest.eq(j.acked_seq, 180)
-    mptest.log("%s: 180 records over the modem, %d bytes up" % (dialect, u.sent_bytes))
+    mptest.log("%s/%s: 180 records over the modem, %d bytes up" % (dialect, db, u.sent_bytes))
 
 
-async def test_uplink_over_a_simcom_modem():
-    await run_dialect("simcom")
+async def test_uplink_over_a_simcom_modem_to_sqlite():
+    await run_dialect("simcom", "sqlite")
 
 
-async def test_uplink_over_a_quectel_modem():
-    await run_dialect("quectel")
+async def test_uplink_over_a_quectel_modem_to_sqlite():
+    await run_dialect("quectel", "sqlite")
+
+
+async def test_uplink_over_a_simcom_modem_to_postgres():
+    await run_dialect("simcom", "postgres")
+
+
+async def test_uplink_over_a_quectel_modem_to_postgres():
+    await run_dialect("quectel", "postgres")
