@@ -461,3 +461,51 @@ def test_power_cut_while_open_repairs_a_corrupt_segment():
         k += 1
     mptest.log("repair: cut at each of %d operations" % k)
     mptest.true(k >= 2)
+
+
+class FakeNVS:
+    """esp32.NVS's i32 calls over a dict; set_i32 refuses values outside i32 as the port does."""
+
+    def __init__(self):
+        self.kept = {}
+        self.pending = {}
+
+    def get_i32(self, key):
+        if key not in self.kept:
+            raise OSError(-4354)
+        return self.kept[key]
+
+    def set_i32(self, key, v):
+        if not -(1 << 31) <= v < (1 << 31):
+            raise OverflowError("i32")
+        self.pending[key] = v
+
+    def commit(self):
+        self.kept.update(self.pending)
+
+
+def test_nvs_mark_keeps_numbers_across_a_reformat():
+    import journal_nvs
+
+    nvs = FakeNVS()
+    mark = journal_nvs.NvsMark(nvs=nvs)
+    mptest.eq(mark.load(), None)
+    mark.save(0xFFFFFFF0)
+    mptest.eq(mark.load(), 0xFFFFFFF0, "u32 through the i32 slot")
+    nvs.kept.clear()
+    cfg = dict(CFG)
+    cfg["mark"] = journal_nvs.NvsMark(nvs=nvs)
+    j = Journal(ROOT, cfg)
+    fill(j, 5)
+    top = j.last_seq
+    mptest.true(nvs.kept["hwm"] > top)
+    j.close()
+    teardown()
+    setup()  # reformatted: only NVS remembers
+    j = Journal(ROOT, cfg)
+    mptest.true(j.append(fields(1)) > top)
+    nvs.get_i32 = lambda key: (_ for _ in ()).throw(OSError(5))  # NVS itself failing
+    j.close()
+    j = Journal(ROOT, cfg)
+    mptest.true(log.find("high-water mark store failed", log.WARNING))
+    mptest.true(j.append(fields(2)) > top, "the journal goes on with what it has")
