@@ -2,6 +2,7 @@
 as the oracle), the compiler from TOML/CSV sources and the inspector, including their errors."""
 
 import io
+import os
 import random
 
 import bundle
@@ -237,3 +238,29 @@ def test_damaged_list_answers_or_raises_list_error_only(damage, probes):
         except cl.ListError:
             pass
         assert cl.check_blacklist(bl, c) in (cl.OK, cl.BLACKLISTED, cl.LIST_UNAVAILABLE)
+
+
+def test_micropython_and_cpython_write_the_same_bytes(tmp_path):
+    """The format module is shared: the unix port's build is byte-identical to CPython's, and
+    each side verifies what the other signed."""
+    import subprocess
+
+    from tests.mpy_plugin import ROOT, micropython_bin
+
+    cards = [3104991585000011383, 17, 2482000000000000017] + [i * 7919 for i in range(300)]
+    script = tmp_path / "mk.py"
+    script.write_text(
+        "import bundle, cardlists, sys\n"
+        "cards = %r\n"
+        "data = bundle.build(b'k1', 9, 77, None, cardlists.blacklist_bytes(cards), None, 5)\n"
+        "sys.stdout.write(data.hex())\n" % cards
+    )
+    env = dict(os.environ, MICROPYPATH=str(ROOT / "firmware") + ":.frozen")
+    out = subprocess.run(
+        [micropython_bin(), "-X", "heapsize=4m", str(script)],
+        env=env, capture_output=True, timeout=60, check=True,
+    ).stdout  # fmt: skip
+    mpy = bytes.fromhex(out.decode())
+    host = bundle.build(b"k1", 9, 77, None, cl.blacklist_bytes(cards), None, 5)
+    assert mpy == host
+    assert bundle.verify_bytes(mpy, b"k1").version == 9
