@@ -47,6 +47,7 @@ class PsamLink:
         self.uart = uart
         self.rst = rst
         self.clk = clk
+        self.clk_req = clk_hz  # asked of the PWM; clk_hz becomes what it really generates
         self.clk_hz = clk_hz
         self.echo = echo
         self.max_baud = max_baud
@@ -99,12 +100,12 @@ class PsamLink:
         if self.clk is None:
             return
         if on:
-            self.clk.freq(self.clk_hz)
+            self.clk.freq(self.clk_req)
             self.clk.duty_u16(32768)
             actual = self.clk.freq()
             if actual and actual != self.clk_hz:
                 # The LEDC rounds the frequency: the card's bit rate follows the real clock.
-                _log.info("clock %d Hz asked, %d Hz generated", self.clk_hz, actual)
+                _log.info("clock %d Hz asked, %d Hz generated", self.clk_req, actual)
                 self.clk_hz = actual
         else:
             self.clk.duty_u16(0)
@@ -140,10 +141,12 @@ class PsamLink:
                 tx[i] = _inv[data[i]]
         else:
             tx[:n] = data
-        # The card needs a quiet line before it listens again after its own characters.
-        wait = _TURN_ETU * 1000000 // self.baud - time.ticks_diff(time.ticks_us(), self._last_rx)
-        if wait > 0:
-            time.sleep_us(wait)
+        # The card needs a quiet line before it listens again after its own characters. A
+        # negative gap means the ticks wrapped after a long idle: no wait then.
+        turn = _TURN_ETU * 1000000 // self.baud
+        since = time.ticks_diff(time.ticks_us(), self._last_rx)
+        if 0 <= since < turn:
+            time.sleep_us(turn - since)
         self.uart.write(self._txv[:n])
         self._count(n, 0)
         if not self.echo:
@@ -189,11 +192,11 @@ class PsamLink:
         self.inverse = False
         self.d = 1
         if not warm:
+            # Without a VCC switch a cold reset is a restarted clock under a low RST.
             self._clock(False)
-        self.baud = iso7816.baud_for(self.clk_hz)
-        self._uart_rate(self.baud, 0)
-        if not warm:
             self._clock(True)
+        self.baud = iso7816.baud_for(self.clk_hz)  # from the clock really generated
+        self._uart_rate(self.baud, 0)
         time.sleep_us(_RST_LOW_US)
         stale = self._drain()
         if stale:

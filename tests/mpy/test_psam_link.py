@@ -4,8 +4,7 @@
 import iso7816
 import log
 import mptest
-from iso7816 import AtrError
-from linkerr import ChipError, LinkTimeout, ProtocolError
+from linkerr import ChipError, LinkTimeout
 from psam_link import PsamLink
 from sim_pin import PWM, Pin
 from sim_uart import SimUART
@@ -196,85 +195,6 @@ def test_atr_with_tck_and_t1_offer():
     mptest.hex_eq(lk.transceive(b"\x80\xe0\x00\x00"), b"\x90\x00")
 
 
-def recovers(lk):
-    mptest.raises(ChipError, lk.transceive, b"\x80\xe0\x00\x00")  # not until a reset
-    lk.reset()
-    mptest.hex_eq(lk.transceive(b"\x80\x72\x00\x00\x04\x01\x02\x03\x04"), b"\x90\x00")
-
-
-def test_atr_faults_give_clear_errors_then_reset_recovers():
-    lk = link()
-    for kind, params, exc, words in (
-        ("no_atr", {}, LinkTimeout, "no ATR"),
-        ("late_atr", {"ms": 400}, LinkTimeout, "no ATR"),
-        ("corrupt_atr", {}, AtrError, "bad TS"),
-        ("short_atr", {}, AtrError, "truncated"),
-    ):
-        ctl.call("psam_fault", kind=kind, **params)
-        e = mptest.raises(exc, lk.reset)
-        mptest.true(words in str(e), "%s: %s" % (kind, e))
-        mptest.true(log.find("reset failed", log.ERROR), kind)
-        recovers(lk)
-    ctl.call("psam_config", t1=True)
-    ctl.call("psam_fault", kind="corrupt_atr")
-    e = mptest.raises(AtrError, lk.reset)
-    mptest.true("TCK" in str(e), str(e))
-    recovers(lk)
-
-
-def test_line_faults_give_clear_errors_then_reset_recovers():
-    lk = link()
-    cmd = b"\x80\x72\x00\x00\x04\x01\x02\x03\x04"
-    for kind, params, exc, words in (
-        ("garbage", {}, ProtocolError, "unexpected procedure byte 0x00"),
-        ("parity", {"to": "reader"}, ProtocolError, "procedure byte 0xf2"),
-        ("parity", {"to": "card"}, ProtocolError, "echo differs"),
-        ("silence", {"at": "header"}, LinkTimeout, "procedure byte"),
-        ("silence", {"at": "data"}, LinkTimeout, "procedure byte"),
-    ):
-        lk.reset()
-        ctl.call("psam_fault", kind=kind, **params)
-        e = mptest.raises(exc, lk.transceive, cmd)
-        mptest.true(words in str(e), "%s %r: %s" % (kind, params, e))
-        mptest.true(log.find("failed", log.ERROR), kind)
-        recovers(lk)
-
-
-def test_echo_wiring_must_match_the_board():
-    ctl.call("psam_config", echo=False)
-    lk = link(echo=False)
-    lk.reset()
-    each_case(lk)
-    lk = link(echo=True)
-    lk.reset()  # the card's PPS answer passes for the echo, then the real answer never comes
-    mptest.eq(lk.pps_result, "failed")
-    e = mptest.raises(ChipError, lk.transceive, b"\x80\x72\x00\x00\x04\x01\x02\x03\x04")
-    mptest.true("1 of 5 echo" in str(e), str(e))
-
-
-def test_bad_apdus_are_refused_without_dropping_the_link():
-    lk = link()
-    mptest.raises(ProtocolError, lk.transceive, b"\x80\xe0")  # checked before anything else
-    lk.reset()
-    for apdu, words in (
-        (b"\x80\xe0", "too short"),
-        (b"\x80\x72\x00\x00\x04\x01\x02", "does not match Lc"),
-        (b"\x80\x72\x00\x00\x00\x01\x00\x01\x01", "extended"),
-    ):
-        e = mptest.raises(ProtocolError, lk.transceive, apdu)
-        mptest.true(words in str(e), str(e))
-        mptest.true(log.find(words, log.ERROR), words)
-    mptest.hex_eq(lk.transceive(b"\x80\xe0\x00\x00"), b"\x90\x00")
-
-
-def test_unexpected_status_and_invalid_ins():
-    lk = link()
-    lk.reset()
-    mptest.hex_eq(lk.transceive(b"\x80\x60\x00\x00"), b"\x6d\x00")
-    mptest.hex_eq(lk.transceive(b"\x80\x55\x00\x00\x02\x01\x02"), b"\x6d\x00")
-    mptest.hex_eq(lk.transceive(b"\x00\xc0\x00\x00\x04"), b"\x69\x85")  # nothing pending
-
-
 def purchase(lk):
     init = b"\x80\x70\x00\x00\x24" + bytes(range(36)) + b"\x08"
     resp = lk.transceive(init)
@@ -328,18 +248,6 @@ def test_specific_mode_takes_ta1_without_pps():
     mptest.hex_eq(lk.transceive(b"\x80\xe0\x00\x00"), b"\x90\x00")
 
 
-def test_a_late_atr_is_drained_at_the_next_reset():
-    import time
-
-    ctl.call("psam_fault", kind="late_atr", ms=400)
-    lk = link()
-    mptest.raises(LinkTimeout, lk.reset)
-    time.sleep_ms(600)  # the ATR lands after the driver gave up
-    lk.reset()
-    mptest.true(log.find("stale byte", log.WARNING), "stale ATR dropped and logged")
-    mptest.hex_eq(lk.transceive(b"\x80\xe0\x00\x00"), b"\x90\x00")
-
-
 def test_random_lengths_and_procedure_styles():
     import random
 
@@ -357,23 +265,3 @@ def test_random_lengths_and_procedure_styles():
         resp = lk.transceive(b"\x80\xee\x00\x00" + bytes((n,)) + data + b"\x00")
         mptest.hex_eq(resp, data + b"\x90\x00", "lc %d %s" % (n, how))
     mptest.eq(stats()["config_errors"], 0)
-
-
-def test_from_board_and_off():
-    import board
-    from psam_link import from_board
-
-    teardown()
-    lk = from_board(board.PSAM, SimUART, Pin, PWM)
-    _links.append(lk)
-    lk.margin_ms = MARGIN
-    mptest.eq((lk.clk_hz, lk.echo, lk.max_baud), (board.PSAM["clk_hz"], True, 115200))
-    lk.reset()
-    mptest.eq(lk.baud, 38400)
-    mptest.hex_eq(lk.transceive(b"\x80\xe0\x00\x00"), b"\x90\x00")
-    lk.off()
-    mptest.eq((lk.clk.duty_u16(), lk.rst.value()), (0, 0))
-    mptest.raises(ChipError, lk.transceive, b"\x80\xe0\x00\x00")
-    lk.reset()
-    mptest.eq(lk.clk.duty_u16(), 32768)
-    mptest.hex_eq(lk.transceive(b"\x80\xe0\x00\x00"), b"\x90\x00")
