@@ -224,6 +224,18 @@ def test_purchase_bytes_and_modelled_line_time():
             "purchase PSAM exchanges: %d chars to PSAM, %d from it, %d us line time at %d baud"
             % (lk.chars_tx, lk.chars_rx, lk.line_us, baud)
         )
+    import gc
+
+    lk = link()
+    lk.reset()
+    purchase(lk)  # warm up: first-call allocations (strings, bound methods) out of the way
+    gc.collect()
+    before = gc.mem_alloc()
+    purchase(lk)
+    used = gc.mem_alloc() - before
+    # Includes the simulated UART's own framing (SimUART copies every frame); a regression guard.
+    mptest.log("heap allocated by one purchase's PSAM exchanges: %d bytes" % used)
+    mptest.between(used, 0, 16000)
     for baud in (115200, 223200):
         mptest.log(
             "model: %d us at %d baud" % (iso7816.line_time_us(want_tx + want_rx, baud), baud)
