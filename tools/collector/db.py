@@ -137,12 +137,13 @@ class Store:
         return conn
 
     @contextmanager
-    def _tx(self):
-        """A write transaction: yields an executor; commits on success, rolls back on error."""
+    def _tx(self, write=True):
+        """A transaction: yields an executor; commits on success, rolls back on error."""
         if self.dialect == "sqlite":
             conn = self._sqlite_conn()
-            # IMMEDIATE takes the write lock up front: no deadlock upgrading a read lock.
-            conn.execute("BEGIN IMMEDIATE")
+            # A writer takes the lock up front (IMMEDIATE): no deadlock upgrading a read lock.
+            # Readers do not take it, so WAL lets them run beside a writer.
+            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             try:
                 yield _Exec(conn, "sqlite")
                 conn.execute("COMMIT")
@@ -207,7 +208,7 @@ class Store:
         return SCHEMA_VERSION
 
     def schema_version(self):
-        with self._tx() as ex:
+        with self._tx(write=False) as ex:
             return ex.one("SELECT MAX(version) FROM schema_version")[0]
 
     # --- devices ------------------------------------------------------------------------------
@@ -231,12 +232,12 @@ class Store:
                 )
 
     def secret(self, device_id):
-        with self._tx() as ex:
+        with self._tx(write=False) as ex:
             row = ex.one("SELECT secret FROM devices WHERE device_id = ?", (device_id,))
         return bytes(row[0]) if row else None
 
     def device(self, device_id):
-        with self._tx() as ex:
+        with self._tx(write=False) as ex:
             row = ex.one(
                 "SELECT counter, contig, last_seen, last_skew FROM devices WHERE device_id = ?",
                 (device_id,),
@@ -390,14 +391,14 @@ class Store:
         return device_id if row else 0
 
     def latest_version(self, device_id):
-        with self._tx() as ex:
+        with self._tx(write=False) as ex:
             target = self._target(ex, device_id)
             row = ex.one("SELECT MAX(version) FROM bundles WHERE target = ?", (target,))
         return row[0] or 0
 
     def bundle_for(self, device_id, have):
         """-> (kind, version, base, data): kind 'none', 'full' or 'delta'."""
-        with self._tx() as ex:
+        with self._tx(write=False) as ex:
             target = self._target(ex, device_id)
             latest = ex.one("SELECT MAX(version) FROM bundles WHERE target = ?", (target,))[0]
             if not latest or latest == have:
@@ -421,18 +422,18 @@ class Store:
     # --- reading back -------------------------------------------------------------------------
 
     def count(self, device_id=None):
-        with self._tx() as ex:
+        with self._tx(write=False) as ex:
             if device_id is None:
                 return ex.one("SELECT COUNT(*) FROM records")[0]
             return ex.one("SELECT COUNT(*) FROM records WHERE device_id = ?", (device_id,))[0]
 
     def seqs(self, device_id):
-        with self._tx() as ex:
+        with self._tx(write=False) as ex:
             rows = ex.all("SELECT seq FROM records WHERE device_id = ? ORDER BY seq", (device_id,))
         return [r[0] for r in rows]
 
     def gaps(self, device_id):
-        with self._tx() as ex:
+        with self._tx(write=False) as ex:
             rows = ex.all(
                 "SELECT from_seq, to_seq FROM gaps WHERE device_id = ? ORDER BY from_seq",
                 (device_id,),
@@ -463,7 +464,7 @@ class Store:
             sql += " WHERE device_id = ?"
             args = (device_id,)
         sql += " ORDER BY device_id, seq"
-        with self._tx() as ex:
+        with self._tx(write=False) as ex:
             rows = ex.all(sql, args)
         for r in rows:
             yield tuple(r[:-1]) + (bytes(r[-1]).hex(),)
