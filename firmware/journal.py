@@ -171,6 +171,11 @@ class Journal:
         if not 1 <= cfg["seg_records"] <= 4096:
             raise JournalError("seg_records out of range")
         self.root = root_dir.rstrip("/")
+        # The segment being appended to lives alone in cur/: littlefs then commits each append
+        # to a one-file directory instead of one holding every segment (whose compactions read
+        # much more), and moves it into root_dir with one rename when it is full.
+        self._cur = self.root + "/cur"
+        self._in_cur = None  # first seq of the segment in cur/, if any
         self._cfg = cfg
         self._seg_records = cfg["seg_records"]
         self._marks = [FileMark(self.root + ".hwm")]
@@ -188,10 +193,11 @@ class Journal:
     # ---- opening and recovery -------------------------------------------------------------
 
     def _open(self):
-        try:
-            os.mkdir(self.root)
-        except OSError:
-            pass  # exists (anything else shows at the first file operation)
+        for d in (self.root, self._cur):
+            try:
+                os.mkdir(d)
+            except OSError:
+                pass  # exists (anything else shows at the first file operation)
         meta_ok, meta_acked, meta_hwm = self._load_meta()
         hwm = meta_hwm
         behind = []
@@ -257,28 +263,44 @@ class Journal:
         head = _META_MAGIC + _be32(acked) + _be32(hwm)
         _write_atomic(self.root + "/meta", head + _be32(crc32(head)))
 
-    def _scan(self):
-        """Index the segment files, checking every record; returns True when records were cut
-        from the newest segment."""
-        firsts = []
-        names = [entry[0] for entry in os.ilistdir(self.root)]  # listed before anything changes
+    def _path(self, first):
+        return (self._cur if first == self._in_cur else self.root) + "/" + _seg_name(first)
+
+    def _list(self, d, where):
+        """Segment numbers in directory d (leftover .tmp files removed, others logged)."""
+        out = []
+        names = [entry[0] for entry in os.ilistdir(d)]  # listed before anything changes
         for name in names:
             if name.endswith(".tmp"):
-                _remove(self.root + "/" + name)  # an interrupted replace: the original stands
+                _remove(d + "/" + name)  # an interrupted replace: the original stands
                 continue
-            if name == "meta" or name == "pending":
+            if d == self.root and name in ("meta", "pending", "cur"):
                 continue
             first = _parse_seg(name)
             if first is None:
-                _log.warning("ignoring unknown file %s in journal", name)
+                _log.warning("ignoring unknown file %s in journal", where + name)
                 continue
-            firsts.append(first)
+            out.append(first)
+        return out
+
+    def _scan(self):
+        """Index the segment files, checking every record; returns True when records were cut
+        from the newest segment."""
+        in_cur = self._list(self._cur, "cur/")
+        firsts = self._list(self.root, "")
+        for first in in_cur:
+            if first in firsts:  # cannot happen by renames: keep the sealed copy
+                _log.error("segment %s in both places, cur/ copy removed", _seg_name(first))
+                _remove(self._cur + "/" + _seg_name(first))
+            else:
+                firsts.append(first)
         firsts.sort()
         tail_cut = False
         prev_end = 0  # seq after the last kept record
         for i in range(len(firsts)):
             first = firsts[i]
-            path = self.root + "/" + _seg_name(first)
+            self._in_cur = first if first in in_cur else None
+            path = self._path(first)
             if first < prev_end or first == 0:
                 _log.error("segment %s overlaps earlier records, removed", _seg_name(first))
                 _remove(path)
@@ -302,6 +324,14 @@ class Journal:
             self._firsts.append(first)
             self._counts.append(n)
             prev_end = first + n
+        self._in_cur = None
+        newest = self._firsts[-1] if self._firsts else None
+        for first in self._firsts:
+            if first in in_cur and first != newest:  # only the newest stays in cur/
+                name = _seg_name(first)
+                os.rename(self._cur + "/" + name, self.root + "/" + name)
+        if newest in in_cur:
+            self._in_cur = newest
         return tail_cut
 
     def _check_segment(self, path, first, size):
@@ -419,7 +449,12 @@ class Journal:
         if self._bfree < self._cfg["reserve_blocks"] // 2 + self._per_seg:
             # the other half of reserve_blocks stays for littlefs's copy-on-write and metadata
             raise JournalFull("journal full: %d blocks left in the file system" % self._bfree)
-        self._f = open(self.root + "/" + _seg_name(seq), "ab")
+        if self._in_cur is not None:
+            name = _seg_name(self._in_cur)
+            os.rename(self._cur + "/" + name, self.root + "/" + name)
+            self._in_cur = None
+        self._f = open(self._cur + "/" + _seg_name(seq), "ab")
+        self._in_cur = seq
         self._firsts.append(seq)
         self._counts.append(0)
 
@@ -434,14 +469,15 @@ class Journal:
         try:
             self._reserve_seq(seq)
             counts = self._counts
+            last_first = self._firsts[-1] if counts else -1
             if (
-                not counts
+                last_first != self._in_cur
                 or counts[-1] >= self._seg_records
-                or self._firsts[-1] + counts[-1] != seq
+                or last_first + counts[-1] != seq
             ):
                 self._roll(seq)
             elif self._f is None:
-                self._f = open(self.root + "/" + _seg_name(self._firsts[-1]), "ab")
+                self._f = open(self._cur + "/" + _seg_name(last_first), "ab")
             f = self._f
             if f.write(buf) != _REC:
                 raise OSError(_ENOSPC)
@@ -482,8 +518,9 @@ class Journal:
                 return False
             self._broken = None
         if self._firsts:
+            path = self._path(self._firsts[-1])
             try:
-                n = os.stat(self.root + "/" + _seg_name(self._firsts[-1]))[6] // _REC
+                n = os.stat(path)[6] // _REC
             except OSError:
                 n = 0
             if n > self._counts[-1]:
@@ -491,8 +528,13 @@ class Journal:
                 self.last_seq = self._firsts[-1] + n - 1
                 self._counts[-1] = n
             if n == 0 and self._counts[-1] == 0:
-                self._firsts.pop()
+                if self._firsts.pop() == self._in_cur:
+                    self._in_cur = None
                 self._counts.pop()
+                try:
+                    _remove(path)
+                except OSError:
+                    pass  # an empty file is dropped at the next open anyway
         return True
 
     # ---- upload cursor ----------------------------------------------------------------------
@@ -528,7 +570,7 @@ class Journal:
                 continue
             start = want - first if want > first else 0
             try:
-                with open(self.root + "/" + _seg_name(first), "rb") as f:
+                with open(self._path(first), "rb") as f:
                     f.seek(start * _REC)
                     for k in range(start, counts[i]):
                         if len(out) >= limit:
@@ -565,7 +607,7 @@ class Journal:
         counts = self._counts
         freed = False
         while len(firsts) > 1 and firsts[0] + counts[0] - 1 <= self.acked_seq:
-            _remove(self.root + "/" + _seg_name(firsts[0]))
+            _remove(self._path(firsts[0]))
             firsts.pop(0)
             counts.pop(0)
             freed = True
@@ -631,7 +673,8 @@ class Journal:
         self._save_meta(last, self._hwm)
         self.acked_seq = last
         for first in self._firsts:
-            _remove(self.root + "/" + _seg_name(first))
+            _remove(self._path(first))
+        self._in_cur = None
         self._firsts = []
         self._counts = []
         self.clear_pending()

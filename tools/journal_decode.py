@@ -96,19 +96,30 @@ def decode_dir(path):
     problems = []
     segments = []
     records = []
-    names = sorted(p.name for p in path.iterdir())
-    firsts = []
-    for name in names:
-        m = SEG_RE.match(name)
-        if m:
-            firsts.append(int(m.group(1), 16))
-        elif name not in ("meta", "pending") and not name.endswith(".tmp"):
-            problems.append("unknown file %s" % name)
-    firsts.sort()
+    # The segment being appended to lives in cur/, the others beside it.
+    where = {}
+    for d, prefix in ((path, ""), (path / "cur", "cur/")):
+        if not d.is_dir():
+            continue
+        for p in sorted(d.iterdir()):
+            m = SEG_RE.match(p.name)
+            if m:
+                first = int(m.group(1), 16)
+                if first in where:
+                    problems.append("%s also in %s" % (prefix + p.name, where[first].parent))
+                else:
+                    where[first] = p
+            elif not (prefix == "" and p.name in ("meta", "pending", "cur")) and not (
+                p.name.endswith(".tmp")
+            ):
+                problems.append("unknown file %s" % (prefix + p.name))
+    firsts = sorted(where)
     expect = None
     for first in firsts:
         name = "%08x.seg" % first
-        blob = (path / name).read_bytes()
+        blob = where[first].read_bytes()
+        if where[first].parent.name == "cur" and where[first].parent != path:
+            name = "cur/" + name
         good = 0
         why = None
         for off in range(0, len(blob), record.SIZE):

@@ -85,6 +85,7 @@ def test_image_written_by_the_firmware_decodes_and_verifies(image, capsys):
     r = rep["records"][0]
     assert (r["amount"], r["card_atc"], r["balance_after"]) == (265, 65, 10000 - 265)
     assert rep["records"][5]["kind"] == record.REFUSED  # seq 70
+    assert rep["segments"][-1]["name"] == "cur/00000081.seg", "the active segment, in cur/"
     assert jd.main([str(image)]) == 0
     out = capsys.readouterr().out
     assert "OK: every record checks out" in out
@@ -203,3 +204,15 @@ def test_mark_beside_the_directory_is_read(tmp_path):
 def test_not_a_directory():
     with pytest.raises(jd.DecodeError):
         jd.decode_dir("/nonexistent/journal")
+
+
+def test_active_segment_in_cur_and_duplicates(tmp_path):
+    d = make_dir(tmp_path / "journal", 20)
+    (d / "cur").mkdir()
+    (d / "00000011.seg").rename(d / "cur" / "00000011.seg")
+    rep = jd.decode_dir(d)
+    assert rep["problems"] == [] and [r["seq"] for r in rep["records"]] == list(range(1, 21))
+    (d / "00000011.seg").write_bytes((d / "cur" / "00000011.seg").read_bytes())
+    assert any("also in" in p for p in jd.decode_dir(d)["problems"])
+    (d / "cur" / "junk").write_text("x")
+    assert "unknown file cur/junk" in jd.decode_dir(d)["problems"]

@@ -73,7 +73,16 @@ def seqs(recs):
 
 
 def seg_path(first):
-    return "%s/%08x.seg" % (ROOT, first)
+    """Where segment `first` is: the one being appended to lives in cur/."""
+    name = "%08x.seg" % first
+    if name in os.listdir(ROOT + "/cur"):
+        return ROOT + "/cur/" + name
+    return ROOT + "/" + name
+
+
+def all_segs():
+    names = os.listdir(ROOT) + os.listdir(ROOT + "/cur")
+    return sorted(n for n in names if n.endswith(".seg"))
 
 
 def patch(path, offset, data):
@@ -96,22 +105,22 @@ def test_appends_read_back_in_order_across_reboots():
     mptest.eq(j.append(fields(21)), 21)
     mptest.eq(seqs(j.records_after(18, 2)), [19, 20])
     mptest.eq(j.records_after(21, 5), [])
-    mptest.eq(sorted(os.listdir(ROOT))[:3], ["00000001.seg", "00000009.seg", "00000011.seg"])
+    mptest.eq(all_segs(), ["00000001.seg", "00000009.seg", "00000011.seg"])
+    mptest.eq(os.listdir(ROOT + "/cur"), ["00000011.seg"], "only the active segment in cur/")
 
 
 def test_ack_moves_cursor_and_reclaims_whole_segments_only():
     j = Journal(ROOT, CFG)
     fill(j, 30)
     mptest.true(j.ack(7))
-    mptest.true("00000001.seg" in os.listdir(ROOT), "segment 1..8 not fully acknowledged")
+    mptest.true("00000001.seg" in all_segs(), "segment 1..8 not fully acknowledged")
     mptest.true(j.ack(8))
-    mptest.false("00000001.seg" in os.listdir(ROOT))
+    mptest.false("00000001.seg" in all_segs())
     mptest.false(j.ack(8), "a repeated ack changes nothing")
     mptest.eq(j.backlog, 22)
     mptest.eq(seqs(j.records_after(j.acked_seq, 3)), [9, 10, 11])
     j.ack(30)
-    mptest.eq(os.listdir(ROOT).count("00000019.seg"), 1, "the newest segment stays")
-    mptest.eq([n for n in os.listdir(ROOT) if n.endswith(".seg")], ["00000019.seg"])
+    mptest.eq(all_segs(), ["00000019.seg"], "the newest segment stays")
     j = reboot(j)
     mptest.eq((j.last_seq, j.acked_seq, j.backlog), (30, 30, 0))
     mptest.eq(j.append(fields(31)), 31, "numbers go on after everything was acknowledged")
@@ -222,7 +231,7 @@ def test_planted_files_are_ignored_or_removed():
     mptest.true(log.find("ignoring unknown file notes.txt", log.WARNING))
     mptest.true(log.find("segment 00000005.seg overlaps", log.ERROR))
     mptest.false("meta.tmp" in os.listdir(ROOT))
-    mptest.false("000000c8.seg" in os.listdir(ROOT))
+    mptest.false("000000c8.seg" in all_segs())
     mptest.eq(seqs(j.records_after(0, 100)), list(range(1, 11)))
     mptest.true(j.append(fields(11)) > 10)
 
@@ -322,7 +331,7 @@ def test_reboot_in_the_middle_of_reclaim_at_every_operation():
         j = reboot(j)
         mptest.true(j.acked_seq in (0, 33), "cursor old or new, cut at op %d" % k)
         mptest.eq(seqs(j.records_after(j.acked_seq, 100)), list(range(j.acked_seq + 1, 41)))
-        segs = [n for n in os.listdir(ROOT) if n.endswith(".seg")]
+        segs = all_segs()
         if j.acked_seq == 33:
             mptest.eq(segs, ["00000021.seg"], "open finished the reclaim")
         j.ack(36)
@@ -347,9 +356,11 @@ def test_numbers_survive_wipe_directory_loss_and_reformat():
     top = j.last_seq
     # someone deletes the journal directory by hand: the mark beside it still knows
     j.close()
-    for name in os.listdir(ROOT):
-        os.remove(ROOT + "/" + name)
-    os.rmdir(ROOT)
+    for d in (ROOT + "/cur", ROOT):
+        for name in os.listdir(d):
+            if name != "cur":
+                os.remove(d + "/" + name)
+        os.rmdir(d)
     j = Journal(ROOT, CFG)
     mptest.true(j.append(fields(13)) > top)
     top = j.last_seq
@@ -432,7 +443,7 @@ def test_segments_written_with_another_size_still_read():
     mptest.eq(j.cut_records, 0)
     mptest.eq(seqs(j.records_after(0, 100)), list(range(1, 21)))
     mptest.eq(j.append(fields(21)), 21)
-    mptest.true("00000015.seg" in os.listdir(ROOT), "a new segment of the new size")
+    mptest.true("00000015.seg" in all_segs(), "a new segment of the new size")
 
 
 def test_power_cut_while_open_repairs_a_corrupt_segment():
@@ -509,3 +520,19 @@ def test_nvs_mark_keeps_numbers_across_a_reformat():
     j = Journal(ROOT, cfg)
     mptest.true(log.find("high-water mark store failed", log.WARNING))
     mptest.true(j.append(fields(2)) > top, "the journal goes on with what it has")
+
+
+def test_only_the_newest_segment_stays_in_cur():
+    j = Journal(ROOT, CFG)
+    fill(j, 20)
+    j.close()
+    os.rename(seg_path(9), ROOT + "/cur/00000009.seg")  # as if a rename out of cur/ was lost
+    mptest.eq(os.listdir(ROOT + "/cur"), ["00000009.seg", "00000011.seg"])
+    j = reboot(j)
+    mptest.eq(os.listdir(ROOT + "/cur"), ["00000011.seg"])
+    mptest.eq(seqs(j.records_after(0, 100)), list(range(1, 21)))
+    fill(j, 5, 21)  # 21..24 fill 17..24, then 25 starts a new segment: 17..24 leaves cur/
+    mptest.eq(os.listdir(ROOT + "/cur"), ["00000019.seg"])
+    mptest.eq(all_segs(), ["00000001.seg", "00000009.seg", "00000011.seg", "00000019.seg"])
+    j = reboot(j)
+    mptest.eq(seqs(j.records_after(0, 100)), list(range(1, 26)))
