@@ -16,6 +16,7 @@ import datetime
 import json
 import os
 import queue
+import random
 import re
 import shutil
 import signal
@@ -161,6 +162,7 @@ class Bench:
         self.taps = []
         self.records = {}  # seq -> kind, from the firmware's record events
         self.params_version = None
+        self.rng = random.Random(int(scenario.get("seed", 1)))
 
     # ---- output ---------------------------------------------------------------------------
 
@@ -353,7 +355,12 @@ class Bench:
             self.world.place(c)
         seen = []
         result = None
-        if cut:
+        if cut == "random":
+            # Anywhere in the tap: a moment drawn from the scenario's seeded generator.
+            time.sleep(self.rng.uniform(0.0, ev.get("within_s", 0.3)))
+            self.fw.kill()
+            cut = "random moment"
+        elif cut:
             ins = STEPS[cut]
             deadline = time.monotonic() + TAP_TIMEOUT_S
             while time.monotonic() < deadline:
@@ -362,10 +369,7 @@ class Bench:
                     break
                 time.sleep(0.0005)
             self.fw.kill()
-            self.say(
-                "%s  tap %-8s POWER CUT after the card ran %s"
-                % (local_clock(self.world.time), names[0], cut.upper())
-            )
+            self.say("%s  tap %-8s POWER CUT (%s)" % (local_clock(self.world.time), names[0], cut))
         else:
             try:
                 result = self.fw.wait_for("tap", seen=seen)
@@ -667,6 +671,36 @@ def _server_on(store, clearing, port):
     return srv
 
 
+def generate_events(sc):
+    """[generate]: a long random day, reproducible from its seed: taps by random riders, some
+    pulled at a random step, some cut by a power loss at a random step or moment; after each,
+    the rider taps again (as riders do when the validator says so)."""
+    g = sc["generate"]
+    rng = random.Random(int(g.get("seed", 1)))
+    names = g.get("cards") or [
+        n
+        for n, c in sorted(sc["cards"].items())
+        if c.get("profile", "tunion_plain") != "unionpay_only"
+    ]
+    steps = list(STEPS)
+    n_taps = int(g.get("taps", 40))
+    cuts = set(rng.sample(range(n_taps), min(n_taps, int(g.get("power_cuts", 0)))))
+    rest = [i for i in range(n_taps) if i not in cuts]
+    pulls = set(rng.sample(rest, min(len(rest), int(g.get("pulls", 0)))))
+    events = []
+    for i in range(n_taps):
+        name = rng.choice(names)
+        ev = {"at": "+%ds" % rng.randint(20, 120), "tap": name, "expect": "any"}
+        if i in cuts:
+            ev["power_cut"] = rng.choice(steps + ["random"])
+        elif i in pulls:
+            ev["pull"] = rng.choice(("before", "after")) + ":" + rng.choice(steps)
+        events.append(ev)
+        if i in cuts or i in pulls:
+            events.append({"at": "+%ds" % rng.randint(3, 15), "tap": name, "expect": "any"})
+    return events
+
+
 def load_scenario(path):
     with open(path, "rb") as f:
         try:
@@ -675,6 +709,8 @@ def load_scenario(path):
             raise ScenarioError("%s: %s" % (path, e))
     if "validator" not in sc or "cards" not in sc:
         raise ScenarioError("%s: needs [validator] and [cards]" % path)
+    if "generate" in sc:
+        sc["events"] = list(sc.get("events", [])) + generate_events(sc)
     return sc
 
 

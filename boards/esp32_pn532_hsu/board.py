@@ -14,7 +14,17 @@ READER = {
 }
 
 # PSAM slot (ISO 7816): I/O on a UART joined TX/RX through a resistor, so TX is echoed on RX.
-PSAM = {"uart_id": 2, "tx": 17, "rx": 16, "clk": 4, "clk_hz": 3571200, "reset": 14}
+# 4 MHz: the LEDC divides 80 MHz exactly with a 50 % duty (3.5712 MHz comes out 3,575,419 Hz).
+PSAM = {
+    "uart_id": 2,
+    "tx": 17,
+    "rx": 16,
+    "clk": 4,
+    "clk_hz": 4000000,
+    "reset": 14,
+    "echo": True,
+    "max_baud": 115200,
+}
 
 # UART1 serves the PN532, so the modem takes UART0 once the application starts; holding
 # GPIO0 low at power-up keeps the REPL there for depot maintenance (see README).

@@ -16,7 +16,17 @@ READER = {
 }
 
 # PSAM slot (ISO 7816): I/O on a UART joined TX/RX through a resistor, so TX is echoed on RX.
-PSAM = {"uart_id": 2, "tx": 17, "rx": 16, "clk": 4, "clk_hz": 3571200, "reset": 14}
+# 4 MHz: the LEDC divides 80 MHz exactly with a 50 % duty (3.5712 MHz comes out 3,575,419 Hz).
+PSAM = {
+    "uart_id": 2,
+    "tx": 17,
+    "rx": 16,
+    "clk": 4,
+    "clk_hz": 4000000,
+    "reset": 14,
+    "echo": True,
+    "max_baud": 115200,
+}
 
 # Cellular modem (SIM7600 / EC2x / EC200) on its own UART, with the power key and status pins.
 MODEM = {"uart_id": 1, "tx": 25, "rx": 26, "baudrate": 115200, "pwrkey": 13, "status": 39}
