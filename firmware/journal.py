@@ -37,7 +37,7 @@ _PEND_MAX = const(1024)
 
 DEFAULTS = {
     "seg_records": 64,  # records per segment file: 64 x 64 B fills one 4 KB littlefs block
-    "max_segments": None,  # None: what the free space allows at open (minus reserve_blocks)
+    "max_segments": None,  # a hard cap; None: only the free space (re-read at each segment)
     "reserve_blocks": 16,  # fs blocks left for parameters and littlefs's copy-on-write
     "warn_pct": 80,  # status "warn" from this share of the capacity in use
     "purchase_reserve": 64,  # slots kept for recovered purchases and events once "full"
