@@ -1,0 +1,100 @@
+# One flat-fare tap, firmware alone: firmware/purchase.py's Purchaser against the zero-latency
+# in-process fakes of bench_fakes.py. argv: taps per rep, reps (0 taps: set-up only, for the
+# callgrind instruction-count difference).
+#   tap_cpu_us       median over reps of (process CPU time of `taps` taps) / taps, GC included
+#   tap_wall_us_min  the fastest rep in wall time; tap_vs_busy: that / the fastest baseline loop
+#   tap_alloc_bytes  gc.mem_alloc() delta of one tap with the collector off, steady state
+import gc
+import time
+
+import benchlib
+import log
+import pending
+import purchase
+import timeutil
+from bench_fakes import FakeCard, FakePsam
+from psam_app import PsamApp
+
+NOW = timeutil.to_seconds(2026, 11, 29, 4, 30, 0)
+BUSY_N = 20000
+FLAT = {"debit": 200, "must_cover": 200, "route": 12, "stop": 3}
+
+taps = benchlib.arg(1, 200)
+reps = benchlib.arg(2, 7)
+instr_only = benchlib.arg(3, 0)
+
+log.set_level(log.INFO, echo=False)  # the ring is kept, nothing printed
+psam = FakePsam()
+p = purchase.Purchaser(PsamApp(psam), pending.RamPendingStore(), {})
+assert p.boot()
+card = FakeCard()
+
+if instr_only:
+    # callgrind mode: exactly `taps` taps after one warm-up, nothing else timed or printed
+    p.tap(card, FLAT, NOW)
+    for _ in range(taps):
+        p.tap(card, FLAT, NOW)
+    raise SystemExit(0)
+
+res = p.tap(card, FLAT, NOW)  # warm-up: first-use allocations, log ring filled
+assert res.reason == purchase.OK, res.detail
+for _ in range(70):
+    p.tap(card, FLAT, NOW)
+
+# exchange counts of one tap
+c0, p0 = (card.apdus, card.bytes_out, card.bytes_in), (psam.apdus, psam.bytes_out, psam.bytes_in)
+res = p.tap(card, FLAT, NOW)
+assert res.reason == purchase.OK, res.detail
+card_apdus = card.apdus - c0[0]
+psam_apdus = psam.apdus - p0[0]
+card_bytes = [card.bytes_out - c0[1], card.bytes_in - c0[2]]
+psam_bytes = [psam.bytes_out - p0[1], psam.bytes_in - p0[2]]
+
+alloc = []
+for _ in range(max(reps, 5)):
+    gc.collect()
+    a0 = gc.mem_alloc()
+    gc.disable()
+    try:
+        p.tap(card, FLAT, NOW)
+        alloc.append(gc.mem_alloc() - a0)
+    finally:
+        gc.enable()
+
+# Each rep times the baseline loop right before the taps: the ratio of the two drifts less than
+# either time on a shared machine. CPU time (from /proc) is the figure; wall time is kept too.
+per_tap = []
+cpu = []
+ratios = []
+bases = []
+for _ in range(reps):
+    b = benchlib.busy_us(BUSY_N, 3)
+    gc.collect()
+    c0 = benchlib.cpu_us()
+    t0 = time.ticks_us()
+    for _ in range(taps):
+        p.tap(card, FLAT, NOW)
+    t = time.ticks_diff(time.ticks_us(), t0) / taps
+    c1 = benchlib.cpu_us()
+    per_tap.append(t)
+    cpu.append((c1 - c0) / taps if c0 is not None else t)
+    bases.append(b)
+    ratios.append(t / b)
+
+benchlib.emit(
+    tap_cpu_us=benchlib.median(cpu),
+    tap_cpu_us_runs=cpu,
+    tap_wall_us=benchlib.median(per_tap),
+    tap_wall_us_runs=per_tap,
+    tap_alloc_bytes=benchlib.median(alloc),
+    tap_alloc_runs=alloc,
+    card_apdus_per_tap=card_apdus,
+    psam_apdus_per_tap=psam_apdus,
+    card_bytes_per_tap=card_bytes,
+    psam_bytes_per_tap=psam_bytes,
+    busy_us=benchlib.median(bases),
+    busy_n=BUSY_N,
+    tap_vs_busy=min(per_tap) / min(bases),
+    tap_wall_us_min=min(per_tap),
+    debits=card.debits,
+)

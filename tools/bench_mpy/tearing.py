@@ -1,0 +1,188 @@
+# The purchase tearing sweep, counted: the virtual cards and PSAM of tools/sim/apdu_server.py
+# (through the hub, SIM_PORT), firmware/purchase.py with a RAM pending store and an in-RAM
+# journal. Each point pulls a card before or after one command (the 5 of a flat-fare tap, and the
+# recovery's READ RECORD / GET TRANSACTION PROVE), then re-taps it, with another card, a reboot
+# (same store, new Purchaser) or nothing in between; a seeded random part chains faults.
+# The proof is the cards' own debit lists:
+#   double charges: debits by our terminal beyond the one ride each card took
+#   lost debits: a debit with no journal record, or with more than one
+#   phantom records: a purchase record with no debit behind it
+# First, one clean tap with every APDU recorded (the exchange figures).
+# argv: random cases, seed.
+import random
+
+import benchlib
+import log
+import pending
+import purchase
+import record
+import timeutil
+from apdu_link import ApduLink
+from bench_fakes import Recording
+from psam_app import PsamApp
+from simlink import Control
+
+cases = benchlib.arg(1, 20)
+seed = benchlib.arg(2, 20261129)
+NOW = timeutil.to_seconds(2026, 11, 29, 4, 30, 0)
+FLAT = {"debit": 200, "must_cover": 200}
+PURCHASE_INS = (0xA4, 0xB0, 0x50, 0xDC, 0x54)
+RECOVERY_INS = (0xB2, 0x5A)
+TERMINAL = "000000000042"
+DEBUG = benchlib.arg(3, 0)
+
+log.set_level(log.ERROR, echo=False)
+ctl = Control()
+card_link = ApduLink("card")
+psam_link = ApduLink("psam")
+ctl.call("reset", terminal_id=TERMINAL)
+store = pending.RamPendingStore()
+book = []
+state = {"n": 0, "t": NOW}
+sold = {}  # label -> taps our validator reported OK (each is one ride, charged once)
+
+
+def validator(st=None):
+    p = purchase.Purchaser(PsamApp(psam_link), st or store, {"journal": book.append})
+    assert p.boot()
+    return p
+
+
+def number(n):
+    return "3105228000000%06d" % n
+
+
+def new_card(profile="tunion_plain"):
+    state["n"] += 1
+    label = "c%d" % state["n"]
+    ctl.call("place_card", profile=profile, label=label, overrides={"card_no": number(state["n"])})
+    ctl.call("remove_card")
+    return label
+
+
+def tap(p, label, fault=None):
+    ctl.call("place_card", label=label)
+    if fault:
+        ctl.call("fault", when=fault[0], ins=fault[1])
+    state["t"] += 7
+    r = p.tap(card_link, FLAT, state["t"])
+    if r.reason == purchase.OK:
+        sold[label] = sold.get(label, 0) + 1
+    return r
+
+
+def audit(labels):
+    """(double charges, lost debits, phantom records, free rides) over these cards."""
+    double = lost = phantom = free = 0
+    for label in labels:
+        no = bytes.fromhex("0" + number(int(label[1:])))
+        debits = ctl.call("card", label=label)["debits"]
+        mine = [r for r in book if r["card_no"] == no and r["kind"] != record.REFUSED]
+        ours = [d for d in debits if d["terminal"].lower().endswith(TERMINAL)]
+        rides = sold.get(label, 0)
+        if len(ours) > rides:
+            double += len(ours) - rides
+        elif len(ours) < rides:
+            free += rides - len(ours)
+        for d in debits:
+            hits = [r for r in mine if r["card_atc"] == d["counter"]]
+            if len(hits) != 1:
+                lost += 1
+        counters = [d["counter"] for d in debits]
+        phantom += sum(1 for r in mine if r["card_atc"] not in counters)
+    return double, lost, phantom, free
+
+
+# --- one clean flat-fare tap, every APDU recorded ---------------------------------------------
+p = validator()
+rc, rp = Recording(card_link), Recording(psam_link)
+pc = purchase.Purchaser(PsamApp(rp), pending.RamPendingStore(), {})
+assert pc.boot()
+boot_psam = len(rp.log)
+first = new_card()
+ctl.call("place_card", label=first)
+info = card_link.info()
+res = pc.tap(rc, FLAT, NOW)
+assert res.reason == purchase.OK, res.detail
+benchlib.emit(
+    exchange_card=rc.log,
+    exchange_psam=rp.log[boot_psam:],
+    card_info=info,
+)
+
+# --- the matrix -------------------------------------------------------------------------------
+points = 0
+tot = [0, 0, 0, 0]
+unresolved = 0
+p = validator()
+for when in ("before", "after"):
+    for ins in PURCHASE_INS:
+        for between in ("none", "other", "reboot"):
+            torn = new_card()
+            labels = [torn]
+            r1 = tap(p, torn, (when, ins))
+            if between == "other":
+                other = new_card("phone_tunion")
+                labels.append(other)
+                tap(p, other)
+            elif between == "reboot":
+                p = validator()
+            r2 = tap(p, torn)
+            if r2.reason != purchase.OK:
+                unresolved += 1
+            points += 1
+            a = audit(labels)
+            if DEBUG and any(a):
+                print("matrix", when, hex(ins), between, a, r1.reason, r2.reason, r2.record)
+            for i, x in enumerate(a):
+                tot[i] += x
+# tears during the recovery itself (after a tear after DEBIT)
+for when in ("before", "after"):
+    for ins in RECOVERY_INS:
+        torn = new_card()
+        tap(p, torn, ("after", 0x54))
+        tap(p, torn, (when, ins))
+        r = tap(p, torn)
+        if r.reason != purchase.OK:
+            unresolved += 1
+        points += 1
+        for i, x in enumerate(audit([torn])):
+            tot[i] += x
+
+# --- seeded random chains: up to 3 faults in a row on one card, others and reboots between ----
+random.seed(seed)
+for _ in range(cases):
+    torn = new_card(random.choice(("tunion_plain", "tunion_sm4", "phone_tunion")))
+    labels = [torn]
+    for _k in range(random.randint(1, 3)):
+        kind = random.choice(PURCHASE_INS + RECOVERY_INS)
+        tap(p, torn, (random.choice(("before", "after")), kind))
+        step = random.randint(0, 2)
+        if step == 1:
+            o = new_card()
+            labels.append(o)
+            tap(p, o)
+        elif step == 2:
+            p = validator()
+    for _k in range(3):
+        r = tap(p, torn)
+        if r.reason == purchase.OK:
+            break
+    if r.reason != purchase.OK:
+        unresolved += 1
+    points += 1
+    for i, x in enumerate(audit(labels)):
+        tot[i] += x
+
+viol = ctl.call("violations")
+benchlib.emit(
+    tearing_points_tested=points,
+    tearing_double_charges=tot[0],
+    tearing_lost_debits=tot[1],
+    tearing_phantom_records=tot[2],
+    tearing_free_rides=tot[3],
+    tearing_unresolved_retaps=unresolved,
+    pending_left=len(p.pending()),
+    violations=sum(len(v) for v in viol.values()),
+    cards=state["n"],
+)

