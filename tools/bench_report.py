@@ -222,6 +222,13 @@ def markdown(res):
             _n(d.get("app_tap_us_min")),
         )
     )
+    if d.get("app_tap_breakdown_us"):
+        w(
+            "Wall time of its parts, per tap: "
+            + ", ".join("%s %s us" % (k, _n(v)) for k, v in d["app_tap_breakdown_us"].items())
+            + " (pending_save: the torn-purchase blob written before DEBIT, a temporary file and "
+            "a rename on littlefs; decide: blacklist, whitelist, fare engine)."
+        )
     w("")
     w(
         "**Heap.** firmware/app.py's `Validator` (journal on littlefs over a host-file flash, "

@@ -461,6 +461,7 @@ def stage_app(cfg):
         "app_tap_us": timed["app_tap_us"],
         "app_tap_us_min": timed["app_tap_us_min"],
         "app_cpu_us_per_tap": timed["app_cpu_us_per_tap"],
+        "app_tap_breakdown_us": {k: round(v, 1) for k, v in timed["spent_us_per_tap"].items()},
     }
 
 
