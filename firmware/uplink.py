@@ -219,6 +219,7 @@ class Uplink:
             self.counter = (self.counter + 1) & 0xFFFFFFFF
             counter = self.counter
             body = make_body(counter)
+            bind = up.request_mac(body)  # copied: the body's buffer is reused by the next batch
             url = self._url_up if kind == up.T_UPLOAD else self._url_par
             t0 = time.ticks_ms()
             try:
@@ -236,9 +237,9 @@ class Uplink:
                 return self._failed("HTTP %d %s" % (status, text))
             body = None  # the request may be large: let it go before inflating the answer
             try:
-                if len(data) > 2048:
-                    gc.collect()
-                ans = up.decode_answer(self.secret, data, self.device, counter, kind)
+                if len(data) > up.ANS_LEN + up.MAC_LEN:
+                    gc.collect()  # a payload (a bundle) may inflate to many kB
+                ans = up.decode_answer(self.secret, data, self.device, counter, kind, bind)
             except up.ProtoError as e:
                 return self._failed("answer refused: %s" % e)
             except MemoryError:

@@ -58,7 +58,7 @@ class ProtoError(ValueError):
 _pads = (None, b"", b"")  # (secret, inner pad, outer pad): one device key, padded once
 
 
-def mac(secret, data):
+def mac(secret, data, extra=b""):
     """HMAC-SHA256 (the same as hmac256.hmac_sha256), with the key pads kept between calls: the
     uplink MACs every request and answer under one secret. The cache is one tuple, read and
     replaced whole, so collector threads checking different devices cannot mix pads."""
@@ -70,20 +70,23 @@ def mac(secret, data):
         _pads = pads
     inner = hashlib.sha256(pads[1])
     inner.update(data)
+    if extra:
+        inner.update(extra)
     outer = hashlib.sha256(pads[2])
     outer.update(inner.digest())
     return outer.digest()
 
 
-def _seal(secret, body):
-    return bytes(body) + mac(secret, body)
+def _seal(secret, body, bind=b""):
+    # bind: for an answer, the MAC of the request it answers (covered, not sent).
+    return bytes(body) + mac(secret, body, bind)
 
 
-def _open(secret, msg):
+def _open(secret, msg, bind=b""):
     if len(msg) < MAC_LEN:
         raise ProtoError("message shorter than its MAC")
     body = memoryview(msg)[: len(msg) - MAC_LEN]
-    if not hmac256.equal(mac(secret, body), msg[len(msg) - MAC_LEN :]):
+    if not hmac256.equal(mac(secret, body, bind), msg[len(msg) - MAC_LEN :]):
         raise ProtoError("bad MAC")
     return body
 
@@ -230,6 +233,7 @@ def decode_request(secret, msg, max_records=MAX_RECORDS):
     body = _open(secret, msg)
     magic, ver, kind, device, counter, now = struct.unpack_from(_REQ, body, 0)
     req = {"type": kind, "device": device, "counter": counter, "time": now}
+    req["mac"] = bytes(msg[len(msg) - MAC_LEN :])  # the answer is bound to it
     if kind == T_UPLOAD:
         if len(body) < REQ_LEN + UP_LEN:
             raise ProtoError("upload header truncated")
@@ -279,9 +283,12 @@ def encode_answer(
     pkind=P_NONE,
     payload=b"",
     compress=True,
+    bind=b"",
 ):
     """value: upload -> highest seq held contiguously; params -> bundle version.
-    extra: upload -> newest parameter version on offer; params -> delta base version."""
+    extra: upload -> newest parameter version on offer; params -> delta base version.
+    bind: the request's MAC (req["mac"]): the answer's MAC covers it, so an answer recorded for
+    an earlier request with the same counter (before a reboot) does not verify."""
     enc = ENC_RAW
     if compress and payload:
         packed = deflate(payload)
@@ -304,10 +311,15 @@ def encode_answer(
         value,
         extra,
     )
-    return _seal(secret, head + payload)
+    return _seal(secret, head + payload, bind)
 
 
-def decode_answer(secret, msg, device, counter, kind):
+def request_mac(msg):
+    """The MAC at the end of a request we built: decode_answer() needs it."""
+    return bytes(msg[len(msg) - MAC_LEN :])
+
+
+def decode_answer(secret, msg, device, counter, kind, bind=b""):
     """Authenticate an answer to our request (device, counter, kind must match: an old or
     foreign answer is refused). -> dict: status, pkind, server_counter, time, value, extra,
     payload (inflated). ProtoError otherwise."""
@@ -315,7 +327,7 @@ def decode_answer(secret, msg, device, counter, kind):
         raise ProtoError("answer too short: %d bytes" % len(msg))
     if len(msg) > MAX_ANSWER:
         raise ProtoError("answer too long: %d bytes" % len(msg))
-    body = _open(secret, msg)
+    body = _open(secret, msg, bind)
     f = struct.unpack_from(_ANS, body, 0)
     if f[0] != MAGIC_ANS or f[1] != VERSION:
         raise ProtoError("not a back-office answer")

@@ -213,3 +213,15 @@ def test_mac_is_right_from_many_threads_with_many_keys():
     finally:
         sys.setswitchinterval(old)
     assert wrong == []
+
+
+def test_answer_is_bound_to_the_request_it_answers():
+    first = up.decode_request(KEY, up.encode_upload(KEY, 5, 1, 100, 0, 1, records(2)))
+    again = up.decode_request(KEY, up.encode_upload(KEY, 5, 1, 200, 0, 1, records(2)))
+    assert first["mac"] != again["mac"]  # same device and counter, another request (a reboot)
+    ans = up.encode_answer(KEY, up.T_UPLOAD, 0, 5, 1, 1, 0, value=2, bind=first["mac"])
+    assert up.decode_answer(KEY, ans, 5, 1, up.T_UPLOAD, first["mac"])["value"] == 2
+    with pytest.raises(up.ProtoError, match="bad MAC"):
+        up.decode_answer(KEY, ans, 5, 1, up.T_UPLOAD, again["mac"])
+    with pytest.raises(up.ProtoError, match="bad MAC"):
+        up.decode_answer(KEY, ans, 5, 1, up.T_UPLOAD)

@@ -148,7 +148,7 @@ def teardown():
         base = root[root.rfind("/") + 1 :]
         for name in os.listdir(top):
             if name.startswith(base + "."):  # the journal's files beside its directory
-                os.remove(top + "/" + name)
+                _rmtree(top + "/" + name)
 
 
 async def test_batches_reach_the_collector_once_and_free_only_what_it_holds():
@@ -371,7 +371,15 @@ class Scripted:
 def _ans(value, status=200):
     def make_answer(req):
         return status, up.encode_answer(
-            SECRET, up.T_UPLOAD, 0, 1, req["counter"], req["counter"], T0, value=value
+            SECRET,
+            up.T_UPLOAD,
+            0,
+            1,
+            req["counter"],
+            req["counter"],
+            T0,
+            value=value,
+            bind=req["mac"],
         )
 
     return make_answer
@@ -504,3 +512,19 @@ async def test_a_back_office_that_does_not_advance_is_not_hammered():
     mptest.eq(len(t.steps), 19, "one request this round, not max_batches of the same batch")
     mptest.eq(j.acked_seq, 0)
     mptest.true("holds none of 1..100" in u.last_error, u.last_error)
+
+
+async def test_an_answer_recorded_before_a_reboot_is_refused():
+    # Same device, same counter (it restarts after a reboot), a different request: an attacker
+    # replaying the old answer must not move the journal or the clock.
+    j = new_journal()
+    fill(j, 5)
+    old_req = up.encode_upload(SECRET, 1, 1, T0 - 600, 0, 1, j.records_after(0, 2), False)
+    old = up.decode_request(SECRET, old_req)
+    replay = up.encode_answer(
+        SECRET, up.T_UPLOAD, 0, 1, 1, 1, T0 + 10**8, value=5, bind=old["mac"]
+    )
+    u, clk = make(j, transport=Scripted([lambda req: (200, replay)]))
+    mptest.false(await u.sync())
+    mptest.true("bad MAC" in u.last_error, u.last_error)
+    mptest.eq((j.acked_seq, clk.sets), (0, []))

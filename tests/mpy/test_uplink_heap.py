@@ -32,7 +32,9 @@ class Answering:
         n = int.from_bytes(bytes(body[24:26]), "big")
         if n:
             self.held = first + n - 1
-        ans = up.encode_answer(SECRET, up.T_UPLOAD, 0, 1, counter, counter, T0, value=self.held)
+        ans = up.encode_answer(
+            SECRET, up.T_UPLOAD, 0, 1, counter, counter, T0, value=self.held, bind=body[-32:]
+        )
         return 200, ans
 
     def status(self):
@@ -42,16 +44,27 @@ class Answering:
 _root = "/tmp/uplink-heap-%d" % (time.ticks_us() & 0xFFFFFF)
 
 
+def _rmtree(path):
+    import os
+
+    try:
+        names = os.listdir(path)
+    except OSError:
+        os.remove(path)  # a file
+        return
+    for name in names:
+        _rmtree(path + "/" + name)
+    os.rmdir(path)
+
+
 def teardown():
-    # The journal's files (names are its business): everything under and beside the root.
-    for name in os.listdir(_root):
-        os.remove(_root + "/" + name)
-    os.rmdir(_root)
+    # The journal's files (their layout is its business): the root and anything beside it.
+    _rmtree(_root)
     top = _root[: _root.rfind("/")]
     base = _root[_root.rfind("/") + 1 :]
     for name in os.listdir(top):
         if name.startswith(base + "."):
-            os.remove(top + "/" + name)
+            _rmtree(top + "/" + name)
 
 
 def fill(j, n):

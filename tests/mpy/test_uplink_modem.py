@@ -51,19 +51,30 @@ T0 = 848000000
 _roots = []
 
 
+def _rmtree(path):
+    import os
+
+    try:
+        names = os.listdir(path)
+    except OSError:
+        os.remove(path)  # a file
+        return
+    for name in names:
+        _rmtree(path + "/" + name)
+    os.rmdir(path)
+
+
 def teardown():
     import os
 
     while _roots:
         root = _roots.pop()
-        for name in os.listdir(root):
-            os.remove(root + "/" + name)
-        os.rmdir(root)
+        _rmtree(root)
         top = root[: root.rfind("/")]
         base = root[root.rfind("/") + 1 :]
         for name in os.listdir(top):
             if name.startswith(base + "."):  # the journal's files beside its directory
-                os.remove(top + "/" + name)
+                _rmtree(top + "/" + name)
 
 
 def new_journal(tag):

@@ -211,6 +211,7 @@ def create_app(store, decoder="default", clearing=None, max_body=up.MAX_BODY):
             server_time(),
             value=res["contig"],
             extra=offer,
+            bind=req["mac"],
         )
         return Response(answer, 200, media_type=BINARY)
 
@@ -229,6 +230,7 @@ def create_app(store, decoder="default", clearing=None, max_body=up.MAX_BODY):
             req["counter"],
             server_counter,
             server_time(),
+            bind=req["mac"],
         )
         return Response(answer, 409, media_type=BINARY)
 
@@ -263,6 +265,7 @@ def create_app(store, decoder="default", clearing=None, max_body=up.MAX_BODY):
             extra=base,
             pkind=pkind,
             payload=data,
+            bind=req["mac"],
         )
         return Response(answer, 200, media_type=BINARY)
 

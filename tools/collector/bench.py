@@ -44,26 +44,33 @@ class SimDevice:
         self.counter = 0
         self.acked = 0
         self.compress = compress
+        self.last_mac = b""
 
     def upload_body(self, first_seq, records, now=None, counter=None):
         self.counter = self.counter + 1 if counter is None else counter
-        return up.encode_upload(
-            self.secret,
-            self.id,
-            self.counter,
-            now if now is not None else int(time.time()) - 946684800,
-            self.acked,
-            first_seq,
-            records,
-            compress=self.compress,
+        return self._sent(
+            up.encode_upload(
+                self.secret,
+                self.id,
+                self.counter,
+                now if now is not None else int(time.time()) - 946684800,
+                self.acked,
+                first_seq,
+                records,
+                compress=self.compress,
+            )
         )
 
     def params_body(self, have, counter=None):
         self.counter = self.counter + 1 if counter is None else counter
-        return up.encode_params(self.secret, self.id, self.counter, 0, have)
+        return self._sent(up.encode_params(self.secret, self.id, self.counter, 0, have))
+
+    def _sent(self, body):
+        self.last_mac = up.request_mac(body)  # the answer to it must be bound to this
+        return body
 
     def answer(self, body, kind=up.T_UPLOAD):
-        ans = up.decode_answer(self.secret, body, self.id, self.counter, kind)
+        ans = up.decode_answer(self.secret, body, self.id, self.counter, kind, self.last_mac)
         if kind == up.T_UPLOAD and ans["status"] == up.ST_OK:
             self.acked = max(self.acked, ans["value"])
         if ans["status"] == up.ST_STALE_COUNTER:
