@@ -440,9 +440,11 @@ def test_cli_provision_publish_export_and_serve(tmp_path, capsys):
     assert cli.main(["publish", "--db", url, "--version", "7", str(bundle)]) == 0
     assert cli.main(["publish", "--db", url, "--version", "0", str(bundle)]) == 2
     assert "error:" in capsys.readouterr().err
-    env = dict(os.environ, PYTHONPATH=os.getcwd())
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, PYTHONPATH=root)
     proc = subprocess.Popen(
         [sys.executable, "-m", "tools.collector", "serve", "--db", url, "--port", "0"],
+        cwd=root,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         env=env,
