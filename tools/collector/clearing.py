@@ -27,6 +27,12 @@ class IssuerKey:
             raise ValueError("issuer id must be 8 bytes")
 
 
+# The validator sells with the compound (CAPP) purchase only (docs/purchase.md), so the card's
+# TAC covers transaction type 09; the record's own txn_type is the 0x1E transit type (06 single
+# ride, 03/04 boarding/alighting, ...), which the TAC does not cover.
+TXN_CAPP = 0x09
+
+
 def tac_of(key, rec, tz=timeutil.DEFAULT_TZ_SECONDS):
     """The TAC a genuine card would have returned for this decoded record."""
     from tools.sim import crypto
@@ -39,7 +45,7 @@ def tac_of(key, rec, tz=timeutil.DEFAULT_TZ_SECONDS):
         s,
         dtk,
         rec["amount"].to_bytes(4, "big"),
-        rec["txn_type"],
+        TXN_CAPP,
         bytes(rec["psam_tid"]),
         rec["psam_serial"].to_bytes(4, "big"),
         when[:4],

@@ -303,6 +303,9 @@ class Store:
 
     @staticmethod
     def _row(device_id, now, seq, raw, f, dup):
+        # Only purchases carry a PSAM terminal transaction serial; boot, refusal, parameter and
+        # clock records hold serial 0 and must not collide on the (terminal, serial) key.
+        purchase = f.get("kind") in (1, 2)
         return (
             device_id,
             seq,
@@ -310,8 +313,8 @@ class Store:
             bytes(raw),
             f.get("kind"),
             f.get("time"),
-            _hexify(f.get("psam_tid")),
-            f.get("psam_serial"),
+            _hexify(f.get("psam_tid")) if purchase else None,
+            f.get("psam_serial") if purchase else None,
             _hexify(f.get("card_no")),
             f.get("amount"),
             f.get("tac_status"),
