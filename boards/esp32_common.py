@@ -6,6 +6,25 @@ CONFIG_PATH = "/config.json"
 ROOT = "/data"
 WDT_MS = 8000
 
+# ---- the pin map every ESP32 validator board shares (a board file overrides what differs) ----
+# PSAM slot (ISO 7816): I/O on a UART joined TX/RX through a resistor, so TX is echoed on RX.
+# 4 MHz: the LEDC divides 80 MHz exactly with a 50 % duty (3.5712 MHz comes out 3,575,419 Hz).
+PSAM = {
+    "uart_id": 2,
+    "tx": 17,
+    "rx": 16,
+    "clk": 4,
+    "clk_hz": 4000000,
+    "reset": 14,
+    "echo": True,
+    "max_baud": 115200,
+}
+# Cellular modem (SIM7600 / EC2x / EC200) on its own UART, with the power key and status pins.
+MODEM = {"uart_id": 1, "tx": 25, "rx": 26, "baudrate": 115200, "pwrkey": 13, "status": 39}
+# Passenger feedback and the SSD1306 128x64 display on I2C0.
+FEEDBACK = {"led_green": 32, "led_red": 33, "buzzer": 27}
+DISPLAY = {"i2c_id": 0, "sda": 21, "scl": 22, "addr": 0x3C, "width": 128, "height": 64}
+
 
 class Parts:
     reader = None
@@ -158,6 +177,11 @@ def _rtc_seconds():
     import time
 
     return int(time.time())  # the ESP32 port counts from 2000-01-01, as validator time does
+
+
+def board_parts(cfg, maintenance=False):
+    """make_parts for the running board (the `board` module on the device)."""
+    return make_parts(__import__("board"), cfg, maintenance)
 
 
 def show_fatal(text):
