@@ -536,3 +536,33 @@ def test_only_the_newest_segment_stays_in_cur():
     mptest.eq(all_segs(), ["00000001.seg", "00000009.seg", "00000011.seg", "00000019.seg"])
     j = reboot(j)
     mptest.eq(seqs(j.records_after(0, 100)), list(range(1, 26)))
+
+
+def test_power_cut_at_each_operation_of_a_wipe_never_reuses_numbers():
+    k = 0
+    while True:
+        teardown()
+        setup()
+        j = Journal(ROOT, CFG)
+        fill(j, 30)
+        j.save_pending(b"p")
+        _dev.arm(k, tear=k % 2 == 0)
+        try:
+            j.wipe()
+            done = True
+        except OSError:
+            done = False
+        j = reboot(j)
+        left = seqs(j.records_after(j.acked_seq, 100))
+        mptest.eq(
+            left, list(range(j.acked_seq + 1, 31)), "cut at op %d: whatever is left is whole" % k
+        )
+        mptest.true(j.acked_seq in (0, 30), "cursor old or at the end")
+        nxt = j.append(fields(99))
+        mptest.true(nxt > 30, "cut at op %d: number %d reused" % (k, nxt))
+        if done:
+            mptest.eq(j.load_pending(), None)
+            break
+        k += 1
+    mptest.log("wipe: cut at each of %d operations" % k)
+    mptest.true(k >= 4)
