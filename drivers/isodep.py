@@ -229,7 +229,7 @@ class IsoDep:
             if failures > self.retries:
                 raise CardGone("no valid answer after %d retries: %s" % (self.retries, err))
             _log.debug("block %s: %s, retry %d", _hex(block[:1]), err, failures)
-            if resp is not None and (resp[0] & 0xF6) == _PCB_RACK and frame is not block:
+            if resp and (resp[0] & 0xF6) == _PCB_RACK and frame is not block:
                 frame = block  # the card never got our I-block: send it again
             elif is_i_block or (block[0] & 0xF7) == _PCB_WTX:
                 frame = bytes((_PCB_RNAK | self.pni,))

@@ -135,7 +135,7 @@ def parse_frame(buf, n):
         return FRAME_ACK, 0, 0
     if ln == 0xFF and lcs == 0:
         return FRAME_NACK, 0, 0
-    if ln == 0xFF:
+    if ln == 0xFF and lcs == 0xFF:  # the extended-frame marker; LEN FF LCS 01 is a normal frame
         ln = (buf[p + 2] << 8) | buf[p + 3]
         off = p + 5
     else:

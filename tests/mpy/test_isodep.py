@@ -185,3 +185,10 @@ def test_chip_error_is_not_retried():
 def test_rack_with_other_number_while_receiving_chain_is_protocol_error():
     dep, _ = activated(("0200", h("12aa")), ("a3", LinkTimeout), ("a3", h("a2")))
     mptest.raises(ProtocolError, dep.exchange, b"\x00")
+
+
+def test_an_empty_frame_from_the_link_is_retried_not_a_crash():
+    # Found by the RC522 fuzzer: b"" from the link reached resp[0] in the retry path.
+    dep, link = activated(("0200a4", b""), ("b2", h("029000")))
+    mptest.hex_eq(dep.exchange(h("00a4")), h("9000"))
+    mptest.eq(dep.naks, 1)

@@ -540,3 +540,20 @@ def test_reader_and_transport_ram_stays_small():
     gc.collect()
     mptest.between(gc.mem_alloc() - m1, -64, 256, "memory kept after two exchanges")
     del t
+
+
+def test_normal_frame_of_255_bytes_is_not_mistaken_for_an_extended_one():
+    # LEN FF with LCS 01 is a valid normal frame (found by the frame fuzzer: it used to be read
+    # as the extended-frame marker and an IndexError escaped poll()).
+    f = b"\x00\x00\xff\xff\x01\xd5\x41" + bytes(255)
+    buf = bytearray(pn532.FRAME_BUF)
+    buf[: len(f)] = f
+    try:
+        pn532.parse_frame(buf, len(f))
+    except ProtocolError:
+        pass  # its data checksum is wrong: a clear protocol error is the right answer
+    body = b"\xd5\x41\x00" + bytes(252)  # 255 bytes with the TFI: LEN FF, LCS 01
+    good = b"\x00\x00\xff\xff\x01" + body + bytes(((-sum(body)) & 0xFF, 0))
+    buf[: len(good)] = good
+    kind, off, ln = pn532.parse_frame(buf, len(good))
+    mptest.eq((kind, ln), (pn532.FRAME_DATA, 255))
