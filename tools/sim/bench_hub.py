@@ -26,6 +26,35 @@ READERS = ("pn532_i2c", "pn532_spi", "pn532_hsu", "rc522_spi")
 FAST_MODEM = {"boot_ms": 100, "sim_ready_ms": 50, "reg_ms": 50, "urc_ms": 5}
 
 
+def add_reader(hub, kind):
+    """Put a reader chip of `kind` on the hub; -> (chip, field) where field is None for the
+    RC522 (its simulator keeps its own named field)."""
+    if kind == "rc522_spi":
+        from tools.sim.rc522 import RC522Sim
+
+        chip = RC522Sim(irq_line=lambda level: hub.set_pin("rc522_irq", level))
+        hub.register("spi", "rc522", SPIBus(hub, chip, "rc522_cs").serve)
+        return chip, None
+    from tools.sim import pn532
+    from tools.sim.field import Field
+
+    field = Field()
+    if kind == "pn532_i2c":
+        chip = pn532.PN532I2CSim(field=field, hub=hub)
+        bus = I2CBus(hub)
+        bus.attach(pn532.PN532I2CSim.ADDRESS, chip)
+        hub.register("i2c", "nfc_i2c", bus.serve)
+    elif kind == "pn532_spi":
+        chip = pn532.PN532SPISim(field=field, hub=hub)
+        hub.register("spi", "nfc_spi", SPIBus(hub, chip, "nfc_cs").serve)
+    elif kind == "pn532_hsu":
+        chip = pn532.PN532HSUSim(field=field, hub=hub)
+        hub.register("uart", "nfc_hsu", chip.serve)
+    else:
+        raise ValueError("reader must be one of " + ", ".join(READERS))
+    return chip, field
+
+
 class BenchWorld:
     def __init__(self, reader="pn532_i2c", dialect="simcom", start=0, terminal_id="000000000101"):
         if reader not in READERS:
@@ -54,30 +83,11 @@ class BenchWorld:
         self.port = None
 
     def _make_reader(self):
-        hub = self.hub
-        if self.reader == "rc522_spi":
+        self.chip, self.field = add_reader(self.hub, self.reader)
+        if self.field is None:
             from tools.sim import picc
-            from tools.sim.rc522 import RC522Sim
 
-            self.chip = RC522Sim(irq_line=lambda level: hub.set_pin("rc522_irq", level))
-            hub.register("spi", "rc522", SPIBus(hub, self.chip, "rc522_cs").serve)
             self._picc = picc.Picc
-            return
-        from tools.sim import pn532
-        from tools.sim.field import Field
-
-        self.field = Field()
-        if self.reader == "pn532_i2c":
-            self.chip = pn532.PN532I2CSim(field=self.field, hub=hub)
-            bus = I2CBus(hub)
-            bus.attach(pn532.PN532I2CSim.ADDRESS, self.chip)
-            hub.register("i2c", "nfc_i2c", bus.serve)
-        elif self.reader == "pn532_spi":
-            self.chip = pn532.PN532SPISim(field=self.field, hub=hub)
-            hub.register("spi", "nfc_spi", SPIBus(hub, self.chip, "nfc_cs").serve)
-        else:
-            self.chip = pn532.PN532HSUSim(field=self.field, hub=hub)
-            hub.register("uart", "nfc_hsu", self.chip.serve)
 
     def _wdt_fed(self, level):
         self.wdt_last = time.monotonic()
@@ -125,3 +135,43 @@ class BenchWorld:
 
     def stop(self):
         self.hub.stop()
+
+
+def build_all_readers():
+    """A bench world with every reader chip on the hub at once (ESP32 board parts tests), and
+    ctl commands to put a profile's card on one of them."""
+    from tools.sim.card import VirtualCard
+
+    world = BenchWorld(reader="pn532_i2c", start=849300000)
+    # The ESP32 boards clock the PSAM at 4 MHz (boards/esp32_common.py).
+    world.psam.clk_hz = 4000000
+    fields = {"pn532_i2c": world.field}
+    for kind in ("pn532_spi", "pn532_hsu", "rc522_spi"):
+        chip, field = add_reader(world.hub, kind)
+        fields[kind] = field if field is not None else chip
+    cards = {}
+
+    @world.hub.command("bench_place")
+    def _place(reader, profile="tunion_plain"):
+        card = VirtualCard.from_profile(profile)
+        cards[reader] = card
+        target = fields[reader]
+        if reader == "rc522_spi":
+            from tools.sim import picc
+
+            target.place("card", picc.Picc(card))
+        else:
+            target.add(card)
+        return card.uid.hex()
+
+    @world.hub.command("bench_card")
+    def _card(reader):
+        return cards[reader].summary()
+
+    return world.hub
+
+
+if __name__ == "__main__":
+    from tools.sim.hub import main_for
+
+    main_for(build_all_readers)
