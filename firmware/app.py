@@ -131,11 +131,12 @@ class Validator:
         self._append(rec)
 
     def _param_event(self, kind, info):
+        # docs/record-format.md: psam_serial = bundle version, balance_after = blacklist version.
         fields = {
             "kind": record.PARAM_ACTIVATION,
             "time": info.get("time") or self.clock.now(),
-            "amount": info.get("version", 0) & 0xFFFFFF,
-            "balance_before": info.get("bl_version", 0) & 0xFFFFFF,
+            "psam_serial": info.get("version", 0) & 0xFFFFFFFF,
+            "balance_after": info.get("bl_version", 0) & 0xFFFFFF,
         }
         try:
             self._append(fields)
@@ -155,13 +156,12 @@ class Validator:
         if step is None or abs(step) < self.clock.note_step:
             return
         try:
+            # docs/record-format.md: time = the new time, psam_serial = the time before.
             self._append(
                 {
                     "kind": record.CLOCK_CHANGE,
                     "time": self.clock.now(),
-                    "balance_before": before & 0xFFFFFF,
-                    "amount": min(abs(step), 0xFFFFFF),
-                    "flags": 0 if step >= 0 else 0x80,
+                    "psam_serial": before & 0xFFFFFFFF,
                 }
             )
         except Exception as e:  # noqa: BLE001

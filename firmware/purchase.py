@@ -49,7 +49,7 @@ REASONS = (
     MAC2_FAILED,
 )
 
-FLAG_APP_LOCKED = 0x10  # REFUSED record: this tap locked the application (record.py has 0x01-0x08)
+FLAG_APP_LOCKED = record.FLAG_APP_LOCKED  # REFUSED record: this tap locked the application
 
 TXN_SINGLE = 0x06  # 0x1E transaction type: EP single purchase (flat fare)
 _MAX_AMOUNT = 0xFFFFFF  # the journal record keeps 3 bytes

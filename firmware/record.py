@@ -39,6 +39,7 @@ FLAG_MAC2_UNVERIFIED = const(0x01)  # recovered purchase whose MAC2 the PSAM did
 FLAG_TAC_MISSING = const(0x02)  # recovered purchase without a TAC (GET TRANSACTION PROVE failed)
 FLAG_CLOCK_UNSET = const(0x04)  # time came from an unsynchronised clock
 FLAG_TEST = const(0x08)  # bench or simulation record, never settled
+FLAG_APP_LOCKED = const(0x10)  # refused record: this tap locked the card's application
 
 # Refusal reasons (the `reason` byte of REFUSED records, 0 otherwise)
 REASON_BLACKLIST = const(1)
