@@ -169,8 +169,26 @@ def make_parts(board, cfg, maintenance=False):
     p.reader = make_reader(board.READER)
     p.psam_link = from_board(board.PSAM, machine.UART, machine.Pin, machine.PWM)
     p.transport = make_transport(board.MODEM, cfg, maintenance)
+    p.param_slots = blacklist_slots()
     p.wdt = machine.WDT(timeout=WDT_MS)
     return p
+
+
+def blacklist_slots():
+    """The two raw blacklist partitions of boards/partitions-16MiB-validator.csv, or None: then
+    the list stays inside the bundle file on littlefs (smaller lists, or a stock firmware)."""
+    try:
+        import esp32
+
+        found = [
+            esp32.Partition.find(esp32.Partition.TYPE_DATA, label=n)
+            for n in ("blist_a", "blist_b")
+        ]
+    except (ImportError, AttributeError, OSError):
+        return None
+    if not all(found):
+        return None
+    return [f[0] for f in found]
 
 
 def _rtc_seconds():
