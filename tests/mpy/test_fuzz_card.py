@@ -1,0 +1,344 @@
+# mpy: heapsize=192k timeout=240
+# Fuzz (issue 11): card answers. The T-Union parsers (FCI/TLV, files 0x15 and 0x17, history) and
+# apdu.expect on mutated valid answers, then whole taps (firmware/purchase.py) against an honest
+# in-process card whose answers are garbled, cut, or lost before or after the card ran the
+# command; the PSAM's answers are garbled too. Invariants: only the typed errors escape a parser,
+# tap() always returns a known reason, every journaled record encodes, a purchase is journaled only
+# for a debit the card made (or flagged MAC2-unverified when a garbage DEBIT answer looked like
+# success), no debit is booked twice, and the same card tapped honestly afterwards is sold (or its
+# torn purchase settled) normally. Seeds and counts: the `fuzz ...` lines in the output.
+import sys
+
+import mptest
+
+sys.path.append(mptest.repo_root() + "/tools")
+
+import apdu  # noqa: E402
+import crc  # noqa: E402
+import fuzzgen  # noqa: E402
+import log  # noqa: E402
+import pending  # noqa: E402
+import purchase  # noqa: E402
+import record  # noqa: E402
+import timeutil  # noqa: E402
+import tunion  # noqa: E402
+from linkerr import CardGone, LinkTimeout, ProtocolError  # noqa: E402
+from psam_app import PsamApp  # noqa: E402
+
+NOW = timeutil.to_seconds(2026, 11, 29, 4, 30, 0)
+OK = b"\x90\x00"
+F17 = bytes.fromhex("0000015610001001000101")
+FARE = {"debit": 100, "route": 12, "stop": 3}
+TOKENS = (b"\x90\x00", b"\x61\x10", b"\x6f\x81", b"\x9f\x0c", b"\x84\x08", b"\xa5\x81\xff")
+
+
+def f15_for(n):
+    no = ("%020d" % (3104000000000000000 + n)).encode()
+    serial = bytes(int(no[i : i + 2], 16) for i in range(0, 20, 2))
+    return (
+        b"\x31\x04\x00\x00\xff\xff\xff\xff\x02\x01"
+        + serial
+        + b"\x20\x20\x01\x01\x20\x39\x12\x31\x00\x00"
+    )
+
+
+def fci(f15, name=tunion.AID_EP):
+    a5 = b"\x9f\x0c" + bytes((len(f15),)) + f15
+    body = b"\x84" + bytes((len(name),)) + name + b"\xa5" + bytes((len(a5),)) + a5
+    return b"\x6f" + bytes((len(body),)) + body
+
+
+def mac1_of(data36):
+    return crc.crc32(data36).to_bytes(4, "big")
+
+
+def mac2_of(mac1):
+    return crc.crc32(b"M2" + mac1).to_bytes(4, "big")
+
+
+class HonestCard:
+    """A T-Union card that checks MAC1 against its own data (so a garbled card number or counter
+    cannot buy anything), keeps a 0x18 history, and answers GET TRANSACTION PROVE."""
+
+    def __init__(self, n, balance=10000000):
+        self.f15 = f15_for(n)
+        self.info = tunion.parse_15(self.f15)
+        self.balance = balance
+        self.atc = 10 + n
+        self.history = []  # newest first, 23 bytes each
+        self.debits = []  # counters of the debits made and not yet found in the journal
+        self.booked = []  # the last counters found in the journal (a second booking fails)
+        self.n_debits = 0
+        self.init = None
+        self.last = None  # (atc after, mac2, tac)
+
+    def transceive(self, a):
+        a = bytes(a)
+        ins = a[1]
+        if ins == 0xA4:
+            return fci(self.f15) + OK if a[5 : 5 + a[4]] == tunion.AID_EP else b"\x6a\x82"
+        if ins == 0xB0:
+            sfi = a[2] & 0x1F
+            if sfi == 0x15:
+                return self.f15 + OK
+            if sfi == 0x17:
+                return F17 + OK
+            return b"\x6a\x82"
+        if ins == 0xB2:
+            n, sfi = a[2], a[3] >> 3
+            if sfi == 0x18 and 1 <= n <= len(self.history):
+                return self.history[n - 1] + OK
+            return b"\x6a\x83"
+        if ins == 0x50:
+            amount = int.from_bytes(a[6:10], "big")
+            if amount > self.balance:
+                return b"\x94\x01"
+            rnd = crc.crc32(bytes((self.atc & 0xFF, len(self.history)))).to_bytes(4, "big")
+            self.init = (amount, bytes(a[10:16]), rnd)
+            out = self.balance.to_bytes(4, "big") + self.atc.to_bytes(2, "big") + bytes(3)
+            return out + b"\x01\x00" + rnd + OK
+        if ins == 0xDC:
+            return OK if self.init else b"\x69\x85"
+        if ins == 0x54:
+            if self.init is None:
+                return b"\x69\x85"
+            amount, terminal, rnd = self.init
+            self.init = None
+            dt = a[9:16]
+            data = bytearray(36)
+            data[0:4] = rnd
+            data[4:6] = self.atc.to_bytes(2, "big")
+            data[6:10] = amount.to_bytes(4, "big")
+            data[10] = tunion.TXN_CAPP
+            data[11:18] = dt
+            data[18] = 1
+            data[19] = 0
+            data[20:28] = self.info["serial_low"]
+            data[28:36] = self.info["issuer8"]
+            mac1 = a[16:20]
+            if mac1 != mac1_of(data):
+                return b"\x93\x02"
+            h = self.atc.to_bytes(2, "big") + bytes(3) + amount.to_bytes(4, "big") + b"\x09"
+            self.history.insert(0, h + terminal + dt)
+            del self.history[10:]
+            self.debits.append(self.atc)
+            self.n_debits += 1
+            self.balance -= amount
+            self.atc += 1
+            tac = crc.crc32(b"TAC" + mac1).to_bytes(4, "big")
+            self.last = (self.atc, mac2_of(mac1), tac)
+            return tac + self.last[1] + OK
+        if ins == 0x5A:
+            after = int.from_bytes(a[5:7], "big")
+            if self.last and self.last[0] == after:
+                return self.last[1] + self.last[2] + OK
+            return b"\x94\x03"
+        return b"\x6d\x00"
+
+
+class HonestPsam:
+    def __init__(self):
+        self.serial = 100
+        self.mac1 = None
+
+    def transceive(self, a):
+        a = bytes(a)
+        ins = a[1]
+        if ins == 0xB0 and a[2] == 0x96:
+            return b"\x00\x00\x00\x00\x00\x07" + OK
+        if ins == 0xB0 and a[2] == 0x97:
+            return b"\x01" + bytes(24) + OK
+        if ins == 0xA4:
+            return OK
+        if ins == 0x70:
+            self.serial += 1
+            self.mac1 = mac1_of(a[5:41])
+            return self.serial.to_bytes(4, "big") + self.mac1 + OK
+        if ins == 0x72:
+            ok = self.mac1 is not None and a[5:9] == mac2_of(self.mac1)
+            self.mac1 = None
+            return OK if ok else b"\x93\x02"
+        return b"\x6d\x00"
+
+
+class Damaging:
+    """Passes APDUs to `inner`; the answer to the `at`-th APDU is damaged in one of several ways.
+    `executed` says whether the inner device ran the damaged command."""
+
+    MODES = ("garble", "garble", "garble", "garble_run", "gone_before", "gone_after", "timeout")
+
+    def __init__(self, inner, rng, at, mode):
+        self.inner = inner
+        self.rng = rng
+        self.at = at
+        self.mode = mode
+        self.i = 0
+        self.hit = None
+
+    def transceive(self, a):
+        i = self.i
+        self.i += 1
+        if i != self.at:
+            return self.inner.transceive(a)
+        self.hit = a[1]
+        m = self.mode
+        if m == "gone_before":
+            raise CardGone("fuzz")
+        if m == "timeout":
+            raise LinkTimeout("fuzz")
+        if m == "garble":  # the device answered garbage and did not run the command
+            good = self.inner.transceive(a) if a[1] not in (0x54, 0x70, 0x72, 0x50) else OK
+            return fuzzgen.garble(self.rng, good, TOKENS)
+        r = self.inner.transceive(a)
+        if m == "gone_after":
+            raise CardGone("fuzz")
+        if self.rng.below(6) == 0:
+            raise ProtocolError("fuzz")
+        if a[1] == 0x54 and r[-2:] == OK:
+            # A card that debited and then states an error is a lying card, which no validator
+            # can book right: after the debit only the body is damaged (the frame CRC held).
+            return fuzzgen.garble(self.rng, r[:-2], TOKENS) + OK
+        return fuzzgen.garble(self.rng, r, TOKENS)
+
+
+def setup():
+    log.set_level(log.INFO, echo=False)
+    log.clear()
+
+
+def test_parsers_only_raise_card_data_errors():
+    seed = fuzzgen.seed(0x100)
+    rng = fuzzgen.Rng(seed)
+    n = fuzzgen.count(3000)
+    tally = fuzzgen.Tally()
+    f15 = f15_for(1)
+    good = (
+        ("fci", fci(f15)),
+        ("fci_long", fci(f15, tunion.AID_EP + b"\x10\x00\x91\x56")),
+        ("f15", f15),
+        ("f17", F17),
+    )
+    for i in range(n):
+        what, base = good[i % len(good)]
+        data = fuzzgen.garble(rng, base, TOKENS)
+        try:
+            if what.startswith("fci"):
+                name, f = tunion.parse_fci(data, tunion.AID_EP)
+                mptest.true(name[:8] == tunion.AID_EP, "FCI accepted with a foreign name")
+                if f is not None:
+                    tunion.parse_15(f)
+            elif what == "f15":
+                info = tunion.parse_15(data)
+                mptest.eq(len(data), tunion.LEN_15)
+                mptest.eq(len(info["card_no_str"]), 19)
+            else:
+                c = tunion.parse_17(data, {})
+                mptest.true(len(c["province"]) == 2 and c["card_type"] < 256)
+            tally.add(what + "_ok")
+        except tunion.CardDataError:
+            tally.add(what + "_refused")
+    mptest.log(fuzzgen.report("card_parsers", seed, n, tally))
+    mptest.true(tally.get("f15_refused") > 0 and tally.get("fci_refused") > 0)
+
+
+def test_status_words_and_expect_only_raise_apdu_errors():
+    seed = fuzzgen.seed(0x101)
+    rng = fuzzgen.Rng(seed)
+    n = fuzzgen.count(3000)
+    tally = fuzzgen.Tally()
+    bases = (OK, b"\x12\x34" + OK, bytes(15) + OK, b"\x94\x01", b"\x61\x08", bytes(8) + OK)
+    for i in range(n):
+        data = fuzzgen.garble(rng, bases[i % len(bases)], TOKENS)
+        want = rng.choice((None, 0, 2, 8, 15))
+        try:
+            body = apdu.expect(data, want, "fuzz", rng.choice((None, 1)))
+            mptest.eq(apdu.sw_of(data), 0x9000)
+            if want is not None:
+                mptest.eq(len(body), want)
+            tally.add("ok")
+        except apdu.ApduError as e:
+            mptest.true(isinstance(str(e), str))
+            tally.add("refused")
+        apdu.sw_name(rng.next() & 0xFFFF)
+    mptest.log(fuzzgen.report("apdu_expect", seed, n, tally))
+
+
+def link_hit(p, link):
+    return getattr(link, "hit", None)
+
+
+def check_books(journal, cards, ctx=""):
+    """Exactly once: each card debit gets one purchase record; any other purchase record is a
+    garbage DEBIT 'success' and must carry the MAC2-unverified flag. `journal` is consumed, and
+    so are the cards' lists of unbooked debits (the honest re-tap settles everything)."""
+    for rec in journal:
+        record.encode(rec, 1)  # everything journaled fits the record format
+        if rec["kind"] not in (record.PURCHASE, record.PURCHASE_RECOVERED):
+            continue
+        mptest.eq(rec["amount"], FARE["debit"], ctx)
+        card = None
+        for c in cards:
+            # Matched on the 8 bytes that MAC1 binds (the diversification factor): the first
+            # two of the card number are the card's own word, as a damaged SELECT may change it.
+            if c.info["serial_low"] == rec["card_no"][2:]:
+                card = c
+        atc = rec["card_atc"]
+        if card is not None and atc in card.debits:
+            card.debits.remove(atc)
+            card.booked = (card.booked + [atc])[-16:]
+        else:
+            mptest.false(card is not None and atc in card.booked, "booked twice; " + ctx)
+            mptest.true(
+                rec["flags"] & record.FLAG_MAC2_UNVERIFIED,
+                "purchase journaled without a debit: %r; %s" % (rec, ctx),
+            )
+    del journal[:]
+    for c in cards:
+        mptest.eq(c.debits, [], "debits not booked; " + ctx)
+
+
+def test_whole_taps_with_damaged_answers_then_an_honest_tap():
+    seed = fuzzgen.seed(0x102)
+    rng = fuzzgen.Rng(seed)
+    n = fuzzgen.count(250)
+    tally = fuzzgen.Tally()
+    journal = []
+    psam = HonestPsam()
+    p = purchase.Purchaser(PsamApp(psam), pending.RamPendingStore(), {"journal": journal.append})
+    mptest.true(p.boot())
+    cards = [HonestCard(k) for k in range(6)]
+    for i in range(n):
+        card = cards[rng.below(len(cards))]
+        before = card.n_debits
+        at = rng.below(8)
+        mode = rng.choice(Damaging.MODES)
+        if rng.below(5) == 0:  # the PSAM misbehaves instead of the card
+            p.psam.link = Damaging(psam, rng, at % 4, rng.choice(("garble", "garble_run")))
+            link = card
+        else:
+            link = Damaging(card, rng, at, mode)
+        res = p.tap(link, FARE, NOW + i)
+        p.psam.link = psam
+        mptest.true(res.reason in purchase.REASONS, "unknown reason %r" % (res.reason,))
+        tally.add(res.reason)
+        if res.reason == purchase.OK and card.n_debits == before:
+            mptest.true(res.record["kind"] == record.PURCHASE_RECOVERED, "sold without a debit")
+        # The same card, tapped again honestly: a sale, or the torn purchase settled.
+        res2 = p.tap(card, FARE, NOW + i)
+        mptest.eq(
+            res2.reason, purchase.OK, "honest re-tap after %s at %d: %s" % (mode, at, res2.detail)
+        )
+        mptest.eq(p.pending(), [], "nothing left pending after an honest tap")
+        ctx = "tap %d: %s at APDU %d (ins %r): %r then %r" % (
+            i,
+            mode,
+            at,
+            link_hit(p, link),
+            res,
+            res2,
+        )
+        check_books(journal, cards, ctx)
+        log.clear()
+    mptest.log(fuzzgen.report("whole_tap", seed, n, tally))
+    mptest.log("%d debits booked once each" % sum(c.n_debits for c in cards))
+    mptest.true(tally.get(purchase.CARD_ERROR) > 0 and tally.get(purchase.TAP_AGAIN) > 0)

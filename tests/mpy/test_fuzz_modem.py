@@ -1,0 +1,165 @@
+# mpy: heapsize=256k timeout=600 server=tools.sim.modem_server
+# Fuzz (issue 11): the whole cellular transport (drivers/modem.py with both dialects over the AT
+# engine) against the simulated SIM7600 and EC2x, with what the validator reads from the UART
+# damaged: bytes of answers and URCs flipped, dropped, doubled, cut, or stray lines slipped in.
+# Invariants: request() returns (status, body) or raises one of drivers/transport.py's typed
+# errors (nothing else), within its deadline plus the recovery; once the line is clean the very
+# next request through the same ModemTransport succeeds with the exact body.
+import asyncio
+import io
+import sys
+import time
+
+import mptest
+
+sys.path.append(mptest.repo_root() + "/tools")
+
+import fuzzgen  # noqa: E402
+import log  # noqa: E402
+from modem import ModemTransport  # noqa: E402
+from modem_quectel import QuectelDialect  # noqa: E402
+from modem_simcom import SimcomDialect  # noqa: E402
+from sim_pin import Pin  # noqa: E402
+from sim_uart import SimUART  # noqa: E402
+from simlink import Control  # noqa: E402
+from transport import TransportError  # noqa: E402
+
+TIMING = {
+    "on_pulse_ms": 50,
+    "off_pulse_ms": 300,
+    "boot_ms": 100,
+    "sim_ready_ms": 150,
+    "reg_ms": 100,
+    "guard_ms": 100,
+    "urc_ms": 10,
+    "slow_ms": 800,
+}
+STRAY = (
+    b"\r\n+CEREG: 2\r\n",
+    b"\r\n+CME ERROR: 3\r\n",
+    b"\r\nOK\r\n",
+    b"\r\n+HTTPACTION: 1,200,99999\r\n",
+    b"\r\n+QHTTPPOST: 0,200,5\r\n",
+    b"\r\n+HTTPREAD: DATA,7\r\n",
+    b"\r\nRDY\r\n",
+    b"\r\n+CGEV: NW PDN DEACT 1\r\n",
+)
+_state = {}
+
+
+class DamagingUart(io.IOBase):
+    """SimUART with its receive side damaged while `rate` is set (one read in `rate`)."""
+
+    def __init__(self, inner, rng):
+        self.inner = inner
+        self.rng = rng
+        self.rate = 0
+        self.left = b""
+        self.hits = 0
+        self._tmp = bytearray(512)
+
+    def ioctl(self, req, arg):
+        if self.left and req == 3 and arg & 1:
+            return 1 | (self.inner.ioctl(req, arg) & 4)
+        return self.inner.ioctl(req, arg)
+
+    def readinto(self, buf, n=None):
+        if not self.left:
+            k = self.inner.readinto(self._tmp)
+            if not k:
+                return None
+            data = bytes(self._tmp[:k])
+            rng = self.rng
+            if self.rate and rng.below(self.rate) == 0:
+                self.hits += 1
+                if rng.below(3) == 0:
+                    data = data + rng.choice(STRAY)
+                else:
+                    data = fuzzgen.mutate(rng, data)
+            self.left = data
+        n = min(len(buf), len(self.left))
+        buf[:n] = self.left[:n]
+        self.left = self.left[n:]
+        return n or None
+
+    def write(self, data):
+        return self.inner.write(data)
+
+
+def setup():
+    log.set_level(log.INFO, echo=False)
+    log.clear()
+    if "ctl" not in _state:
+        _state["ctl"] = Control()
+        _state["inner"] = SimUART("modem", timeout=0, rxbuf=12288)
+        _state["pin"] = Pin("modem_pwrkey", Pin.OUT)
+
+
+def make(dialect, rng):
+    ctl = _state["ctl"]
+    ctl.call("modem_dialect", dialect=dialect)
+    ctl.call("modem_timing", **TIMING)
+    dial = SimcomDialect(cmd_ms=500) if dialect == "simcom" else QuectelDialect(cmd_ms=500)
+    uart = DamagingUart(_state["inner"], rng)
+    m = ModemTransport(
+        uart,
+        _state["pin"],
+        dial,
+        apn="cmnet",
+        on_pulse_ms=80,
+        off_pulse_ms=350,
+        rdy_timeout_ms=2000,
+        reg_timeout_ms=3000,
+        reg_wait_ms=400,
+        poll_ms=100,
+        guard_ms=120,
+        settle_ms=100,
+        probe_ms=150,
+    )
+    base = "http://127.0.0.1:%d" % ctl.call("http_port")
+    return m, uart, base
+
+
+async def fuzz(dialect, offset):
+    seed = fuzzgen.seed(offset)
+    rng = fuzzgen.Rng(seed)
+    n = fuzzgen.count(3)
+    tally = fuzzgen.Tally()
+    m, uart, base = make(dialect, rng)
+    m.at.start()
+    for i in range(n):
+        uart.rate = 1 + rng.below(12)
+        for _ in range(1 + rng.below(2)):
+            size = rng.choice((5, 300, 1500))
+            body = bytes((i * 7 + k) & 0xFF for k in range(size))
+            t0 = time.ticks_ms()
+            try:
+                status, got = await m.request("POST", base + "/echo", body, {"X-T": "1"}, 3000)
+                mptest.true(isinstance(status, int) and isinstance(got, (bytes, bytearray)))
+                tally.add("answer_exact" if (status, got) == (200, body) else "answer_other")
+            except TransportError as e:
+                tally.add(type(e).__name__)
+            # Deadline plus recovery (a power cycle with the test timings is about 3 s).
+            mptest.between(time.ticks_diff(time.ticks_ms(), t0), 0, 12000, "request bounded")
+        uart.rate = 0
+        await asyncio.sleep_ms(30)
+        body = bytes((i + k) & 0xFF for k in range(700))
+        status, got = await m.request("POST", base + "/echo", body, {"X-T": "1"}, 3000)
+        mptest.eq(status, 200, "round %d" % i)
+        mptest.hex_eq(got, body, "round %d" % i)
+        log.clear()
+    st = m.status()
+    await m.close()
+    mptest.log(
+        fuzzgen.report("modem_" + dialect, seed, n, tally)
+        + " damaged_reads=%d power_cycles=%d" % (uart.hits, st["power_cycles"])
+    )
+    mptest.true(uart.hits > 0)
+
+
+async def test_simcom_transport_with_a_damaged_receive_line():
+    await fuzz("simcom", 0x600)
+
+
+async def test_quectel_transport_with_a_damaged_receive_line():
+    await fuzz("quectel", 0x601)
