@@ -458,8 +458,11 @@ REASONS = {
 def _hex_field(value, nbytes, what):
     if isinstance(value, str):
         text = value.lower()
-    else:
+    elif isinstance(value, (bytes, bytearray, memoryview)):
         text = bytes(value).hex()
+    else:
+        # An int here would become bytes(int): a negative one raises, a huge one exhausts RAM.
+        raise ListError("%s must be hex text or bytes: %r" % (what, value))
     if len(text) != nbytes * 2:
         raise ListError("%s must be %d bytes: %r" % (what, nbytes, value))
     try:
