@@ -142,48 +142,10 @@ def remount(dev, mount_point, mtime=True):
     return fs
 
 
-class FileBlockDev:
+def FileBlockDev(path, block_size=4096, num_blocks=64):
     """A block device kept in a host file, so a big device costs no MicroPython heap (for tests
-    run with an ESP32-sized heap). No power cuts."""
+    run with an ESP32-sized heap). No power cuts. The simulation board's flash image device,
+    started erased."""
+    from flashdev import FileBlockDev as _FileBlockDev
 
-    def __init__(self, path, block_size=4096, num_blocks=64):
-        self.block_size = block_size
-        self.num_blocks = num_blocks
-        self.programs = 0
-        self.programmed = 0  # bytes
-        self.erases = 0
-        self._erased = b"\xff" * 256  # small: this device is for tests with a tiny heap
-        with open(path, "wb") as f:
-            for _ in range(num_blocks * block_size // 256):
-                f.write(self._erased)
-        self.f = open(path, "r+b")
-
-    def readblocks(self, block_num, buf, offset=0):
-        self.f.seek(block_num * self.block_size + offset)
-        self.f.readinto(buf)
-
-    def writeblocks(self, block_num, buf, offset=None):
-        if offset is None:
-            for i in range(len(buf) // self.block_size):
-                self.ioctl(6, block_num + i)
-            offset = 0
-        self.f.seek(block_num * self.block_size + offset)
-        self.f.write(buf)
-        self.programs += 1
-        self.programmed += len(buf)
-
-    def ioctl(self, op, arg):
-        if op == 4:
-            return self.num_blocks
-        if op == 5:
-            return self.block_size
-        if op == 6:
-            self.f.seek(arg * self.block_size)
-            for _ in range(self.block_size // 256):
-                self.f.write(self._erased)
-            self.erases += 1
-            return 0
-        return 0
-
-    def close(self):
-        self.f.close()
+    return _FileBlockDev(path, block_size, num_blocks, fresh=True)
