@@ -140,7 +140,13 @@ class Tally:
 
 def report(name, seed_value, n, tally=None):
     """The line each fuzz test leaves in its output: name, seed, count, outcomes."""
-    line = "fuzz %s seed=0x%08x n=%d long=%d" % (name, seed_value, n, 1 if long_mode() else 0)
+    line = "fuzz %s seed=0x%08x (FUZZ_SEED=0x%08x) n=%d long=%d" % (
+        name,
+        seed_value,
+        seed(0),
+        n,
+        1 if long_mode() else 0,
+    )
     if tally is not None:
         line += " " + tally.summary()
     return line

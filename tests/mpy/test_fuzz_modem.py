@@ -139,8 +139,13 @@ async def fuzz(dialect, offset):
                 tally.add("answer_exact" if (status, got) == (200, body) else "answer_other")
             except TransportError as e:
                 tally.add(type(e).__name__)
-            # Deadline plus recovery (a power cycle with the test timings is about 3 s).
-            mptest.between(time.ticks_diff(time.ticks_ms(), t0), 0, 12000, "request bounded")
+            # Bounded, but not by timeout_ms: a bring-up inside the request waits for PDP
+            # activation as long as the dialect allows when its result is lost (AT+CGACT 30 s,
+            # AT+QIACT 150 s); see docs/robustness.md.
+            el = time.ticks_diff(time.ticks_ms(), t0)
+            mptest.between(el, 0, 160000, "request bounded")
+            if el > 12000:
+                tally.add("slow_bring_up")
         uart.rate = 0
         await asyncio.sleep_ms(30)
         body = bytes((i + k) & 0xFF for k in range(700))
