@@ -103,42 +103,6 @@ def clean_cut(path, orig):
     return len(data) < len(orig) and len(data) % 64 == 0 and orig[: len(data)] == data
 
 
-# Found by this fuzzing (not fixed at the time of writing): when the newest segment loses whole
-# records at its end (a file truncated at a record boundary: by hand, or littlefs falling back to
-# an older metadata revision), nothing looks wrong at open (no CRC or length error), so
-# `tail_cut` stays False; unless the loss reaches hwm_step numbers below H the journal resumes at
-# the last record kept and issues the lost numbers again, though one of those records may already
-# have been uploaded: the collector then keeps the old record under that number and drops the new
-# one as a duplicate. docs/journal.md promises numbering jumps to H when records are cut from the
-# end of the newest segment.
-def test_known_bug_clean_truncation_of_the_newest_segment_reissues_numbers():
-    try:
-        vfs.umount(MP)
-    except OSError:
-        pass
-    _dev[0], _ = ramdisk.fresh_fs(512, 96, MP, mtime=False)
-    j = Journal(ROOT, CFG)
-    for k in range(10):
-        j.append({"kind": record.PURCHASE, "amount": k + 1})
-    j.close()
-    journal._close_unclosed()
-    path = ROOT + "/cur/00000009.seg"
-    write(path, read(path)[:64])  # record 10 gone, record 9 intact
-    j = reboot(None)
-    new = j.append({"kind": record.BOOT})
-    j.close()
-    journal._close_unclosed()
-    teardown()
-    if new == 10:
-        mptest.skip(
-            "KNOWN BUG firmware/journal.py Journal._open: a newest segment cut at a record "
-            "boundary is not seen as a cut, so sequence 10 is issued again. Reproducer: "
-            "CFG seg_records=8 hwm_step=20; append 10 records; close; keep the first 64 bytes of "
-            "cur/00000009.seg; reopen; append() returns 10 (want >= the high-water mark 21)"
-        )
-    mptest.true(new > 10, "number %d issued again" % new)
-
-
 def test_damaged_journal_files_never_invent_records():
     seed = fuzzgen.seed(0x800)
     rng = fuzzgen.Rng(seed)
@@ -208,3 +172,39 @@ def test_damaged_journal_files_never_invent_records():
         journal._close_unclosed()
     teardown()
     mptest.log(fuzzgen.report("journal_files", seed, n, tally))
+
+
+# Found by this fuzzing (not fixed at the time of writing): when the newest segment loses whole
+# records at its end (a file truncated at a record boundary: by hand, or littlefs falling back to
+# an older metadata revision), nothing looks wrong at open (no CRC or length error), so
+# `tail_cut` stays False; unless the loss reaches hwm_step numbers below H the journal resumes at
+# the last record kept and issues the lost numbers again, though one of those records may already
+# have been uploaded: the collector then keeps the old record under that number and drops the new
+# one as a duplicate. docs/journal.md promises numbering jumps to H when records are cut from the
+# end of the newest segment.
+def test_known_bug_clean_truncation_of_the_newest_segment_reissues_numbers():
+    try:
+        vfs.umount(MP)
+    except OSError:
+        pass
+    _dev[0], _ = ramdisk.fresh_fs(512, 96, MP, mtime=False)
+    j = Journal(ROOT, CFG)
+    for k in range(10):
+        j.append({"kind": record.PURCHASE, "amount": k + 1})
+    j.close()
+    journal._close_unclosed()
+    path = ROOT + "/cur/00000009.seg"
+    write(path, read(path)[:64])  # record 10 gone, record 9 intact
+    j = reboot(None)
+    new = j.append({"kind": record.BOOT})
+    j.close()
+    journal._close_unclosed()
+    teardown()
+    if new == 10:
+        mptest.skip(
+            "KNOWN BUG firmware/journal.py Journal._open: a newest segment cut at a record "
+            "boundary is not seen as a cut, so sequence 10 is issued again. Reproducer: "
+            "CFG seg_records=8 hwm_step=20; append 10 records; close; keep the first 64 bytes of "
+            "cur/00000009.seg; reopen; append() returns 10 (want >= the high-water mark 21)"
+        )
+    mptest.true(new > 10, "number %d issued again" % new)
