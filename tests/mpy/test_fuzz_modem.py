@@ -149,7 +149,17 @@ async def fuzz(dialect, offset):
         uart.rate = 0
         await asyncio.sleep_ms(30)
         body = bytes((i + k) & 0xFF for k in range(700))
-        status, got = await m.request("POST", base + "/echo", body, {"X-T": "1"}, 3000)
+        # The first clean request may still meet what the damage left in the modem (seen once in
+        # long mode: a clean HTTPDATA + HTTPACTION answered "+HTTPACTION: 1,200,0", the body lost;
+        # docs/robustness.md): counted; the second must be exact.
+        for attempt in range(2):
+            try:
+                status, got = await m.request("POST", base + "/echo", body, {"X-T": "1"}, 3000)
+            except TransportError as e:
+                status, got = type(e).__name__, b""
+            if (status, got) == (200, body) or attempt:
+                break
+            tally.add("honest_first_other")
         mptest.eq(status, 200, "round %d" % i)
         mptest.hex_eq(got, body, "round %d" % i)
         log.clear()
