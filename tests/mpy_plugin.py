@@ -44,9 +44,47 @@ def mpy_cross_bin():
     return str(exe) if exe.exists() else "mpy-cross"
 
 
+MPY_CACHE = ROOT / "build" / "mpy-test-cache"
+_cache_ready = False
+
+
+def compiled_cache():
+    """Compile firmware, drivers and micropython-lib modules to .mpy once per session, as they
+    ship; tests then load bytecode, not source (a board never compiles on the heap). Set
+    MPY_TEST_SOURCE=1 to run everything from source instead."""
+    global _cache_ready
+    if os.environ.get("MPY_TEST_SOURCE"):
+        return None
+    if not _cache_ready:
+        MPY_CACHE.mkdir(parents=True, exist_ok=True)
+        for old in MPY_CACHE.glob("*.mpy"):
+            old.unlink()
+        sources = []
+        for folder in (ROOT / "firmware", ROOT / "drivers", ROOT / ".venv" / "mplib"):
+            sources += sorted(folder.glob("*.py"))
+        for src in sources:
+            if src.name in ("main.py", "boot.py"):
+                continue
+            subprocess.run(
+                [
+                    mpy_cross_bin(),
+                    "-s",
+                    src.name,
+                    "-o",
+                    str(MPY_CACHE / (src.stem + ".mpy")),
+                    str(src),
+                ],
+                check=True,
+                capture_output=True,
+            )
+        _cache_ready = True
+    return MPY_CACHE
+
+
 def micropython_path(board="unix_sim"):
     """MICROPYPATH for firmware code on the unix port; keeps .frozen (asyncio lives there)."""
-    parts = [
+    cache = compiled_cache()
+    parts = ([cache] if cache else []) + [
         MPY_DIR,
         ROOT / "firmware",
         ROOT / "drivers",
