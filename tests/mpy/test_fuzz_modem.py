@@ -185,9 +185,9 @@ async def fuzz(dialect, offset):
     mptest.true(uart.hits > 0)
 
 
-async def test_simcom_transport_with_a_damaged_receive_line():
-    await fuzz("simcom", 0x600)
-
-
 async def test_quectel_transport_with_a_damaged_receive_line():
     await fuzz("quectel", 0x601)
+
+
+async def test_simcom_transport_with_a_damaged_receive_line():
+    await fuzz("simcom", 0x600)
