@@ -217,7 +217,14 @@ class Journal:
         tail_cut = self._scan()
         if self._firsts:
             last = self._firsts[-1] + self._counts[-1] - 1
-            suspect = tail_cut or last + 1 < hwm - self._cfg["hwm_step"]
+            # A cursor past the last record kept means acknowledged records vanished from the
+            # end (a clean cut at a record boundary shows no other sign): the back office holds
+            # those numbers, so they must never be issued again.
+            suspect = (
+                tail_cut
+                or last + 1 < hwm - self._cfg["hwm_step"]
+                or (meta_ok and meta_acked > last)
+            )
         elif meta_ok:
             # Segments go only when acknowledged (the newest never) or by wipe(), which moves
             # the cursor to the end first: the cursor is then the last number issued.
