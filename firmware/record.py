@@ -23,6 +23,11 @@ PARAM_ACTIVATION = const(4)
 CLOCK_CHANGE = const(5)
 BOOT = const(6)
 JOURNAL_EVENT = const(7)  # the journal's own notes (wipe, records cut after corruption)
+# Written before DEBIT with every field the purchase will book but the TAC. Until a PURCHASE,
+# PURCHASE_RECOVERED or DEBIT_VOID with the same card_no and card_atc follows, it is an
+# unconfirmed debit: the card may or may not have been debited.
+DEBIT_INTENT = const(8)
+DEBIT_VOID = const(9)  # closes an intent: the card did not execute that DEBIT (see `reason`)
 
 KIND_NAMES = {
     PURCHASE: "purchase",
@@ -32,7 +37,11 @@ KIND_NAMES = {
     CLOCK_CHANGE: "clock_change",
     BOOT: "boot",
     JOURNAL_EVENT: "journal_event",
+    DEBIT_INTENT: "debit_intent",
+    DEBIT_VOID: "debit_void",
 }
+# The kinds that close an open DEBIT_INTENT of the same (card_no, card_atc).
+OUTCOME_KINDS = (PURCHASE, PURCHASE_RECOVERED, DEBIT_VOID)
 
 # Flags (bit mask)
 FLAG_MAC2_UNVERIFIED = const(0x01)  # recovered purchase whose MAC2 the PSAM did not check
