@@ -66,6 +66,14 @@ class PsamLink:
         self._tx = bytearray(_BUF)
         self._txv = memoryview(self._tx)
         self._last_rx = 0  # ticks_us of the last character received, for the turnaround
+        # The command in flight between transceive_start() and transceive_finish().
+        self._pending = False
+        self._p_hdr = bytearray(5)
+        self._p_lc = self._p_le = self._p_ins = self._p_sent = self._p_ne = self._p_got = 0
+        self._p_data = None
+        self._p_out = b""
+        self._p_sw = -1
+        self._p_busy = 0
         self.reset_stats()
 
     # ---- statistics: characters on the line and their modelled time -----------------------------
@@ -171,6 +179,7 @@ class PsamLink:
     def off(self):
         """Deactivate: reset low, clock stopped."""
         self.ready = False
+        self._pending = False
         self.rst.value(0)
         self._clock(False)
 
@@ -178,6 +187,7 @@ class PsamLink:
         """Cold (clock restarted) or warm reset, ATR, PPS. -> iso7816.Atr. Raises LinkTimeout
         (no ATR), AtrError (a ProtocolError: malformed or short ATR) or ChipError."""
         self.ready = False
+        self._pending = False
         try:
             atr = self._activate(warm)
             self._negotiate(atr)
@@ -313,38 +323,68 @@ class PsamLink:
     # ---- T=0 ------------------------------------------------------------------------------------
     def transceive(self, apdu):
         """apdu (short, cases 1-4) -> response data + SW1 SW2."""
+        self.transceive_start(apdu)
+        return self.transceive_finish()
+
+    def transceive_start(self, apdu):
+        """Send a command (header, procedure bytes, data out) and return while the PSAM works;
+        transceive_finish() collects the status (and GET RESPONSE). The PSAM's answer waits in
+        the UART's receive buffer meanwhile, so the caller may talk to the card in between.
+        A command still pending here is finished first and its answer dropped (logged)."""
         lc, le = _cases(apdu)  # a bad APDU is the caller's fault: the link stays up
         if not self.ready:
             raise ChipError("PSAM link not reset")
         try:
-            return self._transceive(apdu, lc, le)
+            if self._pending:
+                _log.warning("APDU %s never collected: finishing it first", self._p_hdr.hex())
+                self._finish()
+            self._start(apdu, lc, le)
         except LinkError as e:
-            self.ready = False
-            _log.error("APDU %s failed: %s", bytes(apdu[:5]).hex(), e)
-            raise
+            self._fail(apdu, e)
 
-    def _transceive(self, apdu, lc, le):
+    def transceive_finish(self):
+        """-> response data + SW1 SW2 of the command transceive_start() sent."""
+        if not self._pending:
+            raise ChipError("PSAM: no command started")
+        try:
+            return self._finish()
+        except LinkError as e:
+            self._fail(self._p_hdr, e)
+
+    def _fail(self, apdu, e):
+        self.ready = False
+        self._pending = False
+        _log.error("APDU %s failed: %s", bytes(apdu[:5]).hex(), e)
+        raise e
+
+    def _start(self, apdu, lc, le):
         stale = self._drain()
         if stale:
             _log.warning("dropped %d stale byte(s) before a command", stale)
         self.apdus += 1
-        header = bytearray(5)
+        header = self._p_hdr
         header[:4] = apdu[:4]
+        self._p_lc = lc
+        self._p_le = le
         if lc:
             header[4] = lc
-            data, sw1, sw2 = self._tpdu(header, memoryview(apdu)[5 : 5 + lc], 0)
+            self._tpdu_send(header, memoryview(apdu)[5 : 5 + lc], 0)
         elif le:
             header[4] = le & 0xFF
-            data, sw1, sw2 = self._tpdu(header, None, le)
-            if sw1 == 0x6C:
-                # Wrong Le: the card says how many bytes it has; ask again for exactly those.
-                header[4] = sw2
-                data, sw1, sw2 = self._tpdu(header, None, sw2 or 256)
-                if sw1 == 0x6C:
-                    raise ProtocolError("PSAM answered 6C%02x twice" % sw2)
+            self._tpdu_send(header, None, le)
         else:
             header[4] = 0
-            data, sw1, sw2 = self._tpdu(header, None, 0)
+            self._tpdu_send(header, None, 0)
+
+    def _finish(self):
+        data, sw1, sw2 = self._tpdu_end()
+        if sw1 == 0x6C and self._p_le and not self._p_lc:
+            # Wrong Le: the card says how many bytes it has; ask again for exactly those.
+            header = self._p_hdr
+            header[4] = sw2
+            data, sw1, sw2 = self._tpdu(header, None, sw2 or 256)
+            if sw1 == 0x6C:
+                raise ProtocolError("PSAM answered 6C%02x twice" % sw2)
         if sw1 == 0x61:
             data, sw1, sw2 = self._get_response(data, sw2)
         out = bytearray(data)
@@ -370,44 +410,75 @@ class PsamLink:
     def _tpdu(self, header, data, ne):
         """One T=0 command: header, then data out (data) or ne bytes in, steered by procedure
         bytes. -> (received bytes, SW1, SW2)."""
-        ins = header[1]
+        self._tpdu_send(header, data, ne)
+        return self._tpdu_end()
+
+    def _tpdu_send(self, header, data, ne):
+        """The first half of a T=0 command: the header, and for a command with data out every
+        data byte the procedure bytes ask for. Returns before the card's computation; a status
+        word that comes instead (a refusal) is kept for _tpdu_end()."""
+        self._pending = True
+        self._p_ins = header[1]
+        self._p_data = data
+        self._p_sent = 0
+        self._p_ne = ne
+        self._p_got = 0
+        self._p_out = bytearray(ne) if ne else b""
+        self._p_sw = -1
+        self._p_busy = time.ticks_add(time.ticks_ms(), self.busy_ms)
         self._send(header)
         lc = len(data) if data is not None else 0
-        sent = 0
-        got = 0
-        out = bytearray(ne) if ne else b""
+        while self._p_sent < lc:
+            if self._step():
+                return
+
+    def _tpdu_end(self):
+        """The second half: procedure bytes until the status. -> (received bytes, SW1, SW2)."""
+        while self._p_sw < 0:
+            self._step()
+        self._pending = False
+        sw = self._p_sw
+        return bytes(self._p_out[: self._p_got]) if self._p_ne else b"", sw >> 8, sw & 0xFF
+
+    def _step(self):
+        """Read one procedure byte and move the data it asks for. -> True once SW1 SW2 came."""
         wwt = self.wwt_ms
-        busy = time.ticks_add(time.ticks_ms(), self.busy_ms)
-        while True:
-            pb = self._byte(wwt, "procedure byte")
-            if pb == _NULL:
-                self.nulls += 1
-                if time.ticks_diff(busy, time.ticks_ms()) <= 0:
-                    raise LinkTimeout("PSAM busy (NULL) for over %d ms" % self.busy_ms)
-                continue
-            if (pb & 0xF0) == 0x90 or ((pb & 0xF0) == 0x60 and pb != _NULL):
-                sw2 = self._byte(wwt, "SW2")
-                return bytes(out[:got]) if ne else b"", pb, sw2
-            if pb == ins:
-                step = lc - sent if lc else ne - got
-            elif pb == ins ^ 0xFF:
-                step = 1
-            else:
-                raise ProtocolError("unexpected procedure byte 0x%02x (INS 0x%02x)" % (pb, ins))
-            if lc:
-                if sent >= lc:
-                    raise ProtocolError("PSAM asked for more than the %d data byte(s)" % lc)
-                step = min(step, lc - sent)
-                self._send(data[sent : sent + step])
-                sent += step
-            elif ne:
-                if got >= ne:
-                    raise ProtocolError("PSAM offered more than the %d byte(s) asked" % ne)
-                step = min(step, ne - got)
-                out[got : got + step] = self._read(step, wwt, "data")
-                got += step
-            else:
-                raise ProtocolError("procedure byte 0x%02x with no data to move" % pb)
+        ins = self._p_ins
+        pb = self._byte(wwt, "procedure byte")
+        if pb == _NULL:
+            self.nulls += 1
+            if time.ticks_diff(self._p_busy, time.ticks_ms()) <= 0:
+                raise LinkTimeout("PSAM busy (NULL) for over %d ms" % self.busy_ms)
+            return False
+        if (pb & 0xF0) == 0x90 or (pb & 0xF0) == 0x60:
+            self._p_sw = (pb << 8) | self._byte(wwt, "SW2")
+            return True
+        data = self._p_data
+        lc = len(data) if data is not None else 0
+        ne = self._p_ne
+        if pb == ins:
+            step = lc - self._p_sent if lc else ne - self._p_got
+        elif pb == ins ^ 0xFF:
+            step = 1
+        else:
+            raise ProtocolError("unexpected procedure byte 0x%02x (INS 0x%02x)" % (pb, ins))
+        if lc:
+            sent = self._p_sent
+            if sent >= lc:
+                raise ProtocolError("PSAM asked for more than the %d data byte(s)" % lc)
+            step = min(step, lc - sent)
+            self._send(data[sent : sent + step])
+            self._p_sent = sent + step
+        elif ne:
+            got = self._p_got
+            if got >= ne:
+                raise ProtocolError("PSAM offered more than the %d byte(s) asked" % ne)
+            step = min(step, ne - got)
+            self._p_out[got : got + step] = self._read(step, wwt, "data")
+            self._p_got = got + step
+        else:
+            raise ProtocolError("procedure byte 0x%02x with no data to move" % pb)
+        return False
 
 
 def _cases(apdu):
