@@ -1,7 +1,9 @@
-# Freeze manifest for esp32_pn532_i2c: build a custom MicroPython with
-#   make -C ports/esp32 BOARD=ESP32_GENERIC \
-#        FROZEN_MANIFEST=$(pwd)/boards/esp32_pn532_i2c/manifest.py
-# (see README, "Freezing the application into MicroPython").
+# Freeze manifest for the esp32_pn532_i2c pin set: the port's own modules, the application,
+# drivers, ssd1306 and this board.py (a /board.py on the filesystem still wins: '' comes first
+# on sys.path).
+# Build the validator's MicroPython with it (README, "A validator build of MicroPython"):
+#   make -C ports/esp32 BOARD_DIR=/path/to/repo/boards/micropython/VALIDATOR_ESP32 \
+#        FROZEN_MANIFEST=/path/to/repo/boards/esp32_pn532_i2c/manifest.py
 include("$(PORT_DIR)/boards/manifest.py")
 include("../manifest_common.py")
 module("board.py")
