@@ -381,7 +381,7 @@ def test_migrations_upgrade_an_old_schema_and_refuse_a_newer_one(db_url):
         dbmod.MIGRATIONS = old
         dbmod.SCHEMA_VERSION = old[-1][0]
     s = Store(db_url)
-    assert s.schema_version() == SCHEMA_VERSION == 2
+    assert s.schema_version() == SCHEMA_VERSION == 3
     assert s.secret(1) == SECRET_A  # data kept through the upgrade
     with s._tx() as ex:
         ex.run("INSERT INTO schema_version (version) VALUES (99)")
@@ -524,3 +524,106 @@ def test_wire_bytes_per_record_under_70():
     assert plain["bytes_per_record"] < 70
     assert packed["bytes_per_record"] < plain["bytes_per_record"]
     logging.getLogger("test").info("wire %s %s", plain, packed)
+
+
+def _kinds(*spec):
+    """[(kind, card, atc, serial)] -> records numbered from 1."""
+    return [
+        synth.debit(i + 1, k, card=c, atc=a, psam_serial=n) for i, (k, c, a, n) in enumerate(spec)
+    ]
+
+
+def test_unconfirmed_debits_are_stored_reported_and_paired(client, store):
+    In, P, R, V = (
+        record.DEBIT_INTENT,
+        record.PURCHASE,
+        record.PURCHASE_RECOVERED,
+        record.DEBIT_VOID,
+    )
+    dev1, dev2 = SimDevice(1, SECRET_A), SimDevice(2, SECRET_B)
+    batch1 = _kinds(
+        (In, 1, 7, 101),  # closed by its purchase (same PSAM serial: no clash with the intent)
+        (P, 1, 7, 101),
+        (In, 2, 3, 102),  # card 2 pulled: closed later by the re-tap's recovered purchase
+        (In, 3, 9, 103),  # card 3 refused DEBIT: void
+        (V, 3, 9, 103),
+        (In, 4, 1, 104),  # never resolved: unconfirmed
+        (In, 5, 2, 105),  # resolved at another device (the card's counter is the card's)
+    )
+    ans = dev1.answer(client.post("/v1/upload", content=dev1.upload_body(1, batch1)).content)
+    assert ans["value"] == 7
+    open_ = store.unconfirmed()
+    assert [(r["device_id"], r["seq"]) for r in open_] == [(1, 3), (1, 6), (1, 7)]
+    assert open_[0]["card_atc"] == 3 and open_[0]["amount"] == 200
+    assert open_[0]["psam_serial"] == 102 and open_[0]["psam_tid"] == synth.PSAM.hex()
+    batch2 = [synth.debit(1, P, card=5, atc=2, psam_serial=900, psam_tid=b"\x00" * 5 + b"\x02")]
+    dev2.answer(client.post("/v1/upload", content=dev2.upload_body(1, batch2)).content)
+    more = [synth.debit(8, R, card=2, atc=3, psam_serial=102)]
+    dev1.answer(client.post("/v1/upload", content=dev1.upload_body(8, more)).content)
+    assert [(r["device_id"], r["seq"]) for r in store.unconfirmed()] == [(1, 6)]
+    assert store.unconfirmed(2) == []
+    every = {r["seq"]: r["outcome"] for r in store.intents(1)}
+    assert every == {
+        1: {"kind": P, "device_id": 1, "seq": 2},
+        3: {"kind": R, "device_id": 1, "seq": 8},
+        4: {"kind": V, "device_id": 1, "seq": 5},
+        6: None,
+        7: {"kind": P, "device_id": 2, "seq": 1},
+    }
+    # an intent is never money: no TAC verdict, no tsn clash with the purchase it announces
+    rows = {r[1]: r for r in store.export(1)}
+    assert rows[1][3] == In and rows[1][9] is None and rows[1][10] == 0 and rows[1][11] == 7
+    assert rows[2][3] == P and rows[2][10] == 0
+    assert Clearing({}).verdict(record.decode(batch1[0])) is None
+    assert Clearing({}).verdict(record.decode(batch1[4])) is None
+
+
+def test_migration_3_backfills_card_counters_of_older_purchases(db_url):
+    from tools.collector import db as dbmod
+
+    old = dbmod.MIGRATIONS
+    try:
+        dbmod.MIGRATIONS = old[:2]
+        dbmod.SCHEMA_VERSION = 2
+        s = Store(db_url)
+        s.provision(1, SECRET_A)
+        raw = synth.debit(1, record.PURCHASE, card=9, atc=4242)
+        f = {"kind": 1, "time": 1, "psam_tid": synth.PSAM, "psam_serial": 5000}
+        with s._tx() as ex:
+            ex.run(
+                "INSERT INTO records (device_id, seq, received, raw, kind, rtime, psam_tid, "
+                "psam_serial, card_no, amount, tsn_dup) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (1, 1, 0, raw, 1, 1, synth.PSAM.hex(), f["psam_serial"], "3104", 200, 0),
+            )
+        s.close()
+    finally:
+        dbmod.MIGRATIONS = old
+        dbmod.SCHEMA_VERSION = old[-1][0]
+    s = Store(db_url)
+    with s._tx(write=False) as ex:
+        assert ex.one("SELECT card_atc FROM records WHERE seq = 1")[0] == 4242
+    s.close()
+
+
+def test_cli_lists_unconfirmed_debits(tmp_path, capsys):
+    url = "sqlite:///" + str(tmp_path / "u.sqlite3")
+    s = Store(url)
+    s.provision(1, SECRET_A)
+    batch = _kinds(
+        (record.DEBIT_INTENT, 1, 7, 1),
+        (record.PURCHASE, 1, 7, 1),
+        (record.DEBIT_INTENT, 2, 8, 2),
+    )
+    dev = SimDevice(1, SECRET_A)
+    dev.answer(
+        TestClient(create_app(s)).post("/v1/upload", content=dev.upload_body(1, batch)).content
+    )
+    s.close()
+    assert cli.main(["unconfirmed", "--db", url]) == 0
+    got = capsys.readouterr()
+    lines = got.out.strip().splitlines()
+    assert len(lines) == 2 and lines[1].startswith("1 3 ") and lines[1].endswith("UNCONFIRMED")
+    assert "1 unconfirmed debits (200 fen)" in got.err
+    assert cli.main(["unconfirmed", "--db", url, "--all"]) == 0
+    out = capsys.readouterr().out
+    assert "purchase device 1 seq 2" in out and "UNCONFIRMED" in out

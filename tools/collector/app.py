@@ -49,6 +49,7 @@ def fields_of(rec):
         "psam_serial": rec.get("psam_serial") if rec.get("psam_tid") else None,
         "card_no": rec.get("card_no"),
         "amount": rec.get("amount"),
+        "card_atc": rec.get("card_atc"),
     }
 
 

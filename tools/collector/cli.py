@@ -4,6 +4,12 @@
     python -m tools.collector provision --db URL --device ID [--secret HEX] [--name NAME]
     python -m tools.collector publish --db URL --version V FILE [--device ID] [--delta-from V0]
     python -m tools.collector export --db URL [--device ID] [--out FILE.csv]
+    python -m tools.collector unconfirmed --db URL [--device ID] [--all]
+
+`unconfirmed` lists the unconfirmed debits: DEBIT_INTENT records with no outcome (PURCHASE,
+PURCHASE_RECOVERED or DEBIT_VOID of the same card number and card counter, from any device).
+They are not money until an outcome arrives or clearing settles them from the card's counters;
+--all lists every intent with the outcome that closed it.
 
 --db takes ``sqlite:///path`` (default ``sqlite:///collector.sqlite3``), a bare path, or
 ``postgresql://user@host:port/dbname``.
@@ -90,6 +96,46 @@ def _export(args):
     return 0
 
 
+def _unconfirmed(args):
+    store = Store(args.db)
+    try:
+        rows = store.intents(args.device, open_only=not args.all)
+    finally:
+        store.close()
+    names = {1: "purchase", 2: "purchase_recovered", 9: "debit_void"}
+    print("device seq time card_no card_atc amount psam_tid psam_serial outcome")
+    for r in rows:
+        o = r["outcome"]
+        what = "UNCONFIRMED"
+        if o is not None:
+            what = "%s device %d seq %d" % (
+                names.get(o["kind"], o["kind"]),
+                o["device_id"],
+                o["seq"],
+            )
+        print(
+            "%d %d %s %s %s %s %s %s %s"
+            % (
+                r["device_id"],
+                r["seq"],
+                r["time"],
+                r["card_no"],
+                r["card_atc"],
+                r["amount"],
+                r["psam_tid"],
+                r["psam_serial"],
+                what,
+            )
+        )
+    n = sum(1 for r in rows if r["outcome"] is None)
+    print(
+        "%d unconfirmed debits (%d fen)"
+        % (n, sum(r["amount"] or 0 for r in rows if r["outcome"] is None)),
+        file=sys.stderr,
+    )
+    return 0
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(
         prog="python -m tools.collector",
@@ -125,12 +171,20 @@ def main(argv=None):
     s = with_db(sub.add_parser("export", help="records as CSV"))
     s.add_argument("--device", type=int)
     s.add_argument("--out", help="file (default: stdout)")
+    s = with_db(sub.add_parser("unconfirmed", help="debit intents with no outcome yet"))
+    s.add_argument("--device", type=int)
+    s.add_argument("--all", action="store_true", help="every intent, with its outcome")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        return {"serve": _serve, "provision": _provision, "publish": _publish, "export": _export}[
-            args.cmd
-        ](args)
+        cmds = {
+            "serve": _serve,
+            "provision": _provision,
+            "publish": _publish,
+            "export": _export,
+            "unconfirmed": _unconfirmed,
+        }
+        return cmds[args.cmd](args)
     except (ValueError, OSError) as e:
         print("error: %s" % e, file=sys.stderr)
         return 2

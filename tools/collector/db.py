@@ -72,13 +72,29 @@ MIGRATIONS = [
             "ALTER TABLE records ADD COLUMN tac_status TEXT",
         ],
     ),
+    (
+        3,
+        [
+            # Unconfirmed debits: a DEBIT_INTENT (kind 8) is closed by an outcome (kinds 1, 2, 9)
+            # of the same card and card counter, from any device. Older rows get card_atc from
+            # their raw bytes right after this migration (_backfill_card_atc).
+            "ALTER TABLE records ADD COLUMN card_atc {big}",
+            "CREATE INDEX records_card_atc ON records (card_no, card_atc)",
+        ],
+    ),
 ]
+# Record kinds (firmware/record.py): the purchases that are money, the intent, and its outcomes.
+MONEY_KINDS = (1, 2)  # PURCHASE, PURCHASE_RECOVERED
+DEBIT_INTENT = 8
+OUTCOME_KINDS = (1, 2, 9)  # PURCHASE, PURCHASE_RECOVERED, DEBIT_VOID
+_ATC_AT = 47  # card_atc: 2 bytes big-endian at offset 47 of the 64-byte record
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 
 _INSERT = (
     "INSERT INTO records (device_id, seq, received, raw, kind, rtime, psam_tid, psam_serial, "
-    "card_no, amount, tac_status, tsn_dup) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "card_no, amount, tac_status, card_atc, tsn_dup) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -205,7 +221,20 @@ class Store:
                     ex.run(sql.format(blob=blob, big=big))
                 ex.run("INSERT INTO schema_version (version) VALUES (?)", (version,))
                 log.info("schema migrated to version %d", version)
+                if version == 3:
+                    self._backfill_card_atc(ex)
         return SCHEMA_VERSION
+
+    @staticmethod
+    def _backfill_card_atc(ex):
+        rows = ex.all("SELECT device_id, seq, raw FROM records WHERE kind IN (1, 2, 8, 9)")
+        for device_id, seq, raw in rows:
+            raw = bytes(raw)
+            if len(raw) >= _ATC_AT + 2:
+                ex.run(
+                    "UPDATE records SET card_atc = ? WHERE device_id = ? AND seq = ?",
+                    (int.from_bytes(raw[_ATC_AT : _ATC_AT + 2], "big"), device_id, seq),
+                )
 
     def schema_version(self):
         with self._tx(write=False) as ex:
@@ -304,8 +333,10 @@ class Store:
     @staticmethod
     def _row(device_id, now, seq, raw, f, dup):
         # Only purchases carry a PSAM terminal transaction serial; boot, refusal, parameter and
-        # clock records hold serial 0 and must not collide on the (terminal, serial) key.
-        purchase = f.get("kind") in (1, 2)
+        # clock records hold serial 0 and must not collide on the (terminal, serial) key, and an
+        # intent or a void shares the serial of the purchase it announces or cancels.
+        purchase = f.get("kind") in MONEY_KINDS
+        atc = f.get("card_atc") if f.get("kind") in (DEBIT_INTENT,) + OUTCOME_KINDS else None
         return (
             device_id,
             seq,
@@ -318,6 +349,7 @@ class Store:
             _hexify(f.get("card_no")),
             f.get("amount"),
             f.get("tac_status"),
+            atc,
             dup,
         )
 
@@ -443,6 +475,57 @@ class Store:
             )
         return [tuple(r) for r in rows]
 
+    def intents(self, device_id=None, open_only=False):
+        """Every DEBIT_INTENT held (of one device, or all), oldest first, each a dict with its
+        outcome: the record of kind 1, 2 or 9 with the same card_no and card_atc from any device
+        (`outcome` None: an *unconfirmed debit*: the card may or may not have been debited; it is
+        never money until an outcome arrives or clearing settles it from the card's counters)."""
+        sql = (
+            "SELECT i.device_id, i.seq, i.rtime, i.card_no, i.card_atc, i.amount, i.raw, "
+            "(SELECT o.kind FROM records o WHERE o.card_no = i.card_no "
+            "AND o.card_atc = i.card_atc AND o.kind IN (1, 2, 9) "
+            "ORDER BY o.device_id, o.seq LIMIT 1), "
+            "(SELECT o.device_id FROM records o WHERE o.card_no = i.card_no "
+            "AND o.card_atc = i.card_atc AND o.kind IN (1, 2, 9) "
+            "ORDER BY o.device_id, o.seq LIMIT 1), "
+            "(SELECT o.seq FROM records o WHERE o.card_no = i.card_no "
+            "AND o.card_atc = i.card_atc AND o.kind IN (1, 2, 9) "
+            "ORDER BY o.device_id, o.seq LIMIT 1) "
+            "FROM records i WHERE i.kind = 8"
+        )
+        args = ()
+        if device_id is not None:
+            sql += " AND i.device_id = ?"
+            args = (device_id,)
+        sql += " ORDER BY i.device_id, i.seq"
+        with self._tx(write=False) as ex:
+            rows = ex.all(sql, args)
+        out = []
+        for dev, seq, rtime, card_no, atc, amount, raw, okind, odev, oseq in rows:
+            if open_only and okind is not None:
+                continue
+            raw = bytes(raw)
+            out.append(
+                {
+                    "device_id": dev,
+                    "seq": seq,
+                    "time": rtime,
+                    "card_no": card_no,
+                    "card_atc": atc,
+                    "amount": amount,
+                    "psam_tid": raw[14:20].hex(),
+                    "psam_serial": int.from_bytes(raw[20:24], "big"),
+                    "outcome": (
+                        None if okind is None else {"kind": okind, "device_id": odev, "seq": oseq}
+                    ),
+                }
+            )
+        return out
+
+    def unconfirmed(self, device_id=None):
+        """The unconfirmed debits: intents with no outcome yet (see intents())."""
+        return self.intents(device_id, open_only=True)
+
     EXPORT_COLUMNS = (
         "device_id",
         "seq",
@@ -455,6 +538,7 @@ class Store:
         "amount",
         "tac_status",
         "tsn_dup",
+        "card_atc",
         "raw",
     )
 

@@ -39,3 +39,27 @@ def purchase(seq, psam_serial=None, psam_tid=PSAM, rng=None, t=None, tac=None):
 
 def boot(seq, t=None):
     return record.encode({"kind": record.BOOT, "time": t if t is not None else T0 + seq}, seq)
+
+
+def debit(seq, kind, card=1, atc=7, psam_serial=5000, psam_tid=PSAM, t=None, amount=200):
+    """A DEBIT_INTENT, its outcome (PURCHASE, PURCHASE_RECOVERED, DEBIT_VOID) or any other kind
+    for one card and card counter: what the unconfirmed-debit report pairs."""
+    return record.encode(
+        {
+            "kind": kind,
+            "card_type": 1,
+            "txn_type": 6,
+            "time": t if t is not None else T0 + seq * 37,
+            "psam_tid": psam_tid,
+            "psam_serial": psam_serial,
+            "card_no": bytes.fromhex("31040000%012d" % card),
+            "issuer": b"\x31\x04\x00\x00",
+            "amount": amount,
+            "balance_before": 5000,
+            "balance_after": 5000 - amount,
+            "card_atc": atc,
+            "tac": b"TACX" if kind in (record.PURCHASE, record.PURCHASE_RECOVERED) else 0,
+            "route": 52,
+        },
+        seq,
+    )
