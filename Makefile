@@ -9,7 +9,7 @@ PORT ?= /dev/ttyUSB0
 BAUD ?= 460800
 MPY_CROSS_FLAGS ?=
 
-.PHONY: help setup test lint firmware deploy flash sim bench fuzz clean
+.PHONY: help setup test lint firmware micropython32 deploy flash sim bench fuzz clean
 
 help:
 	@echo "make sim                  run the simulated bench end to end (collector, simulators, firmware)"
@@ -17,6 +17,8 @@ help:
 	@echo "make setup                create $(VENV) with the pinned tools (run implicitly)"
 	@echo "make lint                 ruff over the whole tree"
 	@echo "make firmware BOARD=b     compile firmware, drivers and board files to build/b/*.mpy"
+	@echo "make micropython32        32-bit unix MicroPython with the application frozen in"
+	@echo "                          (build/micropython32/; MICROPY_SRC=path to a v1.27 source)"
 	@echo "make deploy BOARD=b PORT=p  copy build/b to a board with mpremote"
 	@echo "make flash PORT=p FIRMWARE=f.bin  write MicroPython itself with esptool"
 	@echo "make bench                benchmarks -> bench/results.json and BENCHMARKS.md"
@@ -40,6 +42,10 @@ test: $(STAMP)
 
 firmware: $(STAMP)
 	$(BIN)/python -m tools.build_firmware --board $(BOARD) --out build/$(BOARD) $(MPY_CROSS_FLAGS)
+
+# Rebuilds only when what it freezes changes (content hash; tools/build_micropython32.py).
+micropython32: $(STAMP)
+	$(BIN)/python -m tools.build_micropython32 $(if $(MICROPY_SRC),--src "$(MICROPY_SRC)",)
 
 # mpremote: `fs cp -r DIR/. :` would nest; copy the build tree's contents into the device root.
 deploy: firmware
