@@ -13,6 +13,12 @@ A test file may start with a directive line (see tests/README.md)::
 
 ``server=`` starts ``python -m <module> --port 0`` for the file's run; the module prints
 ``PORT <n>`` on its first stdout line and the MicroPython side finds it in ``SIM_PORT``.
+
+``runtime=micropython32`` runs the file on build/micropython32/micropython32 (32-bit, the
+application frozen in: tools/build_micropython32.py, built once per session when its inputs
+changed). Its path is ``.frozen`` then ``tests/mpy`` only, so the frozen firmware is what loads,
+never the .mpy cache or the sources. Without a MicroPython v1.27 source the file's tests skip
+with a message that says how to get one.
 """
 
 import ast
@@ -81,6 +87,31 @@ def compiled_cache():
     return MPY_CACHE
 
 
+RUNTIME32 = "micropython32"
+_runtime32 = {}  # "exe" -> Path, or "skip" -> why it cannot be built
+
+
+def micropython32_bin():
+    """build/micropython32/micropython32, built (or found current) once per session; raises
+    pytest's skip when no MicroPython v1.27 source or 32-bit compiler is available."""
+    if not _runtime32:
+        from tools import build_micropython32 as b32
+
+        try:
+            _runtime32["exe"] = b32.build(quiet=True)
+        except b32.Unavailable as e:
+            _runtime32["skip"] = "micropython32 not available: %s" % e
+    if "skip" in _runtime32:
+        pytest.skip(_runtime32["skip"])
+    return str(_runtime32["exe"])
+
+
+def micropython32_path():
+    """Frozen modules first; only the test helpers of tests/mpy besides (the runner's own
+    folder is sys.path[0] anyway)."""
+    return ".frozen:" + str(MPY_DIR)
+
+
 def micropython_path(board="unix_sim"):
     """MICROPYPATH for firmware code on the unix port; keeps .frozen (asyncio lives there)."""
     cache = compiled_cache()
@@ -118,12 +149,18 @@ class MpyFileRun:
 
     def run(self):
         opts = read_directives(self.path)
-        cmd = [micropython_bin()]
+        runtime = opts.get("runtime")
+        if runtime not in (None, RUNTIME32):
+            raise MpyTestFailure("unknown runtime=%s (known: %s)" % (runtime, RUNTIME32))
+        cmd = [micropython32_bin() if runtime else micropython_bin()]
         if "heapsize" in opts:
             cmd += ["-X", "heapsize=" + opts["heapsize"]]
         cmd += [str(RUNNER), str(self.path)] + self.names
         env = dict(os.environ)
-        env["MICROPYPATH"] = micropython_path(opts.get("board", "unix_sim"))
+        if runtime:
+            env["MICROPYPATH"] = micropython32_path()
+        else:
+            env["MICROPYPATH"] = micropython_path(opts.get("board", "unix_sim"))
         env["REPO_ROOT"] = str(ROOT)
         timeout = float(opts.get("timeout", 300))
         server = None

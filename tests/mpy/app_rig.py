@@ -1,0 +1,266 @@
+# The whole application (firmware/app.py Validator: journal on littlefs, parameters, decision,
+# purchase, uplink) on in-process parts, shared by the micropython32 tests
+# (tests/mpy/test_runtime32.py) and the heap bench (tools/bench_mpy/app_heap.py):
+#   rig = app_rig.Rig(bundle_bytes)   # formats a flash image, installs the bundle, boots
+#   rig.tap() -> reason               # one flat-fare tap of the in-process card
+#   rig.upload() -> bool              # one uplink round through the in-process back office
+#   rig.office.offer(version, data)   # the back office then offers this bundle
+# The card and PSAM answer with constants made at start-up (tools/bench_mpy/bench_fakes.py), so
+# what a tap allocates is the firmware's own; the flash images are host files (no heap).
+import asyncio
+import os
+import sys
+
+import app
+import config
+import log
+import timeutil
+import uplink_proto as up
+import vfs
+
+try:
+    from bench_fakes import FakeCard, FakePsam
+except ImportError:
+    sys.path.append((os.getenv("REPO_ROOT") or ".") + "/tools/bench_mpy")
+    from bench_fakes import FakeCard, FakePsam
+
+SECRET_HEX = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
+SECRET = bytes(range(32))
+T0 = timeutil.to_seconds(2026, 11, 30, 0, 30, 0)  # 08:30 local
+MOUNT = "/flash"
+
+clock = [T0]
+
+
+def bundle_config(fare=200):
+    """The smallest parameter set that sells a flat fare on route 101 to the fake card."""
+    return {
+        "settings": {"dup_tap_s": 60, "upload_interval_s": 120},
+        "whitelist": {
+            "local_issuers": ["05212482"],
+            "local_city": "2482",
+            "issuers": ["09981001"],
+        },
+        "fares": {"routes": {"101": {"mode": "flat", "fare": fare}}, "card_types": {"1": {}}},
+    }
+
+
+class Target:
+    kind = "A"
+    uid = b"\x01\x02\x03\x04"
+    iso_dep = True
+
+    def uid_hex(self):
+        return "01020304"
+
+
+class Reader:
+    """Reader interface over the in-process card; one card always present."""
+
+    def __init__(self, card):
+        self.card = card
+        self.target = Target()
+        self.iso_dep = True
+
+    def poll(self):
+        return self.target
+
+    def transceive(self, apdu):
+        return self.card.transceive(apdu)
+
+    def present(self):
+        return False
+
+    def release(self):
+        pass
+
+
+class PsamLink(FakePsam):
+    def reset(self):
+        return None
+
+
+class BackOffice:
+    """The transport: answers as the collector would (holds every record it is sent), and
+    offers a parameter bundle once one is set with offer()."""
+
+    def __init__(self, secret):
+        self.secret = secret
+        self.held = 0
+        self.bytes = 0
+        self.requests = 0
+        self.version = 0
+        self.bundle = None
+        self.pkind = up.P_FULL
+        self.base = 0
+
+    def offer(self, version, data, pkind=up.P_FULL, base=0):
+        self.version = version
+        self.bundle = data
+        self.pkind = pkind
+        self.base = base
+
+    async def request(self, method, url, body=b"", headers=None, timeout_ms=30000):
+        self.requests += 1
+        self.bytes += len(body)
+        counter = int.from_bytes(bytes(body[8:12]), "big")
+        kind = body[3]
+        dev_id = int.from_bytes(bytes(body[4:8]), "big")
+        args = (self.secret, kind, 0, dev_id, counter, counter, clock[0])
+        bind = bytes(body[len(body) - 32 :])
+        if kind == up.T_UPLOAD:
+            first = int.from_bytes(bytes(body[20:24]), "big")
+            n = int.from_bytes(bytes(body[24:26]), "big")
+            if n:
+                self.held = first + n - 1
+            return 200, up.encode_answer(*args, value=self.held, extra=self.version, bind=bind)
+        have = int.from_bytes(bytes(body[16:20]), "big")
+        if self.bundle is None or have >= self.version:
+            return 200, up.encode_answer(*args, value=self.version, bind=bind)
+        ans = up.encode_answer(
+            *args,
+            value=self.version,
+            extra=self.base,
+            pkind=self.pkind,
+            payload=self.bundle,
+            bind=bind,
+        )
+        return 200, ans
+
+    def status(self):
+        return {"dbm": -70}
+
+
+class Parts:
+    reader = None
+    psam_link = None
+    transport = None
+    display = None
+    feedback = None
+    wdt = None
+    wdt_grace_ms = 8000
+    root = MOUNT
+    emit = None
+    journal_config = None
+    param_slots = None
+    reset_cause = "power-on"
+    extra_task = None
+    txlog_dev = None
+
+
+class FileDev:
+    """Flash on a host file (no heap), esp32.Partition's interface: writeblocks without an
+    offset erases first, with one it programs; counts erases, programs and programmed bytes."""
+
+    def __init__(self, path, blocks, bs=4096):
+        self.bs = bs
+        self.n = blocks
+        self.path = path
+        with open(path, "wb") as f:
+            blank = b"\xff" * 256
+            for _ in range(blocks * bs // 256):
+                f.write(blank)
+        self.f = open(path, "r+b")
+        self.erases = 0
+        self.programs = 0
+        self.programmed = 0
+
+    def readblocks(self, num, buf, offset=0):
+        self.f.seek(num * self.bs + offset)
+        self.f.readinto(buf)
+
+    def writeblocks(self, num, buf, offset=None):
+        if offset is None:
+            for i in range(len(buf) // self.bs):
+                self.ioctl(6, num + i)
+            offset = 0
+        self.f.seek(num * self.bs + offset)
+        self.f.write(buf)
+        self.programs += 1
+        self.programmed += len(buf)
+
+    def ioctl(self, op, arg):
+        if op == 4:
+            return self.n
+        if op == 5:
+            return self.bs
+        if op == 6:
+            self.f.seek(arg * self.bs)
+            blank = b"\xff" * 256
+            for _ in range(self.bs // 256):
+                self.f.write(blank)
+            self.erases += 1
+        return 0
+
+    def close(self):
+        self.f.close()
+        os.remove(self.path)
+
+
+def store(v):
+    """The validator's record store, whichever the application holds (journal or txlog)."""
+    for name in ("txlog", "log", "journal"):
+        s = getattr(v, name, None)
+        if s is not None and hasattr(s, "last_seq"):
+            return s
+    raise AttributeError("the validator holds no record store")
+
+
+class Rig:
+    def __init__(self, bundle, img="/tmp/app_rig", fs_dev=None, parts=None):
+        self.dev = fs_dev or FileDev(img + ".img", 512)
+        vfs.VfsLfs2.mkfs(self.dev)
+        vfs.mount(vfs.VfsLfs2(self.dev), MOUNT)
+        self.txdev = FileDev(img + ".txlog", 64)  # 256 KiB, the 4 MB boards' txlog partition
+        self.cfg = config.validate(
+            {
+                "device_id": 17,
+                "secret": SECRET_HEX,
+                "route": 101,
+                "stop": 3,
+                "city": "2482",
+                "institution": "1200290000000000",
+                "collector_url": "http://backoffice",
+            }
+        )
+        p = parts or Parts()
+        self.card = FakeCard()
+        if p.reader is None:
+            p.reader = Reader(self.card)
+        if p.psam_link is None:
+            p.psam_link = PsamLink()
+        self.office = BackOffice(self.cfg["secret_bytes"])
+        if p.transport is None:
+            p.transport = self.office
+        p.txlog_dev = self.txdev
+        p.rtc_seconds = lambda: clock[0]
+        self.parts = p
+        self.v = v = app.Validator(p, self.cfg)
+        if bundle is not None:
+            ok, why = v.params.install_bytes(bundle, clock[0])
+            assert ok, why
+        v.params.tick(clock[0])
+        self.booted = v.boot()
+
+    @property
+    def store(self):
+        return store(self.v)
+
+    def tap(self):
+        clock[0] += 97  # past the duplicate-tap window, through the day
+        return self.v.handle_tap(self.parts.reader.target)
+
+    def upload(self):
+        return asyncio.run(self.v.uplink.sync())
+
+    def close(self):
+        try:
+            vfs.umount(MOUNT)
+        except OSError:
+            pass
+        if isinstance(self.dev, FileDev):
+            self.dev.close()
+        self.txdev.close()
+
+
+log.set_level(log.INFO, echo=False)
