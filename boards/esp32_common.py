@@ -37,6 +37,7 @@ class Parts:
     root = ROOT
     emit = None
     journal_config = None
+    txlog_dev = None  # the raw "txlog" partition (firmware/txlog.py)
     param_slots = None
     reset_cause = "power-on"
     extra_task = None
@@ -170,6 +171,7 @@ def make_parts(board, cfg, maintenance=False):
     p.psam_link = from_board(board.PSAM, machine.UART, machine.Pin, machine.PWM)
     p.transport = make_transport(board.MODEM, cfg, maintenance)
     p.param_slots = blacklist_slots()
+    p.txlog_dev = txlog_partition()
     p.wdt = machine.WDT(timeout=WDT_MS)
     return p
 
@@ -189,6 +191,18 @@ def blacklist_slots():
     if not all(found):
         return None
     return [f[0] for f in found]
+
+
+def txlog_partition():
+    """The raw data partition "txlog" of the boards' partition tables, or None (a table
+    without it: the app then says so)."""
+    try:
+        import esp32
+
+        found = esp32.Partition.find(esp32.Partition.TYPE_DATA, label="txlog")
+    except (ImportError, AttributeError, OSError):
+        return None
+    return found[0] if found else None
 
 
 def _rtc_seconds():

@@ -3,6 +3,8 @@
 # where its flash image and configuration live, come from the environment the bench sets:
 #   VALIDATOR_READER  pn532_i2c (default) | pn532_spi | pn532_hsu | rc522_spi
 #   VALIDATOR_FLASH   host file holding the littlefs flash image (default /tmp/validator.img)
+#   VALIDATOR_TXLOG   host file holding the raw txlog partition (default: the flash image's path
+#                     + ".txlog"), 256 KiB as on a 4 MB ESP32
 #   VALIDATOR_CONFIG  host path of config.json (default /flash/config.json inside the image)
 #   VALIDATOR_EVENTS  1: print '@@EV {json}' lines for each tap/boot/record (the bench reads them)
 #   VALIDATOR_WDT_MS  watchdog timeout in ms (default 8000, as on the ESP32 boards)
@@ -23,6 +25,8 @@ DISPLAY = {"bus": "i2c0", "addr": 0x3C, "width": 128, "height": 64}
 CONFIG_PATH = os.getenv("VALIDATOR_CONFIG") or "/flash/config.json"
 FLASH_PATH = os.getenv("VALIDATOR_FLASH") or "/tmp/validator.img"
 FLASH_BLOCKS = 512  # 2 MB of 4 KB blocks, like the vfs partition of a 4 MB ESP32
+TXLOG_PATH = os.getenv("VALIDATOR_TXLOG") or FLASH_PATH + ".txlog"
+TXLOG_BLOCKS = 64  # the 256 KiB "txlog" partition of a 4 MB ESP32
 
 
 class Parts:
@@ -38,6 +42,7 @@ class Parts:
     root = "/flash"
     emit = None
     journal_config = None
+    txlog_dev = None  # the raw transaction-log partition (boards/unix_sim/rawflash.py)
     param_slots = None
     reset_cause = "power-on"
     extra_task = None
@@ -214,6 +219,9 @@ def make_parts(cfg):
     p.psam_link = make_psam_link()
     p.transport = make_transport(cfg)
     p.wdt = SimWDT(p.wdt_grace_ms)
+    from rawflash import FileFlash
+
+    p.txlog_dev = FileFlash(TXLOG_PATH, TXLOG_BLOCKS)
     return p
 
 

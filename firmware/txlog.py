@@ -1,0 +1,689 @@
+# The transaction log: 64-byte records (record.py) appended to a raw flash partition (the
+# esp32.Partition interface: boards/unix_sim/rawflash.py in tests). Format, recovery, capacity and
+# wear: docs/journal.md.
+#
+# The partition is a ring of 4 KB sectors of 64-byte slots. Slot 0 of a sector in use holds its
+# header (magic, epoch, the sequence number its first record gets, the acknowledged cursor, how
+# many carried intents follow); then copies of the intents still open when the sector was opened
+# ("carries"); then records and ack notes, in the order they were written. A sector is opened by
+# programming its carries first and its header last, so a sector with a valid header always holds
+# complete carries; a cut before that leaves a sector without a header, erased before reuse.
+# Boot reads every header and the slots of the newest sector only: the open intents are that
+# sector's carries plus its own intents not closed by its own outcomes.
+#
+# An append is one program of one slot, never an erase: sectors are erased ahead of use in idle
+# time (maintain()), which also rolls to the next sector while idle when the current one is
+# nearly full, so a tap's intent and outcome land in a sector already prepared. An inline roll
+# (no idle time) is still correct, only slower. The newest sector is never erased, so sequence
+# numbers never go back, whatever is acknowledged and erased.
+try:
+    from micropython import const
+except ImportError:  # CPython
+
+    def const(x):
+        return x
+
+
+import log
+import record
+from crc import crc32
+
+_log = log.get("txlog")
+
+_SLOT = const(64)
+_CRC_AT = const(60)
+_MAGIC = b"TXL\x01"
+_NOTE = const(0xA5)  # first byte of a note slot (records start with record.VERSION)
+_NOTE_ACK = const(1)
+_KIND_AT = const(1)
+_SEQ_AT = const(6)
+_CARD_AT = const(24)
+_CARD_END = const(34)
+_ATC_AT = const(47)
+
+# sector states (RAM)
+_UNKNOWN = const(0)  # header slot erased: not checked further yet
+_READY = const(1)  # verified (or made) fully erased since boot
+_LIVE = const(2)  # a valid header
+_DIRTY = const(3)  # something programmed, no valid header: erase before use
+
+DEFAULTS = {
+    "purchase_reserve": 64,  # slots kept for outcomes, recoveries and events once "full"
+    "warn_pct": 80,  # status "warn" from this share of the capacity in use
+    "roll_slack": 2,  # maintain() rolls when fewer free slots remain (a tap writes 2)
+    "open_max": 8,  # open intents kept; a new intent beyond needs an acknowledged one released
+    "release_age": 4096,  # records after which an acknowledged open intent is released
+}
+
+
+class TxLogError(Exception):
+    pass
+
+
+class LogFull(TxLogError):
+    pass
+
+
+class AckError(ValueError):
+    pass
+
+
+def _u32(b, off):
+    return (b[off] << 24) | (b[off + 1] << 16) | (b[off + 2] << 8) | b[off + 3]
+
+
+def _put32(b, off, n):
+    b[off] = (n >> 24) & 0xFF
+    b[off + 1] = (n >> 16) & 0xFF
+    b[off + 2] = (n >> 8) & 0xFF
+    b[off + 3] = n & 0xFF
+
+
+def _erased(b):
+    for x in b:
+        if x != 0xFF:
+            return False
+    return True
+
+
+def _zero(b):
+    for x in b:
+        if x:
+            return False
+    return True
+
+
+def _crc_ok(b):
+    return crc32(memoryview(b)[:_CRC_AT]) == _u32(b, _CRC_AT)
+
+
+class TxLog:
+    def __init__(self, dev, config=None):
+        cfg = dict(DEFAULTS)
+        if config:
+            for k in config:
+                if k not in cfg:
+                    raise TxLogError("unknown txlog setting %r" % k)
+                cfg[k] = config[k]
+        self._cfg = cfg
+        self._dev = dev
+        bs = dev.ioctl(5, 0)
+        n = dev.ioctl(4, 0)
+        if not bs or bs % _SLOT or bs // _SLOT < 8 or bs // _SLOT > 256:
+            raise TxLogError("block size %r unusable" % (bs,))
+        if not n or n < 3:
+            raise TxLogError("a log needs at least 3 sectors, partition has %r" % (n,))
+        self._n = n
+        self._slots = bs // _SLOT
+        self._bs = bs
+        self._buf = bytearray(_SLOT)  # the record being appended
+        self._rbuf = bytearray(_SLOT)  # reads
+        self._hbuf = bytearray(_SLOT)  # headers and notes
+        self._zbuf = bytes(_SLOT)  # zeros: seals a torn slot
+        self._state = bytearray(n)
+        self._epoch = [0] * n
+        self._first = [0] * n
+        self._carry = bytearray(n)
+        self._order = []  # LIVE sectors, oldest epoch first
+        self._cur = -1  # the newest sector (-1: none yet)
+        self._next = 0  # next free slot in it
+        self._pool = []  # open intents (64-byte records), oldest first; _open are in use
+        self._open = 0
+        self._rescan = False
+        self._ack_held = False  # an ack in RAM only, until the next header
+        self._ahead = 0  # sectors after the current one that may be reused
+        self.last_seq = 0
+        self.acked_seq = 0
+        self.cut_records = 0
+        self.erases = 0
+        self.released = 0
+        self._recover()
+
+    # ---- flash primitives ---------------------------------------------------------------------
+
+    def _read(self, sector, slot, buf):
+        self._dev.readblocks(sector, buf, slot * _SLOT)
+
+    def _program(self, sector, slot, buf):
+        self._dev.writeblocks(sector, buf, slot * _SLOT)
+
+    def _erase(self, sector):
+        self._state[sector] = _DIRTY  # until it is done: a failure leaves it to be erased again
+        self._dev.ioctl(6, sector)
+        self.erases += 1
+        self._state[sector] = _READY
+        self._epoch[sector] = 0
+
+    # ---- recovery -----------------------------------------------------------------------------
+
+    def _recover(self):
+        h = self._hbuf
+        acked = 0
+        for s in range(self._n):
+            self._read(s, 0, h)
+            if _erased(h):
+                self._state[s] = _UNKNOWN
+            elif h[:4] == _MAGIC and _crc_ok(h) and h[16] < self._slots:
+                self._state[s] = _LIVE
+                self._epoch[s] = _u32(h, 4)
+                self._first[s] = _u32(h, 8)
+                self._carry[s] = h[16]
+                a = _u32(h, 12)
+                if a > acked:
+                    acked = a
+            else:
+                _log.warning("sector %d: no valid header, erased before reuse", s)
+                self._state[s] = _DIRTY
+        order = [s for s in range(self._n) if self._state[s] == _LIVE]
+        order.sort(key=lambda s: self._epoch[s])
+        # Epochs and first sequence numbers only grow along the ring: a header that breaks this
+        # (planted, or left by a foreign tool) is not trusted with sequence numbers.
+        # Walked from the newest back.
+        kept = []
+        for i in range(len(order) - 1, -1, -1):
+            s = order[i]
+            if kept and (
+                self._epoch[s] == self._epoch[kept[-1]] or self._first[s] > self._first[kept[-1]]
+            ):
+                _log.error("sector %d: header out of order (epoch %d), ignored", s, self._epoch[s])
+                self._state[s] = _DIRTY
+                continue
+            kept.append(s)
+        kept.reverse()
+        self._order = kept
+        self._pool = [bytearray(_SLOT) for _ in range(self._cfg["open_max"])]
+        self._open = 0
+        if kept:
+            self._cur = kept[-1]
+            self.last_seq = self._first[self._cur] - 1
+            self.acked_seq = acked
+            self._scan_tail()
+        else:
+            self._cur = -1
+            self._next = self._slots
+            self.last_seq = 0
+            self.acked_seq = 0
+        if self.acked_seq > self.last_seq:
+            self.acked_seq = self.last_seq
+        self._release(False)
+        self._recount()
+        _log.info(
+            "open: %d sectors in use of %d, last seq %d, acked %d, %d open intents",
+            len(self._order),
+            self._n,
+            self.last_seq,
+            self.acked_seq,
+            self._open,
+        )
+
+    def _scan_tail(self):
+        """Read the newest sector: carries, records, notes. Sets last_seq, acked_seq, the next
+        free slot and the open intents; seals torn slots."""
+        s = self._cur
+        b = self._rbuf
+        c = self._carry[s]
+        self._open = 0
+        first = self._first[s]
+        for slot in range(1, 1 + c):
+            self._read(s, slot, b)
+            if record.valid(b) and b[_KIND_AT] == record.DEBIT_INTENT:
+                self._add_open(b)
+            else:
+                _log.error("sector %d: carried intent in slot %d unreadable", s, slot)
+                self.cut_records += 1
+        last = first - 1
+        acked = self.acked_seq
+        end = 1 + c  # one past the last slot holding anything
+        good = -1  # slot of the last valid record
+        bad = []
+        for slot in range(1 + c, self._slots):
+            self._read(s, slot, b)
+            if _erased(b):
+                continue
+            end = slot + 1
+            if record.valid(b) and record.seq_of(b) > last:
+                last = record.seq_of(b)
+                good = slot
+                k = b[_KIND_AT]
+                if k == record.DEBIT_INTENT:
+                    self._add_open(b)
+                elif k in record.OUTCOME_KINDS:
+                    self._close(b)
+            elif b[0] == _NOTE and b[1] == _NOTE_ACK and _crc_ok(b):
+                a = _u32(b, 2)
+                if a > acked:
+                    acked = a
+            elif not _zero(b):
+                bad.append(slot)
+        self._next = end
+        for slot in bad:
+            # A torn program (a cut append or note): zeroed, so it reads the same at every boot.
+            # Its number is issued again only if it was the last: an append cut half-way never
+            # returned and never read back valid, so nothing can have uploaded it.
+            if slot < good:
+                self.cut_records += 1
+                _log.error("sector %d slot %d: record unreadable, skipped", s, slot)
+            else:
+                _log.warning("sector %d slot %d: torn write sealed", s, slot)
+            self._program(s, slot, self._zbuf)
+        if good > 0:
+            # Re-program the last record over itself: identical bits, so nothing changes on a
+            # good record, but a program cut at its very end is completed and stops reading
+            # back differently from boot to boot (it may have been uploaded already).
+            self._read(s, good, b)
+            self._program(s, good, b)
+        self.last_seq = last
+        if acked > last:
+            acked = last
+        self.acked_seq = acked
+        self._rescan = False
+
+    # ---- open intents (RAM) -------------------------------------------------------------------
+
+    def _add_open(self, b):
+        if self._open == len(self._pool):
+            self._pool.append(bytearray(_SLOT))  # only at boot: append() releases or refuses
+        self._pool[self._open][:] = b
+        self._open += 1
+
+    def _close(self, b):
+        pool = self._pool
+        for i in range(self._open):
+            p = pool[i]
+            if p[_ATC_AT] != b[_ATC_AT] or p[_ATC_AT + 1] != b[_ATC_AT + 1]:
+                continue
+            same = True
+            for k in range(_CARD_AT, _CARD_END):
+                if p[k] != b[k]:
+                    same = False
+                    break
+            if same:
+                self._drop(i)
+                return True
+        return False
+
+    def _drop(self, i):
+        pool = self._pool
+        p = pool[i]
+        for j in range(i, self._open - 1):
+            pool[j] = pool[j + 1]
+        self._open -= 1
+        pool[self._open] = p
+
+    def _release(self, need_room):
+        """Release acknowledged open intents: those older than release_age records, and with
+        need_room the oldest acknowledged one when the set is full. Unacknowledged never."""
+        age = self._cfg["release_age"]
+        cap = self._cfg["open_max"]
+        i = 0
+        freed = False
+        while i < self._open:
+            seq = record.seq_of(self._pool[i])
+            over = self._open > cap or (need_room and not freed and self._open >= cap)
+            if seq <= self.acked_seq and (self.last_seq - seq >= age or over):
+                _log.warning("open intent %d released (acknowledged, unresolved)", seq)
+                self._drop(i)
+                self.released += 1
+                freed = True
+                continue
+            i += 1
+        return freed
+
+    def open_intents(self):
+        """record.decode() of each open DEBIT_INTENT, with "seq", oldest first (from RAM)."""
+        out = []
+        for i in range(self._open):
+            d = record.decode(self._pool[i])
+            out.append(d)
+        return out
+
+    # ---- capacity -----------------------------------------------------------------------------
+
+    def _sector_end(self, k):
+        """One past the last sequence number sector _order[k] can hold."""
+        if k + 1 < len(self._order):
+            return self._first[self._order[k + 1]]
+        return self.last_seq + 1
+
+    def _reusable(self, s):
+        if self._state[s] != _LIVE:
+            return True
+        k = self._order.index(s)
+        return k < len(self._order) - 1 and self._sector_end(k) - 1 <= self.acked_seq
+
+    def _recount(self):
+        # Sectors after the current one, in ring order, until the first holding unacknowledged
+        # records: what the log can still use. Kept up to date here (boot, ack, roll, erase) so
+        # can_accept_purchase() in the tap is O(1).
+        n = 0
+        if self._cur < 0:
+            n = self._n - 1
+        else:
+            s = (self._cur + 1) % self._n
+            while s != self._cur and self._reusable(s):
+                n += 1
+                s = (s + 1) % self._n
+        self._ahead = n
+
+    def _per_sector(self):
+        return self._slots - 1 - self._open
+
+    def _free(self):
+        here = self._slots - self._next if self._cur >= 0 else self._per_sector()
+        # one sector stays as the ring's gap: the next roll needs a sector to go to
+        ahead = self._ahead - 1 if self._ahead > 0 else 0
+        return here + ahead * self._per_sector()
+
+    @property
+    def capacity(self):
+        return (self._n - 1) * (self._slots - 1)
+
+    def can_accept_purchase(self):
+        """Room for an intent and its outcome beyond the reserve, and room in the open set."""
+        if self._free() < self._cfg["purchase_reserve"] + 2:
+            return False
+        if self._open >= self._cfg["open_max"]:
+            return self._release(True)
+        return True
+
+    @property
+    def backlog(self):
+        return self.last_seq - self.acked_seq
+
+    # ---- appending ----------------------------------------------------------------------------
+
+    def append(self, fields):
+        """Store one record and return its sequence number; durable when this returns. One
+        program, no erase (unless no sector was prepared: then an inline roll). LogFull when no
+        slot is left; record.RecordError on a field that does not fit (nothing written)."""
+        seq = self.last_seq + 1
+        buf = self._buf
+        record.encode_into(buf, fields, seq)
+        return self._store(buf, seq)
+
+    def adopt(self, raw):
+        """Store an already encoded record keeping its sequence number (migration); it must be
+        valid and above last_seq."""
+        if not record.valid(raw):
+            raise TxLogError("adopt: invalid record")
+        seq = record.seq_of(raw)
+        if seq <= self.last_seq:
+            raise TxLogError("adopt: seq %d not above %d" % (seq, self.last_seq))
+        self._buf[:] = raw
+        return self._store(self._buf, seq)
+
+    def _store(self, buf, seq):
+        if self._rescan:
+            self._scan_tail()
+            if seq <= self.last_seq:  # the failed program did land after all: renumber
+                seq = self.last_seq + 1
+                _put32(buf, _SEQ_AT, seq)
+                _put32(buf, _CRC_AT, crc32(memoryview(buf)[:_CRC_AT]))
+        kind = buf[_KIND_AT]
+        if kind == record.DEBIT_INTENT and self._open >= self._cfg["open_max"]:
+            if not self._release(True):
+                _log.error("append %d refused: %d intents open", seq, self._open)
+                raise LogFull("%d unconfirmed debits open" % self._open)
+        if self._next >= self._slots:
+            self._roll()  # inline: maintain() did not get the chance
+        s = self._cur
+        slot = self._next
+        try:
+            self._program(s, slot, buf)
+        except OSError as e:
+            self._rescan = True  # what reached the slot is read back before the next write
+            _log.error("append %d failed: %r", seq, e)
+            raise
+        self._next = slot + 1
+        self.last_seq = seq
+        if kind == record.DEBIT_INTENT:
+            self._pool[self._open][:] = buf
+            self._open += 1
+        elif kind in record.OUTCOME_KINDS:
+            self._close(buf)
+        return seq
+
+    def _roll(self):
+        """Open the next sector of the ring: carries, then the header (the commit)."""
+        t = (self._cur + 1) % self._n if self._cur >= 0 else 0
+        if self._cur >= 0 and not self._reusable(t):
+            _log.error("log full: sector %d holds unacknowledged records", t)
+            raise LogFull("log full: %d records unacknowledged" % self.backlog)
+        if self._open + 2 > self._slots:
+            raise LogFull("%d open intents do not fit a sector" % self._open)
+        self._prepare(t)
+        if self._cur >= 0:
+            epoch = self._epoch[self._cur] + 1
+        else:
+            epoch = 1
+        try:
+            for i in range(self._open):
+                self._program(t, 1 + i, self._pool[i])
+            h = self._hbuf
+            for i in range(_SLOT):
+                h[i] = 0
+            h[:4] = _MAGIC
+            _put32(h, 4, epoch)
+            _put32(h, 8, self.last_seq + 1)
+            _put32(h, 12, self.acked_seq)
+            h[16] = self._open
+            _put32(h, _CRC_AT, crc32(memoryview(h)[:_CRC_AT]))
+            self._program(t, 0, h)
+        except OSError:
+            self._state[t] = _DIRTY
+            raise
+        self._state[t] = _LIVE
+        self._epoch[t] = epoch
+        self._first[t] = self.last_seq + 1
+        self._carry[t] = self._open
+        self._order.append(t)
+        self._cur = t
+        self._next = 1 + self._open
+        self._ack_held = False
+        self._recount()
+
+    def _prepare(self, t):
+        """Make sector t erased: nothing if known so, a read check if unknown, else an erase."""
+        st = self._state[t]
+        if st == _READY:
+            return False
+        if st == _UNKNOWN and self._check_erased(t):
+            self._state[t] = _READY
+            return False
+        if st == _LIVE:
+            self._order.remove(t)
+        self._erase(t)
+        return True
+
+    def _check_erased(self, t):
+        b = self._rbuf
+        for slot in range(self._slots):
+            self._read(t, slot, b)
+            if not _erased(b):
+                return False
+        return True
+
+    # ---- idle time ----------------------------------------------------------------------------
+
+    def maintain(self):
+        """One piece of idle-time work; True if it did something. Rolls to the next sector when
+        fewer than roll_slack slots remain, erases (or checks) the next sector ahead, releases
+        old acknowledged intents."""
+        if self._rescan:
+            self._scan_tail()
+            return True
+        t = (self._cur + 1) % self._n if self._cur >= 0 else 0
+        free = self._slots - self._next
+        slack = self._cfg["roll_slack"]
+        if self._cur < 0 or free < slack or (self._ack_held and free <= slack):
+            if self._state[t] == _READY:
+                self._roll()
+                return True
+        if self._state[t] != _READY and (self._cur < 0 or self._reusable(t)):
+            self._prepare(t)
+            self._recount()
+            return True
+        return self._release(False)
+
+    # ---- reading ------------------------------------------------------------------------------
+
+    def _find(self, seq):
+        """(index in _order, slot) of the first record with a sequence number >= seq, or
+        (len(_order), 0) when there is none."""
+        order = self._order
+        lo = 0
+        hi = len(order)
+        while lo < hi:  # the last sector whose first number is <= seq
+            mid = (lo + hi) // 2
+            if self._first[order[mid]] <= seq:
+                lo = mid + 1
+            else:
+                hi = mid
+        k = lo - 1 if lo > 0 else 0
+        b = self._rbuf
+        while k < len(order):
+            s = order[k]
+            c = self._carry[s]
+            end = self._next if s == self._cur else self._slots
+            # records are numbered consecutively from the header's number, notes and torn
+            # slots only push them later: start where it would be without them
+            start = 1 + c + (seq - self._first[s] if seq > self._first[s] else 0)
+            if start > end:
+                start = end
+            slot = start
+            while slot > 1 + c:  # back over a gap in the numbers (records adopted at migration)
+                self._read(s, slot - 1, b)
+                if record.valid(b) and record.seq_of(b) >= seq:
+                    slot -= 1
+                elif record.valid(b):
+                    break
+                else:
+                    slot -= 1
+            while slot < end:
+                self._read(s, slot, b)
+                if record.valid(b) and record.seq_of(b) >= seq:
+                    return k, slot
+                slot += 1
+            k += 1
+        return len(order), 0
+
+    def record(self, seq):
+        """The stored record with this sequence number as bytes, or None."""
+        if seq < 1 or seq > self.last_seq:
+            return None
+        k, slot = self._find(seq)
+        if k < len(self._order) and record.seq_of(self._rbuf) == seq:
+            return bytes(self._rbuf)
+        return None
+
+    def records_after(self, seq, limit=32):
+        """Up to `limit` stored records numbered above `seq`, oldest first, as bytes."""
+        out = []
+        if seq >= self.last_seq or limit <= 0:
+            return out
+        k, slot = self._find(seq + 1)
+        b = self._rbuf
+        order = self._order
+        while k < len(order) and len(out) < limit:
+            s = order[k]
+            end = self._next if s == self._cur else self._slots
+            while slot < end and len(out) < limit:
+                self._read(s, slot, b)
+                if record.valid(b) and seq < record.seq_of(b) <= self.last_seq:
+                    out.append(bytes(b))
+                slot += 1
+            k += 1
+            if k < len(order):
+                slot = 1 + self._carry[order[k]]
+        return out
+
+    # ---- acknowledgement ----------------------------------------------------------------------
+
+    def ack(self, seq):
+        """The back office holds every record up to `seq`. AckError for a number not issued or
+        below the cursor. Persisted as a note in the current sector (one program, no erase)
+        when a slot is spare, else in the next sector's header."""
+        if not isinstance(seq, int) or seq > self.last_seq:
+            _log.warning("ack %r refused: unknown (last seq %d)", seq, self.last_seq)
+            raise AckError("ack of unknown sequence %r" % (seq,))
+        if seq < self.acked_seq:
+            _log.warning("ack %d refused: below the cursor %d", seq, self.acked_seq)
+            raise AckError("ack %d regresses below %d" % (seq, self.acked_seq))
+        if seq == self.acked_seq:
+            return False
+        if self._cur >= 0 and self._slots - self._next > self._cfg["roll_slack"]:
+            h = self._hbuf
+            for i in range(_SLOT):
+                h[i] = 0
+            h[0] = _NOTE
+            h[1] = _NOTE_ACK
+            _put32(h, 2, seq)
+            _put32(h, _CRC_AT, crc32(memoryview(h)[:_CRC_AT]))
+            slot = self._next
+            try:
+                self._program(self._cur, slot, h)
+            except OSError:
+                self._rescan = True
+                raise
+            self._next = slot + 1
+        else:
+            self._ack_held = True  # maintain() rolls soon: the new header carries it
+        self.acked_seq = seq
+        self._recount()
+        return True
+
+    # ---- status and maintenance ---------------------------------------------------------------
+
+    def status(self):
+        cap = self.capacity
+        free = self._free()
+        used = cap - free if cap > free else 0
+        if not self.can_accept_purchase():
+            state = "full"
+        elif used * 100 >= cap * self._cfg["warn_pct"]:
+            state = "warn"
+        else:
+            state = "ok"
+        return {
+            "state": state,
+            "last_seq": self.last_seq,
+            "acked_seq": self.acked_seq,
+            "backlog": self.backlog,
+            "used": used,
+            "capacity": cap,
+            "segments": len(self._order),
+            "cut_records": self.cut_records,
+            "open_intents": self._open,
+            "erases": self.erases,
+        }
+
+    def wipe(self):
+        """Drop the records (maintenance): the cursor moves to the end, or to just before the
+        oldest open intent the back office has not acknowledged (nothing drops an unconfirmed
+        debit), and every sector fully acknowledged is erased. Sequence numbers go on."""
+        target = self.last_seq
+        for i in range(self._open):
+            s = record.seq_of(self._pool[i])
+            if s > self.acked_seq and s - 1 < target:
+                target = s - 1
+        if target > self.acked_seq:
+            self.ack(target)
+        for s in list(self._order[:-1]):
+            if self._reusable(s):
+                self._prepare(s)
+        self._recount()
+        _log.warning("log wiped up to seq %d (last %d)", target, self.last_seq)
+
+    def set_floor(self, next_seq, acked=0):
+        """Number the next record `next_seq` (migration: the old journal's numbering goes on);
+        never lowers the numbering. Opens a sector whose header carries it."""
+        if next_seq - 1 <= self.last_seq:
+            return False
+        self.last_seq = next_seq - 1
+        if acked > self.acked_seq:
+            self.acked_seq = acked if acked <= self.last_seq else self.last_seq
+        self._roll()
+        return True
+
+    def close(self):
+        pass
