@@ -196,6 +196,11 @@ class TxLog:
         if kept:
             self._cur = kept[-1]
             self.last_seq = self._first[self._cur] - 1
+            # Sectors are erased oldest first and only once acknowledged (an ack may have been
+            # held in RAM when its sector went): whatever lies before the oldest one left was
+            # acknowledged.
+            if self._first[kept[0]] - 1 > acked:
+                acked = self._first[kept[0]] - 1
             self.acked_seq = acked
             self._scan_tail()
         else:
