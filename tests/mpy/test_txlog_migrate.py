@@ -1,0 +1,269 @@
+# mpy: heapsize=8m timeout=600
+# Migration of the littlefs journal into the raw-flash log (firmware/txlog_migrate.py): records
+# keep their numbers, pending purchases become open intents (unless already booked), it runs
+# once, and a power cut at every flash operation of both file systems (clean or torn), followed
+# by a reboot and the migration again, loses nothing and doubles nothing.
+import struct
+
+import journal
+import log
+import mptest
+import ramdisk
+import rawflash
+import record
+import txlog
+import txlog_migrate
+import vfs
+from crc import crc32
+
+BLOCK = 512
+BLOCKS = 96
+JCFG = {"seg_records": 8, "hwm_step": 50, "reserve_blocks": 4}
+MNT = "/mg"
+ROOT = MNT + "/journal"
+
+
+def setup():
+    log.set_level(log.ERROR, echo=False)
+
+
+def teardown():
+    log.set_level(log.INFO, echo=True)
+    try:
+        vfs.umount(MNT)
+    except OSError:
+        pass
+
+
+def card(i):
+    return bytes((0x31, 0, 0, 0, 0, 0, 0, 0, 0, i))
+
+
+def sale(i):
+    return {
+        "kind": record.PURCHASE,
+        "time": 1000 + i,
+        "amount": 200,
+        "card_no": card(i),
+        "card_atc": i,
+        "route": 3,
+    }
+
+
+def entry(i, atc):
+    return {
+        "card_no": card(i),
+        "issuer": b"\x01\x02\x03\x04",
+        "card_type": 1,
+        "txn_type": 6,
+        "atc": atc,
+        "amount": 150,
+        "balance_before": 1000,
+        "psam_serial": 77,
+        "time": 5000 + i,
+        "route": 3,
+        "stop": 4,
+        "fare_rule": 2,
+        "discount": 100,
+        "psam_tid": b"\x00\x00\x00\x00\x12\x34",
+        "datetime": b"\x20\x26\x12\x04\x10\x00\x00",
+    }
+
+
+def pending_blob(entries):
+    # the old firmware's format (its firmware/pending.py), built here independently
+    fmt = ">10s4sBBHIIIIHHBH6s7s"
+    keys = (
+        "card_no",
+        "issuer",
+        "card_type",
+        "txn_type",
+        "atc",
+        "amount",
+        "balance_before",
+        "psam_serial",
+        "time",
+        "route",
+        "stop",
+        "fare_rule",
+        "discount",
+        "psam_tid",
+        "datetime",
+    )
+    out = bytearray(b"PD\x01") + bytes((len(entries),))
+    for e in entries:
+        out += struct.pack(fmt, *[e[k] for k in keys])
+    c = crc32(out)
+    return bytes(out) + struct.pack(">I", c)
+
+
+class Power:
+    """One power switch for both devices: the order of their operations is logged, and a cut
+    at global operation k arms the device that does it."""
+
+    def __init__(self):
+        self.order = []
+
+
+class LfsDev(ramdisk.RAMBlockDev):
+    def _op(self):
+        ok = ramdisk.RAMBlockDev._op(self)
+        if ok and self.power is not None:
+            self.power.order.append(0)
+        return ok
+
+
+class RawDev(rawflash.RawFlash):
+    def _op(self):
+        ok = rawflash.RawFlash._op(self)
+        if ok and self.power is not None:
+            self.power.order.append(1)
+        return ok
+
+
+def old_state(n=40, acked=25, pend=None):
+    """A littlefs image holding an old journal: n purchases, acked up to `acked`, a pending blob
+    (the purchase of card 30 at ATC 30 is also booked: a cut between the two writes)."""
+    dev = LfsDev(BLOCK, BLOCKS)
+    dev.power = None
+    vfs.VfsLfs2.mkfs(dev)
+    vfs.mount(vfs.VfsLfs2(dev, mtime=False), MNT)
+    j = journal.Journal(ROOT, JCFG)
+    for i in range(1, n + 1):
+        j.append(sale(i))
+    if acked:
+        j.ack(acked)
+    if pend is None:
+        pend = [entry(30, 30), entry(41, 7), entry(42, 9)]
+    if pend:
+        j.save_pending(pending_blob(pend))
+    j.close()
+    vfs.umount(MNT)
+    return bytes(dev.data)
+
+
+def boot(lfs_image, raw_image, power=None):
+    dev = LfsDev(BLOCK, BLOCKS)
+    dev.power = power
+    dev.data[:] = lfs_image
+    vfs.mount(vfs.VfsLfs2(dev, mtime=False), MNT)
+    raw = RawDev(8, data=bytearray(raw_image))
+    raw.power = power
+    return dev, raw
+
+
+def check_done(lg, n=40, acked=25, intents=((41, 7), (42, 9))):
+    mptest.eq(lg.acked_seq, acked)
+    mptest.eq(lg.last_seq, n + len(intents))
+    recs = lg.records_after(acked, 1000)
+    mptest.eq([record.seq_of(b) for b in recs], list(range(acked + 1, lg.last_seq + 1)))
+    for b in recs[: n - acked]:
+        s = record.seq_of(b)
+        mptest.hex_eq(b, record.encode(sale(s), s), "record %d moved as it was" % s)
+    got = [(d["card_no"][-1], d["card_atc"]) for d in lg.open_intents()]
+    mptest.eq(got, list(intents))
+    mptest.false(txlog_migrate._is_dir(ROOT), "old journal removed")
+
+
+def test_moves_records_numbers_and_pending_purchases():
+    img = old_state()
+    lfs, raw = boot(img, b"\xff" * (8 * 4096))
+    lg = txlog.TxLog(raw)
+    got = txlog_migrate.run(ROOT, lg)
+    mptest.eq(got, {"records": 15, "intents": 2, "stale_pending": 1})
+    check_done(lg)
+    d = lg.open_intents()[0]
+    mptest.eq(
+        (d["kind"], d["amount"], d["balance_after"], d["psam_serial"]),
+        (record.DEBIT_INTENT, 150, 850, 77),
+    )
+    mptest.eq(txlog_migrate.run(ROOT, lg), None, "once only")
+    lg2 = txlog.TxLog(raw)
+    check_done(lg2)
+    mptest.eq(lg2.append(sale(99)), 43, "numbering goes on")
+    vfs.umount(MNT)
+
+
+def test_nothing_to_move_and_high_water_mark_kept():
+    lfs, raw = boot(old_state(n=10, acked=10, pend=[]), b"\xff" * (8 * 4096))
+    lg = txlog.TxLog(raw)
+    mptest.eq(txlog_migrate.run(ROOT, lg), {"records": 0, "intents": 0, "stale_pending": 0})
+    mptest.eq((lg.last_seq, lg.acked_seq), (10, 10))
+    mptest.eq(lg.append(sale(1)), 11)
+    vfs.umount(MNT)
+    lfs, raw = boot(old_state(n=3, acked=0, pend=[]), b"\xff" * (8 * 4096))
+    mptest.eq(txlog_migrate.run(MNT + "/none", txlog.TxLog(raw)), None, "no old journal")
+    vfs.umount(MNT)
+
+
+def test_damaged_pending_blob_is_logged_not_fatal():
+    dev = LfsDev(BLOCK, BLOCKS)
+    dev.power = None
+    dev.data[:] = old_state(pend=[])
+    vfs.mount(vfs.VfsLfs2(dev, mtime=False), MNT)
+    j = journal.Journal(ROOT, JCFG)
+    j.save_pending(b"PD\x01\x01garbage")
+    j.close()
+    lg = txlog.TxLog(rawflash.RawFlash(8))
+    mptest.eq(txlog_migrate.run(ROOT, lg)["intents"], 0)
+    check_done(lg, intents=())
+    vfs.umount(MNT)
+
+
+def migrate_with_cut(img, k, tear):
+    """Cut at global op k of a migration, reboot, migrate again: the final log."""
+    power = Power()
+    lfs, raw = boot(img, b"\xff" * (8 * 4096), power)
+    # which device does op k, and its own index
+    if power_plan[k] == 0:
+        lfs.arm(power_plan[:k].count(0), tear == "torn")
+    else:
+        raw.arm(power_plan[:k].count(1), "bits" if tear == "torn" else "clean", k + 1)
+    cut = False
+    try:
+        txlog_migrate.run(ROOT, txlog.TxLog(raw))
+    except OSError:
+        cut = True
+    mptest.true(cut, "op %d cut" % k)
+    lfs.restore_power()
+    raw.restore_power()
+    raw_img = bytes(raw.data)
+    lfs_img = bytes(lfs.data)
+    try:
+        vfs.umount(MNT)
+    except OSError:
+        pass
+    journal._close_unclosed()
+    lfs2, raw2 = boot(lfs_img, raw_img)
+    lg = txlog.TxLog(raw2)
+    txlog_migrate.run(ROOT, lg)
+    return txlog.TxLog(raw2)
+
+
+power_plan = None
+
+
+def test_power_cut_at_every_operation_of_both_file_systems():
+    global power_plan
+    img = old_state()
+    power = Power()
+    lfs, raw = boot(img, b"\xff" * (8 * 4096), power)
+    txlog_migrate.run(ROOT, txlog.TxLog(raw))
+    vfs.umount(MNT)
+    power_plan = power.order
+    n_lfs = power_plan.count(0)
+    n_raw = power_plan.count(1)
+    mptest.true(n_lfs > 5 and n_raw > 10, "%d littlefs, %d raw operations" % (n_lfs, n_raw))
+    for k in range(len(power_plan)):
+        for tear in ("clean", "torn"):
+            lg = migrate_with_cut(img, k, tear)
+            try:
+                check_done(lg)
+            except AssertionError as e:
+                raise AssertionError("cut at op %d (%s): %s" % (k, tear, e))
+            finally:
+                vfs.umount(MNT)
+    mptest.log(
+        "%d cut points (x2: clean, torn) over %d littlefs and %d raw flash operations"
+        % (len(power_plan), n_lfs, n_raw)
+    )
