@@ -1,5 +1,8 @@
-# The transaction journal: the validator's offline queue of 64-byte records (record.py) on
-# littlefs. Design, file formats, capacity and wear figures: docs/journal.md.
+# The littlefs transaction journal of earlier releases: 64-byte records (record.py) in segment
+# files, plus the pending-purchase blob. The validator now keeps its records in the raw-flash log
+# (txlog.py); this module stays as the reader firmware/txlog_migrate.py uses at the first boot
+# after the upgrade (and its tests keep it honest). Its design is in the git history of
+# docs/journal.md.
 #
 # Durability rests on littlefs: a file's content is committed atomically at each flush (sync), so
 # one write+flush per record makes the record durable when append() returns, and a cut before

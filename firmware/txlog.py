@@ -35,6 +35,13 @@ _CRC_AT = const(60)
 _MAGIC = b"TXL\x01"
 _NOTE = const(0xA5)  # first byte of a note slot (records start with record.VERSION)
 _NOTE_ACK = const(1)
+# Headers and notes program only the bytes they use (the rest of the slot stays erased): the
+# bytes programmed per record are the log's flash cost. Header: magic 4, epoch 4, first seq 4,
+# acked 4, carries 1, 0 x3, CRC-32 of the 20 before. Note: 0xA5, kind, seq 4, CRC-32 of the 6.
+_HDR_CRC = const(20)
+_HDR_LEN = const(24)
+_NOTE_CRC = const(6)
+_NOTE_LEN = const(10)
 _KIND_AT = const(1)
 _SEQ_AT = const(6)
 _CARD_AT = const(24)
@@ -93,8 +100,8 @@ def _zero(b):
     return True
 
 
-def _crc_ok(b):
-    return crc32(memoryview(b)[:_CRC_AT]) == _u32(b, _CRC_AT)
+def _crc_ok(b, at):
+    return crc32(memoryview(b)[:at]) == _u32(b, at)
 
 
 class TxLog:
@@ -119,6 +126,7 @@ class TxLog:
         self._buf = bytearray(_SLOT)  # the record being appended
         self._rbuf = bytearray(_SLOT)  # reads
         self._hbuf = bytearray(_SLOT)  # headers and notes
+        self._hview = memoryview(self._hbuf)
         self._zbuf = bytes(_SLOT)  # zeros: seals a torn slot
         self._state = bytearray(n)
         self._epoch = [0] * n
@@ -163,7 +171,7 @@ class TxLog:
             self._read(s, 0, h)
             if _erased(h):
                 self._state[s] = _UNKNOWN
-            elif h[:4] == _MAGIC and _crc_ok(h) and h[16] < self._slots:
+            elif h[:4] == _MAGIC and _crc_ok(h, _HDR_CRC) and h[16] < self._slots:
                 self._state[s] = _LIVE
                 self._epoch[s] = _u32(h, 4)
                 self._first[s] = _u32(h, 8)
@@ -254,7 +262,7 @@ class TxLog:
                     self._add_open(b)
                 elif k in record.OUTCOME_KINDS:
                     self._close(b)
-            elif b[0] == _NOTE and b[1] == _NOTE_ACK and _crc_ok(b):
+            elif b[0] == _NOTE and b[1] == _NOTE_ACK and _crc_ok(b, _NOTE_CRC):
                 a = _u32(b, 2)
                 if a > acked:
                     acked = a
@@ -465,15 +473,14 @@ class TxLog:
             for i in range(self._open):
                 self._program(t, 1 + i, self._pool[i])
             h = self._hbuf
-            for i in range(_SLOT):
-                h[i] = 0
             h[:4] = _MAGIC
             _put32(h, 4, epoch)
             _put32(h, 8, self.last_seq + 1)
             _put32(h, 12, self.acked_seq)
             h[16] = self._open
-            _put32(h, _CRC_AT, crc32(memoryview(h)[:_CRC_AT]))
-            self._program(t, 0, h)
+            h[17] = h[18] = h[19] = 0
+            _put32(h, _HDR_CRC, crc32(self._hview[:_HDR_CRC]))
+            self._program(t, 0, self._hview[:_HDR_LEN])
         except OSError:
             self._state[t] = _DIRTY
             raise
@@ -618,15 +625,13 @@ class TxLog:
             return False
         if self._cur >= 0 and self._slots - self._next > self._cfg["roll_slack"]:
             h = self._hbuf
-            for i in range(_SLOT):
-                h[i] = 0
             h[0] = _NOTE
             h[1] = _NOTE_ACK
             _put32(h, 2, seq)
-            _put32(h, _CRC_AT, crc32(memoryview(h)[:_CRC_AT]))
+            _put32(h, _NOTE_CRC, crc32(self._hview[:_NOTE_CRC]))
             slot = self._next
             try:
-                self._program(self._cur, slot, h)
+                self._program(self._cur, slot, self._hview[:_NOTE_LEN])
             except OSError:
                 self._rescan = True
                 raise

@@ -100,15 +100,15 @@ ROWS = (
     (
         "journal_bytes_per_record",
         "B",
-        "flash bytes programmed per 64-byte record",
-        "littlefs on tests/mpy/ramdisk.py, 4 KB blocks, acks every 20",
+        "flash bytes programmed per 64-byte record (a sale writes two: intent, outcome)",
+        "firmware/txlog.py on boards/unix_sim/rawflash.py, 4 KB sectors, acks every 20",
     ),
-    ("journal_block_writes_per_record", "", "4 KB block erases per record", "same"),
+    ("journal_block_writes_per_record", "", "4 KB sector erases per record", "same"),
     (
         "journal_records_per_mb",
         "",
-        "records accepted per MB of littlefs before purchases stop",
-        "a 1 MB file system filled",
+        "records accepted per MB of log partition before purchases stop",
+        "a 1 MiB partition filled",
     ),
     (
         "uplink_bytes_per_record",
@@ -131,8 +131,8 @@ ROWS = (
     (
         "power_cut_points_tested",
         "",
-        "journal power-cut points (clean and torn)",
-        "`tools/bench_mpy/powercut.py`",
+        "transaction-log power-cut points (clean, prefix, random bits)",
+        "`tools/bench_mpy/txlog_powercut.py`",
     ),
     ("power_cut_losses", "", "cut points that lost or damaged a returned record", "same"),
     (
@@ -387,23 +387,32 @@ def markdown(res):
     )
     w("")
     w(
-        "**Journal.** %d appends with acks every 20: %s B programmed, %s erases and %s programs "
-        "per "
-        "64-byte record, %s us per append on the unix port. A %s B littlefs took %s records "
-        "before "
-        "purchases were refused. In the application, a whole tap (pending save, record, pending "
-        "clear) costs %s erases, %s programs, %s B programmed."
+        "**Transaction log.** %d sales (intent + PURCHASE each) with acks every 10 sales: "
+        "%s B programmed per record (%s B per sale), %s sector erases and %s programs per "
+        "record, %s us per append on the unix port; wear spread over the sectors %s erase. "
+        "The log's part of a tap (can_accept_purchase, two appends) at an empty log and at "
+        "%s %% full: %s erases, %s programs, reads %s / %s (ratio %s). Capacity: %s records "
+        "in %s B, %s in %s B; boot reads when full: %s / %s blocks."
         % (
-            res["config"]["journal_appends"],
+            res["config"]["txlog_sales"],
             _n(d["journal_bytes_per_record"]),
+            _n(d["journal_bytes_per_sale"]),
             _n(d["journal_block_writes_per_record"]),
             _n(d["journal_programs_per_record"]),
             _n(d["journal_append_us"]),
-            _n(d["journal_fill_fs_bytes"]),
+            _n(d["journal_wear_spread"]),
+            _n(d["txlog_tap_fill_pct"]),
+            _n(d["txlog_tap_erases"]),
+            _n(d["txlog_tap_programs"]),
+            _n(d["txlog_tap_reads_empty"]),
+            _n(d["txlog_tap_reads_full"]),
+            _n(d["txlog_tap_reads_ratio_full_vs_empty"]),
             _n(d["journal_fill_records"]),
-            _n(d["app_flash_erases_per_tap"]),
-            _n(d["app_flash_programs_per_tap"]),
-            _n(d["app_flash_bytes_per_tap"]),
+            _n(d["journal_fill_bytes"]),
+            _n(d["journal_fill_big_records"]),
+            _n(d["journal_fill_big_bytes"]),
+            _n(d["journal_boot_reads_full"]),
+            _n(d["journal_boot_reads_full_big"]),
         )
     )
     w("")
@@ -426,16 +435,22 @@ def markdown(res):
     )
     w("")
     w(
-        "**Robustness.** Journal: %d appends (%d flash operations) cut at every program and "
-        "erase, "
-        "clean and torn: %d points, %d losses. Purchase: %d tearing points (card pulled before or "
+        "**Robustness.** Transaction log: a %d-step run (%d records, %d flash operations, %d "
+        "sector erases, %d acks, %d reboots) cut at every program and erase, clean, as a "
+        "partial prefix and as random bits, one point in %d also cut at each operation of its "
+        "recovery: %d points, %d losses. Purchase: %d tearing points (card pulled before or "
         "after each of the 5 commands with nothing, another card or a reboot before the re-tap; "
         "pulled during the recovery; %d seeded random chains of up to 3 faults): %d double "
         "charges, %d lost debits, %d phantom records, %d free rides, %d re-taps unresolved, %d "
         "simulator violations."
         % (
-            d["power_cut_appends"],
+            d["power_cut_steps"],
+            d["power_cut_records"],
             d["power_cut_flash_ops"],
+            d["power_cut_erases"],
+            d["power_cut_acks"],
+            d["power_cut_reboots"],
+            d["power_cut_second_every"],
             d["power_cut_points_tested"],
             d["power_cut_losses"],
             d["tearing_points_tested"],
@@ -468,7 +483,8 @@ def markdown(res):
         "boards/unix_sim:boards:.venv/mplib:.frozen"
     )
     w(".venv/bin/micropython -X heapsize=256k tools/bench_mpy/tap.py 200 9")
-    w(".venv/bin/micropython -X heapsize=8m tools/bench_mpy/powercut.py 120 1")
+    w(".venv/bin/micropython -X heapsize=32m tools/bench_mpy/txlog_powercut.py 1200 4")
+    w(".venv/bin/micropython -X heapsize=16m tools/bench_mpy/txlog_fig.py 3000 64 256 200")
     w(
         "valgrind --tool=callgrind --callgrind-out-file=/dev/null .venv/bin/micropython "
         "-X heapsize=256k tools/bench_mpy/tap.py 30 1 1"

@@ -106,12 +106,15 @@ FULL = {
     "app_taps": 1000,
     "app_every": 20,
     "heap_search_taps": 1000,
-    "journal_appends": 1500,
-    "journal_fill_blocks": 256,
+    "txlog_sales": 3000,
+    "txlog_sectors": 64,
+    "txlog_big_sectors": 256,
+    "txlog_taps": 200,
     "blacklist_entries": 1_000_000,
     "blacklist_sample": 2000,
     "blacklist_reps": 5,
-    "powercut_appends": 120,
+    "powercut_steps": 1200,
+    "powercut_second": 4,
     "tearing_random": 60,
     "collector_uploaders": 4,
     "collector_batches": 25,
@@ -126,12 +129,15 @@ QUICK = {
     "app_taps": 40,
     "app_every": 10,
     "heap_search_taps": 40,
-    "journal_appends": 60,
-    "journal_fill_blocks": 48,
+    "txlog_sales": 100,
+    "txlog_sectors": 8,
+    "txlog_big_sectors": 16,
+    "txlog_taps": 20,
     "blacklist_entries": 20_000,
     "blacklist_sample": 200,
     "blacklist_reps": 2,
-    "powercut_appends": 12,
+    "powercut_steps": 40,
+    "powercut_second": 2,
     "tearing_random": 3,
     "collector_uploaders": 2,
     "collector_batches": 2,
@@ -648,18 +654,35 @@ def stage_app(cfg):
 
 def stage_journal(cfg):
     got, _ = run_mpy(
-        "journal_fig.py", cfg["journal_appends"], cfg["journal_fill_blocks"], heap="16m"
+        "txlog_fig.py",
+        cfg["txlog_sales"],
+        cfg["txlog_sectors"],
+        cfg["txlog_big_sectors"],
+        cfg["txlog_taps"],
+        heap="16m",
     )
     r = got[0]
     return {
         "journal_bytes_per_record": round(r["journal_bytes_per_record"], 1),
-        "journal_block_writes_per_record": round(r["journal_block_writes_per_record"], 3),
-        "journal_programs_per_record": round(r["journal_programs_per_record"], 2),
+        "journal_bytes_per_sale": round(r["journal_bytes_per_sale"], 1),
+        "journal_block_writes_per_record": round(r["journal_block_writes_per_record"], 4),
+        "journal_programs_per_record": round(r["journal_programs_per_record"], 3),
         "journal_records_per_mb": round(r["journal_records_per_mb"]),
         "journal_record_size": r["record_size"],
         "journal_append_us": round(r["append_us"], 1),
-        "journal_fill_fs_bytes": r["fill_fs_bytes"],
+        "journal_fill_bytes": r["fill_sectors"] * 4096,
         "journal_fill_records": r["fill_records"],
+        "journal_fill_big_bytes": r["fill_big_sectors"] * 4096,
+        "journal_fill_big_records": r["fill_big_records"],
+        "journal_boot_reads_full": r["boot_reads_full"],
+        "journal_boot_reads_full_big": r["boot_reads_full_big"],
+        "journal_wear_spread": r["wear_spread"],
+        "txlog_tap_erases": max(r["tap_erases_empty"], r["tap_erases_full"]),
+        "txlog_tap_programs": max(r["tap_programs_empty"], r["tap_programs_full"]),
+        "txlog_tap_reads_empty": r["tap_reads_empty"],
+        "txlog_tap_reads_full": r["tap_reads_full"],
+        "txlog_tap_fill_pct": round(r["tap_fill_pct"], 1),
+        "txlog_tap_reads_ratio_full_vs_empty": round(r["tap_reads_ratio_full_vs_empty"], 2),
     }
 
 
@@ -719,13 +742,26 @@ def stage_blacklist(cfg):
 
 
 def stage_powercut(cfg):
-    got, _ = run_mpy("powercut.py", cfg["powercut_appends"], 1, heap="8m")
+    got, _ = run_mpy(
+        "txlog_powercut.py",
+        cfg["powercut_steps"],
+        cfg["powercut_second"],
+        heap="32m",
+        timeout=3600,
+    )
     r = got[0]
+    if r["first_problems"]:
+        say("power cuts: " + "; ".join(r["first_problems"]))
     return {
         "power_cut_points_tested": r["power_cut_points_tested"],
         "power_cut_losses": r["power_cut_losses"],
         "power_cut_flash_ops": r["ops"],
-        "power_cut_appends": r["appends"],
+        "power_cut_steps": r["steps"],
+        "power_cut_records": r["records"],
+        "power_cut_erases": r["erases"],
+        "power_cut_acks": r["acks"],
+        "power_cut_reboots": r["reboots"],
+        "power_cut_second_every": cfg["powercut_second"],
     }
 
 

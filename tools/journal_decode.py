@@ -1,11 +1,17 @@
 """Print and verify a validator's transaction journal (docs/journal.md, docs/record-format.md).
 
-Input is either the journal directory pulled off a board (`mpremote cp -r :/journal .`) or a raw
-littlefs image of the board's file system (`esptool read_flash` of the vfs partition). An image
-is read by the MicroPython unix port (its vfs.VfsLfs2 is the board's littlefs), which copies the
-files out for this program; no littlefs package is needed on the host.
+Input is one of:
+- an image of the raw "txlog" partition (`esptool read_flash <offset> <size> txlog.img`, or the
+  simulation board's <flash image>.txlog file): the transaction log of firmware/txlog.py, read
+  here directly (sector headers, carried intents, records, ack notes); recognised by its sector
+  headers, or forced with --txlog;
+- the old littlefs journal: its directory pulled off a board (`mpremote cp -r :/journal .`) or a
+  raw littlefs image of the board's file system (`esptool read_flash` of the vfs partition). An
+  image is read by the MicroPython unix port (its vfs.VfsLfs2 is the board's littlefs), which
+  copies the files out for this program; no littlefs package is needed on the host.
 
-    python -m tools.journal_decode journal/              # table
+    python -m tools.journal_decode txlog.img             # the transaction log
+    python -m tools.journal_decode journal/              # the old journal, table
     python -m tools.journal_decode flash.img --json      # JSON, image in 4 KB blocks
     python -m tools.journal_decode flash.img --root /journal --block-size 4096
 
@@ -181,6 +187,141 @@ def decode_dir(path):
     }
 
 
+# ---- the transaction log on raw flash (firmware/txlog.py, docs/journal.md) ---------------------
+TXL_MAGIC = b"TXL\x01"
+TXL_NOTE = 0xA5
+SLOT = 64
+
+
+def _slot_kind(b):
+    if b == b"\xff" * SLOT:
+        return "erased"
+    if b == bytes(SLOT):
+        return "sealed"
+    if b[0] == TXL_NOTE and b[1] == 1 and _crc_ok(b[:10], 6):
+        return "ack"
+    try:
+        record.decode(b)
+        return "record"
+    except record.RecordError:
+        return "garbage"
+
+
+def is_txlog_image(blob, block_size=4096):
+    if not blob or len(blob) % block_size:
+        return False
+    return any(
+        blob[o : o + 4] == TXL_MAGIC and _crc_ok(blob[o : o + 24], 20)
+        for o in range(0, len(blob), block_size)
+    )
+
+
+def _txl_sectors(blob, block_size):
+    live = []
+    dirty = 0
+    for i in range(len(blob) // block_size):
+        h = blob[i * block_size : i * block_size + SLOT]
+        if h == b"\xff" * SLOT:
+            continue
+        if h[:4] == TXL_MAGIC and _crc_ok(h[:24], 20):
+            epoch, first, acked = struct.unpack(">III", h[4:16])
+            live.append(
+                {"sector": i, "epoch": epoch, "first_seq": first, "acked": acked, "carries": h[16]}
+            )
+        else:
+            dirty += 1
+    live.sort(key=lambda x: x["epoch"])
+    return live, dirty
+
+
+def decode_txlog(blob, source="", block_size=4096):
+    """Read a txlog partition image as the firmware does, but every sector (not only the newest):
+    records oldest first, the open intents, the cursor, and problems. Never raises on content."""
+    problems = []
+    notes = []
+    live, dirty = _txl_sectors(blob, block_size)
+    for a, b in zip(live, live[1:]):
+        if b["first_seq"] < a["first_seq"] or b["epoch"] == a["epoch"]:
+            problems.append("sector %d: header out of order" % b["sector"])
+    records = []
+    acked = max([x["acked"] for x in live], default=0)
+    if live and live[0]["first_seq"] - 1 > acked:
+        acked = live[0]["first_seq"] - 1  # erased sectors were acknowledged
+    opened = []
+    last = 0
+    for k, sec in enumerate(live):
+        base = sec["sector"] * block_size
+        slots = [blob[base + j * SLOT : base + (j + 1) * SLOT] for j in range(block_size // SLOT)]
+        if k == 0:  # intents opened before the oldest sector left
+            for j in range(1, 1 + sec["carries"]):
+                try:
+                    opened.append(record.decode(slots[j]))
+                except record.RecordError:
+                    problems.append("sector %d: carried intent %d unreadable" % (sec["sector"], j))
+        kinds = [_slot_kind(b) for b in slots]
+        tail = max([j for j in range(len(slots)) if kinds[j] == "record"], default=0)
+        sealed = torn = count = 0
+        for j in range(1 + sec["carries"], len(slots)):
+            kind = kinds[j]
+            if kind == "record":
+                d = record.decode(slots[j])
+                if d["seq"] <= last or d["seq"] < sec["first_seq"]:
+                    problems.append(
+                        "sector %d slot %d: record %d out of order" % (sec["sector"], j, d["seq"])
+                    )
+                    continue
+                d["segment"] = "sector %d" % sec["sector"]
+                records.append(d)
+                count += 1
+                last = d["seq"]
+                if d["kind"] == record.DEBIT_INTENT:
+                    opened.append(d)
+                elif d["kind"] in record.OUTCOME_KINDS:
+                    opened = [
+                        o
+                        for o in opened
+                        if not (o["card_no"] == d["card_no"] and o["card_atc"] == d["card_atc"])
+                    ]
+            elif kind == "ack":
+                acked = max(acked, struct.unpack(">I", slots[j][2:6])[0])
+            elif kind == "sealed":
+                sealed += 1
+            elif kind == "garbage":
+                if k == len(live) - 1 and j > tail:
+                    torn += 1  # a cut append: sealed, its number issued again, at the next boot
+                else:
+                    problems.append("sector %d slot %d: unreadable" % (sec["sector"], j))
+        if sealed or torn:
+            notes.append("sector %d: %d sealed, %d torn slots" % (sec["sector"], sealed, torn))
+        sec["records"] = count
+        sec["name"] = "sector %d" % sec["sector"]
+    if live:
+        last = max(last, live[-1]["first_seq"] - 1)
+    acked = min(acked, last)
+    prev = None
+    for r in records:
+        if r["seq"] > acked and prev is not None and prev >= acked and r["seq"] != prev + 1:
+            problems.append("sequence gap: %d..%d missing" % (prev + 1, r["seq"] - 1))
+        prev = r["seq"]
+    if dirty:
+        notes.append("%d sectors without a valid header (erased before reuse)" % dirty)
+    return {
+        "format": "txlog",
+        "source": str(source),
+        "segments": live,
+        "records": records,
+        "meta": None,
+        "hwm": None,
+        "pending": None,
+        "open_intents": [d["seq"] for d in opened],
+        "last_seq": last,
+        "acked_seq": acked,
+        "backlog": sum(1 for r in records if r["seq"] > acked),
+        "notes": notes,
+        "problems": problems,
+    }
+
+
 # The MicroPython side of reading an image: mount it read-only, copy every file out.
 _MPY_EXTRACT = r"""
 import sys, os, vfs
@@ -272,12 +413,18 @@ def find_journal(tree, root=None):
     return min(candidates, key=lambda p: len(p.parts))
 
 
-def decode_path(path, root=None, block_size=4096, mpy=None):
+def decode_path(path, root=None, block_size=4096, mpy=None, txlog=False):
     path = Path(path)
     if path.is_dir():
         return decode_dir(path)
     if not path.exists():
         raise DecodeError("%s does not exist" % path)
+    if txlog or root is None:
+        blob = path.read_bytes()
+        if txlog or is_txlog_image(blob, block_size):
+            if len(blob) % block_size:
+                raise DecodeError("%s: %d bytes, not whole sectors" % (path, len(blob)))
+            return decode_txlog(blob, path, block_size)
     with tempfile.TemporaryDirectory() as tmp:
         extract_image(path, block_size, tmp, mpy)
         report = decode_dir(find_journal(tmp, root))
@@ -303,17 +450,32 @@ COLUMNS = (
 
 def format_table(report):
     lines = ["journal %s" % report["source"]]
-    lines.append(
-        "last seq %s, acknowledged %s, backlog %d, high-water mark %s, %d segments, pending %s"
-        % (
-            report["last_seq"],
-            report["acked_seq"],
-            report["backlog"],
-            report["hwm"],
-            len(report["segments"]),
-            "none" if report["pending"] is None else "%d bytes" % report["pending"]["size"],
+    if report.get("format") == "txlog":
+        lines.append(
+            "transaction log: last seq %s, acknowledged %s, backlog %d, %d sectors in use, "
+            "open intents %r"
+            % (
+                report["last_seq"],
+                report["acked_seq"],
+                report["backlog"],
+                len(report["segments"]),
+                report["open_intents"],
+            )
         )
-    )
+        lines.extend("note: " + n for n in report["notes"])
+    else:
+        lines.append(
+            "last seq %s, acknowledged %s, backlog %d, high-water mark %s, %d segments, "
+            "pending %s"
+            % (
+                report["last_seq"],
+                report["acked_seq"],
+                report["backlog"],
+                report["hwm"],
+                len(report["segments"]),
+                "none" if report["pending"] is None else "%d bytes" % report["pending"]["size"],
+            )
+        )
     lines.append(" ".join(name.ljust(w) for name, w in COLUMNS))
     for d in report["records"]:
         v = record_view(d)
@@ -334,14 +496,15 @@ def to_json(report):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("path", help="journal directory, or a raw littlefs image")
+    ap.add_argument("path", help="txlog partition image, journal directory or littlefs image")
+    ap.add_argument("--txlog", action="store_true", help="read the image as a txlog partition")
     ap.add_argument("--json", action="store_true", help="JSON instead of a table")
     ap.add_argument("--root", help="journal directory inside an image (default: found)")
     ap.add_argument("--block-size", type=int, default=4096, help="image block size (4096)")
     ap.add_argument("--micropython", help="MicroPython unix binary for images")
     args = ap.parse_args(argv)
     try:
-        report = decode_path(args.path, args.root, args.block_size, args.micropython)
+        report = decode_path(args.path, args.root, args.block_size, args.micropython, args.txlog)
     except (DecodeError, OSError, subprocess.SubprocessError) as e:
         print("journal_decode: %s" % e, file=sys.stderr)
         return 2

@@ -216,3 +216,82 @@ def test_active_segment_in_cur_and_duplicates(tmp_path):
     assert any("also in" in p for p in jd.decode_dir(d)["problems"])
     (d / "cur" / "junk").write_text("x")
     assert "unknown file cur/junk" in jd.decode_dir(d)["problems"]
+
+
+# Runs under MicroPython: the firmware's transaction log on the simulation board's file-backed
+# raw flash; ends with an append cut half-way (a torn tail slot).
+TXLOG_WRITER = r"""
+import sys, log, rawflash, record, txlog
+img = sys.argv[1]
+log.set_level(log.WARNING, echo=False)
+dev = rawflash.FileFlash(img, 8, fresh=True)
+lg = txlog.TxLog(dev)
+card = bytes((0x31, 0x00)) + bytes(8)
+for i in range(1, 151):
+    kind = record.DEBIT_INTENT if i % 2 else record.PURCHASE
+    lg.append({"kind": kind, "time": 851990400 + i * 60, "amount": 200, "card_no": card,
+               "card_atc": (i + 1) // 2, "route": 12})
+    while lg.maintain():
+        pass
+lg.append({"kind": record.DEBIT_INTENT, "card_no": card, "card_atc": 999, "amount": 5})
+lg.ack(100)
+dev.arm(0, "bits", 5)
+try:
+    lg.append({"kind": record.BOOT})
+except rawflash.PowerCut:
+    pass
+dev.close()
+print("WROTE", lg.last_seq, lg.acked_seq)
+"""
+
+
+@pytest.fixture(scope="module")
+def txlog_image(tmp_path_factory):
+    d = tmp_path_factory.mktemp("txl")
+    img = d / "validator.img.txlog"
+    script = d / "writer.py"
+    script.write_text(TXLOG_WRITER)
+    env = dict(os.environ, MICROPYPATH=micropython_path())
+    out = subprocess.run(
+        [micropython_bin(), str(script), str(img)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert "WROTE 151 100" in out.stdout, out.stdout + out.stderr
+    return img
+
+
+def test_txlog_image_written_by_the_firmware_decodes(txlog_image, capsys):
+    rep = jd.decode_path(txlog_image)
+    assert rep["format"] == "txlog"
+    assert rep["problems"] == []
+    assert [r["seq"] for r in rep["records"]] == list(range(1, 152))
+    assert (rep["last_seq"], rep["acked_seq"], rep["backlog"]) == (151, 100, 51)
+    assert rep["open_intents"] == [151], "every other intent was closed by its purchase"
+    assert len(rep["segments"]) == 3
+    assert any("1 torn" in n for n in rep["notes"]), rep["notes"]
+    assert jd.main([str(txlog_image)]) == 0
+    out = capsys.readouterr().out
+    assert "transaction log: last seq 151, acknowledged 100" in out
+    assert "OK: every record checks out" in out
+    assert jd.main([str(txlog_image), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["records"][0]["kind_name"] == "debit_intent"
+
+
+def test_txlog_damage_is_reported(tmp_path, txlog_image, capsys):
+    blob = bytearray(txlog_image.read_bytes())
+    blob[5 * 64 + 30] ^= 0x01  # rot in record 5 (sector 0, slot 5)
+    bad = tmp_path / "bad.txlog"
+    bad.write_bytes(bytes(blob))
+    rep = jd.decode_path(bad)
+    assert any("slot 5: unreadable" in p for p in rep["problems"])
+    assert jd.main([str(bad)]) == 1
+    capsys.readouterr()
+    blank = tmp_path / "blank.txlog"
+    blank.write_bytes(b"\xff" * 4096 * 4)
+    rep = jd.decode_path(blank, txlog=True)
+    assert (rep["last_seq"], rep["records"], rep["problems"]) == (0, [], [])
+    assert jd.main([str(tmp_path / "odd"), "--txlog"]) == 2

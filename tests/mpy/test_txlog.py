@@ -346,11 +346,12 @@ def test_planted_and_garbage_sectors():
     h[8:12] = b"\x00\x00\x10\x00"
     from crc import crc32
 
-    c = crc32(bytes(h[:60]))
-    h[60:] = bytes(((c >> 24) & 255, (c >> 16) & 255, (c >> 8) & 255, c & 255))
+    c = crc32(bytes(h[:20]))
+    h[20:24] = bytes(((c >> 24) & 255, (c >> 16) & 255, (c >> 8) & 255, c & 255))
     d.writeblocks(5, h, 0)
     lg3 = txlog.TxLog(d)
     mptest.eq(lg3.last_seq, 70)
+    mptest.eq(lg3._state[5], 3, "the planted header is distrusted (to be erased)")
     fill(lg3, 300, start=100)  # the ring goes over every planted sector: erased, reused
     lg3.ack(lg3.last_seq - 1)
     fill(lg3, 200, start=500)
