@@ -391,8 +391,8 @@ def markdown(res):
         "%s B programmed per record (%s B per sale), %s sector erases and %s programs per "
         "record, %s us per append on the unix port; wear spread over the sectors %s erase. "
         "The log's part of a tap (can_accept_purchase, two appends) at an empty log and at "
-        "%s %% full: %s erases, %s programs, reads %s / %s (ratio %s). Capacity: %s records "
-        "in %s B, %s in %s B; boot reads when full: %s / %s blocks."
+        "%s %% full: %s erases, %s programs, reads %s / %s (ratio %s), %s B allocated. "
+        "Capacity: %s records in %s B, %s in %s B; boot reads when full: %s / %s blocks."
         % (
             res["config"]["txlog_sales"],
             _n(d["journal_bytes_per_record"]),
@@ -407,6 +407,7 @@ def markdown(res):
             _n(d["txlog_tap_reads_empty"]),
             _n(d["txlog_tap_reads_full"]),
             _n(d["txlog_tap_reads_ratio_full_vs_empty"]),
+            _n(d["txlog_tap_alloc_bytes"]),
             _n(d["journal_fill_records"]),
             _n(d["journal_fill_bytes"]),
             _n(d["journal_fill_big_records"]),

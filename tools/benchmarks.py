@@ -679,6 +679,7 @@ def stage_journal(cfg):
         "journal_wear_spread": r["wear_spread"],
         "txlog_tap_erases": max(r["tap_erases_empty"], r["tap_erases_full"]),
         "txlog_tap_programs": max(r["tap_programs_empty"], r["tap_programs_full"]),
+        "txlog_tap_alloc_bytes": r["tap_alloc_bytes"],
         "txlog_tap_reads_empty": r["tap_reads_empty"],
         "txlog_tap_reads_full": r["tap_reads_full"],
         "txlog_tap_fill_pct": round(r["tap_fill_pct"], 1),
