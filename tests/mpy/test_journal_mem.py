@@ -1,4 +1,4 @@
-# mpy: heapsize=64k timeout=120
+# mpy: heapsize=64k timeout=300
 # Memory under an ESP32-sized heap: 10,000 appends (with acks and reclaim, as the uplink does)
 # leave the heap where it was, and one append allocates a few bytes at most. The device is a
 # 1 MB file-backed block device with 4 KB blocks, as on the ESP32, so it costs no heap.
