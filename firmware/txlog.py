@@ -596,13 +596,18 @@ class TxLog:
         k, slot = self._find(seq + 1)
         b = self._rbuf
         order = self._order
+        prev = seq
         while k < len(order) and len(out) < limit:
             s = order[k]
             end = self._next if s == self._cur else self._slots
+            top = self._sector_end(k)  # numbers this sector can hold: [first, top)
             while slot < end and len(out) < limit:
                 self._read(s, slot, b)
-                if record.valid(b) and seq < record.seq_of(b) <= self.last_seq:
+                # strictly increasing and inside the sector's range: a stray copy of a record
+                # (damage) is never sent twice
+                if record.valid(b) and prev < record.seq_of(b) < top:
                     out.append(bytes(b))
+                    prev = record.seq_of(b)
                 slot += 1
             k += 1
             if k < len(order):
