@@ -216,6 +216,19 @@ class TxLog:
             self._next = self._slots
             self.last_seq = 0
             self.acked_seq = 0
+        # A sector after the newest one that holds records but no valid header: the newest
+        # header itself rotted (or was overwritten). Its records cannot be placed, but their
+        # numbers must not be issued again. (A cut roll leaves only carries: older numbers.)
+        dirty = [(self._cur + 1) % self._n] if kept else range(self._n)
+        for s in dirty:
+            if self._state[s] == _DIRTY:
+                top = self._max_seq_in(s)
+                if top > self.last_seq:
+                    _log.error(
+                        "sector %d: no header but records up to %d, numbering goes on", s, top
+                    )
+                    self.last_seq = top
+                    self._next = self._slots  # the next append opens a fresh sector
         if self.acked_seq > self.last_seq:
             self.acked_seq = self.last_seq
         self._release(False)
@@ -228,6 +241,15 @@ class TxLog:
             self.acked_seq,
             self._open,
         )
+
+    def _max_seq_in(self, s):
+        b = self._rbuf
+        top = 0
+        for slot in range(1, self._slots):
+            self._read(s, slot, b)
+            if record.valid(b) and record.seq_of(b) > top:
+                top = record.seq_of(b)
+        return top
 
     def _scan_tail(self):
         """Read the newest sector: carries, records, notes. Sets last_seq, acked_seq, the next
