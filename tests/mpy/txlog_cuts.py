@@ -1,15 +1,16 @@
-# The power-cut method for firmware/txlog.py, shared by tests/mpy/test_txlog_powercut.py (a sampled
-# subset, asserting) and tools/bench_mpy/txlog_powercut.py (every point, counting):
+# The power-cut method for firmware/txlog.py, shared by tests/mpy/test_txlog_powercut.py (a
+# sampled subset, asserting) and tools/bench_mpy/txlog_powercut.py (every point, counting):
 #
 # A deterministic run (taps writing an intent then its outcome, intents left open and resolved
 # later, refusals, events, acknowledgements lagging behind, idle-time maintenance or none, so
-# rolls happen both ways, reboots, several laps of the ring with sector erasure) is recorded once
-# on a RAM raw flash with every program/erase logged. The image a cut during operation N leaves
-# is the log replayed up to N plus op N torn ("clean": not at all, "prefix": a random-length
-# prefix, "bits": random bits of its range). Each image is recovered and checked: every record
-# whose append returned is there, once, intact, in order, unless acknowledged; no number is
-# issued twice; the open intents are exactly those the run had open (the one in flight either
-# way); the log goes on. A second cut at every operation of that recovery is checked the same way.
+# rolls happen both ways, reboots, a wipe, several laps of the ring with sector erasure) is
+# recorded once on a RAM raw flash with every program/erase logged. The image a cut during
+# operation N leaves is the log replayed up to N plus op N torn ("clean": not at all,
+# "prefix": a random-length prefix, "bits": random bits of its range). Each image is recovered
+# and checked: every record whose append returned is there, once, intact, in order, unless
+# acknowledged; no number is issued twice; the open intents are exactly those the run had open
+# (the one in flight either way); the log goes on. A second cut at every operation of that
+# recovery is checked the same way.
 import rawflash
 import record
 import txlog
@@ -97,6 +98,9 @@ def workload(dev, steps, run):
             while k < 2 and lg.maintain():
                 k += 1
             ev.append(("maintain", 0, dev.ops))
+        if i % 500 == 450:  # maintenance wipe: cursor to the end (open intents kept), erasure
+            lg.wipe()
+            ev.append(("ack", lg.acked_seq, dev.ops))
         if i % 97 == 0:
             lg = txlog.TxLog(dev, CFG)
             ev.append(("reboot", 0, dev.ops))
