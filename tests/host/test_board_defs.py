@@ -500,3 +500,15 @@ def test_application_part_freezes_on_micropython32(frozen_set):
     missing = sorted(n for n in app_part if n[:-3] not in listed)
     assert not missing, "not frozen in %s: %s" % (exe, missing)
     assert not {"boot", "main", "manifest", "manifest_common"} & listed
+
+
+def test_readme_build_section_names_files_that_exist():
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("### A validator build of MicroPython") :]
+    section = section[: section.index("\n## ")]
+    paths = set(re.findall(r"(?:\$REPO/|`)(boards/[\w./-]+?)[`\s,)]", section))
+    assert paths, "README's build section names no boards/ paths"
+    missing = sorted(p for p in paths if not (ROOT / p.rstrip(".")).exists())
+    assert not missing, "README names %s" % missing
+    for board in BOARD_DEFS:
+        assert "boards/micropython/" + board in section
