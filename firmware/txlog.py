@@ -418,7 +418,11 @@ class TxLog:
         if self._free() < self._cfg["purchase_reserve"] + 2:
             return False
         if self._open >= self._cfg["open_max"]:
-            return self._release(True)
+            # the intent's append will release the oldest acknowledged one, if there is one
+            for i in range(self._open):
+                if record.seq_of(self._pool[i]) <= self.acked_seq:
+                    return True
+            return False
         return True
 
     @property
