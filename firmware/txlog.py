@@ -394,8 +394,16 @@ class TxLog:
         if self._cur < 0:
             n = self._n - 1
         else:
+            order = self._order
+            k = 0  # the ring after the current sector meets the others oldest first
             s = (self._cur + 1) % self._n
-            while s != self._cur and self._reusable(s):
+            while s != self._cur:
+                if self._state[s] == _LIVE:
+                    if k >= len(order) or order[k] != s:
+                        k = order.index(s)  # out of ring order (a distrusted header went)
+                    if k >= len(order) - 1 or self._sector_end(k) - 1 > self.acked_seq:
+                        break
+                    k += 1
                 n += 1
                 s = (s + 1) % self._n
         self._ahead = n
