@@ -26,6 +26,7 @@ except ImportError:  # CPython
 _log = log.get("migrate")
 
 _BATCH = const(32)
+_EIO = const(5)
 _MARKER = "migrated"
 _PEND_BYTES = const(0x42)
 # The pending-purchase blob of the old firmware (its firmware/pending.py): b"PD", version 1,
@@ -122,8 +123,25 @@ def _booked(j, card_no, atc):
         seq = record.seq_of(recs[-1])
 
 
+def _rm(path, is_dir=False):
+    try:
+        if is_dir or _is_dir(path):
+            os.rmdir(path)
+        else:
+            os.remove(path)
+        return True
+    except OSError as e:
+        if e.args and e.args[0] == _EIO:
+            raise  # the flash is failing (or the power going): not a leftover to step over
+        _log.warning("old journal: %s not removed: %r", path, e)
+        return False
+
+
 def _remove_tree(root):
-    # everything but the marker first, the marker last, then the directory
+    # everything but the marker first, the marker last, then the directory. Something that will
+    # not go (a foreign subdirectory) is logged and left: the marker stays, the next boot retries
+    # and the log is not touched again.
+    ok = True
     for sub in (root + "/cur", root):
         if not _is_dir(sub):
             continue
@@ -131,14 +149,14 @@ def _remove_tree(root):
             name = entry[0]
             if sub == root and name in (_MARKER, "cur"):
                 continue
-            os.remove(sub + "/" + name)
+            ok = _rm(sub + "/" + name) and ok
         if sub != root:
-            os.rmdir(sub)
+            ok = _rm(sub, True) and ok
     if _exists(root + ".hwm"):
-        os.remove(root + ".hwm")
-    if _exists(root + "/" + _MARKER):
-        os.remove(root + "/" + _MARKER)
-    os.rmdir(root)
+        ok = _rm(root + ".hwm") and ok
+    if ok:
+        _rm(root + "/" + _MARKER)
+        _rm(root, True)
 
 
 def run(journal_dir, txlog):

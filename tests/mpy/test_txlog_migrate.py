@@ -3,6 +3,7 @@
 # keep their numbers, pending purchases become open intents (unless already booked), it runs
 # once, and a power cut at every flash operation of both file systems (clean or torn), followed
 # by a reboot and the migration again, loses nothing and doubles nothing.
+import os
 import struct
 
 import journal
@@ -293,3 +294,16 @@ def test_power_cut_at_every_operation_of_both_file_systems():
         "%d cut points (x2: clean, torn) over %d littlefs and %d raw flash operations, "
         "%d second cuts" % (len(order), n_lfs, n_raw, seconds)
     )
+
+
+def test_a_foreign_directory_in_the_old_journal_is_left_and_logged():
+    lfs, raw = boot(old_state(pend=[]), b"\xff" * (8 * 4096))
+    os.mkdir(ROOT + "/stray")
+    with open(ROOT + "/stray/x", "wb") as f:
+        f.write(b"x")
+    lg = txlog.TxLog(raw)
+    mptest.eq(txlog_migrate.run(ROOT, lg)["records"], 15)
+    mptest.true(txlog_migrate._exists(ROOT + "/migrated"), "marker kept: the move is done")
+    mptest.eq(txlog_migrate.run(ROOT, lg), None, "later boots only retry the deletion")
+    mptest.eq(lg.last_seq, 40)
+    vfs.umount(MNT)
