@@ -6,13 +6,17 @@ CONFIG_PATH = "/config.json"
 ROOT = "/data"
 WDT_MS = 8000
 
-# ---- the pin map every ESP32 validator board shares (a board file overrides what differs) ----
-# PSAM slot (ISO 7816): I/O on a UART joined TX/RX through a resistor, so TX is echoed on RX.
-# 4 MHz: the LEDC divides 80 MHz exactly with a 50 % duty (3.5712 MHz comes out 3,575,419 Hz).
+# ---- the pin map every ESP32 (WROOM-32 or WROVER) validator board shares ---------------------
+# Valid on both modules: GPIO6-11 carry the flash, 16/17 the WROVER's PSRAM, 34-39 are inputs only,
+# UART0 is the REPL's. Strapping pins are used only where the level at reset is the one the chip
+# wants; each board lists them in STRAPPING (tests/mpy/test_esp32_boards.py checks the list).
+# PSAM slot (ISO 7816): I/O on a UART joined TX/RX through a resistor, so TX is echoed on RX; RX
+# may be an input-only pin. 4 MHz: the LEDC divides 80 MHz exactly with a 50 % duty (3.5712 MHz
+# comes out 3,575,419 Hz).
 PSAM = {
     "uart_id": 2,
-    "tx": 17,
-    "rx": 16,
+    "tx": 32,
+    "rx": 35,
     "clk": 4,
     "clk_hz": 4000000,
     "reset": 14,
@@ -20,10 +24,32 @@ PSAM = {
     "max_baud": 115200,
 }
 # Cellular modem (SIM7600 / EC2x / EC200) on its own UART, with the power key and status pins.
-MODEM = {"uart_id": 1, "tx": 25, "rx": 26, "baudrate": 115200, "pwrkey": 13, "status": 39}
-# Passenger feedback and the SSD1306 128x64 display on I2C0.
-FEEDBACK = {"led_green": 32, "led_red": 33, "buzzer": 27}
+# txbuf: the driver's TX ring (IDF heap, not the Python heap); the modem driver writes in chunks
+# that fit it, so an upload never blocks the loop (docs/modem.md, "Writes").
+MODEM = {
+    "uart_id": 1,
+    "tx": 25,
+    "rx": 26,
+    "baudrate": 115200,
+    "txbuf": 2048,
+    "pwrkey": 13,
+    "status": 39,
+}
+# Passenger feedback and the SSD1306 128x64 display on I2C0. The green LED sits on GPIO2 (a
+# strapping pin that must be low or floating at reset: an LED to ground keeps it low).
+FEEDBACK = {"led_green": 2, "led_red": 33, "buzzer": 27}
 DISPLAY = {"i2c_id": 0, "sda": 21, "scl": 22, "addr": 0x3C, "width": 128, "height": 64}
+# Strapping pins every ESP32 board uses, and why their level at reset is right.
+STRAPPING = {2: "green LED to ground: low at reset, as the download mode needs"}
+
+# ---- the ESP32-S3 boards (ESP32-S3-WROOM-1, any flash/PSRAM variant) ---------------------------
+# The validator's S3 firmware keeps the REPL on the native USB (GPIO19/20), so all three UARTs are
+# free: reader (HSU), PSAM and modem. Avoided: 19/20 (USB), 26-37 (flash and octal PSRAM),
+# 0/3/45/46 (strapping), 43/44 (the ROM's console), 47/48 (absent on some variants).
+PSAM_S3 = dict(PSAM, tx=4, rx=5, clk=6, reset=7)
+MODEM_S3 = dict(MODEM, uart_id=0, tx=15, rx=16, pwrkey=21, status=38)
+FEEDBACK_S3 = {"led_green": 39, "led_red": 40, "buzzer": 41}
+DISPLAY_S3 = dict(DISPLAY, sda=8, scl=9)
 
 
 class Parts:
@@ -115,9 +141,7 @@ def make_reader(r):
     return reader
 
 
-def make_transport(m, cfg, maintenance=False):
-    if maintenance:
-        return None  # the REPL keeps the UART the modem would take
+def make_transport(m, cfg):
     kind = cfg.get("modem", "sim7600")
     if kind == "socket":
         from http_socket import SocketTransport
@@ -134,7 +158,13 @@ def make_transport(m, cfg, maintenance=False):
 
         dialect = SimcomDialect()
     uart = machine.UART(
-        m["uart_id"], baudrate=m["baudrate"], tx=m["tx"], rx=m["rx"], rxbuf=8192, timeout=0
+        m["uart_id"],
+        baudrate=m["baudrate"],
+        tx=m["tx"],
+        rx=m["rx"],
+        rxbuf=8192,
+        txbuf=m.get("txbuf", 256),
+        timeout=0,
     )
     return ModemTransport(uart, _pin(m["pwrkey"], value=0), dialect, apn=cfg["apn"])
 
@@ -159,7 +189,7 @@ def make_feedback(f):
     return Feedback(_pin(f["led_green"], value=0), _pin(f["led_red"], value=0), buzzer)
 
 
-def make_parts(board, cfg, maintenance=False):
+def make_parts(board, cfg):
     from psam_link import from_board
 
     p = Parts()
@@ -169,7 +199,7 @@ def make_parts(board, cfg, maintenance=False):
     p.feedback = make_feedback(board.FEEDBACK)
     p.reader = make_reader(board.READER)
     p.psam_link = from_board(board.PSAM, machine.UART, machine.Pin, machine.PWM)
-    p.transport = make_transport(board.MODEM, cfg, maintenance)
+    p.transport = make_transport(board.MODEM, cfg)
     p.param_slots = blacklist_slots()
     p.txlog_dev = txlog_partition()
     p.wdt = machine.WDT(timeout=WDT_MS)
@@ -206,14 +236,17 @@ def txlog_partition():
 
 
 def _rtc_seconds():
-    import time
+    # The RTC's calendar, not time.time(): the same on every port (the ESP32 counts from 2000,
+    # validator time too; a stand-in on the unix port would not).
+    import timeutil
 
-    return int(time.time())  # the ESP32 port counts from 2000-01-01, as validator time does
+    y, m, d, _, hh, mi, ss, _ = machine.RTC().datetime()
+    return timeutil.to_seconds(y, m, d, hh, mi, ss)
 
 
-def board_parts(cfg, maintenance=False):
+def board_parts(cfg):
     """make_parts for the running board (the `board` module on the device)."""
-    return make_parts(__import__("board"), cfg, maintenance)
+    return make_parts(__import__("board"), cfg)
 
 
 def show_fatal(text):

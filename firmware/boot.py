@@ -6,6 +6,6 @@ try:
     import board
 
     if hasattr(board, "early"):
-        board.early()  # e.g. release the REPL's UART to the modem on the HSU board
+        board.early()  # a board's set-up that must come first
 except Exception as e:  # noqa: BLE001 - report and go on to main.py
     print("boot.py:", e)

@@ -1,44 +1,71 @@
-# mpy: server=tools.sim.bench_hub heapsize=1m timeout=240
+# mpy: server=tools.sim.esp32_bench heapsize=1m timeout=600
 # Each ESP32 board's own factory code (boards/esp32_common.py + board.py) builds the validator's
-# parts with a stand-in `machine` that maps its bus ids and GPIOs to the simulators, and the
-# parts then do a whole purchase: the code an operator flashes, run before it meets hardware.
+# parts on the strict stand-ins of the ESP32 port (tests/mpy/esp32_machine.py as `machine`,
+# esp32_module.py as `esp32`), on every module the board names, and the parts then sell a fare
+# and upload a batch to the collector over the board's modem: the code an operator flashes, run
+# where a board would refuse it before it meets hardware.
 import sys
 
 import esp32_machine
+import esp32_module
 import mptest
 
 sys.modules["machine"] = esp32_machine
+sys.modules["esp32"] = esp32_module
 
 import esp32_common  # noqa: E402
 from psam_app import PsamApp  # noqa: E402
 from simlink import Control  # noqa: E402
 
-SHARED = {
+# The hub's names for what the classic ESP32 boards wire (boards/esp32_common.py).
+ESP32_SHARED = {
     ("pin", 14): "psam_rst",
     ("pin", 4): "psam_clk",
     ("pin", 13): "modem_pwrkey",
-    ("pin", 32): "led_green",
+    ("pin", 2): "led_green",
     ("pin", 33): "led_red",
     ("pin", 27): "buzzer",
     ("pin", 15): "reader_reset",
     ("pin", 34): "reader_irq",
-    ("pin", 0): "boot_key",
     ("uart", 2): "psam",
+    ("uart", 1): "modem",
     ("i2c", 0): "i2c0",
 }
+S3_SHARED = {
+    ("pin", 7): "psam_rst",
+    ("pin", 6): "psam_clk",
+    ("pin", 21): "modem_pwrkey",
+    ("pin", 39): "led_green",
+    ("pin", 40): "led_red",
+    ("pin", 41): "buzzer",
+    ("pin", 11): "reader_reset",
+    ("pin", 10): "reader_irq",
+    ("uart", 2): "psam",
+    ("uart", 0): "modem",
+    ("i2c", 0): "i2c0",
+}
+# board -> (modules it must run on, reader on the hub, the wiring of the rest)
 BOARDS = {
-    "esp32_pn532_i2c": ("pn532_i2c", {("i2c", 1): "nfc_i2c", ("uart", 1): "modem"}),
+    "esp32_pn532_i2c": (("wroom32", "wrover"), "pn532_i2c", ESP32_SHARED, {("i2c", 1): "nfc_i2c"}),
     "esp32_pn532_spi": (
+        ("wroom32", "wrover"),
         "pn532_spi",
-        {("spi", 2): "nfc_spi", ("pin", 5): "nfc_cs", ("uart", 1): "modem"},
+        ESP32_SHARED,
+        {("spi", 2): "nfc_spi", ("pin", 5): "nfc_cs"},
     ),
-    "esp32_pn532_hsu": ("pn532_hsu", {("uart", 1): "nfc_hsu", ("uart", 0): "modem"}),
     "esp32_rc522_spi": (
+        ("wroom32", "wrover"),
         "rc522_spi",
-        {("spi", 2): "rc522", ("pin", 5): "rc522_cs", ("uart", 1): "modem"},
+        ESP32_SHARED,
+        {("spi", 2): "rc522", ("pin", 5): "rc522_cs"},
     ),
+    "esp32s3_pn532_hsu": (("s3",), "pn532_hsu", S3_SHARED, {("uart", 1): "nfc_hsu"}),
 }
 CFG = {"modem": "sim7600", "apn": "cmnet"}
+SECRET = bytes(range(1, 33))  # device 1 at the test collector (tools/collector/testserver.py)
+T0 = 849300000
+# The validator's 4 MB partition table (boards/micropython/VALIDATOR_*), "txlog" included.
+TABLE_4MB = "/boards/partitions-4MiB-validator.csv"
 
 
 def _load_board(name):
@@ -54,21 +81,20 @@ def _load_board(name):
         sys.path.remove(path)
 
 
-def _parts_and_purchase(name):
+def _power_on(name, module):
+    _modules, _reader, shared, wiring = BOARDS[name]
+    esp32_machine.use(module)
+    esp32_machine.WIRING.clear()
+    esp32_machine.WIRING.update(shared)
+    esp32_machine.WIRING.update(wiring)
+    esp32_module.use_csv(mptest.repo_root() + TABLE_4MB, 4 << 20)
+    return _load_board(name)
+
+
+def _sell(parts, reader_kind):
     import purchase
     from pending import RamPendingStore
 
-    reader_kind, wiring = BOARDS[name]
-    esp32_machine.WIRING.clear()
-    esp32_machine.WIRING.update(SHARED)
-    esp32_machine.WIRING.update(wiring)
-    del esp32_machine.made[:]
-    board = _load_board(name)
-    mptest.eq(board.NAME, name)
-    parts = board.make_parts(CFG)
-    mptest.true(parts.reader is not None and parts.psam_link is not None)
-    mptest.true(parts.display is not None, "display built on I2C0")
-    mptest.eq(parts.root, "/data")
     ctl = Control()
     ctl.call("bench_place", reader=reader_kind)
     target = parts.reader.poll()
@@ -79,16 +105,77 @@ def _parts_and_purchase(name):
         PsamApp(parts.psam_link), RamPendingStore(), {"journal": journal.append}
     )
     mptest.true(p.boot(), "PSAM over the board's UART 2")
-    res = p.tap(parts.reader, {"debit": 150, "must_cover": 150, "route": 1}, 849300000)
+    res = p.tap(parts.reader, {"debit": 150, "must_cover": 150, "route": 1}, T0)
     mptest.eq(res.reason, purchase.OK, res.detail)
     card = ctl.call("bench_card", reader=reader_kind)
     mptest.eq((len(card["debits"]), card["violations"]), (1, []))
     parts.reader.release()
+    return journal
+
+
+def _journal(tag, n):
+    import time
+
+    from journal import Journal
+
+    root = "/tmp/esp32-boards-%s-%d" % (tag, time.ticks_us() & 0xFFFFFF)
+    j = Journal(root, {"seg_records": 64})
+    for i in range(n):
+        j.append(
+            {
+                "kind": 1,
+                "time": T0 + i,
+                "psam_tid": b"\x00\x00\x12\x34\x56\x78",
+                "psam_serial": 7000 + j.last_seq + 1,
+                "amount": 150,
+                "route": 52,
+            }
+        )
+    return j
+
+
+async def _upload(parts, tag):
+    """A batch through the board's modem on its strict UART to the collector."""
+    import json
+
+    from http_socket import SocketTransport
+    from uplink import Uplink
+
+    ctl = Control()
+    base = "http://127.0.0.1:%d" % ctl.call("collector_port")
+    sock = SocketTransport()
+    status, _ = await sock.request("POST", base + "/_test/reset", b"{}")
+    mptest.eq(status, 200)
+    j = _journal(tag, 100)
+    u = Uplink(parts.transport, j, 1, SECRET, base, clock=lambda: T0)
+    mptest.true(await u.sync(), u.last_error)
+    status, body = await sock.request("POST", base + "/_test/state?device=1", b"{}")
+    mptest.eq(json.loads(body)["seqs"], list(range(1, 101)))
+    mptest.eq(j.acked_seq, 100)
+    await parts.transport.close()
+    return u
+
+
+async def _board(name):
+    modules, reader_kind, _shared, _wiring = BOARDS[name]
+    for module in modules:
+        board = _power_on(name, module)
+        mptest.eq(board.NAME, name)
+        parts = board.make_parts(CFG)
+        mptest.eq(parts.reset_cause, "power-on")
+        mptest.true(parts.display is not None, "display built on I2C0")
+        mptest.eq(parts.root, "/data")
+        used = sorted(set(n for n, _ in esp32_machine.strapping_used))
+        mptest.eq(used, sorted(board.STRAPPING), "strapping pins used = the board's list")
+        mptest.eq(esp32_machine.wdt_state()[0], esp32_common.WDT_MS)
+        _sell(parts, reader_kind)
+        u = await _upload(parts, name + module)
+        mptest.log("%s on %s: sold, %d bytes uploaded" % (name, module, u.sent_bytes))
     return esp32_machine.made
 
 
-def test_pn532_i2c_board():
-    made = _parts_and_purchase("esp32_pn532_i2c")
+async def test_pn532_i2c_board():
+    made = await _board("esp32_pn532_i2c")
     i2c1 = [kw for kind, n, kw in made if kind == "i2c" and n == 1]
     mptest.eq(len(i2c1), 1)
     mptest.eq(
@@ -96,23 +183,43 @@ def test_pn532_i2c_board():
     )
 
 
-def test_pn532_spi_board_uses_lsb_first():
-    made = _parts_and_purchase("esp32_pn532_spi")
+async def test_pn532_spi_board_uses_lsb_first():
+    made = await _board("esp32_pn532_spi")
     spi = [kw for kind, n, kw in made if kind == "spi"]
     mptest.eq(spi[0]["firstbit"], esp32_machine.SPI.LSB)
 
 
-def test_pn532_hsu_board_gives_uart1_to_the_reader_and_uart0_to_the_modem():
-    made = _parts_and_purchase("esp32_pn532_hsu")
-    uarts = [n for kind, n, _ in made if kind == "uart"]
-    mptest.eq(sorted(uarts), [0, 1, 2])
+async def test_rc522_board():
+    await _board("esp32_rc522_spi")
 
 
-def test_rc522_board():
-    _parts_and_purchase("esp32_rc522_spi")
+async def test_s3_hsu_board_gives_the_three_uarts_to_reader_psam_and_modem():
+    made = await _board("esp32s3_pn532_hsu")
+    uarts = sorted((n, kw["tx"], kw["rx"]) for kind, n, kw in made if kind == "uart")
+    mptest.eq(uarts, [(0, 15, 16), (1, 17, 18), (2, 4, 5)])
+
+
+def test_the_hsu_set_up_does_not_fit_a_classic_esp32_or_stock_s3_firmware():
+    # Three UARTs besides the REPL: the S3 board on the stock S3 firmware (REPL on UART0) fails
+    # where the modem takes UART0 with its large buffers; so would any classic ESP32 plan.
+    board = _power_on("esp32s3_pn532_hsu", "s3_stock")
+    e = mptest.raises(ValueError, board.make_parts, CFG)
+    mptest.true("REPL" in str(e), str(e))
+
+
+def test_the_classic_boards_fail_on_a_module_where_a_pin_is_taken():
+    # The old plan (PSAM I/O on 16/17) on a WROVER: the port has no GPIO16/17 there.
+    board = _power_on("esp32_pn532_i2c", "wrover")
+    old = dict(board.PSAM, tx=17, rx=16)
+    from psam_link import from_board
+
+    machine = esp32_machine
+    e = mptest.raises(ValueError, from_board, old, machine.UART, machine.Pin, machine.PWM)
+    mptest.eq(str(e), "invalid pin")
 
 
 def test_a_board_wired_differently_is_a_clear_error():
+    esp32_machine.use("wroom32")
     esp32_machine.WIRING.clear()
     e = mptest.raises(
         ValueError,
@@ -121,11 +228,36 @@ def test_a_board_wired_differently_is_a_clear_error():
             "chip": "rc522",
             "spi_id": 1,
             "baudrate": 1,
-            "sck": 1,
-            "mosi": 2,
-            "miso": 3,
+            "sck": 18,
+            "mosi": 23,
+            "miso": 19,
             "cs": 5,
             "irq": 34,
         },
     )
     mptest.true("does not wire" in str(e))
+
+
+def test_blacklist_slots_come_from_the_partition_table():
+    esp32_machine.use("wroom32")
+    esp32_module.use_csv(mptest.repo_root() + TABLE_4MB, 4 << 20)
+    mptest.eq(esp32_common.blacklist_slots(), None, "no slots on the 4 MB table")
+    txlog = esp32_module.Partition.find(esp32_module.Partition.TYPE_DATA, label="txlog")
+    mptest.eq([(p.info()[1], p.info()[3]) for p in txlog], [(0x40, 0x40000)])
+    esp32_module.use_csv(mptest.repo_root() + "/boards/partitions-16MiB-validator.csv", 16 << 20)
+    slots = esp32_common.blacklist_slots()
+    mptest.eq([s.info()[4] for s in slots], ["blist_a", "blist_b"])
+
+
+def test_the_rtc_gives_validator_seconds_and_restarts_at_2000_after_a_power_cut():
+    esp32_machine.use("wroom32")
+    mptest.between(esp32_common._rtc_seconds(), 0, 5)
+    esp32_machine.RTC().datetime((2026, 12, 4, 4, 16, 30, 0, 0))
+    import timeutil
+
+    want = timeutil.to_seconds(2026, 12, 4, 16, 30, 0)
+    mptest.between(esp32_common._rtc_seconds(), want, want + 5)
+    esp32_machine.restart(esp32_machine.WDT_RESET)
+    mptest.between(esp32_common._rtc_seconds(), want, want + 5)
+    esp32_machine.power_cut()
+    mptest.between(esp32_common._rtc_seconds(), 0, 5)

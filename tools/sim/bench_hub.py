@@ -156,11 +156,14 @@ def build_all_readers():
         card = VirtualCard.from_profile(profile)
         cards[reader] = card
         target = fields[reader]
+        # A fresh card replaces the one placed before (each board test sells to its own card).
         if reader == "rc522_spi":
             from tools.sim import picc
 
+            target.remove("card")
             target.place("card", picc.Picc(card))
         else:
+            target.clear()
             target.add(card)
         return card.uid.hex()
 

@@ -1,9 +1,0 @@
-# Freeze manifest for the esp32_pn532_hsu pin set: the port's own modules, the application,
-# drivers, ssd1306 and this board.py (a /board.py on the filesystem still wins: '' comes first
-# on sys.path).
-# Build the validator's MicroPython with it (README, "A validator build of MicroPython"):
-#   make -C ports/esp32 BOARD_DIR=/path/to/repo/boards/micropython/VALIDATOR_ESP32 \
-#        FROZEN_MANIFEST=/path/to/repo/boards/esp32_pn532_hsu/manifest.py
-include("$(PORT_DIR)/boards/manifest.py")
-include("../manifest_common.py")
-module("board.py")
