@@ -149,6 +149,7 @@ def make_transport(m, cfg):
         return SocketTransport()
     from modem import ModemTransport
 
+    txbuf = m.get("txbuf", 256)
     if kind == "quectel":
         from modem_quectel import QuectelDialect
 
@@ -163,10 +164,17 @@ def make_transport(m, cfg):
         tx=m["tx"],
         rx=m["rx"],
         rxbuf=8192,
-        txbuf=m.get("txbuf", 256),
+        txbuf=txbuf,
         timeout=0,
     )
-    return ModemTransport(uart, _pin(m["pwrkey"], value=0), dialect, apn=cfg["apn"])
+    return ModemTransport(
+        uart,
+        _pin(m["pwrkey"], value=0),
+        dialect,
+        apn=cfg["apn"],
+        baudrate=m["baudrate"],
+        txbuf=txbuf,
+    )
 
 
 def make_display(d):

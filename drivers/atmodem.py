@@ -113,8 +113,11 @@ class UrcWaiter:
 
 
 class AtEngine:
-    def __init__(self, stream, chunk=_CHUNK):
+    def __init__(self, stream, chunk=_CHUNK, pacer=None):
+        """pacer: a txpace.TxPacer for a machine.UART (whose write() blocks once its TX buffer is
+        full); without one, writes go through asyncio's StreamWriter (sockets, SimUART)."""
         self.stream = stream
+        self.pacer = pacer
         self._rd = asyncio.StreamReader(stream)
         self._wr = asyncio.StreamWriter(stream, {})
         self._chunk = bytearray(chunk)  # what one read hands over, parsed in place
@@ -392,15 +395,13 @@ class AtEngine:
             self._cmd = p
             deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
             try:
-                self._wr.write(cmd + b"\r")
-                await self._wr.drain()
+                await self._send(cmd + b"\r")
                 if prompt is not None and data is not None:
                     await self._wait(p, lambda: p.prompt_seen, deadline, prompt.decode())
                     if p.done and p.error is not None:
                         raise p.error
                     for part in data if isinstance(data, tuple) else (data,):
-                        self._wr.write(part)
-                    await self._wr.drain()
+                        await self._send(part)
                 if raw_len:
                     await self._wait(p, lambda: p.prompt_seen, deadline, "CONNECT")
                     await self._wait(
@@ -418,8 +419,17 @@ class AtEngine:
 
     async def send_raw(self, data):
         """Write bytes with no command around them (escape sequences, recovery)."""
-        self._wr.write(data)
-        await self._wr.drain()
+        await self._send(data)
+
+    async def _send(self, data):
+        """Write data without holding the loop on a full TX buffer."""
+        pacer = self.pacer
+        if pacer is None:
+            self._wr.write(data)
+            await self._wr.drain()
+            return
+        await pacer.write(self.stream, data)
+        await asyncio.sleep_ms(0)
 
     async def probe(self, tries=3, timeout_ms=300):
         """True when 'AT' gets OK within a few tries (the modem is alive and in command mode)."""

@@ -99,8 +99,17 @@ class ModemTransport:
         probe_ms=300,
         max_body=32768,
         on_time=None,
+        baudrate=None,
+        txbuf=256,
     ):
-        self.at = AtEngine(uart)
+        # baudrate (and the UART's txbuf): pace writes to a machine.UART, whose write() blocks
+        # the loop once its TX buffer is full (drivers/txpace.py); None for streams that don't.
+        pacer = None
+        if baudrate:
+            from txpace import TxPacer
+
+            pacer = TxPacer(baudrate, txbuf)
+        self.at = AtEngine(uart, pacer=pacer)
         self.dialect = dialect
         self.pwrkey = pwrkey
         self.apn = apn

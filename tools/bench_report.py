@@ -146,8 +146,9 @@ ROWS = (
     (
         "modem_loop_block_ms",
         "ms",
-        "extra: asyncio loop gap during a 4000-byte modem POST (median; 2 ms ticker)",
-        "`drivers/atmodem.py` loop_block_probe, simulated modems",
+        "extra: longest asyncio loop gap during a 6,500-byte modem POST at 115,200 baud on the "
+        "strict ESP32 stand-in (UART writes block; 2 ms ticker)",
+        "`tools/bench_mpy/modem_block.py`, simulated modems",
     ),
 )
 
@@ -527,12 +528,14 @@ def markdown(res):
     if d.get("modem_loop_block"):
         w(
             "- Modem loop blocking is measured through the simulated SIM7600/EC2x on the hub, "
-            "where the simulated pins' round trips dominate (docs/modem.md). Per dialect: "
+            "on the strict ESP32 stand-in whose `UART.write()` blocks at the line rate beyond "
+            "its TX buffer (docs/modem.md, \"Writes\"). Per dialect: "
             + "; ".join(
                 "%s bring-up %d ms, POSTs %s ms" % (k, v["bringup_gap_ms"], v["post_gaps_ms"])
                 for k, v in d["modem_loop_block"].items()
             )
-            + "."
+            + "; the same POST with unpaced writes: %s ms; an idle wait on this machine: %s ms."
+            % (d.get("modem_loop_block_unpaced_ms"), d.get("modem_loop_idle_gap_ms"))
         )
     else:
         w("- Modem loop blocking: %s" % d.get("modem_loop_block_note", "not measured"))

@@ -152,6 +152,11 @@ async def _upload(parts, tag):
     status, body = await sock.request("POST", base + "/_test/state?device=1", b"{}")
     mptest.eq(json.loads(body)["seqs"], list(range(1, 101)))
     mptest.eq(j.acked_seq, 100)
+    # The driver handed the UART only what its TX buffer had room for: write() never held the
+    # loop (the pacer's estimate of the line never runs ahead of the port's), in several chunks.
+    at = parts.transport.at
+    mptest.eq(at.stream.writes_blocked, 0, "a modem write waited for the line")
+    mptest.true(at.pacer.chunks > u.sent_bytes // at.pacer.chunk)
     await parts.transport.close()
     return u
 
