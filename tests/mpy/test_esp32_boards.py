@@ -1,14 +1,21 @@
-# mpy: server=tools.sim.esp32_bench heapsize=1m timeout=600
+# mpy: server=tools.sim.esp32_bench heapsize=2m timeout=600
 # Each ESP32 board's own factory code (boards/esp32_common.py + board.py) builds the validator's
 # parts on the strict stand-ins of the ESP32 port (tests/mpy/esp32_machine.py as `machine`,
 # esp32_module.py as `esp32`), on every module the board names, and the parts then sell a fare
-# and upload a batch to the collector over the board's modem: the code an operator flashes, run
-# where a board would refuse it before it meets hardware.
+# and upload a batch to the collector over the board's modem; then the whole application
+# (firmware/app.py, as main.py starts it) runs on each board, sells to a tapped card and uploads,
+# and a hung tap loop lets the stand-in's watchdog reset the board, which comes back told why:
+# the code an operator flashes, run where a board would refuse it before it meets hardware.
 import sys
 
-import esp32_machine
-import esp32_module
-import mptest
+import ramdisk
+
+# The application's flash first, before the imports below fragment the heap.
+_flash = ramdisk.RAMBlockDev(4096, 64)
+
+import esp32_machine  # noqa: E402
+import esp32_module  # noqa: E402
+import mptest  # noqa: E402
 
 sys.modules["machine"] = esp32_machine
 sys.modules["esp32"] = esp32_module
@@ -266,3 +273,139 @@ def test_the_rtc_gives_validator_seconds_and_restarts_at_2000_after_a_power_cut(
     mptest.between(esp32_common._rtc_seconds(), want, want + 5)
     esp32_machine.power_cut()
     mptest.between(esp32_common._rtc_seconds(), 0, 5)
+
+
+# ---- the whole application on each board ----------------------------------------------------
+APP_T0 = (2026, 12, 4, 4, 8, 30, 0, 0)  # the RTC set once; a power cut would take it to 2000
+BUNDLE = {
+    "settings": {"dup_tap_s": 60, "upload_interval_s": 120},
+    "whitelist": {"local_issuers": ["09981001"], "local_city": "1001", "issuers": ["09981001"]},
+    "fares": {
+        "routes": {"12": {"mode": "flat", "fare": 100}},
+        "card_types": {"1": {}, "2": {}, "3": {}},
+    },
+}
+
+
+def _app(name, module, base):
+    """Power the board on, mount a fresh file system at /data, build the Validator as main.py
+    does (with the board's parts), activate a parameter bundle; -> (validator, parts)."""
+    import app
+    import bundle
+    import cardlists
+    import config
+    import vfs
+
+    board = _power_on(name, module)
+    esp32_machine.RTC().datetime(APP_T0)
+    try:
+        vfs.umount("/data")
+    except OSError:
+        pass
+    vfs.VfsLfs2.mkfs(_flash)  # one device, reformatted for each run
+    vfs.mount(vfs.VfsLfs2(_flash, mtime=False), "/data")
+    board.start()
+    cfg = config.validate(
+        {
+            "device_id": 1,
+            "secret": SECRET.hex(),
+            "route": 12,
+            "stop": 3,
+            "city": "1001",
+            "institution": "1200290000000000",
+            "collector_url": base,
+            "modem": "sim7600",
+            "apn": "cmnet",
+        }
+    )
+    parts = board.make_parts(cfg)
+    v = app.Validator(parts, cfg)
+    data = bundle.build(cfg["secret_bytes"], 1, 0, BUNDLE, cardlists.blacklist_bytes(()))
+    mptest.eq(v.params.install_bytes(data, v.clock.now())[0], True)
+    return v, parts
+
+
+def _sold_and_uploaded(v):
+    return v.taps >= 1 and v.journal.backlog == 0 and v.journal.acked_seq >= 2
+
+
+async def _run_until(v, done, limit_ms=60000):
+    """Run the application until done(v) or limit_ms; then stop its tap loop."""
+    import asyncio
+    import time
+
+    async def watch():
+        t0 = time.ticks_ms()
+        while not done(v) and time.ticks_diff(time.ticks_ms(), t0) < limit_ms:
+            await asyncio.sleep_ms(50)
+        v.stopped = True
+
+    asyncio.create_task(watch())
+    await v.run()
+
+
+def test_every_board_runs_the_application_sells_and_uploads():
+    import asyncio
+    import json
+
+    from http_socket import SocketTransport
+
+    ctl = Control()
+    base = "http://127.0.0.1:%d" % ctl.call("collector_port")
+
+    async def state():
+        st, body = await SocketTransport().request("POST", base + "/_test/state?device=1", b"{}")
+        return json.loads(body)
+
+    for name, (modules, reader_kind, _s, _w) in BOARDS.items():
+        asyncio.run(SocketTransport().request("POST", base + "/_test/reset", b"{}"))
+        v, parts = _app(name, modules[0], base)
+        v.uplink.linger_ms = 100
+        ctl.call("bench_place", reader=reader_kind)
+        asyncio.run(_run_until(v, _sold_and_uploaded))
+        asyncio.new_event_loop()
+        mptest.eq(v.taps, 1)
+        card = ctl.call("bench_card", reader=reader_kind)
+        mptest.eq(len(card["debits"]), 1, "%s sold one ride" % name)
+        st = asyncio.run(state())
+        mptest.eq(st["seqs"], list(range(1, v.journal.last_seq + 1)), "%s uploaded" % name)
+        mptest.eq(v.status()["journal"]["backlog"], 0)
+        mptest.true(esp32_machine.wdt_state()[1] > 0, "the application fed the watchdog")
+        asyncio.run(parts.transport.close())
+        v.journal.close()
+        mptest.log(
+            "%s on %s: boot, 1 sale, %d records uploaded" % (name, modules[0], len(st["seqs"]))
+        )
+
+
+def test_a_hung_tap_loop_resets_the_board_and_the_application_comes_back():
+    import asyncio
+
+    ctl = Control()
+    base = "http://127.0.0.1:%d" % ctl.call("collector_port")
+    v, parts = _app("esp32_pn532_i2c", "wroom32", base)
+    # A short watchdog for the test (a later WDT() changes the running one's timeout).
+    esp32_machine.WDT(timeout=600)
+    parts.wdt_grace_ms = 300
+    line = esp32_machine.Pin(34, esp32_machine.Pin.IN)
+
+    def hang():
+        while True:  # a wedged driver spinning on a bus line
+            line.value()
+
+    parts.reader.poll = hang
+    e = None
+    try:
+        asyncio.run(_run_until(v, lambda v: False, 20000))
+    except esp32_machine.BoardReset as reset:
+        e = reset
+    asyncio.new_event_loop()
+    mptest.true(isinstance(e, esp32_machine.WatchdogReset), "the watchdog reset the board")
+    v.journal.close()
+    # The board comes back: the application starts again, told why, with the RTC running on.
+    esp32_machine.restart(e.cause)
+    board = _load_board("esp32_pn532_i2c")
+    parts = board.make_parts({"modem": "sim7600", "apn": "cmnet"})
+    mptest.eq(parts.reset_cause, "watchdog")
+    mptest.true(parts.rtc_seconds() > 849000000, "the RTC kept the time through the reset")
+    asyncio.run(parts.transport.close())
