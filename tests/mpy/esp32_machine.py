@@ -16,7 +16,9 @@
 #   128-byte FIFO when txbuf=0) are sent, in real time, which is the simulation's time here;
 # - I2C ids and the hardware timeout cap (clock stretching past it is ETIMEDOUT), SPI ids;
 # - a WDT that resets the board when not fed (WatchdogReset, seen by the harness), the RTC at
-#   2000-01-01 after a power cut but kept across soft and watchdog resets, reset_cause(), freq().
+#   2000-01-01 after a power cut but kept across soft and watchdog resets, reset_cause(), freq();
+# - `time` as the port has it (TIME, for sys.modules["time"]): time(), gmtime(), localtime() and
+#   mktime() count from 2000-01-01 on that RTC; the rest is the unix port's own.
 import errno
 import select
 import time
@@ -665,5 +667,34 @@ class RTC:
         _rtc_mem[0] = bytes(data)
         return None
 
+
+class _Time:
+    """The ESP32 port's `time`: the calendar functions run on the RTC, from 2000-01-01."""
+
+    def __getattr__(self, name):
+        return getattr(time, name)
+
+    def time(self):
+        return RTC()._now()
+
+    def time_ns(self):
+        return self.time() * 1000000000
+
+    def gmtime(self, secs=None):
+        if secs is None:
+            secs = self.time()
+        days, rem = divmod(int(secs), 86400)
+        y, m, d = _civil(days)
+        yday = days - _days_2000(y, 1, 1) + 1
+        return (y, m, d, rem // 3600, rem // 60 % 60, rem % 60, (days + 5) % 7, yday)
+
+    def localtime(self, secs=None):
+        return self.gmtime(secs)
+
+    def mktime(self, t):
+        return _days_2000(t[0], t[1], t[2]) * 86400 + t[3] * 3600 + t[4] * 60 + t[5]
+
+
+TIME = _Time()
 
 power_cut()

@@ -19,6 +19,7 @@ import mptest  # noqa: E402
 
 sys.modules["machine"] = esp32_machine
 sys.modules["esp32"] = esp32_module
+sys.modules["time"] = esp32_machine.TIME  # time() from the RTC, counted from 2000 as on a board
 
 import esp32_common  # noqa: E402
 from psam_app import PsamApp  # noqa: E402

@@ -174,6 +174,19 @@ def test_a_watchdog_not_fed_resets_the_board():
     mptest.eq(machine.wdt_state(), None, "a reset stops the watchdog until the app starts it")
 
 
+def test_time_counts_from_2000_on_the_rtc():
+    t = machine.TIME
+    mptest.between(t.time(), 0, 5)
+    mptest.eq(t.gmtime(0)[:3], (2000, 1, 1))
+    machine.RTC().datetime((2026, 12, 4, 4, 18, 0, 0, 0))
+    now = t.time()
+    mptest.eq(t.gmtime(now)[:5], (2026, 12, 4, 18, 0))
+    mptest.eq(t.gmtime(now)[6:], (4, 338), "Friday, day 338 of the year")
+    mptest.eq(t.mktime((2026, 12, 4, 18, 0, 0, 0, 0)), now - now % 60)
+    t0 = t.ticks_ms()  # the rest is the unix port's own
+    mptest.true(t.ticks_diff(t.ticks_ms(), t0) >= 0)
+
+
 def test_reset_causes_freq_and_rtc_across_resets():
     mptest.eq(machine.reset_cause(), machine.PWRON_RESET)
     mptest.eq(machine.freq(), 160000000)
