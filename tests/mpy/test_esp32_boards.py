@@ -178,6 +178,8 @@ async def _board(name):
         mptest.eq(parts.reset_cause, "power-on")
         mptest.true(parts.display is not None, "display built on I2C0")
         mptest.eq(parts.root, "/data")
+        mptest.eq(parts.txlog_dev.info()[4], "txlog")
+        mptest.eq(parts.txlog_dev.ioctl(4, 0), 64, "256 KiB of 4 KiB blocks")
         used = sorted(set(n for n, _ in esp32_machine.strapping_used))
         mptest.eq(used, sorted(board.STRAPPING), "strapping pins used = the board's list")
         mptest.eq(esp32_machine.wdt_state()[0], esp32_common.WDT_MS)
