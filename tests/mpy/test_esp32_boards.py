@@ -68,6 +68,7 @@ BOARDS = {
         {("spi", 2): "rc522", ("pin", 5): "rc522_cs"},
     ),
     "esp32s3_pn532_hsu": (("s3",), "pn532_hsu", S3_SHARED, {("uart", 1): "nfc_hsu"}),
+    "esp32s3_pn532_i2c": (("s3",), "pn532_i2c", S3_SHARED, {("i2c", 1): "nfc_i2c"}),
 }
 CFG = {"modem": "sim7600", "apn": "cmnet"}
 SECRET = bytes(range(1, 33))  # device 1 at the test collector (tools/collector/testserver.py)
@@ -212,6 +213,12 @@ async def test_s3_hsu_board_gives_the_three_uarts_to_reader_psam_and_modem():
     made = await _board("esp32s3_pn532_hsu")
     uarts = sorted((n, kw["tx"], kw["rx"]) for kind, n, kw in made if kind == "uart")
     mptest.eq(uarts, [(0, 15, 16), (1, 17, 18), (2, 4, 5)])
+
+
+async def test_s3_i2c_board_puts_the_pn532_on_the_hsu_boards_uart_pins():
+    made = await _board("esp32s3_pn532_i2c")
+    i2c1 = [kw for kind, n, kw in made if kind == "i2c" and n == 1]
+    mptest.eq((i2c1[0]["sda"].gpio, i2c1[0]["scl"].gpio), (17, 18))
 
 
 def test_the_hsu_set_up_does_not_fit_a_classic_esp32_or_stock_s3_firmware():
