@@ -53,8 +53,8 @@ class Uplink:
         on_bundle=None,
         params_version=0,
         interval_s=900,
-        batch=100,
-        max_batches=20,
+        batch=32,
+        max_batches=60,
         linger_ms=2000,
         backoff_min_ms=2000,
         backoff_max_ms=600000,
@@ -85,7 +85,9 @@ class Uplink:
         self.time_tolerance_s = time_tolerance_s
         self.max_rtt_ms = max_rtt_ms
         # The upload buffer, made now and kept: build the Uplink at boot, before the heap
-        # fragments, and every batch reuses this one block (6.5 kB for 100 records).
+        # fragments, and every batch reuses this one block (2.1 kB for 32 records: batches stay
+        # small so no block of a board's heap has to be large, and the bytes-per-record cost
+        # of the headers is still under a fifth).
         self._buf = bytearray(up.upload_len(batch, record.SIZE))
         self.counter = 0  # 0 after boot: the first answer (409) tells us the server's
         self.offer = 0  # newest parameter version the back office announced

@@ -1,8 +1,8 @@
 # mpy: heapsize=256k timeout=60
-# The uplink on a small heap: a 100-record batch is built in the buffer made at start-up, and what
+# The uplink on a small heap: a full batch is built in the buffer made at start-up, and what
 # one upload round allocates is measured (reported in the test log) and bounded; many rounds leave
 # the free heap where it was. The heap is 256k because compiling the journal, the uplink and this
-# file from source fragments a smaller one (at 128k the 6.5 kB buffer may not find a block); on a
+# file from source fragments a smaller one (at 128k a large buffer may not find a block); on a
 # board they are frozen bytecode. The figures are allocations, independent of the heap size.
 import gc
 import os
@@ -76,18 +76,19 @@ async def test_one_batch_allocates_little_and_nothing_leaks():
     j = Journal(_root, {"seg_records": 64})
     t = Answering()
     u = Uplink(t, j, 1, SECRET, "http://backoffice", clock=lambda: T0, compress=False)
-    fill(j, 100)
+    n = u.batch
+    fill(j, n)
     mptest.true(await u.sync(), u.last_error)  # warm-up: first-use allocations
     free = []
     per_round = []
     reads = []
     for _ in range(8):
-        fill(j, 100)
+        fill(j, n)
         gc.collect()
         before = gc.mem_alloc()
         gc.disable()
         try:
-            j.records_after(j.acked_seq, 100)  # what the journal's read costs on its own
+            j.records_after(j.acked_seq, n)  # what the journal's read costs on its own
             reads.append(gc.mem_alloc() - before)
         finally:
             gc.enable()
@@ -103,14 +104,15 @@ async def test_one_batch_allocates_little_and_nothing_leaks():
         per_round.append(used)
         gc.collect()
         free.append(gc.mem_free())
-    mptest.eq(t.sizes[-1], up.upload_len(100), "a full batch in one request")
-    mptest.eq((j.acked_seq, j.backlog), (900, 0))
+    mptest.eq(t.sizes[-1], up.upload_len(n), "a full batch in one request")
+    mptest.true(len(u._buf) <= 4096, "no block of the heap above 4 KB for the batch buffer")
+    mptest.eq((j.acked_seq, j.backlog), (9 * n, 0))
     own = max(per_round) - min(reads)
     mptest.log(
-        "one 100-record upload round allocates %d bytes: %d reading the journal, %d the uplink "
+        "one %d-record upload round allocates %d bytes: %d reading the journal, %d the uplink "
         "itself (answer check, HMAC, ack); free heap after each round: %s"
-        % (max(per_round), min(reads), own, free)
+        % (n, max(per_round), min(reads), own, free)
     )
-    # No copies of the 6.5 kB body: the uplink's own share stays a few kB.
+    # No copies of the body: the uplink's own share stays a few kB.
     mptest.true(own < 12000, "the uplink allocated %d bytes beyond the journal read" % own)
     mptest.true(max(free) - min(free) < 1024, "free heap drifts: %s" % free)
