@@ -57,6 +57,8 @@ def test_the_board_manifest_freezes_firmware_drivers_board_and_ssd1306():
     assert "ssd1306.py" in names, "require('ssd1306') answered from .venv/mplib"
     assert "esp32_common.py" in names and "manifest.py" in names
     assert any(p.parent.name == "asyncio" for p in b32.frozen_files(tree, manifest, lib))
+    assert {"app_rig.py", "app_heap.py", "bench_fakes.py"} <= names, "the bench harness too"
+    assert not {"boot.py", "main.py"} & names, "a depot replaces them on the file system"
 
 
 def test_a_current_build_is_not_rebuilt(monkeypatch):
