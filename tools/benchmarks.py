@@ -110,6 +110,9 @@ FULL = {
     "txlog_sectors": 64,
     "txlog_big_sectors": 256,
     "txlog_taps": 200,
+    "driver_measure_taps": 300,  # steady state is reached in tens of taps; the sim is slow
+    "driver_search_taps": 200,
+    "driver_taps": 1000,  # the smallest heap found is confirmed over this many
     "blacklist_entries": 1_000_000,
     "blacklist_sample": 2000,
     "blacklist_reps": 5,
@@ -133,6 +136,9 @@ QUICK = {
     "txlog_sectors": 8,
     "txlog_big_sectors": 16,
     "txlog_taps": 20,
+    "driver_measure_taps": 30,
+    "driver_search_taps": 24,
+    "driver_taps": 30,
     "blacklist_entries": 20_000,
     "blacklist_sample": 200,
     "blacklist_reps": 2,
@@ -225,6 +231,8 @@ def run_mpy(
     frozen); the 'BENCH {json}' lines it printed."""
     exe = b32.binary() if runtime32 else MICROPYTHON
     cmd = [str(exe), "-X", "heapsize=%s" % heap, str(BENCH_MPY / script)]
+    if runtime32 and any(p.name == script for p in b32.HARNESS):
+        cmd[-1:] = ["-m", script[:-3]]  # frozen into micropython32: no bytecode in the heap
     cmd += [str(a) for a in args]
     if wrap:
         cmd = wrap + cmd
@@ -568,9 +576,7 @@ def largest_allocations(stdout):
     return best
 
 
-def stage_app(cfg):
-    """The whole application on micropython32 (32-bit, firmware frozen: a board's heap)."""
-    img = OUT / "app"
+def example_bundle():
     bnd = OUT / "bundle.bin"
     from tools import params_compile as pc
 
@@ -586,73 +592,134 @@ def stage_app(cfg):
             progress=False,
         )
     )
-    got, res = run_mpy(
-        "app_heap.py", cfg["app_taps"], cfg["app_every"], 1, img, bnd, heap="512k", runtime32=True
-    )
-    r = got[0]
-    if r["ok"] != cfg["app_taps"] or r["backoffice_held"] != r["journal_last"]:
-        raise BenchError("application run did not sell and upload every tap: %r" % r)
-    largest = largest_allocations(res.stdout)
-    del res
+    return bnd
 
-    def runs(heap_k):
+
+def app_run(taps, every, mode, heap, drivers, check=True, timeout=900):
+    """One tools/bench_mpy/app_heap.py run on micropython32 (with drivers: against a fresh
+    tools/bench_app_world.py hub, whose collector must not have seen another run's records).
+    -> (BENCH dict or None, CompletedProcess)"""
+    args = (taps, every, mode, OUT / "app", OUT / "bundle.bin", 1 if drivers else 0)
+    if not drivers:
         got, res = run_mpy(
-            "app_heap.py",
-            cfg["heap_search_taps"],
-            cfg["app_every"],
-            0,
-            img,
-            bnd,
-            heap="%dk" % heap_k,
-            check=False,
-            timeout=300,
-            runtime32=True,
+            "app_heap.py", *args, heap=heap, check=check, timeout=timeout, runtime32=True
         )
-        return got[0] if res.returncode == 0 and got else None
+    else:
+        with Hub("tools.bench_app_world") as hub:
+            got, res = run_mpy(
+                "app_heap.py",
+                *args,
+                heap=heap,
+                check=check,
+                timeout=timeout,
+                runtime32=True,
+                env={"SIM_PORT": str(hub.port), "REPO_ROOT": str(ROOT)},
+            )
+    ok = res.returncode == 0 and got
+    return (got[0] if ok else None), res
 
-    # Times stay on the 64-bit port the tap model was calibrated on (docs/tap-model.md).
-    timed, _ = run_mpy("app_heap.py", cfg["app_taps"], cfg["app_every"], 2, img, bnd, heap="4m")
-    timed = timed[0]
-    lo, hi = 16, 512  # KB: lo fails, hi runs
-    if not runs(hi):
-        raise BenchError("the application does not run in %d KB" % hi)
+
+def min_heap_kb(taps, every, drivers, lo, hi, confirm_taps=None):
+    """Smallest -X heapsize (KB, 2 KB steps) with which mode 0 runs `taps` taps; then, when
+    confirm_taps is given, raised until that longer run passes too."""
+    if not app_run(taps, every, 0, "%dk" % hi, drivers, check=False)[0]:
+        raise BenchError("the application (drivers=%s) does not run in %d KB" % (drivers, hi))
     while hi - lo > 2:
         mid = (lo + hi) // 2
-        if runs(mid):
+        if app_run(taps, every, 0, "%dk" % mid, drivers, check=False)[0]:
             hi = mid
         else:
             lo = mid
+    if confirm_taps:
+        for _ in range(8):
+            if app_run(confirm_taps, every, 0, "%dk" % hi, drivers, check=False)[0]:
+                break
+            hi += 2
+        else:
+            raise BenchError("no heap size near %d KB runs %d taps" % (hi, confirm_taps))
+    return hi
+
+
+def measured(r, res, taps):
+    if r is None:
+        raise BenchError("app_heap.py failed: %s" % (res.stdout + res.stderr)[-1500:])
+    if r["ok"] != taps or r["backoffice_held"] != r["journal_last"]:
+        raise BenchError("application run did not sell and upload every tap: %r" % r)
+    largest = largest_allocations(res.stdout)
     biggest = max(largest["tap"], largest["upload"])
     return {
-        "heap_runtime": HEAP_RUNTIME,
-        "heap_peak_bytes": r["heap_peak_bytes"],
-        "heap_live_max_bytes": r["live_max_bytes"],
-        "heap_live_first_bytes": r["live_first_bytes"],
-        "heap_live_last_bytes": r["live_last_bytes"],
-        "heap_modules_bytes": r["modules_bytes"],
-        "heap_boot_bytes": r["boot_bytes"],
-        "heap_min_heapsize_kb": hi,
-        "heap_largest_alloc_bytes": biggest[0],
-        "heap_largest_alloc_kind": KIND_NAMES.get(biggest[1], biggest[1]),
-        "heap_largest_tap_alloc_bytes": largest["tap"][0],
-        "heap_largest_upload_alloc_bytes": largest["upload"][0],
-        "heap_largest_allocs": largest["top"],
-        "heap_mapped_ops": largest["ops"],
-        "app_taps": r["taps"],
-        "app_uploads": r["uploads"],
-        "app_params_version": r["params_version"],
-        "app_tap_alloc_bytes": r["tap_alloc_median"],
-        "app_tap_alloc_max_bytes": r["tap_alloc_max"],
-        "app_upload_alloc_max_bytes": r["upload_alloc_max"],
-        "app_flash_erases_per_tap": round(r["flash_erases_per_tap"], 3),
-        "app_flash_programs_per_tap": round(r["flash_programs_per_tap"], 2),
-        "app_flash_bytes_per_tap": round(r["flash_bytes_per_tap"]),
-        "app_reasons": r["reasons"],
-        "app_tap_us": timed["app_tap_us"],
-        "app_tap_us_min": timed["app_tap_us_min"],
-        "app_cpu_us_per_tap": timed["app_cpu_us_per_tap"],
-        "app_tap_breakdown_us": {k: round(v, 1) for k, v in timed["spent_us_per_tap"].items()},
+        "peak_bytes": r["heap_peak_bytes"],
+        "live_max_bytes": r["live_max_bytes"],
+        "live_first_bytes": r["live_first_bytes"],
+        "live_last_bytes": r["live_last_bytes"],
+        "modules_bytes": r["modules_bytes"],
+        "boot_bytes": r["boot_bytes"],
+        "largest_alloc_bytes": biggest[0],
+        "largest_alloc_kind": KIND_NAMES.get(biggest[1], biggest[1]),
+        "largest_tap_alloc_bytes": largest["tap"][0],
+        "largest_upload_alloc_bytes": largest["upload"][0],
+        "largest_allocs": largest["top"],
+        "mapped_ops": largest["ops"],
+        "taps": r["taps"],
+        "uploads": r["uploads"],
+        "params_version": r["params_version"],
+        "tap_alloc_bytes": r["tap_alloc_median"],
+        "tap_alloc_max_bytes": r["tap_alloc_max"],
+        "tap_sim_alloc_bytes": r["tap_sim_alloc_median"],
+        "tap_firmware_alloc_bytes": r["tap_firmware_alloc_median"],
+        "upload_alloc_max_bytes": r["upload_alloc_max"],
+        "upload_firmware_alloc_max_bytes": r["upload_firmware_alloc_max"],
+        "sim_held_bytes": r["sim_held_bytes"],
+        "flash_erases_per_tap": round(r["flash_erases_per_tap"], 3),
+        "flash_programs_per_tap": round(r["flash_programs_per_tap"], 2),
+        "flash_bytes_per_tap": round(r["flash_bytes_per_tap"]),
+        "reasons": r["reasons"],
     }
+
+
+def stage_app(cfg):
+    """The whole application on micropython32 (32-bit, firmware frozen: a board's heap): first
+    on in-process parts (fast: 1,000 taps, bisected at full length), then with the simulation
+    board's real drivers against tools/bench_app_world.py (the headline heap figures)."""
+    example_bundle()
+    taps, every = cfg["app_taps"], cfg["app_every"]
+    inproc = measured(*app_run(taps, every, 1, "512k", False), taps)
+    inproc["min_heapsize_kb"] = min_heap_kb(cfg["heap_search_taps"], every, False, 16, 512)
+    # Times stay on the 64-bit port the tap model was calibrated on (docs/tap-model.md).
+    timed, _ = run_mpy("app_heap.py", taps, every, 2, OUT / "app", OUT / "bundle.bin", heap="4m")
+    timed = timed[0]
+    out = {"heap_runtime": HEAP_RUNTIME}
+    for k, v in inproc.items():
+        out["app_inproc_" + k] = v
+    dtaps = cfg["driver_measure_taps"]
+    drv = measured(*app_run(dtaps, every, 1, "1m", True, timeout=3600), dtaps)
+    lo = max(16, inproc["min_heapsize_kb"] - 4)
+    drv["min_heapsize_kb"] = min_heap_kb(
+        cfg["driver_search_taps"], every, True, lo, lo + 192, confirm_taps=cfg["driver_taps"]
+    )
+    for k, v in drv.items():
+        out["app_drivers_" + k] = v
+    out.update(
+        {
+            "heap_min_heapsize_kb": drv["min_heapsize_kb"],
+            "heap_min_heapsize_taps": cfg["driver_taps"],
+            "heap_live_max_bytes": drv["live_max_bytes"],
+            "heap_largest_alloc_bytes": drv["largest_alloc_bytes"],
+            "heap_peak_bytes": drv["peak_bytes"],
+            "app_taps": inproc["taps"],
+            "app_uploads": inproc["uploads"],
+            "app_params_version": inproc["params_version"],
+            "app_flash_erases_per_tap": inproc["flash_erases_per_tap"],
+            "app_flash_programs_per_tap": inproc["flash_programs_per_tap"],
+            "app_flash_bytes_per_tap": inproc["flash_bytes_per_tap"],
+            "app_reasons": inproc["reasons"],
+            "app_tap_us": timed["app_tap_us"],
+            "app_tap_us_min": timed["app_tap_us_min"],
+            "app_cpu_us_per_tap": timed["app_cpu_us_per_tap"],
+            "app_tap_breakdown_us": {k: round(v, 1) for k, v in timed["spent_us_per_tap"].items()},
+        }
+    )
+    return out
 
 
 def stage_journal(cfg):

@@ -7,9 +7,16 @@
 #   rig.office.offer(version, data)   # the back office then offers this bundle
 # The card and PSAM answer with constants made at start-up (tools/bench_mpy/bench_fakes.py), so
 # what a tap allocates is the firmware's own; the flash images are host files (no heap).
+# With drivers=True the parts are the simulation board's own (boards/unix_sim/board.py: PN532 on
+# I2C, PSAM link on its UART, SIM7600 modem driver, SSD1306 display, feedback pins) against the
+# world of tools/bench_app_world.py on the hub (SIM_PORT): a virtual card, PSAM and modem, a
+# real collector behind the modem. What the simulated buses themselves allocate (a board does
+# that in C, outside the heap) is counted in SIM_ALLOC while the collector is off.
 import asyncio
+import gc
 import os
 import sys
+from array import array
 
 import app
 import config
@@ -197,6 +204,115 @@ class FileDev:
         os.remove(self.path)
 
 
+SIM_ALLOC = array("i", [0, 0])  # bytes the simulated buses allocated; nesting depth
+SIM_HELD = array("i", [0])  # heap the simulated bus objects keep (their rings, sockets)
+
+
+def _counting(fn):
+    def counted(*a, **kw):
+        depth = SIM_ALLOC[1]
+        SIM_ALLOC[1] = depth + 1
+        a0 = gc.mem_alloc()
+        try:
+            return fn(*a, **kw)
+        finally:
+            if not depth:
+                SIM_ALLOC[0] += gc.mem_alloc() - a0
+            SIM_ALLOC[1] = depth
+
+    return counted
+
+
+# The methods drivers call on machine-like objects: the simulation's cost, not the firmware's.
+_SIM_METHODS = (
+    (
+        "sim_i2c",
+        "SimI2C",
+        ("writeto", "writevto", "readfrom", "readfrom_into", "writeto_mem", "readfrom_mem"),
+    ),
+    (
+        "sim_uart",
+        "SimUART",
+        (
+            "read",
+            "readinto",
+            "readline",
+            "write",
+            "any",
+            "ioctl",
+            "init",
+            "sendbreak",
+            "flush",
+            "txdone",
+        ),
+    ),
+    ("sim_spi", "SimSPI", ("write", "read", "readinto", "write_readinto")),
+    ("sim_pin", "Pin", ("value", "on", "off", "__call__", "init")),
+    ("sim_pin", "PWM", ("freq", "duty_u16")),
+)
+
+
+def _held(cls):
+    init = cls.__init__
+
+    def counted_init(self, *a, **kw):
+        gc.collect()
+        a0 = gc.mem_alloc()
+        init(self, *a, **kw)
+        gc.collect()
+        SIM_HELD[0] += gc.mem_alloc() - a0
+
+    cls.__init__ = counted_init
+
+
+def _count_sim_objects():
+    """What the simulated UART, I2C, SPI, pin and PWM objects keep once built (a board's are C
+    objects with driver buffers outside the heap); the driver objects around them not counted."""
+    for mod_name, cls_name, _m in _SIM_METHODS:
+        cls = getattr(__import__(mod_name), cls_name)
+        if not getattr(cls, "_held_counted", False):
+            _held(cls)
+            cls._held_counted = True
+
+
+def count_sim_allocations():
+    for mod_name, cls_name, methods in _SIM_METHODS:
+        cls = getattr(__import__(mod_name), cls_name)
+        for m in methods:
+            fn = getattr(cls, m, None)
+            if fn is not None and not getattr(cls, "_counted_" + m, False):
+                setattr(cls, m, _counting(fn))
+                setattr(cls, "_counted_" + m, True)
+
+
+class World:
+    """The hub's control link (tools/bench_app_world.py)."""
+
+    def __init__(self):
+        from simlink import Control
+
+        self.ctl = Control()
+        self.info = self.ctl.call("bench_info")
+
+    def call(self, cmd, **args):
+        return self.ctl.call(cmd, **args)
+
+
+def driver_parts(cfg):
+    """The simulation board's real drivers, built as boards/unix_sim/board.py builds them."""
+    import board
+
+    count_sim_allocations()
+    _count_sim_objects()
+    p = Parts()
+    p.display = board.make_display()
+    p.feedback = board.make_feedback()
+    p.reader = board.make_reader("pn532_i2c")
+    p.psam_link = board.make_psam_link()
+    p.transport = board.make_transport(cfg)
+    return p
+
+
 def store(v):
     """The validator's record store, whichever the application holds (journal or txlog)."""
     for name in ("txlog", "log", "journal"):
@@ -207,23 +323,27 @@ def store(v):
 
 
 class Rig:
-    def __init__(self, bundle, img="/tmp/app_rig", fs_dev=None, parts=None):
+    def __init__(self, bundle, img="/tmp/app_rig", fs_dev=None, parts=None, drivers=False):
         self.dev = fs_dev or FileDev(img + ".img", 512)
         vfs.VfsLfs2.mkfs(self.dev)
         vfs.mount(vfs.VfsLfs2(self.dev), MOUNT)
         self.txdev = FileDev(img + ".txlog", 64)  # 256 KiB, the 4 MB boards' txlog partition
-        self.cfg = config.validate(
-            {
-                "device_id": 17,
-                "secret": SECRET_HEX,
-                "route": 101,
-                "stop": 3,
-                "city": "2482",
-                "institution": "1200290000000000",
-                "collector_url": "http://backoffice",
-            }
-        )
-        p = parts or Parts()
+        self.world = World() if drivers else None
+        raw = {
+            "device_id": 17,
+            "secret": SECRET_HEX,
+            "route": 101,
+            "stop": 3,
+            "city": "2482",
+            "institution": "1200290000000000",
+            "collector_url": "http://backoffice",
+        }
+        if drivers:
+            raw["collector_url"] = self.world.info["url"]
+            raw["modem"] = "sim7600"
+            raw["apn"] = "cmnet"
+        self.cfg = config.validate(raw)
+        p = parts or (driver_parts(self.cfg) if drivers else Parts())
         self.card = FakeCard()
         if p.reader is None:
             p.reader = Reader(self.card)
@@ -247,8 +367,23 @@ class Rig:
         return store(self.v)
 
     def tap(self):
+        """One presentation: poll the reader, then the application's whole tap."""
         clock[0] += 97  # past the duplicate-tap window, through the day
-        return self.v.handle_tap(self.parts.reader.target)
+        target = self.parts.reader.poll()
+        if target is None:
+            return "NO_CARD"
+        return self.v.handle_tap(target)
+
+    def between_taps(self):
+        """What happens outside a measured tap: the rider leaves, the next one comes."""
+        if self.world is not None:
+            self.parts.reader.release()
+            self.world.call("bench_card", present=False)
+            self.world.call("bench_card", present=True)
+
+    def before_upload(self):
+        if self.world is not None:
+            self.world.call("bench_time", t=clock[0])
 
     def upload(self):
         return asyncio.run(self.v.uplink.sync())

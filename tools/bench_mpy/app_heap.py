@@ -3,7 +3,10 @@
 # uploading every `every` taps through an in-process back office, which offers a parameter
 # update (a blacklist delta, fetched and activated through the uplink) half-way. Run by
 # tools/benchmarks.py on micropython32 (the firmware frozen, 32-bit objects: a board's heap).
-# argv: taps, every, mode, flash image path prefix, bundle path
+# argv: taps, every, mode, flash image path prefix, bundle path, drivers (0: in-process card, PSAM
+# and back office; 1: the simulation board's real drivers against tools/bench_app_world.py on
+# the hub, SIM_PORT: reader, PSAM link, modem driver and uplink over the simulated modem to a
+# real collector, display, feedback; the simulated buses' own allocations are counted apart)
 #   mode 1: measure around every operation (tap, upload round):
 #     heap_peak_bytes   max over operations of (live heap before it + what it allocates with the
 #                       collector off): the most heap any tap or upload round can need at once
@@ -25,6 +28,7 @@ every = benchlib.arg(2, 20)
 measure = benchlib.arg(3, 1)
 IMG = sys.argv[4] if len(sys.argv) > 4 else "/tmp/bench_app"
 BND = sys.argv[5] if len(sys.argv) > 5 else "bench/out/bundle.bin"
+drivers = benchlib.arg(6, 0)
 WARM = 20  # taps before the steady state (boot record, first segment, first upload's buffers)
 
 gc.collect()
@@ -47,7 +51,7 @@ if measure == 2:
     import ramdisk
 
     fs_dev = ramdisk.RAMBlockDev(4096, 128)  # timing: flash in RAM, no host file I/O in the tap
-rig = app_rig.Rig(data, img=IMG, fs_dev=fs_dev)
+rig = app_rig.Rig(data, img=IMG, fs_dev=fs_dev, drivers=bool(drivers))
 del data
 gc.collect()
 v = rig.v
@@ -55,18 +59,13 @@ assert rig.booted
 assert v.params.fares is not None, "no fare table active"
 base_version = v.params.version
 # The update offered half-way: two more blacklisted cards, as the back office sends a delta.
-DELTA = bundle.build(
-    app_rig.SECRET,
-    base_version + 1,
-    0,
-    None,
-    None,
-    (
-        base_version,
-        [cardlists.card_key("3104895199900000003"), cardlists.card_key("2482000000000000017")],
-        [],
-    ),
-)
+NEW_CARDS = ("3104895199900000003", "2482000000000000017")
+DELTA = None
+if not drivers:
+    adds = [cardlists.card_key(c) for c in NEW_CARDS]
+    DELTA = bundle.build(app_rig.SECRET, base_version + 1, 0, None, None, (base_version, adds, []))
+    del adds
+sim = app_rig.SIM_ALLOC
 boot_bytes = gc.mem_alloc() - heap0
 
 # Timing mode: where a tap's time goes, the decision wrapped on the instance.
@@ -99,6 +98,8 @@ tap_alloc = array.array("i", bytes(4 * taps))
 tap_us = array.array("i", bytes(4 * taps))
 up_alloc = array.array("i", bytes(4 * (taps // every + 1)))
 stat = array.array("i", [0, 0, 0, 0, 0, 0])  # peak, live max, n tap, n up, live first, live last
+tap_sim = array.array("i", bytes(4 * taps))  # of tap_alloc: the simulated buses' part
+up_sim = array.array("i", bytes(4 * (taps // every + 1)))
 reasons = {}
 e0 = p0 = b0 = 0
 
@@ -115,6 +116,7 @@ def op(fn, sink, idx, mapped):
         return out
     gc.collect()
     base = gc.mem_alloc()
+    s0 = sim[0]
     if mapped:
         print("@@MAP0 tap" if sink is tap_alloc else "@@MAP0 upload")
         micropython.mem_info(1)
@@ -130,6 +132,7 @@ def op(fn, sink, idx, mapped):
     finally:
         gc.enable()
     sink[idx] = used
+    (tap_sim if sink is tap_alloc else up_sim)[idx] = sim[0] - s0
     if sink is tap_alloc:
         stat[2] = idx + 1
     else:
@@ -152,18 +155,27 @@ for i in range(taps):
     if i == WARM:  # flash work counted from here (past the boot record and first segment)
         e0, p0, b0 = dev.erases, dev.programs, dev.programmed
     if i == offered_at:
-        rig.office.offer(base_version + 1, DELTA, pkind=2, base=base_version)
+        if drivers:
+            rig.world.call(
+                "bench_publish_delta", version=base_version + 1, base=base_version, cards=NEW_CARDS
+            )
+        else:
+            rig.office.offer(base_version + 1, DELTA, pkind=2, base=base_version)
+    if drivers and i % 300 == 0:
+        rig.world.call("bench_topup", balance=90000)
     reason = op(rig.tap, tap_alloc, i, i >= WARM)
+    rig.between_taps()
     reasons[reason] = reasons.get(reason, 0) + 1
     if measure == 0:
         gc.collect()  # as Validator.tap_loop does once the card has left
     if (i + 1) % every == 0:
+        rig.before_upload()
         ok = op(rig.upload, up_alloc, uploads, i >= WARM)
         assert ok, v.uplink.last_error
         uploads += 1
 c1 = benchlib.cpu_us()
 gc.collect()
-counted = taps - WARM
+counted = max(1, taps - WARM)
 st = rig.store
 assert v.params.version == base_version + 1, "the parameter update was not activated"
 benchlib.emit(
@@ -172,7 +184,14 @@ benchlib.emit(
     reasons=reasons,
     journal_last=st.last_seq,
     journal_acked=st.acked_seq,
-    backoffice_held=rig.office.held,
+    backoffice_held=rig.store.acked_seq if drivers else rig.office.held,
+    drivers=drivers,
+    tap_sim_alloc_median=benchlib.median(list(tap_sim[WARM : stat[2]])) if measure == 1 else 0,
+    tap_firmware_alloc_median=benchlib.median(
+        [tap_alloc[k] - tap_sim[k] for k in range(WARM, stat[2])]
+    )
+    if measure == 1
+    else 0,
     params_version=v.params.version,
     modules_bytes=modules_bytes,
     boot_bytes=boot_bytes,
@@ -183,14 +202,49 @@ benchlib.emit(
     tap_alloc_median=benchlib.median(list(tap_alloc[WARM : stat[2]])) if measure == 1 else 0,
     tap_alloc_max=max(tap_alloc[WARM:]) if measure == 1 else 0,
     upload_alloc_max=max(up_alloc) if measure == 1 else 0,
+    upload_firmware_alloc_max=max(up_alloc[k] - up_sim[k] for k in range(stat[3]))
+    if measure == 1 and stat[3]
+    else 0,
+    sim_held_bytes=app_rig.SIM_HELD[0],
     flash_erases_per_tap=(dev.erases - e0) / counted,
     flash_programs_per_tap=(dev.programs - p0) / counted,
     flash_bytes_per_tap=(dev.programmed - b0) / counted,
-    debits=rig.card.debits,
+    debits=0 if drivers else rig.card.debits,
     ok=reasons.get(purchase.OK, 0) + reasons.get("OK_LOW", 0),
     app_tap_us=benchlib.median(list(tap_us[: stat[2]])) if measure != 1 else 0,
     app_tap_us_min=min(tap_us[: stat[2]]) if measure != 1 else 0,
     app_cpu_us_per_tap=(c1 - c0) / taps if c0 is not None else 0,  # uploads included
     spent_us_per_tap={k: spent[k] / taps for k in spent},
 )
+
+# What the live heap holds, by part: each of the Validator's attributes, then the board parts,
+# then the asyncio loop (with the tasks and what they reference) dropped in turn; the rest is
+# the modules, the file systems and the harness. Order matters where parts share objects.
+live_parts = {}
+if measure == 1:
+
+    def _freed(obj, name=None):
+        gc.collect()
+        a = gc.mem_alloc()
+        if name is None:
+            obj()
+        else:
+            setattr(obj, name, None)
+        gc.collect()
+        return a - gc.mem_alloc()
+
+    gc.collect()
+    live_total = gc.mem_alloc()
+    for name in sorted(v.__dict__):
+        if not isinstance(getattr(v, name), (int, str, bool, float, type(None))):
+            live_parts["v." + name] = _freed(v, name)
+    for name in ("transport", "psam_link", "reader", "display", "feedback"):
+        live_parts["parts." + name] = _freed(rig.parts, name)
+    import asyncio
+
+    live_parts["asyncio loop"] = _freed(asyncio.new_event_loop)
+    gc.collect()
+    live_parts["rest (modules, file systems, harness)"] = gc.mem_alloc()
+    live_parts["total"] = live_total
+    benchlib.emit(live_parts=live_parts)
 rig.close()
