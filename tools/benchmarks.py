@@ -111,8 +111,9 @@ FULL = {
     "txlog_big_sectors": 256,
     "txlog_taps": 200,
     "driver_measure_taps": 300,  # steady state is reached in tens of taps; the sim is slow
-    "driver_search_taps": 200,
+    "driver_search_taps": 100,
     "driver_taps": 1000,  # the smallest heap found is confirmed over this many
+    "heap_step_kb": 2,
     "blacklist_entries": 1_000_000,
     "blacklist_sample": 2000,
     "blacklist_reps": 5,
@@ -138,7 +139,8 @@ QUICK = {
     "txlog_taps": 20,
     "driver_measure_taps": 30,
     "driver_search_taps": 24,
-    "driver_taps": 30,
+    "driver_taps": 24,
+    "heap_step_kb": 8,
     "blacklist_entries": 20_000,
     "blacklist_sample": 200,
     "blacklist_reps": 2,
@@ -619,22 +621,22 @@ def app_run(taps, every, mode, heap, drivers, check=True, timeout=900):
     return (got[0] if ok else None), res
 
 
-def min_heap_kb(taps, every, drivers, lo, hi, confirm_taps=None):
-    """Smallest -X heapsize (KB, 2 KB steps) with which mode 0 runs `taps` taps; then, when
-    confirm_taps is given, raised until that longer run passes too."""
+def min_heap_kb(taps, every, drivers, lo, hi, confirm_taps=None, step=2):
+    """Smallest -X heapsize (KB, `step` KB resolution) with which mode 0 runs `taps` taps; then,
+    when confirm_taps is given (and longer), raised until that run passes too."""
     if not app_run(taps, every, 0, "%dk" % hi, drivers, check=False)[0]:
         raise BenchError("the application (drivers=%s) does not run in %d KB" % (drivers, hi))
-    while hi - lo > 2:
+    while hi - lo > step:
         mid = (lo + hi) // 2
         if app_run(taps, every, 0, "%dk" % mid, drivers, check=False)[0]:
             hi = mid
         else:
             lo = mid
-    if confirm_taps:
+    if confirm_taps and confirm_taps > taps:
         for _ in range(8):
             if app_run(confirm_taps, every, 0, "%dk" % hi, drivers, check=False)[0]:
                 break
-            hi += 2
+            hi += step
         else:
             raise BenchError("no heap size near %d KB runs %d taps" % (hi, confirm_taps))
     return hi
@@ -684,7 +686,9 @@ def stage_app(cfg):
     example_bundle()
     taps, every = cfg["app_taps"], cfg["app_every"]
     inproc = measured(*app_run(taps, every, 1, "512k", False), taps)
-    inproc["min_heapsize_kb"] = min_heap_kb(cfg["heap_search_taps"], every, False, 16, 512)
+    inproc["min_heapsize_kb"] = min_heap_kb(
+        cfg["heap_search_taps"], every, False, 16, 512, step=cfg["heap_step_kb"]
+    )
     # Times stay on the 64-bit port the tap model was calibrated on (docs/tap-model.md).
     timed, _ = run_mpy("app_heap.py", taps, every, 2, OUT / "app", OUT / "bundle.bin", heap="4m")
     timed = timed[0]
@@ -695,7 +699,13 @@ def stage_app(cfg):
     drv = measured(*app_run(dtaps, every, 1, "1m", True, timeout=3600), dtaps)
     lo = max(16, inproc["min_heapsize_kb"] - 4)
     drv["min_heapsize_kb"] = min_heap_kb(
-        cfg["driver_search_taps"], every, True, lo, lo + 192, confirm_taps=cfg["driver_taps"]
+        cfg["driver_search_taps"],
+        every,
+        True,
+        lo,
+        lo + 192,
+        confirm_taps=cfg["driver_taps"],
+        step=cfg["heap_step_kb"],
     )
     for k, v in drv.items():
         out["app_drivers_" + k] = v

@@ -39,7 +39,7 @@ def test_quick_bench_writes_every_key_as_a_number(tmp_path):
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=900,  # the real-driver heap runs talk to simulators over sockets
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads(out_json.read_text())
