@@ -99,6 +99,37 @@ def test_timeutil_bcd_is_local_time():
     mptest.raises(ValueError, timeutil.parse_bcd_datetime, b"\x20\x26\x11\x30\x24\x00\x00")
 
 
+def test_log_ring_keeps_the_newest_lines_in_a_fixed_buffer():
+    import gc
+
+    log.clear()
+    log.set_level(log.INFO, echo=False)
+    lg = log.get("t")
+    for i in range(200):
+        lg.info("line %d %s", i, "x" * (i % 90))
+    gc.collect()
+    held = gc.mem_alloc()
+    for i in range(200, 400):
+        lg.info("line %d %s", i, "x" * (i % 90))
+    gc.collect()
+    grown = gc.mem_alloc() - held
+    mptest.true(grown <= 64, "200 more lines grew the heap by %d bytes" % grown)
+    lines = [text for _lvl, text in log.recent(1000)]
+    mptest.true(20 < len(lines) < 100, "%d lines kept" % len(lines))
+    kept = sum(len(text) + 2 for text in lines)
+    mptest.true(kept <= 3072, "the kept lines take %d bytes, more than the 3 KB ring" % kept)
+    mptest.eq(lines[-1], "INFO t: line 399 " + "x" * (399 % 90), "the newest is last")
+    nums = [int(text.split()[3]) for text in lines]
+    mptest.eq(nums, list(range(400 - len(lines), 400)), "oldest first, none missing")
+    lg.error("y" * 400)
+    mptest.eq(log.recent(1)[0], (log.ERROR, ("ERROR t: " + "y" * 400)[:255]), "cut at 255 bytes")
+    mptest.eq(log.recent(2)[0][1], lines[-1])
+    log.clear()
+    mptest.eq(log.recent(), [])
+    mptest.eq(log.find("line"), [])
+    log.set_level(log.INFO, echo=True)
+
+
 def test_log_keeps_recent_lines_and_calls_sinks():
     seen = []
     log.clear()
