@@ -159,6 +159,7 @@ class MpyFileRun:
         env = dict(os.environ)
         if runtime:
             env["MICROPYPATH"] = micropython32_path()
+            env["MPY_FROZEN_FIRST"] = "1"  # _runner.py puts .frozen before the script's folder
         else:
             env["MICROPYPATH"] = micropython_path(opts.get("board", "unix_sim"))
         env["REPO_ROOT"] = str(ROOT)

@@ -6,7 +6,8 @@ device provisioned, the example bundle published as version 3), and the feedback
     python -m tools.bench_app_world --port 0       prints "PORT <n>" (the hub)
 
 Extra ctl commands (the MicroPython side calls them between measured operations):
-  bench_info() -> {"url", "device", "secret", "version"}
+  bench_info() -> {"url", "device", "secret", "version", "bundle"}  (bundle: a host file holding
+                  the published version, for the validator's first install)
   bench_time(t)            the virtual time the collector and the modem's clock report
   bench_card(present)      the card in or out of the field (a rider tapping again)
   bench_topup(balance)     refills the card so a thousand taps never run it dry
@@ -44,18 +45,18 @@ def build():
     store = Store("sqlite:///%s" % (Path(tmp.name) / "collector.sqlite3"))
     store.provision(DEVICE, SECRET, "heap bench validator")
     ex = pc.EXAMPLE
-    store.publish(
-        BASE_VERSION,
-        pc.compile_bundle(
-            SECRET,
-            ex / "fares.toml",
-            ex / "whitelist.csv",
-            ex / "blacklist.csv",
-            version=BASE_VERSION,
-            activation=0,
-            progress=False,
-        ),
+    base = pc.compile_bundle(
+        SECRET,
+        ex / "fares.toml",
+        ex / "whitelist.csv",
+        ex / "blacklist.csv",
+        version=BASE_VERSION,
+        activation=0,
+        progress=False,
     )
+    store.publish(BASE_VERSION, base)
+    bundle_path = Path(tmp.name) / "bundle.bin"
+    bundle_path.write_bytes(base)
     world = BenchWorld(reader="pn532_i2c", dialect="simcom", start=849300000)
     collector_app.server_time = lambda: world.time
     server = ServerThread(create_app(store))
@@ -81,6 +82,7 @@ def build():
             "device": DEVICE,
             "secret": SECRET.hex(),
             "version": BASE_VERSION,
+            "bundle": str(bundle_path),
         }
 
     @hub.command("bench_time")

@@ -19,6 +19,12 @@ def _load(path):
     return __import__(name)
 
 
+def _frozen_first():
+    import os
+
+    return bool(os.getenv("MPY_FROZEN_FIRST"))
+
+
 def _run_one(mod, name):
     fn = getattr(mod, name, None)
     if fn is None:
@@ -49,6 +55,11 @@ def _run_one(mod, name):
 def main():
     path = sys.argv[1]
     names = sys.argv[2:]
+    if ".frozen" in sys.path and _frozen_first():
+        # micropython32: the script's own folder (tests/mpy) went first on the path, and a
+        # helper frozen in (app_rig) must not load again from source into the heap.
+        sys.path.remove(".frozen")
+        sys.path.insert(0, ".frozen")
     try:
         mod = _load(path)
     except BaseException as e:  # noqa: B036

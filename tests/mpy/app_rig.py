@@ -356,11 +356,29 @@ class Rig:
         p.rtc_seconds = lambda: clock[0]
         self.parts = p
         self.v = v = app.Validator(p, self.cfg)
-        if bundle is not None:
+        if isinstance(bundle, str):
+            ok, why = self.install_file(bundle)
+            assert ok, why
+        elif bundle is not None:
             ok, why = v.params.install_bytes(bundle, clock[0])
             assert ok, why
         v.params.tick(clock[0])
         self.booted = v.boot()
+
+    def install_file(self, path, chunk=1024):
+        """A bundle from a host file, streamed through the parameters' receiver in 1 KB chunks
+        as a download arrives: no block of the bundle's size in the heap."""
+        buf = bytearray(chunk)
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            rx = self.v.params.receiver(f.tell())
+            f.seek(0)
+            while True:
+                n = f.readinto(buf)
+                if not n:
+                    break
+                rx.write(memoryview(buf)[:n])
+        return rx.finish(clock[0])
 
     @property
     def store(self):

@@ -57,6 +57,7 @@ def test_runs_on_32_bits_with_the_firmware_frozen():
         where = getattr(mod, "__file__", "")
         mptest.true("/" not in where, "%s loaded from %s, not the frozen copy" % (name, where))
     mptest.true("/" in mptest.__file__, "test helpers load from tests/mpy")
+    mptest.eq(app_rig.__file__, "app_rig.py", "the frozen harness, not its source again")
 
 
 def test_boot_taps_uploads_and_a_parameter_update():
