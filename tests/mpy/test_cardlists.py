@@ -200,6 +200,34 @@ def test_whitelist_local_interconnected_and_refused():
     mptest.true(log.find("card refused"))
 
 
+def test_whitelist_check_of_a_card_read_allocates_nothing():
+    import gc
+
+    wl = cl.Whitelist(WL)
+    local = bytes.fromhex("05212482ffffffff")
+    sh = bytes.fromhex("01011000ffffffff")
+    city = b"\x29\x00"
+    wl.check(sh, city, 1)  # warm-up
+    for issuer, flag, want in ((local, 0, (cl.OK, True)), (sh, 1, (cl.OK, False))):
+        gc.collect()
+        a0 = gc.mem_alloc()
+        gc.disable()
+        try:
+            got = wl.check(issuer, city, flag)
+            used = gc.mem_alloc() - a0
+        finally:
+            gc.enable()
+        mptest.eq(got, want)
+        mptest.eq(used, 0, "check() of tunion.py's fields allocated %d bytes" % used)
+    # the same answers as the field-by-field path for every combination
+    for issuer in (local, sh, bytes.fromhex("07550000ffffffff"), bytes.fromhex("02002900ff")):
+        for city in (b"\x24\x82", b"\x29\x00"):
+            for flag in (0, 1, 2):
+                fast = wl.check(issuer, city, flag)
+                slow = wl._check_any(issuer, city, bytes((0, flag)))
+                mptest.eq(fast, slow, "%s %s %d" % (issuer.hex(), city.hex(), flag))
+
+
 def test_whitelist_of_a_thousand_issuers_against_a_set():
     codes = ["%08x" % (cl.mix(i) & 0xFFFFFFFF) for i in range(1000)]
     cfg = {"local_issuers": ["05212482"], "local_city": "2482", "issuers": codes}
