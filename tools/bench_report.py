@@ -307,9 +307,30 @@ def markdown(res):
         "**%s taps**. The simulated buses are Python objects in the heap where a board has C "
         "objects whose buffers lie outside it: what they keep and what they allocate per call "
         "are counted apart (the rows above) and are included in the figures, so the real-driver "
-        "figures overstate a board's by about that much."
-        % (res["config"].get("driver_search_taps"), d.get("heap_min_heapsize_taps"))
+        "figures overstate a board's by about that much (live heap without what they keep: "
+        "about %s B)."
+        % (
+            res["config"].get("driver_search_taps"),
+            d.get("heap_min_heapsize_taps"),
+            _n(
+                d["app_drivers_live_max_bytes"] - d["app_drivers_sim_held_bytes"]
+                if d.get("app_drivers_live_max_bytes") is not None
+                else None
+            ),
+        )
     )
+    parts = d.get("app_drivers_live_parts") or d.get("app_inproc_live_parts")
+    if parts:
+        w("")
+        w(
+            "Where the live heap goes (real drivers, at the end of the measuring run, each part "
+            "dropped in turn; parts that share objects are counted where they are dropped "
+            "first): "
+            + ", ".join(
+                "%s %s B" % (k, _n(v)) for k, v in sorted(parts.items(), key=lambda kv: -kv[1])
+            )
+            + "."
+        )
     if d.get("app_drivers_largest_allocs") is not None:
         w("")
         w(

@@ -618,6 +618,8 @@ def app_run(taps, every, mode, heap, drivers, check=True, timeout=900):
                 env={"SIM_PORT": str(hub.port), "REPO_ROOT": str(ROOT)},
             )
     ok = res.returncode == 0 and got
+    if ok and len(got) > 1 and "live_parts" in got[1]:
+        got[0]["live_parts"] = got[1]["live_parts"]
     return (got[0] if ok else None), res
 
 
@@ -676,6 +678,7 @@ def measured(r, res, taps):
         "flash_programs_per_tap": round(r["flash_programs_per_tap"], 2),
         "flash_bytes_per_tap": round(r["flash_bytes_per_tap"]),
         "reasons": r["reasons"],
+        "live_parts": r.get("live_parts"),
     }
 
 
