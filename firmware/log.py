@@ -25,7 +25,7 @@ _MAX_LINE = const(255)
 
 _level = INFO
 _echo = True
-_ring = bytearray(_CAP)
+_ring = None  # made at the first kept line: a quiet program pays nothing
 _pos = [0, 0, 0]  # oldest record, next write, records kept
 _sinks = []
 
@@ -57,6 +57,9 @@ def _drop_oldest():
 
 
 def _keep(level, line):
+    global _ring
+    if _ring is None:
+        _ring = bytearray(_CAP)
     data = line.encode()
     n = len(data)
     if n > _MAX_LINE:
