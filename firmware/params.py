@@ -9,6 +9,7 @@
 #   the MAC is checked over both before the state names them. A lookup then reads exactly two
 #   flash blocks (littlefs would add its metadata and skip-list reads, 6 or more).
 # - file mode (no slots given: bench, tests): the whole bundle file stays on littlefs.
+import gc
 import json
 import os
 
@@ -628,9 +629,17 @@ class Params:
         _log.info("parameters %d active (blacklist %d)", new["version"], new["bl_version"])
         self._collect()
         try:
-            self._open(new)
-        except ParamsError as e:
-            _log.error("%s", e)
+            try:
+                self._open(new)
+            except MemoryError:
+                # Old and new sets side by side are an update's peak: on a small, fragmented
+                # heap let the old one go and open the new one (committed already) again.
+                self._close()
+                self.settings = self.fares = self.whitelist = self.blacklist = None
+                gc.collect()
+                self._open(new)
+        except (ParamsError, MemoryError) as e:
+            _log.error("parameters %d committed but not opened: %s", new["version"], e)
         self._announce(now)
         return "activated"
 

@@ -177,6 +177,12 @@ for i in range(taps):
         ok = op(rig.upload, UPLOAD, uploads, i >= WARM)
         assert ok, v.uplink.last_error
         uploads += 1
+        if i >= offered_at and v.params.version == base_version:
+            import log  # the round that should have activated the update: say why not
+
+            for line in log.recent(8):
+                print(line)
+            raise AssertionError("the parameter update was not activated")
 c1 = benchlib.cpu_us()
 gc.collect()
 counted = max(1, taps - WARM)
