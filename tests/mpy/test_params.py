@@ -214,6 +214,41 @@ def test_blacklist_deltas_chain_and_full_replacement_clears_them():
     p.close()
 
 
+def test_activation_short_of_heap_lets_the_old_set_go_and_opens_the_new():
+    fresh()
+    ev = Events()
+    p = params.Params(MP + "/params", KEY, ev)
+    p.install_bytes(full(3), now=0)
+    real_open = p._open
+    calls = []
+
+    def short_of_heap(entry):
+        calls.append(p.fares is not None)
+        if len(calls) == 1:
+            raise MemoryError("memory allocation failed")  # the new set beside the old
+        real_open(entry)
+
+    p._open = short_of_heap
+    mptest.eq(p.install_bytes(delta(4, 3, adds=[NEW]), now=0), (True, "activated"))
+    mptest.eq(calls, [True, False], "the second try runs without the old set in RAM")
+    mptest.eq((p.version, p.blacklist.contains(NEW), fare_of(p)), (4, True, 200))
+    mptest.eq([e[1] for e in ev.seen], [3, 4])
+
+    def never(entry):
+        raise MemoryError("memory allocation failed")
+
+    p._open = never
+    log.clear()
+    mptest.eq(p.install_bytes(delta(5, 4, adds=[STOLEN]), now=0), (True, "activated"))
+    mptest.true(log.find("committed but not opened", log.ERROR), "said, not raised")
+    mptest.eq((p.fares, p.blacklist), (None, None), "no half-old set left in use")
+    p._open = real_open
+    p.close()
+    p = open_params()
+    mptest.eq((p.version, p.blacklist.contains(STOLEN)), (5, True), "the next boot opens it")
+    p.close()
+
+
 def test_pending_bundle_activates_at_its_time():
     dev = fresh()
     ev = Events()
