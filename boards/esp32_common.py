@@ -95,6 +95,9 @@ def _pin(n, mode=machine.Pin.OUT, value=None):
 
 def make_reader(r):
     irq = _pin(r["irq"], machine.Pin.IN) if "irq" in r else None
+    # Type A only unless the board (or a depot's board file) turns type B on: T-Union cards are
+    # type A, and each type B round costs the poll time.
+    kinds = "AB" if r.get("type_b") else "A"
     if "reset" in r:
         _pin(r["reset"], value=1)  # out of power-down
     if r["chip"] == "rc522":
@@ -107,7 +110,7 @@ def make_reader(r):
             mosi=machine.Pin(r["mosi"]),
             miso=machine.Pin(r["miso"]),
         )
-        return RC522(spi, _pin(r["cs"], value=1), irq=irq)
+        return RC522(spi, _pin(r["cs"], value=1), irq=irq, kinds=kinds)
     import pn532
 
     if r["bus"] == "i2c":
@@ -136,7 +139,7 @@ def make_reader(r):
             r["uart_id"], baudrate=r["baudrate"], tx=r["tx"], rx=r["rx"], rxbuf=1024, timeout=0
         )
         transport = PN532UART(uart, irq=irq, baudrate=r["baudrate"])
-    reader = pn532.PN532(transport)
+    reader = pn532.PN532(transport, kinds=kinds)
     reader.init()
     return reader
 

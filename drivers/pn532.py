@@ -213,12 +213,14 @@ def parse_target_b(data):
 
 
 class PN532(Reader):
-    """PN532 reader on any transport. Create, call init(), then poll()/transceive()."""
+    """PN532 reader on any transport. Create, call init(), then poll()/transceive().
+    kinds: "A" polls type A only (T-Union cards are type A; a type B round costs a second
+    InListPassiveTarget per poll); "AB" adds type B where the chip's firmware supports it."""
 
     def __init__(
         self,
         transport,
-        kinds="AB",
+        kinds="A",
         passive_retries=2,
         rf_timeout_index=0x0D,
         ack_timeout_ms=50,

@@ -2,6 +2,9 @@
 # chip may NACK its own address while busy, which is "not ready yet", not an error. A frame read
 # consumes it: when a frame is longer than the first read, a NACK frame makes the chip send it
 # again whole (as ESPHome's pn532_i2c does), so short answers cost one read.
+# No fixed bus-free pause between transactions (libnfc keeps 5 ms): the driver polls the one-byte
+# status (or watches the IRQ line) every poll_us until the chip is ready, within the caller's
+# deadline, and reads the frame at once when it is (docs/nfc.md "I2C").
 import time
 
 from linkerr import ChipError, ProtocolError
@@ -9,19 +12,19 @@ from micropython import const
 from pn532 import FRAME_BUF, NACK, frame_size
 
 ADDRESS = const(0x24)
-# STOP to next START. The datasheet says 1.3 ms; libnfc found 1.4 ms too short and uses 5 ms.
-_BUS_FREE_MS = const(5)
-_WRITE_TRIES = const(5)
+_POLL_US = const(500)  # between status polls (or IRQ looks) while the chip works
+_WRITE_TRIES = const(25)  # a busy chip NACKing its address: about 25 ms of tries
+_WRITE_PAUSE_US = const(1000)
 
 
 class PN532I2C:
-    def __init__(self, i2c, addr=ADDRESS, irq=None, first_read=40, bus_free_ms=_BUS_FREE_MS):
+    def __init__(self, i2c, addr=ADDRESS, irq=None, first_read=40, poll_us=_POLL_US):
         self.i2c = i2c
         self.addr = addr
         self.irq = irq
         self.first_read = first_read
-        self.bus_free_us = bus_free_ms * 1000
-        self._last = time.ticks_us()
+        self.poll_us = poll_us
+        self.not_ready = 0  # status polls that found the chip busy (bench figures)
         self._status = bytearray(1)
         self._rd = bytearray(FRAME_BUF + 1)
         self._rdv = memoryview(self._rd)
@@ -30,53 +33,42 @@ class PN532I2C:
         # The PN532 stretches SCL while it wakes up; nothing to send (libnfc pn532_i2c_wakeup).
         pass
 
-    def _free(self):
-        # Every transaction starts a bus-free time after the previous one ended; this also
-        # paces the ready polling.
-        wait = self.bus_free_us - time.ticks_diff(time.ticks_us(), self._last)
-        if wait > 0:
-            time.sleep_us(wait)
-
     def send(self, frame):
-        for _ in range(_WRITE_TRIES):
-            self._free()
+        for i in range(_WRITE_TRIES):
+            if i:
+                time.sleep_us(_WRITE_PAUSE_US)
             try:
                 self.i2c.writeto(self.addr, frame)
                 return
             except OSError:
                 pass  # address NACKed: the chip is busy finishing the previous exchange
-            finally:
-                self._last = time.ticks_us()
         raise ChipError("PN532 does not acknowledge its I2C address")
 
     def _ready(self, deadline):
+        """Poll until the chip has a frame for us: -> False when the deadline passed first."""
+        irq = self.irq
         while True:
-            if self.irq is not None:
-                if self.irq.value() == 0:
+            if irq is not None:
+                if irq.value() == 0:
                     return True
-                time.sleep_ms(1)
             else:
-                self._free()
                 try:
                     self.i2c.readfrom_into(self.addr, self._status)
                     if self._status[0] & 1:
                         return True
                 except OSError:
                     pass  # busy chip NACKs its address
-                finally:
-                    self._last = time.ticks_us()
+                self.not_ready += 1
             if time.ticks_diff(deadline, time.ticks_ms()) <= 0:
                 return False
+            time.sleep_us(self.poll_us)
 
     def _read(self, n):
         """Read status + n bytes; -> True when the status said ready."""
-        self._free()
         try:
             self.i2c.readfrom_into(self.addr, self._rdv[: n + 1])
         except OSError:
             return False
-        finally:
-            self._last = time.ticks_us()
         return bool(self._rd[0] & 1)
 
     def receive(self, buf, timeout_ms, hint=0):

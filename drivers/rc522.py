@@ -77,8 +77,12 @@ VERSIONS = {0x88: "FM17522", 0x90: "v0.0", 0x91: "v1.0", 0x92: "v2.0", 0x12: "cl
 
 
 class RC522(Reader):
-    def __init__(self, spi, cs, reset=None, gain=None, irq=None):
+    def __init__(self, spi, cs, reset=None, gain=None, irq=None, kinds="A"):
         super().__init__()
+        self.kinds = "A"
+        if "B" in kinds:
+            # The MFRC522 modulates and demodulates ISO/IEC 14443 type A only.
+            _log.warning("RC522 cannot poll type B cards: type A only")
         self.spi = spi
         self.cs = cs
         self.reset_pin = reset

@@ -13,6 +13,7 @@ READER = {
     "freq": 400000,
     "irq": 34,
     "reset": 15,
+    "type_b": False,  # True polls type B cards too (a second round per poll)
 }
 
 # The parts the application asks for (firmware/app.py), built by boards/esp32_common.py.

@@ -16,7 +16,7 @@ import os
 
 NAME = "unix_sim"
 
-READER = {"chip": "pn532", "bus": "i2c"}
+READER = {"chip": "pn532", "bus": "i2c", "type_b": False}  # type_b: poll type B cards too
 PSAM = {"uart_id": "psam", "reset": "psam_rst", "clk": "psam_clk", "clk_hz": 3571200}
 MODEM = {"uart_id": "modem", "pwrkey": "modem_pwrkey", "baudrate": 115200}
 FEEDBACK = {"led_green": "led_green", "led_red": "led_red", "buzzer": "buzzer"}
@@ -90,15 +90,18 @@ def _make_rtc():
     return lambda: int(ctl.call("now"))
 
 
-def make_reader(kind=None):
+def make_reader(kind=None, type_b=None):
     kind = kind or os.getenv("VALIDATOR_READER") or "pn532_i2c"
+    if type_b is None:
+        type_b = READER["type_b"] or os.getenv("VALIDATOR_TYPE_B") == "1"
+    kinds = "AB" if type_b else "A"
     from sim_pin import Pin
 
     if kind == "rc522_spi":
         from rc522 import RC522
         from sim_spi import SimSPI
 
-        return RC522(SimSPI("rc522"), Pin("rc522_cs", Pin.OUT, value=1))
+        return RC522(SimSPI("rc522"), Pin("rc522_cs", Pin.OUT, value=1), kinds=kinds)
     import pn532
 
     if kind == "pn532_spi":
@@ -118,7 +121,7 @@ def make_reader(kind=None):
         from sim_i2c import SimI2C
 
         transport = PN532I2C(SimI2C("nfc_i2c"))
-    reader = pn532.PN532(transport)
+    reader = pn532.PN532(transport, kinds=kinds)
     reader.init()
     return reader
 

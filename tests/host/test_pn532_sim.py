@@ -13,13 +13,21 @@ from tools.sim.pn532 import (
     ERROR_FRAME,
     NACK,
     PN532HSUSim,
-    PN532I2CSim,
     PN532SPISim,
     build_frame,
     parse_host_frames,
 )
+from tools.sim.pn532 import PN532I2CSim as TimedPN532I2CSim
 
 SELECT = bytes.fromhex("00a4040008a000000632010105")
+
+
+class PN532I2CSim(TimedPN532I2CSim):
+    """Frames ready at once, so these tests can read right after writing (the chip's handling
+    time is tested in test_i2c_not_ready_until_the_chip_has_handled_the_frame)."""
+
+    ack_ms = 0
+    resp_ms = 0
 
 
 def host(data):
@@ -68,6 +76,20 @@ def i2c():
     h.command(b"\x14\x01\x14\x00")
     h.command(b"\x32\x05\xff\x01\x02")
     return chip, h
+
+
+def test_i2c_not_ready_until_the_chip_has_handled_the_frame():
+    chip = TimedPN532I2CSim(field=Field())
+    chip.ack_ms, chip.resp_ms = 500, 1000  # long enough for a busy test machine
+    assert chip.i2c_write(host(b"\x02"))
+    assert chip.i2c_read(1) == b"\x00"  # still handling the command
+    assert chip.i2c_read(7) == b"\x00" * 7  # a frame read while busy gets nothing either
+    assert chip.stats["not_ready"] == 2
+    time.sleep(chip.ack_ms / 1000 + 0.002)
+    assert chip.i2c_read(7) == b"\x01" + ACK
+    time.sleep(chip.resp_ms / 1000 + 0.002)
+    raw = chip.i2c_read(20)
+    assert raw[0] == 1 and params(raw[1:]) == b"\x32\x01\x06\x07"
 
 
 def test_frames_match_the_published_examples():

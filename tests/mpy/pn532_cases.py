@@ -134,8 +134,12 @@ def chained_answers_from_the_chip(env):
 
 
 def type_b_where_the_firmware_allows(env):
-    r = env.fresh()
+    r = env.fresh()  # type A only unless configured: one InListPassiveTarget per poll
     env.place(kind="B", uid="aabbccdd")
+    before = env.state()["stats"]["commands"].get("4a", 0)
+    mptest.eq(r.poll(), None)
+    mptest.eq(env.state()["stats"]["commands"].get("4a", 0), before + 1, "type A only")
+    r = env.make(kinds="AB")
     t = r.poll()
     mptest.eq((t.kind, t.uid_hex(), t.iso_dep, t.sak), ("B", "aabbccdd", True, None))
     mptest.eq(t.atqb[0], 0x50)

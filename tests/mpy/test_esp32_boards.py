@@ -104,6 +104,7 @@ def _sell(parts, reader_kind):
     import purchase
     from pending import RamPendingStore
 
+    mptest.eq(parts.reader.kinds, "A", "type B off as the board says")
     ctl = Control()
     ctl.call("bench_place", reader=reader_kind)
     target = parts.reader.poll()

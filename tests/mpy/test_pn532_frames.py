@@ -495,7 +495,7 @@ def test_transports_survive_random_chips():
 
     random.seed(11)
     for t in (
-        PN532I2C(RandomI2C(), bus_free_ms=0),
+        PN532I2C(RandomI2C(), poll_us=0),
         PN532SPI(RandomSPI(), Level()),
         PN532UART(RandomUART()),
     ):

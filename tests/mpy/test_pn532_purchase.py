@@ -54,7 +54,7 @@ _spi = SimSPI("nfc_spi")
 _cs = Pin("nfc_cs", Pin.OUT, value=1)
 _uart = CountingUART("nfc_hsu", baudrate=115200)
 TRANSPORTS = {
-    "i2c": (lambda: PN532I2C(_i2c, bus_free_ms=1), lambda: _i2c.transactions),
+    "i2c": (lambda: PN532I2C(_i2c), lambda: _i2c.transactions),
     "spi": (lambda: PN532SPI(_spi, _cs), lambda: _spi.transactions),
     "hsu": (lambda: PN532UART(_uart), lambda: _uart.calls),
 }

@@ -480,7 +480,21 @@ class _Queued(PN532Core):
 
 
 class PN532I2CSim(_Queued):
+    """Each frame becomes ready (status bit 0, IRQ low) some time after the command that caused
+    it, as on the chip, which handles a frame before it answers: ``ack_ms`` for the ACK,
+    ``resp_ms`` for a response (on top of any ``slow`` fault). Until then a status read says
+    00 (counted in ``not_ready``), so the driver's polling is exercised on every command. The
+    chip's own times are not published; these are of the order the datasheet's timing diagrams
+    suggest."""
+
     ADDRESS = 0x24
+    ack_ms = 1.0
+    resp_ms = 2.0
+
+    def _emit(self, frame, delay):
+        if not delay:
+            delay = (self.ack_ms if frame == ACK else self.resp_ms) / 1000.0
+        _Queued._emit(self, frame, delay)
 
     def i2c_write(self, data):
         with self.lock:
@@ -495,6 +509,7 @@ class PN532I2CSim(_Queued):
                 return None
             frame = self.ready_frame()
             if frame is None:
+                self.stats["not_ready"] = self.stats.get("not_ready", 0) + 1
                 return bytes(n)  # status 00: not ready
             if n <= 1:
                 return b"\x01"[:n]
