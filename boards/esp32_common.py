@@ -21,7 +21,8 @@ PSAM = {
     "clk_hz": 4000000,
     "reset": 14,
     "echo": True,
-    "max_baud": 115200,
+    # No "max_baud": PPS goes to the fastest rate the PSAM offers that UART 2 generates within
+    # ISO 7816-3's tolerance (drivers/psam_link.py; at 4 MHz every TA1 rate is within 0.02 %).
 }
 # Cellular modem (SIM7600 / EC2x / EC200) on its own UART, with the power key and status pins.
 # txbuf: the driver's TX ring (IDF heap, not the Python heap); the modem driver writes in chunks

@@ -214,6 +214,35 @@ def baud_for(clk_hz, f=F_DEFAULT, d=1):
     return (clk_hz * d + f // 2) // f
 
 
+# The ESP32 UART's clock (APB, 80 MHz) and its divider: esp-idf hal/esp32 uart_ll_set_baudrate
+# computes clk_div = (sclk << 4) // baud (truncated) and runs at sclk * 16 / clk_div, so a rate is
+# exact only when 16 * sclk / baud is an integer. Its fastest rate is sclk / 16 (esp-idf
+# SOC_UART_BITRATE_MAX, 5 Mbaud): the divider is then at least 256 sixteenths and the truncation
+# costs at most 1/256 = 0.39 %, well inside the tolerance below.
+UART_SCLK_HZ = const(80000000)
+# ISO/IEC 7816-3 character timing: each edge within (n +/- 0.2) etu of the start bit's, over the
+# 10 moments of a character that is 2 % of rate error end to end (docs/psam-link.md, "PPS").
+RATE_TOLERANCE_PPM = const(20000)
+
+
+def uart_clk_div(baud, sclk_hz=UART_SCLK_HZ):
+    """The divider (in 1/16 steps) an ESP32 UART uses for `baud`; < 16 means out of reach."""
+    return (sclk_hz << 4) // baud
+
+
+def rate_error_ppm(clk_hz, f, d, sclk_hz=UART_SCLK_HZ):
+    """Error, in ppm, of the rate an ESP32 UART really produces when asked for baud_for(clk_hz,
+    f, d), against the card's exact rate clk_hz * d / f. None beyond the UART's fastest rate."""
+    asked = baud_for(clk_hz, f, d)
+    if asked <= 0 or asked * 16 > sclk_hz:
+        return None
+    div = uart_clk_div(asked, sclk_hz)
+    # uart = sclk * 16 / div; exact = clk * d / f; error = uart / exact - 1
+    num = sclk_hz * 16 * f * 1000000
+    den = div * clk_hz * d
+    return (num + den // 2) // den - 1000000
+
+
 def wwt_ms(wi, d, baud, margin_ms=10):
     """Work waiting time 960 * D * WI etu in ms at `baud` (rounded up), plus a host margin."""
     etu = 960 * d * wi

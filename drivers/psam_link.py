@@ -28,9 +28,10 @@ _inv = iso7816.inverse_table()
 class PsamLink:
     """uart: machine.UART (or SimUART) wired to the I/O line; rst: output Pin; clk: PWM on the
     clock pin, or None when the board clocks the card itself; clk_hz: requested clock; echo: TX
-    comes back on RX (joined wire); max_baud: fastest rate the board may use after PPS; pps:
-    False keeps the default rate; margin_ms: slack on every ISO deadline for UART/host latency;
-    busy_ms: longest a card may keep answering NULL before the command is abandoned."""
+    comes back on RX (joined wire); max_baud: a cap on the rate after PPS (None: the fastest the
+    card offers that the UART, clocked at uart_clk_hz, generates within ISO 7816-3's tolerance);
+    pps: False keeps the default rate; margin_ms: slack on every ISO deadline for UART/host
+    latency; busy_ms: longest a card may keep answering NULL before the command is abandoned."""
 
     def __init__(
         self,
@@ -39,10 +40,11 @@ class PsamLink:
         clk=None,
         clk_hz=3571200,
         echo=True,
-        max_baud=115200,
+        max_baud=None,
         pps=True,
         margin_ms=50,
         busy_ms=5000,
+        uart_clk_hz=iso7816.UART_SCLK_HZ,
     ):
         self.uart = uart
         self.rst = rst
@@ -51,6 +53,8 @@ class PsamLink:
         self.clk_hz = clk_hz
         self.echo = echo
         self.max_baud = max_baud
+        self.uart_clk_hz = uart_clk_hz
+        self.rate_error_ppm = 0  # of the UART's real rate against the card's, after PPS
         self.use_pps = pps
         self.margin_ms = margin_ms
         self.busy_ms = busy_ms
@@ -201,6 +205,7 @@ class PsamLink:
         self.rst.value(0)
         self.inverse = False
         self.d = 1
+        self.rate_error_ppm = 0
         if not warm:
             # Without a VCC switch a cold reset is a restarted clock under a low RST.
             self._clock(False)
@@ -250,7 +255,9 @@ class PsamLink:
         return atr
 
     def _rate_for(self, atr):
-        """(pps1, baud, d) of the fastest rate TA1 offers that the clock and board allow."""
+        """(pps1, baud, d) of the fastest rate TA1 offers that the clock, the board's cap and the
+        UART's divider allow: F is TA1's Fi, D any defined value up to Di, the clock within
+        Fi's f_max, and the UART's real rate within RATE_TOLERANCE_PPM of f * D / F."""
         fi = atr.ta1 >> 4
         f = FI[fi]
         dmax = atr.di
@@ -263,8 +270,14 @@ class PsamLink:
             if not d or d > dmax:
                 continue
             baud = iso7816.baud_for(self.clk_hz, f, d)
-            if default < baud <= self.max_baud and (best is None or baud > best[1]):
-                best = ((fi << 4) | di, baud, d)
+            if baud <= default or (self.max_baud and baud > self.max_baud):
+                continue
+            err = iso7816.rate_error_ppm(self.clk_hz, f, d, self.uart_clk_hz)
+            if err is None or abs(err) > iso7816.RATE_TOLERANCE_PPM:
+                _log.info("PPS: D %d (%d baud) out of the UART's reach (%r ppm)", d, baud, err)
+                continue
+            if best is None or baud > best[1]:
+                best = ((fi << 4) | di, baud, d, err)
         return best
 
     def _set_rate(self, baud, d):
@@ -280,16 +293,20 @@ class PsamLink:
                 if not atr.fi or not atr.di:
                     raise ChipError("PSAM in specific mode with RFU TA1 0x%02x" % atr.ta1)
                 baud = iso7816.baud_for(self.clk_hz, atr.fi, atr.di)
-                if baud > self.max_baud:
+                if self.max_baud and baud > self.max_baud:
                     raise ChipError("PSAM fixed at %d baud, board max %d" % (baud, self.max_baud))
+                err = iso7816.rate_error_ppm(self.clk_hz, atr.fi, atr.di, self.uart_clk_hz)
+                if err is None or abs(err) > iso7816.RATE_TOLERANCE_PPM:
+                    raise ChipError("PSAM fixed at %d baud, out of the UART's reach" % baud)
                 self._set_rate(baud, atr.di)
+                self.rate_error_ppm = err
         elif self.use_pps and allow_pps:
             choice = self._rate_for(atr)
             if choice is not None:
                 self._pps(atr, *choice)
         self.wwt_ms = iso7816.wwt_ms(atr.wi, self.d, self.baud, self.margin_ms)
 
-    def _pps(self, atr, pps1, baud, d):
+    def _pps(self, atr, pps1, baud, d, err):
         req = bytearray((0xFF, 0x10, pps1, 0))
         req[3] = req[0] ^ req[1] ^ req[2]
         wait = iso7816.wwt_ms(atr.wi, 1, self.baud, self.margin_ms)
@@ -306,17 +323,18 @@ class PsamLink:
         if problem is None:
             if resp == req:
                 self._set_rate(baud, d)
+                self.rate_error_ppm = err
                 self.pps_result = "ok"
-                _log.info("PPS 0x%02x: %d baud", pps1, baud)
+                _log.info("PPS 0x%02x: %d baud (UART %+d ppm)", pps1, baud, err)
                 return
             if resp == b"\xff\x00\xff":
                 self.pps_result = "default"
                 _log.info("PPS 0x%02x declined: default rate", pps1)
                 return
             problem = "answer %s to %s" % (bytes(resp).hex(), bytes(req).hex())
-        # A failed PPS leaves the card in an unknown state: a warm reset, then default rate.
-        _log.warning("PPS failed (%s): warm reset at the default rate", problem)
-        atr = self._activate(True)
+        # A failed PPS leaves the card in an unknown state: a cold reset, then the default rate.
+        _log.warning("PPS failed (%s): cold reset at the default rate", problem)
+        atr = self._activate(False)
         self._negotiate(atr, allow_pps=False)
         self.pps_result = "failed"
 
@@ -507,8 +525,9 @@ def _bad(reason):
 
 def from_board(cfg, UART, Pin, PWM):
     """Build a PsamLink from a board's PSAM dict (boards/*/board.py): uart_id, tx, rx, clk,
-    clk_hz, reset, and optionally echo, max_baud. The simulation board names its devices
-    (UART "psam", pins "psam_rst" and "psam_clk") where an ESP32 board gives numbers."""
+    clk_hz, reset, and optionally echo, max_baud (a cap on the PPS rate; none by default). The
+    simulation board names its devices (UART "psam", pins "psam_rst" and "psam_clk") where an
+    ESP32 board gives numbers."""
     kw = {}
     if "tx" in cfg:
         kw["tx"] = cfg["tx"]
@@ -531,5 +550,5 @@ def from_board(cfg, UART, Pin, PWM):
         clk,
         clk_hz,
         echo=cfg.get("echo", True),
-        max_baud=cfg.get("max_baud", 115200),
+        max_baud=cfg.get("max_baud"),
     )

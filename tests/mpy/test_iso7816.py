@@ -140,3 +140,19 @@ def test_line_time_model():
     mptest.eq(iso7816.t0_chars(le=8), (5, 11))  # case 2
     mptest.eq(iso7816.t0_chars(lc=4), (9, 3))  # case 3: CREDIT SAM FOR PURCHASE
     mptest.eq(iso7816.t0_chars(lc=36, le=8), (46, 14))  # case 4: INIT SAM FOR PURCHASE
+
+
+def test_esp32_uart_rate_error():
+    # The ESP32 UART divides 80 MHz in 1/16 steps, truncating: 16 * 80 MHz / 43 011 = 29 759.8
+    # -> 29 759, so 4 MHz with TA1 0x13 (43 010.75 baud exactly) runs 34 ppm fast.
+    mptest.eq(iso7816.uart_clk_div(43011), 29759)
+    mptest.eq(iso7816.rate_error_ppm(4000000, 372, 4), 34)
+    mptest.eq(iso7816.rate_error_ppm(4000000, 512, 32), 0)  # 250 000: divider 5 120 exactly
+    mptest.eq(iso7816.rate_error_ppm(3571200, 372, 12), 10)
+    mptest.eq(iso7816.rate_error_ppm(20000000, 372, 64), 0)  # 3.44 Mbaud: divider 372.0
+    # Beyond the UART's fastest rate, sclk / 16: 5 Mbaud from 80 MHz, 75 000 baud from 1.2 MHz.
+    mptest.eq(iso7816.rate_error_ppm(20000000, 372, 64, 40000000), None)
+    mptest.eq(iso7816.rate_error_ppm(3571200, 372, 8, 1200000), None)
+    # The worst truncation just under the limit: 1/256 of the rate.
+    err = iso7816.rate_error_ppm(3571200, 372, 12, 1850300)  # 16 * sclk / baud = 256.99
+    mptest.true(3800 < err <= 3906 < iso7816.RATE_TOLERANCE_PPM, err)

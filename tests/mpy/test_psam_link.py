@@ -85,6 +85,27 @@ def test_pps_picks_the_fastest_rate_the_board_allows():
     mptest.hex_eq(lk.transceive(b"\x80\xe0\x00\x00"), b"\x90\x00")
 
 
+def test_pps_takes_the_fastest_rate_the_uart_generates_within_tolerance():
+    # TA1 0x18 offers D 1, 2, 4, 8 and 12. A UART clocked at 1.2 MHz reaches at most 75 000
+    # baud (sclk / 16): D 8 and 12 are out of its reach, D 4 (38 400) is exact.
+    ctl.call("psam_config", ta1=0x18)
+    lk = link(uart_clk_hz=1200000)
+    lk.reset()
+    mptest.eq((lk.pps_result, lk.baud, lk.d, lk.rate_error_ppm), ("ok", 38400, 4, 0))
+    mptest.true(log.find("D 12 (115200 baud) out of the UART's reach", log.INFO), "logged")
+    mptest.hex_eq(lk.transceive(b"\x80\xe0\x00\x00"), b"\x90\x00")
+    lk = link(uart_clk_hz=2000000)  # 115 200: 16 * 2 MHz / 115 200 = 277.8 -> 277, +0.28 %
+    lk.reset()
+    mptest.eq((lk.baud, lk.d, lk.rate_error_ppm), (115200, 12, 2808))
+    mptest.eq(stats()["config_errors"], 0)
+    # The ESP32's 80 MHz APB clock reaches every rate a card offers (docs/psam-link.md, "PPS").
+    ctl.call("psam_config", ta1=0x96)  # F 512, D 32: 223 200 baud at 3.5712 MHz
+    lk = link()
+    lk.reset()
+    mptest.eq((lk.baud, lk.d, lk.rate_error_ppm), (223200, 32, 134))
+    mptest.hex_eq(lk.transceive(b"\x80\xe0\x00\x00"), b"\x90\x00")
+
+
 def test_pps_failures_fall_back_to_the_default_rate():
     ctl.call("psam_config", wi=1)  # WWT 960 etu (100 ms) keeps the silent case short
     for how, result, resets in (("silent", "failed", 2), ("mismatch", "failed", 2)):
@@ -96,7 +117,8 @@ def test_pps_failures_fall_back_to_the_default_rate():
         mptest.eq((lk.pps_result, lk.baud), (result, 9600), how)
         mptest.eq(stats()["resets"], resets, how)
         mptest.hex_eq(lk.transceive(b"\x00\x84\x00\x00\x04"), b"\x01\x02\x03\x04\x90\x00")
-        mptest.true(log.find("PPS failed", log.WARNING), how)
+        mptest.true(log.find("cold reset at the default rate", log.WARNING), how)
+        mptest.eq(lk.clk.history[-2:], [(CLK, 0), (CLK, 32768)], "clock restarted: " + how)
     ctl.call("psam_clear")
     ctl.call("psam_fault", kind="pps_refuse", how="default")
     lk = link()
