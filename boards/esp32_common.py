@@ -142,6 +142,10 @@ def make_reader(r):
         transport = PN532UART(uart, irq=irq, baudrate=r["baudrate"])
     reader = pn532.PN532(transport, kinds=kinds)
     reader.init()
+    if r.get("fast_baud"):
+        # HSU starts at 115 200; 921 600 cuts the bytes' line time of a tap from ~34 ms to ~4.
+        # If the chip does not follow, the reader stays at the old speed (logged).
+        reader.set_serial_baudrate(r["fast_baud"])
     return reader
 
 

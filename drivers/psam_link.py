@@ -95,8 +95,11 @@ class PsamLink:
 
     # ---- the physical layer ---------------------------------------------------------------------
     def _uart_rate(self, baud, parity):
+        # timeout_char=0: the ESP32 port then sets the RX FIFO threshold to one byte and a
+        # one-character RX timeout (ports/esp32/machine_uart.c), so each character reaches the
+        # driver about one character time after it ends; the driver keeps its own deadlines.
         self.uart.init(
-            baudrate=baud, bits=8, parity=parity, stop=2, timeout=_POLL_MS, timeout_char=2
+            baudrate=baud, bits=8, parity=parity, stop=2, timeout=_POLL_MS, timeout_char=0
         )
 
     def _drain(self):

@@ -1,18 +1,37 @@
 """The tap-to-result time model for an ESP32 validator (docs/tap-model.md explains each term).
 
-tap_model(details) takes the figures measured by tools/benchmarks.py (RF bytes and frames, PSAM
-characters, firmware CPU time, flash operations per tap) and adds what the bench cannot measure:
-reader bus costs from docs/nfc.md and docs/nfc-rc522.md, card and PSAM processing times from
-public figures, flash timings from a SPI NOR datasheet, and a CPU scale factor. Every assumed
-number is in PARAMS with its source, so a measurement on hardware replaces one line.
+tap_model(details) takes the figures measured by tools/benchmarks.py (RF bytes and frames, the
+APDUs the virtual card and PSAM exchanged, the firmware's instructions and CPU time per tap) and
+adds what the bench cannot measure: reader bus costs from docs/nfc.md and docs/nfc-rc522.md,
+card and PSAM processing times from public figures, flash timings from a SPI NOR datasheet and
+the ESP32's cycles per instruction. Every assumed number is in PARAMS with its source, so a
+measurement on hardware replaces one line.
+
+The rider waits from the card entering the field to the green light, which comes once DEBIT has
+answered with TAC and MAC2 (issue 14: the PSAM's MAC2 check and the outcome record follow). The
+PSAM's INIT SAM FOR PURCHASE (8070) is sent as soon as the card's INIT has answered and computes
+while the card works on UPDATE CAPP DATA CACHE (drivers/psam_link.py transceive_start/finish).
 """
+
+import iso7816
 
 # fc = 13.56 MHz; ISO/IEC 14443-2 type A at 106 kbit/s: one bit = 128/fc = 9.44 us, a byte on air
 # is 8 bits + odd parity = 9 bits. The frame delay time PICC->PCD is at least 1172/fc = 86 us
-# (ISO/IEC 14443-3 6.2.1.1), the same order PCD->PICC; SOF/EOF add about 2 bit times.
-BIT_US = 128 / 13.56
-BYTE_US = 9 * BIT_US
-FRAME_OVERHEAD_US = 2 * BIT_US + 1172 / 13.56
+# (ISO/IEC 14443-3 6.2.1.1), the same order PCD->PICC; SOF/EOF add about 2 bit times. At 212 and
+# 424 kbit/s a bit is 64/fc and 32/fc (ISO/IEC 14443-2 bit rates fc/64, fc/32); the frame delay
+# is kept at 86 us, which is pessimistic.
+FC_MHZ = 13.56
+FDT_US = 1172 / FC_MHZ
+
+
+def _bit_us(kbps):
+    return {106: 128, 212: 64, 424: 32, 848: 16}[kbps] / FC_MHZ
+
+
+def _rf_ms(nbytes, frames, kbps=106):
+    bit = _bit_us(kbps)
+    return (nbytes * 9 * bit + frames * (2 * bit + FDT_US)) / 1000
+
 
 PARAMS = {
     # Card processing per command, ms (typical). JT/T 978 card timings are not published; these
@@ -28,30 +47,41 @@ PARAMS = {
     # PSAM processing: 8070 diversifies the card key twice, derives the session key and computes
     # MAC1 (about six DES/3DES or SM4 block operations with a coprocessor), 8072 one MAC. Assumed.
     "psam_ms": {"70": 15.0, "72": 5.0},
-    # ESP32 UART receive latency: the IDF hands bytes over on its RX timeout, about 10 character
-    # times after the line goes quiet, on each turnaround (docs/psam-link.md, "to measure on
-    # hardware"), plus the 16 etu guard the driver keeps before sending after receiving.
-    "psam_rx_latency_chars": 10,
+    # The PSAM's clock on the ESP32 boards (boards/esp32_common.py PSAM clk_hz: 80 MHz / 20 from
+    # the LEDC) and its rate after PPS: TA1 0x13 (F 372, D 4), the common PSAM case
+    # (docs/psam-link.md); the slow band keeps the default rate (PPS refused: F 372, D 1).
+    "psam_clk_hz": 4000000,
+    "psam_fd": (372, 4),
+    "psam_fd_slow": (372, 1),
+    # ESP32 UART receive latency: MicroPython's ports/esp32/machine_uart.c sets the IDF RX timeout
+    # from timeout_char in characters; below one character it sets the RX FIFO full threshold to 1
+    # and a 1-character timeout. The PSAM link asks timeout_char=0: about one character time per
+    # reception, plus the 16 etu guard the driver keeps before sending after receiving.
+    "psam_rx_latency_chars": 1,
     "psam_guard_etu": 16,
-    "psam_pps_baud": 38400,  # TA1 0x13 at 3.5712 MHz: the common PSAM case (docs/psam-link.md)
     # Reader buses, measured on the simulated chips (docs/nfc.md "Bus cost", docs/nfc-rc522.md
     # "Tests and figures"): poll with a card present + the 5 APDUs of a flat-fare purchase.
     "pn532_hsu": {
-        "baud": 115200,
+        # The board moves the chip to 921 600 baud with SetSerialBaudRate after init
+        # (boards/esp32_common.py "fast_baud"; the PN532 takes up to 1 288 000).
+        "baud": 921600,
         "bits": 10,
         "poll_bytes": 41,
         "purchase_bytes": 348,
         "transactions": 12,
-        "per_transaction_ms": 1.0,
+        # drivers/pn532_uart.py polls the UART every 1 ms: half a period per answer on average
+        "per_transaction_ms": 0.5,
     },
     "pn532_i2c": {
         "hz": 400000,
         "bits": 9,
-        "poll_bytes": 100,
-        "purchase_bytes": 692,
-        "transactions": 33,
-        "bus_free_ms": 5.0,
-        "per_transaction_ms": 0.1,
+        "poll_bytes": 72,
+        "purchase_bytes": 542,
+        "transactions": 46,
+        "per_transaction_ms": 0.1,  # MicroPython call and I2C driver overhead per transaction
+        # drivers/pn532_i2c.py polls the status every 0.5 ms: a quarter of a millisecond of
+        # latency on average for each of the two waits of a command (ACK, response)
+        "poll_ms": 0.5,
     },
     "pn532_spi": {
         "hz": 1000000,
@@ -70,16 +100,28 @@ PARAMS = {
     # PN532 internal handling of one InDataExchange / InListPassiveTarget beyond the RF time:
     # not published (UM0701-02 not available to us); assumed 1 ms each.
     "pn532_command_ms": 1.0,
-    # Firmware CPU: unix-port time on this machine x factor. A 240 MHz ESP32 runs MicroPython
-    # bytecode some tens of times slower than one x86-64 core (blog.miguelgrinberg.com
-    # "Benchmarking MicroPython", 2025, compares boards with a laptop; scruss.com's board table
-    # puts the ESP32 at 160 MHz ~1.7x behind an ESP32-S3 at 240 MHz). 40 is an assumption:
-    # run tools/bench_mpy/tap.py on a board to replace it.
-    "cpu_factor": 40,
+    # Firmware CPU: instructions per tap counted by callgrind on the unix port, times the ESP32's
+    # cycles per such instruction, over its clock. 1.5 cycles per instruction is an assumption:
+    # the LX6 is single-issue and in order (at least 1), runs code and frozen bytecode from flash
+    # through its cache (misses add), and 1.44 is what the earlier x40-at-240-MHz factor of this
+    # model meant on this machine (966 k x86-64 instructions in 145 us per tap.py tap). Stock
+    # ESP32_GENERIC runs at 160 MHz, the validator build (issue 15) at 240 MHz. Replace with
+    # tools/bench_mpy/tap.py timed on a board (docs/tap-model.md).
+    "cpu_cycles_per_instruction": 1.5,
+    "cpu_mhz": (160, 240),
+    "cpu_mhz_model": 240,
+    # When callgrind did not run (--no-callgrind): instructions per us of unix-port CPU time, from
+    # the committed run (966 315 instructions / 145 us).
+    "instructions_per_us_fallback": 6664,
     # SPI NOR flash (Winbond W25Q32JV datasheet, the ESP32-WROOM's kind): page program 0.4 ms
     # typical (3 ms max) per 256 bytes, 4 KB sector erase 45 ms typical (400 ms max).
     "flash_program_ms": 0.4,
     "flash_erase_ms": 45.0,
+    # The transaction log's flash work in a tap (CONTRACTS.md, firmware/txlog.py): the intent
+    # before DEBIT and the outcome after it, one 64-byte program each, never an erase. Used when
+    # the bench did not measure tap_flash_programs_critical / tap_flash_erases_critical.
+    "txlog_programs_per_tap": 2,
+    "txlog_erases_per_tap": 0,
     # Card detection: the tap loop polls every 20 ms when idle (firmware/app.py _POLL_IDLE_MS):
     # half a period on average before the poll that finds the card.
     "detect_ms": 10.0,
@@ -95,46 +137,90 @@ TARGETS = {
 def _card_ms(ex_card, slow=False):
     total = 0.0
     for cmd_hex, _resp, _err in ex_card:
-        ins = cmd_hex[2:4].upper()
-        total += PARAMS["card_ms"].get(ins, 10.0)
+        total += PARAMS["card_ms"].get(cmd_hex[2:4].upper(), 10.0)
     return total * (PARAMS["card_ms_slow_factor"] if slow else 1.0)
 
 
-def _psam_ms(d):
-    to_card, from_card = d["psam_chars"]
-    chars = to_card + from_card
-    turns = d["psam_turnarounds"]
-    out = {}
-    for name, baud in (("9600", 9600), ("pps", PARAMS["psam_pps_baud"])):
-        etu_ms = 1000.0 / baud
-        line = chars * 12 * etu_ms
-        waits = turns * (PARAMS["psam_guard_etu"] + PARAMS["psam_rx_latency_chars"] * 12) * etu_ms
-        proc = sum(PARAMS["psam_ms"].get(c[2:4], 5.0) for c, _r, _e in d["exchange_psam"])
-        out[name] = {
-            "line_ms": line,
-            "waits_ms": waits,
-            "processing_ms": proc,
-            "total_ms": line + waits + proc,
-        }
-    return out
+def _t0(cmd_hex, resp_hex, fd):
+    """One T=0 command at the rate F/D on the PSAM clock, split as the link does it:
+    start (header, ACK, data out), busy (computation, status, while the caller is away), finish
+    (GET RESPONSE for the data, or the data of a case-2 command). ms each."""
+    p = PARAMS
+    baud = iso7816.baud_for(p["psam_clk_hz"], fd[0], fd[1])
+    etu = 1000.0 / baud
+    char = iso7816.CHAR_ETU * etu
+    turn = p["psam_guard_etu"] * etu + p["psam_rx_latency_chars"] * char
+    cmd = bytes.fromhex(cmd_hex)
+    resp = bytes.fromhex(resp_hex or "")
+    lc = cmd[4] if len(cmd) > 5 else 0
+    le = len(resp) - 2 if len(resp) > 2 else 0
+    proc = p["psam_ms"].get(cmd_hex[2:4], 5.0)
+    if lc:
+        start = (5 + 1 + lc) * char + turn
+        busy = proc + 2 * char + turn
+        finish = (5 + 1 + le + 2) * char + turn if le else 0.0
+    else:
+        start = 5 * char
+        busy = proc + (1 + le + 2) * char + turn
+        finish = 0.0
+    return {"baud": baud, "start": start, "busy": busy, "finish": finish}
+
+
+def _cpu(d):
+    """-> (instructions per tap on the critical path, source text). The critical path's CPU is
+    the purchase (tools/bench_mpy/tap.py: Purchaser, fakes) and the application's decision
+    (blacklist, whitelist, fare; app_tap_breakdown_us["decide"]), both measured as unix-port CPU
+    time; the callgrind count of tap.py gives the instructions per microsecond."""
+    tap_us = d["tap_cpu_us"]
+    decide_us = (d.get("app_tap_breakdown_us") or {}).get("decide", 0.0)
+    if d.get("tap_instructions_32"):
+        per_us = d["tap_instructions_32"] / tap_us
+        src = (
+            "tap_instructions_32 (i386 callgrind count of tools/bench_mpy/tap.py on micropython32)"
+        )
+    elif d.get("tap_instructions"):
+        per_us = d["tap_instructions"] / tap_us
+        src = (
+            "tap_instructions (x86-64 callgrind count of tools/bench_mpy/tap.py on the 64-bit "
+            "unix port; tap_instructions_32 was not measured in this run)"
+        )
+    else:
+        per_us = PARAMS["instructions_per_us_fallback"]
+        src = "tap_cpu_us x %d instructions/us (no callgrind in this run)" % per_us
+    src += (
+        "; the decision (app_tap_breakdown_us decide, %.0f us) scaled at the same rate" % decide_us
+    )
+    return (tap_us + decide_us) * per_us, src
 
 
 def tap_model(d):
     """Per reader configuration: the terms and the total in ms, and the targets."""
-    rf_ms = (d["rf_bytes_per_tap"] * BYTE_US + d["rf_frames_per_tap"] * FRAME_OVERHEAD_US) / 1000
-    card = _card_ms(d["exchange_card"])
-    card_slow = _card_ms(d["exchange_card"], slow=True)
-    psam = _psam_ms(d)
-    # the whole application's tap (decision, purchase, journal; uploads spread over the taps),
-    # process CPU time on the unix port
-    cpu_us = d.get("app_cpu_us_per_tap") or d["tap_cpu_us"]
-    cpu = cpu_us * PARAMS["cpu_factor"] / 1000
-    flash = (
-        d["app_flash_programs_per_tap"] * PARAMS["flash_program_ms"]
-        + d["app_flash_erases_per_tap"] * PARAMS["flash_erase_ms"]
-    )
-    answers = len(d["exchange_card"]) + 1  # the APDUs and the activation
     p = PARAMS
+    ex_card = d["exchange_card"]
+    ex_psam = d["exchange_psam"]
+    answers = len(ex_card) + 1  # the APDUs and the activation
+    # RF to the DEBIT's answer: the DESELECT (3 bytes each way, 2 frames) comes after the result.
+    rf_bytes = d["rf_bytes_per_tap"] - 6
+    rf_frames = d["rf_frames_per_tap"] - 2
+    rf_ms = _rf_ms(rf_bytes, rf_frames)
+    # A card whose ATS offers 424 kbit/s both ways: activation at 106, a PPS exchange (PPSS,
+    # PPS0, PPS1 + CRC_A; PPSS + CRC_A), the APDUs at 424 (drivers: PN532 InPSL, RC522 PPS).
+    act = d["rf_bytes_activation"]
+    act_frames = rf_frames - 2 * len(ex_card)
+    rf_424 = _rf_ms(act + 5 + 3, act_frames + 2) + _rf_ms(rf_bytes - act, 2 * len(ex_card), 424)
+    card = _card_ms(ex_card)
+    card_slow = _card_ms(ex_card, slow=True)
+    instructions, cpu_src = _cpu(d)
+    cpi = p["cpu_cycles_per_instruction"]
+    cpu = {str(mhz): instructions * cpi / (mhz * 1000.0) for mhz in p["cpu_mhz"]}
+    cpu_ms = cpu[str(p["cpu_mhz_model"])]
+    programs = d.get("tap_flash_programs_critical")
+    erases = d.get("tap_flash_erases_critical")
+    flash_src = "tap_flash_programs_critical / tap_flash_erases_critical (measured)"
+    if programs is None or erases is None:
+        programs, erases = p["txlog_programs_per_tap"], p["txlog_erases_per_tap"]
+        flash_src = "the transaction log's contract (CONTRACTS.md): 2 programs, no erase"
+    flash = programs * p["flash_program_ms"] + erases * p["flash_erase_ms"]
 
     def pn532_cmds():
         return answers * p["pn532_command_ms"]
@@ -147,13 +233,11 @@ def tap_model(d):
         + pn532_cmds()
     )
     i = p["pn532_i2c"]
-    i2c_bytes = (i["poll_bytes"] + i["purchase_bytes"]) * i["bits"] * 1000 / i["hz"]
-    # The bus-free time paces every transaction, the ready polls while the card works included:
-    # the link costs at least transactions x bus_free, and overlaps the card's and the RF time.
-    paced = i["transactions"] * i["bus_free_ms"]
-    overlap = card + rf_ms
     links["pn532_i2c"] = (
-        i2c_bytes + max(0.0, paced - overlap) + answers * i["bus_free_ms"] / 2 + pn532_cmds()
+        (i["poll_bytes"] + i["purchase_bytes"]) * i["bits"] * 1000 / i["hz"]
+        + i["transactions"] * i["per_transaction_ms"]
+        + answers * 2 * i["poll_ms"] / 2
+        + pn532_cmds()
     )
     s = p["pn532_spi"]
     links["pn532_spi"] = (
@@ -165,34 +249,76 @@ def tap_model(d):
     links["rc522_spi"] = (r["activation_bytes"] + r["purchase_bytes"]) * 8 * 1000 / r["hz"] + r[
         "transactions"
     ] * r["per_transaction_ms"]
+
+    # The UPDATE CAPP DATA CACHE the PSAM's 8070 overlaps: the card's time, its frames on air.
+    update = [e for e in ex_card if e[0][2:4].upper() == "DC"]
+    upd_bytes = sum(len(bytes.fromhex(c)) + len(bytes.fromhex(r or "")) + 6 for c, r, _ in update)
+
+    def psam_terms(fd, slow, link_ms):
+        by_ins = {c[2:4]: _t0(c, r, fd) for c, r, _e in ex_psam}
+        init = by_ins.get("70")
+        window = (
+            sum(p["card_ms"].get("DC", 10.0) for _ in update)
+            * (p["card_ms_slow_factor"] if slow else 1.0)
+            + _rf_ms(upd_bytes, 2 * len(update))
+            + link_ms * len(update) / answers
+        )
+        crit = 0.0
+        if init:
+            crit = init["start"] + max(0.0, init["busy"] - window) + init["finish"]
+        after = sum(t["start"] + t["busy"] + t["finish"] for k, t in by_ins.items() if k != "70")
+        return crit, after, window
+
     configs = {}
     for name in ("pn532_hsu", "pn532_i2c", "rc522_spi", "pn532_spi"):
+        link = links[name]
+        psam, after, window = psam_terms(p["psam_fd"], False, link)
+        psam_slow, _a, _w = psam_terms(p["psam_fd_slow"], True, link)
         terms = {
             "detect_ms": p["detect_ms"],
             "rf_ms": rf_ms,
             "card_ms": card,
-            "reader_link_ms": links[name],
-            "psam_ms": psam["pps"]["total_ms"],
-            "firmware_cpu_ms": cpu,
+            "reader_link_ms": link,
+            "psam_ms": psam,
+            "firmware_cpu_ms": cpu_ms,
             "flash_ms": flash,
         }
         total = sum(terms.values())
-        slow = total - card + card_slow - psam["pps"]["total_ms"] + psam["9600"]["total_ms"]
+        slow = total - card + card_slow - psam + psam_slow
         configs[name] = {
             "terms": {k: round(v, 1) for k, v in terms.items()},
             "total_ms": round(total, 1),
+            "total_ms_cpu": {
+                mhz: round(total - cpu_ms + c, 1) for mhz, c in sorted(cpu.items(), key=_mhz)
+            },
+            "total_ms_card_424": round(total - rf_ms + rf_424, 1),
             "slow_ms": round(slow, 1),
+            "after_result_ms": round(after, 1),
+            "psam_overlap_window_ms": round(window, 1),
             "meets": {t: total <= ms for t, ms in TARGETS.items()},
         }
     return {
         "configs": configs,
-        "psam": {k: {kk: round(vv, 1) for kk, vv in v.items()} for k, v in psam.items()},
+        "by_reader": {k: v["total_ms"] for k, v in configs.items()},
+        "psam_rates": {
+            "typical": iso7816.baud_for(p["psam_clk_hz"], *p["psam_fd"]),
+            "slow": iso7816.baud_for(p["psam_clk_hz"], *p["psam_fd_slow"]),
+        },
         "card_ms_typical": round(card, 1),
         "card_ms_slow": round(card_slow, 1),
         "rf_ms": round(rf_ms, 2),
-        "cpu_unix_us": cpu_us,
-        "cpu_factor": p["cpu_factor"],
+        "rf_ms_424": round(rf_424, 2),
+        "rf_gain_424_ms": round(rf_ms - rf_424, 2),
+        "cpu_instructions_per_tap": round(instructions),
+        "cpu_ms": {k: round(v, 1) for k, v in sorted(cpu.items(), key=_mhz)},
+        "cpu_mhz_model": p["cpu_mhz_model"],
+        "cpu_source": cpu_src + "; x %.1f cycles per instruction (assumed, PARAMS) / clock" % cpi,
         "flash_ms": round(flash, 1),
+        "flash_source": flash_src,
         "targets_ms": TARGETS,
         "params": PARAMS,
     }
+
+
+def _mhz(item):
+    return int(item[0])

@@ -86,8 +86,20 @@ ROWS = (
     (
         "tap_model_ms_esp32",
         "ms",
-        "modelled tap-to-result on an ESP32, slowest reader set-up",
+        "modelled tap-to-result on an ESP32 (240 MHz), slowest reader set-up",
         "docs/tap-model.md",
+    ),
+    (
+        "tap_model_cpu_ms_240",
+        "ms",
+        "the tap model's CPU term at 240 MHz (the validator build)",
+        "instructions per tap x cycles per instruction / clock (docs/tap-model.md)",
+    ),
+    (
+        "tap_model_cpu_ms_160",
+        "ms",
+        "the same at 160 MHz (stock ESP32_GENERIC)",
+        "same",
     ),
     ("blacklist_bytes_per_entry", "B", "blacklist size per card", "firmware/cardlists.py format"),
     (
@@ -384,23 +396,50 @@ def markdown(res):
     )
     w("")
     w(
-        "**Tap model (ESP32)**, ms; terms in docs/tap-model.md. `slow` = cards twice as slow and "
-        "the PSAM at 9,600 baud without PPS."
+        "**Tap model (ESP32)**, ms to the result (green light after DEBIT); terms in "
+        "docs/tap-model.md, CPU at %d MHz. `160 MHz` = the same with the CPU term at 160 MHz "
+        "(stock ESP32_GENERIC). `424` = a card whose ATS offers 424 kbit/s (the T-Union profiles "
+        "offer 106 only). `slow` = cards twice as slow and the PSAM at its default rate (%s baud, "
+        "no PPS). `after` = PSAM MAC2 check and the outcome record, after the result."
+        % (model["cpu_mhz_model"], _n(model["psam_rates"]["slow"]))
     )
     w("")
     terms = list(next(iter(model["configs"].values()))["terms"])
-    w("| reader | " + " | ".join(t.replace("_ms", "") for t in terms) + " | total | slow |")
-    w("|---|" + "---:|" * (len(terms) + 2))
+    w(
+        "| reader | "
+        + " | ".join(t.replace("_ms", "") for t in terms)
+        + " | total | 160 MHz | 424 | slow | after |"
+    )
+    w("|---|" + "---:|" * (len(terms) + 5))
     for name, c in model["configs"].items():
         w(
-            "| %s | %s | **%s** | %s |"
+            "| %s | %s | **%s** | %s | %s | %s | %s |"
             % (
                 name,
                 " | ".join(_n(c["terms"][t]) for t in terms),
                 _n(c["total_ms"]),
+                _n(c["total_ms_cpu"]["160"]),
+                _n(c["total_ms_card_424"]),
                 _n(c["slow_ms"]),
+                _n(c["after_result_ms"]),
             )
         )
+    w("")
+    w(
+        "CPU term: %s instructions per tap; %s ms at 160 MHz, %s ms at 240 MHz. Source: %s. "
+        "Flash: %s ms (%s). RF: %s ms at 106 kbit/s, %s ms with the APDUs at 424 (gain %s ms)."
+        % (
+            _n(model["cpu_instructions_per_tap"]),
+            _n(model["cpu_ms"]["160"]),
+            _n(model["cpu_ms"]["240"]),
+            model["cpu_source"],
+            _n(model["flash_ms"]),
+            model["flash_source"],
+            _n(model["rf_ms"]),
+            _n(model["rf_ms_424"]),
+            _n(model["rf_gain_424_ms"]),
+        )
+    )
     w("")
     w("Targets: " + "; ".join("%s %d ms" % (k, v) for k, v in model["targets_ms"].items()) + ".")
     for name, c in model["configs"].items():

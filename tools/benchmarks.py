@@ -69,6 +69,8 @@ KEYS = (
     "psam_line_ms_9600",
     "psam_line_ms_pps",
     "tap_model_ms_esp32",
+    "tap_model_cpu_ms_160",
+    "tap_model_cpu_ms_240",
     "blacklist_bytes_per_entry",
     "blacklist_blocks_per_lookup",
     "blacklist_lookup_us",
@@ -993,8 +995,12 @@ def run(quick=False, use_pg=True, use_callgrind=True, reps=None):
     for key in KEYS + EXTRA_KEYS:
         if key == "tap_model_ms_esp32":
             figures[key] = max(m["total_ms"] for m in model["configs"].values())
+        elif key.startswith("tap_model_cpu_ms_"):
+            figures[key] = model["cpu_ms"][key.rsplit("_", 1)[1]]
         else:
             figures[key] = details.get(key)
+    # ms to the result per reader set-up (240 MHz): {"rc522_spi": ..., "pn532_hsu": ...}
+    figures["tap_model_ms_by_reader"] = dict(model["by_reader"])
     return {
         "figures": figures,
         "ratios": {

@@ -12,8 +12,10 @@ READER = {
     "tx": 17,
     "rx": 18,
     "baudrate": 115200,
+    "fast_baud": 921600,  # SetSerialBaudRate after init (the PN532 takes up to 1 288 000)
     "irq": 10,
     "reset": 11,
+    "type_b": False,  # True polls type B cards too (a second round per poll)
 }
 
 # The parts the application asks for (firmware/app.py), built by boards/esp32_common.py.

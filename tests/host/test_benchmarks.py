@@ -64,6 +64,10 @@ def test_quick_bench_writes_every_key_as_a_number(tmp_path):
     for key in ("heap_min_heapsize_kb", "heap_live_max_bytes", "heap_largest_alloc_bytes"):
         assert isinstance(figures[key], int) and figures[key] > 0, (key, figures[key])
     assert res["details"]["app_params_version"] == 4, "the delta was fetched and activated"
+    by_reader = figures["tap_model_ms_by_reader"]
+    assert set(by_reader) == {"rc522_spi", "pn532_spi", "pn532_hsu", "pn532_i2c"}
+    assert max(by_reader.values()) == figures["tap_model_ms_esp32"]
+    assert figures["tap_model_cpu_ms_160"] > figures["tap_model_cpu_ms_240"] > 0
     assert res["quick"] is True
     text = out_md.read_text()
     assert "tap_model_ms_esp32" in text and "--quick" in text

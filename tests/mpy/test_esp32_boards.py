@@ -77,6 +77,9 @@ T0 = 849300000
 TABLE_4MB = "/boards/partitions-4MiB-validator.csv"
 
 
+_last_parts = []
+
+
 def _load_board(name):
     path = "%s/boards/%s" % (mptest.repo_root(), name)
     sys.path.insert(0, path)
@@ -105,6 +108,7 @@ def _sell(parts, reader_kind):
     from pending import RamPendingStore
 
     mptest.eq(parts.reader.kinds, "A", "type B off as the board says")
+    _last_parts[:] = [parts]
     ctl = Control()
     ctl.call("bench_place", reader=reader_kind)
     target = parts.reader.poll()
@@ -214,6 +218,9 @@ async def test_s3_hsu_board_gives_the_three_uarts_to_reader_psam_and_modem():
     made = await _board("esp32s3_pn532_hsu")
     uarts = sorted((n, kw["tx"], kw["rx"]) for kind, n, kw in made if kind == "uart")
     mptest.eq(uarts, [(0, 15, 16), (1, 17, 18), (2, 4, 5)])
+    reader_uart = [kw for kind, n, kw in made if kind == "uart" and n == 1]
+    mptest.eq(reader_uart[0]["baudrate"], 115200)  # opened at the chip's power-up speed,
+    mptest.eq(_last_parts[0].reader.t.baudrate, 921600)  # moved up after init: the sale ran so
 
 
 async def test_s3_i2c_board_puts_the_pn532_on_the_hsu_boards_uart_pins():
