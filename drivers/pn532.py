@@ -14,7 +14,7 @@ import time
 import log
 from linkerr import CardGone, ChipError, LinkError, LinkTimeout, ProtocolError
 from micropython import const
-from reader import KIND_A, KIND_B, Reader, Target
+from reader import KBPS, KIND_A, KIND_B, Reader, Target, ats_bit_rate
 
 _log = log.get("pn532")
 
@@ -31,6 +31,7 @@ CMD_SAM_CONFIGURATION = const(0x14)
 CMD_RF_CONFIGURATION = const(0x32)
 CMD_IN_DATA_EXCHANGE = const(0x40)
 CMD_IN_LIST_PASSIVE_TARGET = const(0x4A)
+CMD_IN_PSL = const(0x4E)
 CMD_IN_RELEASE = const(0x52)
 
 NORMAL_MAX = const(254)  # LEN of a normal frame (TFI + PD); longer goes in an extended frame
@@ -215,7 +216,9 @@ def parse_target_b(data):
 class PN532(Reader):
     """PN532 reader on any transport. Create, call init(), then poll()/transceive().
     kinds: "A" polls type A only (T-Union cards are type A; a type B round costs a second
-    InListPassiveTarget per poll); "AB" adds type B where the chip's firmware supports it."""
+    InListPassiveTarget per poll); "AB" adds type B where the chip's firmware supports it.
+    max_kbps: fastest bit rate asked of a type A card whose ATS offers more than 106 kbit/s
+    (InPSL; the PN532 goes to 424); 106 never asks."""
 
     def __init__(
         self,
@@ -230,8 +233,11 @@ class PN532(Reader):
         max_response=512,
         resend_limit=2,
         presence_timeout_ms=700,
+        max_kbps=424,
     ):
         Reader.__init__(self)
+        self.max_rate = min(KBPS.index(max_kbps), 2) if max_kbps in KBPS else 0
+        self.psl_refused = 0
         self.t = transport
         self.kinds = kinds
         self.passive_retries = passive_retries
@@ -405,9 +411,28 @@ class PN532(Reader):
         t = None
         if "A" in self.kinds:
             t = self._list(b"\x01\x00", parse_target_a)
+            if t is not None and t.iso_dep:
+                t = self._psl(t)
         if t is None and "B" in self.kinds and self.supports_b():
             t = self._list(b"\x01\x03\x00", parse_target_b)  # AFI 0: all PICCs
         self.target = t
+        return t
+
+    def _psl(self, t):
+        """InPSL to the fastest bit rate the card's ATS offers both ways (the chip runs the PPS
+        exchange with the card). A refusal leaves both at 106 kbit/s: logged, the card is kept.
+        -> the target, or None when the card left meanwhile."""
+        i = ats_bit_rate(t.ats, self.max_rate)
+        if not i:
+            return t
+        data = self.command(CMD_IN_PSL, bytes((t.tg, i, i)))
+        status = data[0] & _ERR_MASK if len(data) else 0xFF
+        if status:
+            self.psl_refused += 1
+            _log.warning("InPSL to %d kbit/s: status %02x, staying at 106", KBPS[i], status)
+            if status in _GONE and status != 0x01:
+                self._release_tg(t.tg)  # the card left: no target
+                return None
         return t
 
     def _list(self, head, parse):

@@ -22,7 +22,7 @@ import log
 from isodep import IsoDep
 from linkerr import CardGone, ChipError, LinkError, LinkTimeout, ProtocolError
 from micropython import const
-from reader import KIND_A, Reader, Target
+from reader import KBPS, KIND_A, Reader, Target, ats_bit_rate
 
 _log = log.get("rc522")
 
@@ -72,14 +72,20 @@ _CASCADE_TAG = const(0x88)
 _SHORT_US = const(1000)  # REQA, anticollision, SELECT: the card answers within ~100 µs
 _HLTA_US = const(1000)
 _IRQ_SLACK_MS = const(30)  # beyond the chip's own timer, before we call the chip stuck
+# ModWidthReg per bit rate 106/212/424/848 kbit/s (hardware.md section 2, MFRC522Extended PPS)
+_MODWIDTH_FOR = b"\x26\x15\x0a\x05"
 
 VERSIONS = {0x88: "FM17522", 0x90: "v0.0", 0x91: "v1.0", 0x92: "v2.0", 0x12: "clone 0x12"}
 
 
 class RC522(Reader):
-    def __init__(self, spi, cs, reset=None, gain=None, irq=None, kinds="A"):
+    def __init__(self, spi, cs, reset=None, gain=None, irq=None, kinds="A", max_kbps=424):
         super().__init__()
         self.kinds = "A"
+        # Fastest bit rate to ask a card for by PPS when its ATS offers it (106 never asks).
+        self.max_rate = KBPS.index(max_kbps) if max_kbps in KBPS else 0
+        self._rate = 0  # the chip's bit rate index now
+        self.pps_refused = 0
         if "B" in kinds:
             # The MFRC522 modulates and demodulates ISO/IEC 14443 type A only.
             _log.warning("RC522 cannot poll type B cards: type A only")
@@ -178,9 +184,7 @@ class RC522(Reader):
         if version not in VERSIONS:
             _log.warning("unknown RC522 version %02x, trying anyway", version)
         self.version = version
-        self._write(_TXMODE, 0x00)  # 106 kbit/s, no hardware CRC
-        self._write(_RXMODE, 0x00)
-        self._write(_MODWIDTH, 0x26)
+        self._set_rate(0)  # 106 kbit/s, no hardware CRC
         self._write(_TXASK, 0x40)  # Force100ASK: type A cards need 100 % ASK
         self._write(_MODE, 0x3D)  # CRC preset 6363h as ISO/IEC 14443-3
         self._write(_COLL, 0x00)  # ValuesAfterColl = 0: bits after a collision read as 0
@@ -195,6 +199,33 @@ class RC522(Reader):
             raise ChipError("RC522 register write did not stick")
         self._antenna(True)
         self._ok = True
+
+    def _set_rate(self, i):
+        # TxSpeed/RxSpeed in bits 6..4, CRC off (crc.py does it); the pause width to match.
+        self._write(_TXMODE, i << 4)
+        self._write(_RXMODE, i << 4)
+        self._write(_MODWIDTH, _MODWIDTH_FOR[i])
+        self._rate = i
+
+    def _pps(self, ats):
+        """Ask the card for the fastest rate its ATS offers (ISO/IEC 14443-4 PPS, CID 0): PPSS D0,
+        PPS0 11, PPS1 DSI << 2 | DRI; the card answers D0 at the old rate and then switches.
+        No answer or a wrong one: it kept 106 kbit/s (or it is gone), so the chip stays there."""
+        i = ats_bit_rate(ats, self.max_rate)
+        if not i:
+            return
+        try:
+            answer = self.frame(bytes((0xD0, 0x11, (i << 2) | i)), self.isodep.fwt + 3625)
+        except (LinkTimeout, ProtocolError) as e:
+            self.pps_refused += 1
+            _log.warning("PPS to %d kbit/s not answered (%s): staying at 106", KBPS[i], e)
+            return
+        if answer != b"\xd0":
+            self.pps_refused += 1
+            _log.warning("PPS answered %s: staying at 106 kbit/s", _hex(answer))
+            return
+        self._set_rate(i)
+        _log.debug("card at %d kbit/s", KBPS[i])
 
     def _antenna(self, on):
         value = self._read(_TXCONTROL)
@@ -428,6 +459,8 @@ class RC522(Reader):
             self.init()
         if self._dirty:
             self._field_reset()
+        if self._rate:
+            self._set_rate(0)  # every card is found and activated at 106 kbit/s
         atqa = self._request(_WUPA if self.wakeup else _REQA)
         if atqa is None:
             return None
@@ -438,6 +471,7 @@ class RC522(Reader):
             self.isodep = IsoDep(self, _FIFO)
             self._dirty = True  # until the card is deselected
             ats = self.isodep.activate()
+            self._pps(ats)
         else:
             self._dirty = True  # the card is ACTIVE: HLTA it on release
         t = Target(KIND_A, uid, atqa, sak, ats, iso)

@@ -5,6 +5,21 @@ from linkerr import CardGone
 
 KIND_A = "A"
 KIND_B = "B"
+KBPS = (106, 212, 424, 848)  # bit rate index: D = 1, 2, 4, 8 (ISO/IEC 14443-4 DRI/DSI)
+
+
+def ats_bit_rate(ats, max_index=2):
+    """Index into KBPS of the fastest bit rate a type A card's ATS (TL first) offers in both
+    directions, at most max_index; 0 (106 kbit/s) when TA(1) is absent or offers nothing more.
+    TA(1): b7..b5 the card can send at D 8, 4, 2; b3..b1 it can receive at D 8, 4, 2; one D for
+    both ways suits b8 ("same D only") too."""
+    if len(ats) < 3 or not ats[1] & 0x10:
+        return 0
+    ta1 = ats[2]
+    for i in range(max_index, 0, -1):
+        if ta1 & (0x08 << i) and ta1 & (1 << (i - 1)):
+            return i
+    return 0
 
 
 class Target:

@@ -212,3 +212,40 @@ def test_mute_after_and_removed_virtual_card():
     assert tx(q, b"\x02\x00\xa4\x04\x00\x08" + pm.TestCard.AID) is None
     assert not q.present
     assert short(q, pm.WUPA) is None
+
+
+def tx_at(p, data, kbps):
+    got = p.receive(pm.to_bits(crc.append_crc_a(bytes(data))), kbps)
+    return None if got is None else pm.from_bits(got[0])[0][:-2]
+
+
+def test_pps_right_after_the_ats_switches_both_ways():
+    p = powered(card(ats=bytes.fromhex("0578b34000")))  # 212 and 424, same D both ways
+    assert protocol(p) == bytes.fromhex("0578b34000")
+    assert tx(p, b"\xd0\x11\x0a") == b"\xd0"  # DSI 2, DRI 2: answered at 106
+    assert p.tx_kbps_used == 106 and (p.rx_kbps, p.tx_kbps) == (424, 424)
+    assert tx(p, b"\x02\x00\xb0\x00\x00") is None  # a frame at 106 is noise now
+    assert p.rate_errors == 1
+    assert tx_at(p, b"\x02\x00\xb0\x00\x00", 424)[:1] == b"\x02"
+    assert p.tx_kbps_used == 424
+    assert tx_at(p, b"\xc2", 424) == b"\xc2"  # DESELECT answered at 424, then back to 106
+    assert (p.rx_kbps, p.tx_kbps) == (106, 106)
+
+
+def test_pps_refused_when_not_offered_or_not_first():
+    for ats, pps1 in (
+        ("0578804000", 0x05),  # 106 only
+        ("0578b34000", 0x0F),  # 848 not offered
+        ("0578b34000", 0x06),  # DS 4, DR 2: TA(1) b8 wants the same D
+        ("0205", 0x05),  # no TA(1)
+    ):
+        p = powered(card(ats=bytes.fromhex(ats)))
+        protocol(p)
+        assert tx(p, bytes((0xD0, 0x11, pps1))) is None, (ats, pps1)
+        assert (p.rx_kbps, p.tx_kbps) == (106, 106)
+        assert tx(p, b"\x02\x00\xb0\x00\x00")[:1] == b"\x02"  # still at 106, in protocol
+    p = powered(card(ats=bytes.fromhex("0578b34000")))
+    protocol(p)
+    assert tx(p, b"\x02\x00\xb0\x00\x00")[:1] == b"\x02"
+    assert tx(p, b"\xd0\x11\x05") is None  # only as the first block after the ATS
+    assert tx(p, b"\xd0\x01") is None

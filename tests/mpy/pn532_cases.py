@@ -301,3 +301,50 @@ def measure_exchange_cost(env, r=None):
         % (env.name, b1 - b0, a["bytes"], b2 - b1, c["bytes"] - a["bytes"], c)
     )
     return (b1 - b0, a["bytes"], b2 - b1, c["bytes"] - a["bytes"])
+
+
+def bit_rate_from_the_ats(env):
+    # InPSL to 424 kbit/s for a card whose ATS offers it (TA(1) b3), none for a 106-only one.
+    r = env.fresh()
+    env.place(uid="04112233", ats="0578b37002")
+    t = r.poll()
+    mptest.true(t is not None and t.iso_dep)
+    st = env.state()
+    mptest.eq(st["stats"]["commands"].get("4e"), 1)
+    mptest.eq(st["rates"]["1"], {"chip": [2, 2], "card": [2, 2]})
+    mptest.eq(r.transceive(SELECT)[-2:], b"\x90\x00")
+    env.place("c2", uid="04445566", ats="0578807002")
+    env.remove("c1")
+    r.poll()
+    mptest.eq(env.state()["stats"]["commands"].get("4e"), 1, "106-only card: no InPSL")
+    r = env.make(max_kbps=212)
+    env.remove()
+    env.place("c3", uid="04778899", ats="0578b37002")
+    r.poll()
+    mptest.eq(env.state()["rates"]["1"]["chip"], [1, 1])
+    mptest.eq(r.transceive(SELECT)[-2:], b"\x90\x00")
+
+
+def bit_rate_failures(env):
+    # A card that does not answer the PPS: status 01, both stay at 106, the card is kept. A card
+    # that answers but does not switch: the next exchange is lost (a typed error), and the next
+    # poll starts over at 106. A card offering 424 one way only gets the rate both ways offer.
+    r = env.fresh()
+    env.place(uid="04112233", ats="0578b37002")
+    env.fault("psl_silent")
+    t = r.poll()
+    mptest.true(t is not None and t.iso_dep)
+    mptest.eq((r.psl_refused, env.state()["rates"]), (1, {}))
+    mptest.true(log.find("staying at 106", log.WARNING), "logged")
+    mptest.eq(r.transceive(SELECT)[-2:], b"\x90\x00")
+    env.fault("psl_no_switch")
+    mptest.true(r.poll() is not None)
+    mptest.raises(CardGone, r.transceive, SELECT)
+    mptest.eq(env.state()["stats"]["rate_errors"], 1)
+    mptest.true(r.poll() is not None)
+    mptest.eq(r.transceive(SELECT)[-2:], b"\x90\x00")
+    env.place("c2", uid="04445566", ats="0578b17002")  # DS 4 and 2, DR 2 only
+    env.remove("c1")
+    mptest.true(r.poll() is not None)
+    mptest.eq(env.state()["rates"]["1"]["chip"], [1, 1])
+    mptest.eq(r.transceive(SELECT)[-2:], b"\x90\x00")

@@ -27,6 +27,14 @@ def test_chained_answers_from_the_chip():
     cases.chained_answers_from_the_chip(env)
 
 
+def test_bit_rate_from_the_ats():
+    cases.bit_rate_from_the_ats(env)
+
+
+def test_bit_rate_failures():
+    cases.bit_rate_failures(env)
+
+
 def test_type_b_where_the_firmware_allows():
     cases.type_b_where_the_firmware_allows(env)
 

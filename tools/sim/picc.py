@@ -17,6 +17,14 @@ Behaviour knobs (constructor keywords): ``wtx`` (WTXM values the card asks for b
 answer), ``processing_us`` (time to answer an APDU without WTX), ``chain_inf`` (largest INF per
 chained answer block; default FSD - 3), ``ignore_fsd`` (send the whole answer in one block),
 ``mute_after`` (stop answering after this many -4 blocks, as a card pulled away mid-chain).
+
+Bit rates (ISO/IEC 14443-4 PPS): ``receive(bits, kbps)`` takes the rate the reader sent at; a
+frame at another rate than the card listens at is noise to it (no answer, ``rate_errors``
+counted). ``tx_kbps_used`` is the rate of the answer just returned. Right after its ATS the card
+takes a PPS request (``D0|CID 11 PPS1``, PPS1 = DSI << 2 | DRI) with divisors its ATS TA(1)
+offers (same D both ways when TA(1) b8 is set): it answers ``D0|CID`` at the old rate, then
+listens at fc/128·D_R and answers at fc/128·D_S. Values it does not offer get no answer. Back to
+106 kbit/s when the card leaves the -4 state (DESELECT, field off, errors).
 """
 
 import sys
@@ -38,6 +46,17 @@ FSD_TABLE = (16, 24, 32, 40, 48, 64, 96, 128, 256)
 FDT_US = 90  # frame delay of simple answers: ~1236/fc, rounded up
 
 FC = 13_560_000
+KBPS = (106, 212, 424, 848)  # divisor index (DRI/DSI) 0..3
+# ATS TA(1): b7..b5 DS = 8, 4, 2 (PICC -> PCD); b3..b1 DR = 8, 4, 2 (PCD -> PICC); b8 same D
+_DS_BITS = {1: 0x10, 2: 0x20, 3: 0x40}
+_DR_BITS = {1: 0x01, 2: 0x02, 3: 0x04}
+
+
+def ats_ta1(ats):
+    """TA(1) of an ATS (TL first), or None when absent."""
+    if len(ats) >= 3 and ats[1] & 0x10:
+        return ats[2]
+    return None
 
 
 def fwt_us(fwi):
@@ -146,6 +165,9 @@ class Picc:
         self.state = STATE_OFF
         self.halted = False  # woken from HALT: errors send it back there, not to IDLE
         self.log = []  # (direction, hex) of -4 blocks, for tests
+        self.rate_errors = 0  # frames heard at a rate other than the card's
+        self.pps_count = 0
+        self.tx_kbps_used = 106
         self.apdu_count = 0
         self.blocks = 0
         self._reset_protocol()
@@ -175,6 +197,9 @@ class Picc:
         self.last = None  # the last block sent, for retransmission
         self.pending_wtx = []
         self.pending_answer = None
+        self.rx_kbps = 106  # PCD -> PICC
+        self.tx_kbps = 106  # PICC -> PCD
+        self.pps_allowed = False
 
     @staticmethod
     def _cascade(uid):
@@ -196,10 +221,15 @@ class Picc:
 
     # -- frames -----------------------------------------------------------------------------
 
-    def receive(self, bits):
-        """One frame from the reader -> (answer bits, delay in µs) or None (no answer)."""
+    def receive(self, bits, kbps=106):
+        """One frame from the reader, sent at `kbps` -> (answer bits, delay in µs) or None (no
+        answer). The answer goes at tx_kbps_used."""
         if self.state == STATE_OFF or not self.present:
             return None
+        if kbps != self.rx_kbps:
+            self.rate_errors += 1  # noise at this card's rate: nothing decoded
+            return None
+        self.tx_kbps_used = self.tx_kbps  # a PPS or DESELECT answers at the rate in force
         n = len(bits)
         if n == 7:
             cmd = from_bits(bits)[0][0]
@@ -285,6 +315,7 @@ class Picc:
             self.cid = cid
             self.state = STATE_PROTOCOL
             self.bn = 1
+            self.pps_allowed = True
             ats = bytes(self.card.ats)
             return to_bits(with_crc(ats)), FDT_US
         self._fail()
@@ -310,6 +341,9 @@ class Picc:
             return None
         self.blocks += 1
         pcb = frame[0]
+        if (pcb & 0xF0) == 0xD0:
+            return self._pps(frame)
+        self.pps_allowed = False
         i = 1
         if pcb & 0x08:  # CID follows
             if len(frame) < 2 or (frame[1] & 0x0F) != self.cid:
@@ -328,6 +362,32 @@ class Picc:
         if (pcb & 0xC7) == 0xC2:
             return self._s_block(pcb, frame[i:])
         return None
+
+    def _pps(self, frame):
+        """PPS request, only as the first block after the ATS; unsupported values: silence."""
+        allowed, self.pps_allowed = self.pps_allowed, False
+        if not allowed or (frame[0] & 0x0F) != self.cid or len(frame) not in (2, 3):
+            return None
+        pps0 = frame[1]
+        if pps0 == 0x01 and len(frame) == 2:
+            dsi = dri = 0
+        elif pps0 == 0x11 and len(frame) == 3 and not frame[2] & 0xF0:
+            dsi, dri = (frame[2] >> 2) & 3, frame[2] & 3
+        else:
+            return None
+        ta1 = ats_ta1(bytes(self.card.ats or b""))
+        if dsi or dri:
+            if ta1 is None:
+                return None
+            if dsi and not ta1 & _DS_BITS[dsi] or dri and not ta1 & _DR_BITS[dri]:
+                return None
+            if ta1 & 0x80 and dsi != dri:
+                return None
+        self.pps_count += 1
+        block = bytes(frame[:1])
+        self.log.append(("picc", block.hex() + " (PPS)"))
+        self.rx_kbps, self.tx_kbps = KBPS[dri], KBPS[dsi]
+        return to_bits(with_crc(block)), FDT_US
 
     def _i_block(self, pcb, inf):
         self.bn = pcb & 1

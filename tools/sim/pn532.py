@@ -25,7 +25,8 @@ Faults (``fault(name, count=1, **params)``): ``ignore`` (command frames lost: no
 ``corrupt`` (a byte of the answer flipped on the wire; a NACK gets it clean), ``corrupt_always``,
 ``truncate`` (half the answer), ``garbage`` (random bytes instead of the answer), ``error_frame``,
 ``nack_bus`` (I2C address NACK, a busy chip), ``lose_host_ack`` (a host ACK is lost),
-``slow`` (answer ready after ``ms``),
+``slow`` (answer ready after ``ms``), ``psl_no_switch`` (after InPSL the card keeps 106
+kbit/s), ``psl_silent`` (the card does not answer the PPS),
 ``card_leave`` (the card leaves during the next InDataExchange frame, or ``after`` that many more;
 ``when="before"``: the data never reaches it, ``"after"``: it runs the APDU, the answer is lost).
 """
@@ -134,6 +135,7 @@ class PN532Core:
             self.pending_baud = None
             self.pending = None  # parameters of a blocked InListPassiveTarget
             self.targets = {}  # Tg -> card
+            self.rates = {}  # Tg -> {"chip": (BRit, BRti), "card": (...)} after InPSL
             self.chain_in = bytearray()
             self.chain_out = b""
             self.last_response = None
@@ -247,6 +249,7 @@ class PN532Core:
             0x40: self._in_data_exchange,
             0x44: self._in_release,
             0x4A: self._in_list,
+            0x4E: self._in_psl,
             0x52: self._in_release,
         }.get(cmd)
         if handler is None:
@@ -291,6 +294,7 @@ class PN532Core:
             self.rf_on = bool(v[0] & 1)
             if not self.rf_on:
                 self.targets.clear()
+                self.rates.clear()
         elif item == 0x02:
             self.timings = v
         elif item == 0x05:
@@ -310,14 +314,43 @@ class PN532Core:
             return SYNTAX
         if p[0] == 0:
             self.targets.clear()
+            self.rates.clear()
         else:
             self.targets.pop(p[0], None)
+            self.rates.pop(p[0], None)
         self.chain_in.clear()
         self.chain_out = b""
         return b"\x00"
 
     def _in_field(self, card):
         return self.rf_on and card in self.field.cards
+
+    def _in_psl(self, p):
+        """InPSL Tg BRit BRti (0: 106, 1: 212, 2: 424 kbit/s): the chip sends the card a PPS
+        request and, when the card answers, both move to the new rates. A card whose ATS TA(1)
+        does not offer them stays silent: status 01, rates unchanged (fault ``psl_silent``: the
+        same for a card that offers them). Fault ``psl_no_switch``: the card answers but keeps
+        106 kbit/s, so the next exchange is lost."""
+        if len(p) != 3 or p[1] > 2 or p[2] > 2:
+            return SYNTAX
+        tg, brit, brti = p
+        card = self.targets.get(tg)
+        if card is None or getattr(card, "kind", "A") != "A" or not card.iso_dep:
+            return bytes((ERR_CONTEXT,))
+        if not self._in_field(card):
+            return self._lost(tg)
+        ats = bytes(card.ats or DEFAULT_ATS)
+        ta1 = ats[2] if len(ats) >= 3 and ats[1] & 0x10 else 0
+        ok = (not brit or ta1 & (1 << (brit - 1))) and (not brti or ta1 & (0x08 << brti))
+        if not ok or (ta1 & 0x80 and brit != brti) or self._take("psl_silent"):
+            self.stats["psl_refused"] = self.stats.get("psl_refused", 0) + 1
+            return bytes((ERR_TIMEOUT,))
+        self.stats["psl_ok"] = self.stats.get("psl_ok", 0) + 1
+        self.rates[tg] = {
+            "chip": (brit, brti),
+            "card": (0, 0) if self._take("psl_no_switch") else (brit, brti),
+        }
+        return b"\x00"
 
     def _in_list(self, p):
         if len(p) < 2 or p[0] not in (1, 2):
@@ -330,6 +363,7 @@ class PN532Core:
         else:
             return SYNTAX
         self.targets.clear()
+        self.rates.clear()
         self.chain_in.clear()
         self.chain_out = b""
         cards = [c for c in self.field.cards if getattr(c, "kind", "A") == kind]
@@ -371,6 +405,11 @@ class PN532Core:
             self.field.remove(card)
         if not self._in_field(card):
             return self._lost(tg)
+        rate = self.rates.get(tg)
+        if rate and rate["chip"] != rate["card"]:
+            # The chip sends at one rate, the card listens at another: no answer, ever.
+            self.stats["rate_errors"] = self.stats.get("rate_errors", 0) + 1
+            return self._lost(tg)
         data = p[1:]
         if self.chain_out and not data and not more:
             chunk, self.chain_out = (
@@ -403,6 +442,7 @@ class PN532Core:
 
     def _lost(self, tg):
         self.targets.pop(tg, None)
+        self.rates.pop(tg, None)
         self.chain_in.clear()
         self.chain_out = b""
         return bytes((ERR_TIMEOUT,))
@@ -429,6 +469,7 @@ class PN532Core:
                 "rf_on": self.rf_on,
                 "baud": self.baud,
                 "targets": {str(k): c.uid.hex() for k, c in self.targets.items()},
+                "rates": {str(k): v for k, v in self.rates.items()},
                 "pending_poll": self.pending is not None,
                 "stats": dict(self.stats, commands=dict(self.stats["commands"])),
             }

@@ -19,8 +19,12 @@ miguelbalboa/rfid src/MFRC522.h):
 * The timer: TAuto start at the end of a transmission, period from TPrescaler and TReload. Time
   is virtual: each card answer carries its delay, and an answer later than the timer is lost
   (TimerIRq). Every programmed period is kept in ``timer_log`` so tests can check FWT and WTX.
-* The RF side: antenna (TxControlReg Tx1/Tx2), 100 % ASK required (TxASKReg) and 106 kbit/s
-  required, as real type A cards need. Frames go to every ``Picc`` in the field as bit lists
+* The RF side: antenna (TxControlReg Tx1/Tx2), 100 % ASK required (TxASKReg), as real type A
+  cards need. Bit rates: TxModeReg/RxModeReg TxSpeed/RxSpeed (106, 212, 424, 848 kbit/s) with
+  the ModWidthReg that goes with the transmit rate (0x26, 0x15, 0x0A, 0x05); a frame sent with a
+  ModWidth that does not fit, at a rate the card does not listen at, or answered at a rate the
+  receiver is not set for, is lost (``rate_errors``). Cards switch rates by PPS
+  (tools/sim/picc.py). Frames go to every ``Picc`` in the field as bit lists
   (TxLastBits, RxAlign, RxLastBits); two cards answering differently give a bit collision
   (CollErr, CollReg CollPos counted from the first received bit, ValuesAfterColl).
 * Faults, consumed one per RF frame from ``inject()``: ``lose_cmd`` (the card never hears the
@@ -32,7 +36,7 @@ miguelbalboa/rfid src/MFRC522.h):
   reads return random bytes: a garbled bus).
 
 Not modelled: hardware TxCRCEn/RxCRCEn (the driver computes CRC_A itself), MIFARE Crypto1,
-baud rates above 106 kbit/s, FIFO water-level refills during a transmission.
+FIFO water-level refills during a transmission.
 """
 
 import random
@@ -44,6 +48,8 @@ COMMAND, COMIEN, DIVIEN, COMIRQ, DIVIRQ, ERROR, STATUS1, STATUS2 = 0x01, 2, 3, 4
 FIFODATA, FIFOLEVEL, WATERLEVEL, CONTROL, BITFRAMING, COLL = 0x09, 0x0A, 0x0B, 0x0C, 0x0D, 0x0E
 MODE, TXMODE, RXMODE, TXCONTROL, TXASK = 0x11, 0x12, 0x13, 0x14, 0x15
 CRCRESULT_H, CRCRESULT_L, MODWIDTH, RFCFG = 0x21, 0x22, 0x24, 0x26
+# ModWidthReg per transmit bit rate (hardware.md section 2: MFRC522Extended PICC_PPS).
+MODWIDTH_FOR = {106: 0x26, 212: 0x15, 424: 0x0A, 848: 0x05}
 TMODE, TPRESCALER, TRELOAD_H, TRELOAD_L, VERSION = 0x2A, 0x2B, 0x2C, 0x2D, 0x37
 
 CMD_IDLE, CMD_MEM, CMD_RANDOM, CMD_CALCCRC, CMD_TRANSMIT = 0x00, 0x01, 0x02, 0x03, 0x04
@@ -110,6 +116,7 @@ class RC522Sim:
         self.frames = []  # (direction, hex, bits) of the RF side, most recent last
         self.timer_log = []  # µs the timer was programmed for, per transceive
         self.frame_count = 0
+        self.rate_errors = 0  # frames lost to a bit rate or ModWidth mismatch
         self.errors = []  # things the driver did that a real chip would not like
         self._selected = False
         self._addr = None
@@ -329,12 +336,14 @@ class RC522Sim:
         self._log("pcd", bits)
         if not self.antenna_on():
             return [], fault
-        if (
-            not self.regs[TXASK] & 0x40
-            or (self.regs[TXMODE] >> 4) & 7
-            or (self.regs[RXMODE] >> 4) & 7
-        ):
-            return [], fault  # type A cards need 100 % ASK at 106 kbit/s
+        tx_speed = (self.regs[TXMODE] >> 4) & 7
+        rx_speed = (self.regs[RXMODE] >> 4) & 7
+        if not self.regs[TXASK] & 0x40 or tx_speed > 3 or rx_speed > 3:
+            return [], fault  # type A cards need 100 % ASK; speeds above 848 kbit/s are RFU
+        tx_kbps, rx_kbps = piccmod.KBPS[tx_speed], piccmod.KBPS[rx_speed]
+        if self.regs[MODWIDTH] != MODWIDTH_FOR[tx_kbps]:
+            self.rate_errors += 1
+            return [], fault  # the pause width does not fit the bit rate: no card decodes it
         if fault and fault[1] == "remove":
             for name in list(self.field):
                 self.remove(name)
@@ -343,9 +352,13 @@ class RC522Sim:
             return [], fault
         answers = []
         for p in list(self.field.values()):
-            got = p.receive(bits)
-            if got is not None:
-                answers.append(got)
+            got = p.receive(bits, tx_kbps)
+            if got is None:
+                continue
+            if p.tx_kbps_used != rx_kbps:
+                self.rate_errors += 1  # the card answered at another rate: nothing decoded
+                continue
+            answers.append(got)
         return answers, fault
 
     def _transceive(self):

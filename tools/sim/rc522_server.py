@@ -51,7 +51,13 @@ def make_card(profile=None, uid="04a1b2c3", atqa=None, sak=0x20, ats=None, iso_d
 def _card_state(p, blocks=False):
     # Kept small: the MicroPython side parses this JSON inside an ESP32-sized heap.
     card = p.card
-    out = {"state": piccmod.STATE_NAMES[p.state], "apdu_count": p.apdu_count}
+    out = {
+        "state": piccmod.STATE_NAMES[p.state],
+        "apdu_count": p.apdu_count,
+        "kbps": [p.rx_kbps, p.tx_kbps],
+        "pps": p.pps_count,
+        "rate_errors": p.rate_errors,
+    }
     if blocks:
         out["blocks"] = p.log[-40:]
     if hasattr(card, "apdus"):
@@ -148,6 +154,7 @@ def build():
             "timers": chip.timer_log[-20:],
             "frames": chip.frames[-frames:] if frames else [],
             "frame_count": chip.frame_count,
+            "rate_errors": chip.rate_errors,
             "antenna": chip.antenna_on(),
             "errors": chip.errors[-20:],
             "faults_pending": len(chip.faults),
