@@ -204,7 +204,10 @@ def test_driver_against_a_garbling_chip_then_an_honest_one():
     n = fuzzgen.count(300)
     tally = fuzzgen.Tally()
     chip = FuzzChip(rng)
-    r = pn532.PN532(chip, ack_timeout_ms=3, command_timeout_ms=5, exchange_timeout_ms=5)
+    # Both kinds, so the type B round's parsing is fuzzed too (boards poll type A only).
+    r = pn532.PN532(
+        chip, kinds="AB", ack_timeout_ms=3, command_timeout_ms=5, exchange_timeout_ms=5
+    )
     r.init()
     ops = ("poll", "poll", "transceive", "present", "release", "init")
     for i in range(n):
