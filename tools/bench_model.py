@@ -119,7 +119,7 @@ PARAMS = {
     "flash_erase_ms": 45.0,
     # The transaction log's flash work in a tap (CONTRACTS.md, firmware/txlog.py): the intent
     # before DEBIT and the outcome after it, one 64-byte program each, never an erase. Used when
-    # the bench did not measure tap_flash_programs_critical / tap_flash_erases_critical.
+    # the bench did not measure txlog_tap_programs / txlog_tap_erases (bench_mpy/txlog_fig.py).
     "txlog_programs_per_tap": 2,
     "txlog_erases_per_tap": 0,
     # Card detection: the tap loop polls every 20 ms when idle (firmware/app.py _POLL_IDLE_MS):
@@ -214,9 +214,12 @@ def tap_model(d):
     cpi = p["cpu_cycles_per_instruction"]
     cpu = {str(mhz): instructions * cpi / (mhz * 1000.0) for mhz in p["cpu_mhz"]}
     cpu_ms = cpu[str(p["cpu_mhz_model"])]
-    programs = d.get("tap_flash_programs_critical")
-    erases = d.get("tap_flash_erases_critical")
-    flash_src = "tap_flash_programs_critical / tap_flash_erases_critical (measured)"
+    programs = d.get("txlog_tap_programs")
+    erases = d.get("txlog_tap_erases")
+    flash_src = (
+        "txlog_tap_programs / txlog_tap_erases (measured on the transaction log, the worst of "
+        "an empty and a full log)"
+    )
     if programs is None or erases is None:
         programs, erases = p["txlog_programs_per_tap"], p["txlog_erases_per_tap"]
         flash_src = "the transaction log's contract (CONTRACTS.md): 2 programs, no erase"
