@@ -141,11 +141,22 @@ def make_reader(r):
         )
         transport = PN532UART(uart, irq=irq, baudrate=r["baudrate"])
     reader = pn532.PN532(transport, kinds=kinds)
-    reader.init()
-    if r.get("fast_baud"):
-        # HSU starts at 115 200; 921 600 cuts the bytes' line time of a tap from ~34 ms to ~4.
-        # If the chip does not follow, the reader stays at the old speed (logged).
-        reader.set_serial_baudrate(r["fast_baud"])
+    fast = r.get("fast_baud")
+    if not fast:
+        reader.init()
+        return reader
+    # HSU starts at 115 200; 921 600 cuts the bytes' line time of a tap from ~34 ms to ~4. A soft
+    # or watchdog reset of the ESP32 leaves the PN532 at the fast rate: try that one second.
+    from linkerr import LinkError
+
+    try:
+        reader.init()
+    except LinkError:
+        transport.set_baudrate(fast)
+        reader.init()
+        return reader
+    # If the chip does not follow, the reader stays at the old speed (logged).
+    reader.set_serial_baudrate(fast)
     return reader
 
 

@@ -14,6 +14,7 @@ READER = {
     "freq": 400000,
     "irq": 10,
     "reset": 11,
+    "type_b": False,  # True polls type B cards too (a second round per poll)
 }
 
 # The parts the application asks for (firmware/app.py), built by boards/esp32_common.py.

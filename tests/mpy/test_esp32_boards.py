@@ -229,6 +229,16 @@ async def test_s3_i2c_board_puts_the_pn532_on_the_hsu_boards_uart_pins():
     mptest.eq((i2c1[0]["sda"].gpio, i2c1[0]["scl"].gpio), (17, 18))
 
 
+def test_s3_hsu_board_finds_the_pn532_still_at_921600_after_a_soft_reset():
+    # The ESP32 restarts, the PN532 does not: the second start opens UART1 at 115 200 while the
+    # chip listens at 921 600 since the first; the board tries the fast rate and goes on.
+    for _ in range(2):
+        board = _power_on("esp32s3_pn532_hsu", "s3")
+        parts = board.make_parts(CFG)
+        mptest.eq(parts.reader.t.baudrate, 921600)
+        mptest.true(parts.reader.firmware is not None)
+
+
 def test_the_hsu_set_up_does_not_fit_a_classic_esp32_or_stock_s3_firmware():
     # Three UARTs besides the REPL: the S3 board on the stock S3 firmware (REPL on UART0) fails
     # where the modem takes UART0 with its large buffers; so would any classic ESP32 plan.
