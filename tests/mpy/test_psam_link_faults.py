@@ -1,4 +1,4 @@
-# mpy: heapsize=128k timeout=120 server=tools.sim.psam_server
+# mpy: heapsize=192k timeout=120 server=tools.sim.psam_server
 # The T=0 PSAM link (drivers/psam_link.py) against the character-level PSAM simulator: injected
 # faults (each a clear error, then a working link after the next reset), wiring, clock, board.
 # The protocol itself is in test_psam_link.py.
