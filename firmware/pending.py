@@ -1,11 +1,7 @@
-# Pending purchases: what the validator must remember between sending DEBIT and knowing whether
-# the card executed it (tearing). The purchase layer keeps a few of them (a different card may be
-# torn while the first one's owner walks back) and hands the store ONE opaque blob, so a store is
-# three methods and a power-safe home (littlefs, a later issue) only has to write bytes atomically:
-#
-#   store.save(blob: bytes)   # durable before it returns
-#   store.load() -> bytes | None
-#   store.clear()
+# The pending-purchase blob of releases before the one-log purchase (issue 14), kept only so that
+# txlog_migrate can read what an older release left in the littlefs journal (journal.PendingStore)
+# and turn each entry into an open DEBIT_INTENT. The purchase no longer writes it: its pending set
+# is the transaction log's open intents (docs/purchase.md).
 #
 # Blob: b"PD" | version 1 | count 1 | count x ENTRY bytes | CRC-32 of everything before (4).
 import struct
@@ -71,21 +67,3 @@ def decode(blob):
         values = struct.unpack_from(_FMT, blob, 4 + i * ENTRY)
         out.append(dict(zip(_FIELDS, values)))
     return out
-
-
-class RamPendingStore:
-    """The in-RAM store (tests, and boards without a file system): survives no reboot."""
-
-    def __init__(self):
-        self.blob = None
-        self.saves = 0
-
-    def save(self, blob):
-        self.blob = bytes(blob)
-        self.saves += 1
-
-    def load(self):
-        return self.blob
-
-    def clear(self):
-        self.blob = None

@@ -1,7 +1,9 @@
 # The T-Union PSAM application layer over any APDU link (the T=0 UART link on a board, the
 # simulator's socket in tests). Boot once: terminal number at the MF, the T-Union PSAM application
 # (by AID, else by FID 8011), and the key index from its 0x17 file. Then per purchase: 8070 (MAC1
-# and the terminal transaction serial) and 8072 (MAC2 check); for a blacklist lock: 801A + 80FA.
+# and the terminal transaction serial; sent as soon as the card's INIT answered and collected
+# after its UPDATE CAPP DATA CACHE, when the link can split an exchange) and 8072 (MAC2 check);
+# for a blacklist lock: 801A + 80FA.
 # Facts: reference tunion-card.md section 4.1.
 from apdu import ApduError, build, expect, sw_of
 
@@ -21,6 +23,9 @@ class PsamApp:
         self.ready = False
         self.apdus = 0
         self.session = None  # what the last 8070 was for (the purchase layer's token)
+        self._token = None
+        self._started = False  # an 8070 sent with transceive_start, answer not yet collected
+        self._answer = None  # the 8070 answer of a link without the split exchange
 
     def _x(self, apdu):
         self.apdus += 1
@@ -55,7 +60,12 @@ class PsamApp:
         self.ready = True
         return self.terminal_id
 
-    def init_purchase(
+    def init_purchase(self, *args):
+        """INIT SAM FOR PURCHASE in one go -> (serial int, serial 4 bytes, MAC1 4 bytes)."""
+        self.start_purchase(*args)
+        return self.finish_purchase()
+
+    def start_purchase(
         self,
         random4,
         atc,
@@ -68,7 +78,9 @@ class PsamApp:
         issuer8,
         token=None,
     ):
-        """INIT SAM FOR PURCHASE -> (serial int, serial 4 bytes, MAC1 4 bytes)."""
+        """Send INIT SAM FOR PURCHASE and return while the PSAM computes MAC1 (the card meanwhile
+        works on its UPDATE CAPP DATA CACHE); finish_purchase() collects the answer. A link
+        without transceive_start gets the whole exchange here (same result, no overlap)."""
         data = bytearray(36)
         data[0:4] = random4
         data[4] = (atc >> 8) & 0xFF
@@ -81,9 +93,43 @@ class PsamApp:
         data[20:28] = serial_low8
         data[28:36] = issuer8
         self.session = None
-        r = self._expect(self._x(build(0x80, 0x70, 0x00, 0x00, data, 0x08)), 8, "INIT SAM")
-        self.session = token
+        self._token = token
+        apdu = build(0x80, 0x70, 0x00, 0x00, data, 0x08)
+        start = getattr(self.link, "transceive_start", None)
+        if start is None or getattr(self.link, "transceive_finish", None) is None:
+            self._answer = self._x(apdu)
+            return
+        self.apdus += 1
+        self._answer = None
+        self._started = True
+        start(apdu)
+
+    def finish_purchase(self):
+        """-> (serial int, serial 4 bytes, MAC1 4 bytes) of the 8070 sent by start_purchase."""
+        if self._started:
+            self._started = False
+            resp = self.link.transceive_finish()
+            sw = sw_of(resp)
+            if sw >> 8 == 0x61:  # T=0: the data waits for GET RESPONSE
+                resp = self.link.transceive(build(0x00, 0xC0, 0x00, 0x00, None, sw & 0xFF))
+                self.apdus += 1
+        else:
+            resp, self._answer = self._answer, None
+            if resp is None:
+                raise PsamError("INIT SAM: no exchange started")
+        r = self._expect(resp, 8, "INIT SAM")
+        self.session = self._token
         return int.from_bytes(r[0:4], "big"), bytes(r[0:4]), bytes(r[4:8])
+
+    def abandon_purchase(self):
+        """The sale stopped between start and finish: drain the PSAM's answer so the link stays
+        in step (errors say the PSAM needs a reset: not ready)."""
+        if self._started or self._answer is not None:
+            try:
+                self.finish_purchase()
+            except Exception:  # noqa: BLE001 - any failure here only means: reset before a sale
+                self.ready = False
+        self.session = None
 
     def credit(self, mac2):
         """CREDIT SAM FOR PURCHASE: True when MAC2 verifies, False on 9302; PsamError otherwise."""

@@ -1,13 +1,16 @@
 # The per-tap entry point: select and check the T-Union application, decide with the caller's fare,
-# run the compound purchase with the PSAM, and recover torn purchases on the re-tap.
+# run the compound purchase with the PSAM, and settle unconfirmed debits on the re-tap.
 # The order and the rules are in docs/purchase.md; the facts in reference tunion-card.md 3, 4, 8.
 #
-#   purchaser = Purchaser(PsamApp(psam_link), RamPendingStore(), config)
+#   purchaser = Purchaser(PsamApp(psam_link), log, config)   # log: txlog.TxLog (or its interface)
 #   purchaser.boot()                              # once: PSAM terminal number, app, key index
 #   result = purchaser.tap(card_link, fare, now)  # now: validator seconds since 2000 (UTC)
 #   result.reason, result.amount, result.balance_after, result.card, result.record, result.extra
+#
+# One log holds intent and outcome: a DEBIT_INTENT record is durable before DEBIT is sent, and the
+# outcome (PURCHASE, PURCHASE_RECOVERED or DEBIT_VOID, same card_no and card_atc) closes it. An
+# intent left open (card pulled, power cut) is an unconfirmed debit until the card comes back.
 import log
-import pending
 import record
 import timeutil
 import tunion
@@ -31,6 +34,7 @@ CARD_ERROR = "CARD_ERROR"  # malformed or unexpected card answer
 PSAM_ERROR = "PSAM_ERROR"  # the secure module failed: nothing can be sold until it is fixed
 MAC1_FAILED = "MAC1_FAILED"  # the card rejected the PSAM's MAC1 (9302): no debit
 MAC2_FAILED = "MAC2_FAILED"  # the card debited but its MAC2 did not verify: recorded, flagged
+JOURNAL_FULL = "JOURNAL_FULL"  # the intent could not be written: no DEBIT was sent
 REASONS = (
     OK,
     NO_ISO_DEP,
@@ -47,9 +51,16 @@ REASONS = (
     PSAM_ERROR,
     MAC1_FAILED,
     MAC2_FAILED,
+    JOURNAL_FULL,
 )
 
 FLAG_APP_LOCKED = record.FLAG_APP_LOCKED  # REFUSED record: this tap locked the application
+
+# DEBIT_VOID `reason`: why the card did not execute the DEBIT of the intent it closes.
+VOID_MAC1 = 1  # the card refused DEBIT with 9302 (MAC1)
+VOID_INSUFFICIENT = 2  # the card refused DEBIT with 9401
+VOID_REFUSED = 3  # the card refused DEBIT with another status word
+VOID_NOT_IN_HISTORY = 4  # the card came back and its 0x18 history holds no such debit
 
 TXN_SINGLE = 0x06  # 0x1E transaction type: EP single purchase (flat fare)
 _MAX_AMOUNT = 0xFFFFFF  # the journal record keeps 3 bytes
@@ -68,7 +79,8 @@ DEFAULTS = {
     "lock_key_version": 1,  # PSAM lock key version for 3DES cards
     "lock_key_version_sm4": 2,  # ... and for SM4-only cards
     "retap_window": 600,  # seconds: a torn purchase older than this was an earlier ride
-    "journal": None,  # fn(record) called before a pending purchase is forgotten
+    "on_record": None,  # fn(fields, seq) after each record the purchaser wrote to the log
+    "on_debited": None,  # fn(result) once DEBIT answered 9000: show it now; MAC2 check follows
 }
 
 _log = log.get("purchase")
@@ -83,7 +95,7 @@ class Result:
         self.balance_after = None
         self.card = None
         self.record = None
-        self.extra = []  # further records to journal (a recovered or unresolved older purchase)
+        self.extra = []  # older records this tap settled (recovered or voided intents)
         self.detail = ""
 
     def __repr__(self):
@@ -119,9 +131,9 @@ def _u(value, limit, what):
 
 
 class Purchaser:
-    def __init__(self, psam_app, pending_store, config=None):
+    def __init__(self, psam_app, txlog, config=None):
         self.psam = psam_app
-        self.store = pending_store
+        self.log = txlog
         cfg = dict(DEFAULTS)
         if config:
             cfg.update(config)
@@ -131,9 +143,11 @@ class Purchaser:
             raise ValueError("config: balance_check must be 'init' or 'p103'")
         self.cfg = cfg
         self._boots = 0
-        self.entries = self._load()
+        # Intents whose card came back with a history that no longer reaches them: they stay
+        # open for clearing; asking that card again in this run would only cost time.
+        self._unreachable = set()
 
-    # -- boot and pending store ----------------------------------------------------------------
+    # -- boot and the log ----------------------------------------------------------------------
 
     def boot(self):
         """PSAM start-up, once. Returns True when the PSAM is ready (logged otherwise)."""
@@ -151,28 +165,27 @@ class Purchaser:
         )
         return True
 
-    def _load(self):
-        try:
-            return pending.decode(self.store.load())
-        except pending.PendingError as e:
-            # The blob is damaged: nothing in it can be trusted; say so loudly and go on.
-            _log.error("pending purchases lost: %s", e)
-            return []
-
-    def _save(self):
-        if self.entries:
-            self.store.save(pending.encode(self.entries))
-        else:
-            self.store.clear()
-
     def pending(self):
-        """The pending purchases (dicts), oldest first; for the status view and tests."""
-        return list(self.entries)
+        """The unconfirmed debits (the log's open DEBIT_INTENT records as dicts, oldest first)."""
+        return self.log.open_intents()
 
-    def _journal(self, rec):
-        fn = self.cfg["journal"]
+    def _book(self, fields):
+        """Append one record; durable when this returns. Errors reach the caller."""
+        seq = self.log.append(fields)
+        fn = self.cfg["on_record"]
         if fn is not None:
-            fn(rec)
+            fn(fields, seq)
+        return seq
+
+    def _book_or_log(self, fields, what):
+        """An outcome that fails to write leaves its intent open: the re-tap or clearing settles
+        it, so the failure is logged, not raised."""
+        try:
+            self._book(fields)
+            return True
+        except Exception as e:  # noqa: BLE001 - LogFull, OSError: the intent stays open
+            _log.error("%s not written (the intent stays open): %s", what, e)
+            return False
 
     # -- the tap -------------------------------------------------------------------------------
 
@@ -206,9 +219,9 @@ class Purchaser:
             raise _Stop(PSAM_ERROR, "PSAM not ready")
         info = self._select(card)
         res.card = info
-        # A torn purchase is settled first: its debit stands even if the card expired since.
-        entry = self._entry_for(info["card_no"])
-        if entry is not None and self._recover(card, entry, now, res):
+        # Unconfirmed debits of this card are settled first: a debit stands even if the card
+        # expired since, and nothing is sold before the log knows what the card did.
+        if self._settle(card, info["card_no"], now, res):
             return
         self._check_dates(info, now)
         tunion.parse_17(card.read_binary(tunion.SFI_17, tunion.LEN_17_USED), info)
@@ -293,6 +306,8 @@ class Purchaser:
             mileage = _u(_get(bus, "mileage", 0), 0xFFFF, "mileage")
         industry = _u(_get(req, "industry", self.cfg["industry"]), 0xFF, "industry")
         operator = _u(_get(req, "operator", self.cfg["operator"]), 0xFFFF, "operator")
+        if not self.log.can_accept_purchase():  # room for the intent and its outcome
+            raise _Stop(JOURNAL_FULL, "the log refuses purchases")
         tid = self.psam.terminal_id
         real = None
         if self.cfg["balance_check"] == "p103":
@@ -312,9 +327,9 @@ class Purchaser:
         if real_before < must:
             raise _Stop(INSUFFICIENT, "real balance %d < %d" % (real_before, must))
         dt = timeutil.bcd_datetime(now, self.cfg["tz"])
-        token = (info["card_no"], init["atc"])
-        serial, serial4, mac1 = self._psam(
-            self.psam.init_purchase,
+        # 8070 goes out now: the PSAM computes MAC1 while the card writes its 0x1E record.
+        self._psam(
+            self.psam.start_purchase,
             init["random"],
             init["atc"],
             amount,
@@ -324,12 +339,17 @@ class Purchaser:
             init["alg_id"],
             info["serial_low"],
             info["issuer8"],
-            token,
+            (info["card_no"], init["atc"]),
         )
         rec1e = self._record_1e(
             txn_type, industry, route, stop, operator, amount, real_before - amount, dt, tid
         )
-        card.update_capp(tunion.SFI_1E, 0x00, rec1e)
+        try:
+            card.update_capp(tunion.SFI_1E, 0x00, rec1e)
+        except BaseException:
+            self.psam.abandon_purchase()  # keep the PSAM link in step before giving up
+            raise
+        serial, serial4, mac1 = self._psam(self.psam.finish_purchase)
         if bus is not None:
             rec1a = tunion.bus_record(
                 info.get("rec1a"),
@@ -355,55 +375,76 @@ class Purchaser:
                 if e.sw == 0x9407:
                     raise _Stop(LOCKED, "industry record locked")
                 raise
-        entry = {
+        before = max(real_before, 0)
+        rec = {
+            "kind": record.DEBIT_INTENT,
+            "time": now,
+            "psam_tid": tid,
+            "psam_serial": serial,
             "card_no": info["card_no"],
             "issuer": info["issuer"],
             "card_type": info.get("card_type", 0),
             "txn_type": txn_type,
-            "atc": init["atc"],
             "amount": amount,
-            "balance_before": max(real_before, 0),
-            "psam_serial": serial,
-            "time": now,
+            "balance_before": before,
+            "balance_after": max(before - amount, 0),
+            "card_atc": init["atc"],
+            "tac": 0,
             "route": route,
             "stop": stop,
             "fare_rule": fare_rule,
             "discount": discount,
-            "psam_tid": tid,
-            "datetime": dt,
+            "flags": 0,
+            "reason": 0,
         }
-        self._add(entry, res)
+        # The intent is durable before DEBIT leaves: whatever happens next, the log knows.
+        try:
+            self._book(rec)
+        except Exception as e:  # noqa: BLE001 - LogFull or a flash error: sell nothing
+            raise _Stop(JOURNAL_FULL, "intent not written: %s" % e)
         try:
             tac, mac2 = card.debit(serial4, dt, mac1)
         except LinkError as e:
-            # The card may have executed DEBIT: keep the pending purchase for the re-tap.
+            # The card may have executed DEBIT: the intent stays open for the re-tap.
             raise _Stop(TAP_AGAIN, "card left during DEBIT: %s" % type(e).__name__)
         except ApduError as e:
             if e.sw == 0x9000:  # a 9000 with a malformed body: it may well have debited
                 raise _Stop(TAP_AGAIN, "malformed DEBIT answer: %s" % e)
-            self._drop(entry)  # a definite refusal: nothing was debited
+            # A definite refusal: nothing was debited, the intent is closed as void.
+            why = {0x9302: VOID_MAC1, 0x9401: VOID_INSUFFICIENT}.get(e.sw, VOID_REFUSED)
+            rec["kind"] = record.DEBIT_VOID
+            rec["reason"] = why
+            self._book_or_log(rec, "DEBIT_VOID")
             if e.sw == 0x9302:
                 raise _Stop(MAC1_FAILED, str(e))
             if e.sw == 0x9401:
                 raise _Stop(INSUFFICIENT, str(e))
             raise _Stop(CARD_ERROR, str(e))
-        flags = 0
+        # The card has debited: the rider is told now; MAC2 check and the outcome follow.
+        rec["kind"] = record.PURCHASE
+        rec["tac"] = tac
         res.reason = OK
+        res.record = rec
+        res.amount = amount
+        res.balance_after = real_before - amount
+        fn = self.cfg["on_debited"]
+        if fn is not None:
+            try:
+                fn(res)
+            except Exception as e:  # noqa: BLE001 - a display fault must not stop the booking
+                _log.error("on_debited failed: %s %s", type(e).__name__, e)
+        flags = 0
         try:
             if not self.psam.credit(mac2):
                 flags = record.FLAG_MAC2_UNVERIFIED
                 res.reason = MAC2_FAILED
+                res.detail = "PSAM rejected MAC2 (the card did debit)"
         except (PsamError, LinkError, ApduError) as e:
             _log.error("MAC2 not checked: %s", e)
             self.psam.ready = False
             flags = record.FLAG_MAC2_UNVERIFIED
-        res.record = self._record(record.PURCHASE, entry, tac, flags)
-        res.amount = amount
-        res.balance_after = real_before - amount
-        if res.reason != OK:
-            res.detail = "PSAM rejected MAC2 (the card did debit)"
-        self._journal(res.record)
-        self._drop(entry)
+        rec["flags"] = flags
+        self._book_or_log(rec, "PURCHASE")
 
     def _record_1e(self, txn_type, industry, route, stop, operator, amount, after, dt, tid):
         r = bytearray(tunion.LEN_1E)
@@ -420,72 +461,55 @@ class Purchaser:
         r[34:42] = self.cfg["institution"]
         return r
 
-    def _record(self, kind, e, tac, flags):
-        return {
-            "kind": kind,
-            "time": e["time"],
-            "psam_tid": e["psam_tid"],
-            "psam_serial": e["psam_serial"],
-            "card_no": e["card_no"],
-            "issuer": e["issuer"],
-            "card_type": e["card_type"],
-            "txn_type": e["txn_type"],
-            "amount": e["amount"],
-            "balance_before": e["balance_before"],
-            "balance_after": max(e["balance_before"] - e["amount"], 0),
-            "card_atc": e["atc"],
-            "tac": tac,
-            "route": e["route"],
-            "stop": e["stop"],
-            "fare_rule": e["fare_rule"],
-            "discount": e["discount"],
-            "flags": flags,
-        }
+    # -- unconfirmed debits --------------------------------------------------------------------
 
-    # -- tearing -------------------------------------------------------------------------------
+    def _settle(self, card, card_no, now, res):
+        """The card of one or more open intents is back: did it debit? Each open intent of this
+        card (oldest first) is looked up in the card's 0x18 history (counter, terminal and time
+        must all match: a proof alone could belong to another validator's later purchase) and
+        closed by PURCHASE_RECOVERED (805A gives the TAC) or DEBIT_VOID. True when a recovered
+        debit is this tap's ride (the newest on the card, within retap_window): no new sale."""
+        settled = False
+        for o in self.log.open_intents():
+            if o["card_no"] != card_no or o["seq"] in self._unreachable:
+                continue
+            e = dict(o)  # the log's own view stays as it is
+            for k in ("seq", "version", "crc32"):
+                e.pop(k, None)
+            dt = timeutil.bcd_datetime(e["time"], self.cfg["tz"])
+            n = tunion.find_history(card, e["card_atc"], e["psam_tid"], dt)
+            if n == 0:
+                # Used more than 10 times since: the card cannot tell. The intent stays open,
+                # uploaded as an unconfirmed debit, for clearing to settle by the card's counters.
+                self._unreachable.add(o["seq"])
+                _log.error(
+                    "unconfirmed debit stays open: card %s counter %d beyond its history",
+                    hexs(card_no),
+                    e["card_atc"],
+                )
+                continue
+            if n is None:  # never debited: close it, then sell afresh
+                e["kind"] = record.DEBIT_VOID
+                e["reason"] = VOID_NOT_IN_HISTORY
+                self._close(e)
+                res.extra.append(e)
+                _log.info("torn purchase not executed by the card, counter %d", e["card_atc"])
+                continue
+            if self._recover(card, e, n, now, res):
+                settled = True
+        return settled
 
-    def _entry_for(self, card_no):
-        for e in self.entries:
-            if e["card_no"] == card_no:
-                return e
-        return None
+    def _close(self, rec):
+        """Write the outcome of an open intent. If it cannot be written, nothing is sold on
+        this tap (a new INIT could reuse the counter of a still-open intent); the intent stays
+        open and the next tap of this card tries again."""
+        try:
+            self._book(rec)
+        except Exception as e:  # noqa: BLE001 - LogFull, OSError
+            raise _Stop(JOURNAL_FULL, "outcome not written: %s" % e)
 
-    def _add(self, entry, res):
-        if len(self.entries) >= pending.MAX_ENTRIES:
-            self._unresolved(self.entries[0], res)
-        self.entries.append(entry)
-        self._save()
-
-    def _unresolved(self, entry, res):
-        """A torn purchase whose outcome cannot be learnt: journal it as such (REFUSED, reason
-        OTHER, TAC missing) for the back office to settle from the card's counters."""
-        rec = self._record(record.REFUSED, entry, 0, record.FLAG_TAC_MISSING)
-        rec["reason"] = record.REASON_OTHER
-        res.extra.append(rec)
-        self._journal(rec)
-        self._drop(entry)
-        _log.error(
-            "torn purchase unresolved: card %s counter %d", hexs(entry["card_no"]), entry["atc"]
-        )
-
-    def _drop(self, entry):
-        if entry in self.entries:
-            self.entries.remove(entry)
-            self._save()
-
-    def _recover(self, card, entry, now, res):
-        """The card of a torn purchase is back: did it debit? True when that settles this tap.
-        The card's 0x18 history decides (counter, terminal and time must all match: a proof
-        alone could belong to another validator's later purchase); 805A then gives the TAC."""
-        n = tunion.find_history(card, entry["atc"], entry["psam_tid"], entry["datetime"])
-        if n == 0:  # used more than 10 times since: the card cannot tell any more
-            self._unresolved(entry, res)
-            return False
-        if n is None:
-            self._drop(entry)  # never debited: sell afresh
-            _log.info("torn purchase not executed by the card, counter %d", entry["atc"])
-            return False
-        proof = card.prove((entry["atc"] + 1) & 0xFFFF) if n == 1 else None
+    def _recover(self, card, e, n, now, res):
+        proof = card.prove((e["card_atc"] + 1) & 0xFFFF) if n == 1 else None
         flags = record.FLAG_MAC2_UNVERIFIED
         reason = OK
         if proof is None:
@@ -494,28 +518,30 @@ class Purchaser:
         else:
             mac2, tac = proof
             # The PSAM can check MAC2 only while its last 8070 session is this purchase's.
-            if self.psam.session == (entry["card_no"], entry["atc"]):
+            if self.psam.session == (e["card_no"], e["card_atc"]):
                 try:
                     if self.psam.credit(mac2):
                         flags = 0
                     else:
                         reason = MAC2_FAILED
-                except (PsamError, LinkError, ApduError) as e:
-                    _log.error("recovered MAC2 not checked: %s", e)
+                except (PsamError, LinkError, ApduError) as err:
+                    _log.error("recovered MAC2 not checked: %s", err)
                     self.psam.ready = False
-        rec = self._record(record.PURCHASE_RECOVERED, entry, tac, flags)
-        self._journal(rec)
-        self._drop(entry)
-        _log.info("torn purchase completed on re-tap, counter %d", entry["atc"])
-        if n != 1 or now - entry["time"] > self.cfg["retap_window"]:
-            res.extra.append(rec)  # an earlier ride: book it, then sell this one
+        e["kind"] = record.PURCHASE_RECOVERED
+        e["tac"] = tac
+        e["flags"] = flags
+        e["reason"] = 0
+        self._close(e)
+        _log.info("torn purchase completed on re-tap, counter %d", e["card_atc"])
+        if n != 1 or now - e["time"] > self.cfg["retap_window"]:
+            res.extra.append(e)  # an earlier ride: book it, then sell this one
             return False
         res.reason = reason
         if reason != OK:
             res.detail = "PSAM rejected the recovered MAC2"
-        res.record = rec
-        res.amount = entry["amount"]
-        res.balance_after = rec["balance_after"]
+        res.record = e
+        res.amount = e["amount"]
+        res.balance_after = e["balance_after"]
         return True
 
     # -- blacklist -----------------------------------------------------------------------------
@@ -550,23 +576,29 @@ class Purchaser:
                 res.detail = "lock failed: " + s.detail
             except (ApduError, LinkError) as e:
                 res.detail = "lock failed: %s" % e
-        entry = {
+        rec = {
+            "kind": record.REFUSED,
+            "time": now,
+            "psam_tid": self.psam.terminal_id,
             "card_no": info["card_no"],
             "issuer": info["issuer"],
             "card_type": info.get("card_type", 0),
             "txn_type": 0,
-            "atc": 0,
             "amount": 0,
             "balance_before": 0,
+            "balance_after": 0,
+            "card_atc": 0,
             "psam_serial": 0,
-            "time": now,
-            "route": _u(_get(req, "route", 0), 0xFFFF, "route"),
-            "stop": _u(_get(req, "stop", 0), 0xFFFF, "stop"),
+            "tac": 0,
             "fare_rule": 0,
             "discount": 0,
-            "psam_tid": self.psam.terminal_id,
+            "route": _u(_get(req, "route", 0), 0xFFFF, "route"),
+            "stop": _u(_get(req, "stop", 0), 0xFFFF, "stop"),
+            "flags": flags,
+            "reason": record.REASON_BLACKLIST,
         }
-        rec = self._record(record.REFUSED, entry, 0, flags)
-        rec["reason"] = record.REASON_BLACKLIST
         res.record = rec
-        self._journal(rec)
+        try:
+            self._book(rec)
+        except Exception as e:  # noqa: BLE001 - a refusal record is not money: log and go on
+            _log.error("blacklist record not written: %s", e)

@@ -104,8 +104,8 @@ def _power_on(name, module):
 
 
 def _sell(parts, reader_kind):
+    import memlog
     import purchase
-    from pending import RamPendingStore
 
     mptest.eq(parts.reader.kinds, "A", "type B off as the board says")
     _last_parts[:] = [parts]
@@ -115,9 +115,7 @@ def _sell(parts, reader_kind):
     mptest.true(target is not None and target.iso_dep, "card activated on %s" % reader_kind)
     parts.psam_link.reset()
     journal = []
-    p = purchase.Purchaser(
-        PsamApp(parts.psam_link), RamPendingStore(), {"journal": journal.append}
-    )
+    p = purchase.Purchaser(PsamApp(parts.psam_link), memlog.make(journal, intents=False))
     mptest.true(p.boot(), "PSAM over the board's UART 2")
     res = p.tap(parts.reader, {"debit": 150, "must_cover": 150, "route": 1}, T0)
     mptest.eq(res.reason, purchase.OK, res.detail)

@@ -17,7 +17,7 @@ import apdu  # noqa: E402
 import crc  # noqa: E402
 import fuzzgen  # noqa: E402
 import log  # noqa: E402
-import pending  # noqa: E402
+import memlog  # noqa: E402
 import purchase  # noqa: E402
 import record  # noqa: E402
 import timeutil  # noqa: E402
@@ -304,7 +304,7 @@ def test_whole_taps_with_damaged_answers_then_an_honest_tap():
     tally = fuzzgen.Tally()
     journal = []
     psam = HonestPsam()
-    p = purchase.Purchaser(PsamApp(psam), pending.RamPendingStore(), {"journal": journal.append})
+    p = purchase.Purchaser(PsamApp(psam), memlog.make(journal, intents=False))
     mptest.true(p.boot())
     cards = [HonestCard(k) for k in range(6)]
     for i in range(n):

@@ -7,7 +7,7 @@
 import gc
 
 try:
-    import pending
+    import memlog
     import purchase
     import record
     from apdu_link import ApduLink
@@ -75,9 +75,7 @@ def bench(chip):
     reader = pn532.PN532(make(), **TIMEOUTS)
     reader.init()
     journal = []
-    p = purchase.Purchaser(
-        PsamApp(ApduLink("psam")), pending.RamPendingStore(), {"journal": journal.append}
-    )
+    p = purchase.Purchaser(PsamApp(ApduLink("psam")), memlog.make(journal, intents=False))
     mptest.true(p.boot(), "PSAM boot")
     return reader, p, journal, count
 

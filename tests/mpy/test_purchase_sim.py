@@ -2,8 +2,8 @@
 # The firmware purchase under MicroPython against the CPython virtual card and PSAM over the hub.
 # Every test ends by asking the simulators for violations: there must be none.
 import log
+import memlog
 import mptest
-import pending
 import purchase
 import record
 import timeutil
@@ -32,9 +32,8 @@ def setup():
     journal.clear()
     log.set_level(log.INFO, echo=False)
     log.clear()
-    bench["p"] = purchase.Purchaser(
-        PsamApp(psam_link), pending.RamPendingStore(), {"journal": journal.append}
-    )
+    bench["log"] = memlog.make(journal)
+    bench["p"] = purchase.Purchaser(PsamApp(psam_link), bench["log"])
     mptest.true(bench["p"].boot(), "PSAM boot")
 
 
@@ -80,7 +79,16 @@ def test_flat_fare_ok_within_budget_and_record():
     mptest.eq(rec["psam_serial"], 1)
     mptest.eq(res.card["card_no_str"], "3105228000000000017")
     mptest.eq(res.card["interconnect"], 1)
-    mptest.eq(journal, [rec])
+    # the intent before DEBIT with every field but the TAC, then the outcome that closes it
+    mptest.eq([r["kind"] for r in journal], [record.DEBIT_INTENT, record.PURCHASE])
+    intent, booked = journal
+    for k in ("card_no", "card_atc", "amount", "balance_before", "balance_after", "psam_serial"):
+        mptest.eq(intent[k], rec[k], "intent " + k)
+        mptest.eq(booked[k], rec[k], "outcome " + k)
+    mptest.hex_eq(intent["tac"], b"\x00" * 4)
+    mptest.hex_eq(booked["tac"], rec["tac"])
+    mptest.eq(booked["seq"], intent["seq"] + 1)
+    mptest.eq(bench["p"].pending(), [])
     r1e = bytes.fromhex(ctl.call("record_1e"))
     mptest.eq(r1e[0], 0x06)
     mptest.hex_eq(r1e[25:32], bytes.fromhex("20261129123000"))
@@ -192,7 +200,7 @@ def test_blacklisted_card_is_locked_and_recorded():
     mptest.eq(res.reason, purchase.BLACKLISTED)
     mptest.eq(res.record["flags"], 0)
     mptest.eq(ctl.call("card")["lock"], None)
-    mptest.eq(len(journal), 4)
+    mptest.eq([r["kind"] for r in journal], [record.REFUSED] * 4)
 
 
 def test_psam_failures():
@@ -214,12 +222,20 @@ def test_mac_failures():
     res = tap()
     mptest.eq(res.reason, purchase.MAC1_FAILED)
     mptest.eq(bench["p"].pending(), [])
+    mptest.eq([r["kind"] for r in journal], [record.DEBIT_INTENT, record.DEBIT_VOID])
+    mptest.eq(journal[1]["reason"], purchase.VOID_MAC1)
+    mptest.eq(journal[1]["card_atc"], journal[0]["card_atc"])
+    del journal[:]
+    shown = []
+    bench["p"].cfg["on_debited"] = lambda r: shown.append((r.reason, r.amount, len(journal)))
     ctl.call("psam_force", ins=0x72, sw="9302")
     res = tap(label="tunion_plain")
     mptest.eq(res.reason, purchase.MAC2_FAILED)
+    mptest.eq(shown, [(purchase.OK, 200, 1)], "shown once, after the intent, before 8072")
     mptest.eq(len(ctl.call("card")["debits"]), 1, "the card did debit: it is recorded")
     mptest.eq(res.record["flags"] & record.FLAG_MAC2_UNVERIFIED, record.FLAG_MAC2_UNVERIFIED)
-    mptest.eq(len(journal), 1)
+    mptest.eq([r["kind"] for r in journal], [record.DEBIT_INTENT, record.PURCHASE])
+    mptest.eq(journal[1]["flags"], record.FLAG_MAC2_UNVERIFIED)
 
 
 def test_malformed_answers_are_clear_card_errors():
@@ -292,6 +308,113 @@ def test_bus_boarding_writes_the_2702_record():
     mptest.hex_eq(rec[53:57], b"\x00\x00\x02\x58")
     mptest.hex_eq(rec[30:38], b"BUS00042")
     mptest.eq(bench["card_apdus"], 7, "SELECT 17 1A INIT 1E 1A DEBIT")
+
+
+class _Split:
+    """A PSAM link with the split exchange (transceive_start/finish), noting each step."""
+
+    def __init__(self, link, steps):
+        self.link = link
+        self.steps = steps
+        self.sent = None
+
+    def transceive(self, apdu):
+        self.steps.append("psam %02X" % apdu[1])
+        return self.link.transceive(apdu)
+
+    def transceive_start(self, apdu):
+        self.steps.append("psam %02X start" % apdu[1])
+        self.sent = apdu
+
+    def transceive_finish(self):
+        self.steps.append("psam finish")
+        apdu, self.sent = self.sent, None
+        return self.link.transceive(apdu)
+
+
+class _Noted:
+    def __init__(self, link, steps):
+        self.link = link
+        self.steps = steps
+
+    def transceive(self, apdu):
+        self.steps.append("card %02X" % apdu[1])
+        return self.link.transceive(apdu)
+
+
+def test_8070_goes_out_after_init_and_is_collected_after_the_1e_update():
+    steps = []
+    p = purchase.Purchaser(PsamApp(_Split(psam_link, steps)), bench["log"])
+    mptest.true(p.boot())
+    ctl.call("place_card", profile="tunion_plain")
+    del steps[:]
+    res = p.tap(_Noted(card_link, steps), FLAT, NOW)
+    mptest.eq(res.reason, purchase.OK, res.detail)
+    want = ["card A4", "card B0", "card 50", "psam 70 start", "card DC", "psam finish"]
+    mptest.eq(steps, want + ["card 54", "psam 72"])
+    mptest.eq(p.psam.apdus, 5 + 2, "boot 5 + 8070 + 8072")
+    # the card leaves during its 0x1E update: the PSAM's answer is still collected
+    ctl.call("place_card", profile="tunion_plain", label="torn1e")
+    ctl.call("fault", when="before", ins=0xDC)
+    del steps[:]
+    res = p.tap(_Noted(card_link, steps), FLAT, NOW)
+    mptest.eq(res.reason, purchase.TAP_AGAIN)
+    mptest.eq(steps[-1], "psam finish", "the link stays in step")
+    mptest.eq([r["kind"] for r in journal], [record.DEBIT_INTENT, record.PURCHASE])
+    ctl.call("place_card", label="torn1e")
+    mptest.eq(p.tap(card_link, FLAT, NOW + 1).reason, purchase.OK)
+
+
+def test_the_log_refusing_sells_nothing():
+    lg = bench["log"]
+    lg.refuse = True
+    ctl.call("place_card", profile="tunion_plain")
+    res = tap()
+    mptest.eq(res.reason, purchase.JOURNAL_FULL, res.detail)
+    mptest.eq(bench["card_apdus"], 2, "SELECT and 0x17 only: no INIT")
+    lg.refuse = False
+    lg.fail_kinds = (record.DEBIT_INTENT,)  # the intent's program fails: no DEBIT is sent
+    res = tap(label="tunion_plain")
+    mptest.eq(res.reason, purchase.JOURNAL_FULL, res.detail)
+    mptest.eq(ctl.call("card")["debits"], [])
+    mptest.eq(journal, [])
+    lg.fail_kinds = ()
+    mptest.eq(tap(label="tunion_plain").reason, purchase.OK)
+
+
+def test_an_outcome_that_cannot_be_written_leaves_the_intent_open():
+    lg = bench["log"]
+    lg.fail_kinds = (record.PURCHASE,)
+    shown = []
+    bench["p"].cfg["on_debited"] = lambda r: shown.append(r.reason)
+    res = tap("tunion_plain")
+    mptest.eq(res.reason, purchase.OK, "the card debited: the rider is told so")
+    mptest.eq(shown, [purchase.OK])
+    mptest.true(log.find("PURCHASE not written", log.ERROR))
+    mptest.eq(len(bench["p"].pending()), 1, "an unconfirmed debit")
+    # the next tap of that card settles it from the card's history and sells nothing new
+    lg.fail_kinds = (record.PURCHASE_RECOVERED,)
+    res = tap(label="tunion_plain", now=NOW + 5)
+    mptest.eq(res.reason, purchase.JOURNAL_FULL, "nothing sold while the intent stays open")
+    lg.fail_kinds = ()
+    res = tap(label="tunion_plain", now=NOW + 10)
+    mptest.eq(res.reason, purchase.OK, res.detail)
+    mptest.eq(res.record["kind"], record.PURCHASE_RECOVERED)
+    mptest.eq(len(ctl.call("card")["debits"]), 1)
+    mptest.eq(shown, [purchase.OK], "a recovery is shown by the caller, not on_debited")
+    mptest.eq(bench["p"].pending(), [])
+    mptest.eq([r["kind"] for r in journal], [record.DEBIT_INTENT, record.PURCHASE_RECOVERED])
+
+
+def test_a_failing_display_hook_does_not_stop_the_booking():
+    def boom(res):
+        raise RuntimeError("display gone")
+
+    bench["p"].cfg["on_debited"] = boom
+    res = tap("tunion_plain")
+    mptest.eq(res.reason, purchase.OK)
+    mptest.true(log.find("on_debited failed", log.ERROR))
+    mptest.eq([r["kind"] for r in journal], [record.DEBIT_INTENT, record.PURCHASE])
 
 
 def test_every_reason_code_was_exercised():

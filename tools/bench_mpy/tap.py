@@ -9,7 +9,7 @@ import time
 
 import benchlib
 import log
-import pending
+import memlog
 import purchase
 import timeutil
 from bench_fakes import FakeCard, FakePsam
@@ -25,7 +25,7 @@ instr_only = benchlib.arg(3, 0)
 
 log.set_level(log.INFO, echo=False)  # the ring is kept, nothing printed
 psam = FakePsam()
-p = purchase.Purchaser(PsamApp(psam), pending.RamPendingStore(), {})
+p = purchase.Purchaser(PsamApp(psam), memlog.plain())  # the real log on RAM flash
 assert p.boot()
 card = FakeCard()
 

@@ -1,11 +1,12 @@
 # The purchase tearing sweep, counted: the virtual cards and PSAM of tools/sim/apdu_server.py
-# (through the hub, SIM_PORT), firmware/purchase.py with a RAM pending store and an in-RAM
-# journal. Each point pulls a card before or after one command (the 5 of a flat-fare tap, and the
-# recovery's READ RECORD / GET TRANSACTION PROVE), then re-taps it, with another card, a reboot
-# (same store, new Purchaser) or nothing in between; a seeded random part chains faults.
+# (through the hub, SIM_PORT), firmware/purchase.py with its transaction log in RAM
+# (tests/mpy/memlog.py). Each point pulls a card before or after one command (the 5 of a
+# flat-fare tap, and the recovery's READ RECORD / GET TRANSACTION PROVE), then re-taps it, with
+# another card, a reboot (same log, new Purchaser) or nothing in between; a seeded random part
+# chains faults. (Power cuts at each flash operation: cross.py.)
 # The proof is the cards' own debit lists:
 #   double charges: debits by our terminal beyond the one ride each card took
-#   lost debits: a debit with no journal record, or with more than one
+#   lost debits: a debit with no purchase record, or with more than one
 #   phantom records: a purchase record with no debit behind it
 # First, one clean tap with every APDU recorded (the exchange figures).
 # argv: random cases, seed.
@@ -13,7 +14,7 @@ import random
 
 import benchlib
 import log
-import pending
+import memlog
 import purchase
 import record
 import timeutil
@@ -36,14 +37,14 @@ ctl = Control()
 card_link = ApduLink("card")
 psam_link = ApduLink("psam")
 ctl.call("reset", terminal_id=TERMINAL)
-store = pending.RamPendingStore()
 book = []
+txlog = memlog.make(book)
 state = {"n": 0, "t": NOW}
 sold = {}  # label -> taps our validator reported OK (each is one ride, charged once)
 
 
-def validator(st=None):
-    p = purchase.Purchaser(PsamApp(psam_link), st or store, {"journal": book.append})
+def validator():
+    p = purchase.Purchaser(PsamApp(psam_link), txlog)  # a reboot keeps the log
     assert p.boot()
     return p
 
@@ -77,7 +78,8 @@ def audit(labels):
     for label in labels:
         no = bytes.fromhex("0" + number(int(label[1:])))
         debits = ctl.call("card", label=label)["debits"]
-        mine = [r for r in book if r["card_no"] == no and r["kind"] != record.REFUSED]
+        kinds = (record.PURCHASE, record.PURCHASE_RECOVERED)
+        mine = [r for r in book if r["card_no"] == no and r["kind"] in kinds]
         ours = [d for d in debits if d["terminal"].lower().endswith(TERMINAL)]
         rides = sold.get(label, 0)
         if len(ours) > rides:
@@ -96,7 +98,7 @@ def audit(labels):
 # --- one clean flat-fare tap, every APDU recorded ---------------------------------------------
 p = validator()
 rc, rp = Recording(card_link), Recording(psam_link)
-pc = purchase.Purchaser(PsamApp(rp), pending.RamPendingStore(), {})
+pc = purchase.Purchaser(PsamApp(rp), memlog.make())
 assert pc.boot()
 boot_psam = len(rp.log)
 first = new_card()
