@@ -2,8 +2,9 @@
 # tasks (uplink, parameters, clock, idle screen, watchdog). Hardware comes from the board module
 # (`board.make_parts(cfg)`), so the same code runs on an ESP32 and on the unix simulation board.
 #
-# Start-up order matters: the journal first (its last record bounds the clock), then parameters,
-# then the PSAM, then the purchaser (which reloads any pending torn purchase), then a BOOT record.
+# Start-up order matters: the transaction log first (its last record bounds the clock; a littlefs
+# journal of an older release is migrated into it), then parameters, then the PSAM, then the
+# purchaser (the log's open intents are its unconfirmed debits), then a BOOT record.
 import asyncio
 import gc
 import json
@@ -13,13 +14,14 @@ import clock
 import config
 import decide
 import fare
-import journal
 import log
 import messages
 import params
 import purchase
 import record
 import timeutil
+import txlog
+import txlog_migrate
 from linkerr import LinkError
 from psam_app import PsamApp
 
@@ -51,7 +53,16 @@ class Validator:
         self.last_outcome_ms = None
         self.stopped = False
         root = parts.root
-        self.journal = journal.Journal(root + "/journal", parts.journal_config)
+        self._shown = False  # the rider has been told this tap's result (on_debited)
+        self._tap_now = 0
+        # `journal` keeps its name: the uplink and the maintenance view use the same interface.
+        self.journal = txlog.TxLog(parts.txlog_dev, getattr(parts, "txlog_config", None))
+        try:
+            # Once, at the first boot of this release: the littlefs journal's unacknowledged
+            # records and pending purchases move into the log (a no-op afterwards).
+            txlog_migrate.run(root + "/journal", self.journal)
+        except Exception as e:  # noqa: BLE001 - logged; the old files stay for the next boot
+            _log.error("journal migration failed: %s %s", type(e).__name__, e)
         self.clock = clock.Clock(parts.rtc_seconds, floor=self._last_record_time())
         self.params = params.Params(
             root + "/params",
@@ -68,13 +79,14 @@ class Validator:
         )
         self.purchaser = purchase.Purchaser(
             self.psam,
-            journal.PendingStore(self.journal),
+            self.journal,
             {
                 "city": bytes.fromhex(cfg["city"]),
                 "institution": bytes.fromhex(cfg["institution"]),
                 "operator": cfg.get("operator", 0),
                 "lock_enabled": cfg.get("lock_blacklisted", True),
-                "journal": self._journal_record,
+                "on_record": self._recorded,
+                "on_debited": self._debited,
                 "tz": cfg.get("tz_seconds", timeutil.DEFAULT_TZ_SECONDS),
             },
         )
@@ -117,18 +129,17 @@ class Validator:
 
     def _append(self, fields):
         seq = self.journal.append(fields)
+        self._recorded(fields, seq)
+        return seq
+
+    def _recorded(self, fields, seq):
+        # After every record, the app's and the purchaser's (which appends to the log itself).
         self.clock.raise_floor(fields.get("time", 0))
         if self.uplink is not None:
             self.uplink.kick()
         self.emit(
             "record", {"seq": seq, "kind": fields.get("kind"), "amount": fields.get("amount")}
         )
-        return seq
-
-    def _journal_record(self, rec):
-        # Called by the purchaser before it forgets a pending purchase: it must be durable when
-        # this returns, and an error must reach the purchaser (the pending entry then stays).
-        self._append(rec)
 
     def _param_event(self, kind, info):
         # docs/record-format.md: psam_serial = bundle version, balance_after = blacklist version.
@@ -193,16 +204,18 @@ class Validator:
             self.params.terminal = b"\x00\x00" + bytes(tid)
             if self.params.fares is not None:
                 self.params.fares.terminal = self.params.terminal
+        # Open intents at boot are unconfirmed debits: counted here, uploaded as their own
+        # DEBIT_INTENT records, settled when the card comes back or by clearing.
+        pend = len(self.purchaser.pending())
         self._append(
             {
                 "kind": record.BOOT,
                 "time": self.clock.now(),
                 "psam_tid": self.psam.terminal_id if ready else b"\x00" * 6,
                 "flags": 0 if ready else 0x01,
-                "amount": len(self.purchaser.pending()),
+                "amount": pend,
             }
         )
-        pend = len(self.purchaser.pending())
         self.emit(
             "boot",
             {
@@ -217,7 +230,7 @@ class Validator:
             },
         )
         _log.info(
-            "boot: psam %s, params %s, journal %d/%d, %d pending",
+            "boot: psam %s, params %s, log %d/%d, %d unconfirmed debits",
             ready,
             self.params.version,
             self.journal.last_seq,
@@ -229,9 +242,12 @@ class Validator:
     # ---- the tap -------------------------------------------------------------------------------
 
     def handle_tap(self, target):
-        """One card presented: decide, debit, journal (in the purchase), then tell the rider."""
+        """One card presented: decide, debit, book (in the purchase), then tell the rider. A sale
+        is shown from on_debited, right after DEBIT; everything else when the tap is over."""
         t0 = time.ticks_ms()
         now = self.clock.now()
+        self._shown = False
+        self._tap_now = now
         if not target.iso_dep:
             reason = purchase.NO_ISO_DEP
             res = None
@@ -244,16 +260,21 @@ class Validator:
                 _log.error("tap failed: %s %s", type(e).__name__, e)
                 res = None
                 reason = purchase.CARD_ERROR
-        amount = res.amount if res is not None and reason == purchase.OK else None
         balance = res.balance_after if res is not None else None
-        if reason == purchase.OK:
-            fr = self.decider.last
-            if isinstance(fr, fare.FareResult) and res.card:
-                self.params.fares.paid(fr, res.card["card_no"], now)
-            if balance is not None and balance < _LOW_BALANCE:
+        if self._shown:
+            # Told right after DEBIT; a MAC2 rejected afterwards is booked as such (the card
+            # did debit), the rider's screen stays.
+            amount = res.amount if res is not None else None
+            if reason == purchase.OK and balance is not None and balance < _LOW_BALANCE:
                 reason = "OK_LOW"
+        else:
+            amount = res.amount if res is not None and reason == purchase.OK else None
+            if reason == purchase.OK:  # a recovered purchase: this ride, no new debit
+                self._paid(res, now)
+                if balance is not None and balance < _LOW_BALANCE:
+                    reason = "OK_LOW"
+            self.show_outcome(reason, amount, balance)
         self.taps += 1
-        self.show_outcome(reason, amount, balance)
         card_no = None
         if res is not None and res.card:
             card_no = res.card.get("card_no_str")
@@ -275,6 +296,21 @@ class Validator:
             },
         )
         return reason
+
+    def _paid(self, res, now):
+        # The duplicate-tap and transfer memory: this card paid this fare now.
+        fr = self.decider.last
+        if isinstance(fr, fare.FareResult) and res.card:
+            self.params.fares.paid(fr, res.card["card_no"], now)
+
+    def _debited(self, res):
+        """Purchaser hook: DEBIT answered 9000 with TAC and MAC2. The rider is told now; the
+        PSAM's MAC2 check and the outcome record follow."""
+        self._shown = True
+        self._paid(res, self._tap_now)
+        balance = res.balance_after
+        low = balance is not None and balance < _LOW_BALANCE
+        self.show_outcome("OK_LOW" if low else purchase.OK, res.amount, balance)
 
     def show_outcome(self, reason, amount, balance):
         zh, en, tone = messages.text_for(reason)
@@ -326,6 +362,12 @@ class Validator:
             if self.last_outcome_ms is not None:
                 if time.ticks_diff(time.ticks_ms(), self.last_outcome_ms) < _OUTCOME_HOLD_MS:
                     continue
+            try:
+                # Idle-time flash work (erase an acknowledged sector ahead, roll to a fresh
+                # one), never inside a tap: the tap loop runs no flash erase.
+                self.journal.maintain()
+            except Exception as e:  # noqa: BLE001 - logged; the log refuses purchases if it must
+                _log.error("log maintenance: %s %s", type(e).__name__, e)
             d = self.parts.display
             if d is None:
                 continue
@@ -385,7 +427,7 @@ class Validator:
             "taps": self.taps,
             "journal": self.journal.status(),
             "params": self.params.version,
-            "pending": len(self.purchaser.pending()),
+            "pending": len(self.purchaser.pending()),  # unconfirmed debits (open intents)
         }
         if self.uplink is not None:
             st["uplink"] = self.uplink.status()

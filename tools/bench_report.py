@@ -156,6 +156,27 @@ ROWS = (
     ("tearing_double_charges", "", "debits beyond the rides the validator sold", "same"),
     ("tearing_lost_debits", "", "card debits not journaled exactly once", "same"),
     (
+        "cross_points_tested",
+        "",
+        "cross suite: power cut x tear x card pulled x re-tap/other card/never/two reboots",
+        "`tools/bench_mpy/cross.py`, `tests/mpy/crosslib.py`",
+    ),
+    ("double_bookings", "", "debits booked twice, or bookings without a debit", "same"),
+    ("lost_debits", "", "debits with neither a booking nor an open intent", "same"),
+    (
+        "tap_flash_erases_critical",
+        "",
+        "flash erases inside a tap (empty log and 95% full, the worse)",
+        "same, real purchase on the RAM raw flash device",
+    ),
+    ("tap_flash_programs_critical", "", "flash programs inside a tap (the worse)", "same"),
+    (
+        "tap_flash_reads_ratio_full_vs_empty",
+        "",
+        "flash reads per tap at 95% full / at an empty log",
+        "same",
+    ),
+    (
         "modem_loop_block_ms",
         "ms",
         "extra: longest asyncio loop gap during a 6,500-byte modem POST at 115,200 baud on the "
@@ -520,7 +541,9 @@ def markdown(res):
         "after each of the 5 commands with nothing, another card or a reboot before the re-tap; "
         "pulled during the recovery; %d seeded random chains of up to 3 faults): %d double "
         "charges, %d lost debits, %d phantom records, %d free rides, %d re-taps unresolved, %d "
-        "simulator violations."
+        "simulator violations. Cross suite: %d points (power cut at every flash operation of a "
+        "purchase and its recovery, each tear mode, and a second cut after each first): %d double "
+        "bookings, %d lost debits, %d intents left open after their card came back."
         % (
             d["power_cut_steps"],
             d["power_cut_records"],
@@ -539,6 +562,10 @@ def markdown(res):
             d["tearing_free_rides"],
             d["tearing_unresolved_retaps"],
             d["tearing_sim_violations"],
+            d.get("cross_points_tested", 0),
+            d.get("double_bookings", 0),
+            d.get("lost_debits", 0),
+            d.get("cross_unresolved", 0),
         )
     )
     w("")

@@ -85,6 +85,12 @@ KEYS = (
     "tearing_points_tested",
     "tearing_double_charges",
     "tearing_lost_debits",
+    "cross_points_tested",
+    "double_bookings",
+    "lost_debits",
+    "tap_flash_erases_critical",
+    "tap_flash_programs_critical",
+    "tap_flash_reads_ratio_full_vs_empty",
 )
 
 # Extra figures (numbers when measured, None when a part could not run; heap_runtime names the
@@ -122,6 +128,8 @@ FULL = {
     "powercut_steps": 1200,
     "powercut_second": 4,
     "tearing_random": 60,
+    "cross_full": 1,
+    "cross_flash_taps": 40,
     "collector_uploaders": 4,
     "collector_batches": 25,
     "collector_reps": 3,
@@ -149,6 +157,8 @@ QUICK = {
     "powercut_steps": 40,
     "powercut_second": 2,
     "tearing_random": 3,
+    "cross_full": 0,
+    "cross_flash_taps": 5,
     "collector_uploaders": 2,
     "collector_batches": 2,
     "collector_reps": 1,
@@ -461,6 +471,16 @@ def stage_tearing(cfg):
     ):
         out[k] = sweep[k]
     out["tearing_sim_violations"] = sweep["violations"]
+    return out
+
+
+def stage_cross(cfg):
+    """The cross suite (power cut x tear x re-tap, tools/bench_mpy/cross.py over
+    tests/mpy/crosslib.py) and the flash work inside a tap at an empty and a 95% full log."""
+    got, _ = run_mpy("cross.py", cfg["cross_full"], cfg["cross_flash_taps"], heap="2m")
+    out = {}
+    for d in got:
+        out.update(d)
     return out
 
 
@@ -983,6 +1003,7 @@ def run(quick=False, use_pg=True, use_callgrind=True, reps=None):
     stage("journal", stage_journal, cfg)
     stage("app", stage_app, cfg)
     stage("tearing", stage_tearing, cfg)
+    stage("cross", stage_cross, cfg)
     stage("powercut", stage_powercut, cfg)
     stage("collector", stage_collector, cfg, use_pg)
     stage("modem", stage_modem, cfg)

@@ -233,6 +233,7 @@ class Bench:
                 "MICROPYPATH": "%s:%s:.frozen" % (fw_dir / "lib", fw_dir),
                 "VALIDATOR_READER": v.get("reader", "pn532_i2c"),
                 "VALIDATOR_FLASH": str(self.out / "flash.img"),
+                "VALIDATOR_TXLOG": str(self.out / "flash.img.txlog"),
                 "VALIDATOR_CONFIG": str(config_path),
                 "VALIDATOR_EVENTS": "1",
             }
@@ -585,6 +586,15 @@ class Bench:
                 self.fail("card %s ends with %s, expected %s" % (name, got, want))
         if "revenue" in expect and revenue_bo != expect["revenue"]:
             self.fail("revenue %d, expected %d" % (revenue_bo, expect["revenue"]))
+        # Every intent closed by its outcome: each rider whose tap was cut or pulled came back.
+        unconfirmed = self.store.unconfirmed(self.device)
+        want_open = expect.get("unconfirmed", 0)
+        if len(unconfirmed) != want_open:
+            self.fail(
+                "%d unconfirmed debits at the end (expected %d): %s"
+                % (len(unconfirmed), want_open, [(u["seq"], u["card_atc"]) for u in unconfirmed])
+            )
+        intents = sum(1 for r in rows if r[3] == record.DEBIT_INTENT)
         outcomes = {}
         for _, r in self.taps:
             outcomes[r["reason"]] = outcomes.get(r["reason"], 0) + 1
@@ -596,6 +606,8 @@ class Bench:
             "card_debits": len(debits),
             "device_records": len(device_records),
             "backoffice_records": len(rows),
+            "debit_intents": intents,
+            "unconfirmed_debits": len(unconfirmed),
             "tac_checked": sum(1 for r in rows if r[9] == "ok"),
             "firmware_starts": self.fw.starts,
             "watchdog_feeds": self.world.wdt_feeds,
@@ -616,8 +628,9 @@ class Bench:
             % (yuan(revenue_cards), len(debits), yuan(revenue_bo))
         )
         self.say(
-            "records: %d on the device, %d in the back office, %d TACs verified by clearing"
-            % (len(device_records), len(rows), report["tac_checked"])
+            "records: %d on the device, %d in the back office (%d debit intents, %d unconfirmed), "
+            "%d TACs verified by clearing"
+            % (len(device_records), len(rows), intents, len(unconfirmed), report["tac_checked"])
         )
         self.say(
             "final balances: "
@@ -631,17 +644,22 @@ class Bench:
         return report
 
     def _device_records(self):
-        """Decode the journal off the flash image (what `mpremote cp` would pull off a board)."""
-        from tools import journal_decode
-
+        """The records on the validator's raw txlog partition image (what a technician would
+        read off a board): every 64-byte slot holding a valid record, once per sequence number
+        (an intent carried into a newer sector is the same record)."""
+        path = self.out / "flash.img.txlog"
         try:
-            got = journal_decode.decode_path(self.out / "flash.img", root="journal")
-        except Exception as e:  # noqa: BLE001 - reported as a failure, not a crash
-            self.fail("journal image could not be decoded: %s" % e)
+            blob = path.read_bytes()
+        except OSError as e:
+            self.fail("txlog image could not be read: %s" % e)
             return {}
-        for problem in got.get("problems", []):
-            self.say("  journal note: %s" % problem)
-        return {r["seq"]: r for r in got["records"]}
+        out = {}
+        for off in range(0, len(blob) - record.SIZE + 1, record.SIZE):
+            slot = blob[off : off + record.SIZE]
+            if record.valid(slot):
+                r = record.decode(slot)
+                out[r["seq"]] = r
+        return out
 
     def close(self):
         try:

@@ -115,7 +115,8 @@ def _sell(parts, reader_kind):
     mptest.true(target is not None and target.iso_dep, "card activated on %s" % reader_kind)
     parts.psam_link.reset()
     journal = []
-    p = purchase.Purchaser(PsamApp(parts.psam_link), memlog.make(journal, intents=False))
+    lg = memlog.make(journal, intents=False, real=False)
+    p = purchase.Purchaser(PsamApp(parts.psam_link), lg)
     mptest.true(p.boot(), "PSAM over the board's UART 2")
     res = p.tap(parts.reader, {"debit": 150, "must_cover": 150, "route": 1}, T0)
     mptest.eq(res.reason, purchase.OK, res.detail)

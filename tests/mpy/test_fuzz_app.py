@@ -20,6 +20,7 @@ import config  # noqa: E402
 import fuzzgen  # noqa: E402
 import log  # noqa: E402
 import ramdisk  # noqa: E402
+import rawflash  # noqa: E402
 import record  # noqa: E402
 import timeutil  # noqa: E402
 import vfs  # noqa: E402
@@ -166,6 +167,7 @@ async def test_tap_loop_with_failing_readers_and_damaged_cards():
     )
     cards = [HonestCard(k) for k in range(4)]
     parts = Parts()
+    parts.txlog_dev = rawflash.RawFlash(16)  # the transaction log's partition, in RAM
     parts.reader = FuzzReader(rng, cards, n)
     parts.psam_link = PsamLink()
     parts.rtc_seconds = lambda: clock[0]

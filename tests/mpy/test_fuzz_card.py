@@ -1,4 +1,4 @@
-# mpy: heapsize=192k timeout=240
+# mpy: heapsize=256k timeout=240
 # Fuzz (issue 11): card answers. The T-Union parsers (FCI/TLV, files 0x15 and 0x17, history) and
 # apdu.expect on mutated valid answers, then whole taps (firmware/purchase.py) against an honest
 # in-process card whose answers are garbled, cut, or lost before or after the card ran the

@@ -47,7 +47,7 @@ def test_whole_purchase_through_pn532_and_character_psam():
     )
     lk.reset()
     journal = []
-    p = purchase.Purchaser(PsamApp(lk), memlog.make(journal, intents=False))
+    p = purchase.Purchaser(PsamApp(lk), memlog.make(journal, intents=False, real=False))
     mptest.true(p.boot(), "PSAM boot over T=0: %r" % (log.recent(4),))
     ctl.call("pn532_place", chip_name="i2c", label="t", profile="tunion_plain")
     mptest.true(reader.poll() is not None, "card found")
@@ -81,7 +81,7 @@ def test_purchaser_boot_recovers_the_link_after_a_fault():
     lk = PsamLink(
         uart, Pin("psam_rst", Pin.OUT, value=0), PWM(Pin("psam_clk")), CLK, margin_ms=150
     )
-    p = purchase.Purchaser(PsamApp(lk), memlog.make())
+    p = purchase.Purchaser(PsamApp(lk), memlog.make(real=False))
     mptest.false(p.boot(), "never reset: the link refuses")
     mptest.true(log.find("not reset", log.ERROR), log.recent())
     mptest.true(p.boot(), "the second boot resets the link first")

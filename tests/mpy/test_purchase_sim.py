@@ -1,4 +1,4 @@
-# mpy: heapsize=128k timeout=120 server=tools.sim.apdu_server
+# mpy: heapsize=256k timeout=120 server=tools.sim.apdu_server
 # The firmware purchase under MicroPython against the CPython virtual card and PSAM over the hub.
 # Every test ends by asking the simulators for violations: there must be none.
 import log

@@ -43,7 +43,8 @@ def setup():
     journal.clear()
     log.set_level(log.INFO, echo=False)
     log.clear()
-    bench["p"] = purchase.Purchaser(PsamApp(bench["psam"]), memlog.make(journal, intents=False))
+    lg = memlog.make(journal, intents=False, real=False)
+    bench["p"] = purchase.Purchaser(PsamApp(bench["psam"]), lg)
     mptest.true(bench["p"].boot(), "PSAM boot")
 
 

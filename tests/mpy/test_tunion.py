@@ -1,4 +1,4 @@
-# mpy: heapsize=192k timeout=120
+# mpy: heapsize=256k timeout=120
 # Card and PSAM application layers and the purchase against small in-process fakes (no hub):
 # parsers, status words, PSAM boot variants, garbage answers, memory per tap.
 import gc

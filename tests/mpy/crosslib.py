@@ -1,0 +1,360 @@
+# The cross suite of issue 14 (money across power cuts, tears and re-taps), shared by
+# tests/mpy/test_purchase_cross.py (a sample) and tools/bench_mpy/cross.py (the full sweep).
+#
+# One case: a validator on a fresh raw flash device (boards/unix_sim/rawflash.py) with the real
+# transaction log (firmware/txlog.py) and purchase, an in-process card that keeps its own list of
+# debits and 0x18 history, and the PSAM (a separate chip: it keeps its serial across reboots).
+# A card taps (pulled before or after DEBIT, or not at all); power is cut at the k-th flash
+# operation of the whole case (the tap, the reboot's recovery, the re-tap's recovery), the cut
+# operation torn as rawflash does it; the validator reboots (log re-opened from flash, purchaser
+# and PSAM session new) and the case goes on: the card comes back, another card comes first, the
+# card never returns, or the validator reboots twice first. Then the books are compared with the
+# cards' own debits:
+#   double bookings: a debit booked by more than one PURCHASE/PURCHASE_RECOVERED record, or a
+#                    booking of a counter the card never debited
+#   lost debits:     a debit with no booking and no open intent (a DEBIT_VOID of a debit counts)
+#   unresolved:      an intent still open after its card came back (must be 0)
+import crc
+import purchase
+import rawflash
+import record
+import timeutil
+import tunion
+import txlog
+from linkerr import CardGone
+from psam_app import PsamApp
+
+NOW = timeutil.to_seconds(2026, 11, 29, 4, 30, 0)
+OK = b"\x90\x00"
+FARE = {"debit": 100, "route": 12, "stop": 3}
+F17 = bytes.fromhex("0000015610001001000101")
+CARD_FAULTS = (None, ("before", 0x54), ("after", 0x54))
+THEN = ("retap", "other", "never", "reboot2")
+TEARS = ("clean", "prefix", "bits")
+BLOCKS = 16
+
+
+def _f15(n):
+    no = ("%020d" % (3104000000000000000 + n)).encode()
+    serial = bytes(int(no[i : i + 2], 16) for i in range(0, 20, 2))
+    return (
+        b"\x31\x04\x00\x00\xff\xff\xff\xff\x02\x01"
+        + serial
+        + b"\x20\x20\x01\x01\x20\x39\x12\x31\x00\x00"
+    )
+
+
+def _fci(f15):
+    name = tunion.AID_EP
+    a5 = b"\x9f\x0c" + bytes((len(f15),)) + f15
+    body = b"\x84" + bytes((len(name),)) + name + b"\xa5" + bytes((len(a5),)) + a5
+    return b"\x6f" + bytes((len(body),)) + body
+
+
+def _mac1(data36):
+    return crc.crc32(data36).to_bytes(4, "big")
+
+
+def _mac2(mac1):
+    return crc.crc32(b"M2" + mac1).to_bytes(4, "big")
+
+
+class Card:
+    """A T-Union card that checks MAC1 against its own data, keeps its 0x18 history and answers
+    GET TRANSACTION PROVE; `fault` = (when, ins) pulls it before or after that command once."""
+
+    def __init__(self, n):
+        self.f15 = _f15(n)
+        self.info = tunion.parse_15(self.f15)
+        self.card_no = self.info["card_no"]
+        self.balance = 1000000
+        self.atc = 10 + n
+        self.history = []  # newest first, 23 bytes each
+        self.debits = []  # counters of every debit this card executed
+        self.init = None
+        self.last = None  # (atc after, mac2, tac)
+        self.fault = None
+
+    def transceive(self, a):
+        a = bytes(a)
+        f = self.fault
+        if f is not None and f[1] == a[1]:
+            self.fault = None
+            if f[0] == "before":
+                raise CardGone("pulled before %02X" % a[1])
+            self._do(a)
+            raise CardGone("pulled after %02X" % a[1])
+        return self._do(a)
+
+    def _do(self, a):
+        ins = a[1]
+        if ins == 0xA4:
+            return _fci(self.f15) + OK if a[5 : 5 + a[4]] == tunion.AID_EP else b"\x6a\x82"
+        if ins == 0xB0:
+            sfi = a[2] & 0x1F
+            if sfi == 0x15:
+                return self.f15 + OK
+            if sfi == 0x17:
+                return F17 + OK
+            return b"\x6a\x82"
+        if ins == 0xB2:
+            n, sfi = a[2], a[3] >> 3
+            if sfi == 0x18 and 1 <= n <= len(self.history):
+                return self.history[n - 1] + OK
+            return b"\x6a\x83"
+        if ins == 0x50:
+            amount = int.from_bytes(a[6:10], "big")
+            if amount > self.balance:
+                return b"\x94\x01"
+            rnd = crc.crc32(bytes((self.atc & 0xFF, len(self.history)))).to_bytes(4, "big")
+            self.init = (amount, bytes(a[10:16]), rnd)
+            out = self.balance.to_bytes(4, "big") + self.atc.to_bytes(2, "big") + bytes(3)
+            return out + b"\x01\x00" + rnd + OK
+        if ins == 0xDC:
+            return OK if self.init else b"\x69\x85"
+        if ins == 0x54:
+            if self.init is None:
+                return b"\x69\x85"
+            amount, terminal, rnd = self.init
+            self.init = None
+            dt = a[9:16]
+            data = bytearray(36)
+            data[0:4] = rnd
+            data[4:6] = self.atc.to_bytes(2, "big")
+            data[6:10] = amount.to_bytes(4, "big")
+            data[10] = tunion.TXN_CAPP
+            data[11:18] = dt
+            data[18] = 1
+            data[20:28] = self.info["serial_low"]
+            data[28:36] = self.info["issuer8"]
+            mac1 = a[16:20]
+            if mac1 != _mac1(data):
+                return b"\x93\x02"
+            h = self.atc.to_bytes(2, "big") + bytes(3) + amount.to_bytes(4, "big") + b"\x09"
+            self.history.insert(0, h + terminal + dt)
+            del self.history[10:]
+            self.debits.append(self.atc)
+            self.balance -= amount
+            self.atc += 1
+            tac = crc.crc32(b"TAC" + mac1).to_bytes(4, "big")
+            self.last = (self.atc, _mac2(mac1), tac)
+            return tac + self.last[1] + OK
+        if ins == 0x5A:
+            after = int.from_bytes(a[5:7], "big")
+            if self.last and self.last[0] == after:
+                return self.last[1] + self.last[2] + OK
+            return b"\x94\x03"
+        return b"\x6d\x00"
+
+
+class Psam:
+    """The PSAM chip: its serial survives the validator's reboots."""
+
+    def __init__(self):
+        self.serial = 100
+        self.mac1 = None
+
+    def transceive(self, a):
+        a = bytes(a)
+        ins = a[1]
+        if ins == 0xB0 and a[2] == 0x96:
+            return b"\x00\x00\x00\x00\x00\x07" + OK
+        if ins == 0xB0 and a[2] == 0x97:
+            return b"\x01" + bytes(24) + OK
+        if ins == 0xA4:
+            return OK
+        if ins == 0x70:
+            self.serial += 1
+            self.mac1 = _mac1(a[5:41])
+            return self.serial.to_bytes(4, "big") + self.mac1 + OK
+        if ins == 0x72:
+            ok = self.mac1 is not None and a[5:9] == _mac2(self.mac1)
+            self.mac1 = None
+            return OK if ok else b"\x93\x02"
+        return b"\x6d\x00"
+
+
+class Rig:
+    """One validator: flash device, log, purchaser; `reboot()` is a power cycle."""
+
+    def __init__(self, prefill=0, blocks=BLOCKS):
+        self.dev = rawflash.RawFlash(blocks)
+        self.psam = Psam()
+        self.t = NOW
+        self.cuts = 0
+        self.boots = 0
+        self._plan = []
+        self._tears = []
+        self._base = 0
+        self._seed = 1
+        self.log = None
+        self.p = None
+        self.power_on()
+        for _ in range(prefill):
+            self.t += 1
+            self.log.append({"kind": record.BOOT, "time": self.t})
+
+    def power_on(self):
+        """Boot until it stays up: a cut while the log recovers is one more power cycle."""
+        while True:
+            self.boots += 1
+            try:
+                self.log = txlog.TxLog(self.dev)
+                self.p = purchase.Purchaser(PsamApp(self.psam), self.log)
+                if not self.p.boot():
+                    raise AssertionError("PSAM boot")
+                return
+            except rawflash.PowerCut:
+                self._cut()
+
+    def plan(self, cuts, tears, seed=1):
+        """Cut power at these flash operations (indexes from now, ascending; an index counts
+        the operations completed before it), the i-th cut torn as tears[i]."""
+        self._base = self.dev.ops
+        self._plan = list(cuts)
+        self._tears = list(tears)
+        self._seed = seed
+        self._arm()
+
+    def _arm(self):
+        if self._plan:
+            k = self._plan.pop(0)
+            tear = self._tears.pop(0) if self._tears else "clean"
+            self.dev.arm(max(0, self._base + k - self.dev.ops), tear, self._seed + k)
+
+    def _cut(self):
+        self.cuts += 1
+        self.dev.restore_power()
+        self._arm()
+
+    def reboot(self):
+        self.power_on()
+
+    def idle(self):
+        """The idle loop between taps: the log erases ahead and rolls (flash work, cut too)."""
+        try:
+            while self.log.maintain():
+                pass
+        except rawflash.PowerCut:
+            pass
+        if self.dev.dead:
+            self._cut()
+            self.power_on()
+
+    def tap(self, card, fault=None):
+        """One tap; a power cut during it reboots the validator. -> the reason, or 'CUT'."""
+        card.fault = fault
+        self.t += 7
+        try:
+            reason = self.p.tap(card, FARE, self.t).reason
+        except rawflash.PowerCut:
+            reason = "CUT"
+        card.fault = None
+        if self.dev.dead:  # the log saw the cut (purchase turns write errors into reasons)
+            reason = "CUT"
+        if reason == "CUT":
+            self._cut()
+            self.power_on()
+        return reason
+
+    def records(self):
+        out = []
+        seq = 0
+        while True:
+            got = self.log.records_after(seq, 32)
+            if not got:
+                return out
+            for raw in got:
+                out.append(record.decode(raw))
+            seq = out[-1]["seq"]
+
+    def audit(self, cards, returned):
+        """-> (double bookings, lost debits, unresolved intents of returned cards)."""
+        recs = self.records()
+        opens = self.log.open_intents()
+        double = lost = unresolved = 0
+        for card in cards:
+            mine = [r for r in recs if r["card_no"] == card.card_no]
+            booked = [r["card_atc"] for r in mine if r["kind"] in (1, 2)]
+            still = [o["card_atc"] for o in opens if o["card_no"] == card.card_no]
+            for atc in card.debits:
+                n = booked.count(atc)
+                if n > 1:
+                    double += n - 1
+                elif n == 0 and atc not in still:
+                    lost += 1
+            double += sum(1 for atc in booked if atc not in card.debits)
+            if card in returned:
+                unresolved += len(still)
+        return double, lost, unresolved
+
+
+def run_case(fault, then, cuts=(), tears=(), seed=1, prefill=0):
+    """One case; cuts = the indexes of the flash operations (from the first tap on) where power
+    is cut, in order (a later one falls in the recovery after the earlier one), tears[i] how the
+    i-th cut operation is left. -> dict(ops, double, lost, unresolved, cuts)."""
+    rig = Rig(prefill)
+    a, b = Card(1), Card(2)
+    ops0 = rig.dev.ops
+    rig.plan(cuts, tears, seed)
+    cards = [a]
+    returned = [a]
+    rig.tap(a, fault)
+    rig.idle()
+    if then == "retap":
+        pass
+    elif then == "other":
+        cards.append(b)
+        rig.tap(b)
+        rig.idle()
+    elif then == "never":
+        returned = []
+    elif then == "reboot2":
+        rig.reboot()
+        rig.reboot()
+    if returned:
+        for _ in range(3):  # the rider taps until the validator says yes
+            if rig.tap(a) in (purchase.OK, purchase.MAC2_FAILED):
+                break
+            rig.idle()
+    rig.dev.restore_power()
+    double, lost, unresolved = rig.audit(cards, returned)
+    return {
+        "ops": rig.dev.ops - ops0,
+        "double": double,
+        "lost": lost,
+        "unresolved": unresolved,
+        "cuts": rig.cuts,
+    }
+
+
+def sweep(every=1, tears=TEARS, prefills=(0,), second=False, on_case=None):
+    """Every card fault x continuation x prefill, uncut and with a cut at every `every`-th flash
+    operation of the case, each tear; with `second`, also a second cut at every operation after
+    the first (the recovery cut again). -> totals dict (points = cases run)."""
+    tot = {"points": 0, "double": 0, "lost": 0, "unresolved": 0, "cuts": 0}
+    for prefill in prefills:
+        for fault in CARD_FAULTS:
+            for then in THEN:
+                base = run_case(fault, then, prefill=prefill)
+                _add(tot, base, on_case, (fault, then, (), (), prefill))
+                for k in range(0, base["ops"], every):
+                    for tear in tears:
+                        got = run_case(fault, then, (k,), (tear,), k + 1, prefill)
+                        _add(tot, got, on_case, (fault, then, (k,), (tear,), prefill))
+                    if not second:
+                        continue
+                    ops = run_case(fault, then, (k,), ("clean",), k + 1, prefill)["ops"]
+                    for j in range(k, ops):
+                        cuts, how = (k, j), ("prefix", tears[j % len(tears)])
+                        got = run_case(fault, then, cuts, how, k + j + 1, prefill)
+                        _add(tot, got, on_case, (fault, then, cuts, how, prefill))
+    return tot
+
+
+def _add(tot, got, on_case, what):
+    tot["points"] += 1
+    for key in ("double", "lost", "unresolved", "cuts"):
+        tot[key] += got[key]
+    if on_case is not None:
+        on_case(what, got)
