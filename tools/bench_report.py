@@ -275,7 +275,7 @@ def markdown(res):
         )
     w(
         "The whole application's tap (decision with blacklist, whitelist and fare engine, "
-        "purchase, journal on littlefs in RAM, no display) costs %s us of CPU per tap over %d "
+        "purchase, transaction log on raw flash, no display) costs %s us of CPU per tap over %d "
         "taps "
         "with uploads (wall: %s us median, %s us fastest); this is the figure the ESP32 model "
         "scales."
@@ -290,8 +290,7 @@ def markdown(res):
         w(
             "Wall time of its parts, per tap: "
             + ", ".join("%s %s us" % (k, _n(v)) for k, v in d["app_tap_breakdown_us"].items())
-            + " (pending_save: the torn-purchase blob written before DEBIT, a temporary file and "
-            "a rename on littlefs; decide: blacklist, whitelist, fare engine)."
+            + " (decide: blacklist, whitelist, fare engine)."
         )
     w("")
     w(
