@@ -299,9 +299,19 @@ class Validator:
 
     def _paid(self, res, now):
         # The duplicate-tap and transfer memory: this card paid this fare now.
+        engine = self.params.fares
+        if engine is None or not res.card:
+            return
         fr = self.decider.last
-        if isinstance(fr, fare.FareResult) and res.card:
-            self.params.fares.paid(fr, res.card["card_no"], now)
+        if not isinstance(fr, fare.FareResult) and res.record:
+            # A recovered purchase settled the tap before any fare was asked: its record says
+            # what was paid, and a re-tap must not be charged again.
+            fr = fare.FareResult(fare.OK)
+            fr.txn_type = res.record["txn_type"]
+            fr.route = res.record["route"]
+            fr.stop = res.record["stop"]
+        if isinstance(fr, fare.FareResult):
+            engine.paid(fr, res.card["card_no"], now)
 
     def _debited(self, res):
         """Purchaser hook: DEBIT answered 9000 with TAC and MAC2. The rider is told now; the
