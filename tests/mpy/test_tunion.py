@@ -8,7 +8,6 @@ import apdu
 import log
 import memlog
 import mptest
-import pending
 import purchase
 import record
 import timeutil
@@ -159,36 +158,6 @@ def test_file_15_and_17_parsing():
     mptest.eq((card["interconnect"], card["card_type"]), (1, 1))
     mptest.raises(tunion.CardDataError, tunion.parse_17, F17[:10], card)
     mptest.raises(tunion.CardDataError, tunion.parse_17, F17[:4] + b"\xaa" + F17[5:], card)
-
-
-def test_legacy_pending_blob_round_trip_and_damage():
-    # the format of older releases, read once by the migration to the transaction log
-    e = {
-        "card_no": bytes(10),
-        "issuer": b"\x01\x02\x03\x04",
-        "card_type": 1,
-        "txn_type": 6,
-        "atc": 65535,
-        "amount": 200,
-        "balance_before": 5000,
-        "psam_serial": 0xFFFFFFFF,
-        "time": NOW,
-        "route": 1,
-        "stop": 2,
-        "fare_rule": 3,
-        "discount": 4,
-        "psam_tid": b"\x00" * 5 + b"\x42",
-        "datetime": b"\x20\x26\x11\x29\x12\x30\x00",
-    }
-    blob = pending.encode([e, e])
-    mptest.eq(len(blob), 8 + 2 * pending.ENTRY)
-    mptest.eq(pending.decode(blob), [e, e])
-    mptest.eq(pending.decode(None), [])
-    broken = bytearray(blob)
-    broken[10] ^= 1
-    for bad in (bytes(broken), blob[:-1], b"XX" + blob[2:], blob[:3] + b"\x09" + blob[4:]):
-        mptest.raises(pending.PendingError, pending.decode, bad)
-    mptest.raises(pending.PendingError, pending.encode, [e] * (pending.MAX_ENTRIES + 1))
 
 
 def test_psam_boot_variants():
