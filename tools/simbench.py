@@ -204,7 +204,7 @@ class Bench:
         # The world: reader, display, PSAM, modem.
         dialect = "quectel" if v.get("modem", "sim7600") == "quectel" else "simcom"
         self.world = BenchWorld(reader=v.get("reader", "pn532_i2c"), dialect=dialect)
-        self.world.time = self.start
+        self._set_time(self.start)
         # The back office answers with the bench's virtual time, as a real one would with the
         # real time: the validator's clock rules are exercised, not tripped by the simulation.
         collector_app.server_time = lambda: self.world.time
@@ -442,6 +442,13 @@ class Bench:
         self.fail("records not in the back office after %d s: %s" % (timeout, missing[:20]))
         return False
 
+    def _set_time(self, t):
+        # The modem's network time (AT+CCLK) is the world's, not the host's: a validator that
+        # took the host's date stepped days ahead and priced taps by the wrong hour of the day.
+        self.world.time = t
+        y, mo, d, hh, mi, ss = timeutil.from_seconds(t + TZ)
+        self.world.modem.network_time = (y, mo, d, hh, mi, ss, TZ // 900)
+
     def play(self):
         sc = self.sc
         t = self.start
@@ -450,7 +457,7 @@ class Bench:
         for ev in sc.get("events", []):
             t = self._event_time(ev, t)
             if t > self.world.time:
-                self.world.time = t
+                self._set_time(t)
             if "tap" in ev:
                 self.tap(ev)
                 if ev.get("power_cut"):
