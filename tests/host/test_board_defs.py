@@ -512,3 +512,20 @@ def test_readme_build_section_names_files_that_exist():
     assert not missing, "README names %s" % missing
     for board in BOARD_DEFS:
         assert "boards/micropython/" + board in section
+
+
+def test_simulated_txlog_partition_is_the_4mib_tables():
+    # boards/unix_sim/board.py gives the laptop the txlog partition of a 4 MB validator
+    tree = ast.parse((BOARDS / "unix_sim" / "board.py").read_text())
+    blocks = _bindings_int(tree, "TXLOG_BLOCKS")
+    txlog = partitions.by_name(_tables()["partitions-4MiB-validator.csv"])["txlog"]
+    assert blocks * 4096 == txlog.size
+
+
+def _bindings_int(tree, name):
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == name for t in node.targets
+        ):
+            return ast.literal_eval(node.value)
+    raise AssertionError("%s not assigned" % name)
