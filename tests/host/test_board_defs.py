@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 BOARDS = ROOT / "boards"
 DEFS = BOARDS / "micropython"
 BOARD_DEFS = {"VALIDATOR_ESP32": "esp32", "VALIDATOR_ESP32_S3": "esp32s3"}
+DEFAULT_PINS = {"VALIDATOR_ESP32": "esp32_pn532_i2c", "VALIDATOR_ESP32_S3": "esp32s3_pn532_hsu"}
 # (table, flash bytes, transaction log size from CONTRACTS: 256 KiB on 4 MB, 1 MiB on 16 MB)
 TABLES = {
     "partitions-4MiB-validator.csv": (4 << 20, 256 << 10),
@@ -443,10 +444,12 @@ def test_pin_set_manifest_freezes_the_application_but_not_boot_and_main(pins, fr
 
 @pytest.mark.parametrize("board", sorted(BOARD_DEFS))
 def test_board_definition_manifest_freezes_port_and_application(board, frozen_set):
-    got = set(frozen_set(DEFS / board / "manifest.py"))
-    assert _expected_app() | {"_port_marker.py", "ssd1306.py"} <= got
-    assert not {"boot.py", "main.py"} & got
-    assert got - _expected_app() - {"_port_marker.py", "ssd1306.py"} <= {"board.py"}
+    # each defaults to a pin set of its chip: the same files, board.py included
+    got = frozen_set(DEFS / board / "manifest.py")
+    assert got == sorted(_expected_app() | {"_port_marker.py", "ssd1306.py", "board.py"})
+    pins = DEFAULT_PINS[board]
+    assert got == frozen_set(BOARDS / pins / "manifest.py")
+    assert pins.startswith(BOARD_DEFS[board] + "_")  # esp32_..., esp32s3_...
 
 
 def test_what_the_build_leaves_unfrozen_is_what_deploy_copies():
