@@ -662,6 +662,8 @@ class TxLog:
             raise AckError("ack %d regresses below %d" % (seq, self.acked_seq))
         if seq == self.acked_seq:
             return False
+        if self._rescan:
+            self._scan_tail()  # a failed program left the next slot unknown: look first
         if self._cur >= 0 and self._slots - self._next > self._cfg["roll_slack"]:
             h = self._hbuf
             h[0] = _NOTE

@@ -515,3 +515,16 @@ def test_newest_header_rotted_numbers_go_on():
     mptest.eq(lg2.last_seq, 100, "the records behind the bad header still hold their numbers")
     mptest.eq(lg2.append(sale(1)), 101)
     mptest.eq(txlog.TxLog(d).last_seq, 101)
+
+
+def test_ack_after_a_failed_append_lands_in_a_clean_slot():
+    d = FailDev(8)
+    lg = txlog.TxLog(d)
+    fill(lg, 10)
+    d.writeblocks(0, b"\x00" * 8, 11 * 64)  # what a failing program may leave in slot 11
+    d.fail = 1
+    d.land = False
+    mptest.raises(OSError, lg.append, sale(11))
+    mptest.true(lg.ack(9))
+    lg2 = txlog.TxLog(d)
+    mptest.eq((lg2.last_seq, lg2.acked_seq), (10, 9), "the ack note survived")
