@@ -128,6 +128,7 @@ class TxLog:
         self._hbuf = bytearray(_SLOT)  # headers and notes
         self._hview = memoryview(self._hbuf)
         self._zbuf = bytes(_SLOT)  # zeros: seals a torn slot
+        self._tbuf = bytearray(_SLOT)  # the newest record as it read valid at boot
         self._state = bytearray(n)
         self._epoch = [0] * n
         self._first = [0] * n
@@ -167,12 +168,16 @@ class TxLog:
     def _recover(self):
         h = self._hbuf
         acked = 0
+        best = -1
         for s in range(self._n):
             self._read(s, 0, h)
             if _erased(h):
                 self._state[s] = _UNKNOWN
             elif h[:4] == _MAGIC and _crc_ok(h, _HDR_CRC) and h[16] < self._slots:
                 self._state[s] = _LIVE
+                if best < 0 or _u32(h, 4) > self._epoch[best]:
+                    best = s
+                    self._tbuf[:_HDR_LEN] = h[:_HDR_LEN]  # the newest header, as read valid
                 self._epoch[s] = _u32(h, 4)
                 self._first[s] = _u32(h, 8)
                 self._carry[s] = h[16]
@@ -203,6 +208,10 @@ class TxLog:
         self._open = 0
         if kept:
             self._cur = kept[-1]
+            if self._cur == best:
+                # The same bits over the newest header: settles cells a roll cut at the very end
+                # of its header program left marginal (valid now, maybe not at the next boot).
+                self._program(best, 0, memoryview(self._tbuf)[:_HDR_LEN])
             self.last_seq = self._first[self._cur] - 1
             # Sectors are erased oldest first and only once acknowledged (an ack may have been
             # held in RAM when its sector went): whatever lies before the oldest one left was
@@ -279,6 +288,7 @@ class TxLog:
             if record.valid(b) and record.seq_of(b) > last:
                 last = record.seq_of(b)
                 good = slot
+                self._tbuf[:] = b  # as it read valid (marginal cells may read otherwise later)
                 k = b[_KIND_AT]
                 if k == record.DEBIT_INTENT:
                     self._add_open(b)
@@ -302,11 +312,11 @@ class TxLog:
                 _log.warning("sector %d slot %d: torn write sealed", s, slot)
             self._program(s, slot, self._zbuf)
         if good > 0:
-            # Re-program the last record over itself: identical bits, so nothing changes on a
-            # good record, but a program cut at its very end is completed and stops reading
-            # back differently from boot to boot (it may have been uploaded already).
-            self._read(s, good, b)
-            self._program(s, good, b)
+            # Re-program the last record over itself, with the bytes that read valid: identical
+            # bits, so nothing changes on a good record, but a program cut at its very end is
+            # completed and stops reading back differently from boot to boot (it may have been
+            # uploaded already).
+            self._program(s, good, self._tbuf)
         self.last_seq = last
         if acked > last:
             acked = last

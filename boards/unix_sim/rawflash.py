@@ -19,7 +19,10 @@
 # Power cuts: arm(n) cuts at the n-th program/erase from now; the cut operation leaves a partial
 # effect chosen by `tear`: "clean" (nothing written), "prefix" (a random-length prefix of the
 # program / of the erase), "bits" (random bits of the range: a program leaves some 1-bits that
-# should have gone 0, an erase sets some bits back to 1), "any" (one of those at random). After
+# should have gone 0, an erase sets some bits back to 1), "flaky" (a program cut at its very
+# end: done but for 1-3 marginal bits that read back 0 or 1 at random on every read until a
+# program settles them or an erase clears them; RAM device, live cuts only, not replayable
+# from an image), "any" (clean, prefix or bits at random). After
 # the cut every operation raises PowerCut until restore_power(), as the chip has no power.
 # record_ops() logs every completed operation so a run can be replayed up to any cut point
 # (apply_op), which sweeps thousands of cut points without re-running the workload.
@@ -130,6 +133,7 @@ class RawFlash:
         self.dead = False
         self.last_tear = None
         self.oplog = None
+        self.weak = {}  # address -> mask of marginal bits ("flaky" tears): read back at random
 
     # ---- test controls ----------------------------------------------------------------------
 
@@ -179,7 +183,21 @@ class RawFlash:
         self.data[addr : addr + self.block_size] = b"\xff" * self.block_size
 
     def _tear(self, addr, data, length):
-        self.last_tear = tear_into(self.data, addr, data, length, self.tear, self.rng)
+        if self.tear == "flaky" and data is not None:
+            # the program almost finished: all done but 1-3 bits left marginal
+            d = self.data
+            for i in range(length):
+                d[addr + i] &= data[i]
+            for _ in range(1 + self.rng.below(3)):
+                i = self.rng.below(length)
+                bit = 1 << self.rng.below(8)
+                if not data[i] & bit:  # a bit the program was taking to 0
+                    d[addr + i] |= bit
+                    self.weak[addr + i] = self.weak.get(addr + i, 0) | bit
+            self.last_tear = "flaky"
+            return
+        mode = "bits" if self.tear == "flaky" else self.tear
+        self.last_tear = tear_into(self.data, addr, data, length, mode, self.rng)
 
     # ---- the esp32.Partition interface ------------------------------------------------------
 
@@ -206,6 +224,10 @@ class RawFlash:
         self.reads += 1
         self.read_bytes += len(buf)
         self._load(addr, buf)
+        if self.weak:
+            for a in self.weak:
+                if addr <= a < addr + len(buf):
+                    buf[a - addr] &= ~(self.weak[a] & self.rng.next()) & 0xFF
 
     def writeblocks(self, block, buf, offset=None):
         addr = block * self.block_size
@@ -223,6 +245,15 @@ class RawFlash:
             self._tear(addr, buf, len(buf))
             raise _cut()
         self._and(addr, buf)
+        if self.weak:
+            for i in range(len(buf)):
+                w = self.weak.get(addr + i)
+                if w is not None:
+                    w &= buf[i]  # a 0 programmed over a marginal bit settles it
+                    if w:
+                        self.weak[addr + i] = w
+                    else:
+                        del self.weak[addr + i]
         self.programs += 1
         self.programmed += len(buf)
         if self.oplog is not None:
@@ -243,6 +274,9 @@ class RawFlash:
                 self._tear(addr, None, self.block_size)
                 raise _cut()
             self._erase(addr)
+            if self.weak:
+                for a in [a for a in self.weak if addr <= a < addr + self.block_size]:
+                    del self.weak[a]
             self.erases += 1
             self.erase_counts[arg] += 1
             if self.oplog is not None:
