@@ -151,3 +151,32 @@ def test_file_flash_persists_and_tears():
     mptest.eq(d.erase_counts[1], 1)
     d.close()
     os.remove(path)
+
+
+def test_flaky_tear_leaves_marginal_bits_until_programmed_or_erased():
+    data = bytes(range(64))
+    for seed in range(1, 20):
+        d = rawflash.RawFlash(2)
+        d.arm(0, "flaky", seed)
+        mptest.raises(rawflash.PowerCut, d.writeblocks, 0, data, 64)
+        d.restore_power()
+        mptest.true(len(d.weak) <= 3, "a few marginal bytes")
+        if not d.weak:
+            continue  # the chosen bits were already 1 in the data: a clean program
+        b = bytearray(64)
+        seen = set()
+        for _ in range(40):
+            d.readblocks(0, b, 64)
+            seen.add(bytes(b))
+            for i in range(64):
+                mptest.eq(b[i] | (data[i] ^ 0xFF), 0xFF, "bits the data keeps at 1 stay 1")
+        mptest.true(data in seen and len(seen) > 1, "reads back sometimes right, sometimes not")
+        d.writeblocks(0, data, 64)  # the same bits again settle them
+        mptest.eq(d.weak, {})
+        d.readblocks(0, b, 64)
+        mptest.hex_eq(b, data)
+        d.arm(0, "flaky", seed)
+        mptest.raises(rawflash.PowerCut, d.writeblocks, 1, data, 64)
+        d.restore_power()
+        d.ioctl(6, 1)
+        mptest.eq(d.weak, {}, "an erase clears them")
