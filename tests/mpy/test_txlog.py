@@ -528,3 +528,26 @@ def test_ack_after_a_failed_append_lands_in_a_clean_slot():
     mptest.true(lg.ack(9))
     lg2 = txlog.TxLog(d)
     mptest.eq((lg2.last_seq, lg2.acked_seq), (10, 9), "the ack note survived")
+
+
+def test_on_the_esp32_partition_stand_in():
+    # the strict stand-in of esp32.Partition (tests/mpy/esp32_module.py): whatever the log asks
+    # of the partition, the port's checks allow
+    import esp32_module as esp32
+
+    esp32.use_table(
+        (("nvs", 1, 2, 0x6000), ("factory", 0, 0, 0x1F0000), ("txlog", 1, 0x40, 0x40000))
+    )
+    dev = esp32.Partition.find(esp32.Partition.TYPE_DATA, label="txlog")[0]
+    lg = txlog.TxLog(dev)
+    for i in range(300):
+        lg.append(sale(i, record.DEBIT_INTENT))
+        lg.append(sale(i, record.PURCHASE))
+        lg.maintain()
+        if i % 20 == 19:
+            lg.ack(lg.last_seq - 3)
+    lg2 = txlog.TxLog(dev)
+    mptest.eq((lg2.last_seq, lg2.acked_seq), (600, 597))
+    mptest.hex_eq(lg2.record(556), record.encode(sale(277, record.PURCHASE), 556))
+    lg2.wipe()
+    mptest.eq(txlog.TxLog(dev).last_seq, 600)
