@@ -352,5 +352,7 @@ async def test_loop_block_probe_sees_a_blocking_call():
         for _ in range(20):
             await asyncio.sleep_ms(5)
 
-    _, gap, _ = await loop_block_probe(polite(), 2)
-    mptest.between(gap, 0, 40)
+    # No upper bound in ms here: a busy machine stretches any sleep. The blocking call's gap
+    # has a floor the load cannot lower; the polite one must simply stay below it.
+    _, polite_gap, _ = await loop_block_probe(polite(), 2)
+    mptest.true(polite_gap < gap, "polite %d ms vs blocking %d ms" % (polite_gap, gap))
