@@ -63,6 +63,9 @@ class Validator:
             txlog_migrate.run(root + "/journal", self.journal)
         except Exception as e:  # noqa: BLE001 - logged; the old files stay for the next boot
             _log.error("journal migration failed: %s %s", type(e).__name__, e)
+            # The old journal may hold numbers the log would issue again: write nothing (no
+            # sale, no event) until a boot migrates it.
+            self.journal.hold("old journal not migrated")
         self.clock = clock.Clock(parts.rtc_seconds, floor=self._last_record_time())
         self.params = params.Params(
             root + "/params",
@@ -128,6 +131,9 @@ class Validator:
         return default
 
     def _append(self, fields):
+        if self.journal.held:
+            _log.error("record kind %s not written: %s", fields.get("kind"), self.journal.held)
+            return None
         seq = self.journal.append(fields)
         self._recorded(fields, seq)
         return seq

@@ -114,6 +114,7 @@ class TxLog:
                 cfg[k] = config[k]
         self._cfg = cfg
         self._dev = dev
+        self.held = None  # a reason while nothing may be appended (see hold())
         bs = dev.ioctl(5, 0)
         n = dev.ioctl(4, 0)
         if not bs or bs % _SLOT or bs // _SLOT < 8 or bs // _SLOT > 256:
@@ -433,7 +434,7 @@ class TxLog:
 
     def can_accept_purchase(self):
         """Room for an intent and its outcome beyond the reserve, and room in the open set."""
-        if self._free() < self._cfg["purchase_reserve"] + 2:
+        if self.held or self._free() < self._cfg["purchase_reserve"] + 2:
             return False
         if self._open >= self._cfg["open_max"]:
             # the intent's append will release the oldest acknowledged one, if there is one
@@ -453,10 +454,18 @@ class TxLog:
         """Store one record and return its sequence number; durable when this returns. One
         program, no erase (unless no sector was prepared: then an inline roll). LogFull when no
         slot is left; record.RecordError on a field that does not fit (nothing written)."""
+        if self.held:
+            raise TxLogError("log held: " + self.held)
         seq = self.last_seq + 1
         buf = self._buf
         record.encode_into(buf, fields, seq)
         return self._store(buf, seq)
+
+    def hold(self, reason):
+        """Refuse every append until the next open: the numbers the log would issue may not be
+        free (an older journal that could not be migrated may hold them). Reads, uploads and
+        acknowledgements go on."""
+        self.held = reason
 
     def adopt(self, raw):
         """Store an already encoded record keeping its sequence number (migration); it must be
@@ -699,7 +708,9 @@ class TxLog:
         cap = self.capacity
         free = self._free()
         used = cap - free if cap > free else 0
-        if not self.can_accept_purchase():
+        if self.held:
+            state = "held"
+        elif not self.can_accept_purchase():
             state = "full"
         elif used * 100 >= cap * self._cfg["warn_pct"]:
             state = "warn"

@@ -231,3 +231,35 @@ async def test_idle_loop_runs_the_log_maintenance():
     v.journal.maintain = counting
     await asyncio.wait_for(v.idle_loop(), 10)
     mptest.eq(len(calls), 1)
+
+
+def test_failed_migration_holds_the_log_and_sells_nothing():
+    # The old journal may hold numbers the new log would issue: no record at all until a boot
+    # migrates it, and no sale (a debit with no record would be money nobody can book).
+    import txlog_migrate
+
+    def broken(journal_dir, log_):
+        raise OSError(5, "old journal unreadable")
+
+    real = txlog_migrate.run
+    txlog_migrate.run = broken
+    parts = state["parts"]
+    dev = parts.txlog_dev
+    parts.txlog_dev = rawflash.RawFlash(16)
+    try:
+        v = app.Validator(parts, CFG)
+        mptest.eq(v.journal.held, "old journal not migrated")
+        v.boot()
+        mptest.eq(v.journal.last_seq, 0, "not even the BOOT record")
+        mptest.eq(v.journal.status()["state"], "held")
+        mptest.false(v.journal.can_accept_purchase())
+        mptest.raises(Exception, v.journal.append, {"kind": record.BOOT})
+        state["v"], saved = v, state["v"]
+        card = crosslib.Card(9)
+        mptest.eq(tap(card), "JOURNAL_FULL")
+        mptest.eq(len(card.debits), 0, "no debit without a record")
+        mptest.eq(v.journal.last_seq, 0)
+        state["v"] = saved
+    finally:
+        txlog_migrate.run = real
+        parts.txlog_dev = dev
