@@ -7,46 +7,9 @@ import mptest
 from iso7816 import AtrError
 from linkerr import ChipError, LinkTimeout, ProtocolError
 from psam_link import PsamLink
+from psam_rig import CLK, MARGIN, _links, ctl, link, setup, stats, teardown  # noqa: F401
 from sim_pin import PWM, Pin
 from sim_uart import SimUART
-from simlink import Control
-
-CLK = 3571200
-# Host slack on every ISO deadline: the hub, a loaded CI machine and two sockets sit between the
-# driver and the card (a board needs about 50 ms, the default).
-MARGIN = 150
-_links = []
-ctl = None
-
-
-def setup():
-    global ctl
-    if ctl is None:
-        ctl = Control()
-    ctl.call("psam_clear", settings=True)
-    ctl.call("psam_app", name="standin")
-    log.set_level(log.INFO, echo=False)
-    log.clear()
-
-
-def teardown():
-    while _links:
-        _links.pop().uart.deinit()
-
-
-def link(**kw):
-    teardown()  # one UART connection at a time, as on the board
-    uart = SimUART("psam", baudrate=9600, parity=0, stop=2, rxbuf=512)
-    rst = Pin("psam_rst", Pin.OUT, value=0)
-    clk = PWM(Pin("psam_clk"))
-    kw.setdefault("margin_ms", MARGIN)
-    lk = PsamLink(uart, rst, clk, CLK, **kw)
-    _links.append(lk)
-    return lk
-
-
-def stats():
-    return ctl.call("psam_stats")
 
 
 def each_case(lk):

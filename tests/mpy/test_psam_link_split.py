@@ -7,45 +7,16 @@ import time
 import log
 import mptest
 from linkerr import ChipError, LinkTimeout, ProtocolError
-from psam_link import PsamLink
-from sim_pin import PWM, Pin
-from sim_uart import SimUART
-from simlink import Control
+from psam_rig import CLK, MARGIN, ctl, setup, stats, teardown  # noqa: F401
+from psam_rig import link as _rig_link
 
-CLK = 3571200
-MARGIN = 150  # host slack on every ISO deadline (see test_psam_link.py)
 INIT = b"\x80\x70\x00\x00\x24" + bytes(range(36)) + b"\x08"
-_links = []
-ctl = None
-
-
-def setup():
-    global ctl
-    if ctl is None:
-        ctl = Control()
-    ctl.call("psam_clear", settings=True)
-    ctl.call("psam_app", name="standin")
-    log.set_level(log.INFO, echo=False)
-    log.clear()
-
-
-def teardown():
-    while _links:
-        _links.pop().uart.deinit()
 
 
 def link(**kw):
-    teardown()
-    uart = SimUART("psam", baudrate=9600, parity=0, stop=2, rxbuf=512)
-    kw.setdefault("margin_ms", MARGIN)
-    lk = PsamLink(uart, Pin("psam_rst", Pin.OUT, value=0), PWM(Pin("psam_clk")), CLK, **kw)
-    _links.append(lk)
+    lk = _rig_link(**kw)
     lk.reset()
     return lk
-
-
-def stats():
-    return ctl.call("psam_stats")
 
 
 def answer_waits(lk):
