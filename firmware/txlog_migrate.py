@@ -162,8 +162,6 @@ def _remove_tree(root):
 def run(journal_dir, txlog):
     """Move the old journal at journal_dir into `txlog` (a txlog.TxLog), once. Returns None when
     there was nothing to do, else a dict of what moved. Call at boot before any append."""
-    import journal
-
     root = journal_dir.rstrip("/")
     if not _is_dir(root):
         return None
@@ -171,6 +169,8 @@ def run(journal_dir, txlog):
         _remove_tree(root)  # a cut during the deletion: finish it
         _log.info("old journal %s removed", root)
         return None
+    import journal  # only with an old journal to move: the module costs 2 KB of heap
+
     j = journal.Journal(root)
     moved = 0
     intents = 0

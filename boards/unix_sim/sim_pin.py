@@ -35,6 +35,10 @@ class Pin:
     def __init__(self, name, mode=-1, pull=-1, value=None):
         self.name = str(name)
         self.mode = mode
+        # Messages to the hub made once: a level change then allocates nothing.
+        self._msg = (("%s=0" % self.name).encode(), ("%s=1" % self.name).encode())
+        self._name_b = self.name.encode()
+        self._ans = bytearray(8)
         self._level = 0
         self.history = []  # (level) changes driven by firmware, for tests
         if value is not None:
@@ -50,15 +54,15 @@ class Pin:
         hub = _hub()
         if level is None:
             if hub is not None and self.mode != Pin.OUT:
-                hub.send("G", self.name.encode())
-                _, payload = hub.recv()
-                self._level = int(payload)
+                hub.send("G", self._name_b)
+                n = hub.recv_into(self._ans)
+                self._level = 1 if n and self._ans[n - 1] == 0x31 else 0
             return self._level
         self._level = 1 if level else 0
         _keep(self.history, self._level)
         if hub is not None:
-            hub.send("S", ("%s=%d" % (self.name, self._level)).encode())
-            hub.recv()  # acknowledged once the device has seen the edge
+            hub.send("S", self._msg[self._level])
+            hub.recv_into(self._ans)  # acknowledged once the device has seen the edge
         return None
 
     def on(self):

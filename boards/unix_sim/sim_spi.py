@@ -12,6 +12,9 @@ class SimSPI:
     def __init__(self, bus, baudrate=1000000, polarity=0, phase=0, bits=8, firstbit=0, **kw):
         self.link = SimLink("spi", bus)
         self.transactions = 0
+        self._drop = bytearray(0)  # a write's answer: the hub's bytes are read and dropped
+        self._filler = bytearray(32)
+        self._fillv = []
         self.init(baudrate, polarity, phase, bits, firstbit)
 
     def init(self, baudrate=1000000, polarity=0, phase=0, bits=8, firstbit=0, **kw):
@@ -23,20 +26,49 @@ class SimSPI:
     def deinit(self):
         self.link.close()
 
-    def _exchange(self, data):
+    def _exchange_into(self, parts, out):
+        # The hub answers with exactly as many bytes as were sent (tools/sim/buses.py).
         self.transactions += 1
-        self.link.send("X", data)
-        kind, payload = self.link.recv()
-        return payload
+        link = self.link
+        if len(parts) == 1:
+            link.send("X", parts[0])
+        else:
+            n = 0
+            for p in parts:
+                n += len(p)
+            link._frame("X", n)
+            for p in parts:
+                link.sock.write(p)
+        link.recv_into(out)
+
+    def _fill(self, write, n):
+        """The bytes clocked out while reading: `write` n times, from one small buffer."""
+        f = self._filler
+        if f[0] != write:
+            for i in range(len(f)):
+                f[i] = write
+        v = self._fillv
+        del v[:]
+        while n > len(f):
+            v.append(f)
+            n -= len(f)
+        if n:
+            v.append(memoryview(f)[:n])
+        return v
 
     def write(self, buf):
-        self._exchange(bytes(buf))
+        self.transactions += 1
+        self.link.send("X", buf)
+        self.link.recv_into(self._drop)
 
     def read(self, nbytes, write=0x00):
-        return self._exchange(bytes((write,)) * nbytes)
+        out = bytearray(nbytes)
+        self.readinto(out, write)
+        return bytes(out)
 
     def readinto(self, buf, write=0x00):
-        buf[:] = self._exchange(bytes((write,)) * len(buf))
+        self._exchange_into(self._fill(write, len(buf)), buf)
+        del self._fillv[:]
 
     def write_readinto(self, write_buf, read_buf):
-        read_buf[: len(write_buf)] = self._exchange(bytes(write_buf))
+        self._exchange_into((write_buf,), read_buf)

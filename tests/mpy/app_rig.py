@@ -344,13 +344,16 @@ class Rig:
             raw["apn"] = "cmnet"
         self.cfg = config.validate(raw)
         p = parts or (driver_parts(self.cfg) if drivers else Parts())
-        self.card = FakeCard()
+        # The in-process card and back office only where they stand in for a part (with the
+        # real drivers they would be harness memory in the heap figures).
+        self.card = self.office = None
         if p.reader is None:
+            self.card = FakeCard()
             p.reader = Reader(self.card)
         if p.psam_link is None:
             p.psam_link = PsamLink()
-        self.office = BackOffice(self.cfg["secret_bytes"])
         if p.transport is None:
+            self.office = BackOffice(self.cfg["secret_bytes"])
             p.transport = self.office
         p.txlog_dev = self.txdev
         p.rtc_seconds = lambda: clock[0]

@@ -310,7 +310,7 @@ class SPI(SimSPI):
 
     def write_readinto(self, wbuf, rbuf):
         check()
-        rbuf[:] = self._exchange(bytes(wbuf))
+        SimSPI.write_readinto(self, wbuf, rbuf)
 
 
 class UART(SimUART):
@@ -376,7 +376,9 @@ class UART(SimUART):
         self.link = SimLink("uart", self.device)
         self._poll = select.poll()
         self._poll.register(self.link.sock, select.POLLIN)
-        self._rx = RingBuffer(self.rxbuf)
+        self._rx = RingBuffer(self.rxbuf)  # the port's rxbuf ring, in full (tests read it)
+        self._left = 0
+        self._chunk = bytearray(32)
         self.overruns = 0
         self.init(baudrate, bits, parity, stop, **opts)
         _uarts[n] = self
