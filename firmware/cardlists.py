@@ -243,33 +243,26 @@ class CountingBlocks:
 # ---- lookups ------------------------------------------------------------------------------
 
 
-def _bsearch_u32(buf, count, q):
-    """Index of the last u32 in buf[0:4*count] that is <= q (entries sorted, first <= q)."""
-    lo = 0
-    hi = count - 1
-    while lo < hi:
-        mid = (lo + hi + 1) >> 1
-        o = mid * 4
-        v = (buf[o] << 24) | (buf[o + 1] << 16) | (buf[o + 2] << 8) | buf[o + 3]
-        if v <= q:
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
+LOOKUP_BUF = const(512)  # bytes of a block a lookup reads at a time (the window below)
 
 
 class Blacklist:
-    """Exact membership over the block layout above; reads at most two blocks per lookup.
+    """Exact membership over the block layout above; reads from at most two blocks per lookup.
 
     `dev` is anything with readblocks(num, buf, offset): an esp32.Partition, a FileBlocks over
-    the bundle file, a RAM device in tests. Only block 0's fences stay in RAM.
+    the bundle file, a RAM device in tests. Only block 0's fences stay in RAM. A lookup reads
+    its two blocks through a window of len(buf) bytes (LOOKUP_BUF by default): a few more small
+    reads instead of a 4 KB buffer held in the heap all day.
     `overlay` is an optional Overlay (the blacklist delta applied since the full list).
     """
 
     def __init__(self, dev, overlay=None, buf=None):
         self.dev = dev
         self.overlay = overlay
-        self.buf = buf if buf is not None else bytearray(BLOCK)
+        self.buf = buf if buf is not None else bytearray(LOOKUP_BUF)
+        w = len(self.buf)
+        if w < _HEAD or w > BLOCK or w & 3:
+            raise ValueError("lookup buffer of %d bytes" % w)
         head = self.buf
         dev.readblocks(0, head, 0)
         if bytes(head[0:4]) != MAGIC:
@@ -277,7 +270,7 @@ class Blacklist:
         k, r, _, n, n_data, n_index = struct.unpack_from(">BBHIII", head, 4)
         if k + r != 64 or k > 32 or n_data < 1:
             raise ListError("bad blacklist header k=%d r=%d blocks=%d" % (k, r, n_data))
-        if n_index != (n_data + _PER_INDEX - 1) // _PER_INDEX:
+        if n_index != (n_data + _PER_INDEX - 1) // _PER_INDEX or n_index > _MAX_FENCES:
             raise ListError("index size does not match %d data blocks" % n_data)
         self.k = k
         self.r = r
@@ -285,7 +278,45 @@ class Blacklist:
         self.n_data = n_data
         self.n_index = n_index
         self.blocks = 1 + n_index + n_data
-        self.fences = [struct.unpack_from(">I", head, _HEAD + 4 * x)[0] for x in range(n_index)]
+        fences = []
+        wo = -1
+        for x in range(n_index):
+            o = _HEAD + 4 * x
+            if wo < 0 or o + 4 > wo + w:
+                wo = self._window(0, o)
+            fences.append(struct.unpack_from(">I", head, o - wo)[0])
+        self.fences = fences
+
+    def _window(self, block, at):
+        """Read the window holding byte `at` of `block` (from `at`, or ending at the block's
+        end); -> the window's offset in the block."""
+        off = BLOCK - len(self.buf)
+        if at < off:
+            off = at
+        self.dev.readblocks(block, self.buf, off)
+        return off
+
+    def _index_search(self, block, count, q):
+        """Index of the last u32 of the index block's first `count` that is <= q."""
+        buf = self.buf
+        w = len(buf)
+        lo = 0
+        hi = count - 1
+        wo = -1
+        while lo < hi:
+            mid = (lo + hi + 1) >> 1
+            o = mid * 4
+            if wo < 0 or o < wo or o + 4 > wo + w:
+                # centred on the probe, so the last steps of the search stay in one window
+                at = o - (w >> 1)
+                wo = self._window(block, at if at > 0 else 0)
+            o -= wo
+            v = (buf[o] << 24) | (buf[o + 1] << 16) | (buf[o + 2] << 8) | buf[o + 3]
+            if v <= q:
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo
 
     def _base_contains(self, key):
         h = mix(key)
@@ -297,12 +328,13 @@ class Blacklist:
         while x > 0 and fences[x] > q:
             x -= 1
         buf = self.buf
-        self.dev.readblocks(1 + x, buf, 0)
+        w = len(buf)
         in_index = self.n_data - x * _PER_INDEX
         if in_index > _PER_INDEX:
             in_index = _PER_INDEX
-        j = x * _PER_INDEX + _bsearch_u32(buf, in_index, q)
-        self.dev.readblocks(1 + self.n_index + j, buf, 0)
+        j = x * _PER_INDEX + self._index_search(1 + x, in_index, q)
+        blk = 1 + self.n_index + j
+        wo = self._window(blk, 0)
         first, nb, ne, _ = struct.unpack_from(">IIHH", buf, 0)
         d = q - first
         if d < 0 or d >= nb:
@@ -317,14 +349,17 @@ class Blacklist:
         while zeros < d:
             if pos >= limit:
                 raise ListError("data block %d bitmap is inconsistent" % j)
+            a = pos >> 3
+            if a - wo >= w:
+                wo = self._window(blk, a)
             if pos & 7 == 0:
-                z = 8 - _POP[buf[pos >> 3]]
+                z = 8 - _POP[buf[a - wo]]
                 if zeros + z < d:
                     zeros += z
                     before += 8 - z
                     pos += 8
                     continue
-            if (buf[pos >> 3] >> (7 - (pos & 7))) & 1:
+            if (buf[a - wo] >> (7 - (pos & 7))) & 1:
                 before += 1
             else:
                 zeros += 1
@@ -333,7 +368,12 @@ class Blacklist:
             raise ListError("data block %d bitmap is inconsistent" % j)
         # pos is at the first bit of bucket d: count its ones
         count = 0
-        while pos < limit and (buf[pos >> 3] >> (7 - (pos & 7))) & 1:
+        while pos < limit:
+            a = pos >> 3
+            if a - wo >= w:
+                wo = self._window(blk, a)
+            if not (buf[a - wo] >> (7 - (pos & 7))) & 1:
+                break
             count += 1
             pos += 1
         if before + count > ne:
@@ -344,7 +384,9 @@ class Blacklist:
             a = o >> 3
             shift = o & 7
             nbytes = (shift + r + 7) >> 3
-            v = int.from_bytes(bytes(buf[a : a + nbytes]), "big")
+            if a < wo or a + nbytes > wo + w:
+                wo = self._window(blk, a)
+            v = int.from_bytes(bytes(buf[a - wo : a - wo + nbytes]), "big")
             v = (v >> (nbytes * 8 - shift - r)) & ((1 << r) - 1)
             if v == rem:
                 return True
@@ -356,7 +398,7 @@ class Blacklist:
         """True when the card is blacklisted. ListError on a bad number or a damaged list."""
         key = card_key(card_no)
         if self.overlay is not None:
-            op = self.overlay.get(key, self.buf)
+            op = self.overlay.get(key)
             if op is not None:
                 return op == 1
         return self._base_contains(key)
@@ -412,21 +454,23 @@ class Overlay:
             raise ListError("bad overlay length %d" % length)
         self.f = f
         self.n = length // OVERLAY_REC
+        self._rec = bytearray(OVERLAY_REC)
 
-    def get(self, key, buf):
-        """1 (added), 0 (removed) or None (not in the overlay)."""
+    def get(self, key, buf=None):
+        """1 (added), 0 (removed) or None (not in the overlay). Reads one record at a time."""
         n = self.n
         if not n:
             return None
-        mv = memoryview(buf)[: n * OVERLAY_REC]
-        self.f.seek(0)
-        if self.f.readinto(mv) != len(mv):
-            raise ListError("short overlay read")
+        rec = self._rec
+        f = self.f
         lo = 0
         hi = n - 1
         while lo <= hi:
             mid = (lo + hi) >> 1
-            k, op = struct.unpack_from(">QB", buf, mid * OVERLAY_REC)
+            f.seek(mid * OVERLAY_REC)
+            if f.readinto(rec) != OVERLAY_REC:
+                raise ListError("short overlay read")
+            k, op = struct.unpack_from(">QB", rec, 0)
             if k == key:
                 return op
             if k < key:

@@ -242,9 +242,9 @@ class Params:
         self.on_event = on_event
         self.terminal = terminal
         self.slots = slots
-        # The blacklist's block buffer is kept (every tap looks up); the 1 KB one for installs is
-        # made per install: a rare moment, and 1 KB less held all day.
-        self.blbuf = bytearray(cardlists.BLOCK)
+        # The blacklist's lookup window is kept (every tap looks up; 512 bytes, not a 4 KB
+        # block); the 1 KB buffer for installs is made per install: a rare moment.
+        self.blbuf = bytearray(cardlists.LOOKUP_BUF)
         self.state = None
         self.version = 0
         self.settings = None

