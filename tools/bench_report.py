@@ -57,6 +57,12 @@ ROWS = (
         "same run, mode 1",
     ),
     (
+        "heap_live_max_firmware_bytes",
+        "B",
+        "the same without the simulated buses' objects and modules and the harness's heap",
+        "each measured in the run (docs/runtime.md)",
+    ),
+    (
         "heap_largest_alloc_bytes",
         "B",
         "largest single allocation of a tap or an upload round, steady state",
@@ -318,6 +324,9 @@ def markdown(res):
         ("one upload round allocates, max (B)", "upload_alloc_max_bytes", None),
         ("of it the firmware, max (B)", "upload_firmware_alloc_max_bytes", None),
         ("held by the simulated bus objects (B)", "sim_held_bytes", None),
+        ("the simulated buses' modules (B)", "sim_modules_bytes", None),
+        ("the measuring harness: its modules and arrays (B)", "harness_bytes", None),
+        ("live heap without those three, max (B)", "live_max_firmware_bytes", None),
         ("parameters version at the end", "params_version", None),
     )
     for label, key, _ in rows:

@@ -99,6 +99,7 @@ EXTRA_KEYS = (
     "heap_runtime",
     "heap_min_heapsize_kb",
     "heap_live_max_bytes",
+    "heap_live_max_firmware_bytes",
     "heap_largest_alloc_bytes",
     "tap_alloc_bytes_64",
     "tap_instructions",
@@ -696,6 +697,14 @@ def measured(r, res, taps):
         "upload_alloc_max_bytes": r["upload_alloc_max"],
         "upload_firmware_alloc_max_bytes": r["upload_firmware_alloc_max"],
         "sim_held_bytes": r["sim_held_bytes"],
+        "sim_modules_bytes": r["sim_modules_bytes"],
+        "harness_bytes": r["harness_bytes"],
+        # what a board would hold: without the simulated buses (C objects and code in ROM on a
+        # board) and the measuring harness, each measured in the run (docs/runtime.md)
+        "live_max_firmware_bytes": r["live_max_bytes"]
+        - r["sim_held_bytes"]
+        - r["sim_modules_bytes"]
+        - r["harness_bytes"],
         "flash_erases_per_tap": round(r["flash_erases_per_tap"], 3),
         "flash_programs_per_tap": round(r["flash_programs_per_tap"], 2),
         "flash_bytes_per_tap": round(r["flash_bytes_per_tap"]),
@@ -739,6 +748,7 @@ def stage_app(cfg):
             "heap_min_heapsize_kb": drv["min_heapsize_kb"],
             "heap_min_heapsize_taps": cfg["driver_taps"],
             "heap_live_max_bytes": drv["live_max_bytes"],
+            "heap_live_max_firmware_bytes": drv["live_max_firmware_bytes"],
             "heap_largest_alloc_bytes": drv["largest_alloc_bytes"],
             "heap_peak_bytes": drv["peak_bytes"],
             "app_taps": inproc["taps"],

@@ -36,13 +36,33 @@ heap0 = gc.mem_alloc()
 
 import array  # noqa: E402
 
-import app_rig  # noqa: E402
+# The firmware's modules first, then the simulated buses' (machine's C code on a board), then
+# the harness's: each part's own module heap measured apart.
+import app  # noqa: E402, F401
 import bundle  # noqa: E402
 import cardlists  # noqa: E402
 import purchase  # noqa: E402
+import ringbuf  # noqa: E402, F401
+import uplink_proto  # noqa: E402, F401
+import vfs  # noqa: E402, F401
 
 gc.collect()
-modules_bytes = gc.mem_alloc() - heap0
+h1 = gc.mem_alloc()
+if drivers:
+    import sim_i2c  # noqa: E402, F401
+    import sim_pin  # noqa: E402, F401
+    import sim_spi  # noqa: E402, F401
+    import sim_uart  # noqa: E402, F401
+    import simlink  # noqa: E402, F401
+gc.collect()
+h2 = gc.mem_alloc()
+sim_modules_bytes = h2 - h1
+
+import app_rig  # noqa: E402
+
+gc.collect()
+harness_bytes = gc.mem_alloc() - h2  # grows below by the harness's own arrays
+modules_bytes = gc.mem_alloc() - heap0 - sim_modules_bytes - harness_bytes
 
 fs_dev = None
 if measure == 2:
@@ -93,6 +113,8 @@ if measure == 2:
 
 # Preallocated: growing lists here would show up as heap growth of the application. Only the
 # mode that reads an array has it: in mode 0 (the heap search) the harness holds nothing per tap.
+gc.collect()
+h3 = gc.mem_alloc()
 _per_tap = taps if measure == 1 else 1
 tap_alloc = array.array("i", bytes(4 * _per_tap))
 tap_sim = array.array("i", bytes(4 * _per_tap))  # of tap_alloc: the simulated buses' part
@@ -102,6 +124,8 @@ up_sim = array.array("i", bytes(4 * len(up_alloc)))
 stat = array.array("i", [0, 0, 0, 0, 0, 0])  # peak, live max, n tap, n up, live first, live last
 TAP = 1
 UPLOAD = 2
+gc.collect()
+harness_bytes += gc.mem_alloc() - h3
 reasons = {}
 e0 = p0 = b0 = 0
 
@@ -217,6 +241,8 @@ benchlib.emit(
     if measure == 1 and stat[3]
     else 0,
     sim_held_bytes=app_rig.SIM_HELD[0],
+    sim_modules_bytes=sim_modules_bytes,
+    harness_bytes=harness_bytes,
     flash_erases_per_tap=(dev.erases - e0) / counted,
     flash_programs_per_tap=(dev.programs - p0) / counted,
     flash_bytes_per_tap=(dev.programmed - b0) / counted,
