@@ -146,9 +146,11 @@ def teardown():
         _rmtree(root)
         top = root[: root.rfind("/")]
         base = root[root.rfind("/") + 1 :]
-        for name in os.listdir(top):
-            if name.startswith(base + "."):  # the journal's files beside its directory
-                _rmtree(top + "/" + name)
+        # the journal's files beside its directory; ilistdir, not listdir: the folder is /tmp,
+        # which on a shared machine holds thousands of names (a list too big for the heap)
+        for entry in os.ilistdir(top):
+            if entry[0].startswith(base + "."):
+                _rmtree(top + "/" + entry[0])
 
 
 async def test_batches_reach_the_collector_once_and_free_only_what_it_holds():

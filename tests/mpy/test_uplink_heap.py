@@ -62,9 +62,11 @@ def teardown():
     _rmtree(_root)
     top = _root[: _root.rfind("/")]
     base = _root[_root.rfind("/") + 1 :]
-    for name in os.listdir(top):
-        if name.startswith(base + "."):
-            _rmtree(top + "/" + name)
+    # ilistdir, not listdir: the folder is /tmp, which on a shared machine holds thousands of
+    # names (a list of them would need a block bigger than this test's heap has free).
+    for entry in os.ilistdir(top):
+        if entry[0].startswith(base + "."):
+            _rmtree(top + "/" + entry[0])
 
 
 def fill(j, n):
