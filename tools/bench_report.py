@@ -345,19 +345,16 @@ def markdown(res):
         "field, the PSAM link on its UART, the SIM7600 modem driver and the uplink over the "
         "simulated modem to a real collector, the SSD1306 display, the feedback pins) against "
         "`tools/bench_app_world.py`; its heapsize was bisected over %s taps and confirmed over "
-        "**%s taps**. The simulated buses are Python objects in the heap where a board has C "
-        "objects whose buffers lie outside it: what they keep and what they allocate per call "
-        "are counted apart (the rows above) and are included in the figures, so the real-driver "
-        "figures overstate a board's by about that much (live heap without what they keep: "
-        "about %s B)."
+        "**%s taps**. The simulated buses are Python objects and modules in the heap where a "
+        "board has C objects and code in flash; they allocate nothing per call and keep a "
+        "UART's receive stream in the socket's kernel buffer (as the UART driver's C ring on "
+        "a board), but what their objects and modules keep, and the harness's own heap, are in "
+        "the heap figures: measured apart (the rows above), the live heap without them is "
+        "about %s B (`heap_live_max_firmware_bytes`)."
         % (
             res["config"].get("driver_search_taps"),
             d.get("heap_min_heapsize_taps"),
-            _n(
-                d["app_drivers_live_max_bytes"] - d["app_drivers_sim_held_bytes"]
-                if d.get("app_drivers_live_max_bytes") is not None
-                else None
-            ),
+            _n(d.get("app_drivers_live_max_firmware_bytes")),
         )
     )
     parts = d.get("app_drivers_live_parts") or d.get("app_inproc_live_parts")
