@@ -171,11 +171,30 @@ def power_cut():
 
 def restart(cause):
     """The board comes back after a reset that keeps power (SOFT_RESET, WDT_RESET, HARD_RESET,
-    DEEPSLEEP_RESET): the RTC and its memory run on."""
+    DEEPSLEEP_RESET): the RTC and its memory run on. A soft reset (Ctrl-D, machine.soft_reset())
+    restarts only the interpreter: the port's task watchdog, once started, keeps running with
+    its timeout (ports/esp32/machine_wdt.c keeps its user handle), so it is not forgotten."""
     global _cause, _mhz
+    wdt = list(_wdt)
     _forget_peripherals()
+    if cause == SOFT_RESET and wdt:
+        _wdt.extend((wdt[0], time.ticks_ms(), wdt[2]))
     _cause = cause
     _mhz = module.mhz
+
+
+def brownout():
+    """The supply sagged below the brown-out threshold (a modem's current burst) and the chip
+    reset itself: ESP-IDF says ESP_RST_BROWNOUT, which MicroPython v1.27 reports as PWRON_RESET
+    (ports/esp32/modmachine.c, mp_machine_reset_cause); the ESP32 counts it a system reset, so
+    RTC slow memory (RTC.memory(), RTC_NOINIT) keeps its bytes while the chip stayed powered,
+    and the RTC's time base is lost as on a power-up (the conservative reading)."""
+    global _cause, _mhz
+    _forget_peripherals()
+    _cause = PWRON_RESET
+    _mhz = module.mhz
+    _rtc[0] = 0
+    _rtc[1] = time.ticks_ms()
 
 
 def check():

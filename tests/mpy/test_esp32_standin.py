@@ -270,3 +270,29 @@ def test_nvs_keeps_only_what_was_committed():
     buf = bytearray(8)
     mptest.eq(n2.get_blob("b", buf), 3)
     mptest.raises(OverflowError, n2.set_i32, "x", 1 << 31)
+
+
+def test_a_soft_reset_leaves_the_started_watchdog_running():
+    # The port keeps the task watchdog's user across a soft reset: the interpreter restarts,
+    # the watchdog does not stop (why the validator's safe mode needs a hard reset).
+    w = machine.WDT(timeout=2000)
+    w.feed()
+    e = mptest.raises(machine.BoardReset, machine.soft_reset)
+    machine.restart(e.cause)
+    mptest.eq(machine.wdt_state(), (2000, 1), "still armed after Ctrl-D")
+    e = mptest.raises(machine.BoardReset, machine.reset)
+    machine.restart(e.cause)
+    mptest.eq(machine.wdt_state(), None, "a hard reset restarts the chip without it")
+
+
+def test_a_brownout_reads_as_power_on_but_rtc_memory_survives():
+    rtc = machine.RTC()
+    rtc.datetime((2026, 12, 4, 4, 18, 0, 0, 0))
+    rtc.memory(b"marker")
+    machine.brownout()
+    mptest.eq(machine.reset_cause(), machine.PWRON_RESET, "v1.27 maps ESP_RST_BROWNOUT so")
+    mptest.false(hasattr(machine, "BROWNOUT_RESET"), "the port has no constant for it")
+    mptest.eq(rtc.memory(), b"marker", "RTC slow memory kept: the chip stayed powered")
+    mptest.eq(rtc.datetime()[:3], (2000, 1, 1))
+    machine.power_cut()
+    mptest.eq(rtc.memory(), b"")
