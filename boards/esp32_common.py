@@ -42,6 +42,10 @@ FEEDBACK = {"led_green": 2, "led_red": 33, "buzzer": 27}
 DISPLAY = {"i2c_id": 0, "sda": 21, "scl": 22, "addr": 0x3C, "width": 128, "height": 64}
 # Strapping pins every ESP32 board uses, and why their level at reset is right.
 STRAPPING = {2: "green LED to ground: low at reset, as the download mode needs"}
+# Safe mode (firmware/bootmode.py): this input held low at power-up starts the REPL without the
+# application. GPIO36 is input only and no strapping pin (GPIO0 would enter the ROM's download
+# mode); it has no internal pull-up, so the board carries a 10k pull-up and a jumper to GND.
+SAFE_PIN = {"gpio": 36, "pull": None}
 
 # ---- the ESP32-S3 boards (ESP32-S3-WROOM-1, any flash/PSRAM variant) ---------------------------
 # The validator's S3 firmware keeps the REPL on the native USB (GPIO19/20), so all three UARTs are
@@ -51,6 +55,7 @@ PSAM_S3 = dict(PSAM, tx=4, rx=5, clk=6, reset=7)
 MODEM_S3 = dict(MODEM, uart_id=0, tx=15, rx=16, pwrkey=21, status=38)
 FEEDBACK_S3 = {"led_green": 39, "led_red": 40, "buzzer": 41}
 DISPLAY_S3 = dict(DISPLAY, sda=8, scl=9)
+SAFE_PIN_S3 = {"gpio": 14, "pull": "up"}  # free on every S3 pin set, internal pull-up
 
 
 class Parts:
@@ -67,16 +72,25 @@ class Parts:
     txlog_dev = None  # the raw "txlog" partition (firmware/txlog.py)
     param_slots = None
     reset_cause = "power-on"
+    reset_code = None  # bootmode.CAUSE_*, for the BOOT record
     extra_task = None
+    failed = None  # {name: (retry, error, attr)}: parts that failed to start (firmware/faults.py)
+    wdt_timeout = None  # fn(ms): a new timeout for the running watchdog (maintenance)
 
 
-_CAUSES = {
-    getattr(machine, "PWRON_RESET", -1): "power-on",
-    getattr(machine, "HARD_RESET", -2): "hard",
-    getattr(machine, "WDT_RESET", -3): "watchdog",
-    getattr(machine, "DEEPSLEEP_RESET", -4): "deepsleep",
-    getattr(machine, "SOFT_RESET", -5): "soft",
-}
+def _start(p, name, attr, make):
+    """Build one part; a failure is kept for the application to retry with back-off (the
+    board must still come up: the tap loop needs no modem, the fault screen needs no reader)."""
+    try:
+        obj = make()
+    except Exception as e:  # noqa: BLE001 - every driver's start-up error, ValueError included
+        print("%s failed to start: %s" % (name, e))
+        p.failed[name] = (make, e, attr)
+        obj = None
+    setattr(p, attr, obj)
+    if p.wdt is not None:
+        p.wdt.feed()
+    return obj
 
 
 def start():
@@ -217,20 +231,38 @@ def make_feedback(f):
 
 
 def make_parts(board, cfg):
+    import bootmode
     from psam_link import from_board
 
     p = Parts()
-    p.reset_cause = _CAUSES.get(machine.reset_cause(), "other")
+    p.failed = {}
+    # The watchdog first: every step below is bounded and followed by a feed, so a start-up
+    # that hangs resets the board instead of leaving it dark (docs/boot.md).
+    p.wdt = machine.WDT(timeout=WDT_MS)
+    p.wdt_timeout = _wdt_timeout
+    p.reset_code = bootmode.reset_cause(machine)
+    p.reset_cause = bootmode.cause_name(p.reset_code)
     p.rtc_seconds = _rtc_seconds
     p.display = make_display(board.DISPLAY)
     p.feedback = make_feedback(board.FEEDBACK)
-    p.reader = make_reader(board.READER)
-    p.psam_link = from_board(board.PSAM, machine.UART, machine.Pin, machine.PWM)
-    p.transport = make_transport(board.MODEM, cfg)
+    p.wdt.feed()
+    _start(p, "reader", "reader", lambda: make_reader(board.READER))
+    _start(
+        p,
+        "psam",
+        "psam_link",
+        lambda: from_board(board.PSAM, machine.UART, machine.Pin, machine.PWM),
+    )
+    _start(p, "modem", "transport", lambda: make_transport(board.MODEM, cfg))
     p.param_slots = blacklist_slots()
     p.txlog_dev = txlog_partition()
-    p.wdt = machine.WDT(timeout=WDT_MS)
+    p.wdt.feed()
     return p
+
+
+def _wdt_timeout(ms):
+    # The port reconfigures the running task watchdog (it cannot be stopped once started).
+    return machine.WDT(timeout=ms)
 
 
 def blacklist_slots():

@@ -4,16 +4,21 @@
 #
 # Start-up order matters: the transaction log first (its last record bounds the clock; a littlefs
 # journal of an older release is migrated into it), then parameters, then the PSAM, then the
-# purchaser (the log's open intents are its unconfirmed debits), then a BOOT record.
+# purchaser (the log's open intents are its unconfirmed debits), then a BOOT record. The board
+# arms the watchdog before building anything; every start-up step is bounded and the watchdog is
+# fed between them. A part that failed to start is retried with back-off (firmware/faults.py)
+# while the rest runs: the tap loop needs neither the modem nor the RTC chip (docs/boot.md).
 import asyncio
 import gc
 import json
 import time
 
+import bootmode
 import clock
 import config
 import decide
 import fare
+import faults
 import log
 import messages
 import params
@@ -41,6 +46,19 @@ _PRESENT_POLL_MS = const(100)
 _POLL_IDLE_MS = const(20)
 _WDT_FEED_MS = const(500)
 _LOW_BALANCE = const(500)  # fen: below this an accepted tap also says "top up soon"
+_FAULT_POLL_MS = const(200)
+MAINT_WDT_MS = 30 * 60 * 1000  # the maintenance window: the watchdog's timeout while in it
+
+
+class _NoLink:
+    """The PSAM link of a board whose PSAM UART failed to start: every exchange is a link
+    error, so the purchase refuses with PSAM_ERROR until the retry brings the real one."""
+
+    def reset(self):
+        raise LinkError("PSAM link not started")
+
+    def transceive(self, apdu):
+        raise LinkError("PSAM link not started")
 
 
 class Validator:
@@ -55,6 +73,16 @@ class Validator:
         root = parts.root
         self._shown = False  # the rider has been told this tap's result (on_debited)
         self._tap_now = 0
+        self.maintenance = False
+        wdt = parts.wdt
+        self._feed = wdt.feed if wdt is not None else (lambda: None)
+        self._feed()
+        # Parts the board could not start: retried from fault_loop, reported in BOOT and status.
+        self.faults = faults.Faults()
+        self.on_part_up = {}  # name -> fn(part): what the app does when a part comes back
+        for name, (retry, error, attr) in (getattr(parts, "failed", None) or {}).items():
+            self.faults.add(name, retry, error, attr)
+            _log.error("%s failed to start: %s %s", name, type(error).__name__, error)
         # `journal` keeps its name: the uplink and the maintenance view use the same interface.
         self.journal = txlog.TxLog(parts.txlog_dev, getattr(parts, "txlog_config", None))
         try:
@@ -66,6 +94,7 @@ class Validator:
             # The old journal may hold numbers the log would issue again: write nothing (no
             # sale, no event) until a boot migrates it.
             self.journal.hold("old journal not migrated")
+        self._feed()
         self.clock = clock.Clock(parts.rtc_seconds, floor=self._last_record_time())
         self.params = params.Params(
             root + "/params",
@@ -75,6 +104,9 @@ class Validator:
             slots=parts.param_slots,
         )
         self.params.load(self.clock.now())
+        self._feed()
+        if parts.psam_link is None:
+            parts.psam_link = _NoLink()
         self.psam_link = parts.psam_link
         self.psam = PsamApp(self.psam_link)
         self.decider = decide.Decider(
@@ -94,11 +126,18 @@ class Validator:
             },
         )
         self.uplink = None
-        if parts.transport is not None:
+        self._tasks = []
+        self.on_part_up["psam_link"] = self._psam_link_up
+        self.on_part_up["transport"] = self._modem_up
+        self._make_uplink()
+
+    def _make_uplink(self):
+        if self.parts.transport is not None and self.uplink is None:
             import uplink
 
+            cfg = self.cfg
             self.uplink = uplink.Uplink(
-                parts.transport,
+                self.parts.transport,
                 self.journal,
                 cfg["device_id"],
                 cfg["secret_bytes"],
@@ -109,6 +148,7 @@ class Validator:
                 params_version=self.params.version or 0,
                 interval_s=self._setting("upload_interval_s", cfg.get("uplink_interval_s", 300)),
             )
+        return self.uplink
 
     # ---- journal, clock and parameter callbacks ----------------------------------------------
 
@@ -197,32 +237,73 @@ class Validator:
 
     # ---- boot ----------------------------------------------------------------------------------
 
+    def _psam_terminal(self):
+        tid = self.psam.terminal_id
+        # 0x1E records carry 00 00 + the PSAM terminal number; duplicate and transfer
+        # checks compare against it, also for bundles activated later.
+        self.params.terminal = b"\x00\x00" + bytes(tid)
+        if self.params.fares is not None:
+            self.params.fares.terminal = self.params.terminal
+
+    def _psam_retry(self):
+        if self.psam.ready:
+            return None  # a tap's own boot of the PSAM got there first
+        if not self.purchaser.boot():
+            raise LinkError("PSAM not ready")
+        return None
+
+    def _psam_link_up(self, link):
+        self.psam_link = link
+        self.psam.link = link
+        self.psam.ready = False
+        self.faults.add("psam", self._psam_retry, LinkError("PSAM not booted"), None)
+
+    def _modem_up(self, transport):
+        u = self._make_uplink()
+        if u is not None and self._tasks:
+            # The application is running: the uplink and network time start now.
+            self._tasks.append(asyncio.create_task(u.run()))
+            self._tasks.append(asyncio.create_task(self.modem_time_loop()))
+
     def boot(self):
         parts = self.parts
-        try:
-            self.psam_link.reset()
-        except LinkError as e:
-            _log.error("PSAM reset failed: %s", e)
-        ready = self.purchaser.boot()
-        if ready:
-            tid = self.psam.terminal_id
-            # 0x1E records carry 00 00 + the PSAM terminal number; duplicate and transfer
-            # checks compare against it, also for bundles activated later.
-            self.params.terminal = b"\x00\x00" + bytes(tid)
-            if self.params.fares is not None:
-                self.params.fares.terminal = self.params.terminal
+        self._feed()
+        ready = False
+        if not isinstance(self.psam_link, _NoLink):
+            try:
+                self.psam_link.reset()
+            except LinkError as e:
+                _log.error("PSAM reset failed: %s", e)
+            self._feed()
+            ready = self.purchaser.boot()
+            if ready:
+                self._psam_terminal()
+            else:
+                self.faults.add("psam", self._psam_retry, LinkError("PSAM boot failed"))
+        self._feed()
         # Open intents at boot are unconfirmed debits: counted here, uploaded as their own
         # DEBIT_INTENT records, settled when the card comes back or by clearing.
         pend = len(self.purchaser.pending())
-        self._append(
-            {
-                "kind": record.BOOT,
-                "time": self.clock.now(),
-                "psam_tid": self.psam.terminal_id if ready else b"\x00" * 6,
-                "flags": 0 if ready else 0x01,
-                "amount": pend,
-            }
-        )
+        code = getattr(parts, "reset_code", None)
+        if code is None:
+            name = parts.reset_cause
+            code = bootmode.CAUSE_NAMES.index(name) if name in bootmode.CAUSE_NAMES else 0
+        # docs/record-format.md: reason = reset cause, balance_before = parts that failed to
+        # start (faults.BITS), flags 0x01 = PSAM not ready (kept from the first format).
+        try:
+            self._append(
+                {
+                    "kind": record.BOOT,
+                    "time": self.clock.now(),
+                    "psam_tid": self.psam.terminal_id if ready else b"\x00" * 6,
+                    "flags": 0 if ready else 0x01,
+                    "amount": pend,
+                    "reason": code,
+                    "balance_before": self.faults.mask(),
+                }
+            )
+        except Exception as e:  # noqa: BLE001 - a full log must not stop the start
+            _log.error("BOOT record not written: %s %s", type(e).__name__, e)
         self.emit(
             "boot",
             {
@@ -232,6 +313,7 @@ class Validator:
                 "acked_seq": self.journal.acked_seq,
                 "pending": pend,
                 "reset_cause": parts.reset_cause,
+                "faults": self.faults.mask(),
                 "heap_used": _heap_used(),
                 "heap_free": gc.mem_free(),
             },
@@ -340,10 +422,13 @@ class Validator:
         self.last_outcome_ms = time.ticks_ms()
 
     async def tap_loop(self):
-        reader = self.parts.reader
         errors = 0
         while not self.stopped:
             self.heartbeat = time.ticks_ms()
+            reader = self.parts.reader
+            if reader is None:  # failed to start: fault_loop retries it
+                await asyncio.sleep_ms(_FAULT_POLL_MS)
+                continue
             try:
                 target = reader.poll()
                 errors = 0
@@ -371,6 +456,60 @@ class Validator:
 
     # ---- background ----------------------------------------------------------------------------
 
+    async def fault_loop(self):
+        """Retries what failed to start, each part on its own back-off (faults.py). Each try
+        is one bounded start-up of that part, so the loop never holds the others for long."""
+        while not self.stopped:
+            for f in self.faults.due(time.ticks_ms()):
+                self.retry(f)
+            await asyncio.sleep_ms(_FAULT_POLL_MS)
+
+    def retry(self, f):
+        try:
+            part = f.retry()
+        except Exception as e:  # noqa: BLE001 - a part that stays down must not stop the rest
+            self.faults.failed(f, e)
+            _log.error(
+                "%s still down (try %d, next in %d s): %s %s",
+                f.name,
+                f.tries,
+                f.wait_ms // 1000,
+                type(e).__name__,
+                e,
+            )
+            fb = self.parts.feedback
+            if fb is not None:
+                fb.show("fault")
+            self.emit("fault", {"part": f.name, "tries": f.tries, "error": str(e)})
+            self._show_fault()
+            return False
+        self.faults.up(f)
+        if f.attr:
+            setattr(self.parts, f.attr, part)
+            hook = self.on_part_up.get(f.attr)
+            if hook is not None:
+                hook(part)
+        hook = self.on_part_up.get(f.name)
+        if hook is not None:
+            hook(part)
+        if f.name == "psam" and self.psam.ready:
+            self._psam_terminal()
+        _log.info("%s started after %d tries", f.name, f.tries)
+        self.emit("fault_cleared", {"part": f.name, "tries": f.tries})
+        if not self.faults.open:
+            self.last_outcome_ms = None  # the idle screen comes back at the next refresh
+        return True
+
+    def _show_fault(self):
+        """The fault screen, for a part without which nobody can ride (reader, PSAM); True if
+        shown. A modem or RTC chip that is down only adds a warning to the idle screen."""
+        name = self.faults.first(faults.BLOCKING)
+        d = self.parts.display
+        if name is None or d is None:
+            return False
+        d.notice(messages.FAULT_ZH, (name + " fault").upper())
+        return True
+
     async def idle_loop(self):
         while not self.stopped:
             await asyncio.sleep_ms(_IDLE_REFRESH_MS)
@@ -388,9 +527,13 @@ class Validator:
             d = self.parts.display
             if d is None:
                 continue
+            if self._show_fault():
+                continue  # until the part is back: the rider sees why nothing sells
             y, mo, da, hh, mi, _ = timeutil.from_seconds(now + self.cfg.get("tz_seconds", 28800))
             st = self.journal.status()
             warn = None if st["state"] == "ok" else st["state"].upper()
+            if warn is None and self.faults.open:
+                warn = (self.faults.first() + " fault").upper()
             d.idle(
                 str(self.cfg["route"]),
                 "%04d-%02d-%02d %02d:%02d" % (y, mo, da, hh, mi),
@@ -445,6 +588,9 @@ class Validator:
             "journal": self.journal.status(),
             "params": self.params.version,
             "pending": len(self.purchaser.pending()),  # unconfirmed debits (open intents)
+            "reset_cause": self.parts.reset_cause,
+            "faults": self.faults.status(),
+            "maintenance": self.maintenance,
         }
         if self.uplink is not None:
             st["uplink"] = self.uplink.status()
@@ -457,7 +603,14 @@ class Validator:
 
     async def run(self):
         self.boot()
-        tasks = [asyncio.create_task(self.tap_loop()), asyncio.create_task(self.idle_loop())]
+        if self.faults.open:
+            self._show_fault()
+            if self.parts.feedback is not None:
+                self.parts.feedback.show("fault")
+        tasks = self._tasks
+        tasks.append(asyncio.create_task(self.tap_loop()))
+        tasks.append(asyncio.create_task(self.idle_loop()))
+        tasks.append(asyncio.create_task(self.fault_loop()))
         if self.parts.wdt is not None:
             tasks.append(asyncio.create_task(self.watchdog_loop()))
         if self.uplink is not None:
@@ -466,6 +619,42 @@ class Validator:
         if self.parts.extra_task is not None:
             tasks.append(asyncio.create_task(self.parts.extra_task(self)))
         await tasks[0]
+
+    # ---- maintenance (the depot) ---------------------------------------------------------------
+
+    def enter_maintenance(self, window_ms=MAINT_WDT_MS):
+        """Sell nothing, keep the log and parameters readable, and give the watchdog the long
+        maintenance window: an ESP32's watchdog cannot be stopped once started, but its timeout
+        can be changed (ports/esp32/machine_wdt.c reconfigures it), so the depot's copy is not
+        cut off after 8 s, and a validator left in maintenance still comes back to service."""
+        self.stopped = True
+        self.maintenance = True
+        set_timeout = getattr(self.parts, "wdt_timeout", None)
+        if set_timeout is not None:
+            set_timeout(window_ms)
+        self._feed()
+        bootmode.mark_maintenance()  # mpremote's soft reset comes back here, not to service
+        d = self.parts.display
+        if d is not None:
+            d.notice(messages.MAINT_ZH, "MAINTENANCE")
+        _log.info("maintenance: watchdog window %d s", window_ms // 1000)
+        self.emit("maintenance", {"window_ms": window_ms})
+
+    def copy_log(self, path, block=None):
+        """The raw transaction log partition into a file (for `mpremote fs cp`), the watchdog
+        fed between blocks. Returns the bytes written."""
+        dev = self.parts.txlog_dev
+        n = dev.ioctl(4, 0)
+        size = dev.ioctl(5, 0)
+        buf = bytearray(size)
+        done = 0
+        with open(path, "wb") as f:
+            for b in range(n):
+                dev.readblocks(b, buf)
+                f.write(buf)
+                done += size
+                self._feed()
+        return done
 
 
 _current = None
@@ -493,9 +682,48 @@ def show_records(n=10):
         print(r)
 
 
+_MAINT_HELP = (
+    "maintenance: nothing is sold; the watchdog resets the board after %d min "
+    "(app.maintenance(minutes) for more, machine.reset() to return to service); "
+    "app.show_status(), app.copy_log('/data/txlog.img')"
+)
+
+
+def maintenance(minutes=MAINT_WDT_MS // 60000):
+    """From the REPL: stop selling and (re)start the maintenance window of `minutes`."""
+    if _current is None:
+        print("not running")
+        return
+    _current.enter_maintenance(minutes * 60000)
+    print(_MAINT_HELP % minutes)
+
+
+def copy_log(path="/data/txlog.img"):
+    """From the REPL: the raw transaction log into `path`, then `mpremote fs cp :path .`."""
+    if _current is None:
+        print("not running")
+        return
+    try:
+        n = _current.copy_log(path)
+    except OSError as e:  # ENOSPC, a missing folder: say so, leave no partial copy behind
+        print("copy failed: %s (the log itself is untouched)" % e)
+        try:
+            import os
+
+            os.remove(path)
+        except OSError:
+            pass
+        return
+    print("%d bytes written to %s" % (n, path))
+
+
 def main(board):
     """Entry point from main.py: load the configuration, build the parts, run forever."""
     global _current
+    mode, why = bootmode.select(board)
+    if mode == bootmode.SAFE:  # an older boot.py let main.py run: stop here all the same
+        print("safe mode (%s): the application does not start" % why)
+        return
     board.start()
     try:
         cfg = config.load(board.CONFIG_PATH)
@@ -505,7 +733,15 @@ def main(board):
         return
     parts = board.make_parts(cfg)
     _current = Validator(parts, cfg)
+    if mode == bootmode.MAINT:
+        _log.info("start in maintenance: %s", why)
+        maintenance()
+        return
     try:
         asyncio.run(_current.run())
+    except KeyboardInterrupt:
+        # Ctrl-C at the REPL (the depot): the board must not reset under the technician, and
+        # the log must not be cut mid-copy: maintenance until reset or the window ends.
+        maintenance()
     finally:
         asyncio.new_event_loop()

@@ -12,6 +12,8 @@ PATTERNS = {
     "paid": ((2700, 60), (0, 60), (2700, 60), (0, 60), (2700, 60)),
     "again": ((2000, 80), (0, 60), (2000, 80), (0, 60), (2000, 80), (0, 60), (2000, 80)),
     "refused": ((1000, 700),),
+    # A part failed to start (firmware/faults.py): three long low beeps, unlike any tap's.
+    "fault": ((800, 300), (0, 150), (800, 300), (0, 150), (800, 300)),
 }
 SOUNDS = {
     "ok": "beep",
@@ -19,6 +21,7 @@ SOUNDS = {
     "paid": "beep-beep-beep (short)",
     "again": "four quick beeps",
     "refused": "long low beep",
+    "fault": "three long low beeps",
 }
 _GREEN_TONES = ("ok", "ok_low", "paid")
 _DUTY_ON = 32768

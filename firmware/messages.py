@@ -39,6 +39,8 @@ ROUTE_ZH = "线路"
 FARE_ZH = "票价"
 BALANCE_ZH = "余额"
 YUAN_ZH = "元"
+FAULT_ZH = "设备故障"  # a part failed to start (firmware/faults.py); English line names it
+MAINT_ZH = "设备"  # maintenance at the depot (with "MAINTENANCE"); only glyphs the font has
 
 
 def text_for(reason):
@@ -47,7 +49,7 @@ def text_for(reason):
 
 def all_texts():
     """Every string that can reach the display (the font generator and its test use this)."""
-    out = [IDLE_ZH, IDLE_EN, ROUTE_ZH, FARE_ZH, BALANCE_ZH, YUAN_ZH]
+    out = [IDLE_ZH, IDLE_EN, ROUTE_ZH, FARE_ZH, BALANCE_ZH, YUAN_ZH, FAULT_ZH, MAINT_ZH]
     for zh, en, _ in TEXTS.values():
         out.append(zh)
         out.append(en)

@@ -24,6 +24,7 @@ from esp32_common import DISPLAY_S3 as DISPLAY  # noqa: E402, F401
 from esp32_common import FEEDBACK_S3 as FEEDBACK  # noqa: E402, F401
 from esp32_common import MODEM_S3 as MODEM  # noqa: E402, F401
 from esp32_common import PSAM_S3 as PSAM  # noqa: E402, F401
+from esp32_common import SAFE_PIN_S3 as SAFE_PIN  # noqa: E402, F401
 
 # Strapping pins this board uses (none: 0, 3, 45 and 46 stay free).
 STRAPPING = {}

@@ -45,7 +45,10 @@ class Parts:
     txlog_dev = None  # the raw transaction-log partition (boards/unix_sim/rawflash.py)
     param_slots = None
     reset_cause = "power-on"
+    reset_code = None  # from reset_cause's name (firmware/bootmode.py)
     extra_task = None
+    failed = None  # {name: (retry, error, attr)}: parts that failed to start
+    wdt_timeout = None
 
 
 class SimWDT:
@@ -62,6 +65,9 @@ class SimWDT:
     def feed(self):
         self.level ^= 1
         self.pin.value(self.level)
+
+    def set_timeout(self, ms):
+        self.timeout = ms  # the bench's watchdog keeps its own; recorded for the status view
 
 
 def _emit(kind, data):
@@ -208,20 +214,40 @@ class _HangingReader:
         return getattr(self._r, name)
 
 
+def _start(p, name, attr, make):
+    """As boards/esp32_common.py: a part that fails to start is retried by the application."""
+    try:
+        obj = make()
+    except Exception as e:  # noqa: BLE001
+        print("%s failed to start: %s" % (name, e))
+        p.failed[name] = (make, e, attr)
+        obj = None
+    setattr(p, attr, obj)
+    p.wdt.feed()
+    return obj
+
+
+def _reader():
+    r = make_reader()
+    if os.getenv("VALIDATOR_TEST_HOOKS"):
+        r = _HangingReader(r)
+    return r
+
+
 def make_parts(cfg):
     p = Parts()
+    p.failed = {}
     p.reset_cause = os.getenv("VALIDATOR_RESET_CAUSE") or "power-on"
     p.wdt_grace_ms = int(os.getenv("VALIDATOR_WDT_MS") or "8000")
+    p.wdt = SimWDT(p.wdt_grace_ms)  # first, as on a board: fed after every part
+    p.wdt_timeout = p.wdt.set_timeout
     p.emit = _emit if os.getenv("VALIDATOR_EVENTS") else None
     p.rtc_seconds = _make_rtc()
     p.display = make_display()
     p.feedback = make_feedback()
-    p.reader = make_reader()
-    if os.getenv("VALIDATOR_TEST_HOOKS"):
-        p.reader = _HangingReader(p.reader)
-    p.psam_link = make_psam_link()
-    p.transport = make_transport(cfg)
-    p.wdt = SimWDT(p.wdt_grace_ms)
+    _start(p, "reader", "reader", _reader)
+    _start(p, "psam", "psam_link", make_psam_link)
+    _start(p, "modem", "transport", lambda: make_transport(cfg))
     from rawflash import FileFlash
 
     p.txlog_dev = FileFlash(TXLOG_PATH, TXLOG_BLOCKS)

@@ -171,6 +171,15 @@ def build_all_readers():
     def _card(reader):
         return cards[reader].summary()
 
+    @world.hub.command("bench_remove")
+    def _remove(reader):
+        target = fields[reader]
+        if reader == "rc522_spi":
+            target.remove("card")
+        else:
+            target.clear()
+        return True
+
     return world.hub
 
 
