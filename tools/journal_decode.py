@@ -86,6 +86,8 @@ def record_view(d):
     for k in BYTE_FIELDS:
         out[k] = d[k].hex()
     out["kind_name"] = record.kind_name(d["kind"])
+    if d["kind"] == record.BOOT:
+        out.update(record.boot_info(d))  # reset cause, parts that failed to start
     y, mo, da, h, mi, s = timeutil.from_seconds(d["time"])[:6]
     out["time_utc"] = "%04d-%02d-%02dT%02d:%02d:%02dZ" % (y, mo, da, h, mi, s)
     return out
@@ -479,7 +481,13 @@ def format_table(report):
     lines.append(" ".join(name.ljust(w) for name, w in COLUMNS))
     for d in report["records"]:
         v = record_view(d)
-        lines.append(" ".join(str(v[name]).ljust(w) for name, w in COLUMNS))
+        line = " ".join(str(v[name]).ljust(w) for name, w in COLUMNS)
+        if d["kind"] == record.BOOT:
+            line = line.rstrip() + "  reset %s, faults %s" % (
+                v["reset_cause"],
+                ",".join(v["faults"]) or "none",
+            )
+        lines.append(line)
     if report["problems"]:
         lines.append("PROBLEMS:")
         lines.extend("  " + p for p in report["problems"])

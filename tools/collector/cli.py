@@ -5,11 +5,16 @@
     python -m tools.collector publish --db URL --version V FILE [--device ID] [--delta-from V0]
     python -m tools.collector export --db URL [--device ID] [--out FILE.csv]
     python -m tools.collector unconfirmed --db URL [--device ID] [--all]
+    python -m tools.collector boots --db URL [--device ID]
 
 `unconfirmed` lists the unconfirmed debits: DEBIT_INTENT records with no outcome (PURCHASE,
 PURCHASE_RECOVERED or DEBIT_VOID of the same card number and card counter, from any device).
 They are not money until an outcome arrives or clearing settles them from the card's counters;
 --all lists every intent with the outcome that closed it.
+
+`boots` lists the validators' starts (BOOT records): the reset cause (power-on, watchdog,
+brownout, soft, hard, ...), the parts that failed to start, and a count per device and cause;
+brown-outs point at a modem's current bursts on a weak supply, watchdog resets at a hang.
 
 --db takes ``sqlite:///path`` (default ``sqlite:///collector.sqlite3``), a bare path, or
 ``postgresql://user@host:port/dbname``.
@@ -136,6 +141,34 @@ def _unconfirmed(args):
     return 0
 
 
+def _boots(args):
+    store = Store(args.db)
+    try:
+        rows = store.boots(args.device)
+    finally:
+        store.close()
+    print("device seq time reset_cause faults psam unconfirmed")
+    counts = {}
+    for r in rows:
+        print(
+            "%d %d %s %s %s %s %d"
+            % (
+                r["device_id"],
+                r["seq"],
+                r["time"],
+                r["reset_cause"],
+                ",".join(r["faults"]) or "-",
+                "ok" if r["psam_ok"] else "FAILED",
+                r["unconfirmed"],
+            )
+        )
+        key = (r["device_id"], r["reset_cause"])
+        counts[key] = counts.get(key, 0) + 1
+    for (dev, cause), n in sorted(counts.items()):
+        print("device %d: %d %s" % (dev, n, cause), file=sys.stderr)
+    return 0
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(
         prog="python -m tools.collector",
@@ -174,6 +207,8 @@ def main(argv=None):
     s = with_db(sub.add_parser("unconfirmed", help="debit intents with no outcome yet"))
     s.add_argument("--device", type=int)
     s.add_argument("--all", action="store_true", help="every intent, with its outcome")
+    s = with_db(sub.add_parser("boots", help="starts: reset causes and parts that failed"))
+    s.add_argument("--device", type=int)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -183,6 +218,7 @@ def main(argv=None):
             "publish": _publish,
             "export": _export,
             "unconfirmed": _unconfirmed,
+            "boots": _boots,
         }
         return cmds[args.cmd](args)
     except (ValueError, OSError) as e:

@@ -526,6 +526,28 @@ class Store:
         """The unconfirmed debits: intents with no outcome yet (see intents())."""
         return self.intents(device_id, open_only=True)
 
+    def boots(self, device_id=None):
+        """BOOT records, oldest first per device, decoded: reset cause (brown-out included),
+        the parts that failed to start, PSAM state, unconfirmed debits at that start."""
+        import record
+
+        sql = "SELECT device_id, seq, rtime, raw FROM records WHERE kind = ?"
+        args = (record.BOOT,)
+        if device_id is not None:
+            sql += " AND device_id = ?"
+            args += (device_id,)
+        sql += " ORDER BY device_id, seq"
+        with self._tx(write=False) as ex:
+            rows = ex.all(sql, args)
+        out = []
+        for dev, seq, rtime, raw in rows:
+            try:
+                info = record.boot_info(record.decode(bytes(raw)))
+            except record.RecordError:
+                continue  # stored records decoded once already; nothing else to say
+            out.append(dict(info, device_id=dev, seq=seq, time=rtime))
+        return out
+
     EXPORT_COLUMNS = (
         "device_id",
         "seq",

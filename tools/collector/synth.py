@@ -37,8 +37,19 @@ def purchase(seq, psam_serial=None, psam_tid=PSAM, rng=None, t=None, tac=None):
     )
 
 
-def boot(seq, t=None):
-    return record.encode({"kind": record.BOOT, "time": t if t is not None else T0 + seq}, seq)
+def boot(seq, t=None, cause=0, faults=0, flags=0, pending=0):
+    """A BOOT record: reset cause code (record.RESET_CAUSES), fault bits (record.FAULT_PARTS)."""
+    return record.encode(
+        {
+            "kind": record.BOOT,
+            "time": t if t is not None else T0 + seq,
+            "reason": cause,
+            "balance_before": faults,
+            "flags": flags,
+            "amount": pending,
+        },
+        seq,
+    )
 
 
 def debit(seq, kind, card=1, atc=7, psam_serial=5000, psam_tid=PSAM, t=None, amount=200):
