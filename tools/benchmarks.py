@@ -802,6 +802,26 @@ def stage_journal(cfg):
     }
 
 
+def stage_boot(cfg):
+    """Start-up steps that grow with the flash's content, on full logs (docs/boot.md,
+    tools/bench_mpy/boot_fig.py): the log's recovery and the parameters' load."""
+    got, _ = run_mpy(
+        "boot_fig.py", cfg["txlog_sectors"], cfg["txlog_big_sectors"], 5, heap="16m"
+    )
+    r = got[0]
+    return {
+        "boot_log_records_full": r["boot_log_records_full"],
+        "boot_log_reads_full": r["boot_log_reads_full"],
+        "boot_log_open_ms_full": round(r["boot_log_open_us_full"] / 1000, 2),
+        "boot_log_records_full_big": r["boot_log_records_full_big"],
+        "boot_log_reads_full_big": r["boot_log_reads_full_big"],
+        "boot_log_open_ms_full_big": round(r["boot_log_open_us_full_big"] / 1000, 2),
+        "boot_params_load_ms": round(r["boot_params_load_us"] / 1000, 2),
+        "boot_params_bundle_bytes": r["boot_params_bundle_bytes"],
+        "boot_mpy_loop_us": r["mpy_loop_us"],
+    }
+
+
 def blacklist_files(entries, sample):
     """The raw list (firmware/cardlists.py format) of `entries` fixture cards and a sample of
     hits and misses, cached in bench/out keyed by the code that shapes them."""
@@ -1011,6 +1031,7 @@ def run(quick=False, use_pg=True, use_callgrind=True, reps=None):
     stage("tap", stage_tap, cfg, use_callgrind)
     stage("blacklist", stage_blacklist, cfg)
     stage("journal", stage_journal, cfg)
+    stage("boot", stage_boot, cfg)
     stage("app", stage_app, cfg)
     stage("tearing", stage_tearing, cfg)
     stage("cross", stage_cross, cfg)
