@@ -489,7 +489,7 @@ class Validator:
             hook = self.on_part_up.get(f.attr)
             if hook is not None:
                 hook(part)
-        hook = self.on_part_up.get(f.name)
+        hook = self.on_part_up.get(f.name) if f.name != f.attr else None
         if hook is not None:
             hook(part)
         if f.name == "psam" and self.psam.ready:

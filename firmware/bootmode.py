@@ -14,8 +14,6 @@
 # is a system reset that keeps RTC slow memory, so a marker left there by the last start tells
 # a brown-out from a real power-up, which loses it. Other users of RTC memory go through
 # rtc_memory(), which keeps the marker.
-import record
-
 try:
     from micropython import const
 except ImportError:
@@ -40,7 +38,18 @@ CAUSE_WATCHDOG = const(3)
 CAUSE_DEEPSLEEP = const(4)
 CAUSE_SOFT = const(5)
 CAUSE_BROWNOUT = const(6)
-CAUSE_NAMES = record.RESET_CAUSES
+# The BOOT record (docs/record-format.md): `reason` = the reset cause (these codes),
+# `balance_before` = the parts that failed to start (FAULT_PARTS bits), flags 0x01 = PSAM not
+# ready. One table for both runtimes: the firmware writes with it, the collector and
+# tools/journal_decode read with it (kept out of record.py, which every heap test loads).
+CAUSE_NAMES = ("other", "power-on", "hard", "watchdog", "deepsleep", "soft", "brownout")
+FAULT_PARTS = (
+    (0x01, "reader"),
+    (0x02, "psam"),
+    (0x04, "modem"),
+    (0x08, "rtc"),
+    (0x10, "display"),
+)
 _MARK = b"VLD1"  # what this firmware leaves in RTC memory at every start
 
 mode = None  # the decision, once made (boot.py makes it; main.py and app.main read it)
@@ -182,6 +191,18 @@ def rtc_memory(rtc, data=None):
         return mem[len(_MARK) :] if mem[: len(_MARK)] == _MARK else b""
     rtc.memory(_MARK + bytes(data))
     return None
+
+
+def boot_info(d):
+    """What a decoded BOOT record says: reset cause, parts down, PSAM, unconfirmed debits."""
+    r = d.get("reason", 0)
+    mask = d.get("balance_before", 0)
+    return {
+        "reset_cause": cause_name(r),
+        "faults": [name for bit, name in FAULT_PARTS if mask & bit],
+        "psam_ok": not d.get("flags", 0) & 0x01,
+        "unconfirmed": d.get("amount", 0),
+    }
 
 
 def cause_name(code):

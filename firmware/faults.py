@@ -4,7 +4,7 @@
 # part again (returns it, raises on failure), attr is the Parts attribute it goes to (or None).
 import time
 
-import record
+import bootmode
 
 try:
     from micropython import const
@@ -15,7 +15,7 @@ except ImportError:
 
 
 # Bits of the BOOT record's fault mask (docs/record-format.md).
-BITS = {name: bit for bit, name in record.FAULT_PARTS}
+BITS = {name: bit for bit, name in bootmode.FAULT_PARTS}
 BLOCKING = ("reader", "psam")  # without these nobody rides: the fault screen replaces idle
 FIRST_MS = const(1000)  # the first retry, then doubling
 MAX_MS = const(60000)  # a part that stays away is tried once a minute

@@ -201,24 +201,5 @@ def decode(buf):
     return out
 
 
-# BOOT records (docs/record-format.md): `reason` = the reset cause, `balance_before` = the parts
-# that failed to start (bits), flags 0x01 = PSAM not ready. One table for both runtimes: the
-# firmware (bootmode.py, faults.py) writes with it, the collector and journal_decode read with it.
-RESET_CAUSES = ("other", "power-on", "hard", "watchdog", "deepsleep", "soft", "brownout")
-FAULT_PARTS = ((0x01, "reader"), (0x02, "psam"), (0x04, "modem"), (0x08, "rtc"), (0x10, "display"))
-
-
-def boot_info(d):
-    """What a decoded BOOT record says: reset cause, parts down, PSAM, unconfirmed debits."""
-    r = d.get("reason", 0)
-    mask = d.get("balance_before", 0)
-    return {
-        "reset_cause": RESET_CAUSES[r] if 0 <= r < len(RESET_CAUSES) else "other",
-        "faults": [name for bit, name in FAULT_PARTS if mask & bit],
-        "psam_ok": not d.get("flags", 0) & 0x01,
-        "unconfirmed": d.get("amount", 0),
-    }
-
-
 def kind_name(kind):
     return KIND_NAMES.get(kind, "kind%d" % kind)

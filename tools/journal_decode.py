@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT / "firmware") not in sys.path:
     sys.path.insert(0, str(ROOT / "firmware"))
 
+import bootmode  # noqa: E402
 import record  # noqa: E402
 import timeutil  # noqa: E402
 
@@ -87,7 +88,7 @@ def record_view(d):
         out[k] = d[k].hex()
     out["kind_name"] = record.kind_name(d["kind"])
     if d["kind"] == record.BOOT:
-        out.update(record.boot_info(d))  # reset cause, parts that failed to start
+        out.update(bootmode.boot_info(d))  # reset cause, parts that failed to start
     y, mo, da, h, mi, s = timeutil.from_seconds(d["time"])[:6]
     out["time_utc"] = "%04d-%02d-%02dT%02d:%02d:%02dZ" % (y, mo, da, h, mi, s)
     return out

@@ -2,6 +2,7 @@
 failed to start, as the validator writes them (firmware/app.py), read by the collector's `boots`
 report and by tools/journal_decode (docs/record-format.md, docs/boot.md)."""
 
+import bootmode
 import record
 
 from tools import journal_decode
@@ -14,17 +15,17 @@ SECRET = bytes(range(1, 33))
 
 def test_boot_info_names_the_cause_and_the_parts():
     d = record.decode(synth.boot(4, cause=6, faults=0x01 | 0x04, flags=0x01, pending=2))
-    assert record.boot_info(d) == {
+    assert bootmode.boot_info(d) == {
         "reset_cause": "brownout",
         "faults": ["reader", "modem"],
         "psam_ok": False,
         "unconfirmed": 2,
     }
-    assert record.boot_info(record.decode(synth.boot(1)))["reset_cause"] == "other"
+    assert bootmode.boot_info(record.decode(synth.boot(1)))["reset_cause"] == "other"
     odd = record.decode(synth.boot(2, cause=200, faults=0x80))
-    assert record.boot_info(odd)["reset_cause"] == "other"
-    assert record.boot_info(odd)["faults"] == [], "unknown bits are not named"
-    assert record.RESET_CAUSES[1:4] == ("power-on", "hard", "watchdog")
+    assert bootmode.boot_info(odd)["reset_cause"] == "other"
+    assert bootmode.boot_info(odd)["faults"] == [], "unknown bits are not named"
+    assert bootmode.CAUSE_NAMES[1:4] == ("power-on", "hard", "watchdog")
 
 
 def test_journal_decode_shows_the_boot_fields():

@@ -63,7 +63,14 @@ def setup():
 
 
 def teardown():
+    import os
+
     log.set_level(log.INFO, echo=True)
+    while _made:
+        try:
+            os.remove(_made.pop())
+        except OSError:
+            pass
 
 
 def _load_board():
@@ -119,12 +126,16 @@ def _raw_cfg(base):
     )
 
 
+_made = []
+
+
 def _config_file(base):
     import json
 
     path = "/tmp/boot-test-config-%d.json" % (time.ticks_us() & 0xFFFFFF)
     with open(path, "w") as f:
         f.write(json.dumps(_raw_cfg(base)))
+    _made.append(path)
     return path
 
 

@@ -78,6 +78,14 @@ TABLE_4MB = "/boards/partitions-4MiB-validator.csv"
 
 
 _last_parts = []
+_made = []  # journal folders in /tmp, removed after each test (a crowded /tmp starves others)
+
+
+def teardown():
+    while _made:
+        root = _made.pop()
+        _rmtree(root)
+        _rmtree(root + ".hwm")
 
 
 def _load_board(name):
@@ -126,12 +134,29 @@ def _sell(parts, reader_kind):
     return journal
 
 
+def _rmtree(path):
+    import os
+
+    try:
+        names = os.listdir(path)
+    except OSError:
+        try:
+            os.remove(path)
+        except OSError:
+            pass
+        return
+    for name in names:
+        _rmtree(path + "/" + name)
+    os.rmdir(path)
+
+
 def _journal(tag, n):
     import time
 
     from journal import Journal
 
     root = "/tmp/esp32-boards-%s-%d" % (tag, time.ticks_us() & 0xFFFFFF)
+    _made.append(root)
     j = Journal(root, {"seg_records": 64})
     for i in range(n):
         j.append(

@@ -529,6 +529,7 @@ class Store:
     def boots(self, device_id=None):
         """BOOT records, oldest first per device, decoded: reset cause (brown-out included),
         the parts that failed to start, PSAM state, unconfirmed debits at that start."""
+        import bootmode
         import record
 
         sql = "SELECT device_id, seq, rtime, raw FROM records WHERE kind = ?"
@@ -542,7 +543,7 @@ class Store:
         out = []
         for dev, seq, rtime, raw in rows:
             try:
-                info = record.boot_info(record.decode(bytes(raw)))
+                info = bootmode.boot_info(record.decode(bytes(raw)))
             except record.RecordError:
                 continue  # stored records decoded once already; nothing else to say
             out.append(dict(info, device_id=dev, seq=seq, time=rtime))

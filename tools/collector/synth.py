@@ -38,7 +38,7 @@ def purchase(seq, psam_serial=None, psam_tid=PSAM, rng=None, t=None, tac=None):
 
 
 def boot(seq, t=None, cause=0, faults=0, flags=0, pending=0):
-    """A BOOT record: reset cause code (record.RESET_CAUSES), fault bits (record.FAULT_PARTS)."""
+    """A BOOT record: reset cause code and fault bits as firmware/bootmode.py codes them."""
     return record.encode(
         {
             "kind": record.BOOT,
