@@ -1,4 +1,4 @@
-# mpy: runtime=micropython32 heapsize=144k timeout=600 server=tools.bench_app_world
+# mpy: runtime=micropython32 heapsize=128k timeout=600 server=tools.bench_app_world
 # The whole application with the simulation board's real drivers on micropython32 (the firmware
 # frozen, 32-bit objects): PN532 on I2C with a virtual T-Union card, the PSAM link, the SIM7600
 # modem driver under the uplink to a real collector, the display and the feedback pins
