@@ -104,15 +104,29 @@ def test_violations_are_recorded(allow_violations):
     card.exchange(H("00A404000E325041592E5359532E444446303100"))  # PPSE
     assert "PPSE" in card.violations[-1]
     select(card, "A000000333010101")
-    assert "non-T-Union" in card.violations[-1]
+    assert "not a transit account" in card.violations[-1]
     card.exchange(H("80A8000002830000"))  # GPO to UnionPay
-    assert "sent to non-T-Union" in card.violations[-1]
+    assert "sent to non-transit" in card.violations[-1]
     select(card)
     card.exchange(H("00B0960037"))
     assert "0x16" in card.violations[-1]
     card.exchange(H("00A40000023F00"))
     assert "file id" in card.violations[-1]
     assert len(card.violations) == 5
+    # T-Union names other than the transit account: the EC application, the pilot wallet
+    select(card, "A000000632010106")
+    assert "not a transit account" in card.violations[-1]
+    card.exchange(H("805C000204"))  # a balance read reaching the EC application
+    assert "sent to non-transit application A000000632010106" in card.violations[-1]
+    select(card, "A000000632101004")
+    assert "not a transit account" in card.violations[-1]
+    select(card, "A0000006320101")  # a partial name: not one of the listed names either
+    assert "not a transit account" in card.violations[-1]
+    assert len(card.violations) == 9
+    # the listed names are allowed, the SM4-only one included (absent here: 6A82)
+    select(card, "A000000632010105")
+    select(card, "A000000632010107")
+    assert len(card.violations) == 9
 
 
 def test_status_words_for_bad_commands():

@@ -7,11 +7,13 @@ Links (firmware side: boards/unix_sim/apdu_link.py):
   'G' when no card is in the field.
 
 Control commands (``ctl world``, JSON; card labels default to the profile name):
-  profiles() -> [names]
-  place_card(profile=None, label=None, overrides=None) -> summary: put a card in the field
-      (a new card from a profile, or the labelled card again: a re-tap keeps its state)
+  profiles() -> [names] ; variants() -> [card variant names] (tools/sim/card.py VARIANTS)
+  place_card(profile=None, label=None, overrides=None, variant=None) -> summary: put a card in
+      the field (a new card from a profile, or the labelled card again: a re-tap keeps its
+      state); variant: a tools/sim/card.py VARIANTS name or option dict
   remove_card() ; card(label=None) -> summary (balance, atc, debits, violations, ...)
   fault(when="before"|"after", ins=None, index=None, times=1, label=None)
+  write_fault(ins=0x54, sw="6581"|None, applied=True, times=1, label=None): EEPROM tearing
   force(ins, sw=None, data=None, times=1, label=None): answer with a status word or raw hex
   clear_faults(label=None) ; audit(label=None) -> [entries, bytes as hex]
   record_1e(n=1, label=None) -> hex|None ; record_1a(rid, label=None) -> hex|None
@@ -22,7 +24,7 @@ Control commands (``ctl world``, JSON; card labels default to the profile name):
 
 import json
 
-from tools.sim.card import VirtualCard, _jsonable, load_profile, profile_names
+from tools.sim.card import VARIANTS, VirtualCard, _jsonable, load_profile, profile_names
 from tools.sim.hub import Hub, main_for
 from tools.sim.psam import VirtualPsam
 
@@ -39,17 +41,18 @@ class World:
             raise KeyError("no card %r" % label)
         return self.cards[label]
 
-    def place(self, profile=None, label=None, overrides=None):
+    def place(self, profile=None, label=None, overrides=None, variant=None):
         label = label or profile
         if label is None:
             raise ValueError("place_card needs a profile or a label")
         if self.field and self.field != label:
             self.cards[self.field].remove()
-        if label not in self.cards or (profile and overrides is not None):
+        new = profile and (overrides is not None or variant is not None)
+        if label not in self.cards or new:
             prof = load_profile(profile or label)
             if overrides:
                 prof["tunion"] = dict(prof.get("tunion") or {}, **overrides)
-            self.cards[label] = VirtualCard(prof)
+            self.cards[label] = VirtualCard(prof, variant=variant)
         else:
             self.cards[label].place()
         self.field = label
@@ -127,8 +130,11 @@ def build(terminal_id="000000000001"):
     )
     cmd = hub.command
     cmd("profiles")(profile_names)
+    cmd("variants")(lambda: sorted(VARIANTS))
     cmd("place_card")(
-        lambda profile=None, label=None, overrides=None: world().place(profile, label, overrides)
+        lambda profile=None, label=None, overrides=None, variant=None: world().place(
+            profile, label, overrides, variant
+        )
     )
     cmd("remove_card")(lambda: world().remove())
     cmd("card")(lambda label=None: world().card(label).summary())
@@ -148,6 +154,11 @@ def build(terminal_id="000000000001"):
             card.force_sw(ins, int(sw, 16) if isinstance(sw, str) else sw, times)
         else:
             card.force_response(ins, bytes.fromhex(data or ""), times)
+
+    @cmd("write_fault")
+    def _write_fault(ins=0x54, sw="6581", applied=True, times=1, label=None):
+        status = None if sw is None else (int(sw, 16) if isinstance(sw, str) else sw)
+        world().card(label).fail_write(ins, status, applied, times)
 
     cmd("clear_faults")(lambda label=None: world().card(label).clear_faults())
     cmd("audit")(lambda label=None: _jsonable(world().card(label).audit))

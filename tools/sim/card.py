@@ -29,6 +29,79 @@ SFI_15, SFI_16, SFI_17, SFI_18, SFI_1A, SFI_1E = 0x15, 0x16, 0x17, 0x18, 0x1A, 0
 
 SW_OK = b"\x90\x00"
 
+# The transit account: the only applications a validator may address, by exactly these names
+# (docs/card-simulator.md "Which AIDs are the transit account"). Phones answer a SELECT of the
+# 8-byte EP name with their longer instance AID (ISO 7816-4 partial name), which is allowed.
+TRANSIT_AIDS = (
+    bytes.fromhex("A000000632010105"),  # EP, 3DES or dual (reference 1.1 K1, every firmware)
+    bytes.fromhex("A000000632010107"),  # EP, SM4 only (reference 1.1 K2, lab document)
+)
+
+# Card behaviours the reference leaves open. A profile (or place_card overrides) carries them
+# as "variant": {option: value}; the first value of each is the default. Source or "assumed":
+VARIANT_OPTIONS = {
+    # 0x18 record counter: the ATC that INIT returned ("init") or the one after the debit
+    # ("next"). Assumed both ways: the reference gives the layout, not which value is stored.
+    "atc18": ("init", "next"),
+    # UPDATE CAPP DATA CACHE: "any" order, or "1a_then_1e": 0x1A after 0x1E is refused (6985),
+    # the order of the lab's state machine (reference 3, TULAB statemachine.rst); strictness
+    # itself assumed.
+    "cache_order": ("any", "1a_then_1e"),
+    # INIT balance: "available" includes the overdraft allowance (SH-AGM, observed once), "real"
+    # is the real balance without it (assumed).
+    "init_balance": ("available", "real"),
+    # The algorithm identifier an SM4 card names in its INIT answer: 04 assumed (reference 4.3),
+    # 01 assumed (the APPLICATION BLOCK P1 value for SM4).
+    "sm4_alg_id": (0x04, 0x01),
+    # Answers with data: in one ("none"), as 61xx + GET RESPONSE ("61xx"), or 6Cxx for any Le
+    # other than the exact length ("6cxx"); reference 3 status words (SH-AGM, nfcard).
+    "chaining": ("none", "61xx", "6cxx"),
+    # The SELECT answer carries 9F0C (FCI-SAMPLE, HCE-SAMPLE) or not (assumed).
+    "fci_9f0c": (True, False),
+    # Processing time factor for the reader simulators (1, or 3: a slow card; assumed).
+    "slow": (1, 3),
+}
+
+# Named variants, the tearing matrix runs each on every profile (write faults are injected per
+# point with fail_write(), as they strike one command, not every one).
+VARIANTS = {
+    "default": {},
+    "atc18_next": {"atc18": "next"},
+    "cache_1a_then_1e": {"cache_order": "1a_then_1e"},
+    "init_real_balance": {"init_balance": "real"},
+    "sm4_alg_01": {"sm4_alg_id": 0x01},
+    "chain_61xx": {"chaining": "61xx"},
+    "chain_6cxx": {"chaining": "6cxx"},
+    "fci_without_9f0c": {"fci_9f0c": False},
+    "slow_x3": {"slow": 3},
+    "all_strict": {
+        "atc18": "next",
+        "cache_order": "1a_then_1e",
+        "init_balance": "real",
+        "sm4_alg_id": 0x01,
+        "chaining": "61xx",
+        "fci_9f0c": False,
+    },
+}
+
+
+def variant_options(variant):
+    """A full option dict from a variant name or a partial dict; ValueError on unknown values."""
+    if variant is None:
+        variant = {}
+    if isinstance(variant, str):
+        if variant not in VARIANTS:
+            raise ValueError("unknown card variant %r" % variant)
+        variant = VARIANTS[variant]
+    out = {k: v[0] for k, v in VARIANT_OPTIONS.items()}
+    for k, v in variant.items():
+        if k not in VARIANT_OPTIONS or v not in VARIANT_OPTIONS[k]:
+            raise ValueError(
+                "card variant option %s=%r not one of %r" % (k, v, VARIANT_OPTIONS.get(k))
+            )
+        out[k] = v
+    return out
+
 
 def sw(value):
     return bytes(((value >> 8) & 0xFF, value & 0xFF))
@@ -55,10 +128,12 @@ def _b(hexstr, n=None):
 
 
 class VirtualCard:
-    def __init__(self, profile, keys=None):
+    def __init__(self, profile, keys=None, variant=None):
         self.profile = copy.deepcopy(profile)
         p = self.profile
         self.name = p.get("name", "card")
+        self.variant = variant_options(variant if variant is not None else p.get("variant"))
+        self.slowness = self.variant["slow"]
         self.uid = _b(p["uid"])
         if len(self.uid) not in (4, 7, 10):
             raise ValueError("uid must be 4, 7 or 10 bytes")
@@ -79,15 +154,17 @@ class VirtualCard:
         self.present = True
         self.faults = []  # dicts: when, ins, index, times
         self.forced = []  # dicts: ins, response, times
+        self.write_faults = []  # dicts: ins, sw (None: power lost), applied, times
+        self.pending_response = None  # data waiting for GET RESPONSE (61xx chaining)
         self._rng = int.from_bytes(self.uid[:4], "big") or 1
         self._reset_volatile()
 
     @classmethod
-    def from_profile(cls, name_or_path, keys=None, **tunion_overrides):
+    def from_profile(cls, name_or_path, keys=None, variant=None, **tunion_overrides):
         profile = load_profile(name_or_path)
         if tunion_overrides:
             profile["tunion"] = dict(profile.get("tunion") or {}, **tunion_overrides)
-        return cls(profile, keys)
+        return cls(profile, keys, variant)
 
     # -- state -------------------------------------------------------------------------------
 
@@ -153,6 +230,7 @@ class VirtualCard:
         self.selected = None  # the selected application dict, or None (MF)
         self.purchase = None  # state between INITIALIZE and DEBIT
         self.challenge = None
+        self.pending_response = None
         self.index = 0  # commands since the card entered the field
 
     def remove(self):
@@ -189,6 +267,7 @@ class VirtualCard:
             "debits": [_jsonable(d) for d in self.debits],
             "violations": list(self.violations),
             "commands": sum(1 for a in self.audit if "apdu" in a),
+            "variant": dict(self.variant),
         }
 
     def record_1e(self, n=1):
@@ -217,9 +296,18 @@ class VirtualCard:
         """Answer with raw bytes (garbage, short or long answers) instead of executing."""
         self.forced.append({"ins": ins, "response": bytes(response), "times": times})
 
+    def fail_write(self, ins=0x54, status=0x6581, applied=True, times=1):
+        """EEPROM tearing on the next matching command that writes: the card either applies the
+        update (`applied`) or not, then answers `status` (6581 memory failure, 9406, ...) or,
+        with status None, loses power before answering (it leaves the field)."""
+        self.write_faults.append(
+            {"ins": ins, "status": status, "applied": bool(applied), "times": times}
+        )
+
     def clear_faults(self):
         self.faults.clear()
         self.forced.clear()
+        self.write_faults.clear()
 
     def _match(self, items, apdu, extra=None):
         ins = apdu[1] if len(apdu) > 1 else None
@@ -251,12 +339,71 @@ class VirtualCard:
             self.index += 1
             return forced["response"]
         after = self._match(self.faults, apdu, "after")
+        wf = self._match_write(apdu)
+        if wf is not None:
+            return self._torn_write(apdu, wf)
         resp = self.process_apdu(apdu)
         if after:
             self.audit.append({"event": "gone after"})
             self.remove()
             return None
         return resp
+
+    def _match_write(self, apdu):
+        ins = apdu[1] if len(apdu) > 1 else None
+        for item in self.write_faults:
+            if item["ins"] is None or item["ins"] == ins:
+                item["times"] -= 1
+                if item["times"] <= 0:
+                    self.write_faults.remove(item)
+                return item
+        return None
+
+    def _torn_write(self, apdu, wf):
+        """Run the command; if it wrote, keep or undo the write as the fault says, then answer
+        with the fault's status word, or nothing (power lost)."""
+        snap = self._snapshot()
+        resp = self.process_apdu(apdu)
+        wrote = resp[-2:] == SW_OK or resp[-2] == 0x61
+        if wrote and not wf["applied"]:
+            self._restore(snap)
+        self.purchase = None
+        self.pending_response = None
+        self.audit.append(
+            {
+                "event": "write torn (%s, %s)"
+                % (
+                    "applied" if wf["applied"] else "not applied",
+                    "power lost" if wf["status"] is None else "%04X" % wf["status"],
+                )
+            }
+        )
+        if not wrote:
+            return resp
+        if wf["status"] is None:
+            self.remove()
+            return None
+        return sw(wf["status"])
+
+    def _snapshot(self):
+        t = self.tu or {}
+        keep = (
+            "balance",
+            "used_overdraft",
+            "atc",
+            "rec18",
+            "rec1e",
+            "rec1a",
+            "lock",
+            "last_proof",
+        )
+        return ({k: copy.deepcopy(t.get(k)) for k in keep}, len(self.debits))
+
+    def _restore(self, snap):
+        state, ndebits = snap
+        if self.tu:
+            self.tu.update(state)
+        del self.debits[ndebits:]
 
     # -- the card ----------------------------------------------------------------------------
 
@@ -265,7 +412,7 @@ class VirtualCard:
         entry = {"apdu": apdu, "app": self.selected["aid"] if self.selected else None}
         self.audit.append(entry)
         try:
-            resp = self._dispatch(apdu)
+            resp = self._chained(apdu)
         except Exception as exc:  # never let a card bug look like a card answer: record it
             self.violations.append("simulator error on %s: %r" % (apdu.hex(), exc))
             resp = sw(0x6F00)
@@ -275,6 +422,31 @@ class VirtualCard:
 
     def _violation(self, text):
         self.violations.append(text)
+
+    def _chained(self, apdu):
+        """The variant's answer chaining around _dispatch: GET RESPONSE after 61xx, and 6Cxx for
+        a wrong Le (the command is then re-sent; DEBIT checks its Le before executing)."""
+        mode = self.variant["chaining"]
+        if len(apdu) >= 4 and apdu[0] == 0x00 and apdu[1] == 0xC0:
+            pending, self.pending_response = self.pending_response, None
+            if mode != "61xx" or pending is None:
+                return sw(0x6985)
+            le = apdu[4] if len(apdu) == 5 else None
+            if le not in (0, len(pending) & 0xFF):
+                self.pending_response = pending
+                return sw(0x6C00 | len(pending))
+            return pending + SW_OK
+        self.pending_response = None
+        resp = self._dispatch(apdu)
+        if len(resp) <= 2 or resp[-2:] != SW_OK:
+            return resp
+        data = resp[:-2]
+        if mode == "61xx":
+            self.pending_response = data
+            return sw(0x6100 | (len(data) & 0xFF))
+        if mode == "6cxx" and _le_of(apdu) != len(data):
+            return sw(0x6C00 | (len(data) & 0xFF))
+        return resp
 
     def _dispatch(self, apdu):
         if len(apdu) < 4:
@@ -301,13 +473,11 @@ class VirtualCard:
         if app is None:
             self._violation("command %s with no application selected" % apdu[:5].hex())
             return sw(0x6985)
-        if not app["kind"].startswith("tunion"):
-            self._violation(
-                "command %s sent to non-T-Union application %s" % (apdu[:5].hex(), app["aid"])
-            )
-            return sw(0x6D00)
         if app["kind"] != "tunion_ep":
-            return sw(0x6D00)  # the EC application: not modelled beyond selection
+            self._violation(
+                "command %s sent to non-transit application %s" % (apdu[:5].hex(), app["aid"])
+            )
+            return sw(0x6D00)  # other applications (the EC one too): not modelled
         in_purchase = self._in_purchase = self.purchase
         if not (ins == 0xDC and cla == 0x80):
             self.purchase = None  # any other command ends an INITIALIZE...DEBIT sequence
@@ -348,8 +518,8 @@ class VirtualCard:
             if not self.has_ppse:
                 return sw(0x6A82)
             return self._ppse_fci(name)
-        if not name.startswith(TUNION_RID):
-            self._violation("SELECT of non-T-Union application %s" % name.hex().upper())
+        if name not in TRANSIT_AIDS:
+            self._violation("SELECT of %s: not a transit account AID" % name.hex().upper())
         matches = [a for a in self.apps if a["aid_bytes"].startswith(name)]
         if p2 == 0x02 and self.selected in matches:
             # "next occurrence": the one after the current selection
@@ -358,10 +528,10 @@ class VirtualCard:
         if not matches:
             return sw(0x6A82)
         app = matches[0]
-        if not app["kind"].startswith("tunion"):
+        if app["kind"] != "tunion_ep":
             # partial names can reach other applications: still never allowed
-            if name.startswith(TUNION_RID):
-                self._violation("SELECT reached non-T-Union application %s" % app["aid"])
+            if name in TRANSIT_AIDS:
+                self._violation("SELECT reached non-transit application %s" % app["aid"])
             self.selected = app
             return self._generic_fci(app) + SW_OK
         t = self.tu
@@ -376,7 +546,7 @@ class VirtualCard:
             _tlv(b"\x50", app.get("label", "MOT_T_EP").encode())
             + _tlv(b"\x87", bytes((app.get("priority", 2),)))
             + _tlv(b"\x9f\x08", b"\x02")
-            + _tlv(b"\x9f\x0c", self.tu["f15"])
+            + (_tlv(b"\x9f\x0c", self.tu["f15"]) if self.variant["fci_9f0c"] else b"")
         )
         return _tlv(b"\x6f", _tlv(b"\x84", app["aid_bytes"]) + _tlv(b"\xa5", a5))
 
@@ -413,7 +583,7 @@ class VirtualCard:
         rest = content[p2:]
         if le is None or le == 256:
             return rest + SW_OK
-        if le > len(rest):
+        if le > len(rest) or (le != len(rest) and self.variant["chaining"] == "6cxx"):
             return sw(0x6C00 | len(rest))
         return rest[:le] + SW_OK
 
@@ -486,10 +656,13 @@ class VirtualCard:
             return sw(0x9403)
         if amount > self.available():
             return sw(0x9401)
+        shown = self.available() if self.variant["init_balance"] == "available" else t["balance"]
+        alg_id = t["suite"].alg_id
+        if alg_id == crypto.ALG_SM4:
+            alg_id = self.variant["sm4_alg_id"]
         self._rng = (self._rng * 1103515245 + 12345) & 0xFFFFFFFF
         rnd = self._rng.to_bytes(4, "big")
         atc = t["atc"].to_bytes(2, "big")
-        s = t["suite"]
         self.purchase = {
             "capp": p1 == 0x03,
             "amount": amount,
@@ -500,10 +673,10 @@ class VirtualCard:
             "cache_1a": {},
         }
         return (
-            self.available().to_bytes(4, "big")
+            shown.to_bytes(4, "big")
             + atc
             + t["overdraft_limit"].to_bytes(3, "big")
-            + bytes((t["key_version"], s.alg_id))
+            + bytes((t["key_version"], alg_id))
             + rnd
             + SW_OK
         )
@@ -523,6 +696,8 @@ class VirtualCard:
             purchase["cache_1e"] = bytes(data)
             return SW_OK
         if sfi == SFI_1A:
+            if self.variant["cache_order"] == "1a_then_1e" and purchase["cache_1e"] is not None:
+                return sw(0x6985)  # the 0x1E record closes the cache updates on this card
             if len(data) > 128:
                 return sw(0x6A84)
             if len(data) < 3:
@@ -553,6 +728,8 @@ class VirtualCard:
             return sw(0x6700)
         if purchase is None:
             return sw(0x6985)
+        if self.variant["chaining"] == "6cxx" and le != 8:
+            return sw(0x6C08)
         t = self.tu
         s = t["suite"]
         serial4, date4, time3, mac1 = data[0:4], data[4:8], data[8:11], data[11:15]
@@ -574,8 +751,9 @@ class VirtualCard:
             s, t["dtk"], amount4, txn_type, purchase["terminal"], serial4, date4, time3
         )
         mac2 = crypto.mac2(s, session, amount4)
+        counter18 = purchase["atc"] if self.variant["atc18"] == "init" else t["atc"]
         rec18 = (
-            purchase["atc"].to_bytes(2, "big")
+            counter18.to_bytes(2, "big")
             + t["overdraft_limit"].to_bytes(3, "big")
             + amount4
             + bytes((txn_type,))
@@ -651,6 +829,16 @@ def _tlv(tag, value):
     n = len(value)
     length = bytes((n,)) if n < 0x80 else bytes((0x81, n))
     return tag + length + value
+
+
+def _le_of(apdu):
+    """The Le of a short APDU (256 for 00), None when it has none."""
+    body = apdu[4:]
+    if len(body) == 1:
+        return body[0] or 256
+    if len(body) > 1 and len(body) == 2 + body[0]:
+        return body[-1] or 256
+    return None
 
 
 def _jsonable(value):

@@ -70,6 +70,7 @@ def pad80(data, block):
 
 class DesSuite:
     alg_id = ALG_3DES
+    alg_ids = (ALG_3DES,)  # identifiers a card may name for this suite in its INIT answer
     block = 8
     name = "3des"
 
@@ -115,6 +116,7 @@ class Sm4Suite:
     """Every SM4 assumption lives here (see the module docstring)."""
 
     alg_id = ALG_SM4
+    alg_ids = (ALG_SM4, 0x01)  # 04 and 01 both assumed (card variants, docs/card-simulator.md)
     block = 16
     name = "sm4"
 

@@ -156,7 +156,8 @@ class Picc:
             raise ValueError("UID must be 4, 7 or 10 bytes")
         self.levels = self._cascade(self.uid)
         self.wtx = list(wtx)
-        self.processing_us = processing_us
+        # a slow card variant (tools/sim/card.py "slow") takes that many times longer
+        self.processing_us = processing_us * int(getattr(card, "slowness", 1) or 1)
         self.chain_inf = chain_inf
         self.ignore_fsd = ignore_fsd
         self.mute_after = mute_after

@@ -179,11 +179,8 @@ class VirtualPsam:
         entry = self.keys.get((USAGE_PURCHASE, version))
         if entry is None:
             return sw(0x6A88)
-        try:
-            s = crypto.suite(alg_id)
-        except KeyError:
-            return sw(0x6A80)
-        if s is not crypto.suite(entry[0]):
+        s = crypto.suite(entry[0])
+        if alg_id not in s.alg_ids:
             return sw(0x6A80)
         dpk = s.card_key(entry[1], issuer, serial_low)
         serial4 = self.serial.to_bytes(4, "big")
