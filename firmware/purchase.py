@@ -62,6 +62,10 @@ VOID_INSUFFICIENT = 2  # the card refused DEBIT with 9401
 VOID_REFUSED = 3  # the card refused DEBIT with another status word
 VOID_NOT_IN_HISTORY = 4  # the card came back and its 0x18 history holds no such debit
 
+# DEBIT status words that come before the card writes anything (MAC1, balance, syntax, no
+# INITIALIZE sequence): the intent is closed void. Any other answer leaves it open.
+_DEBIT_REFUSALS = (0x9302, 0x9401, 0x6700, 0x6A86, 0x6D00, 0x6E00, 0x6985)
+
 TXN_SINGLE = 0x06  # 0x1E transaction type: EP single purchase (flat fare)
 _MAX_AMOUNT = 0xFFFFFF  # the journal record keeps 3 bytes
 
@@ -309,23 +313,7 @@ class Purchaser:
         if not self.log.can_accept_purchase():  # room for the intent and its outcome
             raise _Stop(JOURNAL_FULL, "the log refuses purchases")
         tid = self.psam.terminal_id
-        real = None
-        if self.cfg["balance_check"] == "p103":
-            real = card.balance(0x03)
-        try:
-            init = card.init_capp(self.psam.key_index, amount, tid)
-        except ApduError as e:
-            if e.sw == 0x9401:
-                raise _Stop(INSUFFICIENT, "card: balance below %d" % amount)
-            if e.sw in (0x9408, 0x9303, 0x6A81):
-                raise _Stop(LOCKED, str(e))
-            raise _Stop(CARD_ERROR, str(e))
-        # The card's own check counts its overdraft allowance; the validator's must not.
-        real_before = init["balance"] - init["overdraft_limit"]
-        if real is not None and real != real_before:
-            raise _Stop(INSUFFICIENT, "overdraft in use: %d" % (real - real_before))
-        if real_before < must:
-            raise _Stop(INSUFFICIENT, "real balance %d < %d" % (real_before, must))
+        init, real_before = self._init_real(card, amount, must, tid)
         dt = timeutil.bcd_datetime(now, self.cfg["tz"])
         # 8070 goes out now: the PSAM computes MAC1 while the card writes its 0x1E record.
         self._psam(
@@ -344,8 +332,15 @@ class Purchaser:
         rec1e = self._record_1e(
             txn_type, industry, route, stop, operator, amount, real_before - amount, dt, tid
         )
+        # The reference's order is 0x1A then 0x1E (a card may refuse 0x1A after 0x1E). The card
+        # writes whichever comes first while the PSAM computes; a bus record waits for the
+        # PSAM's serial, which it holds.
+        first_1e = rec1a is None and bus is None
         try:
-            card.update_capp(tunion.SFI_1E, 0x00, rec1e)
+            if first_1e:
+                card.update_capp(tunion.SFI_1E, 0x00, rec1e)
+            elif rec1a is not None:
+                self._update_1a(card, rec1a)
         except BaseException:
             self.psam.abandon_purchase()  # keep the PSAM link in step before giving up
             raise
@@ -368,13 +363,10 @@ class Purchaser:
                 _get(bus, "direction", 0xAB),
                 mileage,
             )
-        if rec1a is not None:
-            try:
-                card.update_capp(tunion.SFI_1A, rec1a[1], rec1a)
-            except ApduError as e:
-                if e.sw == 0x9407:
-                    raise _Stop(LOCKED, "industry record locked")
-                raise
+        if bus is not None:
+            self._update_1a(card, rec1a)
+        if not first_1e:
+            card.update_capp(tunion.SFI_1E, 0x00, rec1e)
         before = max(real_before, 0)
         rec = {
             "kind": record.DEBIT_INTENT,
@@ -408,8 +400,11 @@ class Purchaser:
             # The card may have executed DEBIT: the intent stays open for the re-tap.
             raise _Stop(TAP_AGAIN, "card left during DEBIT: %s" % type(e).__name__)
         except ApduError as e:
-            if e.sw == 0x9000:  # a 9000 with a malformed body: it may well have debited
-                raise _Stop(TAP_AGAIN, "malformed DEBIT answer: %s" % e)
+            if e.sw == 0x9000 or e.sw not in _DEBIT_REFUSALS or card.chained:
+                # A 9000 with a malformed body, a memory error (6581), 9406, anything not known
+                # to come before the write, or a failure after 61xx: it may have debited. The
+                # intent stays open; the re-tap reads the card's history.
+                raise _Stop(TAP_AGAIN, "DEBIT answer: %s (the debit may stand)" % e)
             # A definite refusal: nothing was debited, the intent is closed as void.
             why = {0x9302: VOID_MAC1, 0x9401: VOID_INSUFFICIENT}.get(e.sw, VOID_REFUSED)
             rec["kind"] = record.DEBIT_VOID
@@ -446,6 +441,51 @@ class Purchaser:
         rec["flags"] = flags
         self._book_or_log(rec, "PURCHASE")
 
+    def _update_1a(self, card, rec1a):
+        try:
+            card.update_capp(tunion.SFI_1A, rec1a[1], rec1a)
+        except ApduError as e:
+            if e.sw == 0x9407:
+                raise _Stop(LOCKED, "industry record locked")
+            raise
+
+    def _init_real(self, card, amount, must, tid):
+        """INITIALIZE FOR CAPP PURCHASE and the real balance (without overdraft) -> (init, real).
+        The card's own 9401 check counts its overdraft allowance; the validator's must not. Cards
+        differ in whether INIT's balance includes the allowance (reference 2.7, 7), so with an
+        allowance (INIT's limit > 0) the real balance (805C P1=03) and the used overdraft
+        (P1=02) are read and INIT is sent again: 3 more APDUs, only for overdraft cards, and
+        only 2 for the refused ones. Without one both readings agree: INIT is enough.
+        balance_check "p103" reads both before INIT on every card (2 more APDUs)."""
+        real = used = None
+        if self.cfg["balance_check"] == "p103":
+            real, used = card.balance(0x03), card.balance(0x02)
+        init = self._init(card, amount, tid)
+        if real is None and init["overdraft_limit"]:
+            real, used = card.balance(0x03), card.balance(0x02)
+            self._check_real(real, used, must)
+            init = self._init(card, amount, tid)  # the reads ended INIT's sequence
+        if real is None:
+            real, used = init["balance"], 0
+        self._check_real(real, used, must)
+        return init, real
+
+    def _check_real(self, real, used, must):
+        if used:
+            raise _Stop(INSUFFICIENT, "overdraft in use: %d" % used)
+        if real < must:
+            raise _Stop(INSUFFICIENT, "real balance %d < %d" % (real, must))
+
+    def _init(self, card, amount, tid):
+        try:
+            return card.init_capp(self.psam.key_index, amount, tid)
+        except ApduError as e:
+            if e.sw == 0x9401:
+                raise _Stop(INSUFFICIENT, "card: balance below %d" % amount)
+            if e.sw in (0x9408, 0x9303, 0x6A81):
+                raise _Stop(LOCKED, str(e))
+            raise _Stop(CARD_ERROR, str(e))
+
     def _record_1e(self, txn_type, industry, route, stop, operator, amount, after, dt, tid):
         r = bytearray(tunion.LEN_1E)
         r[0] = txn_type
@@ -477,7 +517,7 @@ class Purchaser:
             for k in ("seq", "version", "crc32"):
                 e.pop(k, None)
             dt = timeutil.bcd_datetime(e["time"], self.cfg["tz"])
-            n = tunion.find_history(card, e["card_atc"], e["psam_tid"], dt)
+            n = tunion.find_history(card, e["card_atc"], e["psam_tid"], dt, e["amount"])
             if n == 0:
                 # Used more than 10 times since: the card cannot tell. The intent stays open,
                 # uploaded as an unconfirmed debit, for clearing to settle by the card's counters.
@@ -546,36 +586,51 @@ class Purchaser:
 
     # -- blacklist -----------------------------------------------------------------------------
 
+    def _block(self, card, info, sm4):
+        """GET CHALLENGE, the PSAM's lock MAC, APPLICATION BLOCK with P1 01 (SM4) or 00 (DES)."""
+        challenge = card.challenge()
+        p1 = 0x01 if sm4 else 0x00
+        p2 = 0x01 if self.cfg["lock_permanent"] else 0x00
+        header = bytes((0x84, 0x1E, p1, p2, 0x04))
+        mac = self._psam(
+            self.psam.lock_mac,
+            info["serial_low"],
+            info["issuer8"],
+            self.cfg["lock_key_version_sm4" if sm4 else "lock_key_version"],
+            challenge,
+            header,
+            sm4,
+        )
+        card.block(p1, p2, mac)
+
     def _lock(self, card, info, req, now, res):
         res.reason = BLACKLISTED
         flags = 0
         if self.cfg["lock_enabled"]:
-            try:
-                sm4 = _get(req, "sm4")
-                if sm4 is None:
-                    # The card names its algorithm in an INITIALIZE answer; amount 0 changes
-                    # nothing on the card (only DEBIT does), and only blacklisted cards pay it.
-                    alg = card.init_capp(self.psam.key_index, 0, self.psam.terminal_id)["alg_id"]
-                    sm4 = alg == 0x04
-                challenge = card.challenge()
-                p1 = 0x01 if sm4 else 0x00
-                p2 = 0x01 if self.cfg["lock_permanent"] else 0x00
-                header = bytes((0x84, 0x1E, p1, p2, 0x04))
-                mac = self._psam(
-                    self.psam.lock_mac,
-                    info["serial_low"],
-                    info["issuer8"],
-                    self.cfg["lock_key_version_sm4" if sm4 else "lock_key_version"],
-                    challenge,
-                    header,
-                    sm4,
-                )
-                card.block(p1, p2, mac)
-                flags = FLAG_APP_LOCKED
-            except _Stop as s:
-                res.detail = "lock failed: " + s.detail
-            except (ApduError, LinkError) as e:
-                res.detail = "lock failed: %s" % e
+            # The lock's algorithm: the request's, SM4 for the SM4-only application, else DES
+            # first and SM4 when the card refuses it (a dual card locked with SM4 keys). No
+            # INITIALIZE: the identifier cards name there is not settled (reference 4.3).
+            sm4 = _get(req, "sm4")
+            if sm4 is not None:
+                tries = (bool(sm4),)
+            elif info["aid"][: len(tunion.AID_EP_SM4)] == tunion.AID_EP_SM4:
+                tries = (True,)
+            else:
+                tries = (False, True)
+            for sm4 in tries:
+                try:
+                    self._block(card, info, sm4)
+                    flags = FLAG_APP_LOCKED
+                    res.detail = ""
+                    break
+                except _Stop as s:
+                    res.detail = "lock failed: " + s.detail
+                    break  # the PSAM failed: another try would fail too
+                except ApduError as e:
+                    res.detail = "lock failed: %s" % e
+                except LinkError as e:
+                    res.detail = "lock failed: %s" % e
+                    break
         rec = {
             "kind": record.REFUSED,
             "time": now,

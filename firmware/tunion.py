@@ -152,10 +152,29 @@ class Card:
     def __init__(self, link):
         self.link = link
         self.apdus = 0
+        self.chained = False  # the last answer came through GET RESPONSE (61xx)
+        self.resent_le = 0  # the Le the last command was sent again with after 6Cxx, else 0
 
-    def _x(self, apdu):
+    def _x(self, apdu, resend=True):
+        """One command, with the answer chaining cards may use (reference 3, status words):
+        61xx fetches the data with GET RESPONSE; 6Cxx (wrong Le) sends the command again with
+        Le = xx, unless `resend` is False (DEBIT: a second one must never leave)."""
         self.apdus += 1
-        return self.link.transceive(apdu)
+        resp = self.link.transceive(apdu)
+        n = len(resp)
+        self.resent_le = 0
+        if n == 2 and resp[0] == 0x6C and resend and len(apdu) > 4:
+            self.resent_le = resp[1] or 256
+            again = bytearray(apdu)
+            again[-1] = resp[1]  # every command here with data to answer ends with its Le
+            self.apdus += 1
+            resp = self.link.transceive(again)
+            n = len(resp)
+        self.chained = n == 2 and resp[0] == 0x61
+        if self.chained:
+            self.apdus += 1
+            resp = self.link.transceive(build(0x00, 0xC0, 0x00, 0x00, None, resp[1]))
+        return resp
 
     def select(self, aid):
         """-> (sw, response). Status words are interpreted by the caller."""
@@ -164,7 +183,9 @@ class Card:
 
     def read_binary(self, sfi, length, offset=0):
         resp = self._x(build(0x00, 0xB0, 0x80 | sfi, offset, None, length))
-        return expect(resp, length, "READ BINARY %02X" % sfi)
+        # a card that wants the whole file read (6Cxx) gives what it named: the head is used
+        n = self.resent_le if self.resent_le > length else length
+        return expect(resp, n, "READ BINARY %02X" % sfi)[:length]
 
     def read_record(self, sfi, number, length):
         """Record data, or None when the card has no such record (6A83)."""
@@ -195,12 +216,13 @@ class Card:
         }
 
     def update_capp(self, sfi, p1, record):
-        expect(self._x(build(0x80, 0xDC, p1, sfi << 3, record)), 0, "UPDATE CAPP %02X" % sfi)
+        resp = self._x(build(0x80, 0xDC, p1, sfi << 3, record), False)
+        expect(resp, 0, "UPDATE CAPP %02X" % sfi)
 
     def debit(self, serial4, datetime7, mac1):
         """DEBIT FOR CAPP PURCHASE -> (tac, mac2)."""
         data = bytes(serial4) + bytes(datetime7) + bytes(mac1)
-        r = expect(self._x(build(0x80, 0x54, 0x01, 0x00, data, 0x08)), 8, "DEBIT")
+        r = expect(self._x(build(0x80, 0x54, 0x01, 0x00, data, 0x08), False), 8, "DEBIT")
         return bytes(r[0:4]), bytes(r[4:8])
 
     def prove(self, atc_after, txn_type=TXN_CAPP):
@@ -217,24 +239,29 @@ class Card:
         return bytes(expect(self._x(build(0x00, 0x84, 0x00, 0x00, None, 4)), 4, "GET CHALLENGE"))
 
     def block(self, p1, p2, mac):
-        expect(self._x(build(0x84, 0x1E, p1, p2, mac)), 0, "APPLICATION BLOCK")
+        expect(self._x(build(0x84, 0x1E, p1, p2, mac), False), 0, "APPLICATION BLOCK")
 
 
-def find_history(card, counter, terminal, datetime7):
-    """Where the card's own 0x18 history holds a purchase with this counter, terminal and time:
-    1 = its newest transaction, 2.. = older; None when the card never made it; 0 when the
-    history no longer reaches back that far (unknown). Newest first, so the search stops at the
-    first older counter."""
+def find_history(card, counter, terminal, datetime7, amount):
+    """Where the card's own 0x18 history holds a purchase with this counter, terminal, time and
+    amount: 1 = its newest transaction, 2.. = older; None when the card never made it; 0 when
+    the history no longer reaches back that far (unknown). The reference does not say whether
+    a record keeps the counter INIT returned or the one after the debit, so either matches
+    (terminal, time and amount single the record out). Newest first, so the search stops at
+    the first counter older than both."""
+    nxt = (counter + 1) & 0xFFFF
+    amount4 = amount.to_bytes(4, "big")
     for n in range(1, 11):
         rec = card.read_record(SFI_18, n, LEN_18)
         if rec is None:
             return None
         c = (rec[0] << 8) | rec[1]
         if (
-            c == counter
+            (c == counter or c == nxt)
             and rec[9] in (0x06, 0x09)
-            and bytes(rec[10:16]) == bytes(terminal)
-            and bytes(rec[16:23]) == bytes(datetime7)
+            and rec[5:9] == amount4
+            and rec[10:16] == terminal
+            and rec[16:23] == datetime7
         ):
             return n
         if c < counter:

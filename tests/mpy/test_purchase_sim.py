@@ -154,11 +154,11 @@ def test_rail_mode_requires_the_maximum_fare():
     mptest.eq(res.balance_after, 600)
 
 
-def test_strict_balance_mode_reads_p1_03():
+def test_strict_balance_mode_reads_p1_03_and_02():
     bench["p"].cfg["balance_check"] = "p103"
     res = tap("tunion_plain")
     mptest.eq(res.reason, purchase.OK, res.detail)
-    mptest.eq(bench["card_apdus"], 6)
+    mptest.eq(bench["card_apdus"], 7, "805C P1=03 and P1=02 before INIT")
     mptest.eq(tap("tunion_used_overdraft").reason, purchase.INSUFFICIENT)
 
 
