@@ -4,7 +4,9 @@
 # One case: a validator on a fresh raw flash device (boards/unix_sim/rawflash.py) with the real
 # transaction log (firmware/txlog.py) and purchase, an in-process card that keeps its own list of
 # debits and 0x18 history, and the PSAM (a separate chip: it keeps its serial across reboots).
-# A card taps (pulled before or after DEBIT, or not at all); power is cut at the k-th flash
+# A card taps (pulled before or after DEBIT, EEPROM-torn at DEBIT with the write applied or not,
+# or not at all; its 0x18 records keep the ATC INIT returned or the next one: both card
+# variants of tools/sim/card.py this card can have); power is cut at the k-th flash
 # operation of the whole case (the tap, the reboot's recovery, the re-tap's recovery), the cut
 # operation torn as rawflash does it; the validator reboots (log re-opened from flash, purchaser
 # and PSAM session new) and the case goes on: the card comes back, another card comes first, the
@@ -28,7 +30,14 @@ NOW = timeutil.to_seconds(2026, 11, 29, 4, 30, 0)
 OK = b"\x90\x00"
 FARE = {"debit": 100, "route": 12, "stop": 3}
 F17 = bytes.fromhex("0000015610001001000101")
-CARD_FAULTS = (None, ("before", 0x54), ("after", 0x54))
+CARD_FAULTS = (
+    None,
+    ("before", 0x54),
+    ("after", 0x54),
+    ("write", 0x54, True),  # the debit written, then 6581 (memory failure)
+    ("write", 0x54, False),  # the write lost, then 6581
+)
+ATC18 = ("init", "next")  # the 0x18 record's counter: INIT's ATC, or the one after the debit
 THEN = ("retap", "other", "never", "reboot2")
 TEARS = ("clean", "prefix", "bits")
 BLOCKS = 16
@@ -61,9 +70,11 @@ def _mac2(mac1):
 
 class Card:
     """A T-Union card that checks MAC1 against its own data, keeps its 0x18 history and answers
-    GET TRANSACTION PROVE; `fault` = (when, ins) pulls it before or after that command once."""
+    GET TRANSACTION PROVE; `fault` = (when, ins) pulls it before or after that command once, or
+    ("write", ins, applied) tears its EEPROM write there (answer 6581)."""
 
-    def __init__(self, n):
+    def __init__(self, n, atc18="init"):
+        self.atc18 = atc18
         self.f15 = _f15(n)
         self.info = tunion.parse_15(self.f15)
         self.card_no = self.info["card_no"]
@@ -82,6 +93,13 @@ class Card:
             self.fault = None
             if f[0] == "before":
                 raise CardGone("pulled before %02X" % a[1])
+            if f[0] == "write":
+                saved = (self.balance, self.atc, list(self.history), list(self.debits), self.last)
+                self._do(a)
+                if not f[2]:
+                    self.balance, self.atc, self.history, self.debits, self.last = saved
+                self.init = None
+                return b"\x65\x81"
             self._do(a)
             raise CardGone("pulled after %02X" % a[1])
         return self._do(a)
@@ -130,7 +148,8 @@ class Card:
             mac1 = a[16:20]
             if mac1 != _mac1(data):
                 return b"\x93\x02"
-            h = self.atc.to_bytes(2, "big") + bytes(3) + amount.to_bytes(4, "big") + b"\x09"
+            c18 = self.atc if self.atc18 == "init" else self.atc + 1
+            h = c18.to_bytes(2, "big") + bytes(3) + amount.to_bytes(4, "big") + b"\x09"
             self.history.insert(0, h + terminal + dt)
             del self.history[10:]
             self.debits.append(self.atc)
@@ -289,12 +308,13 @@ class Rig:
         return double, lost, unresolved
 
 
-def run_case(fault, then, cuts=(), tears=(), seed=1, prefill=0):
+def run_case(fault, then, cuts=(), tears=(), seed=1, prefill=0, atc18="init"):
     """One case; cuts = the indexes of the flash operations (from the first tap on) where power
     is cut, in order (a later one falls in the recovery after the earlier one), tears[i] how the
-    i-th cut operation is left. -> dict(ops, double, lost, unresolved, cuts)."""
+    i-th cut operation is left; atc18 the card variant. -> dict(ops, double, lost, unresolved,
+    cuts)."""
     rig = Rig(prefill)
-    a, b = Card(1), Card(2)
+    a, b = Card(1, atc18), Card(2, atc18)
     ops0 = rig.dev.ops
     rig.plan(cuts, tears, seed)
     cards = [a]
@@ -328,28 +348,33 @@ def run_case(fault, then, cuts=(), tears=(), seed=1, prefill=0):
     }
 
 
-def sweep(every=1, tears=TEARS, prefills=(0,), second=False, on_case=None):
-    """Every card fault x continuation x prefill, uncut and with a cut at every `every`-th flash
-    operation of the case, each tear; with `second`, also a second cut at every operation after
-    the first (the recovery cut again). -> totals dict (points = cases run)."""
+def sweep(every=1, tears=TEARS, prefills=(0,), second=False, on_case=None, atc18s=ATC18):
+    """Every card variant x card fault x continuation x prefill, uncut and with a cut at every
+    `every`-th flash operation of the case, each tear; with `second`, also a second cut at every
+    operation after the first (the recovery cut again). -> totals dict (points = cases run)."""
     tot = {"points": 0, "double": 0, "lost": 0, "unresolved": 0, "cuts": 0}
-    for prefill in prefills:
-        for fault in CARD_FAULTS:
-            for then in THEN:
-                base = run_case(fault, then, prefill=prefill)
-                _add(tot, base, on_case, (fault, then, (), (), prefill))
-                for k in range(0, base["ops"], every):
-                    for tear in tears:
-                        got = run_case(fault, then, (k,), (tear,), k + 1, prefill)
-                        _add(tot, got, on_case, (fault, then, (k,), (tear,), prefill))
-                    if not second:
-                        continue
-                    ops = run_case(fault, then, (k,), ("clean",), k + 1, prefill)["ops"]
-                    for j in range(k, ops):
-                        cuts, how = (k, j), ("prefix", tears[j % len(tears)])
-                        got = run_case(fault, then, cuts, how, k + j + 1, prefill)
-                        _add(tot, got, on_case, (fault, then, cuts, how, prefill))
+    for atc18 in atc18s:
+        for prefill in prefills:
+            for fault in CARD_FAULTS:
+                for then in THEN:
+                    _sweep_one(tot, every, tears, prefill, second, on_case, atc18, fault, then)
     return tot
+
+
+def _sweep_one(tot, every, tears, prefill, second, on_case, atc18, fault, then):
+    base = run_case(fault, then, prefill=prefill, atc18=atc18)
+    _add(tot, base, on_case, (atc18, fault, then, (), (), prefill))
+    for k in range(0, base["ops"], every):
+        for tear in tears:
+            got = run_case(fault, then, (k,), (tear,), k + 1, prefill, atc18)
+            _add(tot, got, on_case, (atc18, fault, then, (k,), (tear,), prefill))
+        if not second:
+            continue
+        ops = run_case(fault, then, (k,), ("clean",), k + 1, prefill, atc18)["ops"]
+        for j in range(k, ops):
+            cuts, how = (k, j), ("prefix", tears[j % len(tears)])
+            got = run_case(fault, then, cuts, how, k + j + 1, prefill, atc18)
+            _add(tot, got, on_case, (atc18, fault, then, cuts, how, prefill))
 
 
 def _add(tot, got, on_case, what):

@@ -14,12 +14,13 @@ def setup():
 
 
 def test_uncut_cases_book_every_debit_once():
-    for fault in crosslib.CARD_FAULTS:
-        for then in crosslib.THEN:
-            got = crosslib.run_case(fault, then)
-            what = "%r then %s: %r" % (fault, then, got)
-            mptest.eq((got["double"], got["lost"], got["unresolved"]), (0, 0, 0), what)
-            mptest.true(got["ops"] >= 1, "the intent is a flash program: " + what)
+    for atc18 in crosslib.ATC18:
+        for fault in crosslib.CARD_FAULTS:
+            for then in crosslib.THEN:
+                got = crosslib.run_case(fault, then, atc18=atc18)
+                what = "%s %r then %s: %r" % (atc18, fault, then, got)
+                mptest.eq((got["double"], got["lost"], got["unresolved"]), (0, 0, 0), what)
+                mptest.true(got["ops"] >= 1, "the intent is a flash program: " + what)
 
 
 def test_power_cut_sample():
@@ -33,11 +34,13 @@ def test_power_cut_sample():
     i = 0
     for fault in crosslib.CARD_FAULTS:
         for then in crosslib.THEN:
-            base = crosslib.run_case(fault, then)
+            # the card variants take turns: each (fault, continuation) runs on one of them
+            atc18 = crosslib.ATC18[i % len(crosslib.ATC18)]
+            base = crosslib.run_case(fault, then, atc18=atc18)
             for k in range(base["ops"]):
                 tear = crosslib.TEARS[(i + k) % len(crosslib.TEARS)]
-                got = crosslib.run_case(fault, then, (k,), (tear,), k + 1)
-                note((fault, then, k, tear), got)
+                got = crosslib.run_case(fault, then, (k,), (tear,), k + 1, 0, atc18)
+                note((atc18, fault, then, k, tear), got)
                 points += 1
                 cuts += got["cuts"]
             i += 1
@@ -48,11 +51,13 @@ def test_power_cut_sample():
 
 def test_a_second_cut_during_the_recovery():
     fault = ("after", 0x54)
-    base = crosslib.run_case(fault, "retap")
+    base = crosslib.run_case(fault, "retap", atc18="next")
     for k in range(base["ops"]):
-        ops = crosslib.run_case(fault, "retap", (k,), ("clean",))["ops"]
+        ops = crosslib.run_case(fault, "retap", (k,), ("clean",), atc18="next")["ops"]
         for j in range(k, ops, 2):
-            got = crosslib.run_case(fault, "retap", (k, j), ("bits", "prefix"), k + j)
+            got = crosslib.run_case(
+                fault, "retap", (k, j), ("bits", "prefix"), k + j, atc18="next"
+            )
             what = "cuts %d, %d: %r" % (k, j, got)
             mptest.eq((got["double"], got["lost"], got["unresolved"]), (0, 0, 0), what)
             mptest.true(got["cuts"] >= 1, what)
