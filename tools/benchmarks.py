@@ -85,6 +85,7 @@ KEYS = (
     "tearing_points_tested",
     "tearing_double_charges",
     "tearing_lost_debits",
+    "card_variants_tested",
     "cross_points_tested",
     "double_bookings",
     "lost_debits",
@@ -129,6 +130,7 @@ FULL = {
     "powercut_steps": 1200,
     "powercut_second": 4,
     "tearing_random": 60,
+    "tearing_variants": 1,
     "cross_full": 1,
     "cross_flash_taps": 40,
     "collector_uploaders": 4,
@@ -158,6 +160,7 @@ QUICK = {
     "powercut_steps": 40,
     "powercut_second": 2,
     "tearing_random": 3,
+    "tearing_variants": 0,
     "cross_full": 0,
     "cross_flash_taps": 5,
     "collector_uploaders": 2,
@@ -452,7 +455,10 @@ def stage_tearing(cfg):
             "tearing.py",
             cfg["tearing_random"],
             20261129,
+            0,
+            cfg["tearing_variants"],
             heap="4m",
+            timeout=3600,
             env={"SIM_PORT": str(hub.port)},
         )
     ex, sweep = got[0], got[1]
@@ -469,6 +475,9 @@ def stage_tearing(cfg):
         "tearing_phantom_records",
         "tearing_free_rides",
         "tearing_unresolved_retaps",
+        "tearing_variant_points",
+        "card_variants_tested",
+        "card_variant_names",
     ):
         out[k] = sweep[k]
     out["tearing_sim_violations"] = sweep["violations"]

@@ -3,13 +3,17 @@
 # (tests/mpy/memlog.py). Each point pulls a card before or after one command (the 5 of a
 # flat-fare tap, and the recovery's READ RECORD / GET TRANSACTION PROVE), then re-taps it, with
 # another card, a reboot (same log, new Purchaser) or nothing in between; a seeded random part
-# chains faults. (Power cuts at each flash operation: cross.py.)
+# chains faults. Then the variant sweep: every card variant (tools/sim/card.py VARIANTS) on every
+# profile with the transit application, pulled before and after each command of its tap and
+# EEPROM-torn at DEBIT (6581, 9406 or power lost, the write applied or not), with nothing,
+# another card or a reboot in between. (Power cuts at each flash operation: cross.py.)
 # The proof is the cards' own debit lists:
 #   double charges: debits by our terminal beyond the one ride each card took
 #   lost debits: a debit with no purchase record, or with more than one
 #   phantom records: a purchase record with no debit behind it
 # First, one clean tap with every APDU recorded (the exchange figures).
-# argv: random cases, seed.
+# argv: random cases, seed, debug, variant sweep (1 full, 0 a quick share).
+import gc
 import random
 
 import benchlib
@@ -31,6 +35,15 @@ PURCHASE_INS = (0xA4, 0xB0, 0x50, 0xDC, 0x54)
 RECOVERY_INS = (0xB2, 0x5A)
 TERMINAL = "000000000042"
 DEBUG = benchlib.arg(3, 0)
+FULL_VARIANTS = benchlib.arg(4, 1)
+PROFILES = (
+    "tunion_plain",
+    "social_security",
+    "phone_tunion",
+    "tunion_sm4",
+    "tunion_overdraft",
+    "tunion_local_only",
+)
 
 log.set_level(log.ERROR, echo=False)
 ctl = Control()
@@ -41,6 +54,7 @@ book = []
 txlog = memlog.make(book)
 state = {"n": 0, "t": NOW}
 sold = {}  # label -> taps our validator reported OK (each is one ride, charged once)
+booked_earlier = {}  # label -> torn rides a later tap booked as earlier rides
 
 
 def validator():
@@ -53,22 +67,32 @@ def number(n):
     return "3105228000000%06d" % n
 
 
-def new_card(profile="tunion_plain"):
+def new_card(profile="tunion_plain", variant=None):
     state["n"] += 1
     label = "c%d" % state["n"]
-    ctl.call("place_card", profile=profile, label=label, overrides={"card_no": number(state["n"])})
+    over = {"card_no": number(state["n"])}
+    if profile == "tunion_overdraft":
+        over["balance"] = 450  # real 4.50 under a 10.00 allowance: room for a point's rides
+    ctl.call("place_card", profile=profile, label=label, overrides=over, variant=variant)
     ctl.call("remove_card")
     return label
 
 
 def tap(p, label, fault=None):
     ctl.call("place_card", label=label)
-    if fault:
+    if fault and fault[0] == "write":
+        ctl.call("write_fault", ins=0x54, sw=fault[1], applied=fault[2])
+    elif fault and fault[0] == "index":
+        ctl.call("fault", when=fault[1], index=fault[2])
+    elif fault:
         ctl.call("fault", when=fault[0], ins=fault[1])
     state["t"] += 7
     r = p.tap(card_link, FLAT, state["t"])
     if r.reason == purchase.OK:
         sold[label] = sold.get(label, 0) + 1
+    for e in r.extra:  # a torn ride booked as an earlier one (the card was used since)
+        if e["kind"] == record.PURCHASE_RECOVERED:
+            booked_earlier[label] = booked_earlier.get(label, 0) + 1
     return r
 
 
@@ -81,7 +105,7 @@ def audit(labels):
         kinds = (record.PURCHASE, record.PURCHASE_RECOVERED)
         mine = [r for r in book if r["card_no"] == no and r["kind"] in kinds]
         ours = [d for d in debits if d["terminal"].lower().endswith(TERMINAL)]
-        rides = sold.get(label, 0)
+        rides = sold.get(label, 0) + booked_earlier.get(label, 0)
         if len(ours) > rides:
             double += len(ours) - rides
         elif len(ours) < rides:
@@ -176,6 +200,54 @@ for _ in range(cases):
     for i, x in enumerate(audit(labels)):
         tot[i] += x
 
+# --- every card variant on every profile ------------------------------------------------
+variants = ctl.call("variants")
+combos = 0
+variant_points = 0
+WRITES = [("write", sw, applied) for sw in ("6581", "9406", None) for applied in (True, False)]
+for vi in range(len(variants)):
+    variant = variants[vi]
+    for pi in range(len(PROFILES)):
+        profile = PROFILES[pi]
+        if not FULL_VARIANTS and (vi + pi) % 4:
+            continue
+        combos += 1
+        probe = new_card(profile, variant)
+        r = tap(p, probe)
+        if r.reason != purchase.OK:
+            unresolved += 1
+        n = ctl.call("card", label=probe)["commands"]
+        faults = [("index", w, k) for k in range(n) for w in ("before", "after")] + WRITES
+        betweens = ("none", "other", "reboot") if FULL_VARIANTS else ("other",)
+        for f in faults:
+            for between in betweens:
+                torn = new_card(profile, variant)
+                labels = [torn]
+                r1 = tap(p, torn, f)
+                if between == "other":
+                    other = new_card("phone_tunion")
+                    labels.append(other)
+                    tap(p, other)
+                elif between == "reboot":
+                    p = validator()
+                for _k in range(3):
+                    r2 = tap(p, torn)
+                    if r2.reason == purchase.OK:
+                        break
+                if r2.reason != purchase.OK:
+                    unresolved += 1
+                points += 1
+                variant_points += 1
+                a = audit(labels)
+                if DEBUG and any(a):
+                    print("variant", variant, profile, f, between, a, r1.reason, r2.reason)
+                for i, x in enumerate(a):
+                    tot[i] += x
+                # these cards are done: their records leave the tests' copy (not the log)
+                done = [bytes.fromhex("0" + number(int(x[1:]))) for x in labels]
+                book[:] = [r for r in book if r["card_no"] not in done]
+                gc.collect()
+
 viol = ctl.call("violations")
 benchlib.emit(
     tearing_points_tested=points,
@@ -184,6 +256,9 @@ benchlib.emit(
     tearing_phantom_records=tot[2],
     tearing_free_rides=tot[3],
     tearing_unresolved_retaps=unresolved,
+    tearing_variant_points=variant_points,
+    card_variants_tested=combos,
+    card_variant_names=variants,
     pending_left=len(p.pending()),
     violations=sum(len(v) for v in viol.values()),
     cards=state["n"],
