@@ -146,6 +146,8 @@ class Purchaser:
         if cfg["balance_check"] not in ("init", "p103"):
             raise ValueError("config: balance_check must be 'init' or 'p103'")
         self.cfg = cfg
+        # a sale's `reason` byte records the UTC offset the card's date and time were taken in
+        self._tzc = record.tz_code(cfg["tz"])
         self._boots = 0
         # Intents whose card came back with a history that no longer reaches them: they stay
         # open for clearing; asking that card again in this run would only cost time.
@@ -387,7 +389,7 @@ class Purchaser:
             "fare_rule": fare_rule,
             "discount": discount,
             "flags": 0,
-            "reason": 0,
+            "reason": self._tzc,
         }
         # The intent is durable before DEBIT leaves: whatever happens next, the log knows.
         try:
@@ -569,8 +571,7 @@ class Purchaser:
                     self.psam.ready = False
         e["kind"] = record.PURCHASE_RECOVERED
         e["tac"] = tac
-        e["flags"] = flags
-        e["reason"] = 0
+        e["flags"] = flags  # `reason` stays the intent's: the UTC offset it was sold in
         self._close(e)
         _log.info("torn purchase completed on re-tap, counter %d", e["card_atc"])
         if n != 1 or now - e["time"] > self.cfg["retap_window"]:

@@ -50,6 +50,28 @@ FLAG_CLOCK_UNSET = const(0x04)  # time came from an unsynchronised clock
 FLAG_TEST = const(0x08)  # bench or simulation record, never settled
 FLAG_APP_LOCKED = const(0x10)  # refused record: this tap locked the card's application
 
+# The `reason` byte of DEBIT_INTENT, PURCHASE and PURCHASE_RECOVERED records: the validator's
+# UTC offset when it sold, in quarter hours, plus TZ_BASE (0: not recorded, older firmware). The
+# card's TAC covers the local date and time the validator sent; clearing recomputes them from
+# `time` and this offset, whatever its own time zone (docs/record-format.md).
+TZ_BASE = const(128)
+
+
+def tz_code(tz_seconds):
+    """The `reason` byte for a validator at this UTC offset (seconds, whole quarter hours)."""
+    q = tz_seconds // 900
+    if q * 900 != tz_seconds or not -48 <= q <= 56:
+        raise RecordError("tz %d s is not a UTC offset in quarter hours" % tz_seconds)
+    return TZ_BASE + q
+
+
+def tz_of(code):
+    """The UTC offset in seconds a `reason` byte of a sale records, None when not recorded."""
+    if not TZ_BASE - 48 <= code <= TZ_BASE + 56:
+        return None
+    return (code - TZ_BASE) * 900
+
+
 # Refusal reasons (the `reason` byte of REFUSED records, 0 otherwise)
 REASON_BLACKLIST = const(1)
 REASON_LOCKED = const(2)

@@ -4,12 +4,17 @@ clearing centre would, and flag the record 'ok', 'bad' or 'unchecked' (no key fo
 The TAC covers amount (4) | transaction type (1) | terminal number (6) | terminal transaction
 serial (4) | date (4) | time (3), local time in BCD (reference fare-collection.md section 3.6),
 under the card's TAC key: the issuer's TAC root key diversified by the 8-byte issuer id and the
-card serial's low 8 bytes. The cryptography is the card simulator's (`tools/sim/crypto.py`), the
+card serial's low 8 bytes. The local date and time are the record's own: its `time` in the UTC
+offset the validator recorded with the sale (`record.tz_of(reason)`), not the collector's zone;
+only a record from firmware that did not record it falls back to the configured `tz`. Zero-amount
+purchases (a boarding tap that marks the fare) carry a TAC like any other and are checked too.
+The cryptography is the card simulator's (`tools/sim/crypto.py`), the
 same formulas the simulated cards use; a real clearing centre would call its HSM here instead.
 """
 
 import logging
 
+import record
 import timeutil
 
 log = logging.getLogger("collector.clearing")
@@ -33,14 +38,21 @@ class IssuerKey:
 TXN_CAPP = 0x09
 
 
+def local_offset(rec, default=timeutil.DEFAULT_TZ_SECONDS):
+    """The UTC offset (s) the validator took the card's date and time in, from the record."""
+    tz = record.tz_of(rec.get("reason") or 0)
+    return default if tz is None else tz
+
+
 def tac_of(key, rec, tz=timeutil.DEFAULT_TZ_SECONDS):
-    """The TAC a genuine card would have returned for this decoded record."""
+    """The TAC a genuine card would have returned for this decoded record (`tz`: only for a
+    record that does not say its offset)."""
     from tools.sim import crypto
 
     s = crypto.suite(key.alg)
     card_no = bytes(rec["card_no"])
     dtk = s.card_key(key.root, key.issuer8, card_no[2:10])
-    when = timeutil.bcd_datetime(rec["time"], tz)
+    when = timeutil.bcd_datetime(rec["time"], local_offset(rec, tz))
     return crypto.tac(
         s,
         dtk,
@@ -54,14 +66,15 @@ def tac_of(key, rec, tz=timeutil.DEFAULT_TZ_SECONDS):
 
 
 class Clearing:
-    """keys: {issuer (the record's 4-byte issuer field, as bytes): IssuerKey}."""
+    """keys: {issuer (the record's 4-byte issuer field, as bytes): IssuerKey}; tz: the offset of
+    records that do not carry theirs (firmware before the offset was recorded)."""
 
     def __init__(self, keys=None, tz=timeutil.DEFAULT_TZ_SECONDS):
         self.keys = dict(keys or {})
         self.tz = tz
 
     def verdict(self, rec):
-        if rec.get("kind") not in (1, 2) or not rec.get("amount"):
+        if rec.get("kind") not in (record.PURCHASE, record.PURCHASE_RECOVERED):
             return None  # not a purchase: nothing to clear
         key = self.keys.get(bytes(rec.get("issuer") or b""))
         if key is None:
