@@ -165,3 +165,22 @@ def test_chip_losing_the_debit_answer_is_settled_by_the_retap():
     c = card(label)
     mptest.eq((len(c["debits"]), c["balance"], c["violations"]), (1, 4800, []))
     mptest.eq(len(journal), 1)
+
+
+def test_card_variants_through_the_pn532():
+    # Slow cards (processing x3), 61xx and 6Cxx answer chaining and all the strict behaviours at
+    # once (tools/sim/card.py VARIANTS), through the real driver and the chip simulator.
+    reader, p, journal, count = bench("spi")
+    for variant in ("slow_x3", "chain_61xx", "chain_6cxx", "all_strict"):
+        state["n"] += 1
+        label = "v%d" % state["n"]
+        ctl.call("pn532_remove", chip_name="spi")
+        ctl.call(
+            "pn532_place", chip_name="spi", label=label, profile="tunion_plain", variant=variant
+        )
+        mptest.true(reader.poll() is not None, variant)
+        res = p.tap(reader, FLAT, NOW)
+        mptest.eq(res.reason, purchase.OK, "%s: %s" % (variant, res.detail))
+        c = card(label)
+        mptest.eq((c["balance"], c["violations"], len(c["debits"])), (4800, [], 1), variant)
+        reader.release()

@@ -130,3 +130,17 @@ def test_card_pulled_after_debit_then_retapped_is_charged_once():
     s = summary()
     mptest.eq((s["balance"], len(s["debits"])), (4800, 1), "charged once")
     mptest.eq(len(journal), 1)
+
+
+def test_card_variants_through_the_rc522():
+    # Slow cards (processing x3), 61xx and 6Cxx answer chaining, an FCI without 9F0C and all
+    # the strict behaviours at once (tools/sim/card.py VARIANTS), through the real driver.
+    for variant in ("slow_x3", "chain_61xx", "chain_6cxx", "fci_without_9f0c", "all_strict"):
+        rd.release()
+        ctl.call("rc522_place", name="card", profile="tunion_plain", variant=variant)
+        mptest.true(rd.poll() is not None, variant)
+        res = bench["p"].tap(rd, FLAT, NOW)
+        mptest.eq(res.reason, purchase.OK, "%s: %s" % (variant, res.detail))
+        s = summary()
+        mptest.eq((s["balance"], len(s["debits"]), s["violations"]), (4800, 1, []), variant)
+        mptest.eq(s["variant"]["slow"], 3 if variant == "slow_x3" else 1)

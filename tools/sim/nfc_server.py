@@ -27,11 +27,11 @@ from tools.sim.hub import main_for
 from tools.sim.pn532 import PN532HSUSim, PN532I2CSim, PN532SPISim
 
 
-def _card(label, profile=None, **spec):
+def _card(label, profile=None, variant=None, **spec):
     if profile:
         from tools.sim.card import VirtualCard
 
-        card = VirtualCard.from_profile(profile)
+        card = VirtualCard.from_profile(profile, variant=variant)
         card.label = label
         return card
     kw = {}

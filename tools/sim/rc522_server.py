@@ -5,7 +5,8 @@ Firmware side: ``SimSPI("rc522")``, ``Pin("rc522_cs", Pin.OUT)`` and optionally
 ``Pin("rc522_irq", Pin.IN)`` passed to drivers/rc522.py.
 
 ctl commands (JSON args):
-  rc522_place   name, and either profile (a tools/sim/profiles name: a VirtualCard) or
+  rc522_place   name, and either profile (a tools/sim/profiles name: a VirtualCard, with an
+                optional card variant, tools/sim/card.py VARIANTS) or
                 uid/atqa/sak/ats (hex)/iso_dep for the small TestCard; Picc knobs wtx (list of
                 WTXM), processing_us, chain_inf, ignore_fsd, mute_after
   rc522_remove  name                          -> bool (was it there)
@@ -31,11 +32,13 @@ from tools.sim.rc522 import RC522Sim
 KNOBS = ("wtx", "processing_us", "chain_inf", "ignore_fsd", "mute_after")
 
 
-def make_card(profile=None, uid="04a1b2c3", atqa=None, sak=0x20, ats=None, iso_dep=True):
+def make_card(
+    profile=None, uid="04a1b2c3", atqa=None, sak=0x20, ats=None, iso_dep=True, variant=None
+):
     if profile:
         from tools.sim.card import VirtualCard
 
-        card = VirtualCard.from_profile(profile)
+        card = VirtualCard.from_profile(profile, variant=variant)
         if ats is not None:
             card.ats = bytes.fromhex(ats)  # e.g. a small FSC, to force chaining
         return card
