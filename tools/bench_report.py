@@ -156,11 +156,17 @@ ROWS = (
     (
         "tearing_points_tested",
         "",
-        "purchase tearing points (matrix + random chains)",
+        "purchase tearing points (matrix + random chains + every card variant x profile)",
         "`tools/bench_mpy/tearing.py`, virtual cards",
     ),
     ("tearing_double_charges", "", "debits beyond the rides the validator sold", "same"),
     ("tearing_lost_debits", "", "card debits not journaled exactly once", "same"),
+    (
+        "card_variants_tested",
+        "",
+        "card profile x variant combinations the tearing sweep ran (`tools/sim/card.py`)",
+        "same",
+    ),
     (
         "cross_points_tested",
         "",
@@ -544,7 +550,9 @@ def markdown(res):
         "partial prefix and as random bits, one point in %d also cut at each operation of its "
         "recovery: %d points, %d losses. Purchase: %d tearing points (card pulled before or "
         "after each of the 5 commands with nothing, another card or a reboot before the re-tap; "
-        "pulled during the recovery; %d seeded random chains of up to 3 faults): %d double "
+        "pulled during the recovery; %d seeded random chains of up to 3 faults; %d points on %d "
+        "card profile x variant combinations, pulled before and after each command and "
+        "EEPROM-torn at DEBIT, applied or not): %d double "
         "charges, %d lost debits, %d phantom records, %d free rides, %d re-taps unresolved, %d "
         "simulator violations. Cross suite: %d points (power cut at every flash operation of a "
         "purchase and its recovery, each tear mode, and a second cut after each first): %d double "
@@ -561,6 +569,8 @@ def markdown(res):
             d["power_cut_losses"],
             d["tearing_points_tested"],
             res["config"]["tearing_random"],
+            d.get("tearing_variant_points", 0),
+            d.get("card_variants_tested", 0),
             d["tearing_double_charges"],
             d["tearing_lost_debits"],
             d["tearing_phantom_records"],

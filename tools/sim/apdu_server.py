@@ -17,7 +17,7 @@ Control commands (``ctl world``, JSON; card labels default to the profile name):
   force(ins, sw=None, data=None, times=1, label=None): answer with a status word or raw hex
   clear_faults(label=None) ; audit(label=None) -> [entries, bytes as hex]
   record_1e(n=1, label=None) -> hex|None ; record_1a(rid, label=None) -> hex|None
-  violations() -> {label: [texts]} over every card ever placed
+  violations() -> {label: [texts]} over every card ever placed ; violation_count() -> their number
   psam() -> {serial, commands, terminal_id} ; psam_mute(n) ; psam_force(ins, sw, times=1)
   reset(terminal_id=None) : a fresh world (new PSAM, no cards)
 """
@@ -165,6 +165,7 @@ def build(terminal_id="000000000001"):
     cmd("record_1e")(lambda n=1, label=None: _jsonable(world().card(label).record_1e(n)))
     cmd("record_1a")(lambda rid, label=None: _jsonable(world().card(label).record_1a(rid)))
     cmd("violations")(lambda: {k: list(c.violations) for k, c in world().cards.items()})
+    cmd("violation_count")(lambda: sum(len(c.violations) for c in world().cards.values()))
     cmd("psam")(
         lambda: {
             "serial": world().psam.serial,
