@@ -147,7 +147,11 @@ class Purchaser:
             raise ValueError("config: balance_check must be 'init' or 'p103'")
         self.cfg = cfg
         # a sale's `reason` byte records the UTC offset the card's date and time were taken in
-        self._tzc = record.tz_code(cfg["tz"])
+        try:
+            self._tzc = record.tz_code(cfg["tz"])
+        except (record.RecordError, TypeError) as e:
+            _log.error("config tz: %s; sales will not record their offset", e)
+            self._tzc = 0  # clearing then assumes its own zone for them
         self._boots = 0
         # Intents whose card came back with a history that no longer reaches them: they stay
         # open for clearing; asking that card again in this run would only cost time.
