@@ -321,7 +321,7 @@ class Purchaser:
         tid = self.psam.terminal_id
         init, real_before = self._init_real(card, amount, must, tid)
         dt = timeutil.bcd_datetime(now, self.cfg["tz"])
-        # 8070 goes out now: the PSAM computes MAC1 while the card writes its 0x1E record.
+        # 8070 goes out now: the PSAM computes MAC1 while the card takes its first cache update.
         self._psam(
             self.psam.start_purchase,
             init["random"],
