@@ -296,6 +296,18 @@ def test_every_card_variant_torn_at_every_command():
             mptest.eq(state["p"].pending(), [])
             points += 1
         exactly_once(mine, [journal])
+        # the blacklist lock on this variant: no INIT, the card locked, its balance untouched
+        black = new_card(profile, variant)
+        mine.append(black)
+        before = ctl.call("place_card", label=black)["balance"]
+        res = state["p"].tap(links["card"], {"lock": True}, NOW)
+        mptest.eq(
+            res.record["flags"], purchase.FLAG_APP_LOCKED, "%s lock: %s" % (variant, res.detail)
+        )
+        c = ctl.call("card", label=black)
+        mptest.eq((c["lock"], c["balance"], c["debits"]), ("temporary", before, []), variant)
+        sent = [a["apdu"][2:4] for a in ctl.call("audit", label=black) if "apdu" in a]
+        mptest.false("50" in sent, "no INITIALIZE before the lock")
         for label in mine:  # the audit, card by card (the whole world's answer is too big here)
             mptest.eq(ctl.call("card", label=label)["violations"], [], "violations on " + label)
     ctl.call("reset", terminal_id="000000000042")
