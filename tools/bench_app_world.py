@@ -13,6 +13,7 @@ Extra ctl commands (the MicroPython side calls them between measured operations)
   bench_topup(balance)     refills the card so a thousand taps never run it dry
   bench_publish_delta(version, base, cards)   a blacklist delta the collector then offers
   bench_status() -> {"records", "acked", "debits", "balance"}
+  bench_violations() -> [texts]: the virtual card's audit (must stay empty)
 """
 
 import atexit
@@ -111,6 +112,10 @@ def build():
         data = bundle.build(SECRET, int(version), 0, None, None, (int(base), adds, []))
         store.publish(int(version), data, base=int(base))
         return len(data)
+
+    @hub.command("bench_violations")
+    def _violations():  # the card's audit: APDUs to other applications, SFI 0x16 reads
+        return list(card.violations)
 
     @hub.command("bench_status")
     def _status():

@@ -36,6 +36,7 @@ def test_boots_sells_uploads_and_activates_a_delta_with_real_drivers():
         mptest.eq(v.params.version, 4, "the delta came through the modem and is active")
         mptest.true(v.params.blacklist.contains(STOLEN))
         mptest.eq(rig.parts.feedback.played[-1], "ok", "the rider heard the accepted tone")
+        mptest.eq(rig.world.call("bench_violations"), [], "only the transit account addressed")
         gc.collect()
         mptest.log(
             "live heap %d B, the simulated buses keep %d B" % (gc.mem_alloc(), app_rig.SIM_HELD[0])
