@@ -170,7 +170,8 @@ ROWS = (
     (
         "cross_points_tested",
         "",
-        "cross suite: power cut x tear x card pulled x re-tap/other card/never/two reboots",
+        "cross suite: power cut x tear x card pulled or EEPROM-torn x 0x18 counter convention x "
+        "re-tap/other card/never/two reboots",
         "`tools/bench_mpy/cross.py`, `tests/mpy/crosslib.py`",
     ),
     ("double_bookings", "", "debits booked twice, or bookings without a debit", "same"),
