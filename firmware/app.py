@@ -634,6 +634,9 @@ class Validator:
             set_timeout(window_ms)
         self._feed()
         bootmode.mark_maintenance()  # mpremote's soft reset comes back here, not to service
+        fb = self.parts.feedback
+        if fb is not None:
+            fb.idle()  # a beep cut off by Ctrl-C would otherwise sound on through maintenance
         d = self.parts.display
         if d is not None:
             d.notice(messages.MAINT_ZH, "MAINTENANCE")
@@ -731,8 +734,17 @@ def main(board):
         _log.error("%s", e)
         board.show_fatal(str(e))
         return
-    parts = board.make_parts(cfg)
-    _current = Validator(parts, cfg)
+    parts = None
+    try:
+        parts = board.make_parts(cfg)
+        _current = Validator(parts, cfg)
+    except KeyboardInterrupt:
+        # Ctrl-C during the start: nothing runs yet; give the armed watchdog the window.
+        set_timeout = getattr(parts, "wdt_timeout", None)
+        if set_timeout is not None:
+            set_timeout(MAINT_WDT_MS)
+        print("interrupted during the start: REPL; machine.reset() to start again")
+        return
     if mode == bootmode.MAINT:
         _log.info("start in maintenance: %s", why)
         maintenance()

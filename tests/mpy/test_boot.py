@@ -558,7 +558,9 @@ def test_ctrl_c_while_running_enters_maintenance_instead_of_a_reset_8_s_later():
 
     async def ctrl_c(v):
         await asyncio.sleep_ms(1500)
-        raise KeyboardInterrupt  # the REPL's 0x03 while the loop runs
+        v.parts.feedback.show("refused")  # mid-beep (a 700 ms tone) ...
+        await asyncio.sleep_ms(50)
+        raise KeyboardInterrupt  # ... the REPL's 0x03 while the loop runs
 
     class Board:
         CONFIG_PATH = cfg_path
@@ -582,6 +584,7 @@ def test_ctrl_c_while_running_enters_maintenance_instead_of_a_reset_8_s_later():
     app.main(Board)
     v = app.current()
     mptest.true(v.maintenance, "Ctrl-C: maintenance")
+    mptest.eq(v.parts.feedback.buzzer.duty_u16(), 0, "the cut-off beep is silenced")
     mptest.eq(esp32_machine.wdt_state()[0], app.MAINT_WDT_MS)
     time.sleep_ms(100)
     esp32_machine.check()  # well past nothing: the long window holds
