@@ -603,3 +603,34 @@ def test_ctrl_c_while_running_enters_maintenance_instead_of_a_reset_8_s_later():
     bootmode.reset()
     mptest.eq(bootmode.select(board)[0], bootmode.APP)
     mptest.raises(OSError, os.stat, bootmode.path(bootmode.MAINT_ON))
+
+
+def test_every_board_has_a_safe_pin_that_is_free_and_no_strapping_pin():
+    boards = {
+        "esp32_pn532_i2c": "wroom32",
+        "esp32_pn532_spi": "wroom32",
+        "esp32_rc522_spi": "wroom32",
+        "esp32s3_pn532_hsu": "s3",
+        "esp32s3_pn532_i2c": "s3",
+    }
+    for name, module in boards.items():
+        path = "%s/boards/%s" % (mptest.repo_root(), name)
+        sys.path.insert(0, path)
+        try:
+            if "board" in sys.modules:
+                del sys.modules["board"]
+            import board
+        finally:
+            sys.path.remove(path)
+        gpio = board.SAFE_PIN["gpio"]
+        used = set()
+        for part in (board.READER, board.PSAM, board.MODEM, board.FEEDBACK, board.DISPLAY):
+            for key, value in part.items():
+                if isinstance(value, int) and key not in ("i2c_id", "spi_id", "uart_id"):
+                    used.add(value)
+        mptest.false(gpio in used, "%s: GPIO%d is taken" % (name, gpio))
+        m = esp32_machine.MODULES[module]
+        mptest.false(gpio in m.strapping, "%s: GPIO%d is a strapping pin" % (name, gpio))
+        mptest.true(gpio in m.gpios and gpio not in m.flash, "%s: GPIO%d exists" % (name, gpio))
+        if board.SAFE_PIN["pull"] != "up":
+            mptest.true(gpio in m.input_only, "an external pull-up only where none is inside")
