@@ -293,7 +293,9 @@ class RC522(Reader):
                         time.sleep_ms(1)
             self._xfer(self._status_cmd, st)
             irq = st[1]
-            if irq & (_IRQ_RX | _IRQ_ERR):
+            # ErrIRq for a bit collision may come at the colliding bit, before the frame
+            # ends: wait for RxIRq then (ErrorReg and the FIFO are not final before it).
+            if irq & _IRQ_RX or (irq & _IRQ_ERR and st[2] & ~_ERR_COLL):
                 break
             if irq & _IRQ_TIMER:
                 raise LinkTimeout("no answer within %d us" % timeout_us)
@@ -387,7 +389,9 @@ class RC522(Reader):
             if reg & 0x20:
                 raise ProtocolError("collision outside the UID (CollReg %02x)" % reg)
             pos = (reg & 0x1F) or 32
-            bit = known + pos - 1  # CollPos counts from the first bit received
+            # CollPos counts from bit 0 of the first FIFO byte, RxAlign included (NXP's
+            # reader library: known bits = 8 * (known // 8) + CollPos - 1).
+            bit = (known & ~7) + pos - 1
             if bit < known or bit >= 32:
                 raise ProtocolError("collision position %d out of range" % bit)
             # Both values were seen: take 1 and forget every bit after it.

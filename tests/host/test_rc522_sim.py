@@ -52,7 +52,10 @@ def transceive(sim, data, last_bits=0, align=0):
     wr(sim, r.FIFODATA, *data)
     wr(sim, r.COMMAND, r.CMD_TRANSCEIVE)
     wr(sim, r.BITFRAMING, 0x80 | (align << 4) | last_bits)
-    irq, err, level, control = rd(sim, r.COMIRQ, r.ERROR, r.FIFOLEVEL, r.CONTROL)
+    for _ in range(4):  # as a driver: until RxIRq or TimerIRq (ErrIRq may come first)
+        irq, err, level, control = rd(sim, r.COMIRQ, r.ERROR, r.FIFOLEVEL, r.CONTROL)
+        if irq & (r.IRQ_RX | r.IRQ_TIMER):
+            break
     fifo = rd(sim, *([r.FIFODATA] * level)) if level > 1 else bytes((rd(sim, r.FIFODATA),))
     return irq, err, fifo[:level], control & 7
 
@@ -167,6 +170,62 @@ def test_two_cards_collide_with_position():
     irq, err, fifo, last = transceive(sim, b"\x93\x51\x11\x22\x33\x01", last_bits=1, align=1)
     assert not err & r.ERR_COLL
     assert fifo[0] & 0xFE == 0x55 & 0xFE
+
+
+def test_coll_pos_counts_rx_align_as_nxp_reader_library():
+    # 11223340 / 13223340 / 13223341: the first collision is bit 1 of byte 0; after choosing 1
+    # there, the next round starts with RxAlign 2 and meets the collision at bit 24.
+    sim = ready_chip("11223340", "13223340", "13223341")
+    transceive(sim, b"\x26", last_bits=7)
+    irq, err, fifo, last = transceive(sim, b"\x93\x20")
+    assert err & r.ERR_COLL and rd(sim, r.COLL) & 0x3F == 2  # bit 1 -> CollPos 2
+    irq, err, fifo, last = transceive(sim, b"\x93\x22\x03", last_bits=2, align=2)
+    assert err & r.ERR_COLL and irq & r.IRQ_RX
+    coll = rd(sim, r.COLL)
+    # received bit 23 (bit 24 of the level) with RxAlign 2: CollPos 25, not 23
+    assert coll & 0x3F == 25
+    assert fifo[0] & 0xFC == 0x13 & 0xFC and fifo[1:3] == b"\x22\x33"
+    # known bits 8 * (2 // 8) + 25 - 1 = 24: choose 1 there, only 13223341 answers
+    irq, err, fifo, last = transceive(sim, b"\x93\x51\x13\x22\x33\x01", last_bits=1, align=1)
+    assert not err and fifo[0] & 0xFE == 0x40
+
+
+def test_err_irq_at_the_collision_before_the_frame_ends():
+    sim = ready_chip("11223344", "11223355")
+    transceive(sim, b"\x26", last_bits=7)
+    wr(sim, r.COMMAND, r.CMD_IDLE)
+    wr(sim, r.COMIRQ, 0x7F)
+    wr(sim, r.FIFODATA, 0x93, 0x20)
+    wr(sim, r.COMMAND, r.CMD_TRANSCEIVE)
+    wr(sim, r.BITFRAMING, 0x80)
+    irq, err, level = rd(sim, r.COMIRQ, r.ERROR, r.FIFOLEVEL)
+    assert irq & r.IRQ_ERR and not irq & r.IRQ_RX and err & r.ERR_COLL
+    assert level == 3  # 11 22 33 in, the colliding byte not yet
+    irq, level = rd(sim, r.COMIRQ, r.FIFOLEVEL)
+    assert irq & r.IRQ_RX and level == 5
+    # A command written while the frame is still coming stops the receiver: no RxIRq.
+    sim = ready_chip("11223344", "11223355")
+    transceive(sim, b"\x26", last_bits=7)
+    wr(sim, r.COMMAND, r.CMD_IDLE)
+    wr(sim, r.COMIRQ, 0x7F)
+    wr(sim, r.FIFOLEVEL, 0x80)
+    wr(sim, r.FIFODATA, 0x93, 0x20)
+    wr(sim, r.COMMAND, r.CMD_TRANSCEIVE)
+    wr(sim, r.BITFRAMING, 0x80)
+    wr(sim, r.COMMAND, r.CMD_IDLE)
+    assert rd(sim, r.COMIRQ) & (r.IRQ_RX | r.IRQ_ERR) == r.IRQ_ERR
+    assert rd(sim, r.COMIRQ) & r.IRQ_RX == 0 and rd(sim, r.FIFOLEVEL) == 3
+    # "end": everything when the frame ends, as before.
+    sim = ready_chip("11223344", "11223355")
+    sim.coll_irq = "end"
+    transceive(sim, b"\x26", last_bits=7)
+    wr(sim, r.COMMAND, r.CMD_IDLE)
+    wr(sim, r.COMIRQ, 0x7F)
+    wr(sim, r.FIFODATA, 0x93, 0x20)
+    wr(sim, r.COMMAND, r.CMD_TRANSCEIVE)
+    wr(sim, r.BITFRAMING, 0x80)
+    irq, level = rd(sim, r.COMIRQ, r.FIFOLEVEL)
+    assert irq & r.IRQ_RX and irq & r.IRQ_ERR and level == 5
 
 
 def test_faults_parity_overflow_stuck():

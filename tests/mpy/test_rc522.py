@@ -184,6 +184,75 @@ def test_4_and_7_byte_cards_together():
     mptest.eq(got, sorted([bytes.fromhex("2a3b4c5d"), bytes.fromhex("04aabbccddeeff")]))
 
 
+def _every_card(uids, irq_pin=False):
+    # Each poll resolves the collisions and activates one card; DESELECT halts it, so the
+    # next poll finds another, until none answers REQA.
+    for i, uid in enumerate(uids):
+        place("c%d" % i, uid=uid)
+    reader = rd
+    if irq_pin:
+        reader = RC522(SimSPI("rc522", baudrate=4000000), _cs(), irq=Pin("rc522_irq", Pin.IN))
+    seen = []
+    try:
+        for _ in range(len(uids) + 1):
+            t = reader.poll()
+            if t is None:
+                break
+            seen.append(t.uid.hex())
+            mptest.hex_eq(reader.transceive(SELECT)[-2:], b"\x90\x00")
+            reader.release()
+    finally:
+        reader.release()
+    mptest.eq(sorted(seen), sorted(uids), "cards found")
+    mptest.eq(log.find("", log.WARNING), [], "activation failures logged")
+
+
+def test_three_4_byte_cards_colliding_inside_a_byte():
+    # 0x11/0x13 collide at bit 1; after choosing 1 the next round runs with RxAlign 2 and
+    # 13223340/13223341 collide at bit 24: CollPos 25 counted from the byte, not 23.
+    _every_card(["11223340", "13223340", "13223341"])
+
+
+def test_collisions_inside_bytes_with_err_irq_at_the_end_of_the_frame():
+    ctl.call("rc522_chip", coll_irq="end")
+    _every_card(["11223340", "13223340", "13223341", "1b223340"])
+
+
+def test_err_irq_at_the_collision_with_the_irq_pin():
+    ctl.call("rc522_chip", coll_irq_reads=3)
+    _every_card(["11223340", "13223340", "13223341"], irq_pin=True)
+
+
+def test_7_byte_cards_colliding_inside_bytes_at_level_two():
+    # Same CL1 (88 04 11 22); CL2 33 44 55 60, 33 46 55 60, 33 46 55 61, 33 46 d5 61
+    _every_card(["04112233445560", "04112233465560", "04112233465561", "0411223346d561"])
+
+
+def test_10_byte_cards_colliding_inside_bytes_at_levels_two_and_three():
+    _every_card(
+        [
+            "08112233445561778899",
+            "08112233445563778899",
+            "08112233445563778898",
+            "081122334455e3778898",
+            "0811223344dd63778898",
+        ]
+    )
+
+
+def test_4_7_and_10_byte_cards_together():
+    _every_card(
+        [
+            "13223340",
+            "13223341",
+            "04112233445560",
+            "04112233465561",
+            "0811223344dd63778898",
+            "08112233445563778899",
+        ]
+    )
+
+
 def test_halted_card_stays_quiet_until_it_leaves():
     active_card()
     rd.release()

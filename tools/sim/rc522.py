@@ -26,7 +26,15 @@ miguelbalboa/rfid src/MFRC522.h):
   receiver is not set for, is lost (``rate_errors``). Cards switch rates by PPS
   (tools/sim/picc.py). Frames go to every ``Picc`` in the field as bit lists
   (TxLastBits, RxAlign, RxLastBits); two cards answering differently give a bit collision
-  (CollErr, CollReg CollPos counted from the first received bit, ValuesAfterColl).
+  (CollErr, ValuesAfterColl). CollReg's CollPos counts the RxAlign offset in, as NXP's
+  reader library reads it (known bits = 8 * (known // 8) + CollPos - 1; the MFRC631 data
+  sheet, RxColl, says so in words): with RxAlign 2 a collision in the first received bit is
+  CollPos 3. Past bit 32 of that count, CollPosNotValid.
+* ErrIRq at the collision (``coll_irq = "mid"``, the default): the chip flags CollErr and
+  ErrIRq when the colliding bit comes in, with only the bytes before it in the FIFO; the rest
+  of the frame and RxIRq come later (after ``coll_irq_reads`` more ComIrqReg reads, a virtual
+  clock), unless a command write stops the receiver first. ``coll_irq = "end"``: everything at
+  the end of the frame.
 * Faults, consumed one per RF frame from ``inject()``: ``lose_cmd`` (the card never hears the
   frame), ``lose_resp`` (the card acts, the answer is lost), ``corrupt_resp`` (a flipped bit the
   chip cannot see: CRC must catch it), ``parity_resp`` (ParityErr), ``garbage`` (random bytes),
@@ -121,6 +129,9 @@ class RC522Sim:
         self._selected = False
         self._addr = None
         self._reading = False
+        self.coll_irq = "mid"  # or "end": when ErrIRq rises for a bit collision
+        self.coll_irq_reads = 1  # ComIrqReg reads that see ErrIRq before the frame ends
+        self._rx_rest = None  # the part of a colliding frame still on the air
         self.reset()
 
     # -- chip state -------------------------------------------------------------------------
@@ -131,6 +142,7 @@ class RC522Sim:
             self.regs[reg] = value
         self.fifo = bytearray()
         self.stuck = False
+        self._rx_rest = None
         self._antenna(False)
         self._update_irq()
 
@@ -226,6 +238,11 @@ class RC522Sim:
         return bytes(out)
 
     def read_reg(self, reg):
+        if reg == COMIRQ and self._rx_rest is not None:
+            if self._rx_rest[0] > 0:
+                self._rx_rest[0] -= 1
+            else:
+                self._finish_rx()
         if reg == FIFODATA:
             return self.fifo.pop(0) if self.fifo else 0
         if reg == FIFOLEVEL:
@@ -239,6 +256,7 @@ class RC522Sim:
 
     def write_reg(self, reg, value):
         if reg == COMMAND:
+            self._rx_rest = None  # a new command (Idle too) stops the receiver
             self.regs[COMMAND] = (self.regs[COMMAND] & 0xE0) | (value & 0x3F)
             self._command(value & 0x0F)
         elif reg == COMIRQ:
@@ -383,9 +401,10 @@ class RC522Sim:
             return
         rx, collision = self._merge([a[0] for a in answers])
         err = 0
+        align = (self.regs[BITFRAMING] >> 4) & 0x07
         if collision is not None:
             err |= ERR_COLL
-            pos = collision + 1
+            pos = align + collision + 1  # RxAlign counts: the bit's place in its FIFO byte
             self.regs[COLL] = (self.regs[COLL] & 0x80) | (0x20 if pos > 32 else pos & 0x1F)
         else:
             self.regs[COLL] |= 0x20
@@ -404,16 +423,33 @@ class RC522Sim:
         elif kind == "overflow":
             data_bits = rx + piccmod.to_bits(b"\x55" * FIFO_SIZE)
         self._log("picc", data_bits)
-        align = (self.regs[BITFRAMING] >> 4) & 0x07
         data, last = piccmod.from_bits([0] * align + data_bits)
+        if collision is not None and self.coll_irq == "mid":
+            # CollErr and ErrIRq now, with the bytes completed before the colliding bit; the
+            # rest of the frame, its error bits and RxIRq when the frame ends.
+            cut = min((align + collision) // 8, len(data))
+            err |= self._store(data[:cut])
+            self.regs[ERROR] |= ERR_COLL
+            self.regs[COMIRQ] |= IRQ_ERR
+            self._rx_rest = [self.coll_irq_reads, data[cut:], last, err]
+            return
+        err |= self._store(data)
+        self._end_rx(last, err)
+
+    def _store(self, data):
         room = FIFO_SIZE - len(self.fifo)
-        if len(data) > room:
-            err |= ERR_OVFL
-            data = data[:room]
-        self.fifo += data
+        self.fifo += data[:room]
+        return ERR_OVFL if len(data) > room else 0
+
+    def _end_rx(self, last, err):
         self.regs[CONTROL] = (self.regs[CONTROL] & 0xF8) | last
         self.regs[ERROR] |= err
         self.regs[COMIRQ] |= IRQ_RX | (IRQ_ERR if err else 0)
+
+    def _finish_rx(self):
+        _, rest, last, err = self._rx_rest
+        self._rx_rest = None
+        self._end_rx(last, err | self._store(rest))
 
     def _merge(self, answers):
         """Overlay answers bit by bit -> (bits, index of the first collision or None)."""

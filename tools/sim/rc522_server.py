@@ -18,7 +18,9 @@ ctl commands (JSON args):
   rc522_card_fault  name, when ("before"/"after"), ins: the VirtualCard leaves around that command
   rc522_violations  -> {name: [texts]} of every VirtualCard placed
   psam_reset    terminal_id: a fresh VirtualPsam on "apdu psam" (for full purchases)
-  rc522_clear   no cards, no faults, chip healthy (tests call it between cases)
+  rc522_chip    coll_irq ("mid"/"end"), coll_irq_reads: when ErrIRq rises for a bit collision
+  rc522_clear   no cards, no faults, chip healthy, ErrIRq at the collision (tests call it
+                between cases)
   rc522_counters_reset
 """
 
@@ -163,8 +165,20 @@ def build():
             "faults_pending": len(chip.faults),
         }
 
+    @hub.command("rc522_chip")
+    def chip_config(coll_irq=None, coll_irq_reads=None):
+        if coll_irq is not None:
+            if coll_irq not in ("mid", "end"):
+                raise ValueError("coll_irq is 'mid' or 'end'")
+            chip.coll_irq = coll_irq
+        if coll_irq_reads is not None:
+            chip.coll_irq_reads = int(coll_irq_reads)
+        return {"coll_irq": chip.coll_irq, "coll_irq_reads": chip.coll_irq_reads}
+
     @hub.command("rc522_clear")
     def clear():
+        chip.coll_irq = "mid"
+        chip.coll_irq_reads = 1
         for name in list(chip.field):
             chip.remove(name)
         chip.removed.clear()
