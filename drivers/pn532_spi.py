@@ -56,7 +56,8 @@ class PN532SPI:
                     self.spi.write_readinto(self._sr_out, self._sr_in)
                 finally:
                     self.cs.value(1)
-                if self._sr_in[1] & 1:
+                # 01 is ready; FF is a MISO line nobody drives (a sleeping chip), not ready.
+                if self._sr_in[1] == 1:
                     return True
             if time.ticks_diff(deadline, time.ticks_ms()) <= 0:
                 return False

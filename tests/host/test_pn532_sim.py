@@ -12,12 +12,12 @@ from tools.sim.pn532 import (
     ACK,
     ERROR_FRAME,
     NACK,
-    PN532HSUSim,
-    PN532SPISim,
     build_frame,
     parse_host_frames,
 )
+from tools.sim.pn532 import PN532HSUSim as TimedPN532HSUSim
 from tools.sim.pn532 import PN532I2CSim as TimedPN532I2CSim
+from tools.sim.pn532 import PN532SPISim as TimedPN532SPISim
 
 SELECT = bytes.fromhex("00a4040008a000000632010105")
 
@@ -26,6 +26,16 @@ class PN532I2CSim(TimedPN532I2CSim):
     """Frames ready at once, so these tests can read right after writing (the chip's handling
     time is tested in test_i2c_not_ready_until_the_chip_has_handled_the_frame)."""
 
+    ack_ms = 0
+    resp_ms = 0
+
+
+class PN532SPISim(TimedPN532SPISim):
+    ack_ms = 0
+    resp_ms = 0
+
+
+class PN532HSUSim(TimedPN532HSUSim):
     ack_ms = 0
     resp_ms = 0
 
@@ -282,8 +292,15 @@ def spi_x(chip, data, lsb=True):
     return out
 
 
-def test_spi_dw_sr_dr_and_resumed_reads():
+def awake_spi():
     chip = PN532SPISim()
+    chip.spi_select(True)  # the chip-select edge wakes it from LowVbat; this window is lost
+    chip.spi_select(False)
+    return chip
+
+
+def test_spi_dw_sr_dr_and_resumed_reads():
+    chip = awake_spi()
     assert spi_x(chip, b"\x02\x00")[1] == 0
     spi_x(chip, b"\x01" + host(b"\x02"))
     assert spi_x(chip, b"\x02\x00")[1] == 1
@@ -298,7 +315,7 @@ def test_spi_dw_sr_dr_and_resumed_reads():
 
 
 def test_spi_msb_first_host_sees_bit_reversed_bytes():
-    chip = PN532SPISim()
+    chip = awake_spi()
     spi_x(chip, b"\x01" + host(b"\x02"), lsb=False)  # the chip reads garbage: no frame
     assert spi_x(chip, b"\x02\x00")[1] == 0
     assert chip.state()["stats"]["commands"] == {}
@@ -420,3 +437,139 @@ def test_baud_change_waits_for_the_very_next_ack_only():
     h.write(host(b"\x02"))  # another command first: the change is off
     h.write(ACK)
     assert chip.baud == 115200
+
+
+# -- UM0701 behaviour other hosts rely on --------------------------------------------------------
+
+
+def test_rf_configuration_items_take_their_um0701_lengths(i2c):
+    chip, h = i2c
+    analog_f = bytes.fromhex("69ff3f114185616f")  # item 0B: 8 bytes
+    assert params(h.command(b"\x32\x0b" + analog_f)) == b""
+    assert h.command(b"\x32\x0b" + analog_f[:3])[:8] == ERROR_FRAME
+    assert params(h.command(b"\x32\x0c\xff\x04\x85")) == b""  # item 0C: 3 bytes
+    assert h.command(b"\x32\x0c\xff")[:8] == ERROR_FRAME
+    assert params(h.command(b"\x32\x0a" + bytes(11))) == b""
+    assert params(h.command(b"\x32\x0d" + bytes(9))) == b""
+    assert h.command(b"\x32\x03\x00")[:8] == ERROR_FRAME  # no such item
+
+
+def test_polling_switches_the_field_on_after_rf_configuration_turned_it_off(i2c):
+    chip, h = i2c
+    card = activate(chip, h)
+    assert params(h.command(b"\x32\x01\x02")) == b""  # field off (AutoRFCA on)
+    assert not chip.rf_on and chip.targets == {}
+    assert params(h.command(b"\x06\x63\x04"))[0] & 0x03 == 0  # CIU_TxControl: drivers off
+    assert params(h.command(b"\x40\x01" + SELECT)) == b"\x27"  # nothing activated any more
+    answer = params(h.command(b"\x4a\x01\x00"))
+    assert answer[0] == 1 and answer[6:10] == card.uid
+    assert chip.rf_on and params(h.command(b"\x06\x63\x04"))[0] & 0x03 == 0x03
+
+
+def test_without_auto_rats_the_card_answers_nothing_but_rats(i2c):
+    chip, h = i2c
+    card = SimpleApduCard()
+    chip.field.add(card)
+    h.command(b"\x12\x00")  # SetParameters: no auto-RATS
+    answer = params(h.command(b"\x4a\x01\x00"))
+    assert answer == b"\x01\x01\x00\x04\x20\x04" + card.uid  # no ATS
+    before = chip.clock_us
+    assert params(h.command(b"\x40\x01" + SELECT)) == b"\x01"  # the card waits for RATS
+    assert card.apdus == [] and chip.clock_us - before == 51_200  # RF timeout index 0A
+    # That frame threw the card back to IDLE (ISO/IEC 14443-3): RATS now gets nothing either.
+    assert params(h.command(b"\x42\xe0\x80")) == b"\x01"
+    # Activated again, the host runs ISO-DEP itself through InCommunicateThru, as nfcpy does.
+    assert params(h.command(b"\x4a\x01\x00"))[0] == 1
+    assert params(h.command(b"\x42\xe0\x80")) == b"\x00" + card.ats
+    assert params(h.command(b"\x42\x02" + SELECT)) == b"\x00\x02" + card.fci + b"\x90\x00"
+    assert card.apdus == [SELECT]
+    # CRC checking off in the CIU: the host gets the card's CRC_A too.
+    h.command(b"\x08\x63\x03\x00")
+    got = params(h.command(b"\x42\x03" + SELECT))
+    assert got[0] == 0 and got[1:-2] == b"\x03" + card.fci + b"\x90\x00"
+    # With auto-RATS the chip activates the card itself and InDataExchange carries APDUs.
+    h.command(b"\x12\x14")
+    assert params(h.command(b"\x4a\x01\x00")).endswith(card.ats)
+    assert params(h.command(b"\x40\x01" + SELECT)) == b"\x00" + card.fci + b"\x90\x00"
+    assert chip.state()["iso_dep_targets"] == [1]
+
+
+def test_registers_status_and_diagnose(i2c):
+    chip, h = i2c
+    assert params(h.command(b"\x06\x63\x02\x63\x03")) == b"\x80\x80"  # TxMode, RxMode: CRC on
+    assert params(h.command(b"\x08\x63\x01\x3d\x63\x02\x00")) == b""
+    assert params(h.command(b"\x06\x63\x01\x63\x02")) == b"\x3d\x00"
+    assert h.command(b"\x06\x63")[:8] == ERROR_FRAME  # half an address
+    assert h.command(b"\x08\x63\x01")[:8] == ERROR_FRAME
+    h.command(b"\x08\x63\x02\x80")
+    assert params(h.command(b"\x4a\x01\x00")) == b"\x00"
+    assert params(h.command(b"\x06\x63\x39")) == b"\x26"  # REQA still in the FIFO: no card
+    assert params(h.command(b"\x04")) == b"\x00\x00\x00\x00"  # Err, Field, NbTg, SAM
+    card = activate(chip, h)
+    assert params(h.command(b"\x04")) == b"\x00\x00\x01\x01\x00\x00\x00\x00"
+    chip.field.remove(card)
+    assert params(h.command(b"\x40\x01" + SELECT)) == b"\x01"
+    assert params(h.command(b"\x04"))[:3] == b"\x01\x00\x00"  # last error: timeout
+    assert params(h.command(b"\x00\x01")) == b"\x00"  # ROM test
+    assert params(h.command(b"\x00\x02")) == b"\x00"  # RAM test
+    assert params(h.command(b"\x00\x07\x00")) == b"\x00"  # antenna test
+    line = b"\x00\x00" + bytes(range(256)) + bytes(6)  # nfcpy's line test: extended frames
+    assert params(h.command(line)) == line[1:]  # NumTst and the data, echoed
+    assert h.command(b"\x00\x05")[:8] == ERROR_FRAME  # not simulated: said so
+
+
+def test_power_down_and_the_wake_up_of_each_transport():
+    hsu = PN532HSUSim()
+    h = HSUHost(hsu)
+    h.write(bytes(10) + host(b"\x02"))  # nfcpy's preamble: ten zeros
+    assert h.got == ACK + chip_frame(b"\x03\x32\x01\x06\x07")
+    h.got.clear()
+    h.write(host(b"\x16\x10"))  # PowerDown, HSU may wake it
+    assert h.got == ACK + chip_frame(b"\x17\x00") and hsu.asleep and not hsu.rf_on
+    h.got.clear()
+    h.write(bytes(3) + host(b"\x02"))  # too short a preamble: the frame's head is lost
+    assert h.got == b"" and not hsu.asleep
+    h.write(host(b"\x02"))
+    assert h.got == ACK + chip_frame(b"\x03\x32\x01\x06\x07")
+    h.got.clear()
+    h.write(host(b"\x16\x20"))  # only SPI may wake it now
+    h.got.clear()
+    h.write(b"\x55\x55" + bytes(14) + host(b"\x02"))
+    assert h.got == b"" and hsu.asleep
+
+    i2c = PN532I2CSim()
+    assert i2c.asleep and i2c.i2c_write(host(b"\x16\x20"))  # address match wakes it
+    assert i2c.stats["i2c_wakes"] == 1
+    assert i2c.i2c_read(7) == b"\x01" + ACK and not i2c.asleep
+    I2CHost(i2c).response()  # the answer is read: now it sleeps
+    assert i2c.asleep and i2c.i2c_write(host(b"\x02")) is False  # I2C not a wake-up source
+
+    spi = PN532SPISim()
+    frame = b"\x01" + host(b"\x02")
+    assert spi_x(spi, frame) == b"\xff" * len(frame)  # the waking window is lost
+    assert spi_x(spi, b"\x02\x00")[1] == 0 and not spi.asleep
+    spi_x(spi, b"\x01" + host(b"\x16\x80"))
+    assert spi_x(spi, b"\x03" + bytes(6))[1:] == ACK
+    assert spi_x(spi, b"\x03" + bytes(10))[1:] == chip_frame(b"\x17\x00")
+    assert spi.asleep
+    spi_x(spi, b"\x01" + host(b"\x02"))
+    assert spi.asleep and spi_x(spi, b"\x02\x00") == b"\xff\xff"  # SPI cannot wake it
+
+
+def test_timed_hsu_answers_later_and_in_order():
+    chip = TimedPN532HSUSim()
+    h = HSUHost(chip)
+    with chip.lock:  # the sender thread needs the lock: nothing can leave meanwhile
+        h.write(bytes(10) + host(b"\x02"))
+        assert h.got == b"" and [f for _, f in chip._outq] == [
+            ACK,
+            chip_frame(b"\x03\x32\x01\x06\x07"),
+        ]
+    deadline = time.monotonic() + 10
+    while len(h.got) < 19 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert h.got == ACK + chip_frame(b"\x03\x32\x01\x06\x07")
+    with chip.lock:
+        h.write(host(b"\x02"))
+        h.write(ACK)  # the host cancels: the queued answer never leaves
+        assert chip._outq == []

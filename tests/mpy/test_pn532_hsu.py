@@ -83,11 +83,25 @@ def test_chip_sleeps_until_the_wake_up_preamble():
             pass
 
     env.fresh(init=False)
+    mptest.true(env.state()["asleep"])
     r = cases.pn532.PN532(NoWake(_uart), **cases.FAST)
+    # Without a preamble the first frame only wakes the chip (its head is lost while the chip
+    # starts): no ACK; the frame sent again is taken.
+    mptest.eq(r.init()[0], 0x32)
+    mptest.true(cases.log.find("no ACK for command 14", cases.log.WARNING), "no resend")
+    mptest.eq(env.state()["stats"]["wakeups"], 1)
+    # PowerDown with HSU among the wake-up sources: the driver's preamble wakes it.
+    r = cases.pn532.PN532(PN532UART(_uart), **cases.FAST)
+    mptest.eq(bytes(r.command(0x16, b"\x10")), b"\x00")
+    mptest.true(env.state()["asleep"])
+    cases.log.clear()
+    mptest.eq(r.init()[0], 0x32)
+    mptest.eq(cases.log.find("no ACK", cases.log.WARNING), [], "preamble too short")
+    mptest.eq(env.state()["stats"]["wakeups"], 2)
+    # PowerDown with only SPI as a wake-up source: nothing on the UART wakes it.
+    mptest.eq(bytes(r.command(0x16, b"\x20")), b"\x00")
     mptest.raises(cases.LinkTimeout, r.init)
     mptest.true(env.state()["asleep"])
-    r = cases.pn532.PN532(PN532UART(_uart), **cases.FAST)
-    mptest.eq(r.init()[0], 0x32)
 
 
 def test_truncated_frame_is_noticed_by_the_quiet_line_and_fetched_again():

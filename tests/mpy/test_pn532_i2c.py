@@ -116,3 +116,20 @@ def test_irq_pin_instead_of_status_polling():
 
 def test_measure_exchange_cost():
     cases.measure_exchange_cost(env)
+
+
+def test_address_match_wakes_the_chip():
+    env.fresh(init=False)
+    mptest.true(env.state()["asleep"])
+    r = cases.pn532.PN532(PN532I2C(_bus), **cases.FAST)
+    # The chip stretches SCL while it wakes on its address, then takes the frame: no resend.
+    mptest.eq(r.init()[0], 0x32)
+    mptest.eq(cases.log.find("no ACK", cases.log.WARNING), [])
+    mptest.eq(env.state()["stats"]["i2c_wakes"], 1)
+    mptest.eq(bytes(r.command(0x16, b"\x80")), b"\x00")  # PowerDown, I2C may wake it
+    mptest.true(env.state()["asleep"])
+    mptest.eq(r.init()[0], 0x32)
+    mptest.eq(env.state()["stats"]["i2c_wakes"], 2)
+    mptest.eq(bytes(r.command(0x16, b"\x10")), b"\x00")  # only HSU may wake it: NACKs
+    mptest.raises(cases.ChipError, r.init)
+    mptest.true(env.state()["asleep"])

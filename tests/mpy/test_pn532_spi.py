@@ -99,3 +99,26 @@ def test_irq_pin_instead_of_status_polling():
 
 def test_measure_exchange_cost():
     cases.measure_exchange_cost(env)
+
+
+def test_chip_select_wakes_the_chip():
+    class NoWake(PN532SPI):
+        def wake(self):
+            pass
+
+    env.fresh(init=False)
+    mptest.true(env.state()["asleep"])
+    r = cases.pn532.PN532(NoWake(_bus, _cs), **cases.FAST)
+    # The chip-select edge of the first frame wakes the chip and that window is lost: no ACK;
+    # the frame sent again is taken.
+    mptest.eq(r.init()[0], 0x32)
+    mptest.true(cases.log.find("no ACK for command 14", cases.log.WARNING), "no resend")
+    r = cases.pn532.PN532(PN532SPI(_bus, _cs), **cases.FAST)
+    mptest.eq(bytes(r.command(0x16, b"\x20")), b"\x00")  # PowerDown, SPI may wake it
+    mptest.true(env.state()["asleep"])
+    cases.log.clear()
+    mptest.eq(r.init()[0], 0x32)
+    mptest.eq(cases.log.find("no ACK", cases.log.WARNING), [], "CS held low must wake it")
+    mptest.eq(bytes(r.command(0x16, b"\x80")), b"\x00")  # only I2C may wake it
+    mptest.raises(cases.LinkTimeout, r.init)
+    mptest.true(env.state()["asleep"])

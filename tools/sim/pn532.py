@@ -35,6 +35,7 @@ import random
 import threading
 import time
 
+from tools.sim import picc as piccmod
 from tools.sim.field import DEFAULT_ATS, Field, exchange
 from tools.sim.uart import UartDevice
 
@@ -46,7 +47,24 @@ PENDING = object()  # a command that answers later (InListPassiveTarget waiting 
 SYNTAX = object()  # answer with the application error frame
 
 ERR_TIMEOUT = 0x01
+ERR_CRC = 0x02
 ERR_CONTEXT = 0x27
+
+# RFConfiguration item -> number of ConfigurationData bytes (UM0701 RFConfiguration; nfcpy
+# src/nfc/clf/pn532.py writes the analog items 0A..0D with these lengths).
+RF_ITEM_SIZES = {0x01: 1, 0x02: 3, 0x04: 1, 0x05: 3, 0x0A: 11, 0x0B: 8, 0x0C: 3, 0x0D: 9}
+# PowerDown WakeUpEnable bits of the host interfaces (UM0701 PowerDown).
+WAKE_HSU, WAKE_SPI, WAKE_I2C = 0x10, 0x20, 0x80
+# CIU registers in the PN532's XRAM (ReadRegister/WriteRegister addresses; the CIU is the
+# PN512 core, its register map as nfcpy src/nfc/clf/pn53x.py names it).
+CIU_TXMODE, CIU_RXMODE, CIU_TXCONTROL = 0x6302, 0x6303, 0x6304
+CIU_FIFODATA, CIU_FIFOLEVEL = 0x6339, 0x633A
+CRC_EN = 0x80  # TxMode/RxMode bit 7: the CIU adds / checks CRC_A
+
+
+def rf_timeout_us(index):
+    """RFConfiguration item 02's timeout index -> microseconds (100 us x 2^(n-1); 0: none)."""
+    return 0 if not index else 100 << (min(index, 16) - 1)
 
 
 def build_frame(data, tfi=0xD5):
@@ -124,13 +142,28 @@ class PN532Core:
 
     def power_on(self):
         with self.lock:
+            # LowVbat at power-up (PN532 C106): asleep until the host interface wakes it, and
+            # in that mode until SAMConfiguration. A PowerDown puts it back to sleep with only
+            # the WakeUpEnable sources able to wake it (None: any host interface).
             self.asleep = True
+            self.low_vbat = True
+            self.wake_sources = None
+            self.sleep_after_answer = False
+            self.sleep_frame = None
             self.sam_mode = 0
             self.irq_enabled = False
             self.params = 0x14
             self.retries = [0xFF, 0x01, 0xFF]  # MxRtyATR, MxRtyPSL, MxRtyPassiveActivation
             self.timings = [0x00, 0x0B, 0x0A]
             self.rf_on = True
+            self.auto_rfca = False
+            self.regs = {CIU_TXMODE: 0x80, CIU_RXMODE: 0x80}
+            self.fifo_byte = 0x00  # what ReadRegister of CIU_FIFOData shows (see _in_list)
+            self.piccs = {}  # Tg -> tools/sim/picc.Picc: the card's RF side, frame by frame
+            self.iso = set()  # Tgs the chip itself activated with RATS (auto-RATS)
+            self.last_error = 0
+            self.clock_us = 0  # chip time: RF timeouts spent (virtual, see time_scale)
+            self.pending_rf_us = 0
             self.baud = 115200
             self.pending_baud = None
             self.pending = None  # parameters of a blocked InListPassiveTarget
@@ -148,6 +181,8 @@ class PN532Core:
                 "frames_out": 0,
                 "apdus": 0,
                 "ide_frames": 0,
+                "wakeups": 0,
+                "thru_frames": 0,
             }
             self._reset_output()
 
@@ -223,7 +258,52 @@ class PN532Core:
             if f:
                 frame = self._mangle(frame, f, name)
         slow = self._take("slow")
-        self._emit(frame, (slow.get("ms", 100) / 1000.0) if slow else 0)
+        delay = (slow.get("ms", 100) / 1000.0) if slow else 0
+        delay += self.pending_rf_us * self.time_scale / 1e6
+        self.pending_rf_us = 0
+        if self.sleep_after_answer:
+            self.sleep_after_answer = False
+            self.sleep_frame = frame  # asleep once the host has this answer (_left)
+        self._emit(frame, delay)
+
+    # -- power ---------------------------------------------------------------------------------
+    time_scale = 0.0  # real seconds per chip second for RF timeouts (0: chip time only)
+    pending_rf_us = 0
+
+    def _spend_rf(self, us):
+        """The chip waits `us` on the RF side before it answers: counted in chip time, and
+        slept for real only when time_scale says so (tests stay independent of the clock)."""
+        self.clock_us += us
+        self.pending_rf_us += us
+
+    sleep_frame = None
+
+    def _left(self, frame):
+        """A frame went to the host (read on I2C/SPI, sent on HSU)."""
+        if frame is self.sleep_frame:
+            self.sleep_frame = None
+            self.asleep = True
+            self._field_off()
+
+    def wake(self, source):
+        """A host interface's wake-up condition (HSU line activity, SPI chip select, I2C
+        address match) -> True when the chip is (now) awake."""
+        if not self.asleep:
+            return True
+        if self.wake_sources is not None and not self.wake_sources & source:
+            return False
+        self.asleep = False
+        self.stats["wakeups"] += 1
+        return True
+
+    def _field_off(self):
+        self.rf_on = False
+        self.targets.clear()
+        self.rates.clear()
+        self.piccs.clear()
+        self.iso.clear()
+        self.chain_in.clear()
+        self.chain_out = b""
 
     def _mangle(self, frame, f, how):
         frame = bytearray(frame)
@@ -241,12 +321,16 @@ class PN532Core:
         handler = {
             0x00: self._diagnose,
             0x02: self._firmware,
+            0x04: self._general_status,
+            0x06: self._read_register,
+            0x08: self._write_register,
             0x10: self._set_baud,
             0x12: self._set_parameters,
             0x14: self._sam_configuration,
             0x16: self._power_down,
             0x32: self._rf_configuration,
             0x40: self._in_data_exchange,
+            0x42: self._in_communicate_thru,
             0x44: self._in_release,
             0x4A: self._in_list,
             0x4E: self._in_psl,
@@ -264,7 +348,7 @@ class PN532Core:
             return SYNTAX
         self.sam_mode = p[0]
         self.irq_enabled = bool(p[2]) if len(p) > 2 else True
-        self.asleep = False
+        self.low_vbat = False
         return b""
 
     def _set_parameters(self, p):
@@ -280,21 +364,63 @@ class PN532Core:
         return b""
 
     def _power_down(self, p):
-        if not p:
+        """PowerDown WakeUpEnable [GenerateIRQ]: status 00, then asleep (field off, targets
+        gone, configuration kept) until one of the enabled sources wakes it."""
+        if len(p) not in (1, 2):
             return SYNTAX
-        self.asleep = True
+        self.wake_sources = p[0]
+        self.sleep_after_answer = True
         return b"\x00"
 
+    def _general_status(self, p):
+        """Err, Field (an external field: none here), NbTg, per target Tg BrRx BrTx Type,
+        SAM status."""
+        if p:
+            return SYNTAX
+        out = bytearray((self.last_error, 0x00, len(self.targets)))
+        for tg, card in sorted(self.targets.items()):
+            rate = self.rates.get(tg, {}).get("chip", (0, 0))
+            kind = 0x03 if getattr(card, "kind", "A") == "B" else 0x00
+            out += bytes((tg, rate[0], rate[1], kind))
+        return bytes(out) + b"\x00"
+
+    def _reg(self, addr):
+        if addr == CIU_TXCONTROL:
+            return 0x80 | (0x03 if self.rf_on else 0x00)
+        if addr == CIU_FIFODATA:
+            return self.fifo_byte
+        if addr == CIU_FIFOLEVEL:
+            return 0
+        return self.regs.get(addr, 0x00)
+
+    def _read_register(self, p):
+        if not p or len(p) % 2:
+            return SYNTAX
+        return bytes(self._reg((p[i] << 8) | p[i + 1]) for i in range(0, len(p), 2))
+
+    def _write_register(self, p):
+        if not p or len(p) % 3:
+            return SYNTAX
+        for i in range(0, len(p), 3):
+            addr, value = (p[i] << 8) | p[i + 1], p[i + 2]
+            if addr == CIU_TXCONTROL:
+                if value & 0x03 and not self.rf_on:
+                    self.rf_on = True
+                elif not value & 0x03 and self.rf_on:
+                    self._field_off()
+            self.regs[addr] = value
+        return b""
+
     def _rf_configuration(self, p):
-        sizes = {0x01: 1, 0x02: 3, 0x04: 1, 0x05: 3, 0x0A: 11, 0x0B: 3, 0x0C: 1, 0x0D: 9}
-        if not p or p[0] not in sizes or len(p) != 1 + sizes[p[0]]:
+        if not p or p[0] not in RF_ITEM_SIZES or len(p) != 1 + RF_ITEM_SIZES[p[0]]:
             return SYNTAX
         item, v = p[0], list(p[1:])
         if item == 0x01:
-            self.rf_on = bool(v[0] & 1)
-            if not self.rf_on:
-                self.targets.clear()
-                self.rates.clear()
+            self.auto_rfca = bool(v[0] & 0x02)
+            if v[0] & 0x01:
+                self.rf_on = True
+            elif self.rf_on:
+                self._field_off()
         elif item == 0x02:
             self.timings = v
         elif item == 0x05:
@@ -302,22 +428,34 @@ class PN532Core:
         return b""
 
     def _diagnose(self, p):
+        """00 communication line (echoes NumTst and the data), 01 ROM and 02 RAM self tests
+        and 07 antenna test (status 00: all fine here), 06 ISO 14443-4 card presence (00 there,
+        01 after the RF timeout when it is gone). Others are not simulated: error frame."""
         if not p:
             return SYNTAX
-        if p[0] == 0x06:  # is the ISO 14443-4 target still there?
+        test = p[0]
+        if test == 0x00:
+            return bytes(p)
+        if test in (0x01, 0x02):
+            return b"\x00" if len(p) == 1 else SYNTAX
+        if test == 0x07:
+            return b"\x00" if len(p) == 2 else SYNTAX
+        if test == 0x06:  # is the ISO 14443-4 target still there?
             card = self.targets.get(1)
-            return b"\x00" if card is not None and self._in_field(card) else b"\x01"
-        return bytes(p)  # communication-line test echoes; others not simulated
+            if card is not None and self._in_field(card):
+                return b"\x00"
+            self._spend_rf(rf_timeout_us(self.timings[2]))
+            return b"\x01"
+        return SYNTAX
 
     def _in_release(self, p):
         if len(p) != 1:
             return SYNTAX
-        if p[0] == 0:
-            self.targets.clear()
-            self.rates.clear()
-        else:
-            self.targets.pop(p[0], None)
-            self.rates.pop(p[0], None)
+        for tg in list(self.targets) if p[0] == 0 else [p[0]]:
+            self.targets.pop(tg, None)
+            self.rates.pop(tg, None)
+            self.piccs.pop(tg, None)
+            self.iso.discard(tg)
         self.chain_in.clear()
         self.chain_out = b""
         return b"\x00"
@@ -362,26 +500,100 @@ class PN532Core:
             kind = "B"
         else:
             return SYNTAX
+        self.rf_on = True  # polling switches the field on, even after RFConfiguration 01 off
         self.targets.clear()
         self.rates.clear()
+        self.piccs.clear()
+        self.iso.clear()
         self.chain_in.clear()
         self.chain_out = b""
-        cards = [c for c in self.field.cards if getattr(c, "kind", "A") == kind]
-        if not cards or not self.rf_on:
+        found = []
+        for card in self.field.cards:
+            if getattr(card, "kind", "A") != kind or len(found) == maxtg:
+                continue
+            act = self._activate_a(card) if kind == "A" else (None, None)
+            if act is not None:
+                found.append((card, act))
+        if not found:
+            self.fifo_byte = 0x26  # the REQA it sent is still in the FIFO: nobody answered
             if self.retries[2] == 0xFF:
                 self.pending = (maxtg, brty)  # retries forever, until a card or an ACK
                 return PENDING
             return b"\x00"
-        out = bytearray((min(len(cards), maxtg),))
-        for tg, card in enumerate(cards[:maxtg], 1):
+        self.fifo_byte = 0x00
+        out = bytearray((len(found),))
+        for tg, (card, (picc, ats)) in enumerate(found, 1):
             self.targets[tg] = card
+            if picc is not None:
+                self.piccs[tg] = picc
             if kind == "A":
                 out += bytes((tg,)) + card.atqa + bytes((card.sak, len(card.uid))) + card.uid
-                if self.params & 0x10 and card.iso_dep and card.sak & 0x20:
-                    out += card.ats or DEFAULT_ATS
+                if ats is not None:
+                    self.iso.add(tg)
+                    out += ats
             else:
+                self.iso.add(tg)  # ATTRIB is part of the chip's type B activation
                 out += bytes((tg,)) + card.atqb + b"\x01\x00"
         return bytes(out)
+
+    def _activate_a(self, card):
+        """WUPA, SELECT through the cascade levels and, with auto-RATS on and an ISO-DEP SAK,
+        RATS (FSD 256), all as frames to the card's RF side -> (picc, ATS or None), or None
+        when the card did not answer."""
+        want_ats = bool(self.params & 0x10 and card.iso_dep and card.sak & 0x20)
+        try:
+            picc = piccmod.Picc(card)
+        except ValueError:  # a UID length no card has: nothing to run frames with
+            return None, (bytes(card.ats or DEFAULT_ATS) if want_ats else None)
+        picc.power(True)
+        if picc.receive(piccmod.to_bits(b"\x52", 7)) is None:
+            return None
+        for level, cl in enumerate(picc.levels):
+            frame = bytes((piccmod.SEL_CODES[level], 0x70)) + cl
+            if picc.receive(piccmod.to_bits(piccmod.with_crc(frame))) is None:
+                return None
+        if not want_ats:
+            return picc, None
+        got = picc.receive(piccmod.to_bits(piccmod.with_crc(b"\xe0\x80")))
+        if got is None:
+            return None
+        ats = piccmod.from_bits(got[0])[0][:-2]
+        return picc, bytes(ats or DEFAULT_ATS)
+
+    def _thru(self, picc, data):
+        """One frame to the card as the CIU sends it (CRC_A added and checked when TxMode /
+        RxMode say so) -> answer bytes, None (nothing within the RF timeout) or ERR_CRC."""
+        self.stats["thru_frames"] += 1
+        tx = piccmod.with_crc(bytes(data)) if self._reg(CIU_TXMODE) & CRC_EN else bytes(data)
+        got = picc.receive(piccmod.to_bits(tx)) if self.rf_on else None
+        timeout = rf_timeout_us(self.timings[2])
+        if got is None or (timeout and got[1] > timeout):
+            self._spend_rf(timeout)
+            self.last_error = ERR_TIMEOUT
+            return None
+        rx = piccmod.from_bits(got[0])[0]
+        if self._reg(CIU_RXMODE) & CRC_EN:
+            if len(rx) < 3 or not piccmod.crc.check_crc_a(rx):
+                self.last_error = ERR_CRC
+                return ERR_CRC
+            rx = rx[:-2]
+        return bytes(rx)
+
+    def _in_communicate_thru(self, p):
+        """InCommunicateThru: the host's frame to the current target as is (the host runs the
+        protocol, e.g. RATS and ISO-DEP blocks itself) -> status + the card's answer."""
+        if not p:
+            return SYNTAX
+        picc = self.piccs.get(1)
+        if picc is None:
+            self._spend_rf(rf_timeout_us(self.timings[2]))
+            return bytes((ERR_TIMEOUT,))
+        got = self._thru(picc, p)
+        if got is None:
+            return bytes((ERR_TIMEOUT,))
+        if got == ERR_CRC:
+            return bytes((ERR_CRC,))
+        return b"\x00" + got
 
     def _field_changed(self):
         with self.lock:
@@ -411,6 +623,18 @@ class PN532Core:
             self.stats["rate_errors"] = self.stats.get("rate_errors", 0) + 1
             return self._lost(tg)
         data = p[1:]
+        if tg not in self.iso:
+            # The chip did not run RATS (auto-RATS off, or not an ISO-DEP SAK): the data goes
+            # out as one plain frame, and a -4 card still waiting for RATS answers nothing.
+            picc = self.piccs.get(tg)
+            got = self._thru(picc, data) if picc is not None else None
+            if got is None:
+                if picc is None:
+                    self._spend_rf(rf_timeout_us(self.timings[2]))
+                return bytes((ERR_TIMEOUT,))
+            if got == ERR_CRC:
+                return bytes((ERR_CRC,))
+            return b"\x00" + got
         if self.chain_out and not data and not more:
             chunk, self.chain_out = (
                 self.chain_out[: self.max_resp],
@@ -441,8 +665,13 @@ class PN532Core:
         return bytes((0x40 if self.chain_out else 0x00,)) + first
 
     def _lost(self, tg):
+        # The chip only knows the card is gone when its RF timeout runs out.
+        self._spend_rf(rf_timeout_us(self.timings[2]))
+        self.last_error = ERR_TIMEOUT
         self.targets.pop(tg, None)
         self.rates.pop(tg, None)
+        self.piccs.pop(tg, None)
+        self.iso.discard(tg)
         self.chain_in.clear()
         self.chain_out = b""
         return bytes((ERR_TIMEOUT,))
@@ -467,6 +696,10 @@ class PN532Core:
                 "retries": list(self.retries),
                 "timings": list(self.timings),
                 "rf_on": self.rf_on,
+                "low_vbat": self.low_vbat,
+                "wake_sources": self.wake_sources,
+                "clock_us": self.clock_us,
+                "iso_dep_targets": sorted(self.iso),
                 "baud": self.baud,
                 "targets": {str(k): c.uid.hex() for k, c in self.targets.items()},
                 "rates": {str(k): v for k, v in self.rates.items()},
@@ -511,7 +744,7 @@ class _Queued(PN532Core):
         return None
 
     def _pop(self):
-        self.out.pop(0)
+        self._left(self.out.pop(0)[1])
         self._set_irq()
 
     def _set_irq(self):
@@ -520,33 +753,47 @@ class _Queued(PN532Core):
             self.hub.set_pin(self.irq_pin, 0 if ready else 1)
 
 
-class PN532I2CSim(_Queued):
+class _Timed:
     """Each frame becomes ready (status bit 0, IRQ low) some time after the command that caused
     it, as on the chip, which handles a frame before it answers: ``ack_ms`` for the ACK,
-    ``resp_ms`` for a response (on top of any ``slow`` fault). Until then a status read says
-    00 (counted in ``not_ready``), so the driver's polling is exercised on every command. The
-    chip's own times are not published; these are of the order the datasheet's timing diagrams
-    suggest."""
+    ``resp_ms`` for a response (on top of any ``slow`` fault and RF time). Until then a status
+    read says 00 (counted in ``not_ready``), so the driver's polling is exercised on every
+    command. The chip's own times are not published; these are of the order the datasheet's
+    timing diagrams suggest (nfcpy allows 15 ms for the ACK)."""
 
-    ADDRESS = 0x24
     ack_ms = 1.0
     resp_ms = 2.0
 
     def _emit(self, frame, delay):
-        if not delay:
-            delay = (self.ack_ms if frame == ACK else self.resp_ms) / 1000.0
-        _Queued._emit(self, frame, delay)
+        base = (self.ack_ms if frame == ACK else self.resp_ms) / 1000.0
+        super()._emit(frame, delay + base)
+
+
+class PN532I2CSim(_Timed, _Queued):
+    """I2C at 0x24. Asleep (LowVbat, PowerDown with I2C in WakeUpEnable), the chip wakes on its
+    address: it stretches SCL while it wakes, then takes the transaction (``i2c_wakes``);
+    with I2C not among the wake-up sources it does not acknowledge its address at all."""
+
+    ADDRESS = 0x24
+
+    def _awake(self):
+        if not self.asleep:
+            return True
+        if not self.wake(WAKE_I2C):
+            return False
+        self.stats["i2c_wakes"] = self.stats.get("i2c_wakes", 0) + 1
+        return True
 
     def i2c_write(self, data):
         with self.lock:
-            if self._take("nack_bus"):
+            if self._take("nack_bus") or not self._awake():
                 return False
             self.handle_host_bytes(bytearray(data))
             return True
 
     def i2c_read(self, n):
         with self.lock:
-            if self._take("nack_bus"):
+            if self._take("nack_bus") or not self._awake():
                 return None
             frame = self.ready_frame()
             if frame is None:
@@ -562,11 +809,17 @@ def _reverse_bits(data):
     return bytes(int("{:08b}".format(b)[::-1], 2) for b in data)
 
 
-class PN532SPISim(_Queued):
+class PN532SPISim(_Timed, _Queued):
+    """SPI. Asleep, the chip wakes on the chip-select falling edge; what is clocked in that
+    first window is lost (the chip is still starting: MISO reads FF), so a host holds CS low
+    for a while first (libnfc, our driver). With SPI not among PowerDown's wake-up sources
+    every window is lost."""
+
     DW, SR, DR = 0x01, 0x02, 0x03
 
     def _reset_output(self):
         _Queued._reset_output(self)
+        self.lost_window = False
         self.selected = False
         self.op = None
         self.dw = bytearray()
@@ -590,6 +843,13 @@ class PN532SPISim(_Queued):
             if active:
                 self.selected, self.op = True, None
                 self.dw = bytearray()
+                self.lost_window = self.asleep
+                if self.asleep:
+                    self.wake(WAKE_SPI)
+                return
+            if self.lost_window:
+                self.selected = self.lost_window = False
+                self.op = None
                 return
             self.selected = False
             if self.op == self.DW and self.dw:
@@ -602,6 +862,9 @@ class PN532SPISim(_Queued):
             if not lsb:
                 data = _reverse_bits(data)  # the chip shifts LSB first whatever the host thinks
             out = bytearray()
+            if self.lost_window:
+                self.stats["lost_bytes"] = self.stats.get("lost_bytes", 0) + len(data)
+                return b"\xff" * len(data)
             for b in data:
                 if not self.selected:
                     out.append(0xFF)
@@ -633,18 +896,32 @@ class PN532SPISim(_Queued):
 
 
 class PN532HSUSim(PN532Core, UartDevice):
+    """HSU. Asleep (LowVbat at power-up, or PowerDown with HSU in WakeUpEnable), the first
+    byte's start bit wakes the chip, which then needs ``wake_us`` before it receives again:
+    the bytes that start meanwhile (counted in line time at the host's baud rate) are lost.
+    A host therefore sends a preamble first: 55 55 and zeros (libnfc, our driver) or ten zeros
+    (nfcpy). A pause on the line does not count (the simulator has no line clock): the
+    preamble must carry the time. Frames go out ``ack_ms`` / ``resp_ms`` after the command, in
+    order, from one sender thread."""
+
+    ack_ms = 1.0
+    resp_ms = 2.0
+    wake_us = 500  # not published; nfcpy's ten zeros (868 us at 115200) must cover it
+
     def __init__(self, **kw):
         UartDevice.__init__(self)
+        self.rx = bytearray()
+        self._wake_left = 0
+        self._outq = []
+        self._sender = None
         PN532Core.__init__(self, **kw)
         # PN532Core replaced UartDevice's lock: one lock for the UART thread, timers and ctl.
-        self.rx = bytearray()
-        self.timers = []
+        self._cv = threading.Condition(self.lock)
 
     def _reset_output(self):
         self.rx = bytearray()
-        for t in getattr(self, "timers", ()):
-            t.cancel()
-        self.timers = []
+        self._wake_left = 0
+        self._outq = []
         self.lost_bytes = 0
 
     def _line_ok(self):
@@ -652,36 +929,58 @@ class PN532HSUSim(PN532Core, UartDevice):
 
     def on_data(self, data):
         with self.lock:
+            if self.asleep:
+                if not self.wake(WAKE_HSU):
+                    self.lost_bytes += len(data)
+                    return
+                byte_us = 10_000_000 / self.config.get("baudrate", 115200)
+                self._wake_left = -(-self.wake_us // byte_us)  # the waking byte included
+            if self._wake_left:
+                k = int(min(self._wake_left, len(data)))
+                self._wake_left -= k
+                self.lost_bytes += k
+                data = data[k:]
             if not self._line_ok():
                 self.lost_bytes += len(data)
                 return
-            if self.asleep:
-                i = data.find(0x55)
-                if i < 0:
-                    self.lost_bytes += len(data)
-                    return
-                self.asleep = False
-                data = data[i:]
             self.rx += data
             self.handle_host_bytes(self.rx)
 
     def _cancel(self):
         PN532Core._cancel(self)
-        for t in self.timers:
-            t.cancel()
-        self.timers = []
+        self._outq.clear()
 
     def _emit(self, frame, delay):
         self.stats["frames_out"] += 1
-        if delay:
-            timer = threading.Timer(delay, self._send_line, (frame,))
-            timer.daemon = True
-            self.timers.append(timer)
-            timer.start()
-        else:
+        delay += (self.ack_ms if frame == ACK else self.resp_ms) / 1000.0
+        if not delay:
             self._send_line(frame)
+            return
+        due = time.monotonic() + delay
+        if self._outq:
+            due = max(due, self._outq[-1][0])  # in order, whatever the timers do
+        self._outq.append((due, frame))
+        if self._sender is None:
+            self._sender = threading.Thread(target=self._send_loop, daemon=True)
+            self._sender.start()
+        self._cv.notify()
+
+    def _send_loop(self):
+        with self._cv:
+            while True:
+                if not self._outq:
+                    self._cv.wait()
+                    continue
+                due, frame = self._outq[0]
+                left = due - time.monotonic()
+                if left > 0:
+                    self._cv.wait(left)
+                    continue
+                self._outq.pop(0)
+                self._send_line(frame)
 
     def _send_line(self, frame):
+        self._left(frame)
         if not self._line_ok():
             frame = bytes(b ^ 0xA5 for b in frame)  # wrong speed: the host reads noise
         self.send(frame)
