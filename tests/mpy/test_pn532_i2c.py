@@ -133,3 +133,20 @@ def test_address_match_wakes_the_chip():
     mptest.eq(bytes(r.command(0x16, b"\x10")), b"\x00")  # only HSU may wake it: NACKs
     mptest.raises(cases.ChipError, r.init)
     mptest.true(env.state()["asleep"])
+
+
+def test_a_card_that_left_is_reported_after_the_rf_timeout():
+    # The chip only knows the card is gone when its RF timeout (index 0D: 409.6 ms) runs out;
+    # with time_scale 1 it waits that long for real, and the driver's default exchange
+    # timeout still gets status 01 (CardGone), not a LinkTimeout.
+    r = env.fresh(exchange_timeout_ms=1500)
+    env.call("pn532_config", time_scale=1.0)
+    try:
+        env.place()
+        mptest.true(r.poll() is not None)
+        env.remove()
+        before = env.state()["clock_us"]
+        mptest.raises(cases.CardGone, r.transceive, cases.SELECT)
+        mptest.eq(env.state()["clock_us"] - before, 409_600)
+    finally:
+        env.call("pn532_config", time_scale=0)

@@ -13,7 +13,8 @@ Control commands (``ctl world``); ``chip`` is "i2c", "spi" or "hsu":
   pn532_remove(chip, label=None): one card, or all, leave the field
   pn532_fault(chip, name, count=1, **params); pn532_clear_faults(chip)
   pn532_card_fault(label, when="before"|"after", ins=None, index=None, times=1)  (VirtualCard)
-  pn532_config(chip, support=None, max_resp=None)
+  pn532_config(chip, support=None, max_resp=None, time_scale=None): time_scale > 0 sleeps the
+      chip's RF time (a card that left: the RF timeout) for real, times that factor
   pn532_reset(chip): power-on state, no cards, no faults, bus counters at zero
   pn532_state(chip) -> chip state and counters; pn532_bus(chip) -> bus transactions and bytes
   pn532_reset_counters(chip): bus counters at zero
@@ -102,8 +103,10 @@ def build():
         fn(ins=ins, index=index, times=times)
 
     @hub.command("pn532_config")
-    def config(chip_name, support=None, max_resp=None):
+    def config(chip_name, support=None, max_resp=None, time_scale=None):
         c = chip(chip_name)
+        if time_scale is not None:
+            c.time_scale = float(time_scale)
         if support is not None:
             c.support = support
         if max_resp is not None:
@@ -114,6 +117,7 @@ def build():
         c = chip(chip_name)
         c.field.clear()
         c.power_on()
+        c.time_scale = 0.0
         c.support = 0x07
         c.max_resp = 261
         reset_counters(chip_name)
