@@ -146,9 +146,20 @@ def build_all_readers():
     # The ESP32 boards clock the PSAM at 4 MHz (boards/esp32_common.py).
     world.psam.clk_hz = 4000000
     fields = {"pn532_i2c": world.field}
+    pn532s = [world.chip]  # the PN532 on I2C
     for kind in ("pn532_spi", "pn532_hsu", "rc522_spi"):
         chip, field = add_reader(world.hub, kind)
         fields[kind] = field if field is not None else chip
+        if kind == "pn532_spi":
+            pn532s.append(chip)  # the HSU driver does not wait on the IRQ line
+    # The boards wire the PN532's IRQ output to one GPIO (tests/mpy/test_esp32_boards.py maps it
+    # to "reader_irq"): the chip a board talks to drives it (low = a frame is ready), the idle
+    # ones leave it alone. Undriven, the line read "ready" at once and the driver read frames
+    # before the chip had them.
+    for chip in pn532s:
+        chip.irq_pin = "reader_irq"
+        with world.hub.lock, chip.lock:
+            chip._set_irq()
     cards = {}
 
     @world.hub.command("bench_place")
