@@ -8,6 +8,7 @@ BOARD ?= unix_sim
 PORT ?= /dev/ttyUSB0
 BAUD ?= 460800
 MPY_CROSS_FLAGS ?=
+comma := ,
 
 .PHONY: help setup test lint firmware micropython32 deploy flash sim bench fuzz clean
 
@@ -22,6 +23,7 @@ help:
 	@echo "make deploy BOARD=b PORT=p  copy build/b to a board with mpremote"
 	@echo "make flash PORT=p FIRMWARE=f.bin  write MicroPython itself with esptool"
 	@echo "make bench                benchmarks -> bench/results.json and BENCHMARKS.md"
+	@echo "make bench STAGE=tap,app  only those stages; the other figures kept from the last run"
 	@echo "make fuzz                 the long fuzzing mode"
 
 # Re-runs only when the pins change; a second `make setup` is a no-op.
@@ -61,7 +63,7 @@ sim: $(STAMP)
 	$(BIN)/python -m tools.simbench $(if $(SCENARIO),--scenario $(SCENARIO),)
 
 bench: $(STAMP)
-	$(BIN)/python -m tools.benchmarks
+	$(BIN)/python -m tools.benchmarks $(foreach s,$(subst $(comma), ,$(STAGE)),--stage $(s))
 
 fuzz: $(STAMP)
 	FUZZ_LONG=1 $(BIN)/python -m pytest -m fuzz tests

@@ -219,6 +219,25 @@ def markdown(res):
             " (**--quick: tiny counts, not for publishing**)" if res.get("quick") else "",
         )
     )
+    runs = res.get("stage_runs") or {}
+    rerun = res.get("stages_rerun", "all")
+    if rerun != "all":
+        w("")
+        w(
+            "This run repeated only the stage(s) %s (`make bench STAGE=...`); every other "
+            "figure is "
+            "kept from the commit its stage's row below names."
+            % ", ".join("`%s`" % s for s in rerun)
+        )
+    if runs:
+        w("")
+        w("| stage | from commit | at (UTC) | seconds |")
+        w("|---|---|---|---:|")
+        for name, r in runs.items():
+            w(
+                "| %s | `%s` | %s | %s |"
+                % (name, r["commit"], r["date_utc"], res["stage_seconds"].get(name, ""))
+            )
     w("")
     w("## Machine")
     w("")
@@ -650,7 +669,7 @@ def markdown(res):
         w(
             "- Modem loop blocking is measured through the simulated SIM7600/EC2x on the hub, "
             "on the strict ESP32 stand-in whose `UART.write()` blocks at the line rate beyond "
-            "its TX buffer (docs/modem.md, \"Writes\"). Per dialect: "
+            'its TX buffer (docs/modem.md, "Writes"). Per dialect: '
             + "; ".join(
                 "%s bring-up %d ms, POSTs %s ms" % (k, v["bringup_gap_ms"], v["post_gaps_ms"])
                 for k, v in d["modem_loop_block"].items()

@@ -814,9 +814,7 @@ def stage_journal(cfg):
 def stage_boot(cfg):
     """Start-up steps that grow with the flash's content, on full logs (docs/boot.md,
     tools/bench_mpy/boot_fig.py): the log's recovery and the parameters' load."""
-    got, _ = run_mpy(
-        "boot_fig.py", cfg["txlog_sectors"], cfg["txlog_big_sectors"], 5, heap="16m"
-    )
+    got, _ = run_mpy("boot_fig.py", cfg["txlog_sectors"], cfg["txlog_big_sectors"], 5, heap="16m")
     r = got[0]
     return {
         "boot_log_records_full": r["boot_log_records_full"],
@@ -1012,21 +1010,42 @@ def machine():
     }
 
 
-def run(quick=False, use_pg=True, use_callgrind=True, reps=None):
+STAGES = (
+    "tap",
+    "blacklist",
+    "journal",
+    "boot",
+    "app",
+    "tearing",
+    "cross",
+    "powercut",
+    "collector",
+    "modem",
+)
+
+
+def run(quick=False, use_pg=True, use_callgrind=True, reps=None, only=None, previous=None):
+    """Every stage, or only the named ones (`only`) over the details of a `previous` run."""
     cfg = dict(QUICK if quick else FULL)
     if reps:
         cfg["tap_reps"] = reps
         cfg["collector_reps"] = reps
     OUT.mkdir(parents=True, exist_ok=True)
     t_start = time.time()
-    details = {}
-    stages = {}
+    details = dict(previous["details"]) if only else {}
+    stages = dict(previous.get("stage_seconds", {})) if only else {}
+    # Which commit and date each stage's figures come from, so a partial run says so.
+    stage_runs = dict(previous.get("stage_runs", {})) if only else {}
+    here = machine()
 
     def stage(name, fn, *a):
+        if only and name not in only:
+            return
         say(name, "...")
         t = time.time()
         details.update(fn(*a))
         stages[name] = round(time.time() - t, 1)
+        stage_runs[name] = {"commit": here["git_commit"], "date_utc": here["date_utc"]}
 
     say("compiling %d modules with mpy-cross" % compile_mpy())
     try:
@@ -1036,7 +1055,8 @@ def run(quick=False, use_pg=True, use_callgrind=True, reps=None):
     except RuntimeError as e:
         raise BenchError(str(e))
     say("micropython32: %s, %d bench helpers compiled" % (b32.binary(), compile_mpy32()))
-    details["cpython_hash_baseline_ms"] = round(hash_baseline_ms(cfg["hash_reps"]), 2)
+    if not only:
+        details["cpython_hash_baseline_ms"] = round(hash_baseline_ms(cfg["hash_reps"]), 2)
     stage("tap", stage_tap, cfg, use_callgrind)
     stage("blacklist", stage_blacklist, cfg)
     stage("journal", stage_journal, cfg)
@@ -1047,7 +1067,8 @@ def run(quick=False, use_pg=True, use_callgrind=True, reps=None):
     stage("powercut", stage_powercut, cfg)
     stage("collector", stage_collector, cfg, use_pg)
     stage("modem", stage_modem, cfg)
-    details["cpython_hash_baseline_ms_end"] = round(hash_baseline_ms(cfg["hash_reps"]), 2)
+    if not only:
+        details["cpython_hash_baseline_ms_end"] = round(hash_baseline_ms(cfg["hash_reps"]), 2)
     model = bench_model.tap_model(details)
     details["tap_model"] = model
     for name, m in model["configs"].items():
@@ -1085,7 +1106,9 @@ def run(quick=False, use_pg=True, use_callgrind=True, reps=None):
         "machine": machine(),
         "config": cfg,
         "quick": quick,
+        "stages_rerun": sorted(only) if only else "all",
         "stage_seconds": stages,
+        "stage_runs": stage_runs,
         "seconds": round(time.time() - t_start, 1),
     }
 
@@ -1099,14 +1122,37 @@ def main(argv=None):
     ap.add_argument("--out-json", default=str(ROOT / "bench" / "results.json"))
     ap.add_argument("--out-md", default=str(ROOT / "BENCHMARKS.md"))
     ap.add_argument("--work", help="scratch directory (default bench/out, or $BENCH_WORK)")
+    ap.add_argument(
+        "--stage",
+        action="append",
+        choices=STAGES,
+        help="run only this stage (repeatable); the other figures are kept from --out-json",
+    )
     args = ap.parse_args(argv)
+    previous = None
+    if args.stage:
+        try:
+            previous = json.loads(Path(args.out_json).read_text())
+        except (OSError, ValueError) as e:
+            print(
+                "--stage merges into a previous full run: %s: %s" % (args.out_json, e),
+                file=sys.stderr,
+            )
+            return 2
     if args.work:
         global OUT, MPY_DIR, MPY32_DIR
         OUT = Path(args.work)
         MPY_DIR = OUT / "mpy"
         MPY32_DIR = OUT / "mpy32"
     try:
-        res = run(args.quick, not args.no_pg, not args.no_callgrind, args.reps)
+        res = run(
+            args.quick,
+            not args.no_pg,
+            not args.no_callgrind,
+            args.reps,
+            set(args.stage or ()),
+            previous,
+        )
     except BenchError as e:
         print("bench failed: %s" % e, file=sys.stderr)
         return 1
