@@ -14,6 +14,7 @@ import json
 import time
 
 import bootmode
+import bundle
 import clock
 import config
 import decide
@@ -102,6 +103,13 @@ class Validator:
             on_event=self._param_event,
             terminal=b"\x00" * 8,
             slots=parts.param_slots,
+            trust=bundle.Trust(
+                cfg.get("param_keys"),
+                cfg.get("operator", 0),
+                cfg["city"],
+                cfg["route"],
+                cfg.get("groups", ()),
+            ),
         )
         self.params.load(self.clock.now())
         self._feed()

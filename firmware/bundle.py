@@ -9,6 +9,19 @@
 #                       removes since blacklist version `extra`)
 #   HMAC-SHA256         32 bytes under the device secret, over everything before it
 # The MAC is checked over the whole file before any field other than the length is believed.
+#
+# Format 2, fleet-signed (docs/parameters.md "Fleet signature"): a signed manifest, then the body.
+#   manifest head (64) "TUPM", format 1, key id, 2 pad, version, activation, not before, not
+#                       after, created (u32 each, validator time), operator u16, city u16 (BCD),
+#                       route u32, group u32 (0 = any), body length, chunk size, chunk count,
+#                       12 reserved
+#   chunk hashes        SHA-256 of each chunk of the body, 32 bytes each
+#   signature (64)      ECDSA P-256 over SHA-256 of everything before it (r || s)
+#   body                the header and sections above with format 2 and no MAC
+# The signature is checked before any manifest field but the lengths is believed, and every
+# chunk against its hash before any body byte is. Offsets a Header of a signed file reports are
+# file offsets (manifest included), so the readers below work on both formats.
+import hashlib
 import json
 import struct
 
@@ -22,6 +35,7 @@ except ImportError:
 
 import hmac256
 import log
+import p256
 
 MAGIC = b"TUPB"
 FORMAT = const(1)
@@ -29,6 +43,21 @@ HEADER = const(160)
 MAC_LEN = const(32)
 MAX_SECTIONS = const(8)
 ALIGN = const(4096)
+
+FORMAT_SIGNED = const(2)
+MMAGIC = b"TUPM"
+MFORMAT = const(1)
+MHEAD = const(64)
+HASH_LEN = const(32)
+SIG_LEN = const(64)
+CHUNK = const(4096)  # default chunk: one flash block, so a verified chunk is one slot block
+MAX_CHUNK = const(65536)
+MAX_BODY = const(64 * 1024 * 1024)
+# Versions are bounded (docs/parameters.md "Rollback"): at most VERSION_MAX, so every version
+# fits the protocol's u32 fields with room, and at most MAX_STEP above what a validator holds,
+# so no single bundle can push a validator to a version nothing can follow.
+VERSION_MAX = const(0x7FFFFFFF)
+MAX_STEP = const(1 << 20)
 
 CONFIG = const(1)
 BLACKLIST = const(2)
@@ -59,11 +88,26 @@ def _pad_to(pos, align):
 
 
 def build(key, version, activation, config=None, blacklist=None, delta=None, created=0):
-    """The bundle as bytes, MAC included.
+    """The bundle as bytes, MAC included (format 1, legacy: signed with one device's secret).
 
     config: a dict (JSON-able); blacklist: bytes from cardlists.build_blacklist;
     delta: (base_version, adds, removes) with card numbers as ints.
     """
+    head, parts = _body(FORMAT, version, activation, config, blacklist, delta, created)
+    mac = hmac256.HMAC256(key)
+    mac.update(head)
+    for p in parts:
+        mac.update(p)
+    return bytes(head) + b"".join(parts) + mac.digest()
+
+
+def build_body(version, activation, config=None, blacklist=None, delta=None, created=0):
+    """The body of a fleet-signed bundle (format 2: no MAC; the manifest signs it)."""
+    head, parts = _body(FORMAT_SIGNED, version, activation, config, blacklist, delta, created)
+    return bytes(head) + b"".join(parts)
+
+
+def _body(fmt, version, activation, config, blacklist, delta, created):
     parts = []
     table = []
     pos = HEADER
@@ -92,19 +136,13 @@ def build(key, version, activation, config=None, blacklist=None, delta=None, cre
         table.append((BLACKLIST, pos, len(blacklist), 0))
         parts.append(blacklist)
         pos += len(blacklist)
-    total = pos + MAC_LEN
+    total = pos + (MAC_LEN if fmt == FORMAT else 0)
     head = bytearray(HEADER)
     head[0:4] = MAGIC
-    struct.pack_into(
-        ">BBHIIII", head, 4, FORMAT, len(table), 0, version, activation, created, total
-    )
+    struct.pack_into(">BBHIIII", head, 4, fmt, len(table), 0, version, activation, created, total)
     for i, (kind, off, length, extra) in enumerate(table):
         struct.pack_into(">B3xIII", head, 32 + 16 * i, kind, off, length, extra)
-    mac = hmac256.HMAC256(key)
-    mac.update(head)
-    for p in parts:
-        mac.update(p)
-    return bytes(head) + b"".join(parts) + mac.digest()
+    return head, parts
 
 
 def resign(data, key):
@@ -116,16 +154,18 @@ def resign(data, key):
     return bytes(body) + hmac256.hmac_sha256(key, body)
 
 
-def _parse_header(head, size):
+def _parse_header(head, size, fmt_want=FORMAT, shift=0):
+    """Header of a body of `size` bytes (MAC included for format 1); section offsets are
+    reported `shift` bytes further (the manifest in front of a signed body)."""
     if bytes(head[0:4]) != MAGIC:
         raise BundleError("not a bundle (magic %r)" % bytes(head[0:4]))
     fmt, nsect, _, version, activation, created, total = struct.unpack_from(">BBHIIII", head, 4)
-    if fmt != FORMAT:
-        raise BundleError("unknown bundle format %d" % fmt)
+    if fmt != fmt_want:
+        raise BundleError("bundle format %d where %d was expected" % (fmt, fmt_want))
     if nsect > MAX_SECTIONS:
         raise BundleError("%d sections (max %d)" % (nsect, MAX_SECTIONS))
     sections = {}
-    end_body = size - MAC_LEN
+    end_body = size - (MAC_LEN if fmt == FORMAT else 0)
     spans = []
     for i in range(nsect):
         kind, off, length, extra = struct.unpack_from(">B3xIII", head, 32 + 16 * i)
@@ -141,10 +181,10 @@ def _parse_header(head, size):
             if off < b and a < off + length:
                 raise BundleError("sections overlap")
         spans.append((off, off + length))
-        sections[kind] = (off, length, extra)
+        sections[kind] = (off + shift, length, extra)
     if BLACKLIST in sections and BLDELTA in sections:
         raise BundleError("a bundle carries a full blacklist or a delta, not both")
-    return Header(version, activation, created, total, sections)
+    return Header(version, activation, created, total + shift, sections)
 
 
 def verify_file(f, key, size, buf=None):
@@ -179,6 +219,250 @@ def verify_file(f, key, size, buf=None):
         raise BundleError("truncated MAC")
     if not hmac256.equal(mac.digest(), want):
         raise BundleError("MAC mismatch (tampered, or signed for another device)")
+    return _parse_header(head, size)
+
+
+# --- format 2: fleet-signed --------------------------------------------------------------------
+
+
+class Manifest:
+    """The signed manifest's head: version, activation, validity window, scope, body layout."""
+
+    def __init__(self, head):
+        if len(head) < MHEAD or bytes(head[0:4]) != MMAGIC:
+            raise BundleError("not a signed manifest")
+        f = struct.unpack_from(">BB2xIIIIIHHIIIII", head, 4)
+        if f[0] != MFORMAT:
+            raise BundleError("unknown manifest format %d" % f[0])
+        self.key_id = f[1]
+        self.version = f[2]
+        self.activation = f[3]
+        self.not_before = f[4]
+        self.not_after = f[5]
+        self.created = f[6]
+        self.operator = f[7]
+        self.city = f[8]
+        self.route = f[9]
+        self.group = f[10]
+        self.body_len = f[11]
+        self.chunk = f[12]
+        self.n_chunks = f[13]
+        if not 0 < self.chunk <= MAX_CHUNK or self.chunk % 512:
+            raise BundleError("chunk size %d" % self.chunk)
+        if not HEADER <= self.body_len <= MAX_BODY:
+            raise BundleError("body length %d" % self.body_len)
+        if self.n_chunks != (self.body_len + self.chunk - 1) // self.chunk:
+            raise BundleError("%d chunks do not cover %d bytes" % (self.n_chunks, self.body_len))
+        self.signed_len = MHEAD + HASH_LEN * self.n_chunks  # what the signature covers
+        self.len = self.signed_len + SIG_LEN  # the manifest's bytes in front of the body
+        self.total = self.len + self.body_len
+
+    def chunk_span(self, i):
+        """(offset in the file, length) of chunk i."""
+        off = i * self.chunk
+        return self.len + off, min(self.chunk, self.body_len - off)
+
+    def scope(self):
+        return "operator %d city %04x route %d group %d" % (
+            self.operator,
+            self.city,
+            self.route,
+            self.group,
+        )
+
+
+def manifest_unsigned(
+    body,
+    key_id,
+    version,
+    activation,
+    not_before=0,
+    not_after=0,
+    operator=0,
+    city=0,
+    route=0,
+    group=0,
+    chunk=CHUNK,
+    created=0,
+):
+    """Head and chunk hashes of a manifest for `body` (host side); the signer appends r || s."""
+    n = (len(body) + chunk - 1) // chunk
+    head = bytearray(MHEAD)
+    head[0:4] = MMAGIC
+    struct.pack_into(
+        ">BB2xIIIIIHHIIIII",
+        head,
+        4,
+        MFORMAT,
+        key_id,
+        version,
+        activation,
+        not_before,
+        not_after,
+        created,
+        operator,
+        city,
+        route,
+        group,
+        len(body),
+        chunk,
+        n,
+    )
+    Manifest(head)  # the same checks the validator makes
+    out = [bytes(head)]
+    for i in range(n):
+        out.append(hashlib.sha256(body[i * chunk : (i + 1) * chunk]).digest())
+    return b"".join(out)
+
+
+class Trust:
+    """What a validator believes: fleet public keys by id (current and next) and its own scope.
+
+    keys: {key_id: 65-byte uncompressed P-256 point}; key_floor: ids below it are retired
+    (a bundle signed by a newer key retires the older ones); scope: operator, city (BCD as a
+    4-digit string or an int), route, groups (the device groups it belongs to)."""
+
+    def __init__(self, keys=None, operator=0, city=0, route=0, groups=(), key_floor=0):
+        self.keys = {}
+        for kid, raw in (keys or {}).items():
+            self.add_key(kid, raw)
+        self.operator = operator
+        self.city = int(city, 16) if isinstance(city, str) else city
+        self.route = route
+        self.groups = tuple(groups)
+        self.key_floor = key_floor
+
+    def add_key(self, kid, raw):
+        kid = int(kid)
+        if isinstance(raw, str):
+            raw = bytes.fromhex(raw)
+        if not 0 < kid < 256:
+            raise BundleError("key id %d outside 1..255" % kid)
+        try:
+            self.keys[kid] = p256.public_key(raw)
+        except ValueError as e:
+            raise BundleError("key %d: %s" % (kid, e))
+
+    def signed_mode(self):
+        return bool(self.keys)
+
+    def check_scope(self, m):
+        if m.operator and m.operator != self.operator:
+            raise BundleError(
+                "out of scope: operator %d, this validator %d" % (m.operator, self.operator)
+            )
+        if m.city and m.city != self.city:
+            raise BundleError("out of scope: city %04x, this validator %04x" % (m.city, self.city))
+        if m.route and m.route != self.route:
+            raise BundleError("out of scope: route %d, this validator %d" % (m.route, self.route))
+        if m.group and m.group not in self.groups:
+            raise BundleError("out of scope: device group %d" % m.group)
+
+
+def read_manifest_head(f):
+    head = bytearray(MHEAD)
+    f.seek(0)
+    if f.readinto(head) != MHEAD:
+        raise BundleError("truncated manifest")
+    return Manifest(head)
+
+
+def verify_manifest(f, size, trust, now, buf):
+    """Check the manifest at the start of `f` (signature, key, scope, window); -> Manifest.
+    `size` is the file's length or None when only the manifest is there yet (a download)."""
+    m = read_manifest_head(f)
+    if size is not None and size != m.total:
+        raise BundleError("length %d, manifest says %d (truncated or padded)" % (size, m.total))
+    if m.key_id not in trust.keys:
+        raise BundleError("signed by unknown key %d" % m.key_id)
+    if m.key_id < trust.key_floor:
+        raise BundleError(
+            "signed by retired key %d (keys from %d on)" % (m.key_id, trust.key_floor)
+        )
+    h = hashlib.sha256()
+    mv = memoryview(buf)
+    f.seek(0)
+    left = m.signed_len
+    while left > 0:
+        n = f.readinto(mv if left >= len(buf) else mv[:left])
+        if not n:
+            raise BundleError("manifest ended early")
+        h.update(mv[:n])
+        left -= n
+    sig = bytearray(SIG_LEN)
+    if f.readinto(sig) != SIG_LEN:
+        raise BundleError("truncated signature")
+    if not p256.verify_digest(trust.keys[m.key_id], h.digest(), sig):
+        raise BundleError("bad signature (tampered, or not signed by key %d)" % m.key_id)
+    trust.check_scope(m)
+    if not 0 < m.version <= VERSION_MAX:
+        raise BundleError("version %d outside 1..%d" % (m.version, VERSION_MAX))
+    if now is not None:
+        if m.not_before and now < m.not_before:
+            raise BundleError("not valid before %d (now %d)" % (m.not_before, now))
+        if m.not_after and now > m.not_after:
+            raise BundleError("expired at %d (now %d)" % (m.not_after, now))
+    return m
+
+
+def chunk_ok(f, m, i, buf, data=None):
+    """True when chunk i (read from `f`, or given as `data`) matches its manifest hash."""
+    want = bytearray(HASH_LEN)
+    f.seek(MHEAD + HASH_LEN * i)
+    if f.readinto(want) != HASH_LEN:
+        return False
+    h = hashlib.sha256()
+    if data is not None:
+        h.update(data)
+    else:
+        off, length = m.chunk_span(i)
+        mv = memoryview(buf)
+        f.seek(off)
+        while length > 0:
+            n = f.readinto(mv if length >= len(buf) else mv[:length])
+            if not n:
+                return False
+            h.update(mv[:n])
+            length -= n
+    return h.digest() == want
+
+
+def verify_signed_file(f, size, trust, now=None, buf=None):
+    """Check a fleet-signed bundle file of `size` bytes; -> (Manifest, Header) or BundleError.
+    Signature first, then every chunk, then the body header."""
+    if buf is None:
+        buf = bytearray(1024)
+    m = verify_manifest(f, size, trust, now, buf)
+    for i in range(m.n_chunks):
+        if not chunk_ok(f, m, i, buf):
+            raise BundleError("chunk %d does not match its hash (tampered)" % i)
+    hdr = signed_header(f, m)
+    return m, hdr
+
+
+def signed_header(f, m):
+    """The body header of a signed file whose manifest is `m` (offsets are file offsets)."""
+    head = bytearray(HEADER)
+    f.seek(m.len)
+    if f.readinto(head) != HEADER:
+        raise BundleError("truncated header")
+    hdr = _parse_header(head, m.body_len, FORMAT_SIGNED, m.len)
+    if hdr.version != m.version or hdr.activation != m.activation:
+        raise BundleError("body version or activation differs from the manifest")
+    return hdr
+
+
+def file_header(f, size):
+    """The Header of an already verified file of either format (offsets are file offsets)."""
+    magic = bytearray(4)
+    f.seek(0)
+    f.readinto(magic)
+    if bytes(magic) == MMAGIC:
+        return signed_header(f, read_manifest_head(f))
+    head = bytearray(HEADER)
+    f.seek(0)
+    if f.readinto(head) != HEADER:
+        raise BundleError("truncated header")
     return _parse_header(head, size)
 
 

@@ -52,6 +52,22 @@ def validate(raw):
         raise ConfigError("city must be 4 digits")
     if len(cfg["institution"]) != 16:
         raise ConfigError("institution must be 16 digits (8 BCD bytes)")
+    # Fleet parameter keys (docs/parameters.md "Fleet signature"): {"id": "04...hex"}, the
+    # current and the next; with them only fleet-signed bundles install. groups: the device
+    # groups a bundle's scope may name.
+    keys = cfg.get("param_keys", {})
+    if not isinstance(keys, dict):
+        raise ConfigError("param_keys must be an object of key id -> public key hex")
+    for kid, key in keys.items():
+        if not str(kid).isdigit() or not 0 < int(kid) < 256:
+            raise ConfigError("param_keys: key id %r is not 1..255" % kid)
+        if not isinstance(key, str) or len(key) != 130 or not key.startswith("04"):
+            raise ConfigError("param_keys %s: want 65 bytes (130 hex digits) starting 04" % kid)
+    groups = cfg.get("groups", [])
+    if not isinstance(groups, list) or not all(
+        isinstance(g, int) and not isinstance(g, bool) and 0 < g <= 0xFFFFFFFF for g in groups
+    ):
+        raise ConfigError("groups must be a list of numbers from 1 to 4294967295")
     if cfg["stop_source"] not in ("fixed", "driver", "gps"):
         raise ConfigError("stop_source must be fixed, driver or gps")
     return cfg

@@ -30,6 +30,8 @@ import log
 PARAM_ACTIVATION = "PARAM_ACTIVATION"
 _STATE = "state"
 _TMP = "state.tmp"
+_FLOOR = "floor"  # the version floor's second home (docs/parameters.md "Rollback")
+_FLOOR_TMP = "floor.tmp"
 INCOMING = "incoming.tmp"
 _SETTINGS = {
     # name: (min, max, default)
@@ -80,6 +82,15 @@ def check_config(cfg, terminal=b"\x00" * 8):
         wl = cardlists.Whitelist(cfg["whitelist"])
     except (fare.FareConfigError, cardlists.ListError) as e:
         raise ParamsError(str(e))
+    keys = cfg.get("param_keys", {})
+    if not isinstance(keys, dict):
+        raise ParamsError("param_keys is not an object")
+    try:
+        t = bundle.Trust()
+        for kid, raw in keys.items():
+            t.add_key(kid, raw)
+    except (bundle.BundleError, ValueError, TypeError) as e:
+        raise ParamsError("param_keys: %s" % e)
     return settings, engine, wl
 
 
@@ -140,6 +151,8 @@ class Receiver:
         self.total = total
         self.pos = 0
         self.head = bytearray(bundle.HEADER)
+        self.mhead = bytearray(bundle.MHEAD)
+        self.body_at = None  # where the body header starts: 0, or after a signed manifest
         self.failed = None
         self.hole = None  # (offset, length) of the blacklist section
         self.slot = None
@@ -148,20 +161,40 @@ class Receiver:
         self.nblk = 0
         self.f = open(params._p(INCOMING), "wb")
 
+    def _format(self):
+        # The first 64 bytes say which format: a signed manifest or a legacy header.
+        if bytes(self.mhead[0:4]) == bundle.MMAGIC:
+            try:
+                m = bundle.Manifest(self.mhead)
+            except bundle.BundleError as e:
+                self.failed = str(e)
+                return
+            if m.total != self.total:
+                self.failed = "truncated or padded: manifest says %d bytes, %d announced" % (
+                    m.total,
+                    self.total,
+                )
+                return
+            self.body_at = m.len
+        else:
+            self.body_at = 0
+            self.head[0 : bundle.MHEAD] = self.mhead
+
     def _plan(self):
         # Route by the (still unverified) section table: find the blacklist section.
         p = self.p
         said = (self.head[20] << 24) | (self.head[21] << 16) | (self.head[22] << 8) | self.head[23]
-        if said != self.total:
+        if said != self.total - self.body_at:
             self.failed = "truncated or padded: header says %d bytes, %d announced" % (
                 said,
-                self.total,
+                self.total - self.body_at,
             )
             return
         if not p.slots:
             return
         try:
-            hdr = bundle._parse_header(self.head, self.total)
+            fmt = bundle.FORMAT_SIGNED if self.body_at else bundle.FORMAT
+            hdr = bundle._parse_header(self.head, said, fmt, self.body_at)
         except bundle.BundleError as e:
             self.failed = str(e)
             return
@@ -183,11 +216,18 @@ class Receiver:
             self.failed = "longer than the announced %d bytes" % self.total
         while len(mv) and not self.failed:
             pos = self.pos
-            if pos < bundle.HEADER:
-                n = min(len(mv), bundle.HEADER - pos)
-                self.head[pos : pos + n] = mv[:n]
+            if self.body_at is None:
+                n = min(len(mv), bundle.MHEAD - pos)
+                self.mhead[pos : pos + n] = mv[:n]
                 self.f.write(mv[:n])
-                if pos + n == bundle.HEADER:
+                if pos + n == bundle.MHEAD:
+                    self._format()
+            elif self.body_at <= pos < self.body_at + bundle.HEADER:
+                rel = pos - self.body_at
+                n = min(len(mv), bundle.HEADER - rel)
+                self.head[rel : rel + n] = mv[:n]
+                self.f.write(mv[:n])
+                if rel + n == bundle.HEADER:
                     self._plan()
             elif self.hole and self.hole[0] <= pos < self.hole[0] + self.hole[1]:
                 n = min(len(mv), _BLOCK - self.fill, self.hole[0] + self.hole[1] - pos)
@@ -201,6 +241,8 @@ class Receiver:
                 n = len(mv)
                 if self.hole and pos < self.hole[0]:
                     n = min(n, self.hole[0] - pos)
+                if pos < self.body_at:
+                    n = min(n, self.body_at - pos)
                 self.f.write(mv[:n])
             self.pos += n
             mv = mv[n:]
@@ -233,12 +275,16 @@ class Params:
     root: directory on littlefs; key: the device secret (HMAC-SHA256 key);
     on_event(name, info): gets PARAM_ACTIVATION with a dict so the app journals it;
     terminal: 8-byte terminal number as the 0x1E records carry it (00 00 + PSAM terminal id);
-    slots: None (file mode) or two block devices for the blacklist (esp32.Partition A and B).
+    slots: None (file mode) or two block devices for the blacklist (esp32.Partition A and B);
+    trust: a bundle.Trust (fleet public keys and this validator's scope). With keys, only
+    fleet-signed bundles install; without, legacy bundles under `key` (docs/parameters.md).
     """
 
-    def __init__(self, root, key, on_event=None, terminal=b"\x00" * 8, slots=None):
+    def __init__(self, root, key, on_event=None, terminal=b"\x00" * 8, slots=None, trust=None):
         self.root = root.rstrip("/")
         self.key = key
+        self.trust = trust if trust is not None else bundle.Trust()
+        self.floor = {"version": 0, "key": 0}
         self.on_event = on_event
         self.terminal = terminal
         self.slots = slots
@@ -281,6 +327,80 @@ class Params:
             return None
         return st
 
+    # -- the version floor (docs/parameters.md "Rollback") -----------------------------------
+    # Kept in the state and in its own file, written after each state change: damage to either
+    # leaves the other, and the active and pending entries count too. Versions only go up; the
+    # key floor (the newest signing key seen) retires older keys. Both as (key, version).
+
+    def _rank_of(self, e):
+        return (e.get("key", 0), e["version"]) if e else (0, 0)
+
+    def _load_floor(self):
+        key = version = 0
+        st = self.state or {}
+        f = self._read_floor_file()
+        for e in (st.get("floor"), st.get("active"), st.get("pending"), f):
+            if e:
+                try:
+                    k, v = self._rank_of(e)
+                    key = max(key, k)
+                    version = max(version, v)
+                except (KeyError, TypeError):
+                    pass
+        self.floor = {"key": key, "version": version}
+        self.trust.key_floor = max(self.trust.key_floor, key)
+        if not f or self._rank_of(f) != (key, version):
+            self._write_floor()
+
+    def _read_floor_file(self):
+        try:
+            with open(self._p(_FLOOR), "rb") as f:
+                raw = f.read()
+            body, check = raw.rsplit(b"\n", 1)
+            if int(check) != crc.crc32(body):
+                raise ValueError("crc")
+            e = json.loads(body)
+            self._rank_of(e)
+            return e
+        except OSError:
+            return None
+        except (ValueError, TypeError, KeyError, AttributeError) as e:
+            _log.error("floor file damaged (%s): the state's floor stands", e)
+            return None
+
+    def _write_floor(self):
+        body = json.dumps(self.floor).encode()
+        try:
+            with open(self._p(_FLOOR_TMP), "wb") as f:
+                f.write(body + b"\n" + str(crc.crc32(body)).encode())
+            os.rename(self._p(_FLOOR_TMP), self._p(_FLOOR))
+        except OSError as e:
+            _log.warning("could not write the version floor file: %s", e)
+
+    def _raise_floor(self, st, entry):
+        k, v = self._rank_of(entry)
+        self.floor = {"key": max(k, self.floor["key"]), "version": max(v, self.floor["version"])}
+        st["floor"] = dict(self.floor)
+
+    def _check_version(self, version, key_id):
+        """ParamsError unless (key_id, version) may follow what this validator holds."""
+        if not 0 < version <= bundle.VERSION_MAX:
+            raise ParamsError("version %d outside 1..%d" % (version, bundle.VERSION_MAX))
+        st = self.state or {}
+        newest = max(self._rank_of(st.get("active"))[1], self._rank_of(st.get("pending"))[1])
+        floor = self.floor["version"]
+        if version <= newest:
+            raise ParamsError("version %d is not newer than %d" % (version, newest))
+        if version < floor:
+            # After a damaged state the floor's own version may come again, not an older one.
+            raise ParamsError("version %d is below the floor %d (rollback)" % (version, floor))
+        if floor and version > floor + bundle.MAX_STEP:
+            raise ParamsError(
+                "version %d jumps more than %d above %d" % (version, bundle.MAX_STEP, floor)
+            )
+        if key_id and key_id < self.floor["key"]:
+            raise ParamsError("signed by retired key %d" % key_id)
+
     def _write_state(self, st):
         body = json.dumps(st).encode()
         with open(self._p(_TMP), "wb") as f:
@@ -303,6 +423,7 @@ class Params:
     def _collect(self, at_boot=False):
         keep = self._referenced(self.state)
         keep.add(_STATE)
+        keep.add(_FLOOR)
         if not at_boot:
             keep.add(INCOMING)  # a download may be under way
         for name in os.listdir(self.root):
@@ -352,11 +473,14 @@ class Params:
         try:
             f, src = self._source(entry["cfg"], entry["cfg_hole"], entry.get("cfg_slot"))
             files.append(f)
-            hdr = bundle._parse_header(self._head(src), entry["cfg_size"])
+            hdr = bundle.file_header(src, entry["cfg_size"])
             raw = self._section(src, hdr, bundle.CONFIG)
             if raw is None or crc.crc32(raw) != entry["cfg_crc"]:
                 raise ParamsError("config of %s changed on flash" % entry["cfg"])
-            settings, engine, wl = check_config(json.loads(raw), self.terminal)
+            cfg = json.loads(raw)
+            settings, engine, wl = check_config(cfg, self.terminal)
+            for kid, key in cfg.get("param_keys", {}).items():
+                self.trust.add_key(kid, key)  # the rotation's next key (docs/parameters.md)
             bl = entry["bl"]
             if bl.get("slot") is not None:
                 if not self.slots:
@@ -374,7 +498,7 @@ class Params:
             blist = cardlists.Blacklist(dev, overlay, self.blbuf)
             if blist.blocks * _BLOCK != bl["len"]:
                 raise ParamsError("blacklist header does not match its %d bytes" % bl["len"])
-        except (OSError, ValueError, KeyError, TypeError) as e:
+        except (OSError, ValueError, KeyError, TypeError, bundle.BundleError) as e:
             for f in files:
                 f.close()
             raise ParamsError("cannot open parameters: %s" % e)
@@ -407,6 +531,7 @@ class Params:
         """Open the committed parameters (after boot). True when a parameter set is active."""
         self._damaged = False
         self.state = self._read_state()
+        self._load_floor()
         if not self._damaged:
             # leftovers go; after damage the files stay for whoever investigates
             self._collect(at_boot=True)
@@ -515,13 +640,12 @@ class Params:
         f = open(path, "rb")
         try:
             src = _Logical(f, self.slots[slot], hole[0], hole[1]) if hole else _Logical(f)
-            hdr = bundle.verify_file(src, self.key, size, bytearray(_BUF))
+            key_id = self._verify(src, size, now)
+            hdr = bundle.file_header(src, size)
+            self._check_version(hdr.version, key_id)
             st = self.state or {}
             active = st.get("active")
             pending = st.get("pending")
-            newest = max(active["version"] if active else 0, pending["version"] if pending else 0)
-            if hdr.version <= newest:
-                raise ParamsError("version %d is not newer than %d" % (hdr.version, newest))
             cfg_raw = self._section(src, hdr, bundle.CONFIG)
             if cfg_raw is not None:
                 try:
@@ -549,6 +673,7 @@ class Params:
         name = "b%d.bnd" % hdr.version
         entry = {
             "version": hdr.version,
+            "key": key_id,
             "activation": hdr.activation,
             "cfg": None,
             "bl": None,
@@ -573,13 +698,33 @@ class Params:
             entry["delta_file"] = name
         os.rename(path, self._p(name))
         st = dict(self.state or {})
+        self._raise_floor(st, entry)
         if hdr.activation <= now:
             return self._activate(st, entry, now)
         st["pending"] = entry
         self._write_state(st)
+        self._write_floor()
         self._collect()
         _log.info("bundle %d pending until %d", hdr.version, hdr.activation)
         return "pending"
+
+    def _verify(self, src, size, now):
+        """Check the signature of a received file; -> the signing key id (0: legacy HMAC)."""
+        magic = bytearray(4)
+        src.seek(0)
+        src.readinto(magic)
+        buf = bytearray(_BUF)
+        if bytes(magic) == bundle.MMAGIC:
+            if not self.trust.signed_mode():
+                raise ParamsError("fleet-signed bundle, but no fleet key is provisioned")
+            m, _ = bundle.verify_signed_file(src, size, self.trust, now, buf)
+            return m.key_id
+        if self.trust.signed_mode():
+            raise ParamsError(
+                "legacy HMAC bundle refused: this validator takes fleet-signed bundles only"
+            )
+        bundle.verify_file(src, self.key, size, buf)
+        return 0
 
     def _delta_base_ok(self, base, active, pending):
         current = None
@@ -608,7 +753,7 @@ class Params:
             path = self._p(entry["delta_file"])
             with open(path, "rb") as f:
                 src = _Logical(f)
-                hdr = bundle._parse_header(self._head(src), os.stat(path)[6])
+                hdr = bundle.file_header(src, os.stat(path)[6])
                 _, adds, removes = bundle.read_delta(src, hdr)
             old = b""
             if active.get("ov"):
@@ -625,7 +770,12 @@ class Params:
         st["active"] = new
         if st.get("pending") and st["pending"]["version"] == entry["version"]:
             st["pending"] = None
+        self._raise_floor(st, new)
         self._write_state(st)
+        self._write_floor()
+        if new.get("key", 0) > self.trust.key_floor:
+            self.trust.key_floor = new["key"]
+            _log.info("signing keys below %d retired", new["key"])
         _log.info("parameters %d active (blacklist %d)", new["version"], new["bl_version"])
         self._collect()
         try:

@@ -35,6 +35,14 @@ def build_config(args):
         "modem": args.modem,
         "apn": args.apn,
     }
+    keys = {}
+    for spec in args.param_key or []:
+        kid, _, hexkey = spec.partition(":")
+        keys[kid] = hexkey
+    if keys:
+        raw["param_keys"] = keys  # fleet-signed bundles only (docs/parameters.md)
+    if args.group:
+        raw["groups"] = args.group
     fwconfig.validate(raw)  # refuse here what the validator would refuse at boot
     return raw
 
@@ -53,6 +61,13 @@ def main(argv=None):
     ap.add_argument("--vehicle", default="")
     ap.add_argument("--modem", default="sim7600", choices=("sim7600", "quectel", "socket"))
     ap.add_argument("--apn", default="cmnet")
+    ap.add_argument(
+        "--param-key",
+        action="append",
+        metavar="ID:HEX",
+        help="fleet public key (tools/params_sign.py pubkey); give the current and the next",
+    )
+    ap.add_argument("--group", type=int, action="append", help="device group (bundle scope)")
     ap.add_argument("--out", type=Path, default=Path("config.json"))
     ap.add_argument("--port", help="serial port of the board: copy config.json there")
     ap.add_argument("--collector-db", help="database URL: register the device's secret")

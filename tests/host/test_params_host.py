@@ -51,7 +51,7 @@ def _still_old(p, d):
     assert p.version == 3
     assert p.blacklist.contains(LOST) and not p.blacklist.contains(NEW)
     names = sorted(os.listdir(os.path.join(d, "params")))
-    assert names == ["b3.bnd", "state"], names
+    assert names == ["b3.bnd", "floor", "state"], names
     q = params.Params(os.path.join(d, "params"), KEY, slots=p.slots)
     assert q.load(0) and q.version == 3 and q.blacklist.contains(LOST)
     q.close()

@@ -128,7 +128,7 @@ def test_first_install_activates_and_survives_a_reboot():
     p = open_params(ev2)
     mptest.eq((p.version, fare_of(p)), (3, 200))
     mptest.eq(ev2.seen, [], "an announced activation is not journaled twice")
-    mptest.eq(sorted(os.listdir(MP + "/params")), ["b3.bnd", "state"])
+    mptest.eq(sorted(os.listdir(MP + "/params")), ["b3.bnd", "floor", "state"])
     p.close()
 
 
@@ -171,7 +171,9 @@ def test_bad_bundles_are_refused_and_the_active_set_stays():
     _refused(p, bundle.build(KEY, 4, 0, broken, blist(LOST)), "whitelist")
     _refused(p, b"", "truncated")
     mptest.eq(len(ev.seen), 1)
-    mptest.eq(sorted(os.listdir(MP + "/params")), ["b3.bnd", "state"], "refused files removed")
+    mptest.eq(
+        sorted(os.listdir(MP + "/params")), ["b3.bnd", "floor", "state"], "refused files removed"
+    )
     p.close()
 
 
@@ -209,7 +211,9 @@ def test_blacklist_deltas_chain_and_full_replacement_clears_them():
     )
     mptest.eq(p.install_bytes(full(6, cards=(NEW,)), now=0)[0], True)
     mptest.eq((p.blacklist.contains(NEW), p.blacklist.contains(STOLEN)), (True, False))
-    mptest.eq(sorted(os.listdir(MP + "/params")), ["b6.bnd", "state"], "old lists removed")
+    mptest.eq(
+        sorted(os.listdir(MP + "/params")), ["b6.bnd", "floor", "state"], "old lists removed"
+    )
     mptest.eq([e[1] for e in ev.seen], [3, 4, 5])
     p.close()
 
@@ -434,7 +438,7 @@ def test_slot_mode_lookups_read_two_flash_blocks():
     mptest.eq(
         p.install_bytes(bundle.build(KEY, 3, 0, cfg(), cl.blacklist_bytes(cards)), 0)[0], True
     )
-    mptest.eq(sorted(os.listdir(MP + "/params")), ["b3.bnd", "state"])
+    mptest.eq(sorted(os.listdir(MP + "/params")), ["b3.bnd", "floor", "state"])
     # header, config and alignment padding up to the list's first block, then the MAC
     mptest.eq(os.stat(MP + "/params/b3.bnd")[6], 4096 + 32, "the list is not on littlefs")
     worst = 0
