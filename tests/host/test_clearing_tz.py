@@ -109,7 +109,7 @@ def test_records_without_their_zone_fall_back_to_the_configured_one():
     old = dict(rec, reason=0)  # as firmware before the offset was recorded wrote it
     assert clearing().verdict(old) == "ok"
     assert clearing(tz=0).verdict(old) == "bad"
-    assert tac_of(clearing().keys[bytes.fromhex("09981001")], old) == rec["tac"]
+    assert tac_of(clearing().keys[bytes.fromhex("09981001")][0], old) == rec["tac"]
 
 
 def test_tz_code_round_trip_and_refusals():

@@ -74,7 +74,8 @@ def test_batch_is_stored_and_acknowledged(client, store):
     assert ans["status"] == up.ST_OK and ans["value"] == 50
     assert store.seqs(1) == list(range(1, 51))
     rows = list(store.export(1))
-    assert rows[0][5] == synth.PSAM.hex() and rows[0][9] == "unchecked"  # no TAC key set up
+    assert rows[0][5] == synth.PSAM.hex() and rows[0][9] == "nokey"  # no TAC key set up
+    assert rows[0][-2] == "tac_nokey,date"  # reported, never silently unchecked
     assert bytes.fromhex(rows[7][-1]) == synth.purchase(8)
 
 
@@ -134,7 +135,7 @@ def test_repeated_psam_serial_is_kept_once_for_clearing(client, store, caplog):
     assert b.answer(r.content)["value"] == 1  # the device still advances
     flags = {(row[0], row[1]): row[10] for row in store.export()}
     assert flags[(1, 3)] == 0 and flags[(2, 1)] == 1
-    assert any("repeats PSAM" in m for m in caplog.messages)
+    assert any("repeats a held purchase (tsn_dup" in m for m in caplog.messages)
 
 
 def test_restore_from_an_older_backup(client, store, caplog):
@@ -381,7 +382,7 @@ def test_migrations_upgrade_an_old_schema_and_refuse_a_newer_one(db_url):
         dbmod.MIGRATIONS = old
         dbmod.SCHEMA_VERSION = old[-1][0]
     s = Store(db_url)
-    assert s.schema_version() == SCHEMA_VERSION == 3
+    assert s.schema_version() == SCHEMA_VERSION
     assert s.secret(1) == SECRET_A  # data kept through the upgrade
     with s._tx() as ex:
         ex.run("INSERT INTO schema_version (version) VALUES (99)")
@@ -443,7 +444,8 @@ def test_cli_provision_publish_export_and_serve(tmp_path, capsys):
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env = dict(os.environ, PYTHONPATH=root)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tools.collector", "serve", "--db", url, "--port", "0"],
+        [sys.executable, "-m", "tools.collector", "serve", "--db", url, "--port", "0"]
+        + ["--tac-keys", "test"],
         cwd=root,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -497,7 +499,7 @@ def test_clearing_verifies_tacs_with_the_simulator_keys():
     rec["amount"] += 1  # the record no longer matches what the card signed
     assert clearing.verdict(rec) == "bad"
     rec["issuer"] = b"\x99\x99\x00\x00"
-    assert clearing.verdict(rec) == "unchecked"
+    assert clearing.verdict(rec) == "nokey"
     assert clearing.verdict(record.decode(synth.boot(3))) is None
     good = dict(record.decode(synth.purchase(6)), tac=bytes(4))
     assert clearing.verdict(good) == "bad"

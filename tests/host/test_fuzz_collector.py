@@ -65,6 +65,7 @@ class Harness:
         logging.getLogger("collector").setLevel(logging.CRITICAL)
 
     def close(self):
+        logging.getLogger("collector").setLevel(logging.NOTSET)  # later tests read its log
         self.store.close()
         self.tmp.cleanup()
 

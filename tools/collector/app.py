@@ -50,7 +50,13 @@ def fields_of(rec):
         "card_no": rec.get("card_no"),
         "amount": rec.get("amount"),
         "card_atc": rec.get("card_atc"),
+        "flags": rec.get("flags"),
     }
+
+
+# A device's plausible window starts a day before it was provisioned (a validator set up and
+# tested the day before its record in the back office).
+PROVISION_SLACK = 86400
 
 
 async def _read_body(request, limit):
@@ -154,22 +160,26 @@ def create_app(store, decoder="default", clearing=None, max_body=up.MAX_BODY):
             device = up.peek_device(body)
         except up.ProtoError as e:
             raise Refused(400, str(e))
-        secret = store.secret(device)
-        if secret is None:
+        info = store.auth(device)
+        if info is None:
             raise Refused(403, "unknown device %d" % device)
+        secret = info["secret"]
         try:
             req = up.decode_request(secret, body)
         except up.ProtoError as e:
             raise Refused(401 if "MAC" in str(e) else 400, "device %d: %s" % (device, e))
-        return secret, req
+        return secret, req, info
 
     def do_upload(body):
-        secret, req = authenticate(body)
+        secret, req, info = authenticate(body)
         device = req["device"]
         if req["type"] != up.T_UPLOAD:
             raise Refused(400, "device %d: not an upload request" % device)
         rows = []
+        noted = []
         first = req["first_seq"]
+        now = server_time()
+        not_before = info["created"] - PROVISION_SLACK
         for i, raw in enumerate(req["records"]):
             seq = first + i
             fields = {}
@@ -185,12 +195,23 @@ def create_app(store, decoder="default", clearing=None, max_body=up.MAX_BODY):
                         % (device, i, rec.get("seq"), seq),
                     )
                 fields = fields_of(rec)
-                fields["tac_status"] = clearing.verdict(rec)
+                tac, exc = clearing.check(rec, not_before, now)
+                fields["tac_status"] = tac
+                fields["exceptions"] = exc
+                if exc:
+                    noted.append((seq, exc))
             rows.append((seq, raw, fields))
         try:
             res = store.ingest(device, req["counter"], req["acked"], first, rows, req["time"])
         except Stale as e:
             return stale(secret, req, e.server_counter)
+        if noted:
+            log.warning(
+                "device %d: %d purchases held out of settlement or reported: %s",
+                device,
+                len(noted),
+                "; ".join("seq %d %s" % (seq, ",".join(exc)) for seq, exc in noted[:10]),
+            )
         offer = store.latest_version(device)
         if res["duplicates"] or res["tsn_dups"]:
             log.info(
@@ -236,7 +257,7 @@ def create_app(store, decoder="default", clearing=None, max_body=up.MAX_BODY):
         return Response(answer, 409, media_type=BINARY)
 
     def do_params(body):
-        secret, req = authenticate(body)
+        secret, req, _info = authenticate(body)
         device = req["device"]
         if req["type"] != up.T_PARAMS:
             raise Refused(400, "device %d: not a parameter request" % device)

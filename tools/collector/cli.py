@@ -1,6 +1,8 @@
 """Command line of the collector.
 
-    python -m tools.collector serve --db URL --port N [--host H] [--tac-keys keys.json]
+    python -m tools.collector serve --db URL --port N [--host H] --tac-keys keys.json|test
+    python -m tools.collector exceptions --db URL [--device ID]
+    python -m tools.collector loads --db URL FILE.csv
     python -m tools.collector provision --db URL --device ID [--secret HEX] [--name NAME]
     python -m tools.collector publish --db URL --version V FILE [--device ID] [--delta-from V0]
     python -m tools.collector export --db URL [--device ID] [--out FILE.csv]
@@ -12,6 +14,13 @@ PURCHASE_RECOVERED or DEBIT_VOID of the same card number and card counter, from 
 They are not money until an outcome arrives or clearing settles them from the card's counters;
 --all lists every intent with the outcome that closed it.
 
+`exceptions` lists the purchases stored for audit but kept out of settlement, with their
+reasons (bad or uncheckable TAC, amount above the fare tables, date outside the device's window,
+balance arithmetic, a balance that rose with no load, a repeated PSAM serial or card counter, a
+PSAM not registered to the device, a test record) and those only reported (sold on an unset
+clock), then the unconfirmed debits; totals on stderr. `loads` imports the top-up system's loads
+that explain a balance rise.
+
 `boots` lists the validators' starts (BOOT records): the reset cause (power-on, watchdog,
 brownout, soft, hard, ...), the parts that failed to start, and a count per device and cause;
 brown-outs point at a modem's current bursts on a weak supply, watchdog resets at a hang.
@@ -22,7 +31,6 @@ brown-outs point at a modem's current bursts on a weak supply, watchdog resets a
 
 import argparse
 import csv
-import json
 import logging
 import os
 import socket
@@ -36,14 +44,11 @@ def _serve(args):
     import uvicorn
 
     from .app import create_app
-    from .clearing import Clearing, load_keys
+    from .clearing import Clearing
 
-    keys = {}
-    if args.tac_keys:
-        with open(args.tac_keys, encoding="utf-8") as f:
-            keys = load_keys(json.load(f))
+    clearing = Clearing(tac_keys(args.tac_keys), max_amount=args.max_amount)
     store = Store(args.db)
-    app = create_app(store, clearing=Clearing(keys))
+    app = create_app(store, clearing=clearing)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     nodelay(sock)
@@ -59,6 +64,92 @@ def _serve(args):
         app, log_level=args.log_level, access_log=False, server_header=False, date_header=False
     )
     uvicorn.Server(config).run(sockets=[sock])
+    return 0
+
+
+def tac_keys(spec):
+    """--tac-keys: a key file (0600), or 'test' for the simulators' documented test keys.
+    Clearing is on by default: without keys the collector does not start."""
+    from . import clearing
+
+    if not spec:
+        raise ValueError(
+            "clearing needs the issuers' TAC keys: --tac-keys FILE (JSON, mode 0600, "
+            "docs/protocol.md section 10) or $COLLECTOR_TAC_KEYS; --tac-keys test for the "
+            "simulators' test keys"
+        )
+    if spec == "test":
+        logging.getLogger("collector").warning(
+            "TAC keys: the published TEST keys (simulated cards only; real cards fail)"
+        )
+        return clearing.simulator_keys()
+    return clearing.load_key_file(spec)
+
+
+def _exceptions(args):
+    store = Store(args.db)
+    try:
+        rows = store.exceptions(args.device)
+        unconfirmed = store.unconfirmed(args.device)
+        totals = store.settlement(args.device)
+    finally:
+        store.close()
+    print("device seq time card_no card_atc amount tac settles reasons")
+    for r in rows:
+        print(
+            "%d %d %s %s %s %s %s %s %s"
+            % (
+                r["device_id"],
+                r["seq"],
+                r["time"],
+                r["card_no"],
+                r["card_atc"],
+                r["amount"],
+                r["tac_status"],
+                "yes" if r["settles"] else "NO",
+                ",".join(r["reasons"]),
+            )
+        )
+    for r in unconfirmed:
+        print(
+            "%d %d %s %s %s %s - NO unconfirmed_debit"
+            % (r["device_id"], r["seq"], r["time"], r["card_no"], r["card_atc"], r["amount"])
+        )
+    print(
+        "settles: %d purchases, %d fen; excluded: %d purchases, %d fen; reported: %d; "
+        "unconfirmed debits: %d"
+        % (
+            totals["records"],
+            totals["amount"],
+            totals["excluded"],
+            totals["excluded_amount"],
+            totals["reported"],
+            len(unconfirmed),
+        ),
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _loads(args):
+    rows = []
+    with open(args.file, newline="", encoding="utf-8") as f:
+        for i, row in enumerate(csv.reader(f)):
+            if i == 0 and row and row[0] == "card_no":
+                continue
+            if len(row) < 3:
+                raise ValueError(
+                    "%s line %d: card_no,time,amount[,source] expected" % (args.file, i + 1)
+                )
+            rows.append(
+                (row[0].lower(), int(row[1]), int(row[2]), row[3] if len(row) > 3 else None)
+            )
+    store = Store(args.db)
+    try:
+        store.add_loads(rows)
+    finally:
+        store.close()
+    print("%d loads imported" % len(rows))
     return 0
 
 
@@ -189,7 +280,17 @@ def main(argv=None):
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8080, help="0 picks a free port (printed)")
     s.add_argument(
-        "--tac-keys", help="JSON {issuer4hex: {root, issuer8, alg}} TAC keys for clearing"
+        "--tac-keys",
+        default=os.environ.get("COLLECTOR_TAC_KEYS"),
+        help="TAC key file, JSON {issuer4hex: {alg: {root, issuer8}}}, mode 0600 (or "
+        "$COLLECTOR_TAC_KEYS); 'test' for the simulators' test keys. Required.",
+    )
+    s.add_argument(
+        "--max-amount",
+        type=int,
+        default=5000,
+        help="highest fare of the fare tables, fen (default %(default)s): above it a purchase "
+        "is an exception",
     )
     s.add_argument("--log-level", default="info")
     s = with_db(sub.add_parser("provision", help="add a device or replace its secret"))
@@ -209,6 +310,10 @@ def main(argv=None):
     s.add_argument("--all", action="store_true", help="every intent, with its outcome")
     s = with_db(sub.add_parser("boots", help="starts: reset causes and parts that failed"))
     s.add_argument("--device", type=int)
+    s = with_db(sub.add_parser("exceptions", help="purchases excluded from settlement, why"))
+    s.add_argument("--device", type=int)
+    s = with_db(sub.add_parser("loads", help="import loads (top-ups) from CSV"))
+    s.add_argument("file", help="CSV: card_no (hex),time (validator time),amount (fen)[,source]")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -219,6 +324,8 @@ def main(argv=None):
             "export": _export,
             "unconfirmed": _unconfirmed,
             "boots": _boots,
+            "exceptions": _exceptions,
+            "loads": _loads,
         }
         return cmds[args.cmd](args)
     except (ValueError, OSError) as e:

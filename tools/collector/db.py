@@ -17,6 +17,8 @@ from contextlib import contextmanager
 from urllib.parse import unquote, urlparse
 
 log = logging.getLogger("collector.db")
+# Exceptions that are reported but do not keep a purchase out of settlement (clearing.REPORT_ONLY).
+REPORT_ONLY = frozenset(("clock_unset",))
 
 EPOCH_2000 = 946684800  # validator time is seconds since 2000-01-01 UTC
 DEFAULT_URL = "sqlite:///collector.sqlite3"
@@ -82,7 +84,33 @@ MIGRATIONS = [
             "CREATE INDEX records_card_atc ON records (card_no, card_atc)",
         ],
     ),
+    (
+        4,
+        [
+            # Clearing on by default: every purchase gets its exceptions (a comma list of
+            # clearing.EXC_*; NULL = clean), the record's flags become a column (the test flag is
+            # exported), a purchase is unique by (card number, card counter) as well as by PSAM
+            # serial (older duplicates are marked first, _mark_atc_dups), and loads imported from
+            # the top-up system explain a balance that went up between two of a card's debits.
+            "ALTER TABLE records ADD COLUMN exceptions TEXT",
+            "ALTER TABLE records ADD COLUMN flags INTEGER",
+            """CREATE TABLE loads (
+                card_no TEXT NOT NULL,
+                ltime {big} NOT NULL,
+                amount {big} NOT NULL,
+                source TEXT)""",
+            "CREATE INDEX loads_card ON loads (card_no, ltime)",
+            "CREATE INDEX records_exceptions ON records (exceptions) WHERE exceptions IS NOT NULL",
+        ],
+    ),
 ]
+# Statements run after a migration's Python step (the unique index needs the duplicates marked).
+POST = {
+    4: [
+        """CREATE UNIQUE INDEX records_atc ON records (card_no, card_atc)
+            WHERE tsn_dup = 0 AND kind IN (1, 2) AND card_atc IS NOT NULL""",
+    ]
+}
 # Record kinds (firmware/record.py): the purchases that are money, the intent, and its outcomes.
 MONEY_KINDS = (1, 2)  # PURCHASE, PURCHASE_RECOVERED
 DEBIT_INTENT = 8
@@ -93,9 +121,11 @@ SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 _INSERT = (
     "INSERT INTO records (device_id, seq, received, raw, kind, rtime, psam_tid, psam_serial, "
-    "card_no, amount, tac_status, card_atc, tsn_dup) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "card_no, amount, tac_status, card_atc, flags, exceptions, tsn_dup) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+_DUP = -1  # index of tsn_dup in a row tuple
+_EXC = -2  # index of exceptions
 
 
 class Stale(Exception):
@@ -104,6 +134,10 @@ class Stale(Exception):
     def __init__(self, server_counter):
         super().__init__("counter not above %d" % server_counter)
         self.server_counter = server_counter
+
+
+def card_atc_key(card_no, atc):
+    return None if card_no is None or atc is None else (card_no, atc)
 
 
 def _hexify(v):
@@ -223,6 +257,10 @@ class Store:
                 log.info("schema migrated to version %d", version)
                 if version == 3:
                     self._backfill_card_atc(ex)
+                if version == 4:
+                    self._backfill_exceptions(ex)
+                for sql in POST.get(version, ()):
+                    ex.run(sql.format(blob=blob, big=big))
         return SCHEMA_VERSION
 
     @staticmethod
@@ -235,6 +273,40 @@ class Store:
                     "UPDATE records SET card_atc = ? WHERE device_id = ? AND seq = ?",
                     (int.from_bytes(raw[_ATC_AT : _ATC_AT + 2], "big"), device_id, seq),
                 )
+
+    @staticmethod
+    def _backfill_exceptions(ex):
+        """Records held before migration 4: flags from the raw bytes, exceptions from what was
+        known (tac_status 'bad' or 'unchecked', a PSAM serial repeat), and of two purchases with
+        one (card number, card counter) the later one marked as the duplicate."""
+        rows = ex.all(
+            "SELECT device_id, seq, raw, kind, tac_status, tsn_dup, card_no, card_atc "
+            "FROM records ORDER BY received, device_id, seq"
+        )
+        seen = set()
+        for device_id, seq, raw, kind, tac, dup, card_no, atc in rows:
+            raw = bytes(raw)
+            flags = raw[2] if len(raw) > 2 else 0
+            exc = []
+            if kind in MONEY_KINDS:
+                if tac == "bad":
+                    exc.append("tac_bad")
+                elif tac in ("unchecked", "nokey"):
+                    exc.append("tac_nokey")
+                if dup:
+                    exc.append("tsn_dup")
+                elif card_atc_key(card_no, atc) is not None:
+                    if (card_no, atc) in seen:
+                        exc.append("atc_dup")
+                        dup = 1
+                    seen.add((card_no, atc))
+                if flags & 0x08:
+                    exc.append("test")
+            ex.run(
+                "UPDATE records SET flags = ?, exceptions = ?, tsn_dup = ? "
+                "WHERE device_id = ? AND seq = ?",
+                (flags, ",".join(exc) or None, dup, device_id, seq),
+            )
 
     def schema_version(self):
         with self._tx(write=False) as ex:
@@ -265,6 +337,17 @@ class Store:
             row = ex.one("SELECT secret FROM devices WHERE device_id = ?", (device_id,))
         return bytes(row[0]) if row else None
 
+    def auth(self, device_id):
+        """What a request needs before its records are looked at, in one query: the secret, the
+        last accepted counter and the provisioning time (validator time). None if unknown."""
+        with self._tx(write=False) as ex:
+            row = ex.one(
+                "SELECT secret, counter, created FROM devices WHERE device_id = ?", (device_id,)
+            )
+        if not row:
+            return None
+        return {"secret": bytes(row[0]), "counter": row[1], "created": row[2] - EPOCH_2000}
+
     def device(self, device_id):
         with self._tx(write=False) as ex:
             row = ex.one(
@@ -290,7 +373,9 @@ class Store:
 
     def ingest(self, device_id, counter, acked, first_seq, rows, device_time=None):
         """Store one authenticated batch. rows: [(seq, raw, fields)] where fields holds the decoded
-        kind, time, psam_tid, psam_serial, card_no, amount, tac_status (any may be None).
+        kind, time, psam_tid, psam_serial, card_no, amount, card_atc, flags, tac_status and
+        exceptions (a list of clearing.EXC_*), any may be None. A row whose exceptions include
+        'psam' is quarantined: kept outside the uniqueness keys, so it demotes no other record.
         -> dict(contig, stored, duplicates, tsn_dups). Raises Stale."""
         now = int(time.time())
         skew = None if device_time is None else device_time - (now - EPOCH_2000)
@@ -302,7 +387,7 @@ class Store:
                 span = "SELECT seq FROM records WHERE device_id = ? AND seq >= ? AND seq <= ?"
                 before = {r[0] for r in ex.all(span, (device_id, lo, hi))}
                 fresh = [
-                    self._row(device_id, now, seq, raw, f, 0)
+                    self._row(device_id, now, seq, raw, f)
                     for seq, raw, f in rows
                     if seq not in before
                 ]
@@ -311,15 +396,7 @@ class Store:
                     after = {r[0] for r in ex.all(span, (device_id, lo, hi))}
                     for p in fresh:
                         if p[1] not in after:
-                            # Not held under (device, seq), so the PSAM serial clashed.
-                            log.warning(
-                                "device %d seq %d repeats PSAM %s serial %s: kept as tsn_dup",
-                                device_id,
-                                p[1],
-                                p[6],
-                                p[7],
-                            )
-                            ex.run(_INSERT, p[:-1] + (1,))
+                            self._insert_clash(ex, device_id, p)
                             tsn_dups += 1
                     stored = len(fresh)
             contig = self._advance(ex, device_id, acked, now)
@@ -331,18 +408,53 @@ class Store:
         }
 
     @staticmethod
-    def _row(device_id, now, seq, raw, f, dup):
+    def _insert_clash(ex, device_id, p):
+        """A new (device, seq) whose purchase repeats a held one's PSAM serial or card counter:
+        kept outside the uniqueness keys, its exceptions naming the clash."""
+        why = []
+        if ex.one(
+            "SELECT 1 FROM records WHERE psam_tid = ? AND psam_serial = ? AND tsn_dup = 0",
+            (p[6], p[7]),
+        ):
+            why.append("tsn_dup")
+        if ex.one(
+            "SELECT 1 FROM records WHERE card_no = ? AND card_atc = ? AND tsn_dup = 0 "
+            "AND kind IN (1, 2)",
+            (p[8], p[11]),
+        ):
+            why.append("atc_dup")
+        exc = ",".join(filter(None, [p[_EXC]] + why)) or None
+        log.warning(
+            "device %d seq %d repeats a held purchase (%s; PSAM %s serial %s, card %s "
+            "counter %s): kept outside settlement",
+            device_id,
+            p[1],
+            ", ".join(why) or "a concurrent insert",
+            p[6],
+            p[7],
+            p[8],
+            p[11],
+        )
+        ex.run(_INSERT, p[:_EXC] + (exc, 1))
+
+    @staticmethod
+    def _row(device_id, now, seq, raw, f):
         # Only purchases carry a PSAM terminal transaction serial; boot, refusal, parameter and
         # clock records hold serial 0 and must not collide on the (terminal, serial) key, and an
         # intent or a void shares the serial of the purchase it announces or cancels.
-        purchase = f.get("kind") in MONEY_KINDS
-        atc = f.get("card_atc") if f.get("kind") in (DEBIT_INTENT,) + OUTCOME_KINDS else None
+        kind = f.get("kind")
+        purchase = kind in MONEY_KINDS
+        atc = f.get("card_atc") if kind in (DEBIT_INTENT,) + OUTCOME_KINDS else None
+        exc = f.get("exceptions") or ()
+        flags = f.get("flags")
+        if flags is None and len(raw) > 2:
+            flags = raw[2]
         return (
             device_id,
             seq,
             now,
             bytes(raw),
-            f.get("kind"),
+            kind,
             f.get("time"),
             _hexify(f.get("psam_tid")) if purchase else None,
             f.get("psam_serial") if purchase else None,
@@ -350,7 +462,9 @@ class Store:
             f.get("amount"),
             f.get("tac_status"),
             atc,
-            dup,
+            flags,
+            ",".join(exc) or None,
+            1 if "psam" in exc else 0,  # quarantined: outside the uniqueness keys
         )
 
     def _advance(self, ex, device_id, acked, now):
@@ -549,6 +663,125 @@ class Store:
             out.append(dict(info, device_id=dev, seq=seq, time=rtime))
         return out
 
+    # --- clearing reports ------------------------------------------------------------------
+
+    def add_loads(self, loads):
+        """Loads from the top-up system: [(card_no hex, validator time, amount fen, source)].
+        They explain a balance that went up between two of a card's debits."""
+        with self._tx() as ex:
+            ex.many(
+                "INSERT INTO loads (card_no, ltime, amount, source) VALUES (?, ?, ?, ?)",
+                [(c, int(t), int(a), src) for c, t, a, src in loads],
+            )
+
+    def _money(self, ex, extra="", args=()):
+        return ex.all(
+            "SELECT device_id, seq, rtime, card_no, card_atc, amount, tac_status, exceptions, "
+            "tsn_dup, raw FROM records WHERE kind IN (1, 2)" + extra + " ORDER BY device_id, seq",
+            args,
+        )
+
+    def balance_rises(self):
+        """Purchases whose balance before is above the balance after the same card's previous
+        debit (card counter one lower) with no load of exactly the difference in between: money
+        the card did not have. -> [dict(device_id, seq, card_no, card_atc, rise)]."""
+        by_card = {}
+        with self._tx(write=False) as ex:
+            for dev, seq, t, card, atc, _amt, _tac, _exc, _dup, raw in self._money(
+                ex, " AND tsn_dup = 0 AND card_atc IS NOT NULL"
+            ):
+                raw = bytes(raw)
+                bb = int.from_bytes(raw[41:44], "big")
+                ba = int.from_bytes(raw[44:47], "big")
+                by_card.setdefault(card, {})[atc] = (dev, seq, t, bb, ba)
+            out = []
+            for card, chain in by_card.items():
+                for atc, (dev, seq, t, bb, _ba) in chain.items():
+                    prev = chain.get(atc - 1)
+                    if prev is None or bb <= prev[4]:
+                        continue
+                    rise = bb - prev[4]
+                    loaded = ex.one(
+                        "SELECT COALESCE(SUM(amount), 0) FROM loads "
+                        "WHERE card_no = ? AND ltime >= ? AND ltime <= ?",
+                        (card, prev[2], t),
+                    )[0]
+                    if loaded != rise:
+                        out.append(
+                            {
+                                "device_id": dev,
+                                "seq": seq,
+                                "card_no": card,
+                                "card_atc": atc,
+                                "rise": rise,
+                                "loaded": loaded,
+                            }
+                        )
+        return sorted(out, key=lambda r: (r["device_id"], r["seq"]))
+
+    def exceptions(self, device_id=None):
+        """Every purchase held for audit but excluded from settlement (or reported: a clock that
+        was not set), with its reasons: the stored exceptions plus the balance rises.
+        -> [dict(device_id, seq, time, card_no, card_atc, amount, tac_status, reasons)]."""
+        rises = {(r["device_id"], r["seq"]): r for r in self.balance_rises()}
+        extra, args = " AND (exceptions IS NOT NULL OR tsn_dup = 1", ()
+        if rises:
+            extra += " OR (device_id, seq) IN (%s)" % ", ".join("(?, ?)" for _ in rises)
+            args = tuple(x for k in rises for x in k)
+        extra += ")"
+        if device_id is not None:
+            extra += " AND device_id = ?"
+            args += (device_id,)
+        out = []
+        with self._tx(write=False) as ex:
+            for dev, seq, t, card, atc, amt, tac, exc, _dup, _raw in self._money(ex, extra, args):
+                reasons = exc.split(",") if exc else []
+                if (dev, seq) in rises:
+                    reasons.append("balance_up")
+                out.append(
+                    {
+                        "device_id": dev,
+                        "seq": seq,
+                        "time": t,
+                        "card_no": card,
+                        "card_atc": atc,
+                        "amount": amt,
+                        "tac_status": tac,
+                        "reasons": reasons,
+                        "settles": not (set(reasons) - REPORT_ONLY),
+                    }
+                )
+        return out
+
+    def settlement(self, device_id=None):
+        """What clears: purchases with a verified TAC and no exception that excludes them.
+        -> dict(records, amount, excluded, excluded_amount, reported)."""
+        excluded = {}
+        reported = 0
+        for r in self.exceptions(device_id):
+            if r["settles"]:
+                reported += 1
+            else:
+                excluded[(r["device_id"], r["seq"])] = r["amount"] or 0
+        extra, args = " AND tsn_dup = 0", ()
+        if device_id is not None:
+            extra += " AND device_id = ?"
+            args = (device_id,)
+        n = total = 0
+        with self._tx(write=False) as ex:
+            for dev, seq, _t, _c, _a, amt, tac, _e, _d, _r in self._money(ex, extra, args):
+                if (dev, seq) in excluded or tac != "ok":
+                    continue
+                n += 1
+                total += amt or 0
+        return {
+            "records": n,
+            "amount": total,
+            "excluded": len(excluded),
+            "excluded_amount": sum(excluded.values()),
+            "reported": reported,
+        }
+
     EXPORT_COLUMNS = (
         "device_id",
         "seq",
@@ -562,6 +795,8 @@ class Store:
         "tac_status",
         "tsn_dup",
         "card_atc",
+        "flags",
+        "exceptions",
         "raw",
     )
 

@@ -28,6 +28,7 @@ from . import app as app_mod
 from . import db as db_mod
 from .app import create_app
 from .bench import ServerThread
+from .clearing import Clearing, simulator_keys
 from .db import Store
 
 SECRETS = {1: bytes(range(1, 33)), 2: bytes(range(101, 133))}
@@ -48,7 +49,9 @@ class Backend:
         self.reset()
 
     def start(self):
-        self.server = ServerThread(create_app(self.store)).__enter__()
+        # Clearing as `serve` runs it, with the simulators' documented test keys.
+        app = create_app(self.store, clearing=Clearing(simulator_keys()))
+        self.server = ServerThread(app).__enter__()
 
     def stop(self):
         if self.server is not None:
