@@ -32,6 +32,7 @@ with warnings.catch_warnings():
 
 SECRET_A = bytes(range(1, 33))
 SECRET_B = bytes(range(101, 133))
+PSAM_B = b"\x00\x00\x00\x00\x00\x02"
 _dbn = [0]
 
 
@@ -49,6 +50,8 @@ def store(db_url):
     s = Store(db_url)
     s.provision(1, SECRET_A, "bus 1")
     s.provision(2, SECRET_B, "bus 2")
+    s.register_psam(1, synth.PSAM)
+    s.register_psam(2, PSAM_B)
     yield s
     s.close()
 
@@ -117,10 +120,9 @@ def test_out_of_order_batches_hold_the_ack_at_the_gap(client, store):
 def test_devices_are_kept_apart(client, store):
     a, b = SimDevice(1, SECRET_A), SimDevice(2, SECRET_B)
     upload(client, a, 1, 10)
-    other_psam = b"\x00\x00\x99\x99\x99\x99"
     r = client.post(
         "/v1/upload",
-        content=b.upload_body(1, [synth.purchase(s, psam_tid=other_psam) for s in range(1, 6)]),
+        content=b.upload_body(1, [synth.purchase(s, psam_tid=PSAM_B) for s in range(1, 6)]),
     )
     assert b.answer(r.content)["value"] == 5
     assert store.count(1) == 10 and store.count(2) == 5
@@ -129,13 +131,62 @@ def test_devices_are_kept_apart(client, store):
 def test_repeated_psam_serial_is_kept_once_for_clearing(client, store, caplog):
     a, b = SimDevice(1, SECRET_A), SimDevice(2, SECRET_B)
     upload(client, a, 1, 5)
-    # Device 2 claims the PSAM serial of device 1's seq 3 (a moved PSAM replaying, or a bug).
-    dup = synth.purchase(1, psam_serial=1003)
+    # A PSAM moved from bus 1 to bus 2 (registry updated) replays a serial bus 1 booked.
+    store.register_psam(2, synth.PSAM)
+    dup = synth.purchase(1, psam_serial=1003, card=33, atc=4000)
     r = client.post("/v1/upload", content=b.upload_body(1, [dup]))
     assert b.answer(r.content)["value"] == 1  # the device still advances
     flags = {(row[0], row[1]): row[10] for row in store.export()}
     assert flags[(1, 3)] == 0 and flags[(2, 1)] == 1
-    assert any("repeats a held purchase (tsn_dup" in m for m in caplog.messages)
+    assert any("repeats a held purchase (tsn_dup;" in m for m in caplog.messages)
+
+
+def test_a_foreign_psam_is_quarantined_and_demotes_no_genuine_record(client, store, caplog):
+    a, b = SimDevice(1, SECRET_A), SimDevice(2, SECRET_B)
+    # Device 2 uploads first a record with device 1's PSAM and its next serial...
+    forged = synth.purchase(1, psam_serial=1003, card=7, atc=99)
+    r = client.post("/v1/upload", content=b.upload_body(1, [forged]))
+    assert b.answer(r.content)["value"] == 1
+    # ...then device 1's genuine record with that serial and card counter arrives.
+    genuine = [
+        synth.purchase(s, card=7, atc=99) if s == 3 else synth.purchase(s) for s in (1, 2, 3)
+    ]
+    r = client.post("/v1/upload", content=a.upload_body(1, genuine))
+    assert a.answer(r.content)["value"] == 3
+    cols = Store.EXPORT_COLUMNS
+    rows = {(row[0], row[1]): row for row in store.export()}
+    assert rows[(1, 3)][cols.index("tsn_dup")] == 0  # the genuine record keeps its place
+    assert "psam" not in (rows[(1, 3)][cols.index("exceptions")] or "")
+    assert rows[(2, 1)][cols.index("tsn_dup")] == 1
+    assert rows[(2, 1)][cols.index("exceptions")].split(",")[-1] == "psam"
+    reasons = {(r["device_id"], r["seq"]): r["reasons"] for r in store.exceptions()}
+    assert "psam" in reasons[(2, 1)] and "psam" not in reasons.get((1, 3), [])
+
+
+def test_psam_registry_boot_warning_and_cli(client, store, caplog, tmp_path, capsys):
+    b = SimDevice(2, SECRET_B)
+    boot = record.encode({"kind": record.BOOT, "time": synth.T0, "psam_tid": synth.PSAM}, 1)
+    r = client.post("/v1/upload", content=b.upload_body(1, [boot]))
+    assert b.answer(r.content)["value"] == 1
+    assert any(
+        "booted with PSAM %s, not registered" % synth.PSAM.hex() in m for m in caplog.messages
+    )
+    assert store.psams() == {synth.PSAM.hex(): 1, PSAM_B.hex(): 2}
+    store.register_psam(2, synth.PSAM)  # moved: it leaves device 1
+    assert store.psams(1) == {} and store.psams(2) == {synth.PSAM.hex(): 2, PSAM_B.hex(): 2}
+    for bad in ("12", "zz" * 6):
+        with pytest.raises(ValueError):
+            store.register_psam(2, bad)
+    with pytest.raises(ValueError, match="unknown device"):
+        store.register_psam(9, "00" * 6)
+    url = "sqlite:///" + str(tmp_path / "p.sqlite3")
+    assert cli.main(["provision", "--db", url, "--device", "4", "--psam", "0000000000AB"]) == 0
+    assert cli.main(["psam", "--db", url, "--device", "4", "--tid", "0000000000ac"]) == 0
+    assert capsys.readouterr().out.endswith("0000000000ab 4\n0000000000ac 4\n")
+    assert cli.main(["psam", "--db", url, "--tid", "0000000000ab", "--remove"]) == 0
+    assert cli.main(["psam", "--db", url, "--tid", "0000000000ab", "--remove"]) == 2
+    assert cli.main(["psam", "--db", url]) == 0
+    assert capsys.readouterr().out.endswith("psam_tid device\n0000000000ac 4\n")
 
 
 def test_restore_from_an_older_backup(client, store, caplog):

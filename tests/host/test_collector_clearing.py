@@ -133,6 +133,7 @@ def test_cli_exceptions_report(tmp_path, capsys):
     url = "sqlite:///" + str(tmp_path / "e.sqlite3")
     s = Store(url)
     s.provision(1, SECRET_A)
+    s.register_psam(1, synth.PSAM)
     c = TestClient(create_app(s, clearing=Clearing(simulator_keys())))
     dev = SimDevice(1, SECRET_A)
     intent = synth.debit(3, record.DEBIT_INTENT, card=9, atc=2, t=NOW - 60)
@@ -217,6 +218,8 @@ def test_migration_4_marks_older_double_bookings_and_backfills_exceptions(db_url
         assert got == {2: ["atc_dup"], 3: ["tac_nokey", "atc_dup"]}
         cols = Store.EXPORT_COLUMNS
         assert [r[cols.index("tsn_dup")] for r in s.export(1)] == [0, 1, 1]
+        # migration 5 learnt the PSAM registry from the purchases held
+        assert s.psams() == {synth.PSAM.hex(): 1}
     finally:
         s.close()
 

@@ -21,6 +21,7 @@ from .db import SCHEMA_VERSION, Stale, server_time
 
 log = logging.getLogger("collector")
 BINARY = "application/octet-stream"
+BOOT = 6  # record.BOOT: carries the PSAM terminal number the validator started with
 
 
 class Refused(Exception):
@@ -180,6 +181,7 @@ def create_app(store, decoder="default", clearing=None, max_body=up.MAX_BODY):
         first = req["first_seq"]
         now = server_time()
         not_before = info["created"] - PROVISION_SLACK
+        psams = info["psams"]
         for i, raw in enumerate(req["records"]):
             seq = first + i
             fields = {}
@@ -196,6 +198,20 @@ def create_app(store, decoder="default", clearing=None, max_body=up.MAX_BODY):
                     )
                 fields = fields_of(rec)
                 tac, exc = clearing.check(rec, not_before, now)
+                if tac is not None and bytes(rec.get("psam_tid") or b"").hex() not in psams:
+                    exc.append(clearing_mod.EXC_PSAM)  # quarantined: demotes no other record
+                elif rec.get("kind") == BOOT and any(rec.get("psam_tid") or b""):
+                    tid = bytes(rec["psam_tid"]).hex()
+                    if tid not in psams:
+                        log.error(
+                            "device %d seq %d: booted with PSAM %s, not registered to it "
+                            "(registered: %s): its purchases are quarantined until the registry "
+                            "says so (python -m tools.collector psam)",
+                            device,
+                            seq,
+                            tid,
+                            ", ".join(sorted(psams)) or "none",
+                        )
                 fields["tac_status"] = tac
                 fields["exceptions"] = exc
                 if exc:

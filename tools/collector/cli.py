@@ -3,6 +3,7 @@
     python -m tools.collector serve --db URL --port N [--host H] --tac-keys keys.json|test
     python -m tools.collector exceptions --db URL [--device ID]
     python -m tools.collector loads --db URL FILE.csv
+    python -m tools.collector psam --db URL [--device ID] [--tid HEX ...] [--remove]
     python -m tools.collector provision --db URL --device ID [--secret HEX] [--name NAME]
     python -m tools.collector publish --db URL --version V FILE [--device ID] [--delta-from V0]
     python -m tools.collector export --db URL [--device ID] [--out FILE.csv]
@@ -153,11 +154,36 @@ def _loads(args):
     return 0
 
 
+def _psam(args):
+    store = Store(args.db)
+    try:
+        if args.remove:
+            for tid in args.tid:
+                if not store.unregister_psam(tid):
+                    raise ValueError("PSAM %s is not registered" % tid)
+        else:
+            if args.device is None and args.tid:
+                raise ValueError("--device is needed to register a PSAM")
+            for tid in args.tid:
+                store.register_psam(args.device, tid)
+        rows = store.psams(args.device)
+    finally:
+        store.close()
+    print("psam_tid device")
+    for tid, dev in sorted(rows.items()):
+        print("%s %d" % (tid, dev))
+    return 0
+
+
 def _provision(args):
     secret = bytes.fromhex(args.secret) if args.secret else os.urandom(32)
     store = Store(args.db)
-    store.provision(args.device, secret, args.name)
-    store.close()
+    try:
+        store.provision(args.device, secret, args.name)
+        for tid in args.psam:
+            store.register_psam(args.device, tid)
+    finally:
+        store.close()
     print("device %d secret %s" % (args.device, secret.hex()))
     return 0
 
@@ -297,6 +323,9 @@ def main(argv=None):
     s.add_argument("--device", type=int, required=True)
     s.add_argument("--secret", help="hex, at least 16 bytes (default: 32 random bytes, printed)")
     s.add_argument("--name")
+    s.add_argument(
+        "--psam", action="append", default=[], help="register this PSAM (12 hex) to the device"
+    )
     s = with_db(sub.add_parser("publish", help="publish a parameter bundle"))
     s.add_argument("file")
     s.add_argument("--version", type=int, required=True)
@@ -310,6 +339,10 @@ def main(argv=None):
     s.add_argument("--all", action="store_true", help="every intent, with its outcome")
     s = with_db(sub.add_parser("boots", help="starts: reset causes and parts that failed"))
     s.add_argument("--device", type=int)
+    s = with_db(sub.add_parser("psam", help="the PSAM registry: which PSAM is which device's"))
+    s.add_argument("--device", type=int)
+    s.add_argument("--tid", action="append", default=[], help="PSAM terminal number, 12 hex")
+    s.add_argument("--remove", action="store_true", help="unregister the --tid PSAMs")
     s = with_db(sub.add_parser("exceptions", help="purchases excluded from settlement, why"))
     s.add_argument("--device", type=int)
     s = with_db(sub.add_parser("loads", help="import loads (top-ups) from CSV"))
@@ -326,6 +359,7 @@ def main(argv=None):
             "boots": _boots,
             "exceptions": _exceptions,
             "loads": _loads,
+            "psam": _psam,
         }
         return cmds[args.cmd](args)
     except (ValueError, OSError) as e:

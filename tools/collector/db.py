@@ -103,6 +103,19 @@ MIGRATIONS = [
             "CREATE INDEX records_exceptions ON records (exceptions) WHERE exceptions IS NOT NULL",
         ],
     ),
+    (
+        5,
+        [
+            # The PSAM registry: which PSAM (terminal number, hex) belongs to which device. A
+            # purchase under a PSAM that is not its device's is quarantined. Databases from
+            # before learn it from the purchases held (_learn_psams).
+            """CREATE TABLE psams (
+                psam_tid TEXT PRIMARY KEY,
+                device_id {big} NOT NULL,
+                registered {big} NOT NULL)""",
+            "CREATE INDEX psams_device ON psams (device_id)",
+        ],
+    ),
 ]
 # Statements run after a migration's Python step (the unique index needs the duplicates marked).
 POST = {
@@ -259,6 +272,8 @@ class Store:
                     self._backfill_card_atc(ex)
                 if version == 4:
                     self._backfill_exceptions(ex)
+                if version == 5:
+                    self._learn_psams(ex)
                 for sql in POST.get(version, ()):
                     ex.run(sql.format(blob=blob, big=big))
         return SCHEMA_VERSION
@@ -308,6 +323,27 @@ class Store:
                 (flags, ",".join(exc) or None, dup, device_id, seq),
             )
 
+    @staticmethod
+    def _learn_psams(ex):
+        """Migration 5 on a database already in use: each PSAM registered to the device that
+        booked the most purchases under it (logged, for the operator to check)."""
+        rows = ex.all(
+            "SELECT psam_tid, device_id, COUNT(*) FROM records WHERE kind IN (1, 2) "
+            "AND psam_tid IS NOT NULL AND tsn_dup = 0 GROUP BY psam_tid, device_id"
+        )
+        best = {}
+        for tid, dev, n in rows:
+            if tid not in best or n > best[tid][1]:
+                best[tid] = (dev, n)
+        for tid, (dev, n) in sorted(best.items()):
+            log.warning(
+                "PSAM registry: PSAM %s registered to device %d (%d purchases)", tid, dev, n
+            )
+            ex.run(
+                "INSERT INTO psams (psam_tid, device_id, registered) VALUES (?, ?, ?)",
+                (tid, dev, int(time.time())),
+            )
+
     def schema_version(self):
         with self._tx(write=False) as ex:
             return ex.one("SELECT MAX(version) FROM schema_version")[0]
@@ -339,14 +375,53 @@ class Store:
 
     def auth(self, device_id):
         """What a request needs before its records are looked at, in one query: the secret, the
-        last accepted counter and the provisioning time (validator time). None if unknown."""
+        last accepted counter, the provisioning time (validator time) and the PSAMs registered
+        to the device (terminal numbers, hex). None if unknown."""
         with self._tx(write=False) as ex:
-            row = ex.one(
-                "SELECT secret, counter, created FROM devices WHERE device_id = ?", (device_id,)
+            rows = ex.all(
+                "SELECT d.secret, d.counter, d.created, p.psam_tid FROM devices d "
+                "LEFT JOIN psams p ON p.device_id = d.device_id WHERE d.device_id = ?",
+                (device_id,),
             )
-        if not row:
+        if not rows:
             return None
-        return {"secret": bytes(row[0]), "counter": row[1], "created": row[2] - EPOCH_2000}
+        row = rows[0]
+        return {
+            "secret": bytes(row[0]),
+            "counter": row[1],
+            "created": row[2] - EPOCH_2000,
+            "psams": frozenset(r[3] for r in rows if r[3] is not None),
+        }
+
+    def register_psam(self, device_id, psam_tid):
+        """The PSAM (6-byte terminal number, bytes or hex) belongs to the device from now on; a
+        PSAM moved from another device leaves that device's registry."""
+        tid = _hexify(psam_tid) if not isinstance(psam_tid, str) else psam_tid.lower()
+        if len(tid) != 12 or any(c not in "0123456789abcdef" for c in tid):
+            raise ValueError("a PSAM terminal number is 6 bytes (12 hex digits)")
+        with self._tx() as ex:
+            if not ex.one("SELECT 1 FROM devices WHERE device_id = ?", (device_id,)):
+                raise ValueError("unknown device %d" % device_id)
+            old = ex.one("SELECT device_id FROM psams WHERE psam_tid = ?", (tid,))
+            if old and old[0] != device_id:
+                log.warning("PSAM %s moves from device %d to device %d", tid, old[0], device_id)
+            ex.run("DELETE FROM psams WHERE psam_tid = ?", (tid,))
+            ex.run(
+                "INSERT INTO psams (psam_tid, device_id, registered) VALUES (?, ?, ?)",
+                (tid, device_id, int(time.time())),
+            )
+
+    def unregister_psam(self, psam_tid):
+        with self._tx() as ex:
+            return ex.run("DELETE FROM psams WHERE psam_tid = ?", (psam_tid.lower(),))
+
+    def psams(self, device_id=None):
+        """{psam_tid hex: device_id}."""
+        sql, args = "SELECT psam_tid, device_id FROM psams", ()
+        if device_id is not None:
+            sql, args = sql + " WHERE device_id = ?", (device_id,)
+        with self._tx(write=False) as ex:
+            return dict(ex.all(sql, args))
 
     def device(self, device_id):
         with self._tx(write=False) as ex:
