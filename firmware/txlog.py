@@ -11,6 +11,11 @@
 # Boot reads every header and the slots of the newest sector only: the open intents are that
 # sector's carries plus its own intents not closed by its own outcomes.
 #
+# An outcome that differs from its open intent only in kind, flags, TAC and reason (every sale)
+# is programmed as a 22-byte delta naming the intent's sequence number; an open intent is always
+# in the current sector (its own record or a carry), so the delta and its intent share a sector
+# and readers rebuild the full 64-byte record from the two (docs/journal.md "Outcome deltas").
+#
 # An append is one program of one slot, never an erase: sectors are erased ahead of use in idle
 # time (maintain()), which also rolls to the next sector while idle when the current one is
 # nearly full, so a tap's intent and outcome land in a sector already prepared. An inline roll
@@ -35,6 +40,7 @@ _CRC_AT = const(60)
 _MAGIC = b"TXL\x01"
 _NOTE = const(0xA5)  # first byte of a note slot (records start with record.VERSION)
 _NOTE_ACK = const(1)
+_DELTA = const(0xA6)  # first byte of an outcome delta slot
 # Headers and notes program only the bytes they use (the rest of the slot stays erased): the
 # bytes programmed per record are the log's flash cost. Header: magic 4, epoch 4, first seq 4,
 # acked 4, carries 1, 0 x3, CRC-32 of the 20 before. Note: 0xA5, kind, seq 4, CRC-32 of the 6.
@@ -47,6 +53,15 @@ _SEQ_AT = const(6)
 _CARD_AT = const(24)
 _CARD_END = const(34)
 _ATC_AT = const(47)
+# Outcome delta: 0xA6, kind, flags, reason, 0 0, seq 4 (where a record has it), the intent's seq
+# 4, TAC 4, CRC-32 of the 18 before: 22 bytes programmed.
+_D_REF = const(10)
+_D_TAC = const(14)
+_D_CRC = const(18)
+_D_LEN = const(22)
+_R_FLAGS = const(2)
+_R_TAC = const(49)
+_R_REASON = const(59)
 
 # sector states (RAM)
 _UNKNOWN = const(0)  # header slot erased: not checked further yet
@@ -104,6 +119,40 @@ def _crc_ok(b, at):
     return crc32(memoryview(b)[:at]) == _u32(b, at)
 
 
+def _is_delta(b):
+    return b[0] == _DELTA and _crc_ok(b, _D_CRC)
+
+
+def _stored(b):
+    """A record or an outcome delta with a good CRC (both carry their seq at the same place)."""
+    return record.valid(b) or _is_delta(b)
+
+
+def _same_but_outcome(rec, intent):
+    """rec (an encoded outcome) equals intent but in kind, flags, seq, TAC, reason and CRC."""
+    for i in range(3, _SEQ_AT):
+        if rec[i] != intent[i]:
+            return False
+    for i in range(_SEQ_AT + 4, _R_TAC):
+        if rec[i] != intent[i]:
+            return False
+    for i in range(_R_TAC + 4, _R_REASON):
+        if rec[i] != intent[i]:
+            return False
+    return rec[0] == intent[0]
+
+
+def _apply(out, d, intent):
+    """out = the full record of delta d over intent (its 64 bytes, valid)."""
+    out[:] = intent
+    out[_KIND_AT] = d[1]
+    out[_R_FLAGS] = d[2]
+    out[_R_REASON] = d[3]
+    out[_SEQ_AT : _SEQ_AT + 4] = d[_SEQ_AT : _SEQ_AT + 4]
+    out[_R_TAC : _R_TAC + 4] = d[_D_TAC : _D_TAC + 4]
+    _put32(out, _CRC_AT, crc32(memoryview(out)[:_CRC_AT]))
+
+
 class TxLog:
     def __init__(self, dev, config=None):
         cfg = dict(DEFAULTS)
@@ -130,6 +179,10 @@ class TxLog:
         self._hview = memoryview(self._hbuf)
         self._zbuf = bytes(_SLOT)  # zeros: seals a torn slot
         self._tbuf = bytearray(_SLOT)  # the newest record as it read valid at boot
+        self._xbuf = bytearray(_SLOT)  # an intent read back to rebuild an outcome delta
+        self._dbuf = bytearray(_SLOT)  # an outcome delta being written or rebuilt
+        self._dcrc = memoryview(self._dbuf)[:_D_CRC]
+        self._dout = memoryview(self._dbuf)[:_D_LEN]
         self._state = bytearray(n)
         self._epoch = [0] * n
         self._first = [0] * n
@@ -257,7 +310,7 @@ class TxLog:
         top = 0
         for slot in range(1, self._slots):
             self._read(s, slot, b)
-            if record.valid(b) and record.seq_of(b) > top:
+            if _stored(b) and record.seq_of(b) > top:
                 top = record.seq_of(b)
         return top
 
@@ -286,10 +339,22 @@ class TxLog:
             if _erased(b):
                 continue
             end = slot + 1
-            if record.valid(b) and record.seq_of(b) > last:
+            if _stored(b) and record.seq_of(b) > last:
                 last = record.seq_of(b)
                 good = slot
                 self._tbuf[:] = b  # as it read valid (marginal cells may read otherwise later)
+                if b[0] == _DELTA:
+                    intent = self._intent_for(b)
+                    if intent is None:
+                        # its intent was released (acknowledged) or is unreadable: the
+                        # outcome's number stands; the record itself is read back whole by
+                        # records_after() from this sector when the intent is there
+                        _log.warning(
+                            "sector %d slot %d: outcome %d of no open intent", s, slot, last
+                        )
+                        continue
+                    self._dbuf[:] = b
+                    _apply(b, self._dbuf, intent)
                 k = b[_KIND_AT]
                 if k == record.DEBIT_INTENT:
                     self._add_open(b)
@@ -332,7 +397,8 @@ class TxLog:
         self._pool[self._open][:] = b
         self._open += 1
 
-    def _close(self, b):
+    def _match(self, b):
+        """Index in the open set of the intent outcome b closes (same card_no, card_atc), or -1."""
         pool = self._pool
         for i in range(self._open):
             p = pool[i]
@@ -344,8 +410,63 @@ class TxLog:
                     same = False
                     break
             if same:
-                self._drop(i)
+                return i
+        return -1
+
+    def _close(self, b):
+        i = self._match(b)
+        if i < 0:
+            return False
+        self._drop(i)
+        return True
+
+    def _delta_of(self, buf):
+        """The outcome delta for the encoded outcome buf, in _dbuf, when its intent is open and
+        they differ only where a delta can say it -> True; else False (a full record is due)."""
+        i = self._match(buf)
+        if i < 0:
+            return False
+        intent = self._pool[i]
+        if not _same_but_outcome(buf, intent):
+            return False
+        d = self._dbuf
+        d[0] = _DELTA
+        d[1] = buf[_KIND_AT]
+        d[2] = buf[_R_FLAGS]
+        d[3] = buf[_R_REASON]
+        d[4] = 0
+        d[5] = 0
+        for k in range(4):
+            d[_SEQ_AT + k] = buf[_SEQ_AT + k]
+            d[_D_REF + k] = intent[_SEQ_AT + k]
+            d[_D_TAC + k] = buf[_R_TAC + k]
+        _put32(d, _D_CRC, crc32(self._dcrc))
+        return True
+
+    def _intent_for(self, d):
+        """The open intent a delta refers to (from RAM), or None."""
+        ref = _u32(d, _D_REF)
+        for i in range(self._open):
+            if record.seq_of(self._pool[i]) == ref:
+                return self._pool[i]
+        return None
+
+    def _rebuild(self, s, slot, b):
+        """b holds the outcome delta read from (s, slot): rebuild the full record in b from the
+        intent it names, looked for backwards in the same sector. False if it is not there."""
+        ref = _u32(b, _D_REF)
+        x = self._xbuf
+        k = slot - 1
+        while k >= 1:
+            self._read(s, k, x)
+            if record.valid(x) and record.seq_of(x) == ref and x[_KIND_AT] == record.DEBIT_INTENT:
+                self._dbuf[:] = b
+                _apply(b, self._dbuf, x)
                 return True
+            k -= 1
+        _log.error(
+            "sector %d slot %d: outcome %d without its intent %d", s, slot, record.seq_of(b), ref
+        )
         return False
 
     def _drop(self, i):
@@ -494,8 +615,11 @@ class TxLog:
             self._roll()  # inline: maintain() did not get the chance
         s = self._cur
         slot = self._next
+        out = buf
+        if kind in record.OUTCOME_KINDS and self._delta_of(buf):
+            out = self._dout  # 22 bytes instead of 64: the intent in this sector has the rest
         try:
-            self._program(s, slot, buf)
+            self._program(s, slot, out)
         except OSError as e:
             self._rescan = True  # what reached the slot is read back before the next write
             _log.error("append %d failed: %r", seq, e)
@@ -618,15 +742,15 @@ class TxLog:
             slot = start
             while slot > 1 + c:  # back over a gap in the numbers (records adopted at migration)
                 self._read(s, slot - 1, b)
-                if record.valid(b) and record.seq_of(b) >= seq:
+                if _stored(b) and record.seq_of(b) >= seq:
                     slot -= 1
-                elif record.valid(b):
+                elif _stored(b):
                     break
                 else:
                     slot -= 1
             while slot < end:
                 self._read(s, slot, b)
-                if record.valid(b) and record.seq_of(b) >= seq:
+                if _stored(b) and record.seq_of(b) >= seq:
                     return k, slot
                 slot += 1
             k += 1
@@ -637,8 +761,11 @@ class TxLog:
         if seq < 1 or seq > self.last_seq:
             return None
         k, slot = self._find(seq)
-        if k < len(self._order) and record.seq_of(self._rbuf) == seq:
-            return bytes(self._rbuf)
+        b = self._rbuf
+        if k < len(self._order) and record.seq_of(b) == seq:
+            if b[0] == _DELTA and not self._rebuild(self._order[k], slot, b):
+                return None
+            return bytes(b)
         return None
 
     def records_after(self, seq, limit=32):
@@ -658,9 +785,10 @@ class TxLog:
                 self._read(s, slot, b)
                 # strictly increasing and inside the sector's range: a stray copy of a record
                 # (damage) is never sent twice
-                if record.valid(b) and prev < record.seq_of(b) < top:
-                    out.append(bytes(b))
+                if _stored(b) and prev < record.seq_of(b) < top:
                     prev = record.seq_of(b)
+                    if b[0] != _DELTA or self._rebuild(s, slot, b):
+                        out.append(bytes(b))
                 slot += 1
             k += 1
             if k < len(order):

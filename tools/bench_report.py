@@ -118,7 +118,8 @@ ROWS = (
     (
         "journal_bytes_per_record",
         "B",
-        "flash bytes programmed per 64-byte record (a sale writes two: intent, outcome)",
+        "flash bytes programmed per sale, intent included (intent 64 B + outcome delta 22 B + "
+        "header and ack-note share)",
         "firmware/txlog.py on boards/unix_sim/rawflash.py, 4 KB sectors, acks every 20",
     ),
     ("journal_block_writes_per_record", "", "4 KB sector erases per record", "same"),
@@ -517,15 +518,15 @@ def markdown(res):
     w("")
     w(
         "**Transaction log.** %d sales (intent + PURCHASE each) with acks every 10 sales: "
-        "%s B programmed per record (%s B per sale), %s sector erases and %s programs per "
+        "%s B programmed per sale (%s B per stored record), %s sector erases and %s programs per "
         "record, %s us per append on the unix port; wear spread over the sectors %s erase. "
         "The log's part of a tap (can_accept_purchase, two appends) at an empty log and at "
         "%s %% full: %s erases, %s programs, reads %s / %s (ratio %s), %s B allocated. "
         "Capacity: %s records in %s B, %s in %s B; boot reads when full: %s / %s blocks."
         % (
             res["config"]["txlog_sales"],
-            _n(d["journal_bytes_per_record"]),
             _n(d["journal_bytes_per_sale"]),
+            _n(d.get("journal_bytes_per_stored_record", d["journal_bytes_per_record"])),
             _n(d["journal_block_writes_per_record"]),
             _n(d["journal_programs_per_record"]),
             _n(d["journal_append_us"]),

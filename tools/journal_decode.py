@@ -193,7 +193,27 @@ def decode_dir(path):
 # ---- the transaction log on raw flash (firmware/txlog.py, docs/journal.md) ---------------------
 TXL_MAGIC = b"TXL\x01"
 TXL_NOTE = 0xA5
+TXL_DELTA = 0xA6  # an outcome written as a delta over its intent (docs/journal.md)
 SLOT = 64
+
+
+def _rebuild(delta, slots, j):
+    """The full record of the outcome delta in slot j, from the intent it names (an earlier slot
+    of the same sector), or None."""
+    ref = struct.unpack(">I", delta[10:14])[0]
+    for k in range(j - 1, 0, -1):
+        b = slots[k]
+        if _slot_kind(b) != "record" or struct.unpack(">I", b[6:10])[0] != ref:
+            continue
+        if b[1] != record.DEBIT_INTENT:
+            continue
+        out = bytearray(b)
+        out[1], out[2], out[59] = delta[1], delta[2], delta[3]
+        out[6:10] = delta[6:10]
+        out[49:53] = delta[14:18]
+        out[60:64] = struct.pack(">I", zlib.crc32(bytes(out[:60])))
+        return bytes(out)
+    return None
 
 
 def _slot_kind(b):
@@ -203,6 +223,8 @@ def _slot_kind(b):
         return "sealed"
     if b[0] == TXL_NOTE and b[1] == 1 and _crc_ok(b[:10], 6):
         return "ack"
+    if b[0] == TXL_DELTA and _crc_ok(b[:22], 18):
+        return "delta"
     try:
         record.decode(b)
         return "record"
@@ -262,10 +284,19 @@ def decode_txlog(blob, source="", block_size=4096):
                 except record.RecordError:
                     problems.append("sector %d: carried intent %d unreadable" % (sec["sector"], j))
         kinds = [_slot_kind(b) for b in slots]
-        tail = max([j for j in range(len(slots)) if kinds[j] == "record"], default=0)
+        tail = max([j for j in range(len(slots)) if kinds[j] in ("record", "delta")], default=0)
         sealed = torn = count = 0
         for j in range(1 + sec["carries"], len(slots)):
             kind = kinds[j]
+            if kind == "delta":
+                full = _rebuild(slots[j], slots, j)
+                if full is None:
+                    problems.append(
+                        "sector %d slot %d: outcome without its intent" % (sec["sector"], j)
+                    )
+                    continue
+                slots[j] = full
+                kind = "record"
             if kind == "record":
                 d = record.decode(slots[j])
                 if d["seq"] <= last or d["seq"] < sec["first_seq"]:

@@ -229,7 +229,7 @@ lg = txlog.TxLog(dev)
 card = bytes((0x31, 0x00)) + bytes(8)
 for i in range(1, 151):
     kind = record.DEBIT_INTENT if i % 2 else record.PURCHASE
-    lg.append({"kind": kind, "time": 851990400 + i * 60, "amount": 200, "card_no": card,
+    lg.append({"kind": kind, "time": 851990400 + (i + 1) // 2 * 60, "amount": 200, "card_no": card,
                "card_atc": (i + 1) // 2, "route": 12})
     while lg.maintain():
         pass
@@ -270,6 +270,11 @@ def test_txlog_image_written_by_the_firmware_decodes(txlog_image, capsys):
     assert [r["seq"] for r in rep["records"]] == list(range(1, 152))
     assert (rep["last_seq"], rep["acked_seq"], rep["backlog"]) == (151, 100, 51)
     assert rep["open_intents"] == [151], "every other intent was closed by its purchase"
+    # each purchase is stored as a delta over its intent (docs/journal.md), read back whole
+    sale = rep["records"][1]
+    assert (sale["kind"], sale["amount"], sale["card_atc"], sale["time"]) == (1, 200, 1, 851990460)
+    blob = txlog_image.read_bytes()
+    assert blob[2 * 64] == 0xA6 and blob[2 * 64 + 22 : 3 * 64] == b"\xff" * 42
     assert len(rep["segments"]) == 3
     assert any("1 torn" in n for n in rep["notes"]), rep["notes"]
     assert jd.main([str(txlog_image)]) == 0

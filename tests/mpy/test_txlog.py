@@ -159,6 +159,119 @@ def test_intent_opens_and_each_outcome_kind_closes_it():
     mptest.eq(len(lg.open_intents()), 1)
 
 
+def _sale_pair(lg, i, kind=record.PURCHASE, **extra):
+    fi = sale(i, record.DEBIT_INTENT)
+    fi["tac"] = 0
+    fi["reason"] = 132
+    fo = dict(fi)
+    fo["kind"] = kind
+    fo["tac"] = b"\xde\xad\xbe\xef"
+    fo["flags"] = record.FLAG_MAC2_UNVERIFIED
+    fo.update(extra)
+    return lg.append(fi), fi, lg.append(fo), fo
+
+
+def test_outcome_of_an_open_intent_is_a_22_byte_delta_read_back_whole():
+    d = rawflash.RawFlash(10)
+    lg = txlog.TxLog(d)
+    want = {}
+    for i in range(200):  # no idle time: inline rolls put intents and outcomes apart
+        kind = record.OUTCOME_KINDS[i % 3]
+        b0 = d.programmed
+        si, fi, so, fo = _sale_pair(lg, i, kind)
+        if not lg.open_intents():
+            mptest.true(
+                d.programmed - b0 <= 64 + 22 + 24 + 64,  # an inline roll carries the intent
+                "sale %d: %d bytes" % (i, d.programmed - b0),
+            )
+        want[si] = record.encode(fi, si)
+        want[so] = record.encode(fo, so)
+    mptest.eq(lg.open_intents(), [])
+    for lg2 in (lg, txlog.TxLog(d)):
+        mptest.eq(lg2.open_intents(), [])
+        recs = lg2.records_after(0, 1000)
+        mptest.eq(len(recs), 400)
+        for b in recs:
+            mptest.hex_eq(b, want[record.seq_of(b)])
+        mptest.hex_eq(lg2.record(398), want[398])
+        mptest.hex_eq(lg2.record(400), want[400])
+
+
+def test_outcome_bytes_per_sale_at_most_128():
+    d = rawflash.RawFlash(16)
+    lg = txlog.TxLog(d)
+    for i in range(20):
+        _sale_pair(lg, i)
+        while lg.maintain():
+            pass
+    d.reset_counters()
+    for i in range(600):
+        _sale_pair(lg, i)
+        while lg.maintain():
+            pass
+        if i % 10 == 9:
+            lg.ack(lg.last_seq - 4)
+    per_sale = d.programmed / 600
+    mptest.log("bytes programmed per sale: %.1f" % per_sale)
+    mptest.true(per_sale <= 128, "%.1f bytes per sale" % per_sale)
+
+
+def test_outcome_that_differs_elsewhere_or_closes_nothing_is_a_full_record():
+    d = rawflash.RawFlash(8)
+    lg = txlog.TxLog(d)
+    b0 = d.programmed
+    si, fi, so, fo = _sale_pair(lg, 1, amount=300)  # not the intent's amount
+    mptest.eq(d.programmed - b0, 64 + 64 + 24)
+    b0 = d.programmed
+    so2 = lg.append(sale(7, record.PURCHASE))  # no open intent
+    mptest.eq(d.programmed - b0, 64)
+    lg2 = txlog.TxLog(d)
+    mptest.hex_eq(lg2.record(so), record.encode(fo, so))
+    mptest.hex_eq(lg2.record(so2), record.encode(sale(7, record.PURCHASE), so2))
+
+
+def test_torn_delta_leaves_the_intent_open():
+    for tear in ("prefix", "bits"):
+        for seed in range(1, 6):
+            d = rawflash.RawFlash(8)
+            lg = txlog.TxLog(d)
+            fill(lg, 5)
+            fi = sale(9, record.DEBIT_INTENT)
+            si = lg.append(fi)
+            d.arm(0, tear, seed)
+            fo = sale(9, record.PURCHASE)
+            fo["tac"] = b"\x01\x02\x03\x04"
+            mptest.raises(rawflash.PowerCut, lg.append, fo)
+            d.restore_power()
+            lg2 = txlog.TxLog(d)
+            if lg2.last_seq == si + 1:  # the whole delta made it
+                mptest.eq(lg2.open_intents(), [])
+                mptest.hex_eq(lg2.record(si + 1), record.encode(fo, si + 1))
+            else:
+                mptest.eq([x["seq"] for x in lg2.open_intents()], [si])
+                so = lg2.append(fo)
+                mptest.eq(txlog.TxLog(d).open_intents(), [])
+                mptest.hex_eq(txlog.TxLog(d).record(so), record.encode(fo, so))
+
+
+def test_log_of_full_outcomes_reads_and_closes_as_before():
+    # What the previous release wrote: every outcome a full 64-byte record.
+    d = rawflash.RawFlash(8)
+    lg = txlog.TxLog(d)
+    lg._delta_of = lambda buf: False
+    for i in range(30):
+        _sale_pair(lg, i)
+    lg.append(sale(77, record.DEBIT_INTENT))
+    mptest.eq(d.programmed, 24 + 61 * 64)
+    lg2 = txlog.TxLog(d)
+    mptest.eq([x["seq"] for x in lg2.open_intents()], [61])
+    mptest.eq(len(lg2.records_after(0, 100)), 61)
+    lg2.append(sale(77, record.PURCHASE))
+    lg3 = txlog.TxLog(d)
+    mptest.eq(lg3.open_intents(), [])
+    mptest.hex_eq(lg3.record(62), record.encode(sale(77, record.PURCHASE), 62))
+
+
 def test_open_intents_survive_reboot_rolls_and_erasure():
     d = rawflash.RawFlash(5)
     lg = txlog.TxLog(d)
