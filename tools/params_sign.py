@@ -131,7 +131,7 @@ def check_signature(data, public_key_bytes):
     """Host-side check with `cryptography` (the publish CLI's second opinion): -> Manifest."""
     m = bundle.Manifest(data[: bundle.MHEAD])
     if len(data) != m.total:
-        raise SignError("length %d, manifest says %d" % (len(data), m.total))
+        raise SignError("length %d, manifest says %d (truncated or padded)" % (len(data), m.total))
     sig = data[m.signed_len : m.len]
     r = int.from_bytes(sig[:32], "big")
     s = int.from_bytes(sig[32:], "big")

@@ -14,6 +14,7 @@ import threading
 import time
 import warnings
 
+import bundle as fwbundle
 import pytest
 import record
 import uplink_proto as up
@@ -489,8 +490,17 @@ def test_cli_provision_publish_export_and_serve(tmp_path, capsys):
     assert "device 6 secret " in out and len(out.split("device 6 secret ")[1].strip()) == 64
     bundle = tmp_path / "b.bin"
     bundle.write_bytes(b"params" * 10)
-    assert cli.main(["publish", "--db", url, "--version", "7", str(bundle)]) == 0
-    assert cli.main(["publish", "--db", url, "--version", "0", str(bundle)]) == 2
+    # publish checks what it stores (tools/collector/bundles.py; more in test_params_publish.py)
+    assert cli.main(["publish", "--db", url, "--version", "7", str(bundle), "--all"]) == 2
+    assert "error:" in capsys.readouterr().err
+    bundle.write_bytes(
+        fwbundle.build(SECRET_A, 7, 0, {"settings": {}, "whitelist": {}, "fares": {}})
+    )
+    assert cli.main(["publish", "--db", url, str(bundle), "--device", "5"]) == 2  # config refused
+    assert "no routes" in capsys.readouterr().err
+    bundle.write_bytes(fwbundle.build(SECRET_A, 7, 0, None, None, (6, [1], [])))
+    assert cli.main(["publish", "--db", url, "--version", "7", str(bundle), "--device", "5"]) == 0
+    assert cli.main(["publish", "--db", url, "--version", "0", str(bundle), "--device", "5"]) == 2
     assert "error:" in capsys.readouterr().err
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env = dict(os.environ, PYTHONPATH=root)

@@ -5,7 +5,11 @@
     python -m tools.collector loads --db URL FILE.csv
     python -m tools.collector psam --db URL [--device ID] [--tid HEX ...] [--remove]
     python -m tools.collector provision --db URL --device ID [--secret HEX] [--name NAME]
-    python -m tools.collector publish --db URL --version V FILE [--device ID] [--delta-from V0]
+    python -m tools.collector publish --db URL FILE (--group G ... | --all) --param-key ID:HEX
+    python -m tools.collector publish --db URL FILE --device ID         # legacy HMAC bundle
+    python -m tools.collector rollout --db URL --version V (--group G ... | --all)
+    python -m tools.collector groups --db URL --device ID --group G ...
+    python -m tools.collector rollout-status --db URL
     python -m tools.collector export --db URL [--device ID] [--out FILE.csv]
     python -m tools.collector unconfirmed --db URL [--device ID] [--all]
     python -m tools.collector boots --db URL [--device ID]
@@ -22,6 +26,11 @@ PSAM not registered to the device, a test record) and those only reported (sold 
 clock), then the unconfirmed debits; totals on stderr. `loads` imports the top-up system's loads
 that explain a balance rise.
 
+`publish` checks a bundle before storing it (tools/collector/bundles.py: parses, signature,
+chunks, config, version above the published one and within bounds, size) and starts its rollout
+with the groups given; `rollout` extends it, `rollout-status` shows who holds what
+(docs/parameters.md "Publishing").
+
 `boots` lists the validators' starts (BOOT records): the reset cause (power-on, watchdog,
 brownout, soft, hard, ...), the parts that failed to start, and a count per device and cause;
 brown-outs point at a modem's current bursts on a weak supply, watchdog resets at a hang.
@@ -37,6 +46,7 @@ import os
 import socket
 import sys
 
+from . import bundles
 from .bench import nodelay
 from .db import DEFAULT_URL, Store, parse_url
 
@@ -188,16 +198,16 @@ def _provision(args):
     return 0
 
 
-def _publish(args):
-    with open(args.file, "rb") as f:
-        data = f.read()
-    store = Store(args.db)
-    store.publish(args.version, data, target=args.device or 0, base=args.delta_from or 0)
-    store.close()
-    what = "delta from %d" % args.delta_from if args.delta_from else "full bundle"
-    who = "device %d" % args.device if args.device else "all devices"
-    print("published version %d (%s, %d bytes) for %s" % (args.version, what, len(data), who))
-    return 0
+def _store_cmd(fn):
+    # The parameter commands (tools/collector/bundles.py) take an open store.
+    def run(args):
+        store = Store(args.db)
+        try:
+            return fn(args, store)
+        finally:
+            store.close()
+
+    return run
 
 
 def _export(args):
@@ -326,11 +336,7 @@ def main(argv=None):
     s.add_argument(
         "--psam", action="append", default=[], help="register this PSAM (12 hex) to the device"
     )
-    s = with_db(sub.add_parser("publish", help="publish a parameter bundle"))
-    s.add_argument("file")
-    s.add_argument("--version", type=int, required=True)
-    s.add_argument("--device", type=int, help="for one device only (default: all)")
-    s.add_argument("--delta-from", type=int, help="FILE is a delta from this version")
+    param_cmds = bundles.add_commands(sub, with_db)
     s = with_db(sub.add_parser("export", help="records as CSV"))
     s.add_argument("--device", type=int)
     s.add_argument("--out", help="file (default: stdout)")
@@ -353,7 +359,6 @@ def main(argv=None):
         cmds = {
             "serve": _serve,
             "provision": _provision,
-            "publish": _publish,
             "export": _export,
             "unconfirmed": _unconfirmed,
             "boots": _boots,
@@ -361,6 +366,7 @@ def main(argv=None):
             "loads": _loads,
             "psam": _psam,
         }
+        cmds.update({name: _store_cmd(fn) for name, fn in param_cmds.items()})
         return cmds[args.cmd](args)
     except (ValueError, OSError) as e:
         print("error: %s" % e, file=sys.stderr)

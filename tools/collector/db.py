@@ -16,6 +16,8 @@ import time
 from contextlib import contextmanager
 from urllib.parse import unquote, urlparse
 
+from . import bundles
+
 log = logging.getLogger("collector.db")
 # Exceptions that are reported but do not keep a purchase out of settlement (clearing.REPORT_ONLY).
 REPORT_ONLY = frozenset(("clock_unset",))
@@ -594,54 +596,20 @@ class Store:
 
     # --- parameter bundles --------------------------------------------------------------------
 
-    def publish(self, version, data, target=0, base=0):
-        """A full bundle (base 0) or a delta from `base`, for one device or all (target 0)."""
-        if version <= 0 or base < 0 or (base and base >= version):
-            raise ValueError("need version > 0 and 0 <= base < version")
-        with self._tx() as ex:
-            ex.run(
-                "DELETE FROM bundles WHERE target = ? AND version = ? AND base = ?",
-                (target, version, base),
-            )
-            ex.run(
-                "INSERT INTO bundles (target, version, base, data, published) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (target, version, base, bytes(data), int(time.time())),
-            )
+    # Publishing, rollout and serving live in tools/collector/bundles.py (its own tables).
 
-    def _target(self, ex, device_id):
-        # A device with bundles of its own gets those; the rest share the fleet's (target 0).
-        row = ex.one("SELECT 1 FROM bundles WHERE target = ? LIMIT 1", (device_id,))
-        return device_id if row else 0
+    def publish(self, version, data, target=0, base=0, groups=None):
+        """A full bundle (base 0) or a delta from `base`, for one device or the fleet (target
+        0), rolled out to `groups` (None: every device). Version 1..VERSION_MAX."""
+        bundles.publish(self, version, data, target, base, groups)
 
     def latest_version(self, device_id):
-        with self._tx(write=False) as ex:
-            target = self._target(ex, device_id)
-            row = ex.one("SELECT MAX(version) FROM bundles WHERE target = ?", (target,))
-        return row[0] or 0
+        """The version on offer to a device; never raises (uploads must not fail over it)."""
+        return bundles.offer(self, device_id)
 
     def bundle_for(self, device_id, have):
         """-> (kind, version, base, data): kind 'none', 'full' or 'delta'."""
-        with self._tx(write=False) as ex:
-            target = self._target(ex, device_id)
-            latest = ex.one("SELECT MAX(version) FROM bundles WHERE target = ?", (target,))[0]
-            if not latest or latest == have:
-                return ("none", latest or 0, 0, b"")
-            if have:
-                row = ex.one(
-                    "SELECT data FROM bundles WHERE target = ? AND version = ? AND base = ?",
-                    (target, latest, have),
-                )
-                if row:
-                    return ("delta", latest, have, bytes(row[0]))
-            row = ex.one(
-                "SELECT data FROM bundles WHERE target = ? AND version = ? AND base = 0",
-                (target, latest),
-            )
-            if not row:
-                log.error("bundle %d (target %d) has no full form: none offered", latest, target)
-                return ("none", have, 0, b"")
-            return ("full", latest, 0, bytes(row[0]))
+        return bundles.bundle_for(self, device_id, have)
 
     # --- reading back -------------------------------------------------------------------------
 
