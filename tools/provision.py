@@ -4,11 +4,14 @@ optionally, register the device with the back office and copy the file to the bo
     python -m tools.provision --device 1001 --route 12 --city 2482 \\
         --institution 1200290000000000 --collector http://bo.example:8080 --out config.json
     python -m tools.provision ... --port /dev/ttyUSB0          # also copy it with mpremote
-    python -m tools.provision ... --collector-db sqlite:///bo.db  # also register the secret
+    python -m tools.provision ... --collector-db sqlite:///bo.db --master-key-file mk
+        # registers the device; its key is derived by the back office (no secret on a command
+        # line); config.json is written 0600
 """
 
 import argparse
 import json
+import os
 import secrets
 import subprocess
 import sys
@@ -47,6 +50,14 @@ def build_config(args):
     return raw
 
 
+def write_private(path, text):
+    """config.json holds the device's secret: 0600 from its creation, also when it existed."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", type=int, required=True, help="device number (u32)")
@@ -54,7 +65,12 @@ def main(argv=None):
     ap.add_argument("--city", required=True, help="4-digit city code of the operator (BCD)")
     ap.add_argument("--institution", required=True, help="16-digit acquirer institution code")
     ap.add_argument("--collector", required=True, help="back office URL")
-    ap.add_argument("--secret", help="hex; default: 32 fresh random bytes")
+    ap.add_argument(
+        "--secret-stdin",
+        action="store_true",
+        help="read the secret (hex) from stdin; default: derived by the back office "
+        "(--collector-db) or 32 fresh random bytes. Never a secret on the command line",
+    )
     ap.add_argument("--stop-source", default="fixed", choices=("fixed", "driver", "gps"))
     ap.add_argument("--stop", type=int, default=0)
     ap.add_argument("--operator", type=int, default=1)
@@ -70,18 +86,36 @@ def main(argv=None):
     ap.add_argument("--group", type=int, action="append", help="device group (bundle scope)")
     ap.add_argument("--out", type=Path, default=Path("config.json"))
     ap.add_argument("--port", help="serial port of the board: copy config.json there")
-    ap.add_argument("--collector-db", help="database URL: register the device's secret")
+    ap.add_argument(
+        "--collector-db",
+        help="database URL: register the device; its key is derived from the master key "
+        "(--master-key-file or $COLLECTOR_MASTER_KEY_FILE / $COLLECTOR_MASTER_KEY)",
+    )
+    ap.add_argument("--master-key-file", help="the back office's device master key (0600)")
     args = ap.parse_args(argv)
+    args.secret = sys.stdin.readline().strip() if args.secret_stdin else None
     try:
-        cfg = build_config(args)
+        build_config(args)  # refuse a bad config before the back office hears of the device
     except fwconfig.ConfigError as exc:
         sys.exit(f"provision: {exc}")
-    args.out.write_text(json.dumps(cfg, indent=1) + "\n")
-    print(f"provision: wrote {args.out} for {cfg['device_id']}")
     if args.collector_db:
-        cmd = [sys.executable, "-m", "tools.collector", "provision", "--db", args.collector_db]
-        cmd += ["--device", str(cfg["device_id"]), "--secret", cfg["secret"]]
-        subprocess.run(cmd, check=True, cwd=ROOT)
+        # In this process: the key never appears on a command line (/proc/*/cmdline).
+        from tools.collector.db import Store
+        from tools.collector.keys import from_env
+
+        try:
+            store = Store(args.collector_db, keys=from_env(args.master_key_file))
+            try:
+                secret = bytes.fromhex(args.secret) if args.secret else None
+                args.secret = store.provision(args.device, secret).hex()
+            finally:
+                store.close()
+        except (ValueError, OSError, RuntimeError) as exc:
+            sys.exit(f"provision: back office: {exc}")
+        print(f"provision: device {args.device} registered with the back office")
+    cfg = build_config(args)
+    write_private(args.out, json.dumps(cfg, indent=1) + "\n")
+    print(f"provision: wrote {args.out} (mode 0600) for {cfg['device_id']}")
     if args.port:
         mpremote = ROOT / ".venv" / "bin" / "mpremote"
         cmd = [str(mpremote), "connect", args.port, "fs", "cp", str(args.out), ":config.json"]

@@ -62,6 +62,15 @@ def client(store):
     return TestClient(create_app(store))
 
 
+def old_device(s, device_id, secret):
+    """A device row as a schema before migration 6 held it (secret stored)."""
+    with s._tx() as ex:
+        ex.run(
+            "INSERT INTO devices (device_id, secret, created) VALUES (?, ?, ?)",
+            (device_id, secret, int(time.time())),
+        )
+
+
 def recs(first, last):
     return [synth.purchase(s) for s in range(first, last + 1)]
 
@@ -164,7 +173,7 @@ def test_a_foreign_psam_is_quarantined_and_demotes_no_genuine_record(client, sto
     assert "psam" in reasons[(2, 1)] and "psam" not in reasons.get((1, 3), [])
 
 
-def test_psam_registry_boot_warning_and_cli(client, store, caplog, tmp_path, capsys):
+def test_psam_registry_boot_warning_and_cli(client, store, caplog, tmp_path, capsys, monkeypatch):
     b = SimDevice(2, SECRET_B)
     boot = record.encode({"kind": record.BOOT, "time": synth.T0, "psam_tid": synth.PSAM}, 1)
     r = client.post("/v1/upload", content=b.upload_body(1, [boot]))
@@ -181,6 +190,7 @@ def test_psam_registry_boot_warning_and_cli(client, store, caplog, tmp_path, cap
     with pytest.raises(ValueError, match="unknown device"):
         store.register_psam(9, "00" * 6)
     url = "sqlite:///" + str(tmp_path / "p.sqlite3")
+    monkeypatch.setenv("COLLECTOR_MASTER_KEY", "11" * 32)
     assert cli.main(["provision", "--db", url, "--device", "4", "--psam", "0000000000AB"]) == 0
     assert cli.main(["psam", "--db", url, "--device", "4", "--tid", "0000000000ac"]) == 0
     assert capsys.readouterr().out.endswith("0000000000ab 4\n0000000000ac 4\n")
@@ -428,7 +438,7 @@ def test_migrations_upgrade_an_old_schema_and_refuse_a_newer_one(db_url):
         dbmod.SCHEMA_VERSION = 1
         s = Store(db_url)
         assert s.schema_version() == 1
-        s.provision(1, SECRET_A)
+        old_device(s, 1, SECRET_A)
         s.close()
     finally:
         dbmod.MIGRATIONS = old
@@ -482,10 +492,15 @@ def test_postgres_crash_gives_503_then_recovers_exactly_once(request):
 # --- not per database ---------------------------------------------------------------------------
 
 
-def test_cli_provision_publish_export_and_serve(tmp_path, capsys):
+def test_cli_provision_publish_export_and_serve(tmp_path, capsys, monkeypatch):
     url = "sqlite:///" + str(tmp_path / "cli.sqlite3")
-    assert cli.main(["provision", "--db", url, "--device", "5", "--secret", SECRET_A.hex()]) == 0
-    assert cli.main(["provision", "--db", url, "--device", "6"]) == 0
+    monkeypatch.setattr("sys.stdin", io.StringIO(SECRET_A.hex() + "\n"))
+    assert cli.main(["provision", "--db", url, "--device", "5", "--secret-stdin"]) == 0
+    assert cli.main(["provision", "--db", url, "--device", "6"]) == 2  # no master key
+    assert "no master key" in capsys.readouterr().err
+    mk = str(tmp_path / "master.key")
+    assert cli.main(["masterkey", "--out", mk]) == 0
+    assert cli.main(["provision", "--db", url, "--device", "6", "--master-key-file", mk]) == 0
     out = capsys.readouterr().out
     assert "device 6 secret " in out and len(out.split("device 6 secret ")[1].strip()) == 64
     bundle = tmp_path / "b.bin"
@@ -506,7 +521,7 @@ def test_cli_provision_publish_export_and_serve(tmp_path, capsys):
     env = dict(os.environ, PYTHONPATH=root)
     proc = subprocess.Popen(
         [sys.executable, "-m", "tools.collector", "serve", "--db", url, "--port", "0"]
-        + ["--tac-keys", "test"],
+        + ["--tac-keys", "test", "--master-key-file", mk],
         cwd=root,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -649,7 +664,7 @@ def test_migration_3_backfills_card_counters_of_older_purchases(db_url):
         dbmod.MIGRATIONS = old[:2]
         dbmod.SCHEMA_VERSION = 2
         s = Store(db_url)
-        s.provision(1, SECRET_A)
+        old_device(s, 1, SECRET_A)
         raw = synth.debit(1, record.PURCHASE, card=9, atc=4242)
         f = {"kind": 1, "time": 1, "psam_tid": synth.PSAM, "psam_serial": 5000}
         with s._tx() as ex:

@@ -11,7 +11,7 @@ import record
 import uplink_proto as up
 
 from tests.host.pg import pg_server  # noqa: F401  (fixture)
-from tests.host.test_collector import SECRET_A, SECRET_B, db_url, store  # noqa: F401
+from tests.host.test_collector import SECRET_A, SECRET_B, db_url, old_device, store  # noqa: F401
 from tools.collector import cli, synth
 from tools.collector.app import create_app
 from tools.collector.bench import SimDevice
@@ -196,7 +196,7 @@ def test_migration_4_marks_older_double_bookings_and_backfills_exceptions(db_url
         dbmod.MIGRATIONS = old[:3]
         dbmod.SCHEMA_VERSION = 3
         s = Store(db_url)
-        s.provision(1, SECRET_A)
+        old_device(s, 1, SECRET_A)
         rows = []
         for seq, serial, tac in ((1, 11, "ok"), (2, 12, "ok"), (3, 13, "unchecked")):
             raw = synth.debit(seq, record.PURCHASE, card=4, atc=77, psam_serial=serial)

@@ -4,7 +4,9 @@
     python -m tools.collector exceptions --db URL [--device ID]
     python -m tools.collector loads --db URL FILE.csv
     python -m tools.collector psam --db URL [--device ID] [--tid HEX ...] [--remove]
-    python -m tools.collector provision --db URL --device ID [--secret HEX] [--name NAME]
+    python -m tools.collector masterkey --out FILE
+    python -m tools.collector provision --db URL --device ID [--psam HEX] [--name NAME]
+                                        [--master-key-file FILE] [--secret-stdin]
     python -m tools.collector publish --db URL FILE (--group G ... | --all) --param-key ID:HEX
     python -m tools.collector publish --db URL FILE --device ID         # legacy HMAC bundle
     python -m tools.collector rollout --db URL --version V (--group G ... | --all)
@@ -35,6 +37,11 @@ with the groups given; `rollout` extends it, `rollout-status` shows who holds wh
 brownout, soft, hard, ...), the parts that failed to start, and a count per device and cause;
 brown-outs point at a modem's current bursts on a weak supply, watchdog resets at a hang.
 
+Device keys are derived from a master key outside the database (tools/collector/keys.py):
+--master-key-file FILE (0600), $COLLECTOR_MASTER_KEY_FILE or $COLLECTOR_MASTER_KEY (hex), or
+an HSM/KMS through --key-source module:name. `serve` checks the master key against the
+database's key check values before it listens.
+
 --db takes ``sqlite:///path`` (default ``sqlite:///collector.sqlite3``), a bare path, or
 ``postgresql://user@host:port/dbname``.
 """
@@ -58,7 +65,8 @@ def _serve(args):
     from .clearing import Clearing
 
     clearing = Clearing(tac_keys(args.tac_keys), max_amount=args.max_amount)
-    store = Store(args.db)
+    store = Store(args.db, keys=_keys(args))
+    store.check_keys()
     app = create_app(store, clearing=clearing)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -185,16 +193,37 @@ def _psam(args):
     return 0
 
 
+def _keys(args):
+    from .keys import from_env
+
+    return from_env(args.master_key_file, args.key_source)
+
+
+def _masterkey(args):
+    from .keys import new_master_file
+
+    new_master_file(args.out)
+    print(
+        "master key written to %s (mode 0600): keep it off the database host's backups" % args.out
+    )
+    return 0
+
+
 def _provision(args):
-    secret = bytes.fromhex(args.secret) if args.secret else os.urandom(32)
-    store = Store(args.db)
+    """The device's key, derived from the master key, goes to stdout (for its config.json:
+    tools/provision.py writes that file itself). --secret-stdin imports an existing validator's
+    secret (hex on stdin, never on the command line): stored, reported at every start."""
+    secret = None
+    if args.secret_stdin:
+        secret = bytes.fromhex(sys.stdin.readline().strip())
+    store = Store(args.db, keys=_keys(args))
     try:
-        store.provision(args.device, secret, args.name)
+        key = store.provision(args.device, secret, args.name)
         for tid in args.psam:
             store.register_psam(args.device, tid)
     finally:
         store.close()
-    print("device %d secret %s" % (args.device, secret.hex()))
+    print("device %d secret %s" % (args.device, key.hex()))
     return 0
 
 
@@ -312,7 +341,18 @@ def main(argv=None):
         )
         return sp
 
-    s = with_db(sub.add_parser("serve", help="run the HTTP service"))
+    def with_keys(sp):
+        sp.add_argument(
+            "--master-key-file",
+            help="device master key, 32 bytes or 64 hex, mode 0600 (or "
+            "$COLLECTOR_MASTER_KEY_FILE, or $COLLECTOR_MASTER_KEY as hex)",
+        )
+        sp.add_argument(
+            "--key-source", help="module:name of an HSM/KMS key source (tools/collector/keys.py)"
+        )
+        return sp
+
+    s = with_keys(with_db(sub.add_parser("serve", help="run the HTTP service")))
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8080, help="0 picks a free port (printed)")
     s.add_argument(
@@ -329,9 +369,14 @@ def main(argv=None):
         "is an exception",
     )
     s.add_argument("--log-level", default="info")
-    s = with_db(sub.add_parser("provision", help="add a device or replace its secret"))
+    s = with_keys(with_db(sub.add_parser("provision", help="add a device or give it a new key")))
     s.add_argument("--device", type=int, required=True)
-    s.add_argument("--secret", help="hex, at least 16 bytes (default: 32 random bytes, printed)")
+    s.add_argument(
+        "--secret-stdin",
+        action="store_true",
+        help="import an existing validator's secret (hex on stdin); default: a key derived from "
+        "the master key, printed",
+    )
     s.add_argument("--name")
     s.add_argument(
         "--psam", action="append", default=[], help="register this PSAM (12 hex) to the device"
@@ -345,6 +390,8 @@ def main(argv=None):
     s.add_argument("--all", action="store_true", help="every intent, with its outcome")
     s = with_db(sub.add_parser("boots", help="starts: reset causes and parts that failed"))
     s.add_argument("--device", type=int)
+    s = sub.add_parser("masterkey", help="make a new master key file (0600)")
+    s.add_argument("--out", required=True)
     s = with_db(sub.add_parser("psam", help="the PSAM registry: which PSAM is which device's"))
     s.add_argument("--device", type=int)
     s.add_argument("--tid", action="append", default=[], help="PSAM terminal number, 12 hex")
@@ -365,9 +412,10 @@ def main(argv=None):
             "exceptions": _exceptions,
             "loads": _loads,
             "psam": _psam,
+            "masterkey": _masterkey,
         }
         cmds.update({name: _store_cmd(fn) for name, fn in param_cmds.items()})
         return cmds[args.cmd](args)
-    except (ValueError, OSError) as e:
+    except (ValueError, OSError, RuntimeError) as e:
         print("error: %s" % e, file=sys.stderr)
         return 2

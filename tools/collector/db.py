@@ -9,8 +9,10 @@ advances. The acknowledgement is the highest sequence held contiguously for the 
 """
 
 import logging
+import os
 import queue
 import sqlite3
+import stat
 import threading
 import time
 from contextlib import contextmanager
@@ -118,6 +120,17 @@ MIGRATIONS = [
             "CREATE INDEX psams_device ON psams (device_id)",
         ],
     ),
+    (
+        6,
+        [
+            # Device keys derived from a master key outside the database (tools/collector/keys.py):
+            # key_version > 0 names the derived key and `secret` is left empty; 0 is a secret
+            # stored before (or imported by Store.provision(secret=...)), kept working and
+            # reported at start until the device is re-provisioned. kcv: key check value.
+            "ALTER TABLE devices ADD COLUMN key_version {big} NOT NULL DEFAULT 0",
+            "ALTER TABLE devices ADD COLUMN kcv {blob}",
+        ],
+    ),
 ]
 # Statements run after a migration's Python step (the unique index needs the duplicates marked).
 POST = {
@@ -151,6 +164,27 @@ class Stale(Exception):
         self.server_counter = server_counter
 
 
+def _private_file(path):
+    """The database holds device data (and legacy secrets): created 0600, and an existing one
+    readable by others is tightened, with a log line. SQLite gives its -wal and -shm files the
+    database file's mode."""
+    if path == ":memory:" or path.startswith("file:"):
+        return
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.close(fd)
+        return
+    except FileExistsError:
+        pass
+    mode = stat.S_IMODE(os.stat(path).st_mode)
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        log.warning("database %s was readable by others (mode %o): now 0600", path, mode)
+        os.chmod(path, 0o600)
+        for extra in ("-wal", "-shm"):
+            if os.path.exists(path + extra):
+                os.chmod(path + extra, 0o600)
+
+
 def card_atc_key(card_no, atc):
     return None if card_no is None or atc is None else (card_no, atc)
 
@@ -166,8 +200,10 @@ def _hexify(v):
 class Store:
     """Open with a URL: ``sqlite:///path``, a bare path, or ``postgresql://user@host:port/db``."""
 
-    def __init__(self, url=DEFAULT_URL, migrate=True):
+    def __init__(self, url=DEFAULT_URL, migrate=True, keys=None):
+        """keys: a keys.KeySource (the master key) for devices with derived keys."""
         self.url = url
+        self.keys = keys
         if url.startswith(("postgresql://", "postgres://")):
             self.dialect = "pg"
             import psycopg
@@ -180,6 +216,7 @@ class Store:
             if path.startswith("/") and url.startswith("sqlite:///"):
                 path = path[1:]
             self.path = unquote(path) or ":memory:"
+            _private_file(self.path)
             self._local = threading.local()
             self._all = []
             self._all_lock = threading.Lock()
@@ -352,28 +389,92 @@ class Store:
 
     # --- devices ------------------------------------------------------------------------------
 
-    def provision(self, device_id, secret, name=None):
-        """Add a device or replace its secret (its counter and records stay)."""
+    def provision(self, device_id, secret=None, name=None):
+        """Add a device or give it a new key -> the key (bytes) to put in its config.json.
+
+        Without `secret` (the normal way) the key is derived from the master key (self.keys) under
+        the device's next key version: the database keeps only the version and a check value,
+        every earlier key of the device stops working, and its counter starts again from 0 (no
+        captured request verifies under the new key, and a counter at its end cannot lock the
+        device out). With `secret` (an existing validator's, tests) the secret is stored as
+        before and the counter stays; such devices are reported at start."""
         if not 0 < device_id <= 0xFFFFFFFF:
             raise ValueError("device id must be 1..4294967295")
-        if len(secret) < 16:
+        if secret is not None and len(secret) < 16:
             raise ValueError("a device secret needs at least 16 bytes")
+        if secret is None and self.keys is None:
+            raise ValueError(
+                "no master key: --master-key-file FILE, $COLLECTOR_MASTER_KEY_FILE or "
+                "$COLLECTOR_MASTER_KEY (python -m tools.collector masterkey --out FILE makes one)"
+            )
         with self._tx() as ex:
-            if ex.one("SELECT 1 FROM devices WHERE device_id = ?", (device_id,)):
+            row = ex.one("SELECT key_version FROM devices WHERE device_id = ?", (device_id,))
+            if secret is None:
+                version = (row[0] if row else 0) + 1
+                key = self.keys.device_key(device_id, version)
+                stored, kcv, counter = b"", self.keys.kcv(key), 0
+            else:
+                version, key, stored, kcv, counter = 0, bytes(secret), bytes(secret), None, None
+            if row:
                 ex.run(
-                    "UPDATE devices SET secret = ?, name = ? WHERE device_id = ?",
-                    (bytes(secret), name, device_id),
+                    "UPDATE devices SET secret = ?, name = ?, key_version = ?, kcv = ?, "
+                    "counter = COALESCE(?, counter) WHERE device_id = ?",
+                    (stored, name, version, kcv, counter, device_id),
                 )
             else:
                 ex.run(
-                    "INSERT INTO devices (device_id, secret, name, created) VALUES (?, ?, ?, ?)",
-                    (device_id, bytes(secret), name, int(time.time())),
+                    "INSERT INTO devices (device_id, secret, name, created, key_version, kcv) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (device_id, stored, name, int(time.time()), version, kcv),
                 )
+        return key
+
+    def _key(self, device_id, stored, version):
+        if not version:
+            return bytes(stored)
+        if self.keys is None:
+            raise RuntimeError(
+                "device %d has a derived key (version %d) and this collector has no master key"
+                % (device_id, version)
+            )
+        return self.keys.device_key(device_id, version)
 
     def secret(self, device_id):
         with self._tx(write=False) as ex:
-            row = ex.one("SELECT secret FROM devices WHERE device_id = ?", (device_id,))
-        return bytes(row[0]) if row else None
+            row = ex.one(
+                "SELECT secret, key_version FROM devices WHERE device_id = ?", (device_id,)
+            )
+        return self._key(device_id, row[0], row[1]) if row else None
+
+    def check_keys(self, sample=20):
+        """At start: the master key must match the keys the database was provisioned with (key
+        check values of a sample of devices). -> (derived devices, stored secrets). RuntimeError
+        on a mismatch: every device would be refused with 401."""
+        with self._tx(write=False) as ex:
+            derived = ex.one("SELECT COUNT(*) FROM devices WHERE key_version > 0")[0]
+            stored = ex.one("SELECT COUNT(*) FROM devices WHERE key_version = 0")[0]
+            rows = ex.all(
+                "SELECT device_id, key_version, kcv FROM devices WHERE key_version > 0 "
+                "ORDER BY device_id LIMIT ?",
+                (sample,),
+            )
+        if derived and self.keys is None:
+            raise RuntimeError(
+                "%d devices have derived keys and no master key is given "
+                "(--master-key-file, $COLLECTOR_MASTER_KEY_FILE, $COLLECTOR_MASTER_KEY)" % derived
+            )
+        for dev, version, kcv in rows:
+            if kcv is not None and self.keys.kcv(self.keys.device_key(dev, version)) != bytes(kcv):
+                raise RuntimeError(
+                    "the master key does not match this database (device %d key check value)" % dev
+                )
+        if stored:
+            log.warning(
+                "%d devices still have a secret stored in the database: re-provision them "
+                "(python -m tools.collector provision) so a database leak gives nothing away",
+                stored,
+            )
+        return derived, stored
 
     def auth(self, device_id):
         """What a request needs before its records are looked at, in one query: the secret, the
@@ -381,7 +482,7 @@ class Store:
         to the device (terminal numbers, hex). None if unknown."""
         with self._tx(write=False) as ex:
             rows = ex.all(
-                "SELECT d.secret, d.counter, d.created, p.psam_tid FROM devices d "
+                "SELECT d.secret, d.counter, d.created, p.psam_tid, d.key_version FROM devices d "
                 "LEFT JOIN psams p ON p.device_id = d.device_id WHERE d.device_id = ?",
                 (device_id,),
             )
@@ -389,7 +490,7 @@ class Store:
             return None
         row = rows[0]
         return {
-            "secret": bytes(row[0]),
+            "secret": self._key(device_id, row[0], row[4]),
             "counter": row[1],
             "created": row[2] - EPOCH_2000,
             "psams": frozenset(r[3] for r in rows if r[3] is not None),
