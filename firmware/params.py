@@ -33,6 +33,7 @@ _TMP = "state.tmp"
 _FLOOR = "floor"  # the version floor's second home (docs/parameters.md "Rollback")
 _FLOOR_TMP = "floor.tmp"
 INCOMING = "incoming.tmp"
+DL_STATE = "dl.state"  # a chunked download's checkpoint (firmware/chunkdl.py)
 _SETTINGS = {
     # name: (min, max, default)
     "dup_tap_s": (0, 86400, 60),
@@ -424,8 +425,9 @@ class Params:
         keep = self._referenced(self.state)
         keep.add(_STATE)
         keep.add(_FLOOR)
-        if not at_boot:
-            keep.add(INCOMING)  # a download may be under way
+        if not at_boot or DL_STATE in os.listdir(self.root):
+            keep.add(INCOMING)  # a download may be under way, or resume after a cut
+            keep.add(DL_STATE)
         for name in os.listdir(self.root):
             if name not in keep:
                 try:
