@@ -53,9 +53,13 @@ def build_request(method, host, port, https, path, body, headers):
 
 
 class SocketTransport:
-    def __init__(self, iface=None, ssl_context=None, max_body=32768):
+    def __init__(self, iface=None, ssl_context=None, max_body=32768, ca_file="ca.der"):
         self.iface = iface  # network.WLAN / network.PPP: isconnected(), maybe status("rssi")
+        # https: the back office's certificate is verified against the CA certificate in
+        # `ca_file` (DER, provisioned with config.json; docs/protocol.md section 1), or by the
+        # caller's own ssl_context. There is no unverified mode.
         self.ssl_context = ssl_context
+        self.ca_file = ca_file
         self.max_body = max_body
         self.last_error = None
         self.errors = 0
@@ -104,15 +108,28 @@ class SocketTransport:
         except (OSError, EOFError) as e:
             raise self._fail(ConnectionLost("socket error %r" % (e,)))
 
+    def _verifying_context(self):
+        import tls
+
+        try:
+            with open(self.ca_file, "rb") as f:
+                ca = f.read()
+        except OSError:
+            raise TransportError(
+                "https needs the CA certificate %s: not provisioned" % self.ca_file
+            )
+        ctx = tls.SSLContext(tls.PROTOCOL_TLS_CLIENT)
+        ctx.verify_mode = tls.CERT_REQUIRED
+        ctx.load_verify_locations(cadata=ca)
+        self.ssl_context = ctx  # built once
+        return ctx
+
     async def _exchange(self, https, host, port, head, body, method):
         ssl = None
         if https:
             ssl = self.ssl_context
             if ssl is None:
-                import tls
-
-                ssl = tls.SSLContext(tls.PROTOCOL_TLS_CLIENT)
-                ssl.verify_mode = tls.CERT_NONE  # the uplink authenticates its own payload
+                ssl = self._verifying_context()
         try:
             if ssl is not None:
                 reader, writer = await asyncio.open_connection(host, port, ssl=ssl)

@@ -25,10 +25,13 @@ class QuectelDialect:
     power_off_cmd = "AT+QPOWD=1"
     pdp_lost_urcs = (b'+QIURC: "pdpdeact"',)
 
-    def __init__(self, context=1, ssl_ctx=1, cmd_ms=2000):
+    def __init__(self, context=1, ssl_ctx=1, cmd_ms=2000, ca_file="UFS:ca.pem"):
         self.cmd_ms = cmd_ms  # deadline of the quick commands (configuration, STOP)
         self.context = context
         self.ssl_ctx = ssl_ctx
+        # The back office's CA certificate in the module's file system (AT+QFUPL) at
+        # provisioning; https verifies the server against it (seclevel 1). docs/protocol.md 1.
+        self.ca_file = ca_file
         self._configured = None  # (https?) last configuration sent, re-sent after a restart
 
     def attach(self, at):
@@ -83,7 +86,8 @@ class QuectelDialect:
             await at.command('AT+QHTTPCFG="sslctxid",%d' % ctx, self.cmd_ms)
             await at.command('AT+QSSLCFG="sslversion",%d,4' % ctx, self.cmd_ms)
             await at.command('AT+QSSLCFG="ciphersuite",%d,0XFFFF' % ctx, self.cmd_ms)
-            await at.command('AT+QSSLCFG="seclevel",%d,0' % ctx, self.cmd_ms)
+            await at.command('AT+QSSLCFG="cacert",%d,"%s"' % (ctx, self.ca_file), self.cmd_ms)
+            await at.command('AT+QSSLCFG="seclevel",%d,1' % ctx, self.cmd_ms)
             await at.command('AT+QSSLCFG="sni",%d,1' % ctx, self.cmd_ms)
         self._configured = https
 

@@ -32,10 +32,13 @@ class SimcomDialect:
     power_off_cmd = "AT+CPOF"
     pdp_lost_urcs = (b"+CGEV: NW PDN DEACT", b"+CGEV: NW DEACT", b"+CGEV: ME PDN DEACT")
 
-    def __init__(self, tls_version=4, ssl_ctx=0, cmd_ms=2000):
+    def __init__(self, tls_version=4, ssl_ctx=0, cmd_ms=2000, ca_file="ca.pem"):
         self.cmd_ms = cmd_ms  # deadline of the quick commands (parameters, TERM)
         self.tls_version = tls_version  # CSSLCFG sslversion 4 = all versions
         self.ssl_ctx = ssl_ctx
+        # The back office's CA certificate, stored in the module (AT+CCERTDOWN) at provisioning;
+        # https verifies the server against it (authmode 1). docs/protocol.md section 1.
+        self.ca_file = ca_file
 
     def attach(self, at):
         at.data_header(b"+HTTPREAD: DATA,")
@@ -92,7 +95,8 @@ class SimcomDialect:
             await at.command(
                 'AT+CSSLCFG="sslversion",%d,%d' % (ctx, self.tls_version), self.cmd_ms
             )
-            await at.command('AT+CSSLCFG="authmode",%d,0' % ctx, self.cmd_ms)
+            await at.command('AT+CSSLCFG="cacert",%d,"%s"' % (ctx, self.ca_file), self.cmd_ms)
+            await at.command('AT+CSSLCFG="authmode",%d,1' % ctx, self.cmd_ms)
             await at.command('AT+HTTPPARA="SSLCFG",%d' % ctx, self.cmd_ms)
         extra = []
         for name, value in headers.items():

@@ -99,3 +99,18 @@ async def test_loop_stays_free_during_socket_requests():
     ok, gap, ticks = await loop_block_probe(work(), 2)
     mptest.true(ok)
     mptest.log("LOOP_BLOCK socket 5 x POST 4000 B max gap %d ms, %d ticks" % (gap, ticks))
+
+
+async def test_https_without_a_provisioned_ca_is_refused_never_unverified():
+    from transport import TransportError
+
+    t = SocketTransport(ca_file="/no/such/ca.der")
+    url = base().replace("http://", "https://") + "/echo"
+    try:
+        await t.request("POST", url, b"secret card data", {}, 5000)
+        mptest.true(False, "an https request went out without a CA certificate")
+    except TransportError as e:
+        mptest.true("not provisioned" in str(e), str(e))
+    mptest.true(t.ssl_context is None)  # no context was built, verified or not
+    status, _ = await SocketTransport().request("POST", base() + "/echo", b"x", {}, 5000)
+    mptest.eq(status, 200)

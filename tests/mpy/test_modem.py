@@ -176,7 +176,14 @@ async def test_http_round_trips_quectel():
 
 
 async def test_https_sends_the_tls_configuration():
-    for dialect, marker in (("simcom", 'AT+CSSLCFG="sslversion",0,4'), ("quectel", "sni")):
+    # The server's certificate is verified against the provisioned CA (no unverified mode).
+    for dialect, marker in (
+        (
+            "simcom",
+            'AT+CSSLCFG="sslversion",0,4 AT+CSSLCFG="cacert",0,"ca.pem" AT+CSSLCFG="authmode",0,1',
+        ),
+        ("quectel", 'AT+QSSLCFG="cacert",1,"UFS:ca.pem" AT+QSSLCFG="seclevel",1,1'),
+    ):
         ctl, m = make(dialect)
         url = base(ctl).replace("http://", "https://")
         status, got = await m.request("POST", url + "/echo", b"tls?", {}, 5000)
