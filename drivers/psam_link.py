@@ -136,7 +136,10 @@ class PsamLink:
                 got += k
                 deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
             elif time.ticks_diff(deadline, time.ticks_ms()) <= 0:
-                raise LinkTimeout("PSAM: no %s after %d of %d byte(s)" % (what, got, n))
+                raise LinkTimeout(
+                    "PSAM: no %s after %d of %d byte(s) within %d ms (margin_ms %d)"
+                    % (what, got, n, timeout_ms, self.margin_ms)
+                )
         if self.inverse:
             buf = self._rx
             for i in range(n):
@@ -175,7 +178,10 @@ class PsamLink:
             if k:
                 got += k
             elif time.ticks_diff(deadline, time.ticks_ms()) <= 0:
-                raise ChipError("PSAM: %d of %d echo byte(s): I/O line not joined?" % (got, n))
+                raise ChipError(
+                    "PSAM: %d of %d echo byte(s) within %d ms (line time + margin_ms %d): I/O"
+                    " line not joined?" % (got, n, ms, self.margin_ms)
+                )
         rx = self._rx
         for i in range(n):
             if rx[i] != tx[i]:
@@ -230,7 +236,9 @@ class PsamLink:
         try:
             ts = self._byte(first_ms, "ATR")
         except LinkTimeout:
-            raise LinkTimeout("PSAM: no ATR within %d ms of reset" % first_ms)
+            raise LinkTimeout(
+                "PSAM: no ATR within %d ms of reset (margin_ms %d)" % (first_ms, self.margin_ms)
+            )
         if ts == iso7816.TS_INVERSE_RAW:
             self.inverse = True
             ts = iso7816.TS_INVERSE
@@ -554,4 +562,5 @@ def from_board(cfg, UART, Pin, PWM):
         clk_hz,
         echo=cfg.get("echo", True),
         max_baud=cfg.get("max_baud"),
+        margin_ms=cfg.get("margin_ms", 50),
     )

@@ -97,6 +97,9 @@ class Validator:
             self.journal.hold("old journal not migrated")
         self._feed()
         self.clock = clock.Clock(parts.rtc_seconds, floor=self._last_record_time())
+        # Built after the parameters: a bundle activated while they load (one stored before a
+        # power cut) writes its record without an uplink to tell.
+        self.uplink = None
         self.params = params.Params(
             root + "/params",
             cfg["secret_bytes"],
@@ -155,6 +158,8 @@ class Validator:
                 on_bundle=self._bundle,
                 params_version=self.params.version or 0,
                 interval_s=self._setting("upload_interval_s", cfg.get("uplink_interval_s", 300)),
+                sleep_ms=getattr(self.parts, "sleep_ms", None),
+                on_ack=lambda seq: self.emit("acked", {"seq": seq}),
             )
         return self.uplink
 

@@ -62,6 +62,8 @@ class Uplink:
         compress=True,
         time_tolerance_s=2,
         max_rtt_ms=10000,
+        sleep_ms=None,
+        on_ack=None,
     ):
         self.t = transport
         self.j = journal
@@ -84,6 +86,10 @@ class Uplink:
         self.compress = compress and up.can_deflate()
         self.time_tolerance_s = time_tolerance_s
         self.max_rtt_ms = max_rtt_ms
+        # The back-off's wait: asyncio.sleep_ms on a board; the bench passes one that waits on
+        # its virtual clock, so a 10-minute back-off costs a test no 10 minutes.
+        self._sleep_ms = sleep_ms or asyncio.sleep_ms
+        self.on_ack = on_ack  # fn(seq): an answer holding up to seq was taken (bench events)
         # The upload buffer, made now and kept: build the Uplink at boot, before the heap
         # fragments, and every batch reuses this one block (2.1 kB for 32 records: batches stay
         # small so no block of a board's heap has to be large, and the bytes-per-record cost
@@ -141,7 +147,7 @@ class Uplink:
                 _log.info("retry in %d ms (failure %d)", self.next_try_ms, self.failures)
                 # A tap during the backoff does not cut it short: a busy bus must not hammer a
                 # back office that is down.
-                await asyncio.sleep_ms(self.next_try_ms)
+                await self._sleep_ms(self.next_try_ms)
 
     def backoff_ms(self):
         """Exponential from backoff_min_ms, capped at backoff_max_ms, 'equal jitter': half the
@@ -294,6 +300,8 @@ class Uplink:
             except Exception as e:  # AckError or a flash error: keep the records, retry later
                 self._failed("journal ack %d failed: %r" % (held, e))
                 return False
+        if self.on_ack is not None:
+            self.on_ack(held)  # what the back office holds is in the log (heartbeats too)
         if recs:
             self.sent_records += len(recs)
             if held < first + len(recs) - 1:

@@ -9,6 +9,9 @@
 #   VALIDATOR_EVENTS  1: print '@@EV {json}' lines for each tap/boot/record (the bench reads them)
 #   VALIDATOR_WDT_MS  watchdog timeout in ms (default 8000, as on the ESP32 boards)
 #   VALIDATOR_RESET_CAUSE  what the bench says woke the board (power-on, watchdog, ...)
+#   VALIDATOR_TXLOG_BLOCKS  sectors of the txlog partition (default 64; the bench uses fewer to
+#                     reach the reuse of acknowledged sectors in a short scenario)
+#   VALIDATOR_VIRTUAL_WAIT  1: the uplink back-off waits on the hub virtual clock ("world_time")
 #   VALIDATOR_TEST_HOOKS  1: the reader hangs (spins) while the hub's pin "test_hang" is high,
 #                     so tests can prove the watchdog resets a hung tap loop
 import json
@@ -17,7 +20,15 @@ import os
 NAME = "unix_sim"
 
 READER = {"chip": "pn532", "bus": "i2c", "type_b": False}  # type_b: poll type B cards too
-PSAM = {"uart_id": "psam", "reset": "psam_rst", "clk": "psam_clk", "clk_hz": 3571200}
+# margin_ms: the simulated line crosses a socket and a hub thread on a shared host, not a wire:
+# deadlines get a second of slack where a board has 50 ms (a loaded CI machine missed 50 ms).
+PSAM = {
+    "uart_id": "psam",
+    "reset": "psam_rst",
+    "clk": "psam_clk",
+    "clk_hz": 3571200,
+    "margin_ms": 1000,
+}
 MODEM = {"uart_id": "modem", "pwrkey": "modem_pwrkey", "baudrate": 115200}
 FEEDBACK = {"led_green": "led_green", "led_red": "led_red", "buzzer": "buzzer"}
 DISPLAY = {"bus": "i2c0", "addr": 0x3C, "width": 128, "height": 64}
@@ -26,7 +37,7 @@ CONFIG_PATH = os.getenv("VALIDATOR_CONFIG") or "/flash/config.json"
 FLASH_PATH = os.getenv("VALIDATOR_FLASH") or "/tmp/validator.img"
 FLASH_BLOCKS = 512  # 2 MB of 4 KB blocks, like the vfs partition of a 4 MB ESP32
 TXLOG_PATH = os.getenv("VALIDATOR_TXLOG") or FLASH_PATH + ".txlog"
-TXLOG_BLOCKS = 64  # the 256 KiB "txlog" partition of a 4 MB ESP32
+TXLOG_BLOCKS = int(os.getenv("VALIDATOR_TXLOG_BLOCKS") or "64")  # 256 KiB as on a 4 MB ESP32
 
 
 class Parts:
@@ -41,6 +52,7 @@ class Parts:
     wdt_grace_ms = 8000
     root = "/flash"
     emit = None
+    sleep_ms = None  # the uplink's back-off wait (None: asyncio.sleep_ms)
     journal_config = None
     txlog_dev = None  # the raw transaction-log partition (boards/unix_sim/rawflash.py)
     param_slots = None
@@ -94,6 +106,28 @@ def _make_rtc():
     except SimLinkError:
         return _port_seconds
     return lambda: int(ctl.call("now"))
+
+
+def _make_virtual_sleep():
+    """A sleep_ms that waits until the hub's virtual clock ("world_time", seconds) has moved on
+    by ms. It tells the hub when it wants to wake ("sleep_until"): the bench moves its time there
+    when nothing else is going on, so a 10-minute back-off takes no 10 real minutes."""
+    import asyncio
+
+    from simlink import Control, SimLinkError
+
+    ctl = Control()
+
+    async def sleep_ms(ms):
+        try:
+            end = ctl.call("world_time") + (ms + 999) // 1000
+            ctl.call("sleep_until", t=end)
+            while ctl.call("world_time") < end:
+                await asyncio.sleep_ms(50)
+        except SimLinkError:  # a hub without the bench's clock: wait in real time
+            await asyncio.sleep_ms(ms)
+
+    return sleep_ms
 
 
 def make_reader(kind=None, type_b=None):
@@ -243,6 +277,8 @@ def make_parts(cfg):
     p.wdt_timeout = p.wdt.set_timeout
     p.emit = _emit if os.getenv("VALIDATOR_EVENTS") else None
     p.rtc_seconds = _make_rtc()
+    if os.getenv("VALIDATOR_VIRTUAL_WAIT"):
+        p.sleep_ms = _make_virtual_sleep()
     p.display = make_display()
     p.feedback = make_feedback()
     _start(p, "reader", "reader", _reader)

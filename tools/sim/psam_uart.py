@@ -40,7 +40,10 @@ GET_RESPONSE = 0xC0
 OUTGOING_INS = frozenset((0xB0, 0xB2, 0xC0, 0x84, 0xCA))
 BAUD_TOLERANCE = 0.02
 ATR_DELAY_MS = 1  # the card answers 400 to 40 000 clocks after the reset edge
-CONFIG_GRACE_S = 0.05
+# How long a reset waits for the reader's new UART rate to arrive on its own socket. Returned as
+# soon as it has: only a reader that really has the wrong rate waits it out. 50 ms was missed
+# once on a loaded machine.
+CONFIG_GRACE_S = 1.0
 
 
 def _inverse(b):
