@@ -1,11 +1,13 @@
 """The simulated bench: the whole validator on a laptop, end to end (`make sim`).
 
-It starts the back office (the collector on SQLite), every simulator (reader chip and cards,
-PSAM, modem, display) on one hub, and the real firmware under the MicroPython unix port; plays a
-scenario of taps and incidents; prints each tap as the passenger and the operator see it; lets
-the validator upload; and ends with a summary that matches the cards' own audit trails, the
-device's journal and the back office against each other. Exit status 0 means every expectation
-written in the scenario held. Scenario format: docs/scenarios.md.
+It starts the back office (the collector on SQLite); for each validator of the scenario, every
+simulator (reader chip and cards, PSAM, modem, display) on its own hub and the real firmware under
+the MicroPython unix port; plays a scenario of taps and incidents; prints each tap as the
+passenger and the operator see it; lets the validators upload; and ends with a summary that
+matches the cards' own audit trails, the validators' transaction logs and the back office against
+each other. Exit status 0 means every expectation written in the scenario held. Scenario format:
+docs/scenarios.md. The kinds of event are the table EVENTS: a new one is a function decorated
+with @step (its key, the other keys it takes, a check run when the scenario is loaded).
 
     python -m tools.simbench                          # tools/scenarios/morning.toml
     python -m tools.simbench --scenario my.toml --out bench/out/my
@@ -31,8 +33,10 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT / "firmware") not in sys.path:
     sys.path.insert(0, str(ROOT / "firmware"))
 
+import messages  # noqa: E402
 import record  # noqa: E402
 import timeutil  # noqa: E402
+import uplink_proto  # noqa: E402
 from feedback import SOUNDS  # noqa: E402
 
 from tools import build_firmware, params_compile  # noqa: E402
@@ -42,18 +46,115 @@ from tools.collector.bench import ServerThread  # noqa: E402
 from tools.collector.clearing import Clearing, IssuerKey  # noqa: E402
 from tools.collector.db import Store  # noqa: E402
 from tools.sim import crypto  # noqa: E402
-from tools.sim.bench_hub import BenchWorld  # noqa: E402
-from tools.sim.card import VirtualCard  # noqa: E402
+from tools.sim.bench_hub import READERS, BenchWorld  # noqa: E402
+from tools.sim.card import PROFILE_DIR, VirtualCard, load_profile  # noqa: E402
 
 DEFAULT_SCENARIO = ROOT / "tools" / "scenarios" / "morning.toml"
 MICROPYTHON = ROOT / ".venv" / "bin" / "micropython"
 HEAP = os.environ.get(
     "SIMBENCH_HEAP", "1m"
 )  # the application compiled from source on a 64-bit port; frozen on an ESP32
-TAP_TIMEOUT_S = 20.0
-# Steps of the purchase a scenario can pull the card at (INS of the card command).
-STEPS = {"select": 0xA4, "read": 0xB0, "init": 0x50, "update": 0xDC, "debit": 0x54}
+TAP_TIMEOUT_S = 20.0  # real seconds a tap may take before the bench calls it lost
+BOOT_TIMEOUT_S = 60.0
+# Virtual time: the uplink's back-off waits on the bench's clock (board VALIDATOR_VIRTUAL_WAIT);
+# the bench takes the validators' events every VIRTUAL_TICK_S of real time while it waits.
+VIRTUAL_TICK_S = 0.05
+WAIT_UPLOAD_S = (
+    900  # virtual seconds `wait = "upload"` allows by default: beyond a 10-min back-off
+)
 TZ = timeutil.DEFAULT_TZ_SECONDS
+
+# Card commands a scenario can pull the card or cut the power at: name -> (INS, P2 or None,
+# what the operator calls it). `read18` is the recovery's READ RECORD of the 0x18 history,
+# `prove` its GET TRANSACTION PROVE (805A).
+COMMANDS = {
+    "select": (0xA4, None, "SELECT"),
+    "read": (0xB0, None, "READ BINARY"),
+    "balance": (0x5C, None, "GET BALANCE"),
+    "init": (0x50, None, "INITIALIZE FOR CAPP PURCHASE"),
+    "update": (0xDC, None, "UPDATE CAPP DATA CACHE"),
+    "debit": (0x54, None, "DEBIT FOR CAPP PURCHASE"),
+    "read18": (0xB2, 0xC4, "READ RECORD 0x18"),
+    "prove": (0x5A, None, "GET TRANSACTION PROVE"),
+    "challenge": (0x84, None, "GET CHALLENGE"),
+    "block": (0x1E, None, "APPLICATION BLOCK"),
+    "get_response": (0xC0, None, "GET RESPONSE"),
+}
+STEPS = COMMANDS  # the older name
+# Stages of the network exchanges a power cut can be placed at (`power_cut = "upload:stored"`).
+# upload: sent (the request is on its way: power dies before the back office has it), stored
+# (the back office stored it, its answer never arrives), acknowledged (the validator wrote the
+# acknowledgement to its log). params: requested, downloaded (served, never received),
+# activated (the validator switched to the new bundle).
+NET_STAGES = {
+    "upload": ("sent", "stored", "acknowledged"),
+    "params": ("requested", "downloaded", "activated"),
+}
+FLAG_NAMES = {
+    "mac2_unverified": record.FLAG_MAC2_UNVERIFIED,
+    "tac_missing": record.FLAG_TAC_MISSING,
+    "clock_unset": record.FLAG_CLOCK_UNSET,
+    "test": record.FLAG_TEST,
+    "app_locked": record.FLAG_APP_LOCKED,
+}
+REASON_NAMES = {
+    "blacklist": record.REASON_BLACKLIST,
+    "locked": record.REASON_LOCKED,
+    "expired": record.REASON_EXPIRED,
+    "not_whitelisted": record.REASON_NOT_WHITELISTED,
+    "insufficient": record.REASON_INSUFFICIENT,
+    "not_enabled": record.REASON_NOT_ENABLED,
+    "other": record.REASON_OTHER,
+}
+KINDS = {name: k for k, name in record.KIND_NAMES.items()}
+TAP_REASONS = set(messages.TEXTS) | {"any"}
+
+TOP_KEYS = {
+    "name",
+    "description",
+    "start",
+    "seed",
+    "upload_timeout_s",
+    "validator",
+    "validators",
+    "cards",
+    "events",
+    "generate",
+    "expect",
+}
+VALIDATOR_KEYS = {
+    "device",
+    "secret",
+    "route",
+    "stop",
+    "reader",
+    "modem",
+    "city",
+    "institution",
+    "params",
+    "params_version",
+    "watchdog_ms",
+    "upload_interval_s",
+    "terminal_id",
+    "txlog_sectors",
+}
+CARD_KEYS = {"profile", "uid", "variant", "apps"}
+GENERATE_KEYS = {"seed", "taps", "power_cuts", "pulls", "cards", "validators"}
+EXPECT_KEYS = {"balances", "revenue", "unconfirmed", "records", "cards"}
+EXPECT_RECORD_KEYS = {
+    "validator",
+    "kind",
+    "reason",
+    "flags",
+    "amount",
+    "card",
+    "time",
+    "after",
+    "before",
+    "count",
+}
+EXPECT_CARD_KEYS = {"balance", "lock", "used_overdraft", "atc", "apps", "debits"}
+COMMON_KEYS = {"at", "validator"}
 
 
 class ScenarioError(ValueError):
@@ -78,20 +179,216 @@ def yuan(fen):
     return "-" if fen is None else "%d.%02d" % (fen // 100, fen % 100)
 
 
+def duration(s):
+    return "%dm%02ds" % (s // 60, s % 60) if s >= 60 else "%ds" % s
+
+
+def parse_duration(text):
+    """'90s', '5m', '1h' or a number of seconds -> seconds; None if it is none of these."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        return text
+    m = re.fullmatch(r"(\d+)(s|m|h)?", str(text))
+    if not m:
+        return None
+    return int(m.group(1)) * {"s": 1, "m": 60, "h": 3600, None: 1}[m.group(2)]
+
+
+def parse_command(spec):
+    """'after:debit', 'before:read18', 'debit' (after), 'after:update#2' (its 2nd time in the
+    tap) -> (when, name, n). ScenarioError when it names no card command."""
+    text = str(spec)
+    when, _, rest = text.partition(":") if ":" in text else ("after", "", text)
+    name, _, n = rest.partition("#")
+    if when not in ("before", "after") or name not in COMMANDS or (n and not n.isdigit()):
+        raise ScenarioError(
+            "%r is not a card command: [before:|after:]NAME[#n], NAME one of %s"
+            % (spec, ", ".join(COMMANDS))
+        )
+    return when, name, int(n or 1)
+
+
+def command_name(apdu):
+    for name, (ins, p2, long) in COMMANDS.items():
+        if len(apdu) > 3 and apdu[1] == ins and (p2 is None or apdu[3] == p2):
+            return name, long
+    return None, "%02X %02X" % (apdu[0], apdu[1]) if len(apdu) > 1 else "?"
+
+
+def _matches(name, apdu):
+    ins, p2, _ = COMMANDS[name]
+    return len(apdu) > 3 and apdu[1] == ins and (p2 is None or apdu[3] == p2)
+
+
+class CardTrap:
+    """One fault armed on a card: at the n-th command `name` of the tap, `before` the card runs
+    it or `after` (the answer is lost), either the card leaves the field (`pull`) or `fire` is
+    called (a power cut: it kills the firmware there, in the hub's thread, so the cut lands
+    exactly at that command)."""
+
+    def __init__(self, spec, action, fire=None):
+        self.when, self.name, self.n = parse_command(spec)
+        self.action = action
+        self.fire = fire
+        self.seen = 0
+        self.fired = False
+        self.landed = None
+
+    def describe(self):
+        return "%s %s%s" % (
+            self.when,
+            COMMANDS[self.name][2],
+            " (#%d)" % self.n if self.n > 1 else "",
+        )
+
+
+def install_traps(card):
+    """Route the card's exchanges through its armed trap (card.trap, None when none)."""
+    card.trap = None
+    inner = card.exchange
+
+    def exchange(apdu):
+        trap = card.trap
+        apdu = bytes(apdu)
+        if trap is None or not card.present or not card.iso_dep or not _matches(trap.name, apdu):
+            return inner(apdu)
+        trap.seen += 1
+        if trap.seen < trap.n:
+            return inner(apdu)
+        card.trap = None
+        if trap.when == "after":
+            inner(apdu)
+        trap.fired = True
+        trap.landed = "%s %s (%s) ran on card %s" % (
+            "after" if trap.when == "after" else "before",
+            COMMANDS[trap.name][2],
+            apdu[:4].hex().upper(),
+            card.name,
+        )
+        if trap.action == "pull":
+            card.audit.append({"event": "gone " + trap.when, "apdu": apdu, "resp": None})
+            card.remove()
+        elif trap.fire is not None:
+            trap.fire()
+        return None
+
+    card.exchange = exchange
+
+
+def where_cut_landed(card, since):
+    """Where a power cut at a random moment fell, from the card's own audit trail."""
+    last = None
+    for a in card.audit[since:]:
+        if "apdu" in a:
+            last = a
+    if last is None:
+        return "before the first command reached card %s" % card.name
+    name, long = command_name(last["apdu"])
+    got = "answered" if last.get("resp") is not None else "unanswered"
+    return "after %s (%s, %s), the last command card %s ran" % (
+        long,
+        last["apdu"][:4].hex().upper(),
+        got,
+        card.name,
+    )
+
+
+class NetTrap:
+    """A power cut armed at a stage of a validator's upload or parameter download."""
+
+    def __init__(self, unit, what, stage, version=None):
+        self.unit = unit
+        self.what = what
+        self.stage = stage
+        self.version = version
+        self.fired = False
+        self.landed = None
+
+    def fire(self, detail):
+        if self.fired:
+            return
+        self.fired = True
+        self.landed = "%s %s: %s" % (self.what, self.stage, detail)
+        self.unit.fw.cut()
+
+
+class CutPoint:
+    """ASGI middleware in front of the collector: cuts a validator's power while its request is
+    in flight (`sent`, `requested`: the back office never gets it) or after the back office
+    handled it and before the answer leaves (`stored`, `downloaded`). The device is the one the
+    request names (uplink_proto header)."""
+
+    def __init__(self, app, bench):
+        self.app = app
+        self.bench = bench
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or not self.bench.net_traps:
+            return await self.app(scope, receive, send)
+        msgs = []
+        body = b""
+        while True:
+            m = await receive()
+            msgs.append(m)
+            body += m.get("body", b"")
+            if m["type"] != "http.request" or not m.get("more_body"):
+                break
+        it = iter(msgs)
+
+        async def replay():
+            try:
+                return next(it)
+            except StopIteration:
+                return await receive()
+
+        trap = None
+        if len(body) >= uplink_proto.REQ_LEN and body[:2] == uplink_proto.MAGIC_REQ:
+            device = int.from_bytes(body[4:8], "big")
+            what = {uplink_proto.T_UPLOAD: "upload", uplink_proto.T_PARAMS: "params"}.get(body[3])
+            trap = self.bench.net_trap_for(device, what)
+        if trap is not None and trap.stage in ("sent", "requested"):
+            trap.fire("power lost while the request of %d bytes was on its way" % len(body))
+            await send({"type": "http.response.start", "status": 503, "headers": []})
+            await send({"type": "http.response.body", "body": b"validator gone"})
+            return
+        if trap is None or trap.stage not in ("stored", "downloaded"):
+            return await self.app(scope, replay, send)
+        held = []
+
+        async def hold(m):
+            held.append(m)
+
+        await self.app(scope, replay, hold)
+        status = next((m.get("status") for m in held if "status" in m), None)
+        if status != 200:  # a 409 (stale counter after a boot) stored nothing: not yet
+            for m in held:
+                await send(m)
+            return
+        trap.fire(
+            "the back office answered HTTP %s; power lost before the answer arrived" % status
+        )
+        for m in held:
+            await send(m)
+
+
 class Firmware:
-    """The validator firmware as a MicroPython process; stdout '@@EV' lines become events."""
+    """The validator firmware as a MicroPython process; stdout '@@EV' lines become events.
+    `on_event(ev)` runs in the reader thread before an event is queued (the bench's cuts at an
+    acknowledgement or an activation land there)."""
 
     def __init__(self, env, log_path, main_py):
         self.env = env
         self.main_py = main_py
         self.on_idle = None  # called while waiting for events (the bench's watchdog check)
+        self.on_event = None
         self.log_path = log_path
         self.proc = None
         self.events = queue.Queue()
         self.starts = 0
+        self.exited = True
 
     def start(self):
         cmd = [str(MICROPYTHON), "-X", "heapsize=" + HEAP, str(self.main_py)]
+        self.exited = False
         self.proc = subprocess.Popen(
             cmd,
             cwd=str(ROOT),
@@ -109,9 +406,13 @@ class Firmware:
                 line = raw.decode("utf-8", "replace").rstrip("\n")
                 if line.startswith("@@EV "):
                     try:
-                        self.events.put(json.loads(line[5:]))
+                        ev = json.loads(line[5:])
                     except ValueError:
                         log.write("bad event line: %s\n" % line)
+                        continue
+                    if self.on_event is not None:
+                        self.on_event(ev)
+                    self.events.put(ev)
                 else:
                     log.write(line + "\n")
                     log.flush()
@@ -125,11 +426,13 @@ class Firmware:
             if left <= 0:
                 raise TimeoutError("no %s event within %.0f s" % (kind, timeout))
             try:
-                ev = self.events.get(timeout=min(left, 0.2))
+                ev = self.events.get(timeout=min(left, 0.05))
             except queue.Empty:
                 if self.on_idle is not None:
                     self.on_idle()
                 continue
+            if ev["ev"] == "exit":
+                self.exited = True
             if seen is not None:
                 seen.append(ev)
             if ev["ev"] == kind:
@@ -137,19 +440,444 @@ class Firmware:
             if ev["ev"] == "exit" and kind != "exit":
                 raise RuntimeError("firmware exited with %s" % ev.get("code"))
 
-    def kill(self):
-        """A power cut: the process dies wherever it is; the flash image keeps what it had."""
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait()
-            # drain to the exit event so the next start's events are not mixed with these
+    def cut(self):
+        """The power dies now (any thread): SIGKILL; the flash image keeps what it had."""
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+
+    def kill(self, seen=None):
+        """A power cut from the bench's thread: cut, then drain to the exit event so the next
+        start's events are not mixed with these."""
+        self.cut()
+        if self.proc is not None and not self.exited:
             try:
-                self.wait_for("exit", timeout=5)
+                self.wait_for("exit", timeout=5, seen=seen)
             except (TimeoutError, RuntimeError):
                 pass
 
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
+
+
+class Unit:
+    """One validator on the bench: its own hub (reader, PSAM with its own terminal number,
+    modem, display, watchdog), firmware process, flash images and device identity; the back
+    office is the bench's, shared."""
+
+    def __init__(self, bench, name, v, index, out):
+        self.bench = bench
+        self.name = name
+        self.v = v
+        self.out = out
+        self.device = int(v.get("device", 1001 + index))
+        self.secret = bytes.fromhex(v.get("secret", "5a" * 32))
+        self.route = int(v.get("route", 101))
+        self.stop = int(v.get("stop", 1))
+        self.reader = v.get("reader", "pn532_i2c")
+        self.terminal_id = str(v.get("terminal_id", "%012d" % (101 + index)))
+        self.records = {}  # seq -> kind, from the firmware's record events
+        self.flash_seen = {}  # seq -> raw bytes, from every look at the txlog image
+        self.acked = 0
+        self.params_version = None
+        self.wdt_resets = 0
+        self.net_trap = None
+        self.label = "" if len(bench.units_spec) == 1 else "[%s] " % name
+
+    def setup(self, fw_dir, url):
+        v = self.v
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.bench.store.provision(self.device, self.secret, "bench validator %s" % self.name)
+        dialect = "quectel" if v.get("modem", "sim7600") == "quectel" else "simcom"
+        self.world = BenchWorld(reader=self.reader, dialect=dialect, terminal_id=self.terminal_id)
+        port = self.world.start()
+        cfg = {
+            "device_id": self.device,
+            "secret": self.secret.hex(),
+            "route": self.route,
+            "stop": self.stop,
+            "city": str(v.get("city", "2482")),
+            "institution": str(v.get("institution", "1200290000000000")),
+            "collector_url": url,
+            "modem": v.get("modem", "sim7600"),
+            "apn": "cmnet",
+            "uplink_interval_s": int(v.get("upload_interval_s", 5)),
+        }
+        config_path = self.out / "config.json"
+        config_path.write_text(json.dumps(cfg, indent=1))
+        self.txlog_path = self.out / "flash.img.txlog"
+        env = dict(os.environ)
+        env.update(
+            {
+                "SIM_PORT": str(port),
+                "MICROPYPATH": "%s:%s:.frozen" % (fw_dir / "lib", fw_dir),
+                "VALIDATOR_READER": self.reader,
+                "VALIDATOR_FLASH": str(self.out / "flash.img"),
+                "VALIDATOR_TXLOG": str(self.txlog_path),
+                "VALIDATOR_TXLOG_BLOCKS": str(int(v.get("txlog_sectors", 64))),
+                "VALIDATOR_CONFIG": str(config_path),
+                "VALIDATOR_EVENTS": "1",
+                "VALIDATOR_VIRTUAL_WAIT": "1",
+                "VALIDATOR_TEST_HOOKS": "1",
+            }
+        )
+        self.wdt_s = int(v.get("watchdog_ms", 3000)) / 1000
+        env["VALIDATOR_WDT_MS"] = str(int(self.wdt_s * 1000))
+        self.fw = Firmware(env, self.out / "firmware.log", fw_dir / "main.py")
+        self.fw.on_idle = self._watchdog_check
+        self.fw.on_event = self._on_event
+
+    # ---- events ---------------------------------------------------------------------------------
+
+    def _on_event(self, ev):
+        kind = ev["ev"]
+        if kind == "acked":
+            self.acked = max(self.acked, ev["seq"])
+        trap = self.net_trap
+        if trap is None or trap.fired:
+            return
+        if kind == "acked" and trap.stage == "acknowledged":
+            trap.fire("the log acknowledged up to seq %d" % ev["seq"])
+        elif kind == "params" and trap.stage == "activated":
+            if trap.version is None or (ev.get("version") or 0) >= trap.version:
+                trap.fire("parameters v%s active" % ev.get("version"))
+
+    def note(self, events):
+        for ev in events:
+            if ev["ev"] == "record":
+                self.records[ev["seq"]] = ev["kind"]
+            elif ev["ev"] == "params":
+                self.params_version = ev["version"]
+
+    def pump(self, timeout=0.0):
+        """Take what the firmware said so far (waiting up to `timeout`)."""
+        seen = []
+        try:
+            self.fw.wait_for("never", timeout=max(timeout, 0.001), seen=seen)
+        except (TimeoutError, RuntimeError):
+            pass
+        self.note(seen)
+        return seen
+
+    def _watchdog_check(self):
+        """The watchdog as hardware: no feed for its timeout while running resets the board."""
+        last = self.world.wdt_last
+        if not self.fw.alive() or last is None:
+            return
+        if time.monotonic() - last > self.wdt_s:
+            self.wdt_resets += 1
+            self.world.wdt_last = None
+            self.fw.proc.send_signal(signal.SIGKILL)
+
+    # ---- power ----------------------------------------------------------------------------------
+
+    def boot(self, why="power on", cause="power-on"):
+        self.world.wdt_last = None
+        self.world.wake_at = None  # a virtual wait of the firmware that died
+        self.fw.env["VALIDATOR_RESET_CAUSE"] = cause
+        self.fw.start()
+        seen = []
+        ev = self.fw.wait_for("boot", timeout=BOOT_TIMEOUT_S, seen=seen)
+        self.note(seen)
+        self.bench.say(
+            "%s  %svalidator %s: PSAM %s, parameters v%s, journal %d (acked %d), %d torn pending,"
+            " heap %d B used"
+            % (
+                local_clock(self.world.time),
+                self.label,
+                why,
+                "ready" if ev["psam"] else "FAILED",
+                ev["params"],
+                ev["last_seq"],
+                ev["acked_seq"],
+                ev["pending"],
+                ev.get("heap_used", 0),
+            )
+        )
+        return ev
+
+    def power_off(self):
+        """The firmware dies (if it still runs) and the bench looks at what its flash holds."""
+        seen = []
+        self.fw.kill(seen)
+        self.note(seen)
+        self.read_flash()
+
+    def read_flash(self):
+        """The records on the raw txlog partition image (what a technician would read off a
+        board): every 64-byte slot holding a valid record, once per sequence number (an intent
+        carried into a newer sector is the same record). Kept across looks: sectors reused once
+        acknowledged lose theirs, and the bench compares what the device ever held."""
+        try:
+            blob = self.txlog_path.read_bytes()
+        except OSError as e:
+            self.bench.fail("%stxlog image could not be read: %s" % (self.label, e))
+            return {}
+        out = {}
+        for off in range(0, len(blob) - record.SIZE + 1, record.SIZE):
+            slot = blob[off : off + record.SIZE]
+            if record.valid(slot):
+                out[record.seq_of(slot)] = bytes(slot)
+        self.flash_seen.update(out)
+        return out
+
+    def publish(self, version, folder, blacklist_extra=()):
+        folder = ROOT / folder
+        cards = params_compile.read_cards(folder / "blacklist.csv", progress=False)
+        cards = list(cards) + [int(x) for x in blacklist_extra]
+        data = params_compile.compile_bundle(
+            self.secret,
+            folder / "fares.toml",
+            folder / "whitelist.csv",
+            version=version,
+            activation=0,
+            progress=False,
+            cards=cards,
+        )
+        self.bench.store.publish(version, data, target=self.device)
+        return version
+
+    def uploaded(self):
+        held = set(self.bench.store.seqs(self.device))
+        return bool(self.records) and held >= set(self.records) | set(self.flash_seen)
+
+
+# ---- the table of events ---------------------------------------------------------------------
+
+EVENTS = {}  # key -> Step
+
+
+class Step:
+    def __init__(self, key, run, keys, check):
+        self.key = key
+        self.run = run  # fn(bench, unit, ev)
+        self.keys = frozenset(keys) | {key} | COMMON_KEYS
+        self.check = check  # fn(ev, scenario) raising ScenarioError, or None
+
+
+def step(key, keys=(), check=None):
+    """Register fn(bench, unit, ev) as the event whose key is `key`; `keys` are the other keys
+    it takes; `check(ev, scenario)` runs when the scenario is loaded (ScenarioError if wrong)."""
+
+    def deco(fn):
+        EVENTS[key] = Step(key, fn, keys, check)
+        return fn
+
+    return deco
+
+
+def event_kind(ev):
+    """The step an event is: of the steps whose key it carries, the first that takes all its
+    keys (a tap with a power cut is a tap; a power cut alone is a power cut)."""
+    found = [EVENTS[key] for key in EVENTS if key in ev]
+    for st in found:
+        if set(ev) <= st.keys:
+            return st
+    return found[0] if found else None
+
+
+def _check_tap(ev, sc):
+    names = ev["tap"] if isinstance(ev["tap"], list) else [ev["tap"]]
+    for n in names:
+        if n not in sc["cards"]:
+            raise ScenarioError(
+                "tap: no rider %r among the cards (%s)" % (n, ", ".join(sc["cards"]))
+            )
+    if ev.get("pull") is not None:
+        parse_command(ev["pull"])
+    cut = ev.get("power_cut")
+    if cut is not None and cut != "random":
+        parse_command(cut)
+    if ev.get("pull") is not None and cut is not None:
+        raise ScenarioError("tap: pull and power_cut together: one fault per tap")
+    want = ev.get("expect")
+    for w in want if isinstance(want, list) else ([want] if want is not None else []):
+        if w not in TAP_REASONS:
+            raise ScenarioError(
+                "tap: expect %r is no outcome (%s)" % (w, ", ".join(sorted(TAP_REASONS)))
+            )
+
+
+@step(
+    "tap",
+    ("pull", "power_cut", "within_s", "restart", "expect", "fare", "balance"),
+    check=_check_tap,
+)
+def tap_event(bench, unit, ev):
+    bench.tap(unit, ev)
+
+
+def _check_power_cut(ev, sc):
+    cut = ev["power_cut"]
+    if cut is True:
+        return
+    what, _, stage = str(cut).partition(":")
+    if what == "params":
+        raise ScenarioError("power_cut %r: a parameter cut goes with its params_push" % cut)
+    if what != "upload" or stage not in NET_STAGES["upload"]:
+        raise ScenarioError(
+            "power_cut %r: true, a card command (with tap), or upload:%s"
+            % (cut, "|".join(NET_STAGES["upload"]))
+        )
+
+
+@step("power_cut", ("restart", "within"), check=_check_power_cut)
+def power_cut_event(bench, unit, ev):
+    cut = ev["power_cut"]
+    if cut is True:
+        unit.power_off()
+        bench.say("%s  %sPOWER CUT (ignition off)" % (local_clock(bench.now), unit.label))
+        bench.cuts.append({"validator": unit.name, "at": "ignition", "landed": "between taps"})
+    else:
+        stage = str(cut).partition(":")[2]
+        trap = NetTrap(unit, "upload", stage)
+        bench.arm_net(unit, trap)
+        limit = parse_duration(ev.get("within", WAIT_UPLOAD_S))
+        bench.run_until(lambda: trap.fired, limit)
+        bench.disarm_net(unit)
+        if not trap.fired:
+            bench.fail(
+                "%spower_cut %s: the validator made no upload within %s of virtual time"
+                % (unit.label, cut, duration(limit))
+            )
+            return
+        unit.power_off()
+        bench.report_cut(unit, cut, trap.landed)
+    if ev.get("restart", True):
+        unit.boot("power back")
+
+
+@step("reboot")
+def reboot_event(bench, unit, ev):
+    unit.power_off()
+    unit.boot("rebooted")
+
+
+@step("hang")
+def hang_event(bench, unit, ev):
+    """The tap loop hangs (a wedged reader); the watchdog must reset the validator."""
+    unit.world.hub.set_pin("test_hang", 1)
+    bench.say("%s  %sthe reader wedges: the tap loop hangs" % (local_clock(bench.now), unit.label))
+    try:
+        unit.fw.wait_for("exit", timeout=unit.wdt_s * 4 + 10)
+    except TimeoutError:
+        bench.fail("%sthe watchdog did not reset a hung validator" % unit.label)
+    unit.power_off()
+    unit.world.hub.set_pin("test_hang", 0)
+    boot = unit.boot("reset by the watchdog", cause="watchdog")
+    if boot.get("reset_cause") != "watchdog":
+        bench.fail("after the hang the validator woke with cause %r" % boot.get("reset_cause"))
+
+
+def _check_updown(ev, sc):
+    key = "modem" if "modem" in ev else "server"
+    if ev[key] not in ("up", "down"):
+        raise ScenarioError("%s = %r: 'up' or 'down'" % (key, ev[key]))
+
+
+@step("modem", check=_check_updown)
+def modem_event(bench, unit, ev):
+    if ev["modem"] == "down":
+        unit.world.modem.inject("reg_lost", 1000)
+        bench.say("%s  %scellular coverage lost" % (local_clock(bench.now), unit.label))
+    else:
+        unit.world.modem.clear()
+        bench.say("%s  %scellular coverage back" % (local_clock(bench.now), unit.label))
+
+
+@step("server", check=_check_updown)
+def server_event(bench, unit, ev):
+    if ev["server"] == "down":
+        bench.stop_collector()
+        bench.say("%s  back office down" % local_clock(bench.now))
+    else:
+        bench.start_collector(bench.port)
+        bench.say("%s  back office back" % local_clock(bench.now))
+
+
+def _check_params(ev, sc):
+    p = ev["params_push"]
+    if not isinstance(p, dict) or "version" not in p:
+        raise ScenarioError("params_push needs {version = n, dir = ..., blacklist = [...]}")
+    extra = set(p) - {"version", "dir", "blacklist"}
+    if extra:
+        raise ScenarioError("params_push: unknown key(s) %s" % ", ".join(sorted(extra)))
+    if not (ROOT / p.get("dir", "tools/params/example") / "fares.toml").exists():
+        raise ScenarioError("params_push: no fares.toml in %s" % p.get("dir"))
+    cut = ev.get("power_cut")
+    if cut is not None:
+        what, _, stage = str(cut).partition(":")
+        if what != "params" or stage not in NET_STAGES["params"]:
+            raise ScenarioError(
+                "params_push with power_cut %r: params:%s" % (cut, "|".join(NET_STAGES["params"]))
+            )
+
+
+@step("params_push", ("power_cut", "within"), check=_check_params)
+def params_event(bench, unit, ev):
+    p = ev["params_push"]
+    version = int(p["version"])
+    units = [unit] if "validator" in ev else list(bench.units.values())
+    trap = None
+    if ev.get("power_cut"):
+        stage = str(ev["power_cut"]).partition(":")[2]
+        trap = NetTrap(unit, "params", stage, version)
+        bench.arm_net(unit, trap)
+    for u in units:
+        u.publish(version, p.get("dir", "tools/params/example"), p.get("blacklist", ()))
+    bench.say("%s  back office publishes parameters v%d" % (local_clock(bench.now), version))
+    if trap is not None:
+        limit = parse_duration(ev.get("within", WAIT_UPLOAD_S))
+        bench.run_until(lambda: trap.fired, limit)
+        bench.disarm_net(unit)
+        if not trap.fired:
+            bench.fail(
+                "%spower_cut %s: not reached within %s of virtual time"
+                % (unit.label, ev["power_cut"], duration(limit))
+            )
+        else:
+            unit.power_off()
+            bench.report_cut(unit, ev["power_cut"], trap.landed)
+            unit.boot("power back")
+    for u in units:
+        bench.wait_params(u, version)
+
+
+@step("rtc_jump")
+def rtc_jump_event(bench, unit, ev):
+    unit.world.rtc_offset += int(ev["rtc_jump"])
+    bench.say(
+        "%s  %sthe RTC jumps by %+d s" % (local_clock(bench.now), unit.label, int(ev["rtc_jump"]))
+    )
+
+
+def _check_wait(ev, sc):
+    w = ev["wait"]
+    if w != "upload" and parse_duration(w) is None:
+        raise ScenarioError("wait = %r: 'upload' or a duration ('90s', '5m', '1h')" % (w,))
+    if "within" in ev and parse_duration(ev["within"]) is None:
+        raise ScenarioError("wait: within = %r is no duration" % (ev["within"],))
+
+
+@step("wait", ("within",), check=_check_wait)
+def wait_event(bench, unit, ev):
+    """Virtual time passes: until the back office holds every record (the uploads follow their
+    real back-off, up to 10 minutes), or for a duration."""
+    t0 = bench.now
+    if ev["wait"] == "upload":
+        limit = parse_duration(ev.get("within", WAIT_UPLOAD_S))
+        if bench.wait_uploaded(limit):
+            bench.say(
+                "%s  back office holds every record (after %s of virtual time)"
+                % (local_clock(bench.now), duration(bench.now - t0))
+            )
+    else:
+        bench.run_until(lambda: False, parse_duration(ev["wait"]), real_s=120.0, flow=True)
+        bench.say("%s  %s passed" % (local_clock(bench.now), duration(bench.now - t0)))
+
+
+# ---- the bench ---------------------------------------------------------------------------------
 
 
 class Bench:
@@ -159,10 +887,13 @@ class Bench:
         self.quiet = quiet
         self.lines = []
         self.failures = []
-        self.taps = []
-        self.records = {}  # seq -> kind, from the firmware's record events
-        self.params_version = None
+        self.taps = []  # (card, result, validator)
+        self.cuts = []  # where each power cut landed
+        self.net_traps = {}  # device -> NetTrap
         self.rng = random.Random(int(scenario.get("seed", 1)))
+        self.server = None
+        self.units_spec = validators_of(scenario)
+        self.units = {}
 
     # ---- output ---------------------------------------------------------------------------
 
@@ -179,71 +910,31 @@ class Bench:
 
     def setup(self):
         sc = self.sc
-        v = sc["validator"]
         if self.out.exists():
             shutil.rmtree(self.out)
         (self.out / "frames").mkdir(parents=True)
         self.start = validator_time(sc.get("start", "2026-11-30T06:30:00+08:00"))
-        self.device = int(v.get("device", 1001))
-        self.secret = bytes.fromhex(v.get("secret", "5a" * 32))
-        # Back office: a real collector on SQLite, the device provisioned, TAC keys configured
-        # for the simulators' issuers so clearing checks every purchase.
+        self.now = self.start
+        # Back office: a real collector on SQLite, every device provisioned, TAC keys configured
+        # for the simulators' issuers (each issuer and algorithm) so clearing checks every
+        # purchase.
         self.store = Store("sqlite:///%s" % (self.out / "collector.sqlite3"))
-        self.store.provision(self.device, self.secret, "bench validator")
         self.cards = self._make_cards(sc.get("cards", {}))
-        keys = {}
-        for card in self.cards.values():
-            tu = card.tu
-            if tu:
-                issuer8 = bytes(tu["issuer"])
-                alg = tu["suite"].name
-                keys[issuer8[:4]] = IssuerKey(crypto.TEST_ROOT_KEYS["tac"], issuer8, alg)
-        self.clearing = Clearing(keys)
-        self._start_collector()
-        self._publish(int(v.get("params_version", 1)), v.get("params", "tools/params/example"))
-        # The world: reader, display, PSAM, modem.
-        dialect = "quectel" if v.get("modem", "sim7600") == "quectel" else "simcom"
-        self.world = BenchWorld(reader=v.get("reader", "pn532_i2c"), dialect=dialect)
-        self._set_time(self.start)
-        # The back office answers with the bench's virtual time, as a real one would with the
-        # real time: the validator's clock rules are exercised, not tripped by the simulation.
-        collector_app.server_time = lambda: self.world.time
-        port = self.world.start()
-        cfg = {
-            "device_id": self.device,
-            "secret": self.secret.hex(),
-            "route": int(v.get("route", 101)),
-            "stop": int(v.get("stop", 1)),
-            "city": str(v.get("city", "2482")),
-            "institution": str(v.get("institution", "1200290000000000")),
-            "collector_url": self.url,
-            "modem": v.get("modem", "sim7600"),
-            "apn": "cmnet",
-            "uplink_interval_s": int(v.get("upload_interval_s", 5)),
-        }
-        config_path = self.out / "config.json"
-        config_path.write_text(json.dumps(cfg, indent=1))
+        self.clearing = Clearing(tac_keys(self.cards.values()))
+        self.start_collector(0)
         # The firmware runs as it would on a board: compiled to .mpy by `make firmware`'s code.
         fw_dir = self.out / "firmware"
         build_firmware.build("unix_sim", fw_dir, [])
-        env = dict(os.environ)
-        env.update(
-            {
-                "SIM_PORT": str(port),
-                "MICROPYPATH": "%s:%s:.frozen" % (fw_dir / "lib", fw_dir),
-                "VALIDATOR_READER": v.get("reader", "pn532_i2c"),
-                "VALIDATOR_FLASH": str(self.out / "flash.img"),
-                "VALIDATOR_TXLOG": str(self.out / "flash.img.txlog"),
-                "VALIDATOR_CONFIG": str(config_path),
-                "VALIDATOR_EVENTS": "1",
-            }
-        )
-        self.wdt_s = int(v.get("watchdog_ms", 3000)) / 1000
-        env["VALIDATOR_WDT_MS"] = str(int(self.wdt_s * 1000))
-        env["VALIDATOR_TEST_HOOKS"] = "1"
-        self.fw = Firmware(env, self.out / "firmware.log", fw_dir / "main.py")
-        self.fw.on_idle = self._watchdog_check
-        self.wdt_resets = 0
+        multi = len(self.units_spec) > 1
+        for i, (name, v) in enumerate(self.units_spec.items()):
+            unit = Unit(self, name, v, i, self.out / name if multi else self.out)
+            unit.setup(fw_dir, self.url)
+            self.units[name] = unit
+            unit.publish(int(v.get("params_version", 1)), v.get("params", "tools/params/example"))
+        # The back office answers with the bench's virtual time, as a real one would with the
+        # real time: the validators' clock rules are exercised, not tripped by the simulation.
+        collector_app.server_time = lambda: self.now
+        self.set_time(self.start)
 
     def _make_cards(self, spec):
         cards = {}
@@ -251,248 +942,147 @@ class Bench:
             c = dict(c)
             profile = c.pop("profile", "tunion_plain")
             uid = c.pop("uid", None)
-            card = VirtualCard.from_profile(profile, **c)
+            variant = c.pop("variant", None)
+            apps = c.pop("apps", None)
+            card = VirtualCard.from_profile(profile, variant=variant, **c)
             # Each rider's card needs its own UID on the air.
             card.uid = bytes.fromhex(uid) if uid else bytes((0x08, 0x10 + n, 0x20 + n, 0x30 + n))
             card.name = name
+            for a in card.apps:
+                if apps and a["kind"] in apps:
+                    a["balance"] = int(apps[a["kind"]])
+            # What every other application holds at the start: it must never move.
+            card.apps_start = {a["kind"]: a.get("balance") for a in card.apps}
+            install_traps(card)
             cards[name] = card
         return cards
 
-    def _start_collector(self):
-        self.server = ServerThread(create_app(self.store, clearing=self.clearing))
-        self.server.__enter__()
-        self.url = "http://127.0.0.1:%d" % self.server.port
+    def start_collector(self, port):
+        app = CutPoint(create_app(self.store, clearing=self.clearing), self)
+        if port == 0:
+            self.server = ServerThread(app)
+            self.server.__enter__()
+            self.port = self.server.port
+            self.url = "http://127.0.0.1:%d" % self.port
+        else:
+            self.server = _server_on(app, port)
 
-    def _stop_collector(self):
+    def stop_collector(self):
         if self.server is not None:
             self.server.__exit__(None, None, None)
             self.server = None
 
-    def _publish(self, version, folder, blacklist_extra=()):
-        folder = ROOT / folder
-        cards = params_compile.read_cards(folder / "blacklist.csv", progress=False)
-        cards = list(cards) + [int(x) for x in blacklist_extra]
-        data = params_compile.compile_bundle(
-            self.secret,
-            folder / "fares.toml",
-            folder / "whitelist.csv",
-            version=version,
-            activation=0,
-            progress=False,
-            cards=cards,
+    def arm_net(self, unit, trap):
+        unit.net_trap = trap
+        self.net_traps[unit.device] = trap
+
+    def disarm_net(self, unit):
+        unit.net_trap = None
+        self.net_traps.pop(unit.device, None)
+
+    def net_trap_for(self, device, what):
+        trap = self.net_traps.get(device)
+        if trap is None or trap.fired or trap.what != what:
+            return None
+        return trap
+
+    def report_cut(self, unit, at, landed):
+        self.cuts.append({"validator": unit.name, "at": str(at), "landed": landed})
+        self.say("%s  %sPOWER CUT at %s: %s" % (local_clock(self.now), unit.label, at, landed))
+
+    # ---- time ---------------------------------------------------------------------------------
+
+    def set_time(self, t):
+        # The modems' network time (AT+CCLK) is the world's, not the host's: a validator that
+        # took the host's date stepped days ahead and priced taps by the wrong hour of the day.
+        self.now = t
+        y, mo, d, hh, mi, ss = timeutil.from_seconds(t + TZ)
+        for u in self.units.values():
+            u.world.time = t
+            u.world.modem.network_time = (y, mo, d, hh, mi, ss, TZ // 900)
+
+    def run_until(self, done, virtual_s, real_s=60.0, flow=False):
+        """Until done() (-> True), or virtual_s of virtual time, or real_s of real time (-> what
+        done() says then). Every validator's events are taken meanwhile. Virtual time is
+        discrete: it stands still while the firmware works in real time (uploads, parameter
+        downloads, a tap) and jumps to the moment a validator's virtual wait (the uplink's
+        back-off) ends, so a 10-minute back-off costs no 10 minutes. With `flow`, it also runs
+        on to the end (a scenario's `wait = "5m"`): in jumps to each wake-up on the way."""
+        end = self.now + virtual_s
+        real_end = time.monotonic() + real_s
+        while True:
+            for u in self.units.values():
+                u.pump(VIRTUAL_TICK_S / len(self.units))
+            if done():
+                return True
+            if time.monotonic() > real_end:
+                return done()
+            wakes = [u.world.wake_at for u in self.units.values() if u.world.wake_at]
+            wakes = [w for w in wakes if w > self.now]
+            target = min(wakes) if wakes else None
+            if flow and (target is None or target > end):
+                target = end
+            if target is None:
+                continue
+            if target > end:
+                return done()
+            if target > self.now:
+                self.set_time(target)
+            elif flow:
+                return done()
+
+    def wait_params(self, unit, version, virtual_s=300):
+        ok = self.run_until(
+            lambda: unit.params_version is not None and unit.params_version >= version, virtual_s
         )
-        self.store.publish(version, data, target=self.device)
-        return version
+        if not ok:
+            self.fail(
+                "%sparameters v%d not activated within %s of virtual time (at v%s)"
+                % (unit.label, version, duration(virtual_s), unit.params_version)
+            )
+            return
+        self.say("%s  %sparameters v%d active" % (local_clock(self.now), unit.label, version))
+
+    def wait_uploaded(self, virtual_s=WAIT_UPLOAD_S, real_s=120.0):
+        """Until the back office holds every record each validator has journaled, once."""
+        if self.run_until(
+            lambda: all(u.uploaded() for u in self.units.values()), virtual_s, real_s
+        ):
+            return True
+        for u in self.units.values():
+            missing = sorted(set(u.records) - set(self.store.seqs(u.device)))
+            if missing or not u.records:
+                self.fail(
+                    "%srecords not in the back office within %s of virtual time (`within`) and"
+                    " %.0f s of real time (upload_timeout_s): %s"
+                    % (u.label, duration(virtual_s), real_s, missing[:20] or "no record at all")
+                )
+        return False
 
     # ---- the run -----------------------------------------------------------------------------
 
-    def _watchdog_check(self):
-        """The watchdog as hardware: no feed for its timeout while running resets the board."""
-        last = self.world.wdt_last
-        if not self.fw.alive() or last is None:
-            return
-        if time.monotonic() - last > self.wdt_s:
-            self.wdt_resets += 1
-            self.world.wdt_last = None
-            self.fw.proc.send_signal(signal.SIGKILL)
-
-    def boot(self, why="power on", cause="power-on"):
-        self.world.wdt_last = None
-        self.fw.env["VALIDATOR_RESET_CAUSE"] = cause
-        self.fw.start()
-        seen = []
-        ev = self.fw.wait_for("boot", timeout=60, seen=seen)
-        self._note(seen)
-        self.say(
-            "%s  validator %s: PSAM %s, parameters v%s, journal %d (acked %d), %d torn pending,"
-            " heap %d B used"
-            % (
-                local_clock(self.world.time),
-                why,
-                "ready" if ev["psam"] else "FAILED",
-                ev["params"],
-                ev["last_seq"],
-                ev["acked_seq"],
-                ev["pending"],
-                ev.get("heap_used", 0),
-            )
-        )
-        return ev
-
-    def _note(self, events):
-        for ev in events:
-            if ev["ev"] == "record":
-                self.records[ev["seq"]] = ev["kind"]
-            elif ev["ev"] == "params":
-                self.params_version = ev["version"]
-
-    def wait_params(self, version, timeout=60):
-        deadline = time.monotonic() + timeout
-        while self.params_version is None or self.params_version < version:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                self.fail("parameters v%d not activated within %d s" % (version, timeout))
-                return
-            seen = []
-            try:
-                self.fw.wait_for("params", timeout=left, seen=seen)
-            except TimeoutError:
-                pass
-            self._note(seen)
-        self.say("%s  parameters v%d active" % (local_clock(self.world.time), self.params_version))
-
-    def tap(self, ev):
-        names = ev["tap"] if isinstance(ev["tap"], list) else [ev["tap"]]
-        cards = [self.cards[n] for n in names]
-        card = cards[0]
-        pull = ev.get("pull")
-        if pull:
-            when, _, step = pull.partition(":") if ":" in pull else ("after", "", pull)
-            ins = STEPS[step]
-            (card.fail_after if when == "after" else card.fail_before)(ins=ins)
-        cut = ev.get("power_cut")
-        debits_before = len(card.debits)
-        for c in cards:
-            self.world.place(c)
-        seen = []
-        result = None
-        if cut == "random":
-            # Anywhere in the tap: a moment drawn from the scenario's seeded generator.
-            time.sleep(self.rng.uniform(0.0, ev.get("within_s", 0.3)))
-            self.fw.kill()
-            cut = "random moment"
-        elif cut:
-            ins = STEPS[cut]
-            deadline = time.monotonic() + TAP_TIMEOUT_S
-            while time.monotonic() < deadline:
-                done = [a for a in card.audit if a.get("ins") == ins and "sw" in a]
-                if done or (cut == "debit" and len(card.debits) > debits_before):
-                    break
-                time.sleep(0.0005)
-            self.fw.kill()
-            self.say("%s  tap %-8s POWER CUT (%s)" % (local_clock(self.world.time), names[0], cut))
-        else:
-            try:
-                result = self.fw.wait_for("tap", seen=seen)
-            except (TimeoutError, RuntimeError) as e:
-                self.fail("tap %s: %s" % (names[0], e))
-        self._note(seen)
-        for c in cards:
-            self.world.remove(c)
-        if result is None:
-            return None
-        # The rider walks on: the validator must see the card leave before the next tap.
-        seen = []
-        try:
-            self.fw.wait_for("left", timeout=10, seen=seen)
-        except (TimeoutError, RuntimeError) as e:
-            self.fail("tap %s: the card's departure was not seen: %s" % (names[0], e))
-        self._note(seen)
-        self.taps.append((names[0], result))
-        frame = (
-            self.out / "frames" / ("%03d-%s-%s.png" % (len(self.taps), names[0], result["reason"]))
-        )
-        self.world.panel.snapshot(frame)
-        screen = " | ".join(result.get("screen") or [])
-        sound = SOUNDS.get(result.get("sound"), "-")
-        self.say(
-            "%s  tap %-8s [%s]  %s  -> %s, fare %s, balance %s, %d ms"
-            % (
-                local_clock(self.world.time),
-                names[0] + ("+%d" % (len(cards) - 1) if len(cards) > 1 else ""),
-                screen,
-                sound,
-                result["reason"],
-                yuan(result.get("amount")),
-                yuan(result.get("balance")),
-                result.get("ms", 0),
-            )
-        )
-        if result.get("detail") and result["reason"] not in ("OK", "OK_LOW"):
-            self.say("            operator: %s" % result["detail"])
-        self._expect_tap(ev, result, names[0])
-        return result
-
-    def _expect_tap(self, ev, result, name):
-        want = ev.get("expect")
-        if want is not None:
-            allowed = want if isinstance(want, list) else [want]
-            if result["reason"] not in allowed and "any" not in allowed:
-                self.fail("tap %s: expected %s, got %s" % (name, want, result["reason"]))
-        if "fare" in ev and result.get("amount") != ev["fare"]:
-            self.fail("tap %s: fare %s, expected %s" % (name, result.get("amount"), ev["fare"]))
-        if "balance" in ev and result.get("balance") != ev["balance"]:
-            self.fail(
-                "tap %s: balance %s, expected %s" % (name, result.get("balance"), ev["balance"])
-            )
-
-    def wait_uploaded(self, timeout=60):
-        """Until the back office holds every record the device has journaled, once."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            seen = []
-            try:
-                self.fw.wait_for("never", timeout=0.3, seen=seen)
-            except (TimeoutError, RuntimeError):
-                pass
-            self._note(seen)
-            if self.records and set(self.store.seqs(self.device)) >= set(self.records):
-                return True
-        missing = sorted(set(self.records) - set(self.store.seqs(self.device)))
-        self.fail("records not in the back office after %d s: %s" % (timeout, missing[:20]))
-        return False
-
-    def _set_time(self, t):
-        # The modem's network time (AT+CCLK) is the world's, not the host's: a validator that
-        # took the host's date stepped days ahead and priced taps by the wrong hour of the day.
-        self.world.time = t
-        y, mo, d, hh, mi, ss = timeutil.from_seconds(t + TZ)
-        self.world.modem.network_time = (y, mo, d, hh, mi, ss, TZ // 900)
-
     def play(self):
         sc = self.sc
-        t = self.start
-        self.boot()
-        self.wait_params(int(sc["validator"].get("params_version", 1)))
+        for u in self.units.values():
+            u.boot()
+        for u in self.units.values():
+            self.wait_params(u, int(u.v.get("params_version", 1)))
+        t = self.now
         for ev in sc.get("events", []):
             t = self._event_time(ev, t)
-            if t > self.world.time:
-                self._set_time(t)
-            if "tap" in ev:
-                self.tap(ev)
-                if ev.get("power_cut"):
-                    if ev.get("restart", True):
-                        self.boot("restarted after the power cut")
-            elif ev.get("power_cut"):
-                self.fw.kill()
-                self.say("%s  POWER CUT (ignition off)" % local_clock(self.world.time))
-                if ev.get("restart", True):
-                    self.boot("power back")
-            elif ev.get("reboot"):
-                self.fw.kill()
-                self.boot("rebooted")
-            elif ev.get("hang"):
-                self._hang()
-            elif "modem" in ev:
-                self._modem(ev["modem"])
-            elif "server" in ev:
-                self._server(ev["server"])
-            elif "params_push" in ev:
-                p = ev["params_push"]
-                v = self._publish(
-                    int(p["version"]), p.get("dir", "tools/params/example"), p.get("blacklist", ())
-                )
-                self.say("%s  back office publishes parameters v%d" % (local_clock(t), v))
-                self.wait_params(v)
-            elif "rtc_jump" in ev:
-                self.world.rtc_offset += int(ev["rtc_jump"])
-                self.say("%s  the RTC jumps by %+d s" % (local_clock(t), int(ev["rtc_jump"])))
-            elif ev.get("wait") == "upload":
-                if self.wait_uploaded():
-                    self.say("%s  back office holds every record" % local_clock(t))
-            else:
+            if t > self.now:
+                self.set_time(t)
+            t = max(t, self.now)
+            kind = event_kind(ev)
+            if kind is None:
                 raise ScenarioError("event not understood: %r" % (ev,))
-        self.wait_uploaded(timeout=int(sc.get("upload_timeout_s", 60)))
+            kind.run(self, self.unit_of(ev), ev)
+            t = max(t, self.now)
+        self.wait_uploaded(WAIT_UPLOAD_S, real_s=float(sc.get("upload_timeout_s", 120)))
+
+    def unit_of(self, ev):
+        name = ev.get("validator")
+        return self.units[name] if name else next(iter(self.units.values()))
 
     def _event_time(self, ev, t):
         at = ev.get("at")
@@ -508,65 +1098,187 @@ class Bench:
             return day + int(m.group(1)) * 3600 + int(m.group(2)) * 60 + int(m.group(3) or 0)
         return validator_time(at)
 
-    def _hang(self):
-        """The tap loop hangs (a wedged reader); the watchdog must reset the validator."""
-        self.world.hub.set_pin("test_hang", 1)
-        self.say("%s  the reader wedges: the tap loop hangs" % local_clock(self.world.time))
+    def tap(self, unit, ev):
+        names = ev["tap"] if isinstance(ev["tap"], list) else [ev["tap"]]
+        cards = [self.cards[n] for n in names]
+        card = cards[0]
+        trap = None
+        if ev.get("pull"):
+            trap = CardTrap(ev["pull"], "pull")
+        cut = ev.get("power_cut")
+        if cut and cut != "random":
+            trap = CardTrap(cut, "cut", fire=unit.fw.cut)
+        card.trap = trap
+        since = len(card.audit)
+        for c in cards:
+            unit.world.place(c)
+        seen = []
+        result = None
         try:
-            self.fw.wait_for("exit", timeout=self.wdt_s * 4 + 10)
-        except TimeoutError:
-            self.fail("the watchdog did not reset a hung validator")
-            self.fw.kill()
-        self.world.hub.set_pin("test_hang", 0)
-        ev = self.boot("reset by the watchdog", cause="watchdog")
-        if ev.get("reset_cause") != "watchdog":
-            self.fail("after the hang the validator woke with cause %r" % ev.get("reset_cause"))
+            if cut == "random":
+                # Anywhere in the tap: a moment drawn from the scenario's seeded generator.
+                time.sleep(self.rng.uniform(0.0, ev.get("within_s", 0.3)))
+                unit.fw.cut()
+                landed = where_cut_landed(card, since)
+            elif cut:
+                landed = self._cut_at_command(unit, trap, seen, ev.get("_generated"))
+            else:
+                try:
+                    result = unit.fw.wait_for("tap", seen=seen)
+                except (TimeoutError, RuntimeError) as e:
+                    self.fail("%stap %s: %s" % (unit.label, names[0], e))
+        finally:
+            card.trap = None
+            unit.note(seen)
+            for c in cards:
+                unit.world.remove(c)
+        if cut:
+            unit.power_off()
+            self.taps.append((names[0], {"reason": "POWER_CUT", "cut": landed}, unit.name))
+            self.report_cut(unit, "tap %s, %s" % (names[0], cut), landed or "nowhere")
+            if ev.get("restart", True):
+                unit.boot("restarted after the power cut")
+            return None
+        if trap is not None and not trap.fired and ev.get("_generated"):
+            self.say("            (pull %s: the tap sent no such command)" % trap.describe())
+        elif trap is not None and not trap.fired:
+            self.fail(
+                "%stap %s: pull %s never happened: the validator did not send that command"
+                % (unit.label, names[0], trap.describe())
+            )
+        if result is None:
+            return None
+        # The rider walks on: the validator must see the card leave before the next tap.
+        seen = []
+        try:
+            unit.fw.wait_for("left", timeout=10, seen=seen)
+        except (TimeoutError, RuntimeError) as e:
+            self.fail(
+                "%stap %s: the card's departure was not seen: %s" % (unit.label, names[0], e)
+            )
+        unit.note(seen)
+        self.taps.append((names[0], result, unit.name))
+        frame = (
+            self.out
+            / "frames"
+            / (
+                "%03d-%s%s-%s.png"
+                % (
+                    len(self.taps),
+                    unit.name + "-" if unit.label else "",
+                    names[0],
+                    result["reason"],
+                )
+            )
+        )
+        unit.world.panel.snapshot(frame)
+        screen = " | ".join(result.get("screen") or [])
+        sound = SOUNDS.get(result.get("sound"), "-")
+        self.say(
+            "%s  %stap %-8s [%s]  %s  -> %s, fare %s, balance %s, %d ms"
+            % (
+                local_clock(self.now),
+                unit.label,
+                names[0] + ("+%d" % (len(cards) - 1) if len(cards) > 1 else ""),
+                screen,
+                sound,
+                result["reason"],
+                yuan(result.get("amount")),
+                yuan(result.get("balance")),
+                result.get("ms", 0),
+            )
+        )
+        if result.get("detail") and result["reason"] not in ("OK", "OK_LOW"):
+            self.say("            operator: %s" % result["detail"])
+        self._expect_tap(ev, result, names[0], unit)
+        return result
 
-    def _modem(self, what):
-        if what == "down":
-            self.world.modem.inject("reg_lost", 1000)
-            self.say("%s  cellular coverage lost" % local_clock(self.world.time))
-        else:
-            self.world.modem.clear()
-            self.say("%s  cellular coverage back" % local_clock(self.world.time))
+    def _cut_at_command(self, unit, trap, seen, generated=False):
+        """Wait until the armed command runs (the trap kills the firmware right there) or the
+        tap ends without it: a failure (the cut did not land where the scenario put it), or for
+        a generated day (a random command the tap may not reach) a cut after the tap."""
+        deadline = time.monotonic() + TAP_TIMEOUT_S
+        while not trap.fired:
+            try:
+                unit.fw.wait_for("tap", timeout=0.05, seen=seen)
+            except TimeoutError:
+                if time.monotonic() > deadline:
+                    self.fail(
+                        "%spower cut %s: no such command within %.0f s (TAP_TIMEOUT_S)"
+                        % (unit.label, trap.describe(), TAP_TIMEOUT_S)
+                    )
+                    return None
+                continue
+            except RuntimeError:
+                break  # the firmware died: the trap fired (checked below)
+            else:
+                if generated:
+                    return "after the tap (it sent no %s)" % COMMANDS[trap.name][2]
+                self.fail(
+                    "%spower cut %s: the tap ended without that command"
+                    % (unit.label, trap.describe())
+                )
+                return None
+        return trap.landed
 
-    def _server(self, what):
-        if what == "down":
-            self._stop_collector()
-            self.say("%s  back office down" % local_clock(self.world.time))
-        else:
-            port = int(self.url.rsplit(":", 1)[1])
-            self.server = _server_on(self.store, self.clearing, port)
-            self.say("%s  back office back" % local_clock(self.world.time))
+    def _expect_tap(self, ev, result, name, unit):
+        want = ev.get("expect")
+        if want is not None:
+            allowed = want if isinstance(want, list) else [want]
+            if result["reason"] not in allowed and "any" not in allowed:
+                self.fail(
+                    "%stap %s: expected %s, got %s" % (unit.label, name, want, result["reason"])
+                )
+        if "fare" in ev and result.get("amount") != ev["fare"]:
+            self.fail(
+                "%stap %s: fare %s, expected %s"
+                % (unit.label, name, result.get("amount"), ev["fare"])
+            )
+        if "balance" in ev and result.get("balance") != ev["balance"]:
+            self.fail(
+                "%stap %s: balance %s, expected %s"
+                % (unit.label, name, result.get("balance"), ev["balance"])
+            )
 
     # ---- the end -------------------------------------------------------------------------------
 
     def summary(self):
-        self.fw.kill()
-        device_records = self._device_records()
-        rows = list(self.store.export(self.device))
-        bo = {r[1]: r for r in rows}
+        rows = []
+        device_records = 0
+        on_flash = 0
+        for u in self.units.values():
+            u.power_off()
+            on_flash += len(u.read_flash())
+            device_records += self._match_device(u)
+            rows.extend(self.store.export(u.device))
         debits = []
         for card in self.cards.values():
             for d in card.debits:
                 debits.append((card.name, d))
             for v in card.violations:
                 self.fail("card %s: violation: %s" % (card.name, v))
+        decoded = [(r[0], record.decode(bytes.fromhex(r[-1]))) for r in rows]
         purchases = [
-            record.decode(bytes.fromhex(r[-1]))
-            for r in rows
-            if r[3] in (record.PURCHASE, record.PURCHASE_RECOVERED)
+            p for _, p in decoded if p["kind"] in (record.PURCHASE, record.PURCHASE_RECOVERED)
         ]
         by_tac = {}
         for p in purchases:
             by_tac.setdefault(p["tac"].hex().upper(), []).append(p)
+        # A purchase recovered from the card's history when the card could no longer prove it
+        # (805A answers for its newest transaction only) has no TAC: matched by card and counter.
+        no_tac = {}
+        for p in purchases:
+            if p["flags"] & record.FLAG_TAC_MISSING:
+                no_tac.setdefault((bytes(p["card_no"]), p["card_atc"]), []).append(p)
         for name, d in debits:
             tac = d["tac"].hex().upper() if isinstance(d["tac"], bytes) else str(d["tac"]).upper()
             got = by_tac.get(tac, [])
+            if not got:
+                got = no_tac.get((bytes(self.cards[name].tu["serial"]), d["counter"]), [])
             if len(got) != 1:
                 self.fail(
-                    "card %s debit %s (TAC %s): %d back-office records"
-                    % (name, d.get("amount"), tac, len(got))
+                    "card %s debit %s (counter %s, TAC %s): %d back-office records"
+                    % (name, d.get("amount"), d.get("counter"), tac, len(got))
                 )
         revenue_cards = sum(d["amount"] for _, d in debits)
         revenue_bo = sum(p["amount"] for p in purchases)
@@ -575,15 +1287,10 @@ class Bench:
                 "revenue: cards were debited %d, back office holds %d"
                 % (revenue_cards, revenue_bo)
             )
-        if set(bo) != set(device_records):
-            self.fail(
-                "device journal and back office differ: device-only %s, back-office-only %s"
-                % (
-                    sorted(set(device_records) - set(bo))[:10],
-                    sorted(set(bo) - set(device_records))[:10],
-                )
-            )
-        bad_tac = [r[1] for r in rows if r[9] == "bad"]
+        # Clearing must verify every TAC; a recovered purchase that says its TAC is missing is
+        # counted apart (the clearing centre settles it by the card's counters).
+        missing = {(dev, r["seq"]) for dev, r in decoded if r["flags"] & record.FLAG_TAC_MISSING}
+        bad_tac = [(r[0], r[1]) for r in rows if r[9] == "bad" and (r[0], r[1]) not in missing]
         if bad_tac:
             self.fail("clearing flagged TACs on records %s" % bad_tac)
         expect = self.sc.get("expect", {})
@@ -591,54 +1298,92 @@ class Bench:
             got = self.cards[name].balance
             if got != want:
                 self.fail("card %s ends with %s, expected %s" % (name, got, want))
+        self._expect_cards(expect.get("cards", {}))
+        self._expect_records(expect.get("records", []), decoded)
         if "revenue" in expect and revenue_bo != expect["revenue"]:
             self.fail("revenue %d, expected %d" % (revenue_bo, expect["revenue"]))
         # Every intent closed by its outcome: each rider whose tap was cut or pulled came back.
-        unconfirmed = self.store.unconfirmed(self.device)
+        unconfirmed = []
+        for u in self.units.values():
+            unconfirmed.extend(self.store.unconfirmed(u.device))
         want_open = expect.get("unconfirmed", 0)
         if len(unconfirmed) != want_open:
             self.fail(
                 "%d unconfirmed debits at the end (expected %d): %s"
-                % (len(unconfirmed), want_open, [(u["seq"], u["card_atc"]) for u in unconfirmed])
+                % (
+                    len(unconfirmed),
+                    want_open,
+                    [(u["seq"], u["card_atc"]) for u in unconfirmed],
+                )
             )
-        intents = sum(1 for r in rows if r[3] == record.DEBIT_INTENT)
+        intents = sum(1 for _, r in decoded if r["kind"] == record.DEBIT_INTENT)
         outcomes = {}
-        for _, r in self.taps:
+        for _, r, _ in self.taps:
             outcomes[r["reason"]] = outcomes.get(r["reason"], 0) + 1
+        outcomes.pop("POWER_CUT", None)
         report = {
             "scenario": self.sc.get("name"),
-            "taps": len(self.taps),
+            "validators": {
+                u.name: {
+                    "device": u.device,
+                    "route": u.route,
+                    "terminal_id": u.terminal_id,
+                    "firmware_starts": u.fw.starts,
+                    "watchdog_resets": u.wdt_resets,
+                    "acked_seq": u.acked,
+                }
+                for u in self.units.values()
+            },
+            "taps": sum(outcomes.values()),
             "outcomes": outcomes,
             "revenue_fen": revenue_bo,
             "card_debits": len(debits),
-            "device_records": len(device_records),
+            "device_records": device_records,
+            "on_flash_at_end": on_flash,
             "backoffice_records": len(rows),
             "debit_intents": intents,
             "unconfirmed_debits": len(unconfirmed),
             "tac_checked": sum(1 for r in rows if r[9] == "ok"),
-            "firmware_starts": self.fw.starts,
-            "watchdog_feeds": self.world.wdt_feeds,
-            "watchdog_resets": self.wdt_resets,
+            "tac_missing": len(missing),
+            "firmware_starts": sum(u.fw.starts for u in self.units.values()),
+            "watchdog_feeds": sum(u.world.wdt_feeds for u in self.units.values()),
+            "watchdog_resets": sum(u.wdt_resets for u in self.units.values()),
+            "virtual_time_s": self.now - self.start,
+            "cuts": self.cuts,
             "failures": self.failures,
-            "taps_detail": [dict(r, card=n) for n, r in self.taps],
+            "taps_detail": [dict(r, card=n, validator=v) for n, r, v in self.taps],
             "balances": {n: c.balance for n, c in self.cards.items()},
+            "cards": {n: card_state(c) for n, c in self.cards.items()},
         }
         (self.out / "report.json").write_text(json.dumps(report, indent=1, default=str))
         self.say("")
         self.say("== summary: %s" % self.sc.get("name"))
         self.say(
             "taps %d (%s)"
-            % (len(self.taps), ", ".join("%s %d" % kv for kv in sorted(outcomes.items())))
+            % (report["taps"], ", ".join("%s %d" % kv for kv in sorted(outcomes.items())))
         )
         self.say(
             "revenue %s yuan from %d card debits; back office holds %s yuan"
             % (yuan(revenue_cards), len(debits), yuan(revenue_bo))
         )
         self.say(
-            "records: %d on the device, %d in the back office (%d debit intents, %d unconfirmed), "
-            "%d TACs verified by clearing"
-            % (len(device_records), len(rows), intents, len(unconfirmed), report["tac_checked"])
+            "records: %d journaled by %d validator(s) (%d still on flash), %d in the back office"
+            " (%d debit intents, %d unconfirmed), %d TACs verified by clearing"
+            % (
+                device_records,
+                len(self.units),
+                on_flash,
+                len(rows),
+                intents,
+                len(unconfirmed),
+                report["tac_checked"],
+            )
         )
+        for c in self.cuts:
+            self.say(
+                "power cut %s%s: %s"
+                % ("[%s] " % c["validator"] if len(self.units) > 1 else "", c["at"], c["landed"])
+            )
         self.say(
             "final balances: "
             + ", ".join("%s %s" % (n, yuan(b)) for n, b in report["balances"].items())
@@ -650,40 +1395,150 @@ class Bench:
         )
         return report
 
-    def _device_records(self):
-        """The records on the validator's raw txlog partition image (what a technician would
-        read off a board): every 64-byte slot holding a valid record, once per sequence number
-        (an intent carried into a newer sector is the same record)."""
-        path = self.out / "flash.img.txlog"
-        try:
-            blob = path.read_bytes()
-        except OSError as e:
-            self.fail("txlog image could not be read: %s" % e)
-            return {}
-        out = {}
-        for off in range(0, len(blob) - record.SIZE + 1, record.SIZE):
-            slot = blob[off : off + record.SIZE]
-            if record.valid(slot):
-                r = record.decode(slot)
-                out[r["seq"]] = r
-        return out
+    def _match_device(self, u):
+        """The device's records against the back office's: the same sequence numbers, and the
+        same bytes for every record the bench saw on flash. What the device ever held is every
+        record its events announced and every record seen on its flash image at a power cut or
+        at the end: acknowledged sectors are erased for reuse, so the image at the end holds
+        only the newest (docs/journal.md)."""
+        bo = {r[1]: bytes.fromhex(r[-1]) for r in self.store.export(u.device)}
+        device = set(u.records) | set(u.flash_seen)
+        if set(bo) != device:
+            self.fail(
+                "%sdevice log and back office differ: device-only %s, back-office-only %s"
+                % (
+                    u.label,
+                    sorted(device - set(bo))[:10],
+                    sorted(set(bo) - device)[:10],
+                )
+            )
+        differ = [s for s, raw in u.flash_seen.items() if s in bo and bo[s] != raw]
+        if differ:
+            self.fail(
+                "%srecords differ between flash and back office: %s" % (u.label, differ[:10])
+            )
+        return len(device)
+
+    def _expect_cards(self, spec):
+        for name, card in self.cards.items():
+            # Other applications (bank, medical) must never move, whatever the scenario says.
+            for a in card.apps:
+                if a.get("balance") != card.apps_start.get(a["kind"]):
+                    self.fail(
+                        "card %s: the %s application's balance moved: %s -> %s"
+                        % (name, a["kind"], card.apps_start.get(a["kind"]), a.get("balance"))
+                    )
+        for name, want in spec.items():
+            got = card_state(self.cards[name])
+            for key, value in want.items():
+                if key == "apps":
+                    for kind, bal in value.items():
+                        if got["apps"].get(kind) != bal:
+                            self.fail(
+                                "card %s: %s application holds %s, expected %s"
+                                % (name, kind, got["apps"].get(kind), bal)
+                            )
+                    continue
+                if key == "lock" and value in ("none", False):
+                    value = None
+                if got.get(key) != value:
+                    self.fail("card %s: %s is %r, expected %r" % (name, key, got.get(key), value))
+
+    def _expect_records(self, wants, decoded):
+        devices = {u.device: u.name for u in self.units.values()}
+        for want in wants:
+            hits = [r for dev, r in decoded if self._record_matches(want, devices[dev], r)]
+            n = want.get("count")
+            if (n is None and not hits) or (n is not None and len(hits) != n):
+                self.fail(
+                    "records matching %s: %d, expected %s"
+                    % (
+                        json.dumps(want, sort_keys=True),
+                        len(hits),
+                        "at least 1" if n is None else n,
+                    )
+                )
+
+    def _record_matches(self, want, validator, r):
+        if "validator" in want and want["validator"] != validator:
+            return False
+        if "kind" in want and r["kind"] != KINDS[want["kind"]]:
+            return False
+        if "reason" in want:
+            reason = want["reason"]
+            if isinstance(reason, str):
+                reason = REASON_NAMES[reason]
+            if r["reason"] != reason:
+                return False
+        if "flags" in want:
+            flags = want["flags"]
+            if isinstance(flags, list):
+                flags = sum(FLAG_NAMES[f] for f in flags)
+            if r["flags"] != flags:
+                return False
+        if "amount" in want and r["amount"] != want["amount"]:
+            return False
+        if "card" in want:
+            card = self.cards[want["card"]]
+            if not card.tu or bytes(r["card_no"]) != bytes(card.tu["serial"]):
+                return False
+        for key in ("time", "after", "before"):
+            if key in want:
+                t = self._event_time({"at": want[key]}, self.start)
+                if (key == "time" and r["time"] != t) or (key == "after" and r["time"] < t):
+                    return False
+                if key == "before" and r["time"] > t:
+                    return False
+        return True
 
     def close(self):
         try:
-            self.fw.kill()
+            for u in self.units.values():
+                if hasattr(u, "fw"):
+                    u.fw.kill()
         finally:
-            self._stop_collector()
-            self.world.stop()
-            self.store.close()
+            self.stop_collector()
+            for u in self.units.values():
+                if hasattr(u, "world"):
+                    u.world.stop()
+            if hasattr(self, "store"):
+                self.store.close()
 
 
-def _server_on(store, clearing, port):
+def card_state(card):
+    t = card.tu or {}
+    return {
+        "balance": t.get("balance"),
+        "used_overdraft": t.get("used_overdraft"),
+        "lock": t.get("lock"),
+        "atc": t.get("atc"),
+        "debits": len(card.debits),
+        "apps": {a["kind"]: a.get("balance") for a in card.apps if "balance" in a},
+    }
+
+
+def tac_keys(cards):
+    """The back office's TAC keys: for each issuer (the record's 4 bytes), one key per issuer id
+    and algorithm among the cards (a 3DES and an SM4 card of one issuer both clear)."""
+    keys = {}
+    for card in cards:
+        tu = card.tu
+        if not tu:
+            continue
+        issuer8 = bytes(tu["issuer"])
+        alg = tu["suite"].name
+        have = keys.setdefault(issuer8[:4], [])
+        if not any(k.issuer8 == issuer8 and k.alg == alg for k in have):
+            have.append(IssuerKey(crypto.TEST_ROOT_KEYS["tac"], issuer8, alg))
+    return keys
+
+
+def _server_on(app, port):
     """The collector again on the same port (a restart): clients keep their URL."""
     import socket
 
     import uvicorn
 
-    app = create_app(store, clearing=clearing)
     srv = ServerThread.__new__(ServerThread)
     srv.sock = socket.socket()
     srv.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -705,9 +1560,10 @@ def generate_events(sc):
     names = g.get("cards") or [
         n
         for n, c in sorted(sc["cards"].items())
-        if c.get("profile", "tunion_plain") != "unionpay_only"
+        if c.get("profile", "tunion_plain") not in ("unionpay_only", "mifare_classic")
     ]
-    steps = list(STEPS)
+    units = g.get("validators")
+    steps = ["select", "read", "init", "update", "debit"]
     n_taps = int(g.get("taps", 40))
     cuts = set(rng.sample(range(n_taps), min(n_taps, int(g.get("power_cuts", 0)))))
     rest = [i for i in range(n_taps) if i not in cuts]
@@ -715,15 +1571,168 @@ def generate_events(sc):
     events = []
     for i in range(n_taps):
         name = rng.choice(names)
-        ev = {"at": "+%ds" % rng.randint(20, 120), "tap": name, "expect": "any"}
+        ev = {"at": "+%ds" % rng.randint(20, 120), "tap": name, "expect": "any", "_generated": 1}
+        if units:
+            ev["validator"] = rng.choice(units)
         if i in cuts:
             ev["power_cut"] = rng.choice(steps + ["random"])
         elif i in pulls:
             ev["pull"] = rng.choice(("before", "after")) + ":" + rng.choice(steps)
         events.append(ev)
         if i in cuts or i in pulls:
-            events.append({"at": "+%ds" % rng.randint(3, 15), "tap": name, "expect": "any"})
+            again = {"at": "+%ds" % rng.randint(3, 15), "tap": name, "expect": "any"}
+            if units:
+                again["validator"] = ev["validator"]
+            events.append(again)
     return events
+
+
+def validators_of(sc):
+    """{name: settings}: [validator] is one named "validator"; [validators.NAME] are several."""
+    if "validators" in sc:
+        return dict(sc["validators"])
+    return {"validator": sc.get("validator", {})}
+
+
+def _unknown(where, given, allowed):
+    extra = sorted(set(given) - set(allowed))
+    if extra:
+        raise ScenarioError(
+            "%s: unknown key%s %s (known: %s)"
+            % (
+                where,
+                "s" if len(extra) > 1 else "",
+                ", ".join(map(repr, extra)),
+                ", ".join(sorted(allowed)),
+            )
+        )
+
+
+def check_scenario(sc, path="scenario"):
+    """Every key spelled as the format has it, every rider, profile, validator, command and
+    outcome known: a scenario is refused before anything runs, with what is wrong in it."""
+    _unknown(path, sc, TOP_KEYS)
+    if ("validator" in sc) == ("validators" in sc) or "cards" not in sc:
+        raise ScenarioError("%s: needs [validator] (or [validators.NAME]) and [cards]" % path)
+    units = validators_of(sc)
+    if not units:
+        raise ScenarioError("%s: [validators] names no validator" % path)
+    devices = set()
+    for i, (name, v) in enumerate(units.items()):
+        where = "%s: [validator%s]" % (path, "s." + name if "validators" in sc else "")
+        if not isinstance(v, dict):
+            raise ScenarioError("%s is not a table" % where)
+        _unknown(where, v, VALIDATOR_KEYS)
+        if v.get("reader", "pn532_i2c") not in READERS:
+            raise ScenarioError(
+                "%s: reader %r is none of %s" % (where, v["reader"], ", ".join(READERS))
+            )
+        if v.get("modem", "sim7600") not in ("sim7600", "quectel", "socket"):
+            raise ScenarioError("%s: modem %r: sim7600, quectel or socket" % (where, v["modem"]))
+        device = int(v.get("device", 1001 + i))
+        if device in devices:
+            raise ScenarioError("%s: device %d is another validator's" % (where, device))
+        devices.add(device)
+        if not (ROOT / v.get("params", "tools/params/example") / "fares.toml").exists():
+            raise ScenarioError("%s: no fares.toml in %s" % (where, v.get("params")))
+    for name, c in sc["cards"].items():
+        where = "%s: [cards.%s]" % (path, name)
+        profile = c.get("profile", "tunion_plain")
+        try:
+            prof = load_profile(profile)
+        except (OSError, ValueError):
+            known = sorted(p.stem for p in PROFILE_DIR.glob("*.json"))
+            raise ScenarioError("%s: no card profile %r (%s)" % (where, profile, ", ".join(known)))
+        fields = set((prof.get("tunion") or {}).keys())
+        _unknown(where, c, CARD_KEYS | fields)
+        kinds = {a["kind"] for a in prof.get("apps", [])}
+        for kind in c.get("apps", {}):
+            if kind not in kinds:
+                raise ScenarioError("%s: apps: the card has no %r application" % (where, kind))
+    _check_generate(sc, path, units)
+    for i, ev in enumerate(sc.get("events", [])):
+        where = "%s: event %d (%s)" % (
+            path,
+            i + 1,
+            ", ".join("%s=%r" % kv for kv in list(ev.items())[:3]),
+        )
+        kind = event_kind(ev)
+        if kind is None:
+            raise ScenarioError("%s: no known event in it (%s)" % (where, ", ".join(EVENTS)))
+        _unknown(where, ev, kind.keys)
+        if "validator" in ev and ev["validator"] not in units:
+            raise ScenarioError(
+                "%s: no validator %r (%s)" % (where, ev["validator"], ", ".join(units))
+            )
+        if "at" in ev:
+            _check_at(where, ev["at"])
+        if kind.check is not None:
+            try:
+                kind.check(ev, sc)
+            except ScenarioError as e:
+                raise ScenarioError("%s: %s" % (where, e))
+    _check_expect(sc, path, units)
+
+
+def _check_at(where, at):
+    at = str(at)
+    if re.fullmatch(r"\+\d+(s|m|h)?|\d\d:\d\d(:\d\d)?", at):
+        return
+    try:
+        validator_time(at)
+    except ValueError:
+        raise ScenarioError(
+            "%s: at = %r: 'HH:MM[:SS]', '+90s'/'+5m'/'+1h' or ISO date-time" % (where, at)
+        )
+
+
+def _check_generate(sc, path, units):
+    g = sc.get("generate")
+    if g is None:
+        return
+    _unknown("%s: [generate]" % path, g, GENERATE_KEYS)
+    for n in g.get("cards", []):
+        if n not in sc["cards"]:
+            raise ScenarioError("%s: [generate] cards: no rider %r" % (path, n))
+    for n in g.get("validators", []):
+        if n not in units:
+            raise ScenarioError("%s: [generate] validators: no validator %r" % (path, n))
+
+
+def _check_expect(sc, path, units):
+    e = sc.get("expect", {})
+    where = "%s: [expect]" % path
+    _unknown(where, e, EXPECT_KEYS)
+    for n in e.get("balances", {}):
+        if n not in sc["cards"]:
+            raise ScenarioError("%s balances: no rider %r" % (where, n))
+    for n, want in e.get("cards", {}).items():
+        if n not in sc["cards"]:
+            raise ScenarioError("%s cards: no rider %r" % (where, n))
+        _unknown("%s cards.%s" % (where, n), want, EXPECT_CARD_KEYS)
+        if want.get("lock") not in (None, "none", False, "temporary", "permanent"):
+            raise ScenarioError(
+                "%s cards.%s: lock %r: none, temporary or permanent" % (where, n, want["lock"])
+            )
+    for i, r in enumerate(e.get("records", [])):
+        w = "%s records %d" % (where, i + 1)
+        _unknown(w, r, EXPECT_RECORD_KEYS)
+        if "kind" in r and r["kind"] not in KINDS:
+            raise ScenarioError("%s: kind %r is none of %s" % (w, r["kind"], ", ".join(KINDS)))
+        if "card" in r and r["card"] not in sc["cards"]:
+            raise ScenarioError("%s: no rider %r" % (w, r["card"]))
+        if "validator" in r and r["validator"] not in units:
+            raise ScenarioError("%s: no validator %r" % (w, r["validator"]))
+        if isinstance(r.get("reason"), str) and r["reason"] not in REASON_NAMES:
+            raise ScenarioError(
+                "%s: reason %r is none of %s" % (w, r["reason"], ", ".join(REASON_NAMES))
+            )
+        for f in r.get("flags", []) if isinstance(r.get("flags"), list) else []:
+            if f not in FLAG_NAMES:
+                raise ScenarioError("%s: flag %r is none of %s" % (w, f, ", ".join(FLAG_NAMES)))
+        for key in ("time", "after", "before"):
+            if key in r:
+                _check_at(w, r[key])
 
 
 def load_scenario(path):
@@ -732,8 +1741,7 @@ def load_scenario(path):
             sc = tomllib.load(f)
         except tomllib.TOMLDecodeError as e:
             raise ScenarioError("%s: %s" % (path, e))
-    if "validator" not in sc or "cards" not in sc:
-        raise ScenarioError("%s: needs [validator] and [cards]" % path)
+    check_scenario(sc, str(path))
     if "generate" in sc:
         sc["events"] = list(sc.get("events", [])) + generate_events(sc)
     return sc
@@ -754,12 +1762,12 @@ def main(argv=None):
     bench.say("== %s" % sc.get("name", args.scenario.stem))
     if sc.get("description"):
         bench.say(sc["description"].strip())
-    bench.setup()
     try:
+        bench.setup()
         bench.play()
         bench.summary()
-    except (ScenarioError, KeyError) as e:
-        bench.fail("scenario error: %s" % e)
+    except (ScenarioError, KeyError, TimeoutError, RuntimeError) as e:
+        bench.fail("scenario error: %s: %s" % (type(e).__name__, e))
     finally:
         bench.close()
     return 0 if not bench.failures else 1

@@ -15,14 +15,15 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_scenario(name, tmp_path):
-    out = tmp_path / name
+    path = name if isinstance(name, Path) else ROOT / "tools" / "scenarios" / (name + ".toml")
+    out = tmp_path / path.stem
     proc = subprocess.run(
         [
             sys.executable,
             "-m",
             "tools.simbench",
             "--scenario",
-            str(ROOT / "tools" / "scenarios" / (name + ".toml")),
+            str(path),
             "--out",
             str(out),
         ],
@@ -68,6 +69,68 @@ def test_random_power_cuts_lose_and_double_nothing(scenario, tmp_path):
     assert report["tac_checked"] == report["card_debits"]
 
 
+CUTS = """
+name = "cuts at commands"
+start = "2026-11-30T07:25:00+08:00"
+[validator]
+reader = "pn532_i2c"
+[cards.alice]
+profile = "tunion_plain"
+balance = 5000
+[[events]]
+at = "07:31:00"
+tap = "alice"
+power_cut = "select"
+[[events]]
+at = "+20s"
+tap = "alice"
+power_cut = "before:update"
+[[events]]
+at = "+20s"
+tap = "alice"
+power_cut = "after:init"
+[[events]]
+at = "+20s"
+tap = "alice"
+expect = "OK"
+fare = 200
+[expect.cards.alice]
+balance = 4800
+debits = 1
+"""
+
+
+def test_a_power_cut_at_a_command_lands_at_that_command(tmp_path):
+    """The cut kills the firmware in the middle of the exchange with the card: after SELECT ran,
+    before UPDATE ran, after INITIALIZE ran (the cut once waited for an audit key the card never
+    wrote, and landed after the tap)."""
+    path = tmp_path / "cuts.toml"
+    path.write_text(CUTS)
+    proc, report, _ = run_scenario(path, tmp_path)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    landed = [c["landed"] for c in report["cuts"]]
+    assert landed[0].startswith("after SELECT (00A40400) ran"), landed
+    assert landed[1].startswith("before UPDATE CAPP DATA CACHE"), landed
+    assert landed[2].startswith("after INITIALIZE FOR CAPP PURCHASE"), landed
+    assert report["validators"]["validator"]["firmware_starts"] == 4
+    assert report["outcomes"] == {"OK": 1}
+
+
+def test_two_routes_share_one_back_office(tmp_path):
+    """Two validators (PN532 and RC522, each its own PSAM) on routes 101 and 102: a transfer
+    between them, a torn purchase finished after pulls at the recovery's 0x18 read and 805A, one
+    finished at the first bus after the rider paid on the second (booked without TAC, by the
+    card's history), a social security card whose bank and medical balances never move."""
+    proc, report, _ = run_scenario("two-routes", tmp_path)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    v = report["validators"]
+    assert {x["route"] for x in v.values()} == {101, 102}
+    assert len({x["terminal_id"] for x in v.values()}) == 2
+    assert report["tac_missing"] == 1
+    assert report["tac_checked"] == report["card_debits"] - 1
+    assert report["cards"]["bob"]["apps"] == {"unionpay": 125000, "medical": 38000}
+
+
 def test_a_broken_scenario_is_a_clear_error(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text("name = 'x'\n[validator]\n")
@@ -78,4 +141,149 @@ def test_a_broken_scenario_is_a_clear_error(tmp_path):
         text=True,
     )
     assert proc.returncode != 0
-    assert "needs [validator] and [cards]" in proc.stderr
+    assert "needs [validator] (or [validators.NAME]) and [cards]" in proc.stderr
+
+
+# ---- the loader: a scenario is refused before anything runs, saying what is wrong ---------------
+
+GOOD = """
+name = "x"
+[validator]
+route = 101
+[cards.alice]
+profile = "tunion_plain"
+balance = 500
+[[events]]
+at = "07:31"
+tap = "alice"
+expect = "OK"
+"""
+
+
+def _load(tmp_path, text):
+    from tools import simbench
+
+    p = tmp_path / "s.toml"
+    p.write_text(text)
+    return simbench.load_scenario(p)
+
+
+def test_the_loader_takes_a_good_scenario(tmp_path):
+    sc = _load(tmp_path, GOOD)
+    assert sc["events"][0]["tap"] == "alice"
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (("route = 101", "rout = 101"), "unknown key 'rout'"),
+        (("balance = 500", "balence = 500"), "unknown key 'balence'"),
+        (('tap = "alice"', 'tap = "alcie"'), "no rider 'alcie'"),
+        (('profile = "tunion_plain"', 'profile = "tunion_plan"'), "no card profile 'tunion_plan'"),
+        (('expect = "OK"', 'expect = "PAID"'), "expect 'PAID' is no outcome"),
+        (('expect = "OK"', 'expext = "OK"'), "unknown key 'expext'"),
+        (
+            ('tap = "alice"', 'tap = "alice"\npull = "after:debt"'),
+            "'after:debt' is not a card command",
+        ),
+        (('tap = "alice"', 'tapp = "alice"'), "no known event"),
+        (('at = "07:31"', 'at = "7h31"'), "at = '7h31'"),
+        (('name = "x"', 'name = "x"\nseeed = 3'), "unknown key 'seeed'"),
+        (('expect = "OK"', 'validator = "b"'), "no validator 'b'"),
+        (("route = 101", 'route = 101\nreader = "pn533"'), "reader 'pn533'"),
+        (('expect = "OK"', 'power_cut = "upload:stored"'), "pull and power_cut|card command"),
+    ],
+)
+def test_the_loader_refuses_mistakes_with_a_clear_error(tmp_path, change, message):
+    import re
+
+    from tools import simbench
+
+    assert change[0] in GOOD
+    with pytest.raises(simbench.ScenarioError) as e:
+        _load(tmp_path, GOOD.replace(*change, 1))
+    assert re.search(message, str(e.value)), str(e.value)
+
+
+def test_the_loader_refuses_expectations_it_cannot_check(tmp_path):
+    from tools import simbench
+
+    for extra, message in (
+        ("[expect]\nbalance = {alice = 1}", "unknown key 'balance'"),
+        ('[expect.cards.bob]\nlock = "none"', "no rider 'bob'"),
+        ('[expect.cards.alice]\nlocked = "none"', "unknown key 'locked'"),
+        ('[[expect.records]]\nkind = "purchse"', "kind 'purchse'"),
+        ('[[expect.records]]\nflags = ["mac2"]', "flag 'mac2'"),
+        ("[cards.alice.apps]\nunionpay = 5", "no 'unionpay' application"),
+    ):
+        with pytest.raises(simbench.ScenarioError, match=message):
+            _load(tmp_path, GOOD + extra + "\n")
+
+
+def test_clearing_holds_a_3des_and_an_sm4_key_of_one_issuer():
+    """Two cards of one issuer, one 3DES and one SM4: the back office's keys hold both, and a
+    TAC of each clears (keyed by issuer only, one of them was flagged 'bad')."""
+    import record
+    import timeutil
+
+    from tools import simbench
+    from tools.collector.clearing import Clearing
+    from tools.sim import crypto
+    from tools.sim.card import VirtualCard
+
+    des = VirtualCard.from_profile("tunion_plain")
+    sm4 = VirtualCard.from_profile("tunion_sm4", issuer=des.tu["issuer"].hex().upper())
+    assert des.tu["suite"].name != sm4.tu["suite"].name
+    keys = simbench.tac_keys([des, sm4])
+    assert len(keys) == 1 and len(next(iter(keys.values()))) == 2
+    clearing = Clearing(keys)
+    t = 880000000
+    tid = bytes.fromhex("000000000101")
+    for card in (des, sm4):
+        tu = card.tu
+        when = timeutil.bcd_datetime(t, 28800)
+        tac = crypto.tac(
+            tu["suite"],
+            tu["dtk"],
+            (200).to_bytes(4, "big"),
+            0x09,
+            tid,
+            (7).to_bytes(4, "big"),
+            when[:4],
+            when[4:7],
+        )
+        rec = {
+            "kind": record.PURCHASE,
+            "issuer": bytes(tu["issuer"][:4]),
+            "tac": tac,
+            "card_no": bytes(tu["serial"]),
+            "amount": 200,
+            "psam_tid": tid,
+            "psam_serial": 7,
+            "time": t,
+            "reason": record.tz_code(28800),
+            "seq": 1,
+        }
+        assert clearing.verdict(rec) == "ok", card.tu["suite"].name
+        rec["amount"] = 201
+        assert clearing.verdict(rec) == "bad"
+
+
+def test_power_cuts_at_each_stage_of_an_upload_and_a_parameter_download(tmp_path):
+    """sent / stored / acknowledged, requested / downloaded / activated: each cut lands at its
+    stage (the report says where), nothing is lost or booked twice, and the bundle activated
+    just before the cut blacklists a card after the restart."""
+    proc, report, _ = run_scenario("upload-cuts", tmp_path)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    landed = [c["landed"] for c in report["cuts"]]
+    assert [x.split(":")[0] for x in landed] == [
+        "upload sent",
+        "upload stored",
+        "upload acknowledged",
+        "params requested",
+        "params downloaded",
+        "params activated",
+    ]
+    assert "HTTP 200" in landed[1] and "HTTP 200" in landed[4]
+    assert report["device_records"] == report["backoffice_records"]
+    assert report["tac_checked"] == report["card_debits"] == 4

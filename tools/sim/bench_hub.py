@@ -3,7 +3,8 @@
     world = BenchWorld(reader="pn532_i2c", dialect="simcom", start=validator_seconds)
     port = world.start()            # firmware gets SIM_PORT=port
     world.place(card) / world.remove(card)
-    world.time += 60                # the virtual RTC the firmware reads (ctl "now")
+    world.time += 60                # the virtual RTC the firmware reads (ctl "now"), and the
+                                    # virtual time its uplink back-off waits on ("world_time")
 
 Devices: the NFC reader chosen by `reader` (PN532 on I2C "nfc_i2c", SPI "nfc_spi" or HSU UART
 "nfc_hsu"; RC522 on SPI "rc522"), the SSD1306 display on I2C "i2c0", the character-level PSAM
@@ -64,6 +65,10 @@ class BenchWorld:
         self.rtc_offset = 0  # the validator's RTC error (a scenario's "rtc_jump")
         self.hub = hub = Hub()
         hub.command("now")(lambda: self.time + self.rtc_offset)
+        # The bench's virtual time itself (no RTC error): what the board's back-off waits on.
+        hub.command("world_time")(lambda: self.time)
+        self.wake_at = None  # the world time the firmware's virtual wait ends at (the bench
+        hub.command("sleep_until")(self._sleep_until)  # jumps there when nothing else runs)
         self.lock = threading.RLock()
         self._placed = {}  # card -> label, for the RC522's named field
         self._make_reader()
@@ -81,6 +86,10 @@ class BenchWorld:
         self.wdt_feeds = 0
         hub.on_pin("wdt", self._wdt_fed)
         self.port = None
+
+    def _sleep_until(self, t):
+        self.wake_at = int(t)
+        return True
 
     def _make_reader(self):
         self.chip, self.field = add_reader(self.hub, self.reader)
