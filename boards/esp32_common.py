@@ -40,6 +40,10 @@ MODEM = {
 # strapping pin that must be low or floating at reset: an LED to ground keeps it low).
 FEEDBACK = {"led_green": 2, "led_red": 33, "buzzer": 27}
 DISPLAY = {"i2c_id": 0, "sda": 21, "scl": 22, "addr": 0x3C, "width": 128, "height": 64}
+# The battery-backed RTC chip on the display's I2C bus (docs/time.md): "ds3231" (0x68) or
+# "pcf8563" (0x51). A board without one says RTC = None; the clock then starts on the last known
+# time, untrusted, after every power cut.
+RTC = {"chip": "ds3231"}
 # Strapping pins every ESP32 board uses, and why their level at reset is right.
 STRAPPING = {2: "green LED to ground: low at reset, as the download mode needs"}
 # Safe mode (firmware/bootmode.py): this input held low at power-up starts the REPL without the
@@ -76,6 +80,9 @@ class Parts:
     extra_task = None
     failed = None  # {name: (retry, error, attr)}: parts that failed to start (firmware/faults.py)
     wdt_timeout = None  # fn(ms): a new timeout for the running watchdog (maintenance)
+    rtc_chip = None  # the RTC chip's driver (drivers/ds3231.py, pcf8563.py), None when down
+    set_rtc = None  # fn(secs): machine.RTC() set to validator time
+    rtc_mem = None  # fn(data=None): RTC memory after bootmode's marker
 
 
 def _start(p, name, attr, make):
@@ -210,12 +217,41 @@ def make_transport(m, cfg):
     )
 
 
+def _display_i2c(d):
+    return machine.I2C(d["i2c_id"], sda=machine.Pin(d["sda"]), scl=machine.Pin(d["scl"]))
+
+
+def make_rtc(r, d):
+    """The RTC chip of the board's RTC entry on the display's bus; OSError when it does not
+    answer (no chip, a broken bus): the application retries it (firmware/faults.py)."""
+    import rtcchip
+
+    chip = rtcchip.make(_display_i2c(d), r["chip"])
+    chip.lost_power()  # one read: a missing chip is a start-up failure, not a silent one
+    return chip
+
+
+def _set_rtc(secs):
+    """Validator time (seconds since 2000 UTC) into machine.RTC(): time.time() follows, and it
+    survives soft and watchdog resets (a power cut takes it back to 2000-01-01)."""
+    import timeutil
+
+    y, mo, d, hh, mi, ss = timeutil.from_seconds(secs)
+    machine.RTC().datetime((y, mo, d, (secs // 86400 + 5) % 7, hh, mi, ss, 0))
+
+
+def _rtc_mem(data=None):
+    import bootmode
+
+    return bootmode.rtc_memory(machine.RTC(), data)
+
+
 def make_display(d):
     try:
         import ssd1306
         from display import Display
 
-        i2c = machine.I2C(d["i2c_id"], sda=machine.Pin(d["sda"]), scl=machine.Pin(d["scl"]))
+        i2c = _display_i2c(d)
         return Display(ssd1306.SSD1306_I2C(d["width"], d["height"], i2c, d["addr"]))
     except (OSError, ImportError) as e:
         # A broken display must not stop fare collection: LEDs and buzzer still work.
@@ -243,6 +279,8 @@ def make_parts(board, cfg):
     p.reset_code = bootmode.reset_cause(machine)
     p.reset_cause = bootmode.cause_name(p.reset_code)
     p.rtc_seconds = _rtc_seconds
+    p.set_rtc = _set_rtc
+    p.rtc_mem = _rtc_mem
     p.display = make_display(board.DISPLAY)
     p.feedback = make_feedback(board.FEEDBACK)
     p.wdt.feed()
@@ -254,6 +292,9 @@ def make_parts(board, cfg):
         lambda: from_board(board.PSAM, machine.UART, machine.Pin, machine.PWM),
     )
     _start(p, "modem", "transport", lambda: make_transport(board.MODEM, cfg))
+    rtc = getattr(board, "RTC", None)
+    if rtc:
+        _start(p, "rtc", "rtc_chip", lambda: make_rtc(rtc, board.DISPLAY))
     p.param_slots = blacklist_slots()
     p.txlog_dev = txlog_partition()
     p.wdt.feed()

@@ -25,6 +25,7 @@ import messages
 import params
 import purchase
 import record
+import timetrust
 import timeutil
 import txlog
 import txlog_migrate
@@ -48,6 +49,7 @@ _POLL_IDLE_MS = const(20)
 _WDT_FEED_MS = const(500)
 _LOW_BALANCE = const(500)  # fen: below this an accepted tap also says "top up soon"
 _FAULT_POLL_MS = const(200)
+_SAVE_TIME_S = const(600)  # the last known time is saved this often (docs/time.md)
 MAINT_WDT_MS = 30 * 60 * 1000  # the maintenance window: the watchdog's timeout while in it
 
 
@@ -60,6 +62,23 @@ class _NoLink:
 
     def transceive(self, apdu):
         raise LinkError("PSAM link not started")
+
+
+class _Flagging:
+    """The log as the purchaser sees it: records written while the clock has no trusted time
+    carry FLAG_CLOCK_UNSET (docs/time.md); everything else goes to the log itself."""
+
+    def __init__(self, log_, clk):
+        self._log = log_
+        self._clock = clk
+
+    def append(self, fields):
+        if not self._clock.trusted:
+            fields["flags"] = fields.get("flags", 0) | record.FLAG_CLOCK_UNSET
+        return self._log.append(fields)
+
+    def __getattr__(self, name):
+        return getattr(self._log, name)
 
 
 class Validator:
@@ -96,7 +115,7 @@ class Validator:
             # sale, no event) until a boot migrates it.
             self.journal.hold("old journal not migrated")
         self._feed()
-        self.clock = clock.Clock(parts.rtc_seconds, floor=self._last_record_time())
+        self._start_clock(parts, cfg, root)
         # Built after the parameters: a bundle activated while they load (one stored before a
         # power cut) writes its record without an uplink to tell.
         self.uplink = None
@@ -125,7 +144,7 @@ class Validator:
         )
         self.purchaser = purchase.Purchaser(
             self.psam,
-            self.journal,
+            _Flagging(self.journal, self.clock),
             {
                 "city": bytes.fromhex(cfg["city"]),
                 "institution": bytes.fromhex(cfg["institution"]),
@@ -140,6 +159,7 @@ class Validator:
         self._tasks = []
         self.on_part_up["psam_link"] = self._psam_link_up
         self.on_part_up["transport"] = self._modem_up
+        self.on_part_up["rtc_chip"] = self._rtc_up
         self._make_uplink()
 
     def _make_uplink(self):
@@ -183,10 +203,46 @@ class Validator:
             return s[key]
         return default
 
+    # ---- time (docs/time.md) -------------------------------------------------------------------
+
+    def _start_clock(self, parts, cfg, root):
+        self._time_path = root + "/clock"
+        c = clock.Clock(
+            parts.rtc_seconds,
+            floor=self._last_record_time(),
+            set_rtc=getattr(parts, "set_rtc", None),
+            rules=timetrust.rules_from(cfg),
+        )
+        c.mem = getattr(parts, "rtc_mem", None)
+        self.clock = c
+        self._noted = set()  # (source, verdict) journaled since the last adopted time
+        chip = getattr(parts, "rtc_chip", None)
+        if "rtc" in self.faults.open:
+            c.chip_down(self.faults.open["rtc"].error)
+        kept = getattr(parts, "reset_code", None) not in (None, bootmode.CAUSE_POWER_ON)
+        last = clock.load_last_known(self._time_path)
+        c.start(last_known=last, chip=chip, kept=kept)
+        self._saved_time = c.now()
+        if c.trusted:
+            clock.save_last_known(self._time_path, self._saved_time)
+        _log.info("time from %s (%s), chip %s", c.source, c.trusted, c.chip_state)
+
+    def _rtc_up(self, chip):
+        before = self.clock.now()
+        self._note_clock(self.clock.chip_up(chip), before)
+
+    def _offer_time(self, t, source):
+        before = self.clock.now()
+        step = self.clock.set(t, source)
+        self._note_clock(step, before)
+        return step
+
     def _append(self, fields):
         if self.journal.held:
             _log.error("record kind %s not written: %s", fields.get("kind"), self.journal.held)
             return None
+        if not self.clock.trusted:
+            fields["flags"] = fields.get("flags", 0) | record.FLAG_CLOCK_UNSET
         seq = self.journal.append(fields)
         self._recorded(fields, seq)
         return seq
@@ -218,26 +274,51 @@ class Validator:
         self.emit("params", {"version": info.get("version")})
 
     def _server_time(self, t):
-        before = self.clock.now()
-        step = self.clock.set(t, "backoffice")
-        self._note_clock(step, before)
-        return step
+        return self._offer_time(t, "backoffice")
 
     def _note_clock(self, step, before):
-        if step is None or abs(step) < self.clock.note_step:
+        """Journal the clock's last decision: an adopted step of note_step or more, and the
+        first refusal or hold of each source since the last adopted time (docs/time.md)."""
+        c = self.clock
+        last = c.last
+        if last is None:
             return
+        if step is not None:
+            self._noted = set()
+            if abs(step) < c.note_step:
+                return
+            # docs/record-format.md: time = the new time, psam_serial = the time before,
+            # reason = the source (timetrust.SOURCES).
+            fields = {"kind": record.CLOCK_CHANGE, "time": c.now(), "psam_serial": before}
+            src = c.source
+        else:
+            key = (last["source"], last["verdict"])
+            if last["verdict"] == timetrust.AGREE or key in self._noted:
+                return
+            self._noted.add(key)
+            # Not adopted: time = the clock's (unchanged), psam_serial = the time proposed,
+            # reason = the source + 0x80.
+            fields = {"kind": record.CLOCK_CHANGE, "time": c.now(), "psam_serial": last["t"]}
+            src = last["source"]
+        fields["psam_serial"] &= 0xFFFFFFFF
+        fields["reason"] = timetrust.code(src) | (0 if step is not None else 0x80)
         try:
-            # docs/record-format.md: time = the new time, psam_serial = the time before.
-            self._append(
-                {
-                    "kind": record.CLOCK_CHANGE,
-                    "time": self.clock.now(),
-                    "psam_serial": before & 0xFFFFFFFF,
-                }
-            )
+            self._append(fields)
         except Exception as e:  # noqa: BLE001
             _log.error("clock record not written: %s", e)
-        self.emit("clock", {"step": step})
+        if step is not None and c.trusted:
+            self._saved_time = c.now()
+            clock.save_last_known(self._time_path, self._saved_time)
+        self.emit(
+            "clock",
+            {
+                "step": step,
+                "source": src,
+                "verdict": last["verdict"],
+                "why": last["why"],
+                "trusted": c.trusted,
+            },
+        )
 
     def _bundle(self, pkind, version, base, data):
         ok, why = self.params.install_bytes(data, self.clock.now())
@@ -352,6 +433,9 @@ class Validator:
         self._tap_now = now
         if not target.iso_dep:
             reason = purchase.NO_ISO_DEP
+            res = None
+        elif not self.clock.trusted and self.cfg.get("clock_policy") == "refuse":
+            reason = "NO_TIME"  # docs/time.md: this operator sells nothing on an unset clock
             res = None
         else:
             self.decider.prepare(self.parts.reader, now, self.journal.can_accept_purchase())
@@ -528,6 +612,10 @@ class Validator:
             await asyncio.sleep_ms(_IDLE_REFRESH_MS)
             now = self.clock.now()
             self.params.tick(now)
+            if now - self._saved_time >= _SAVE_TIME_S:
+                # The next cold start without trusted time begins here, not further back.
+                self._saved_time = now
+                clock.save_last_known(self._time_path, now)
             if self.last_outcome_ms is not None:
                 if time.ticks_diff(time.ticks_ms(), self.last_outcome_ms) < _OUTCOME_HOLD_MS:
                     continue
@@ -586,8 +674,7 @@ class Validator:
                 _log.info("network time: %s", e)
                 t = None
             if t:
-                before = self.clock.now()
-                self._note_clock(self.clock.set(t, "network"), before)
+                self._offer_time(t, "network")
             await asyncio.sleep_ms(3600 * 1000)
 
     def status(self):
@@ -597,6 +684,7 @@ class Validator:
             "route": self.cfg["route"],
             "time": self.clock.now(),
             "clock_source": self.clock.source,
+            "clock": self.clock.status(),
             "taps": self.taps,
             "journal": self.journal.status(),
             "params": self.params.version,

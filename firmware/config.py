@@ -18,6 +18,9 @@ DEFAULTS = {
     "apn": "cmnet",
     "lock_blacklisted": True,
     "uplink_interval_s": 300,
+    # Without trusted time (docs/time.md): "last_known" sells on the last known time plus the
+    # board's count since the start, records flagged; "refuse" sells nothing until it is set.
+    "clock_policy": "last_known",
 }
 
 
@@ -70,6 +73,8 @@ def validate(raw):
         raise ConfigError("groups must be a list of numbers from 1 to 4294967295")
     if cfg["stop_source"] not in ("fixed", "driver", "gps"):
         raise ConfigError("stop_source must be fixed, driver or gps")
+    if cfg["clock_policy"] not in ("last_known", "refuse"):
+        raise ConfigError("clock_policy must be last_known or refuse")
     return cfg
 
 

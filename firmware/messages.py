@@ -28,6 +28,7 @@ TEXTS = {
     "NO_FARE": ("无票价", "No fare set", "refused"),
     "MULTIPLE_CARDS": ("请单张刷卡", "One card only", "again"),
     "TAP_OFF_OK": ("下车成功", "Tapped off", "ok"),
+    "NO_TIME": ("设备故障", "Clock not set", "refused"),  # clock_policy "refuse" (docs/time.md)
 }
 
 UNKNOWN = ("无效卡", "Card refused", "refused")

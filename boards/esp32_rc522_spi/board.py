@@ -19,7 +19,17 @@ READER = {
 }
 
 # The parts the application asks for (firmware/app.py), built by boards/esp32_common.py.
-from esp32_common import CONFIG_PATH, DISPLAY, FEEDBACK, MODEM, PSAM, SAFE_PIN, show_fatal, start  # noqa: E402, F401
+from esp32_common import (  # noqa: E402, F401
+    CONFIG_PATH,
+    DISPLAY,
+    FEEDBACK,
+    MODEM,
+    PSAM,
+    RTC,
+    SAFE_PIN,
+    show_fatal,
+    start,
+)
 from esp32_common import STRAPPING as _STRAPPING  # noqa: E402
 
 # Strapping pins this board uses, and why their level at reset is right.

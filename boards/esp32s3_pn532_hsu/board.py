@@ -19,7 +19,12 @@ READER = {
 }
 
 # The parts the application asks for (firmware/app.py), built by boards/esp32_common.py.
-from esp32_common import CONFIG_PATH, show_fatal, start  # noqa: E402, F401
+from esp32_common import (  # noqa: E402, F401
+    CONFIG_PATH,
+    RTC,
+    show_fatal,
+    start,
+)
 from esp32_common import DISPLAY_S3 as DISPLAY  # noqa: E402, F401
 from esp32_common import FEEDBACK_S3 as FEEDBACK  # noqa: E402, F401
 from esp32_common import MODEM_S3 as MODEM  # noqa: E402, F401

@@ -12,6 +12,7 @@
 #   VALIDATOR_TXLOG_BLOCKS  sectors of the txlog partition (default 64; the bench uses fewer to
 #                     reach the reuse of acknowledged sectors in a short scenario)
 #   VALIDATOR_VIRTUAL_WAIT  1: the uplink back-off waits on the hub virtual clock ("world_time")
+#   VALIDATOR_RTC     the RTC chip on i2c0: ds3231 (default) | pcf8563 | none (docs/time.md)
 #   VALIDATOR_TEST_HOOKS  1: the reader hangs (spins) while the hub's pin "test_hang" is high,
 #                     so tests can prove the watchdog resets a hung tap loop
 import json
@@ -32,6 +33,8 @@ PSAM = {
 MODEM = {"uart_id": "modem", "pwrkey": "modem_pwrkey", "baudrate": 115200}
 FEEDBACK = {"led_green": "led_green", "led_red": "led_red", "buzzer": "buzzer"}
 DISPLAY = {"bus": "i2c0", "addr": 0x3C, "width": 128, "height": 64}
+_rtc_chip = os.getenv("VALIDATOR_RTC") or "ds3231"
+RTC = None if _rtc_chip == "none" else {"chip": _rtc_chip, "bus": "i2c0"}  # the display's bus
 
 CONFIG_PATH = os.getenv("VALIDATOR_CONFIG") or "/flash/config.json"
 FLASH_PATH = os.getenv("VALIDATOR_FLASH") or "/tmp/validator.img"
@@ -61,6 +64,9 @@ class Parts:
     extra_task = None
     failed = None  # {name: (retry, error, attr)}: parts that failed to start
     wdt_timeout = None
+    rtc_chip = None
+    set_rtc = None
+    rtc_mem = None
 
 
 class SimWDT:
@@ -96,16 +102,43 @@ def _port_seconds():
     return int(time.time()) - timeutil.EPOCH_OFFSET_UNIX
 
 
-def _make_rtc():
-    """The simulated RTC: the hub's virtual clock when it has one, the host clock otherwise."""
+def _make_rtc(p):
+    """The ESP32's own RTC: the bench's model of it when the hub has one ("esp_rtc": restarts at
+    2000-01-01 after a power cut, counts the scenario's time, keeps RTC memory across other
+    resets); else the hub's virtual clock, or the host clock, read-only."""
     from simlink import Control, SimLinkError
 
     ctl = Control()
     try:
-        ctl.call("now")
+        ctl.call("esp_rtc")
     except SimLinkError:
-        return _port_seconds
-    return lambda: int(ctl.call("now"))
+        try:
+            ctl.call("now")
+        except SimLinkError:
+            p.rtc_seconds = _port_seconds
+            return
+        p.rtc_seconds = lambda: int(ctl.call("now"))
+        return
+    p.rtc_seconds = lambda: int(ctl.call("esp_rtc"))
+    p.set_rtc = lambda t: ctl.call("esp_rtc", set=int(t))
+
+    def mem(data=None):
+        if data is None:
+            return bytes.fromhex(ctl.call("esp_rtc_mem"))
+        ctl.call("esp_rtc_mem", data=bytes(data).hex())
+        return None
+
+    p.rtc_mem = mem
+
+
+def make_rtc_chip():
+    """The RTC chip on the display's bus; OSError when it does not answer (then retried)."""
+    import rtcchip
+    from sim_i2c import SimI2C
+
+    chip = rtcchip.make(SimI2C(RTC["bus"]), RTC["chip"])
+    chip.lost_power()
+    return chip
 
 
 def _make_virtual_sleep():
@@ -276,7 +309,7 @@ def make_parts(cfg):
     p.wdt = SimWDT(p.wdt_grace_ms)  # first, as on a board: fed after every part
     p.wdt_timeout = p.wdt.set_timeout
     p.emit = _emit if os.getenv("VALIDATOR_EVENTS") else None
-    p.rtc_seconds = _make_rtc()
+    _make_rtc(p)
     if os.getenv("VALIDATOR_VIRTUAL_WAIT"):
         p.sleep_ms = _make_virtual_sleep()
     p.display = make_display()
@@ -284,6 +317,8 @@ def make_parts(cfg):
     _start(p, "reader", "reader", _reader)
     _start(p, "psam", "psam_link", make_psam_link)
     _start(p, "modem", "transport", lambda: make_transport(cfg))
+    if RTC:
+        _start(p, "rtc", "rtc_chip", make_rtc_chip)
     from rawflash import FileFlash
 
     p.txlog_dev = FileFlash(TXLOG_PATH, TXLOG_BLOCKS)

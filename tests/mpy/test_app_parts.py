@@ -42,18 +42,20 @@ async def test_refusal_is_red_with_a_long_beep_and_unknown_tones_refuse():
 def test_clock_never_goes_before_the_last_record():
     rtc = [800000000]
     c = clock.Clock(lambda: rtc[0], floor=800000100)
+    c.start()
     mptest.eq(c.now(), 800000100, "an RTC behind the journal is held at the floor")
-    mptest.eq(c.set(800000050, "modem"), None)
-    mptest.true(log.find("before the last record"))
-    mptest.eq(c.set(800001000, "modem"), 900)
-    mptest.eq(c.now(), 800001000)
+    mptest.false(c.trusted, "the last record's time is an estimate, not trusted")
+    mptest.eq(c.set(100, "network"), None, "before 2025 is an unset clock")
+    mptest.true(log.find("implausible"))
+    mptest.eq(c.set(800000050, "network"), -50, "a little behind the estimate: adopted")
+    mptest.eq(c.now(), 800000100, "but the clock still reads no earlier than the last record")
+    mptest.eq(c.set(800001000, "network"), 900)
     rtc[0] += 10
     mptest.eq(c.now(), 800001010)
-    mptest.eq(c.set(100, "server"), None, "before 2025 is an unset clock")
-    c.max_step = 3600
-    mptest.eq(c.set(800001010 + 7200, "server"), None, "too large a jump")
-    mptest.eq(c.set(800001010 + 60, "server"), 60)
-    mptest.eq(c.source, "server")
+    mptest.eq(c.set(800001010 + 7200, "network"), None, "too large a step for the network")
+    mptest.eq(c.set(800001010 + 60, "backoffice"), 60)
+    mptest.eq(c.source, "backoffice")
+    mptest.true(c.trusted)
 
 
 def _good():

@@ -6,6 +6,11 @@
     world.time += 60                # the virtual RTC the firmware reads (ctl "now"), and the
                                     # virtual time its uplink back-off waits on ("world_time")
 
+Time (docs/time.md): `world.time` is the scenario's clock. The RTC chip (`rtc_chip`: "ds3231"
+or "pcf8563", None for none) sits on the display's bus "i2c0" and counts it; the ESP32's own RTC
+(ctl "esp_rtc", "esp_rtc_mem") counts it too, restarts at 2000-01-01 and loses its memory on
+`power_cut()`, and is what `rtc_offset` (a scenario's "rtc_jump") moves.
+
 Devices: the NFC reader chosen by `reader` (PN532 on I2C "nfc_i2c", SPI "nfc_spi" or HSU UART
 "nfc_hsu"; RC522 on SPI "rc522"), the SSD1306 display on I2C "i2c0", the character-level PSAM
 on UART "psam" (reset pin "psam_rst") running a VirtualPsam, the modem on UART "modem" (power key
@@ -21,6 +26,8 @@ from tools.sim.hub import Hub
 from tools.sim.modem import ModemSim
 from tools.sim.psam import VirtualPsam
 from tools.sim.psam_uart import PsamUart
+from tools.sim.rtc_chip import CHIPS as RTC_CHIPS
+from tools.sim.rtc_chip import add_rtc_commands
 
 READERS = ("pn532_i2c", "pn532_spi", "pn532_hsu", "rc522_spi")
 # The modem's boot and registration delays, shortened so a bench run takes seconds.
@@ -57,7 +64,14 @@ def add_reader(hub, kind):
 
 
 class BenchWorld:
-    def __init__(self, reader="pn532_i2c", dialect="simcom", start=0, terminal_id="000000000101"):
+    def __init__(
+        self,
+        reader="pn532_i2c",
+        dialect="simcom",
+        start=0,
+        terminal_id="000000000101",
+        rtc_chip="ds3231",
+    ):
         if reader not in READERS:
             raise ValueError("reader must be one of " + ", ".join(READERS))
         self.reader = reader
@@ -72,7 +86,10 @@ class BenchWorld:
         self.lock = threading.RLock()
         self._placed = {}  # card -> label, for the RC522's named field
         self._make_reader()
-        self.panel = add_display(hub)
+        self.i2c0 = I2CBus(hub)  # the display and the RTC chip share it, as on the boards
+        hub.register("i2c", "i2c0", self.i2c0.serve)
+        self.panel = add_display(hub, bus=self.i2c0)
+        self._add_time(rtc_chip)
         self.psam_app = VirtualPsam(terminal_id=terminal_id)
         self.psam = PsamUart(self.psam_app, clk_hz=3571200)
         hub.register("uart", "psam", self.psam.serve)
@@ -90,6 +107,38 @@ class BenchWorld:
     def _sleep_until(self, t):
         self.wake_at = int(t)
         return True
+
+    # ---- time -----------------------------------------------------------------------------------
+
+    def _add_time(self, rtc_chip):
+        self.esp_rtc_off = 0  # the ESP32 RTC = world time + rtc_offset + this
+        self.esp_rtc_mem = b""
+        self.rtc_chips = {}
+        if rtc_chip:
+            cls = RTC_CHIPS[rtc_chip]
+            self.rtc_chips[rtc_chip] = self.rtc = cls(lambda: self.time)
+            self.i2c0.attach(cls.ADDRESS, self.rtc)
+        else:
+            self.rtc = None
+        add_rtc_commands(self.hub, self.rtc_chips)
+
+        @self.hub.command("esp_rtc")
+        def _esp_rtc(set=None):
+            if set is not None:
+                self.esp_rtc_off = int(set) - self.time - self.rtc_offset
+            return self.time + self.rtc_offset + self.esp_rtc_off
+
+        @self.hub.command("esp_rtc_mem")
+        def _esp_rtc_mem(data=None):
+            if data is not None:
+                self.esp_rtc_mem = bytes.fromhex(data)
+            return self.esp_rtc_mem.hex()
+
+    def power_cut(self):
+        """The ESP32 lost power: its RTC restarts at 2000-01-01, RTC memory is gone. (The RTC
+        chip runs on its battery: rtc.power_loss() when that is flat too.)"""
+        self.esp_rtc_off = -(self.time + self.rtc_offset)
+        self.esp_rtc_mem = b""
 
     def _make_reader(self):
         self.chip, self.field = add_reader(self.hub, self.reader)

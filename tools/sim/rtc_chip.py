@@ -77,7 +77,9 @@ class RtcChipSim:
         return int(self._base + elapsed + elapsed * self.drift_ppm / 1e6)
 
     def set_time(self, secs):
+        """Set as at the factory or by a technician: running, flag clear."""
         self._set(secs)
+        self._flag(False)
 
     def set_drift(self, ppm):
         self._set(self.time())  # the drift so far is kept
