@@ -75,6 +75,30 @@ def parse_cclk(line):
     return timeutil.to_seconds(y, mo, d, hh, mi, ss) - zone * 900
 
 
+def parse_ctz(line):
+    """'+CTZV: +32' / '+CTZV: +32,26/11/30,06:30:00' / '+CTZE: "+32",0,"2026/11/30,06:30:00"'
+    (3GPP TS 27.007 8.41; local time) -> validator seconds, or None when it carries no time."""
+    text = bytes(line[line.find(b":") + 1 :]).decode().replace('"', "").strip()
+    parts = text.split(",")
+    zone = int(parts[0])
+    date = None
+    for i in range(1, len(parts) - 1):
+        if "/" in parts[i] and ":" in parts[i + 1]:
+            date = parts[i]
+            clock = parts[i + 1]
+    if date is None:
+        return None
+    y, mo, d = (int(x) for x in date.split("/"))
+    hh, mi, ss = (int(x) for x in clock.split(":")[:3])
+    y += 2000 if y < 100 else 0
+    if not (2024 <= y <= 2069 and 1 <= mo <= 12 and 1 <= d <= 31 and hh < 24 and mi < 60):
+        return None
+    return timeutil.to_seconds(y, mo, d, hh, mi, ss) - zone * 900
+
+
+_CTZR = {"quectel": 2}  # +CTZE (with the time) where the module has it; +CTZV elsewhere
+
+
 class ModemTransport:
     """The Transport of drivers/transport.py over a cellular modem's own HTTP stack."""
 
@@ -135,6 +159,10 @@ class ModemTransport:
         self.pdp = False
         self.ip = None
         self.net_time = None
+        # NITZ (docs/time.md): the network sent its time since the module started (a +CTZV or
+        # +CTZE URC). Only then does AT+CCLK read the network's time and not the module's own
+        # free-running clock, which starts from its build date or wherever it was left.
+        self.nitz = False
         self.last_error = None
         self.errors = 0
         self.requests = 0
@@ -151,12 +179,27 @@ class ModemTransport:
         at.on_urc(b"+CEREG:", self._on_reg)
         at.on_urc(b"NORMAL POWER DOWN", self._on_down)
         at.on_urc(b"POWERED DOWN", self._on_down)
+        at.on_urc(b"+CTZV:", self._on_ctz)
+        at.on_urc(b"+CTZE:", self._on_ctz)
         for pre in dialect.pdp_lost_urcs:
             at.on_urc(pre, self._on_pdp_lost)
         dialect.attach(at)
 
     # ---- URCs -------------------------------------------------------------------------------
+    def _on_ctz(self, line):
+        try:
+            secs = parse_ctz(line)
+        except (ValueError, IndexError):
+            _log.warning("bad time zone URC %r", line)
+            return
+        if not self.nitz:
+            _log.info("network time (NITZ) received")
+        self.nitz = True
+        if secs is not None:
+            self.net_time = secs
+
     def _on_rdy(self, line):
+        self.nitz = False  # a restarted module's clock is its own again
         self.at.echo = True  # a fresh boot echoes again until ATE0
         if not self._booting:
             self.restarts += 1
@@ -207,6 +250,7 @@ class ModemTransport:
             "power_cycles": self.power_cycles,
             "restarts": self.restarts,
             "net_time": self.net_time,
+            "nitz": self.nitz,
             "ppp": self.ppp,
         }
 
@@ -309,6 +353,7 @@ class ModemTransport:
         await at.command("AT+CMEE=1", 1000)
         try:
             await at.command("AT+CTZU=1", 1000)  # let the network (NITZ) set the clock
+            await at.command("AT+CTZR=%d" % _CTZR.get(self.dialect.name, 1), 1000)
         except AtError:
             pass
         await self._sim_ready()
@@ -402,7 +447,11 @@ class ModemTransport:
         self.pdp = True
 
     async def network_time(self):
-        """The network's time (validator seconds) or None; passed to on_time when known."""
+        """The network's time (validator seconds) or None; passed to on_time when known. None
+        until the network sent NITZ: before that AT+CCLK is the module's own clock."""
+        if not self.nitz:
+            _log.info("no network time yet (no NITZ since the module started)")
+            return None
         try:
             lines, _ = await self.at.command("AT+CCLK?", 1000, prefix=b"+CCLK:")
             secs = parse_cclk(lines[0]) if lines else None

@@ -81,7 +81,16 @@ class ModemSim(UartDevice):
         self.http_log = []  # (method, url, headers, body) forwarded
         self.boots = 0
         self.ppp_dials = 0  # ATD*99# / AT+CGDATA="PPP" answered with CONNECT
-        self.network_time = None  # (y, m, d, hh, mm, ss, tz_quarters); None = host clock
+        self.network_time = None  # (y, m, d, hh, mm, ss, tz_quarters): a fixed answer (tests)
+        # Network time (NITZ, docs/time.md): the network sends it at registration when `nitz`
+        # is on, as +CTZV (AT+CTZR=1) or +CTZE (=2, with the local time, 3GPP TS 27.007 8.41);
+        # from then on AT+CCLK reads it. `clock()` gives it (validator seconds: the scenario's
+        # clock; None: the host's), `time_offset` makes it wrong. Before NITZ the module's own
+        # clock answers, which counts from its build date (parse_cclk refuses it).
+        self.clock = None
+        self.time_offset = 0
+        self.tz_quarters = 32
+        self.nitz = True
         self.operator_stat = 1  # 1 home, 5 roaming, 3 denied: what registration turns into
         self.sim_state = "READY"  # or "SIM PIN", or "MISSING" (+CME ERROR: 10)
         self.apns = None  # APNs the network accepts (None: any)
@@ -102,6 +111,9 @@ class ModemSim(UartDevice):
         self.http = None  # per-dialect HTTP session state
         self.tls = {}
         self.busy = None  # a pending HTTP action's timer
+        self.ctzr = 0
+        self.nitz_seen = False  # the module's clock was set by the network since power-on
+        self.booted_at = time.monotonic()
 
     def later(self, ms, fn, *args):
         gen = self.gen
@@ -220,6 +232,41 @@ class ModemSim(UartDevice):
         for name, mode in self.reg_urc.items():
             if mode:
                 self.urc("+%s: %d" % (name, stat))
+        if stat in (1, 5) and self.nitz:
+            self._send_nitz()
+
+    # ---- network time ---------------------------------------------------------------------------
+    def network_seconds(self):
+        """The network's time now (validator seconds, UTC)."""
+        if self.clock is not None:
+            t = int(self.clock())
+        else:
+            t = int(time.time()) - 946684800
+        return t + int(self.time_offset)
+
+    def _local(self):
+        if self.network_time is not None:
+            return self.network_time
+        t = time.gmtime(946684800 + self.network_seconds() + self.tz_quarters * 900)
+        return t[0], t[1], t[2], t[3], t[4], t[5], self.tz_quarters
+
+    def _send_nitz(self):
+        self.nitz_seen = True
+        y, mo, d, hh, mi, ss, tzq = self._local()
+        if self.ctzr == 1:
+            self.urc("+CTZV: %+03d" % tzq)
+        elif self.ctzr == 2:
+            when = "%04d/%02d/%02d,%02d:%02d:%02d" % (y, mo, d, hh, mi, ss)
+            self.urc('+CTZE: "%+03d",0,"%s"' % (tzq, when))
+
+    def _at_CTZR(self, arg, query):
+        if query:
+            return self.reply("+CTZR: %d" % self.ctzr)
+        mode = int(arg or 0)
+        if mode not in (0, 1, 2):
+            return self.error()
+        self.ctzr = mode
+        self.reply()
 
     def set_dialect(self, dialect):
         """Swap the module: it is off afterwards, with no faults, until the key is pulsed."""
@@ -431,11 +478,12 @@ class ModemSim(UartDevice):
         self._reg("CEREG", arg, query)
 
     def _at_CCLK(self, arg, query):
-        if self.network_time is not None:
-            y, mo, d, hh, mi, ss, tzq = self.network_time
+        if self.nitz_seen:
+            y, mo, d, hh, mi, ss, tzq = self._local()
         else:
-            t = time.gmtime(time.time() + 8 * 3600)
-            y, mo, d, hh, mi, ss, tzq = t[0], t[1], t[2], t[3], t[4], t[5], 32
+            # The module's free-running clock since power-on, from its build date.
+            up = int(time.monotonic() - self.booted_at)
+            y, mo, d, hh, mi, ss, tzq = 1980, 1, 6, up // 3600 % 24, up // 60 % 60, up % 60, 0
         self.reply(
             '+CCLK: "%02d/%02d/%02d,%02d:%02d:%02d%+03d"' % (y % 100, mo, d, hh, mi, ss, tzq)
         )

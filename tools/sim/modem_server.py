@@ -8,8 +8,10 @@ ctl commands:
   modem_state()                     power, boots, echo, registration, pdp, faults, counters
   modem_commands(clear=False)       AT command lines received
   modem_set(**kw)                   operator_stat (1 home, 5 roaming, 3 denied),
-                                    network_time [7 ints], sim_state (READY | SIM PIN |
-                                    MISSING), apns (accepted APNs, None = any)
+                                    network_time [7 ints] ([] = none), sim_state (READY | SIM PIN |
+                                    MISSING), apns (accepted APNs, None = any),
+                                    nitz (the network sends its time at registration),
+                                    time_offset (s: how wrong that time is)
   http_port()                       the local HTTP server's port
   http_log(clear=False, last=5)     requests the HTTP server saw (method, path, headers,
                                     body_len, body: the first 64 bytes in hex)
@@ -178,15 +180,26 @@ def build():
         return out
 
     @hub.command("modem_set")
-    def _set(operator_stat=None, network_time=None, sim_state=None, apns=False):
+    def _set(
+        operator_stat=None,
+        network_time=None,
+        sim_state=None,
+        apns=False,
+        nitz=None,
+        time_offset=None,
+    ):
         m = modem()
+        if nitz is not None:
+            m.nitz = bool(nitz)
+        if time_offset is not None:
+            m.time_offset = int(time_offset)
         if sim_state is not None and sim_state not in ("READY", "SIM PIN", "MISSING"):
             raise ValueError("sim_state is READY, SIM PIN or MISSING")
         if apns is not False:
             m.apns = None if apns is None else list(apns)
         m.set_network(operator_stat, sim_state)
-        if network_time is not None:
-            m.network_time = tuple(int(x) for x in network_time)
+        if network_time is not None:  # [] clears it: the network's clock (`clock`) answers
+            m.network_time = tuple(int(x) for x in network_time) or None
         return True
 
     hub.command("http_port")(lambda: server.server_address[1])
