@@ -50,40 +50,57 @@ import argparse
 import csv
 import logging
 import os
-import socket
 import sys
 
 from . import bundles
-from .bench import nodelay
 from .db import DEFAULT_URL, Store, parse_url
 
 
 def _serve(args):
-    import uvicorn
-
-    from .app import create_app
+    from . import server
+    from .app import RateLimit, Service
     from .clearing import Clearing
 
     clearing = Clearing(tac_keys(args.tac_keys), max_amount=args.max_amount)
-    store = Store(args.db, keys=_keys(args))
-    store.check_keys()
-    app = create_app(store, clearing=clearing)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    nodelay(sock)
-    sock.bind((args.host, args.port))
+    keys = _keys(args)
+    store = Store(args.db, keys=keys)  # migrates once, before any worker starts
+    try:
+        store.check_keys()
+    finally:
+        store.close()
+    if args.workers > 1 and store.dialect == "sqlite":
+        logging.getLogger("collector").warning(
+            "%d workers on SQLite: one writer at a time; PostgreSQL scales", args.workers
+        )
+    sock = server.listen(args.host, args.port)
     port = sock.getsockname()[1]
     # First stdout line, like the simulators: scripts started with --port 0 read it.
     print("PORT %d" % port, flush=True)
     logging.getLogger("collector").info(
-        "collector on %s:%d, database %s", args.host, port, parse_url(args.db)
+        "collector on %s:%d, %d workers, database %s",
+        args.host,
+        port,
+        args.workers,
+        parse_url(args.db),
     )
-    # No Server/Date headers: every byte counts on a metered cellular link.
-    config = uvicorn.Config(
-        app, log_level=args.log_level, access_log=False, server_header=False, date_header=False
+    limits = server.Limits(
+        header_timeout=args.header_timeout,
+        body_timeout=args.body_timeout,
+        idle_timeout=args.idle_timeout,
+        max_connections=args.max_connections,
+        max_inflight=args.max_inflight,
     )
-    uvicorn.Server(config).run(sockets=[sock])
-    return 0
+
+    def make_service():
+        svc = Service(
+            Store(args.db, migrate=False, keys=keys),
+            clearing=clearing,
+            rate=RateLimit(args.rate, args.burst) if args.rate > 0 else None,
+        )
+        svc.offer_ttl = 2.0
+        return svc
+
+    return server.run(sock, make_service, limits, threads=args.threads, workers=args.workers)
 
 
 def tac_keys(spec):
@@ -369,6 +386,19 @@ def main(argv=None):
         "is an exception",
     )
     s.add_argument("--log-level", default="info")
+    s.add_argument(
+        "--workers", type=int, default=1, help="processes sharing the port (PostgreSQL)"
+    )
+    s.add_argument("--threads", type=int, default=8, help="database threads per process")
+    s.add_argument("--header-timeout", type=float, default=10.0, help="s for a request head")
+    s.add_argument("--body-timeout", type=float, default=30.0, help="s for a request body")
+    s.add_argument("--idle-timeout", type=float, default=60.0, help="s an idle connection stays")
+    s.add_argument("--max-connections", type=int, default=4000, help="per process")
+    s.add_argument("--max-inflight", type=int, default=32, help="requests processed at once")
+    s.add_argument(
+        "--rate", type=float, default=5.0, help="requests a second per device (0: no limit)"
+    )
+    s.add_argument("--burst", type=int, default=20, help="burst of requests per device")
     s = with_keys(with_db(sub.add_parser("provision", help="add a device or give it a new key")))
     s.add_argument("--device", type=int, required=True)
     s.add_argument(

@@ -157,11 +157,19 @@ _EXC = -2  # index of exceptions
 
 
 class Stale(Exception):
-    """The request's counter is not above the last one accepted (a replay or a rebooted device)."""
+    """The request's counter is not above the last one accepted (a replay or a rebooted device).
+    last_time: the device's clock (validator time) when it built the last accepted request."""
 
-    def __init__(self, server_counter):
+    def __init__(self, server_counter, last_time=None):
         super().__init__("counter not above %d" % server_counter)
         self.server_counter = server_counter
+        self.last_time = last_time
+
+
+def _device_time(last_seen, last_skew):
+    if last_seen is None or last_skew is None:
+        return None
+    return last_seen - EPOCH_2000 + last_skew
 
 
 def _private_file(path):
@@ -482,7 +490,8 @@ class Store:
         to the device (terminal numbers, hex). None if unknown."""
         with self._tx(write=False) as ex:
             rows = ex.all(
-                "SELECT d.secret, d.counter, d.created, p.psam_tid, d.key_version FROM devices d "
+                "SELECT d.secret, d.counter, d.created, p.psam_tid, d.key_version, d.last_seen, "
+                "d.last_skew FROM devices d "
                 "LEFT JOIN psams p ON p.device_id = d.device_id WHERE d.device_id = ?",
                 (device_id,),
             )
@@ -494,6 +503,7 @@ class Store:
             "counter": row[1],
             "created": row[2] - EPOCH_2000,
             "psams": frozenset(r[3] for r in rows if r[3] is not None),
+            "last_time": _device_time(row[5], row[6]),
         }
 
     def register_psam(self, device_id, psam_tid):
@@ -544,8 +554,11 @@ class Store:
             (counter, now, skew, device_id, counter),
         )
         if n != 1:
-            row = ex.one("SELECT counter FROM devices WHERE device_id = ?", (device_id,))
-            raise Stale(row[0] if row else 0)
+            row = ex.one(
+                "SELECT counter, last_seen, last_skew FROM devices WHERE device_id = ?",
+                (device_id,),
+            )
+            raise Stale(row[0] if row else 0, _device_time(row[1], row[2]) if row else None)
 
     # --- ingest -------------------------------------------------------------------------------
 
