@@ -189,12 +189,31 @@ class Uplink:
             await asyncio.sleep_ms(self.linger_ms)
             return
         self._event.clear()
-        try:
-            await asyncio.wait_for_ms(self._event.wait(), self.interval_ms)
-        except asyncio.TimeoutError:
-            return  # the heartbeat: time, parameter offer, and proof of life
+        if self._sleep_ms is asyncio.sleep_ms:
+            try:
+                await asyncio.wait_for_ms(self._event.wait(), self.interval_ms)
+            except asyncio.TimeoutError:
+                return  # the heartbeat: time, parameter offer, and proof of life
+        elif await self._wait_or_kick(self.interval_ms):
+            return
         # Taps at a stop come in bursts: gather them into one batch.
         await asyncio.sleep_ms(self.linger_ms)
+
+    async def _wait_or_kick(self, ms):
+        """The interval on the given sleep_ms (the bench's virtual clock): True when it ran out,
+        False when kick() came first."""
+        self._timed_out = False
+
+        async def timer():
+            await self._sleep_ms(ms)
+            self._timed_out = True
+            self._event.set()
+
+        task = asyncio.create_task(timer())
+        await self._event.wait()
+        if not self._timed_out:
+            task.cancel()
+        return self._timed_out
 
     def _next_batch(self):
         """-> (records, floor, first_seq): a run of consecutive records after the cursor. A record

@@ -59,6 +59,7 @@ BOOT_TIMEOUT_S = 60.0
 # Virtual time: the uplink's back-off waits on the bench's clock (board VALIDATOR_VIRTUAL_WAIT);
 # the bench takes the validators' events every VIRTUAL_TICK_S of real time while it waits.
 VIRTUAL_TICK_S = 0.05
+FLOW_IDLE_S = 3.0  # real seconds a flowing wait lets a validator not wait on the clock
 WAIT_UPLOAD_S = (
     900  # virtual seconds `wait = "upload"` allows by default: beyond a 10-min back-off
 )
@@ -139,7 +140,7 @@ VALIDATOR_KEYS = {
     "txlog_sectors",
 }
 CARD_KEYS = {"profile", "uid", "variant", "apps"}
-GENERATE_KEYS = {"seed", "taps", "power_cuts", "pulls", "cards", "validators"}
+GENERATE_KEYS = {"seed", "taps", "power_cuts", "pulls", "cards", "validators", "upload_every"}
 EXPECT_KEYS = {"balances", "revenue", "unconfirmed", "records", "cards"}
 EXPECT_RECORD_KEYS = {
     "validator",
@@ -867,7 +868,9 @@ def wait_event(bench, unit, ev):
     t0 = bench.now
     if ev["wait"] == "upload":
         limit = parse_duration(ev.get("within", WAIT_UPLOAD_S))
-        if bench.wait_uploaded(limit):
+        ok = bench.wait_uploaded(limit)
+        bench.waits.append({"wait": "upload", "virtual_s": bench.now - t0, "ok": ok})
+        if ok:
             bench.say(
                 "%s  back office holds every record (after %s of virtual time)"
                 % (local_clock(bench.now), duration(bench.now - t0))
@@ -889,6 +892,7 @@ class Bench:
         self.failures = []
         self.taps = []  # (card, result, validator)
         self.cuts = []  # where each power cut landed
+        self.waits = []  # each `wait = "upload"`: the virtual time it took
         self.net_traps = {}  # device -> NetTrap
         self.rng = random.Random(int(scenario.get("seed", 1)))
         self.server = None
@@ -1010,6 +1014,7 @@ class Bench:
         on to the end (a scenario's `wait = "5m"`): in jumps to each wake-up on the way."""
         end = self.now + virtual_s
         real_end = time.monotonic() + real_s
+        idle_since = time.monotonic()
         while True:
             for u in self.units.values():
                 u.pump(VIRTUAL_TICK_S / len(self.units))
@@ -1018,18 +1023,21 @@ class Bench:
             if time.monotonic() > real_end:
                 return done()
             wakes = [u.world.wake_at for u in self.units.values() if u.world.wake_at]
-            wakes = [w for w in wakes if w > self.now]
             target = min(wakes) if wakes else None
-            if flow and (target is None or target > end):
-                target = end
             if target is None:
-                continue
+                # Every validator busy in real time (a tap, an exchange, its linger): time
+                # stands still; one that never waits on the clock lets a flow run out.
+                if flow and time.monotonic() - idle_since > FLOW_IDLE_S:
+                    target = end
+                else:
+                    continue
+            idle_since = time.monotonic()
             if target > end:
+                if flow and end > self.now:
+                    self.set_time(end)
                 return done()
             if target > self.now:
                 self.set_time(target)
-            elif flow:
-                return done()
 
     def wait_params(self, unit, version, virtual_s=300):
         ok = self.run_until(
@@ -1350,6 +1358,7 @@ class Bench:
             "watchdog_resets": sum(u.wdt_resets for u in self.units.values()),
             "virtual_time_s": self.now - self.start,
             "cuts": self.cuts,
+            "waits": self.waits,
             "failures": self.failures,
             "taps_detail": [dict(r, card=n, validator=v) for n, r, v in self.taps],
             "balances": {n: c.balance for n, c in self.cards.items()},
@@ -1565,6 +1574,7 @@ def generate_events(sc):
     units = g.get("validators")
     steps = ["select", "read", "init", "update", "debit"]
     n_taps = int(g.get("taps", 40))
+    every = int(g.get("upload_every", 0))
     cuts = set(rng.sample(range(n_taps), min(n_taps, int(g.get("power_cuts", 0)))))
     rest = [i for i in range(n_taps) if i not in cuts]
     pulls = set(rng.sample(rest, min(len(rest), int(g.get("pulls", 0)))))
@@ -1584,6 +1594,8 @@ def generate_events(sc):
             if units:
                 again["validator"] = ev["validator"]
             events.append(again)
+        if every and (i + 1) % every == 0:
+            events.append({"wait": "upload"})  # a stop at the terminus: idle, uploads done
     return events
 
 

@@ -155,10 +155,14 @@ def _make_virtual_sleep():
         try:
             end = ctl.call("world_time") + (ms + 999) // 1000
             ctl.call("sleep_until", t=end)
-            while ctl.call("world_time") < end:
-                await asyncio.sleep_ms(50)
         except SimLinkError:  # a hub without the bench's clock: wait in real time
             await asyncio.sleep_ms(ms)
+            return
+        try:
+            while ctl.call("world_time") < end:
+                await asyncio.sleep_ms(50)
+        finally:  # run out or cancelled (a kick ends the uplink's interval): not waiting now
+            ctl.call("sleep_until", t=end, done=True)
 
     return sleep_ms
 

@@ -5,6 +5,7 @@ checks that every card debit reached the back office exactly once, that the devi
 the back office hold the same records, and every expectation the scenario writes."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -129,6 +130,18 @@ def test_two_routes_share_one_back_office(tmp_path):
     assert report["tac_missing"] == 1
     assert report["tac_checked"] == report["card_debits"] - 1
     assert report["cards"]["bob"]["apps"] == {"unionpay": 125000, "medical": 38000}
+
+
+def test_a_long_day_on_a_small_log_compares_what_the_device_ever_held(tmp_path):
+    """Four txlog sectors and some 270 records: acknowledged sectors are erased for reuse, so
+    the image at the end holds a fraction; the back office must match every record the device
+    held (it was once compared with what was left on flash, and failed past 64 records)."""
+    proc, report, _ = run_scenario("long-day", tmp_path)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert report["device_records"] == report["backoffice_records"] > 200
+    assert report["on_flash_at_end"] < report["device_records"] // 2
+    assert "JOURNAL_FULL" not in report["outcomes"]
+    assert report["tac_checked"] == report["card_debits"]
 
 
 def test_a_broken_scenario_is_a_clear_error(tmp_path):
@@ -273,7 +286,7 @@ def test_power_cuts_at_each_stage_of_an_upload_and_a_parameter_download(tmp_path
     """sent / stored / acknowledged, requested / downloaded / activated: each cut lands at its
     stage (the report says where), nothing is lost or booked twice, and the bundle activated
     just before the cut blacklists a card after the restart."""
-    proc, report, _ = run_scenario("upload-cuts", tmp_path)
+    proc, report, out = run_scenario("upload-cuts", tmp_path)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     landed = [c["landed"] for c in report["cuts"]]
     assert [x.split(":")[0] for x in landed] == [
@@ -287,3 +300,12 @@ def test_power_cuts_at_each_stage_of_an_upload_and_a_parameter_download(tmp_path
     assert "HTTP 200" in landed[1] and "HTTP 200" in landed[4]
     assert report["device_records"] == report["backoffice_records"]
     assert report["tac_checked"] == report["card_debits"] == 4
+    # 40 virtual minutes without a back office: the back-off reached its 10-minute cap (at
+    # least 5 minutes with its jitter), and the wait for the upload followed it (it once gave
+    # up after a fixed 60 s).
+    retries = [
+        int(m) for m in re.findall(r"retry in (\d+) ms", (out / "firmware.log").read_text())
+    ]
+    assert max(retries) >= 300000, retries
+    wait = report["waits"][-1]
+    assert wait["ok"] and wait["virtual_s"] <= 600, wait

@@ -104,8 +104,11 @@ class BenchWorld:
         hub.on_pin("wdt", self._wdt_fed)
         self.port = None
 
-    def _sleep_until(self, t):
-        self.wake_at = int(t)
+    def _sleep_until(self, t, done=False):
+        if not done:
+            self.wake_at = int(t)
+        elif self.wake_at == int(t):
+            self.wake_at = None
         return True
 
     # ---- time -----------------------------------------------------------------------------------
