@@ -141,7 +141,7 @@ VALIDATOR_KEYS = {
 }
 CARD_KEYS = {"profile", "uid", "variant", "apps"}
 GENERATE_KEYS = {"seed", "taps", "power_cuts", "pulls", "cards", "validators", "upload_every"}
-EXPECT_KEYS = {"balances", "revenue", "unconfirmed", "records", "cards"}
+EXPECT_KEYS = {"balances", "revenue", "unconfirmed", "records", "cards", "held"}
 EXPECT_RECORD_KEYS = {
     "validator",
     "kind",
@@ -489,7 +489,16 @@ class Unit:
     def setup(self, fw_dir, url):
         v = self.v
         self.out.mkdir(parents=True, exist_ok=True)
-        self.bench.store.provision(self.device, self.secret, "bench validator %s" % self.name)
+        store = self.bench.store
+        store.provision(self.device, self.secret, "bench validator %s" % self.name)
+        # As the operator's depot would: provisioned on the scenario's day (the collector holds
+        # a sale before that out of settlement), its PSAM registered to it.
+        with store._tx() as ex:
+            ex.run(
+                "UPDATE devices SET created = ? WHERE device_id = ?",
+                (self.bench.start - 86400 + timeutil.EPOCH_OFFSET_UNIX, self.device),
+            )
+        store.register_psam(self.device, self.terminal_id)
         dialect = "quectel" if v.get("modem", "sim7600") == "quectel" else "simcom"
         self.world = BenchWorld(reader=self.reader, dialect=dialect, terminal_id=self.terminal_id)
         port = self.world.start()
@@ -1302,6 +1311,18 @@ class Bench:
         if bad_tac:
             self.fail("clearing flagged TACs on records %s" % bad_tac)
         expect = self.sc.get("expect", {})
+        # Purchases the back office holds out of settlement, by reason (clearing's exceptions):
+        # none unless the scenario names them (`held = {tac_missing = 1}`).
+        held = {}
+        for r in rows:
+            for why in (r[13] or "").split(","):
+                if why:
+                    held[why] = held.get(why, 0) + 1
+        if held != expect.get("held", {}):
+            self.fail(
+                "purchases held out of settlement: %s, expected %s"
+                % (held, expect.get("held", {}))
+            )
         for name, want in expect.get("balances", {}).items():
             got = self.cards[name].balance
             if got != want:
@@ -1353,6 +1374,7 @@ class Bench:
             "unconfirmed_debits": len(unconfirmed),
             "tac_checked": sum(1 for r in rows if r[9] == "ok"),
             "tac_missing": len(missing),
+            "held": held,
             "firmware_starts": sum(u.fw.starts for u in self.units.values()),
             "watchdog_feeds": sum(u.world.wdt_feeds for u in self.units.values()),
             "watchdog_resets": sum(u.wdt_resets for u in self.units.values()),
