@@ -197,9 +197,11 @@ class AuthCache:
         self._d = {}
 
     def get(self, device, fresh=False):
+        """fresh: read again unless read within the last second (a flood of bad MACs costs no
+        database query per request)."""
         now = time.monotonic()
         e = self._d.get(device)
-        if e is not None and not fresh and now - e[0] < self.ttl:
+        if e is not None and now - e[0] < (min(1.0, self.ttl) if fresh else self.ttl):
             return e[1]
         info = self.store.auth(device)
         if info is not None:

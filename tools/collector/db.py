@@ -155,6 +155,101 @@ _INSERT = (
 _DUP = -1  # index of tsn_dup in a row tuple
 _EXC = -2  # index of exceptions
 
+# PostgreSQL: one batch in one round trip (the counter, the inserts, the clashes, the floor and
+# the acknowledgement), the same steps as Store.ingest's portable path. Re-created at every start.
+PG_INGEST = """
+CREATE OR REPLACE FUNCTION collector_ingest(
+    p_device bigint, p_counter bigint, p_acked bigint, p_now bigint, p_skew bigint,
+    p_seq bigint[], p_raw bytea[], p_kind int[], p_rtime bigint[], p_tid text[],
+    p_serial bigint[], p_card text[], p_amount bigint[], p_tac text[], p_atc bigint[],
+    p_flags int[], p_exc text[], p_dup int[])
+RETURNS TABLE (o_status int, o_counter bigint, o_last_seen bigint, o_last_skew bigint,
+               o_contig bigint, o_stored int, o_clashes text[], o_gap_from bigint,
+               o_gap_missing bigint)
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_contig bigint;
+    v_start bigint;
+    v_n int := coalesce(array_length(p_seq, 1), 0);
+    v_stored int := 0;
+    v_clashes text[] := '{}';
+    v_missing bigint;
+    v_gap_from bigint;
+    v_gap_missing bigint;
+    v_why text;
+    i int;
+BEGIN
+    UPDATE devices SET counter = p_counter, last_seen = p_now, last_skew = p_skew
+     WHERE device_id = p_device AND counter < p_counter RETURNING contig INTO v_contig;
+    IF NOT FOUND THEN
+        RETURN QUERY SELECT 1, d.counter, d.last_seen, d.last_skew, 0::bigint, 0,
+            NULL::text[], NULL::bigint, NULL::bigint FROM devices d WHERE d.device_id = p_device;
+        RETURN;
+    END IF;
+    IF v_n > 0 THEN
+        WITH ins AS (
+            INSERT INTO records (device_id, seq, received, raw, kind, rtime, psam_tid,
+                psam_serial, card_no, amount, tac_status, card_atc, flags, exceptions, tsn_dup)
+            SELECT p_device, u.seq, p_now, u.raw, u.kind, u.rtime, u.tid, u.ser, u.card, u.amt,
+                u.tac, u.atc, u.flags, u.exc, u.dup
+            FROM unnest(p_seq, p_raw, p_kind, p_rtime, p_tid, p_serial, p_card, p_amount, p_tac,
+                        p_atc, p_flags, p_exc, p_dup)
+                AS u(seq, raw, kind, rtime, tid, ser, card, amt, tac, atc, flags, exc, dup)
+            ON CONFLICT DO NOTHING RETURNING 1)
+        SELECT count(*) INTO v_stored FROM ins;
+        IF v_stored < v_n THEN
+            FOR i IN 1..v_n LOOP
+                IF NOT EXISTS (SELECT 1 FROM records
+                               WHERE device_id = p_device AND seq = p_seq[i]) THEN
+                    v_why := NULL;
+                    IF EXISTS (SELECT 1 FROM records WHERE psam_tid = p_tid[i]
+                               AND psam_serial = p_serial[i] AND tsn_dup = 0) THEN
+                        v_why := 'tsn_dup';
+                    END IF;
+                    IF EXISTS (SELECT 1 FROM records WHERE card_no = p_card[i]
+                               AND card_atc = p_atc[i] AND tsn_dup = 0 AND kind IN (1, 2)) THEN
+                        v_why := concat_ws(',', v_why, 'atc_dup');
+                    END IF;
+                    INSERT INTO records (device_id, seq, received, raw, kind, rtime, psam_tid,
+                        psam_serial, card_no, amount, tac_status, card_atc, flags, exceptions,
+                        tsn_dup)
+                    VALUES (p_device, p_seq[i], p_now, p_raw[i], p_kind[i], p_rtime[i], p_tid[i],
+                        p_serial[i], p_card[i], p_amount[i], p_tac[i], p_atc[i], p_flags[i],
+                        nullif(concat_ws(',', p_exc[i], v_why), ''), 1);
+                    v_stored := v_stored + 1;
+                    v_clashes := v_clashes || (p_seq[i]::text || ':'
+                        || coalesce(v_why, 'a concurrent insert'));
+                END IF;
+            END LOOP;
+        END IF;
+    END IF;
+    v_start := v_contig;
+    IF p_acked > v_contig THEN
+        SELECT count(*) INTO v_missing FROM records
+         WHERE device_id = p_device AND seq > v_contig AND seq <= p_acked;
+        IF v_missing < p_acked - v_contig THEN
+            INSERT INTO gaps (device_id, from_seq, to_seq, noted)
+                VALUES (p_device, v_contig + 1, p_acked, p_now);
+            v_gap_from := v_contig + 1;
+            v_gap_missing := p_acked - v_contig - v_missing;
+        END IF;
+        v_contig := p_acked;
+    END IF;
+    -- the run of held sequences that continues v_contig: seq - rank is constant along it
+    SELECT coalesce(max(t.seq), v_contig) INTO v_contig FROM (
+        SELECT h.seq, h.seq - row_number() OVER (ORDER BY h.seq) AS grp
+        FROM (SELECT r.seq FROM records r WHERE r.device_id = p_device AND r.seq > v_contig
+              ORDER BY r.seq LIMIT 100000) h) t
+     WHERE t.grp = v_contig;
+    IF v_contig <> v_start THEN
+        UPDATE devices SET contig = v_contig WHERE device_id = p_device;
+    END IF;
+    RETURN QUERY SELECT 0, p_counter, p_now, p_skew, v_contig, v_stored, v_clashes, v_gap_from,
+        v_gap_missing;
+END
+$fn$
+"""
+
 
 class Stale(Exception):
     """The request's counter is not above the last one accepted (a replay or a rebooted device).
@@ -264,7 +359,7 @@ class Store:
             try:
                 conn = self._pool.get_nowait()
             except queue.Empty:
-                conn = self._psycopg.connect(self.url)
+                conn = self._connect()
             try:
                 with conn.transaction():
                     yield _Exec(conn, "pg")
@@ -275,6 +370,11 @@ class Store:
             finally:
                 if conn is not None:
                     self._pool.put(conn)
+
+    def _connect(self):
+        # autocommit: a single statement (collector_ingest) is its own transaction, one round
+        # trip; `_tx` still opens explicit transactions on it.
+        return self._psycopg.connect(self.url, autocommit=True)
 
     def close(self):
         if self.dialect == "sqlite":
@@ -323,6 +423,8 @@ class Store:
                     self._learn_psams(ex)
                 for sql in POST.get(version, ()):
                     ex.run(sql.format(blob=blob, big=big))
+            if self.dialect == "pg" and have <= SCHEMA_VERSION:
+                ex.run(PG_INGEST)
         return SCHEMA_VERSION
 
     @staticmethod
@@ -562,6 +664,59 @@ class Store:
 
     # --- ingest -------------------------------------------------------------------------------
 
+    def _ingest_pg(self, device_id, counter, acked, rows, now, skew):
+        cols = [[] for _ in range(14)]
+        for seq, raw, f in rows:
+            for col, v in zip(cols, self._row(device_id, now, seq, raw, f)[1:]):
+                col.append(v)
+        # (the row's `received` column is p_now: drop it from the arrays)
+        del cols[1]
+        try:
+            conn = self._pool.get_nowait()
+        except queue.Empty:
+            conn = self._connect()
+        try:
+            row = conn.execute(
+                "SELECT * FROM collector_ingest(%s, %s, %s, %s, %s, %b::bigint[], %b::bytea[], "
+                "%b::int[], %b::bigint[], %b::text[], %b::bigint[], %b::text[], %b::bigint[], "
+                "%b::text[], %b::bigint[], %b::int[], %b::text[], %b::int[])",
+                [device_id, counter, acked, now, skew] + cols,
+            ).fetchone()
+        except BaseException:
+            if conn.closed or conn.broken:
+                conn = None
+            raise
+        finally:
+            if conn is not None:
+                self._pool.put(conn)
+        status, server_counter, last_seen, last_skew, contig, stored, clashes, gfrom, gmiss = row
+        if status == 1:
+            raise Stale(server_counter or 0, _device_time(last_seen, last_skew))
+        for c in clashes or ():
+            seq, _, why = c.partition(":")
+            log.warning(
+                "device %d seq %s repeats a held purchase (%s): kept outside settlement",
+                device_id,
+                seq,
+                why,
+            )
+        if gfrom is not None:
+            log.error(
+                "device %d: records %d..%d are gone from the device but not held here "
+                "(database restored from an older backup, or unreadable on the device); "
+                "%d missing, noted in gaps",
+                device_id,
+                gfrom,
+                acked,
+                gmiss,
+            )
+        return {
+            "contig": contig,
+            "stored": stored,
+            "duplicates": len(rows) - stored,
+            "tsn_dups": len(clashes or ()),
+        }
+
     def ingest(self, device_id, counter, acked, first_seq, rows, device_time=None):
         """Store one authenticated batch. rows: [(seq, raw, fields)] where fields holds the decoded
         kind, time, psam_tid, psam_serial, card_no, amount, card_atc, flags, tac_status and
@@ -570,6 +725,8 @@ class Store:
         -> dict(contig, stored, duplicates, tsn_dups). Raises Stale."""
         now = int(time.time())
         skew = None if device_time is None else device_time - (now - EPOCH_2000)
+        if self.dialect == "pg":
+            return self._ingest_pg(device_id, counter, acked, rows, now, skew)
         with self._tx() as ex:
             self._bump_counter(ex, device_id, counter, now, skew)
             stored = tsn_dups = 0
