@@ -106,6 +106,13 @@ EXTRA_KEYS = (
     "tap_instructions",
     "tap_instructions_32",
     "modem_loop_block_ms",
+    "collector_load_records_per_s",
+    "collector_load_p99_ms",
+    "collector_load_lost",
+    "collector_load_duplicated",
+    "collector_slowloris_p99_ms",
+    "collector_replay_cost_ratio",
+    "collector_cpu_ms_per_request",
 )
 HEAP_RUNTIME = "micropython32-frozen v1.27.0"
 
@@ -136,6 +143,9 @@ FULL = {
     "collector_uploaders": 4,
     "collector_batches": 25,
     "collector_reps": 3,
+    "collector_load_s": 60,
+    "collector_load_devices": 50,
+    "collector_slow": 300,
     "hash_reps": 7,
     "modem_posts": 5,
 }
@@ -166,6 +176,9 @@ QUICK = {
     "collector_uploaders": 2,
     "collector_batches": 2,
     "collector_reps": 1,
+    "collector_load_s": 5,
+    "collector_load_devices": 10,
+    "collector_slow": 30,
     "hash_reps": 3,
     "modem_posts": 1,
 }
@@ -974,6 +987,41 @@ def stage_collector(cfg, use_pg):
         out["collector_records_per_s_postgres"] = round(rate)
         out["collector_postgres_runs"] = rates
         out["collector_postgres_records_per_hash_baseline"] = round(ratio)
+        out.update(collector_load(cfg, PgServer))
+    return out
+
+
+def collector_load(cfg, PgServer):
+    """The fleet load test (tools/collector/load.py): `serve --workers 2` on PostgreSQL (fsync
+    on), devices uploading batches of 1-40 records back to back, then the same with slow
+    connections held open; the replay cost ratio on the same database."""
+    from tools.collector import load
+
+    out = {}
+    n, secs = cfg["collector_load_devices"], cfg["collector_load_s"]
+    with PgServer(fast=False) as pg:
+        r = load.run_load(pg.create_db("load"), n, secs, workers=2)
+        say("collector load: %s" % r)
+        if r["lost"] or r["duplicated"]:
+            raise BenchError("load test lost or duplicated records: %r" % r)
+        out["collector_load_records_per_s"] = r["records_per_s"]
+        out["collector_load_p50_ms"] = r["p50_ms"]
+        out["collector_load_p99_ms"] = r["p99_ms"]
+        out["collector_load_lost"] = r["lost"]
+        out["collector_load_duplicated"] = r["duplicated"]
+        out["collector_cpu_ms_per_request"] = r["cpu_ms_per_request"]
+        out["collector_load_run"] = r
+        s = load.run_load(pg.create_db("slow"), n, secs, workers=2, slow=cfg["collector_slow"])
+        say("collector load with slow connections: %s" % s)
+        if s["lost"] or s["duplicated"]:
+            raise BenchError("slowloris run lost or duplicated records: %r" % s)
+        out["collector_slowloris_p99_ms"] = s["p99_ms"]
+        out["collector_slowloris_records_per_s"] = s["records_per_s"]
+        out["collector_slowloris_run"] = s
+        rc = load.replay_cost(pg.create_db("replay"))
+        out["collector_replay_cost_ratio"] = rc["ratio"]
+        out["collector_replay"] = rc
+    out["collector_load_loadavg"] = round(os.getloadavg()[0], 1)
     return out
 
 

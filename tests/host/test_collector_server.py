@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import uplink_proto as up
 
+from tests.host.pg import pg_server  # noqa: F401  (fixture)
 from tools.collector import synth
 from tools.collector.app import RateLimit, Service
 from tools.collector.bench import SimDevice
@@ -232,3 +233,19 @@ def test_serve_with_two_workers_stores_every_record_once(tmp_path):
     s = Store(url)
     assert [s.seqs(d) for d in (1, 2, 3, 4)] == [list(range(1, 61))] * 4
     s.close()
+
+
+def test_load_test_stores_every_record_once_with_slow_connections(request):
+    """tools/collector/load.py end to end on a real PostgreSQL: a short run (figures come from
+    `make bench`, nothing here is timed)."""
+    from tests.host.pg import pg_bindir
+    from tools.collector import load
+
+    if pg_bindir() is None:
+        pytest.skip("PostgreSQL binaries not installed")
+    pg = request.getfixturevalue("pg_server")
+    r = load.run_load(pg.create_db("load%d" % os.getpid()), devices=4, seconds=2, slow=6)
+    assert r["records"] > 0 and r["statuses"] == {"200": r["requests"]}
+    assert r["lost"] == 0 and r["duplicated"] == 0
+    rc = load.replay_cost(pg.create_db("replay%d" % os.getpid()), reps=5)
+    assert rc["batch_bytes"] > 60000 and rc["ratio"] > 0

@@ -24,10 +24,12 @@ import os
 import random
 import signal
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
 import time
+import zlib
 from pathlib import Path
 
 import record
@@ -39,6 +41,7 @@ from .db import Store
 from .keys import KeySource
 
 ROOT = Path(__file__).resolve().parents[2]
+_REC = struct.Struct(">BBBBBBII6sI10s4s3s3s3sH4sHHHB")  # firmware/record.py, bytes 0-59
 MASTER = bytes(range(64, 96))  # the load test's own master key (a throw-away database)
 EPOCH_2000 = 946684800
 
@@ -60,31 +63,51 @@ class Device:
         self.statuses = {}
 
     def records_for(self, n, now):
+        """n genuine purchases (firmware/record.py layout, packed here in one struct call: the
+        load generator shares the cores with the collector, so it keeps its own cost low)."""
         out = []
         tkey = synth.test_key()
         for _ in range(n):
             self.seq += 1
-            fare = 100 + 50 * (self.seq % 3)
-            f = {
-                "kind": record.PURCHASE,
-                "card_type": 1,
-                "txn_type": 6,
-                "time": now,
-                "psam_tid": self.psam,
-                "psam_serial": self.seq,
-                "card_no": self.card,
-                "issuer": synth.ISSUER,
-                "amount": fare,
-                "balance_before": self.balance,
-                "balance_after": self.balance - fare,
-                "card_atc": self.seq & 0xFFFF,
-                "route": 52,
-                "stop": self.seq % 30,
-                "reason": 160,
-            }
+            seq = self.seq
+            fare = 100 + 50 * (seq % 3)
+            bal = self.balance
             self.balance -= fare
-            f["tac"] = tac_of(tkey, f)
-            out.append(record.encode(f, self.seq))
+            tac = tac_of(
+                tkey,
+                {
+                    "card_no": self.card,
+                    "time": now,
+                    "reason": 160,
+                    "amount": fare,
+                    "psam_tid": self.psam,
+                    "psam_serial": seq,
+                },
+            )
+            head = _REC.pack(
+                record.VERSION,
+                record.PURCHASE,
+                0,
+                1,
+                6,
+                0,
+                seq,
+                now,
+                self.psam,
+                seq,
+                self.card,
+                synth.ISSUER,
+                fare.to_bytes(3, "big"),
+                bal.to_bytes(3, "big"),
+                (bal - fare).to_bytes(3, "big"),
+                seq & 0xFFFF,
+                tac,
+                52,
+                seq % 30,
+                0,
+                160,
+            )
+            out.append(head + struct.pack(">I", zlib.crc32(head)))
         return out
 
     def body(self, n):
