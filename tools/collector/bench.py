@@ -118,12 +118,14 @@ class ServerThread:
 
 def measure_ingest(db_url, uploaders=4, batches=25, batch_size=100, base_device=7000):
     from .app import create_app
+    from .clearing import Clearing, simulator_keys
 
     store = Store(db_url)
     devices = []
     for i in range(uploaders):
         dev = SimDevice(base_device + i, os.urandom(32))
         store.provision(dev.id, dev.secret)
+        store.register_psam(dev.id, dev.id.to_bytes(6, "big"))
         # Start above anything an earlier run on this database stored for these ids.
         info = store.device(dev.id)
         dev.counter = info["counter"]
@@ -135,8 +137,18 @@ def measure_ingest(db_url, uploaders=4, batches=25, batch_size=100, base_device=
         bodies = []
         seq = dev.acked + 1
         for _ in range(batches):
+            # Purchases that clear clean (genuine TACs, registered PSAM, the time now): the
+            # collector does all of its clearing work and has nothing to log.
+            now = int(time.time()) - 946684800
             recs = [
-                synth.purchase(s, psam_tid=dev.id.to_bytes(6, "big"))
+                synth.purchase(
+                    s,
+                    psam_tid=dev.id.to_bytes(6, "big"),
+                    t=now,
+                    genuine=True,
+                    card=dev.id % 10000 * 10000 + s // 60000,
+                    atc=s % 60000 + 1,
+                )
                 for s in range(seq, seq + batch_size)
             ]
             dev.acked = seq - 1
@@ -144,7 +156,7 @@ def measure_ingest(db_url, uploaders=4, batches=25, batch_size=100, base_device=
             seq += batch_size
         work.append(bodies)
     errors = []
-    app = create_app(store)
+    app = create_app(store, clearing=Clearing(simulator_keys()))
     with ServerThread(app) as srv:
 
         def run(bodies):
