@@ -95,16 +95,46 @@ at = "+20s"
 tap = "alice"
 expect = "OK"
 fare = 200
+[[events]]
+at = "07:40:00"
+tap = "bob"
+pull = "after:debit"
+expect = "TAP_AGAIN"
+[[events]]
+at = "+5s"
+tap = "bob"
+power_cut = "after:read18"
+[[events]]
+at = "+20s"
+tap = "bob"
+power_cut = "before:prove"
+[[events]]
+at = "+20s"
+tap = "bob"
+expect = ["OK", "ALREADY_PAID"]
+[cards.bob]
+profile = "tunion_plain"
+card_no = "3105228000000000025"
+balance = 5000
 [expect.cards.alice]
 balance = 4800
 debits = 1
+[expect.cards.bob]
+balance = 4800
+debits = 1
+[[expect.records]]
+kind = "purchase_recovered"
+card = "bob"
+flags = []
+count = 1
 """
 
 
 def test_a_power_cut_at_a_command_lands_at_that_command(tmp_path):
     """The cut kills the firmware in the middle of the exchange with the card: after SELECT ran,
     before UPDATE ran, after INITIALIZE ran (the cut once waited for an audit key the card never
-    wrote, and landed after the tap)."""
+    wrote, and landed after the tap), and in the recovery of a torn purchase after the 0x18
+    history read and before GET TRANSACTION PROVE; the purchase is then recovered once."""
     path = tmp_path / "cuts.toml"
     path.write_text(CUTS)
     proc, report, _ = run_scenario(path, tmp_path)
@@ -113,8 +143,11 @@ def test_a_power_cut_at_a_command_lands_at_that_command(tmp_path):
     assert landed[0].startswith("after SELECT (00A40400) ran"), landed
     assert landed[1].startswith("before UPDATE CAPP DATA CACHE"), landed
     assert landed[2].startswith("after INITIALIZE FOR CAPP PURCHASE"), landed
-    assert report["validators"]["validator"]["firmware_starts"] == 4
-    assert report["outcomes"] == {"OK": 1}
+    # the recovery of bob's torn purchase, cut during its history read, then before 805A
+    assert landed[3].startswith("after READ RECORD 0x18 (00B201C4) ran"), landed
+    assert landed[4].startswith("before GET TRANSACTION PROVE"), landed
+    assert report["validators"]["validator"]["firmware_starts"] == 6
+    assert report["outcomes"]["OK"] == 1 and report["outcomes"]["TAP_AGAIN"] == 1
 
 
 def test_two_routes_share_one_back_office(tmp_path):
