@@ -74,6 +74,7 @@ class _Pending:
         self.prompt = prompt  # b">", b"DOWNLOAD", b"CONNECT" or None
         self.prompt_seen = False
         self.raw = raw  # memoryview to fill (after CONNECT or a data header)
+        self.sink = None  # or a function taking each piece (streamed reads)
         self.raw_got = 0
         self.raw_after_connect = 0  # bytes that follow the CONNECT line
         self.end = end  # a line prefix that ends the command after OK (e.g. b"+HTTPREAD: 0")
@@ -248,7 +249,12 @@ class AtEngine:
         k = min(self._raw_left, n - i)
         p = self._cmd
         used = 0
-        if p is not None and p.raw is not None and not p.done:
+        if p is not None and p.sink is not None and not p.done:
+            # Streamed: the caller's sink takes each piece as it arrives (it must not raise).
+            p.sink(mv[i : i + k])
+            p.raw_got += k
+            used = k
+        elif p is not None and p.raw is not None and not p.done:
             used = min(k, len(p.raw) - p.raw_got)
             if used > 0:
                 p.raw[p.raw_got : p.raw_got + used] = mv[i : i + used]
@@ -296,7 +302,7 @@ class AtEngine:
                 if n < 0:
                     raise ValueError("negative length")
                 self._raw_left = n
-                if active and p.raw is None:
+                if active and p.raw is None and p.sink is None:
                     _log.warning("%s data but no buffer: %d bytes dropped", pre.decode(), n)
                 return
         if active:
@@ -379,18 +385,24 @@ class AtEngine:
         data:     bytes (or a tuple of buffers, sent in turn: no joined copy) written once
                   `prompt` (b">", b"DOWNLOAD" or b"CONNECT") is seen.
         raw:      a memoryview/bytearray filled by data headers, or by `raw_len` bytes right
-                  after a CONNECT prompt (reads); `end`: a line that ends the command after OK.
+                  after a CONNECT prompt (reads); or a function called with each piece as it
+                  arrives (streamed; it must not raise); `end`: a line that ends the command
+                  after OK.
         Returns (info lines, raw bytes received). Raises AtError or AtTimeout."""
         if isinstance(cmd, str):
             cmd = cmd.encode()
         if not prefix:
             prefix = None  # b"" would claim every line
-        if raw is not None and not isinstance(raw, memoryview):
+        sink = None
+        if raw is not None and callable(raw):
+            sink, raw = raw, None
+        elif raw is not None and not isinstance(raw, memoryview):
             raw = memoryview(raw)
         if raw_len and prompt is None:
             prompt = b"CONNECT"
         async with self._lock:
             p = _Pending(cmd, prefix, prompt, raw, end)
+            p.sink = sink
             p.raw_after_connect = raw_len
             self._cmd = p
             deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
@@ -412,7 +424,7 @@ class AtEngine:
                     raise p.error
                 return p.lines, p.raw_got
             finally:
-                if self._raw_left and p.raw is not None and not p.done:
+                if self._raw_left and (p.raw is not None or p.sink) and not p.done:
                     # An unfinished raw read must not swallow the next command's answer.
                     self._raw_left = 0
                 self._cmd = None

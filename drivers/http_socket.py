@@ -89,7 +89,7 @@ class SocketTransport:
         _log.warning("request failed: %s", self.last_error)
         return exc
 
-    async def request(self, method, url, body=b"", headers=None, timeout_ms=30000):
+    async def request(self, method, url, body=b"", headers=None, timeout_ms=30000, sink=None):
         """-> (status, body bytes); raises NetworkDown, TransportTimeout, ConnectionLost."""
         https, host, port, path = split_url(url)
         body = body or b""
@@ -99,7 +99,7 @@ class SocketTransport:
             raise self._fail(NetworkDown("interface not connected"))
         try:
             return await asyncio.wait_for_ms(
-                self._exchange(https, host, port, head, body, method), timeout_ms
+                self._exchange(https, host, port, head, body, method, sink), timeout_ms
             )
         except asyncio.TimeoutError:
             raise self._fail(TransportTimeout("no complete answer in %d ms" % timeout_ms))
@@ -124,7 +124,7 @@ class SocketTransport:
         self.ssl_context = ctx  # built once
         return ctx
 
-    async def _exchange(self, https, host, port, head, body, method):
+    async def _exchange(self, https, host, port, head, body, method, sink=None):
         ssl = None
         if https:
             ssl = self.ssl_context
@@ -144,7 +144,7 @@ class SocketTransport:
             if body:
                 writer.write(body)
             await writer.drain()
-            return await self._response(reader, method)
+            return await self._response(reader, method, sink)
         finally:
             try:
                 writer.close()
@@ -152,7 +152,7 @@ class SocketTransport:
             except OSError:
                 pass
 
-    async def _response(self, reader, method):
+    async def _response(self, reader, method, sink=None):
         line = await reader.readline()
         if not line:
             raise ConnectionLost("closed before the status line")
@@ -186,6 +186,8 @@ class SocketTransport:
                 chunked = True
         if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
             return status, b""
+        if sink is not None and status == 206 and length is not None and not chunked:
+            return status, await self._stream(reader, length, sink)
         if chunked:
             return status, await self._chunked(reader)
         if length is None:
@@ -204,6 +206,18 @@ class SocketTransport:
                 raise ConnectionLost("body cut at %d of %d bytes" % (got, n))
             got += k
         return buf  # no copy: one block of n bytes is enough to ask of the heap
+
+    async def _stream(self, reader, n, sink):
+        buf = bytearray(512)
+        view = memoryview(buf)
+        got = 0
+        while got < n:
+            k = await reader.readinto(view[: min(512, n - got)])
+            if not k:
+                raise ConnectionLost("body cut at %d of %d bytes" % (got, n))
+            sink(view[:k])
+            got += k
+        return n
 
     async def _chunked(self, reader):
         out = bytearray()

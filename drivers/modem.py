@@ -528,7 +528,7 @@ class ModemTransport:
         if not self.pdp:
             await self._pdp_up()
 
-    async def request(self, method, url, body=b"", headers=None, timeout_ms=30000):
+    async def request(self, method, url, body=b"", headers=None, timeout_ms=30000, sink=None):
         """One HTTP request through the modem's own stack -> (status, body bytes).
         Raises NetworkDown, TransportTimeout, ConnectionLost or ModemFault (drivers/transport)."""
         if method not in ("GET", "POST"):
@@ -550,7 +550,14 @@ class ModemTransport:
             try:
                 await self._ensure()
                 return await self.dialect.http(
-                    self.at, method, url, body or b"", headers or {}, timeout_ms, self.max_body
+                    self.at,
+                    method,
+                    url,
+                    body or b"",
+                    headers or {},
+                    timeout_ms,
+                    self.max_body,
+                    sink,
                 )
             except Exception as e:
                 raise self._fail(await self._classify(e, restarts))

@@ -91,7 +91,7 @@ class QuectelDialect:
             await at.command('AT+QSSLCFG="sni",%d,1' % ctx, self.cmd_ms)
         self._configured = https
 
-    async def http(self, at, method, url, body, headers, timeout_ms, max_body):
+    async def http(self, at, method, url, body, headers, timeout_ms, max_body, sink=None):
         deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
         https, host, port, path = split_url(url)
         try:
@@ -148,15 +148,16 @@ class QuectelDialect:
         if len(f) < 3:
             raise TransportError("response without a length (chunked) is not supported")
         length = int(f[2])
-        if length > max_body:
+        stream = sink is not None and status == 206
+        if length > max_body and not stream:
             raise TransportError("response of %d bytes exceeds %d" % (length, max_body))
-        data = bytearray(length)
+        data = None if stream else bytearray(length)
         if length:
             try:
                 lines, got = await at.command(
                     "AT+QHTTPREAD=%d" % _INPUT_S,
                     deadline_left(deadline),
-                    raw=data,
+                    raw=sink if stream else data,
                     raw_len=length,
                     end=b"+QHTTPREAD:",
                 )
@@ -167,6 +168,10 @@ class QuectelDialect:
             done = int(fields(lines[-1], b"+QHTTPREAD:")[0]) if lines else 0
             if done:
                 raise self.map_error(done)
+            if got < length:
+                raise ConnectionLost("body cut at %d of %d bytes" % (got, length))
+        if stream:
+            return status, length  # the pieces went to the sink as they came
         return status, data  # the bytearray itself: a copy would need a second block as big
 
     async def _stop(self, at):

@@ -71,7 +71,7 @@ class SimcomDialect:
             return ConnectionLost("modem HTTP connection error (%d)" % code)
         return ModemFault("modem HTTP error %d" % code)
 
-    async def http(self, at, method, url, body, headers, timeout_ms, max_body):
+    async def http(self, at, method, url, body, headers, timeout_ms, max_body, sink=None):
         deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
         try:
             await at.command("AT+HTTPTERM", self.cmd_ms)  # a session left over makes HTTPINIT fail
@@ -79,14 +79,14 @@ class SimcomDialect:
             pass
         await at.command("AT+HTTPINIT", 5000)
         try:
-            return await self._exchange(at, method, url, body, headers, deadline, max_body)
+            return await self._exchange(at, method, url, body, headers, deadline, max_body, sink)
         finally:
             try:
                 await at.command("AT+HTTPTERM", self.cmd_ms)
             except (AtError, AtTimeout):
                 pass
 
-    async def _exchange(self, at, method, url, body, headers, deadline, max_body):
+    async def _exchange(self, at, method, url, body, headers, deadline, max_body, sink=None):
         if '"' in url:
             raise ValueError("URL cannot contain a quote")
         await at.command('AT+HTTPPARA="URL","%s"' % url, self.cmd_ms)
@@ -130,10 +130,11 @@ class SimcomDialect:
         length = int(f[2])
         if status >= 600:
             raise self.map_error(status)
-        if length > max_body:
+        stream = sink is not None and status == 206
+        if length > max_body and not stream:
             raise TransportError("response of %d bytes exceeds %d" % (length, max_body))
-        data = bytearray(length)
-        view = memoryview(data)
+        data = None if stream else bytearray(length)
+        view = None if stream else memoryview(data)
         off = 0
         while off < length:
             size = min(_READ_CHUNK, length - off)
@@ -141,7 +142,7 @@ class SimcomDialect:
                 _, got = await at.command(
                     "AT+HTTPREAD=%d,%d" % (off, size),
                     deadline_left(deadline),
-                    raw=view[off : off + size],
+                    raw=sink if stream else view[off : off + size],
                     end=b"+HTTPREAD: 0",
                 )
             except AtTimeout:
@@ -151,4 +152,6 @@ class SimcomDialect:
             if got < size:
                 raise ConnectionLost("body cut at %d of %d bytes" % (off + got, length))
             off += got
+        if stream:
+            return status, length  # the pieces went to the sink as they came
         return status, data  # the bytearray itself: a copy would need a second block as big

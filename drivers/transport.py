@@ -3,8 +3,11 @@
 # (Wi-Fi on a bench board, PPP). The uplink code does not know which one it has.
 #
 #   class Transport:
-#       async def request(self, method, url, body=b"", headers=None, timeout_ms=30000)
+#       async def request(self, method, url, body=b"", headers=None, timeout_ms=30000, sink=None)
 #           -> (status: int, body: bytes)
+#           With `sink` (a function), the body of a 206 answer (a ranged GET) is not kept: each
+#           piece goes to sink(memoryview) as it arrives (it must not raise) and the body
+#           returned is its length as an int; other answers come back as usual.
 #       def status(self) -> dict   # signal, registration, last error: for display and journal
 #
 # `url` is absolute ("http://host:port/path"). A response with any HTTP status is returned, not

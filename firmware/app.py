@@ -176,6 +176,7 @@ class Validator:
                 clock=self.clock.now,
                 on_time=self._server_time,
                 on_bundle=self._bundle,
+                on_chunked=self._chunked,
                 params_version=self.params.version or 0,
                 interval_s=self._setting("upload_interval_s", cfg.get("uplink_interval_s", 300)),
                 sleep_ms=getattr(self.parts, "sleep_ms", None),
@@ -324,6 +325,23 @@ class Validator:
         ok, why = self.params.install_bytes(data, self.clock.now())
         if ok:
             _log.info("parameters %d: %s", version, why)
+        else:
+            _log.warning("parameters %d refused: %s", version, why)
+        self.emit("bundle", {"version": version, "ok": ok, "why": why})
+        return ok
+
+    async def _chunked(self, version, total, fetch):
+        # A big fleet-signed bundle by ranges (firmware/chunkdl.py): resumes a download the
+        # power or the network cut, streams into the free slot, activates atomically.
+        import chunkdl
+
+        now = self.clock.now()
+        dl = chunkdl.resume(self.params, fetch, now, version)
+        if dl is None:
+            dl = chunkdl.Download(self.params, fetch, version, total, now)
+        ok, why = await dl.run()
+        if ok:
+            _log.info("parameters %d: %s (%d bytes fetched)", version, why, dl.bytes)
         else:
             _log.warning("parameters %d refused: %s", version, why)
         self.emit("bundle", {"version": version, "ok": ok, "why": why})

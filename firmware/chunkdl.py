@@ -260,7 +260,8 @@ class Download:
                 self.retries += 1
                 self._back_to_verified()
                 if failures > max_failures:
-                    rx.checkpoint(self.version)
+                    if rx.m is not None:
+                        rx.checkpoint(self.version)
                     raise
                 _log.info("download %d cut at %d (%r): resuming", self.version, rx.pos, e)
                 continue

@@ -52,6 +52,7 @@ class Uplink:
         on_time=None,
         on_bundle=None,
         params_version=0,
+        on_chunked=None,
         interval_s=900,
         batch=32,
         max_batches=60,
@@ -75,6 +76,9 @@ class Uplink:
         self.clock = clock or _port_clock
         self.on_time = on_time  # fn(server_time) -> step or None (firmware/clock.py Clock.set)
         self.on_bundle = on_bundle  # fn(pkind, version, base, data) -> True when activated
+        # async fn(version, total, fetch) -> True when activated (big bundles, by ranges)
+        self.on_chunked = on_chunked
+        self._base = base
         self.params_version = params_version
         self.interval_ms = interval_s * 1000
         self.batch = batch
@@ -344,6 +348,8 @@ class Uplink:
             return True
         version = ans["value"]
         ok = False
+        if ans["pkind"] == up.P_CHUNKED:
+            return await self._fetch_chunked(version, ans["payload"], have)
         if self.on_bundle is None:
             _log.warning("bundle %d offered but nobody takes bundles", version)
         else:
@@ -353,6 +359,40 @@ class Uplink:
                 _log.error("bundle %d: handler failed: %r", version, e)
         if ok:
             _log.info("parameters %d -> %d", have, version)
+            self.params_version = version
+        else:
+            _log.warning("bundle %d refused: keeping %d", version, have)
+            self._refused_version = version
+        return True
+
+    async def _fetch_chunked(self, version, payload, have):
+        if self.on_chunked is None or len(payload) != 4:
+            _log.warning("bundle %d offered in chunks but nobody takes them", version)
+            self._refused_version = version
+            return True
+        total = int.from_bytes(payload, "big")
+        url = "%s/v1/bundle/%d?d=%d&t=%s" % (
+            self._base,
+            version,
+            self.device,
+            up.bundle_token(self.secret, self.device, version),
+        )
+
+        async def fetch(off, length, sink):
+            hdr = {"Range": "bytes=%d-%d" % (off, off + length - 1)}
+            status, n = await self.t.request("GET", url, b"", hdr, self.timeout_ms, sink=sink)
+            if status != 206 or n != length:
+                raise TransportError("range %d+%d: HTTP %d, %r bytes" % (off, length, status, n))
+
+        try:
+            ok = await self.on_chunked(version, total, fetch)
+        except TransportError as e:  # the checkpoint stays: the next sync resumes
+            return self._failed("bundle %d download: %s %s" % (version, type(e).__name__, e))
+        except Exception as e:  # a bad bundle must not stop uploads
+            _log.error("bundle %d: chunked handler failed: %r", version, e)
+            ok = False
+        if ok:
+            _log.info("parameters %d -> %d (chunked)", have, version)
             self.params_version = version
         else:
             _log.warning("bundle %d refused: keeping %d", version, have)

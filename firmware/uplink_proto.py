@@ -27,6 +27,7 @@ ST_STALE_COUNTER = const(1)  # the answer carries the server's last counter: res
 P_NONE = const(0)
 P_FULL = const(1)
 P_DELTA = const(2)
+P_CHUNKED = const(3)  # a big fleet-signed bundle: payload = total u32; fetched by ranges
 
 ENC_RAW = const(0)
 ENC_DEFLATE = const(1)
@@ -326,6 +327,13 @@ def encode_answer(
     return _seal(secret, head + payload, bind)
 
 
+def bundle_token(secret, device, version):
+    """The credential of a ranged bundle fetch (GET /v1/bundle/<version>?d=<device>&t=<token>):
+    the first 16 bytes of HMAC-SHA256(secret, "TB" | device u32 | version u32), as hex. The
+    bytes fetched are fleet-signed; the token only keeps the list to the fleet's devices."""
+    return mac(secret, struct.pack(">2sII", b"TB", device, version))[:16].hex()
+
+
 def request_mac(msg):
     """The MAC at the end of a request we built: decode_answer() needs it."""
     return bytes(msg[len(msg) - MAC_LEN :])
@@ -345,7 +353,7 @@ def decode_answer(secret, msg, device, counter, kind, bind=b""):
         raise ProtoError("not a back-office answer")
     if f[2] != kind or f[7] != device or f[8] != counter:
         raise ProtoError("answer is for another request")
-    if f[4] > P_DELTA:
+    if f[4] > P_CHUNKED:
         raise ProtoError("unknown parameter answer kind %d" % f[4])
     payload = bytes(body[ANS_LEN:])
     if f[5] == ENC_DEFLATE:

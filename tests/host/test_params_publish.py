@@ -66,7 +66,9 @@ def test_rollout_to_a_group_first_then_everyone_with_state_visible(url, tmp_path
     assert upload(client, d1, 1, 1)["extra"] == 4  # group 3: the new version
     assert upload(client, d2, 1, 1)["extra"] == 3  # the rest: still 3
     ans = ask(client, d2, 0)
-    assert (ans["pkind"], ans["value"]) == (up.P_FULL, 3)
+    # 16.6 KB: above INLINE_MAX, so the answer says "by ranges" and how long
+    assert (ans["pkind"], ans["value"]) == (up.P_CHUNKED, 3)
+    assert int.from_bytes(ans["payload"], "big") == len(signed(3))
     assert ask(client, d1, 3)["value"] == 4
     assert cli.main(["rollout-status", "--db", url]) == 0
     out = capsys.readouterr().out
@@ -173,7 +175,29 @@ def test_published_signed_bundle_installs_on_a_validator(url, tmp_path):
     assert publish(url, put(tmp_path, "v3", signed(3)), "--all") == 0
     store = Store(url)
     kind, version, _, data = store.bundle_for(1, 0)
-    assert (kind, version) == ("full", 3)
+    assert (kind, version) == ("chunked", 3)
+    total = int.from_bytes(data, "big")
+    token = up.bundle_token(SECRET_A, 1, 3)
+    parts = []
+    for a in range(0, total, 5000):
+        b = min(total, a + 5000) - 1
+        status, headers, body = bundles.serve(store, 3, 1, token, "bytes=%d-%d" % (a, b))
+        assert status == 206 and headers["Content-Range"] == "bytes %d-%d/%d" % (a, b, total)
+        parts.append(body)
+    data = b"".join(parts)
+    with store._tx(write=False) as ex:
+        assert data == bytes(ex.one("SELECT data FROM bundles WHERE version = 3")[0])
+    # what the endpoint refuses
+    assert bundles.serve(store, 3, 1, "00" * 16, "bytes=0-9")[0] == 401
+    assert bundles.serve(store, 3, 9, token, "bytes=0-9")[0] == 403
+    assert bundles.serve(store, 4, 1, up.bundle_token(SECRET_A, 1, 4), "bytes=0-9")[0] == 404
+    assert bundles.serve(store, 3, 1, token, None)[0] == 416
+    assert bundles.serve(store, 3, 1, token, "bytes=0-%d" % total)[0] == 416
+    assert bundles.serve(store, 3, 1, token, "bytes=0-%d" % bundles.MAX_RANGE)[0] == 416
+    client = TestClient(create_app(store))
+    r = client.get("/v1/bundle/3?d=1&t=%s" % token, headers={"Range": "bytes=10-19"})
+    assert r.status_code == 206 and r.content == data[10:20]
+    assert client.get("/v1/bundle/3?d=x&t=%s" % token).status_code == 400
     p = params.Params(
         str(tmp_path / "params"),
         b"x" * 16,

@@ -18,6 +18,7 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from . import bundles
 from . import clearing as clearing_mod
 from .db import SCHEMA_VERSION, Stale, server_time
 
@@ -447,7 +448,7 @@ class Service:
             return self.stale(info, body, e.server_counter, e.last_time)
         self.cache.accepted(device, req["counter"], req["time"])
         kind, version, base, data = self.store.bundle_for(device, req["have_version"])
-        pkind = {"none": up.P_NONE, "full": up.P_FULL, "delta": up.P_DELTA}[kind]
+        pkind = bundles.PKIND[kind]
         if pkind != up.P_NONE:
             log.info(
                 "device %d: sending %s bundle %d (has %d)",
@@ -524,6 +525,7 @@ def create_app(store, decoder="default", clearing=None, max_body=up.MAX_BODY, se
     routes = [
         Route("/v1/upload", endpoint(do_upload, "upload"), methods=["POST"]),
         Route("/v1/params", endpoint(do_params, "params"), methods=["POST"]),
+        bundles.route(store),  # GET /v1/bundle/<version>: big bundles by ranges
         Route("/v1/health", health, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
     ]

@@ -12,14 +12,23 @@ evolve apart): `bundles` (from the first migration: target 0 = the fleet, or one
 """
 
 import logging
+import re
+import struct
 import time
 
 import bundle  # firmware/, on the path through tools/collector/__init__.py
+import hmac256
 import params
+import uplink_proto as up
 
 log = logging.getLogger("collector.bundles")
 
 U32 = 0xFFFFFFFF
+# A fleet-signed bundle bigger than this goes by ranges (GET /v1/bundle/<v>): the answer to a
+# parameter query carries only its length (pkind P_CHUNKED). Smaller ones ride in the answer.
+INLINE_MAX = 16384
+MAX_RANGE = 256 * 1024  # bytes one ranged GET may ask for
+PKIND = {"none": up.P_NONE, "full": up.P_FULL, "delta": up.P_DELTA, "chunked": up.P_CHUNKED}
 MAX_BUNDLE = 16 * 1024 * 1024  # a million-card list is 5.8 MB
 SCHEMA = [
     (
@@ -249,7 +258,10 @@ def bundle_for(store, device_id, have):
         if not row:
             log.error("bundle %d (target %d) has no full form: none offered", latest, target)
             return ("none", have, 0, b"")
-        return ("full", latest, 0, bytes(row[0]))
+        data = bytes(row[0])
+        if len(data) > INLINE_MAX and data[:4] == bundle.MMAGIC:
+            return ("chunked", latest, 0, struct.pack(">I", len(data)))
+        return ("full", latest, 0, data)
 
 
 def status(store):
@@ -288,6 +300,72 @@ def status(store):
                 }
             )
     return out
+
+
+# --- ranged serving ---------------------------------------------------------------------------
+
+_RANGE = re.compile(r"^bytes=(\d+)-(\d+)$")
+
+
+def serve(store, version, device, token, range_header):
+    """-> (status, headers, body) for GET /v1/bundle/<version>?d=<device>&t=<token>. The device
+    must be known and its token right (uplink_proto.bundle_token), the version one on offer to
+    it, the range inside the bundle and at most MAX_RANGE bytes: 206 with the bytes."""
+    secret = store.secret(device) if 0 < device <= U32 else None
+    if secret is None:
+        return 403, {}, b"unknown device\n"
+    want = up.bundle_token(secret, device, version)
+    if not hmac256.equal(want.encode(), (token or "").encode()):
+        return 401, {}, b"bad token\n"
+    ensure(store)
+    with store._tx(write=False) as ex:
+        if _latest(ex, device)[1] != version:
+            return 404, {}, b"version not on offer to this device\n"
+        row = ex.one(
+            "SELECT data FROM bundles WHERE target = 0 AND version = ? AND base = 0", (version,)
+        )
+    if not row:
+        return 404, {}, b"no such bundle\n"
+    data = bytes(row[0])
+    m = _RANGE.match(range_header or "")
+    if not m:
+        return 416, {"Content-Range": "bytes */%d" % len(data)}, b"give a Range: bytes=a-b\n"
+    a, b = int(m.group(1)), int(m.group(2))
+    if not a <= b < len(data) or b - a + 1 > MAX_RANGE:
+        return 416, {"Content-Range": "bytes */%d" % len(data)}, b"range not satisfiable\n"
+    return 206, {"Content-Range": "bytes %d-%d/%d" % (a, b, len(data))}, data[a : b + 1]
+
+
+def route(store):
+    """The Starlette route of serve()."""
+    from starlette.concurrency import run_in_threadpool
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    async def handle(request):
+        try:
+            version = int(request.path_params["version"])
+            device = int(request.query_params.get("d", "0"))
+        except ValueError:
+            return Response(b"bad request\n", 400, media_type="text/plain")
+        try:
+            status, headers, body = await run_in_threadpool(
+                serve,
+                store,
+                version,
+                device,
+                request.query_params.get("t"),
+                request.headers.get("range"),
+            )
+        except Exception as e:  # the database: the device resumes later
+            log.exception("bundle %d for device %d failed: %s", version, device, e)
+            return Response(b"back office error, retry later\n", 503, media_type="text/plain")
+        if status >= 400:
+            log.warning("bundle %d for device %d refused (%d): %s", version, device, status, body)
+        ctype = "application/octet-stream" if status == 206 else "text/plain"
+        return Response(body, status, headers=headers, media_type=ctype)
+
+    return Route("/v1/bundle/{version:int}", handle, methods=["GET"])
 
 
 # --- command line (hooked into tools/collector/cli.py) ---------------------------------------

@@ -133,6 +133,8 @@ def make_handler(backend):
             if mode == "status503":
                 return _reply(self.wfile, 503, b"injected failure\n", "text/plain")
             fwd = {"Content-Type": headers.get("content-type", "application/octet-stream")}
+            if "range" in headers:
+                fwd["Range"] = headers["range"]  # ranged bundle fetches (tools/collector/bundles)
             status, ctype, answer = backend.forward(method, path, body, fwd)
             if mode == "drop_after":
                 log.info("fault: collector answered %d, connection cut before the answer", status)

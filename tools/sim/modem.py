@@ -94,6 +94,12 @@ class ModemSim(UartDevice):
         self.operator_stat = 1  # 1 home, 5 roaming, 3 denied: what registration turns into
         self.sim_state = "READY"  # or "SIM PIN", or "MISSING" (+CME ERROR: 10)
         self.apns = None  # APNs the network accepts (None: any)
+        # Connections dropped at chosen points: cumulative offsets in the HTTP body bytes handed
+        # to the firmware (cut_bodies_at); what a cut leaves per dialect is in _body_cut.
+        self.cut_at = []
+        self.wire_bytes = 0  # HTTP bytes both ways on the cellular side (headers and bodies)
+        self.body_out = 0
+        self.cuts_done = 0
         self._reset_state()
 
     # ---- state ------------------------------------------------------------------------------
@@ -629,6 +635,24 @@ class ModemSim(UartDevice):
         self.http["body"] = body
         self.urc("+HTTPACTION: %d,%d,%d" % (method, status, len(body)))
 
+    def cut_bodies_at(self, points):
+        """Drop the connection when the body bytes handed out reach each of these offsets."""
+        self.cut_at = sorted(int(p) for p in points)
+        self.body_out = 0
+        self.cuts_done = 0
+
+    def _body_cut(self, n):
+        """Bytes of the next `n` to hand out before a planned cut, or None (no cut in them)."""
+        while self.cut_at and self.cut_at[0] < self.body_out:
+            self.cut_at.pop(0)
+        if self.cut_at and self.cut_at[0] < self.body_out + n:
+            k = self.cut_at.pop(0) - self.body_out
+            self.body_out += k
+            self.cuts_done += 1
+            return k
+        self.body_out += n
+        return None
+
     def _at_HTTPREAD(self, arg, query):
         h = self.http
         if h is None or "body" not in h:
@@ -640,6 +664,13 @@ class ModemSim(UartDevice):
         off, size = (parts[0], parts[1]) if len(parts) > 1 else (0, parts[0])
         chunk = body[off : off + size]
         self.reply()
+        k = self._body_cut(len(chunk))
+        if k is not None:
+            # The connection dropped while the module was taking the body: it hands out what
+            # it got and says the read is over; the session is gone.
+            self.out(b"\r\n+HTTPREAD: DATA,%d\r\n" % k + chunk[:k] + b"\r\n+HTTPREAD: 0\r\n")
+            self.http = None
+            return
         cut = self._use("reset_mid_body")
         out = b""
         for i in range(0, len(chunk), 1024):
@@ -749,6 +780,11 @@ class ModemSim(UartDevice):
             return self.error(705)
         body = h["body"]
         h["body"] = None
+        k = self._body_cut(len(body))
+        if k is not None:
+            # Data stops mid-body; the module reports the error once its timer runs out.
+            self.out(b"\r\nCONNECT\r\n" + body[:k])
+            return
         if self._use("reset_mid_body"):
             self.out(b"\r\nCONNECT\r\n" + body[: len(body) // 2])
             self.later(50, self.urc, "+QHTTPREAD: 717")
@@ -813,10 +849,19 @@ class ModemSim(UartDevice):
             conn = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=10)
         except (OSError, ValueError):
             return {"error": "connect"}
+        sent = conn.send
+
+        def counted(data):
+            self.wire_bytes += len(data)
+            return sent(data)
+
+        conn.send = counted  # what goes over the air: request line, headers, body
         try:
             conn.request(method, path, body=body if method == "POST" else None, headers=headers)
             resp = conn.getresponse()
             data = resp.read()
+            head = "HTTP/1.1 %d %s\r\n" % (resp.status, resp.reason) + str(resp.headers)
+            self.wire_bytes += len(head.encode("latin-1")) + len(data)
             return {"status": resp.status, "body": data}
         except http.client.IncompleteRead:
             return {"error": "reset"}

@@ -151,6 +151,15 @@ def build():
         return modem().timing
 
     hub.command("modem_fault")(lambda fault, count=1: modem().inject(fault, count))
+    hub.command("modem_cut_bodies_at")(lambda points: modem().cut_bodies_at(points))
+    hub.command("modem_cuts_done")(lambda: modem().cuts_done)
+
+    @hub.command("modem_wire_bytes")
+    def _wire(clear=False):
+        n = modem().wire_bytes
+        if clear:
+            modem().wire_bytes = 0
+        return n
     hub.command("modem_clear")(lambda fault=None: modem().clear(fault))
 
     @hub.command("modem_state")
