@@ -706,3 +706,14 @@ def test_cli_lists_unconfirmed_debits(tmp_path, capsys):
     assert cli.main(["unconfirmed", "--db", url, "--all"]) == 0
     out = capsys.readouterr().out
     assert "purchase device 1 seq 2" in out and "UNCONFIRMED" in out
+
+
+def test_a_floor_on_heartbeats_is_saved_once(client, store, caplog):
+    dev = SimDevice(1, SECRET_A)
+    upload(client, dev, 1, 3)
+    dev.acked = 10  # the device freed 4..10 that this (restored) back office never held
+    for _ in range(3):
+        r = client.post("/v1/upload", content=dev.upload_body(11, []))  # heartbeats
+        assert dev.answer(r.content)["value"] == 10
+    assert store.gaps(1) == [(4, 10)] and store.device(1)["contig"] == 10
+    assert sum("gone from the device" in m for m in caplog.messages) == 1

@@ -817,6 +817,7 @@ class Store:
 
     def _advance(self, ex, device_id, acked, now):
         contig = ex.one("SELECT contig FROM devices WHERE device_id = ?", (device_id,))[0]
+        held = contig  # what the devices row says now: saved again below if it moved
         if acked > contig:
             # The device freed records we acknowledged once and no longer hold: the database was
             # restored from an older backup. They are the back office's loss, not the device's:
@@ -840,7 +841,6 @@ class Store:
                     (device_id, contig + 1, acked, now),
                 )
             contig = acked
-        start = contig
         while True:
             seqs = ex.all(
                 "SELECT seq FROM records WHERE device_id = ? AND seq > ? ORDER BY seq LIMIT 2000",
@@ -854,7 +854,9 @@ class Store:
                 if len(seqs) == 2000:
                     continue
             break
-        if contig != start or acked > start:
+        if contig != held:
+            # A floor above what is held moves it too: saved, so the next heartbeat with the
+            # same floor notes no second gap (it did before, at every heartbeat).
             ex.run("UPDATE devices SET contig = ? WHERE device_id = ?", (contig, device_id))
         return contig
 
