@@ -110,6 +110,11 @@ class Device:
             out.append(head + struct.pack(">I", zlib.crc32(head)))
         return out
 
+    def rewind(self, n):
+        for _ in range(n):
+            self.balance += 100 + 50 * (self.seq % 3)
+            self.seq -= 1
+
     def body(self, n):
         now = int(time.time()) - EPOCH_2000
         first = self.seq + 1
@@ -152,7 +157,8 @@ async def run_device(dev, port, deadline, lo, hi):
             dev.statuses[status] = dev.statuses.get(status, 0) + 1
             if status != 200:
                 dev.errors.append((status, answer[:80]))
-                dev.seq -= n  # not stored: the device sends them again
+                dev.rewind(n)  # not stored: the device sends them again, after a pause
+                await asyncio.sleep(0.1)
                 continue
             ans = up.decode_answer(dev.key, answer, dev.id, dev.counter, up.T_UPLOAD, mac)
             dev.acked = ans["value"]
@@ -341,6 +347,7 @@ def run_load(
         "p50_ms": round(_pct(lat, 0.50) * 1000, 1) if lat else None,
         "p99_ms": round(_pct(lat, 0.99) * 1000, 1) if lat else None,
         "statuses": statuses,
+        "first_errors": [e for d in devs for e in d.errors[:1]][:3],
         "lost": lost,
         "duplicated": dup,
         "cpu_ms_per_request": round(cpu * 1000 / requests, 2) if requests else None,
