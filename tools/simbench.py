@@ -84,6 +84,7 @@ HEAP = os.environ.get(
 )  # the application compiled from source on a 64-bit port; frozen on an ESP32
 TAP_TIMEOUT_S = 20.0  # real seconds a tap may take before the bench calls it lost
 BOOT_TIMEOUT_S = 60.0
+LEFT_TIMEOUT_S = 10.0  # real seconds for the validator to see a card leave
 # Virtual time: the uplink's back-off waits on the bench's clock (board VALIDATOR_VIRTUAL_WAIT);
 # the bench takes the validators' events every VIRTUAL_TICK_S of real time while it waits.
 VIRTUAL_TICK_S = 0.05
@@ -151,13 +152,16 @@ class Firmware:
                     log.flush()
             self.events.put({"ev": "exit", "code": proc.wait()})
 
-    def wait_for(self, kind, timeout=TAP_TIMEOUT_S, seen=None):
-        """The next event of `kind`; other events go to `seen` (a list) in order."""
+    def wait_for(self, kind, timeout=TAP_TIMEOUT_S, seen=None, limit="TAP_TIMEOUT_S"):
+        """The next event of `kind`; other events go to `seen` (a list) in order. A timeout
+        names the limit that ran out (`limit`)."""
         deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise TimeoutError("no %s event within %.0f s" % (kind, timeout))
+                raise TimeoutError(
+                    "no %s event within %.0f s of real time (%s)" % (kind, timeout, limit)
+                )
             try:
                 ev = self.events.get(timeout=min(left, 0.05))
             except queue.Empty:
@@ -320,7 +324,7 @@ class Unit:
         self.fw.env["VALIDATOR_RESET_CAUSE"] = cause
         self.fw.start()
         seen = []
-        ev = self.fw.wait_for("boot", timeout=BOOT_TIMEOUT_S, seen=seen)
+        ev = self.fw.wait_for("boot", timeout=BOOT_TIMEOUT_S, seen=seen, limit="BOOT_TIMEOUT_S")
         self.note(seen)
         self.bench.say(
             "%s  %svalidator %s: PSAM %s, parameters v%s, journal %d (acked %d), %d torn pending,"
@@ -432,7 +436,7 @@ def hang_event(bench, unit, ev):
     unit.world.hub.set_pin("test_hang", 1)
     bench.say("%s  %sthe reader wedges: the tap loop hangs" % (local_clock(bench.now), unit.label))
     try:
-        unit.fw.wait_for("exit", timeout=unit.wdt_s * 4 + 10)
+        unit.fw.wait_for("exit", timeout=unit.wdt_s * 4 + 10, limit="4 x watchdog_ms + 10 s")
     except TimeoutError:
         bench.fail("%sthe watchdog did not reset a hung validator" % unit.label)
     unit.power_off()
@@ -798,7 +802,7 @@ class Bench:
         # The rider walks on: the validator must see the card leave before the next tap.
         seen = []
         try:
-            unit.fw.wait_for("left", timeout=10, seen=seen)
+            unit.fw.wait_for("left", timeout=LEFT_TIMEOUT_S, seen=seen, limit="LEFT_TIMEOUT_S")
         except (TimeoutError, RuntimeError) as e:
             self.fail(
                 "%stap %s: the card's departure was not seen: %s" % (unit.label, names[0], e)

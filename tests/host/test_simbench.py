@@ -66,6 +66,11 @@ def test_random_power_cuts_lose_and_double_nothing(scenario, tmp_path):
     proc, report, _ = run_scenario(scenario, tmp_path)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert report["firmware_starts"] >= 9  # eight power cuts
+    # the report says where each cut landed: the command it came at, or for a random moment
+    # the last command the card ran
+    assert len(report["cuts"]) == 8
+    for cut in report["cuts"]:
+        assert re.match(r"(after|before) |after the tap", cut["landed"]), cut
     assert report["device_records"] == report["backoffice_records"]
     assert report["tac_checked"] == report["card_debits"]
 
