@@ -27,6 +27,7 @@ import purchase
 import record
 import timetrust
 import timeutil
+import tunion
 import txlog
 import txlog_migrate
 from linkerr import LinkError
@@ -480,8 +481,9 @@ class Validator:
             self.show_outcome(reason, amount, balance)
         self.taps += 1
         card_no = None
-        if res is not None and res.card:
-            card_no = res.card.get("card_no_str")
+        if res is not None and res.card and res.card.get("card_no"):
+            card_no = tunion.card_number(res.card["card_no"])  # the rider has gone: text now
+        self.purchaser.log_done()
         self.emit(
             "tap",
             {

@@ -17,8 +17,9 @@ _CRC_POLY_REFLECTED = const(0x8408)
 
 
 def crc32(data, value=0):
-    """CRC-32 (IEEE 802.3, as zlib), chainable through `value`."""
-    return binascii.crc32(data, value) & 0xFFFFFFFF
+    """CRC-32 (IEEE 802.3, as zlib), chainable through `value`. binascii gives it unsigned on
+    both runtimes; no mask, which on a 32-bit board would be one more long integer per CRC."""
+    return binascii.crc32(data, value)
 
 
 def _crc16_reflected(data, crc):

@@ -26,6 +26,10 @@ class PsamApp:
         self._token = None
         self._started = False  # an 8070 sent with transceive_start, answer not yet collected
         self._answer = None  # the 8070 answer of a link without the split exchange
+        # 8070 and 8072 commands, made at the first sale and refilled by each (the link is done
+        # with them when its exchange returns)
+        self._c70 = None
+        self._c72 = None
 
     def _x(self, apdu):
         self.apdus += 1
@@ -81,20 +85,25 @@ class PsamApp:
         """Send INIT SAM FOR PURCHASE and return while the PSAM computes MAC1 (the card meanwhile
         works on its UPDATE CAPP DATA CACHE); finish_purchase() collects the answer. A link
         without transceive_start gets the whole exchange here (same result, no overlap)."""
-        data = bytearray(36)
-        data[0:4] = random4
-        data[4] = (atc >> 8) & 0xFF
-        data[5] = atc & 0xFF
-        data[6:10] = amount.to_bytes(4, "big")
-        data[10] = txn_type
-        data[11:18] = datetime7
-        data[18] = key_version
-        data[19] = alg_id
-        data[20:28] = serial_low8
-        data[28:36] = issuer8
+        apdu = self._c70
+        if apdu is None:
+            apdu = self._c70 = bytearray(b"\x80\x70\x00\x00\x24" + bytes(36) + b"\x08")
+        for i in range(4):
+            apdu[5 + i] = random4[i]
+        apdu[9] = (atc >> 8) & 0xFF
+        apdu[10] = atc & 0xFF
+        for i in range(4):
+            apdu[11 + i] = (amount >> (24 - 8 * i)) & 0xFF
+        apdu[15] = txn_type
+        for i in range(7):
+            apdu[16 + i] = datetime7[i]
+        apdu[23] = key_version
+        apdu[24] = alg_id
+        for i in range(8):
+            apdu[25 + i] = serial_low8[i]
+            apdu[33 + i] = issuer8[i]
         self.session = None
         self._token = token
-        apdu = build(0x80, 0x70, 0x00, 0x00, data, 0x08)
         start = getattr(self.link, "transceive_start", None)
         if start is None or getattr(self.link, "transceive_finish", None) is None:
             self._answer = self._x(apdu)
@@ -106,6 +115,11 @@ class PsamApp:
 
     def finish_purchase(self):
         """-> (serial int, serial 4 bytes, MAC1 4 bytes) of the 8070 sent by start_purchase."""
+        r = self.finish_raw()
+        return int.from_bytes(r[0:4], "big"), bytes(r[0:4]), bytes(r[4:8])
+
+    def finish_raw(self):
+        """The 8070 answer sent by start_purchase: serial (bytes 0-3), MAC1 (4-7), 9000."""
         if self._started:
             self._started = False
             resp = self.link.transceive_finish()
@@ -117,9 +131,10 @@ class PsamApp:
             resp, self._answer = self._answer, None
             if resp is None:
                 raise PsamError("INIT SAM: no exchange started")
-        r = self._expect(resp, 8, "INIT SAM")
+        if sw_of(resp) != 0x9000 or len(resp) != 10:
+            self._expect(resp, 8, "INIT SAM")  # raises PsamError
         self.session = self._token
-        return int.from_bytes(r[0:4], "big"), bytes(r[0:4]), bytes(r[4:8])
+        return resp
 
     def abandon_purchase(self):
         """The sale stopped between start and finish: drain the PSAM's answer so the link stays
@@ -131,26 +146,19 @@ class PsamApp:
                 self.ready = False
         self.session = None
 
-    def credit(self, mac2):
-        """CREDIT SAM FOR PURCHASE: True when MAC2 verifies, False on 9302; PsamError otherwise."""
+    def credit(self, mac2, mac2_at=0):
+        """CREDIT SAM FOR PURCHASE: True when MAC2 (mac2[mac2_at:mac2_at + 4]) verifies, False on
+        9302; PsamError otherwise."""
         self.session = None
-        resp = self._x(build(0x80, 0x72, 0x00, 0x00, mac2))
+        c = self._c72
+        if c is None:
+            c = self._c72 = bytearray(b"\x80\x72\x00\x00\x04" + bytes(4))
+        for i in range(4):
+            c[5 + i] = mac2[mac2_at + i]
+        resp = self._x(c)
         sw = sw_of(resp)
         if sw == 0x9302:
             return False
-        self._expect(resp, 0, "CREDIT SAM")
+        if sw != 0x9000 or len(resp) != 2:
+            self._expect(resp, 0, "CREDIT SAM")
         return True
-
-    def lock_mac(self, serial_low8, issuer8, key_version, challenge4, header5, sm4=False):
-        """The 4-byte MAC for APPLICATION BLOCK: IV = challenge || zeros, data = header, 80-pad."""
-        block = 16 if sm4 else 8
-        self._expect(
-            self._x(build(0x80, 0x1A, USAGE_LOCK, key_version, bytes(serial_low8) + issuer8)),
-            0,
-            "DES INIT (lock key)",
-        )
-        data = bytearray(2 * block)
-        data[0:4] = challenge4
-        data[block : block + 5] = header5
-        data[block + 5] = 0x80
-        return bytes(self._expect(self._x(build(0x80, 0xFA, 0x05, 0x00, data)), 4, "DES MAC"))

@@ -6,6 +6,11 @@
 #   purchaser.boot()                              # once: PSAM terminal number, app, key index
 #   result = purchaser.tap(card_link, fare, now)  # now: validator seconds since 2000 (UTC)
 #   result.reason, result.amount, result.balance_after, result.card, result.record, result.extra
+#   purchaser.log_done()                          # after the rider has gone: the tap's log line
+#
+# No garbage in the tap (issue 14): the Result, its card and record dicts and the command
+# buffers are the Purchaser's, made once and refilled by every tap. A result is valid until the
+# next tap: copy what you keep (result.copy()). card["card_no"] is a new bytes object per card.
 #
 # One log holds intent and outcome: a DEBIT_INTENT record is durable before DEBIT is sent, and the
 # outcome (PURCHASE, PURCHASE_RECOVERED or DEBIT_VOID, same card_no and card_atc) closes it. An
@@ -14,7 +19,7 @@ import log
 import record
 import timeutil
 import tunion
-from apdu import ApduError, hexs, sw_name
+from apdu import ApduError, hexs, sw_name, sw_of
 from linkerr import LinkError, ProtocolError
 from psam_app import PsamError
 
@@ -94,13 +99,30 @@ class Result:
     __slots__ = ("reason", "amount", "balance_after", "card", "record", "extra", "detail")
 
     def __init__(self):
+        self.extra = []  # older records this tap settled (recovered or voided intents)
+        self.reset()
+
+    def reset(self):
         self.reason = CARD_ERROR
         self.amount = 0
         self.balance_after = None
         self.card = None
         self.record = None
-        self.extra = []  # older records this tap settled (recovered or voided intents)
+        if self.extra:
+            self.extra = []  # a list someone may still hold from the last tap is left alone
         self.detail = ""
+
+    def copy(self):
+        """A Result that the next tap does not change."""
+        r = Result()
+        r.reason = self.reason
+        r.amount = self.amount
+        r.balance_after = self.balance_after
+        r.card = dict(self.card) if self.card is not None else None
+        r.record = dict(self.record) if self.record is not None else None
+        r.extra = list(self.extra)
+        r.detail = self.detail
+        return r
 
     def __repr__(self):
         return "<Result %s amount=%s balance=%s %s>" % (
@@ -116,6 +138,13 @@ class _Stop(Exception):
         super().__init__(reason)
         self.reason = reason
         self.detail = detail
+
+
+def _bcd_num(b, n):
+    v = 0
+    for i in range(n):
+        v = v * 100 + (b[i] >> 4) * 10 + (b[i] & 0x0F)
+    return v
 
 
 def _get(req, key, default=None):
@@ -153,6 +182,16 @@ class Purchaser:
             _log.error("config tz: %s; sales will not record their offset", e)
             self._tzc = 0  # clearing then assumes its own zone for them
         self._boots = 0
+        # Made at the first tap (after the start-up's own allocations), refilled by every tap
+        # (see the top of this file).
+        self._res = None
+        self._card = None  # tunion.Card, rebound to each tap's link
+        self._info = None
+        self._dt = None  # the sale's local date and time, BCD
+        self._r1e = None
+        self._rec = None  # the sale's record fields: filled by every purchase
+        self._real = 0  # the card's real balance, from _init_real
+        self._unlogged = False  # a sale whose log line waits for log_done()
         # Intents whose card came back with a history that no longer reaches them: they stay
         # open for clearing; asking that card again in this run would only cost time.
         self._unreachable = set()
@@ -179,6 +218,10 @@ class Purchaser:
         """The unconfirmed debits (the log's open DEBIT_INTENT records as dicts, oldest first)."""
         return self.log.open_intents()
 
+    def _has_open(self):
+        n = getattr(self.log, "open_count", None)  # a log without it: ask open_intents()
+        return True if n is None else n > 0
+
     def _book(self, fields):
         """Append one record; durable when this returns. Errors reach the caller."""
         seq = self.log.append(fields)
@@ -200,8 +243,20 @@ class Purchaser:
     # -- the tap -------------------------------------------------------------------------------
 
     def tap(self, card_link, fare_request, now):
-        res = Result()
-        card = tunion.Card(card_link)
+        if self._unlogged:
+            self.log_done()
+        card = self._card
+        if card is None:
+            self._res = Result()
+            self._info = tunion.new_info()
+            self._dt = bytearray(7)
+            self._r1e = bytearray(tunion.LEN_1E)
+            self._rec = {}
+            card = self._card = tunion.Card(card_link)
+        else:
+            card.reset(card_link)
+        res = self._res
+        res.reset()
         try:
             self._tap(card, card_link, fare_request, now, res)
         except _Stop as s:
@@ -217,10 +272,18 @@ class Purchaser:
             res.reason = CARD_ERROR
             res.detail = str(e)
         if res.reason == OK:
-            _log.info("tap OK: %d fen, balance %s", res.amount, res.balance_after)
+            self._unlogged = True  # formatted by log_done(), once the rider has gone
         else:
             _log.warning("tap refused: %s %s", res.reason, res.detail)
         return res
+
+    def log_done(self):
+        """The log line of the last tap's sale; the app calls it when the tap is over (no text
+        is formatted while the rider waits). The next tap calls it too, if nobody did."""
+        if self._unlogged:
+            self._unlogged = False
+            res = self._res
+            _log.info("tap OK: %d fen, balance %s", res.amount, res.balance_after)
 
     def _tap(self, card, link, fare_request, now, res):
         if getattr(link, "iso_dep", True) is False:
@@ -231,11 +294,12 @@ class Purchaser:
         res.card = info
         # Unconfirmed debits of this card are settled first: a debit stands even if the card
         # expired since, and nothing is sold before the log knows what the card did.
-        if self._settle(card, info["card_no"], now, res):
+        if self._has_open() and self._settle(card, info["card_no"], now, res):
             return
         self._check_dates(info, now)
-        tunion.parse_17(card.read_binary(tunion.SFI_17, tunion.LEN_17_USED), info)
+        tunion.parse_17(card.read_answer(tunion.SFI_17, tunion.LEN_17_USED), info)
         rid = self.cfg["read_1a"]
+        info["rec1a"] = None
         if rid:
             rec1a = card.read_record(tunion.SFI_1A, rid & 0xFF, tunion.LEN_1A)
             if rec1a is not None and rec1a[5] != 0:
@@ -255,7 +319,8 @@ class Purchaser:
         aid = None
         resp = None
         for name in self.cfg["aids"]:
-            sw, resp = card.select(name)
+            resp = card.select_answer(name)
+            sw = sw_of(resp)
             if sw == 0x9000:
                 aid = name
                 break
@@ -266,13 +331,14 @@ class Purchaser:
         if aid is None:
             raise _Stop(NOT_TUNION, "no T-Union application")
         try:
-            df_name, f15 = tunion.parse_fci(resp[:-2], aid)
+            at = tunion.fci_15(resp, len(resp) - 2, aid)
         except tunion.CardDataError as e:
             raise _Stop(CARD_ERROR, "SELECT answer: %s" % e)
-        if f15 is None:  # only when the FCI lacks 9F0C
-            f15 = card.read_binary(tunion.SFI_15, tunion.LEN_15)
-        info = tunion.parse_15(f15)
-        info["aid"] = df_name
+        if at < 0:  # only when the FCI lacks 9F0C
+            resp = card.read_answer(tunion.SFI_15, tunion.LEN_15)
+            at = 0
+        info = tunion.parse_15(resp, self._info, at)
+        info["aid"] = aid  # the DF name begins with it (fci_15 checked)
         if info["app_type"] not in (0x02, 0x03):
             raise _Stop(NOT_TUNION, "application type %02X" % info["app_type"])
         return info
@@ -280,7 +346,8 @@ class Purchaser:
     def _check_dates(self, info, now):
         if info["enabled"] != 0x01:
             raise _Stop(DISABLED, "enabled flag %02X" % info["enabled"])
-        today = timeutil.date_number(now, self.cfg["tz"])
+        dt = timeutil.bcd_datetime_into(self._dt, now, self.cfg["tz"])
+        today = _bcd_num(dt, 4)
         if today < info["start"]:
             raise _Stop(NOT_YET_VALID, "valid from %d" % info["start"])
         if today > info["expiry"]:
@@ -319,22 +386,26 @@ class Purchaser:
         if not self.log.can_accept_purchase():  # room for the intent and its outcome
             raise _Stop(JOURNAL_FULL, "the log refuses purchases")
         tid = self.psam.terminal_id
-        init, real_before = self._init_real(card, amount, must, tid)
-        dt = timeutil.bcd_datetime(now, self.cfg["tz"])
+        init = self._init_real(card, amount, must, tid)
+        real_before = self._real
+        dt = self._dt  # set by _check_dates: the tap's local date and time
+        psam = self.psam
         # 8070 goes out now: the PSAM computes MAC1 while the card takes its first cache update.
-        self._psam(
-            self.psam.start_purchase,
-            init["random"],
-            init["atc"],
-            amount,
-            tunion.TXN_CAPP,
-            dt,
-            init["key_version"],
-            init["alg_id"],
-            info["serial_low"],
-            info["issuer8"],
-            (info["card_no"], init["atc"]),
-        )
+        try:
+            psam.start_purchase(
+                init["random"],
+                init["atc"],
+                amount,
+                tunion.TXN_CAPP,
+                dt,
+                init["key_version"],
+                init["alg_id"],
+                info["serial_low"],
+                info["issuer8"],
+                (info["card_no"], init["atc"]),
+            )
+        except (PsamError, LinkError, ApduError) as e:
+            self._psam_failed(e)
         rec1e = self._record_1e(
             txn_type, industry, route, stop, operator, amount, real_before - amount, dt, tid
         )
@@ -348,11 +419,17 @@ class Purchaser:
             elif rec1a is not None:
                 self._update_1a(card, rec1a)
         except BaseException:
-            self.psam.abandon_purchase()  # keep the PSAM link in step before giving up
+            psam.abandon_purchase()  # keep the PSAM link in step before giving up
             raise
-        serial, serial4, mac1 = self._psam(self.psam.finish_purchase)
+        try:
+            ans = psam.finish_raw()  # serial (0-3), MAC1 (4-7)
+        except (PsamError, LinkError, ApduError) as e:
+            self._psam_failed(e)
+        serial = (ans[0] << 24) | (ans[1] << 16) | (ans[2] << 8) | ans[3]
         if bus is not None:
-            rec1a = tunion.bus_record(
+            import bus1a
+
+            rec1a = bus1a.bus_record(
                 info.get("rec1a"),
                 _get(bus, "status"),
                 self.cfg["city"],
@@ -374,34 +451,33 @@ class Purchaser:
         if not first_1e:
             card.update_capp(tunion.SFI_1E, 0x00, rec1e)
         before = max(real_before, 0)
-        rec = {
-            "kind": record.DEBIT_INTENT,
-            "time": now,
-            "psam_tid": tid,
-            "psam_serial": serial,
-            "card_no": info["card_no"],
-            "issuer": info["issuer"],
-            "card_type": info.get("card_type", 0),
-            "txn_type": txn_type,
-            "amount": amount,
-            "balance_before": before,
-            "balance_after": max(before - amount, 0),
-            "card_atc": init["atc"],
-            "tac": 0,
-            "route": route,
-            "stop": stop,
-            "fare_rule": fare_rule,
-            "discount": discount,
-            "flags": 0,
-            "reason": self._tzc,
-        }
+        rec = self._rec
+        rec["kind"] = record.DEBIT_INTENT
+        rec["time"] = now
+        rec["psam_tid"] = tid
+        rec["psam_serial"] = serial
+        rec["card_no"] = info["card_no"]
+        rec["issuer"] = info["issuer"]
+        rec["card_type"] = info.get("card_type", 0)
+        rec["txn_type"] = txn_type
+        rec["amount"] = amount
+        rec["balance_before"] = before
+        rec["balance_after"] = max(before - amount, 0)
+        rec["card_atc"] = init["atc"]
+        rec["tac"] = 0
+        rec["route"] = route
+        rec["stop"] = stop
+        rec["fare_rule"] = fare_rule
+        rec["discount"] = discount
+        rec["flags"] = 0
+        rec["reason"] = self._tzc
         # The intent is durable before DEBIT leaves: whatever happens next, the log knows.
         try:
             self._book(rec)
         except Exception as e:  # noqa: BLE001 - LogFull or a flash error: sell nothing
             raise _Stop(JOURNAL_FULL, "intent not written: %s" % e)
         try:
-            tac, mac2 = card.debit(serial4, dt, mac1)
+            r = card.debit_raw(ans, dt, ans, 4)  # TAC (0-3), MAC2 (4-7)
         except LinkError as e:
             # The card may have executed DEBIT: the intent stays open for the re-tap.
             raise _Stop(TAP_AGAIN, "card left during DEBIT: %s" % type(e).__name__)
@@ -423,7 +499,8 @@ class Purchaser:
             raise _Stop(CARD_ERROR, str(e))
         # The card has debited: the rider is told now; MAC2 check and the outcome follow.
         rec["kind"] = record.PURCHASE
-        rec["tac"] = tac
+        tac = r[0:4]
+        rec["tac"] = tac if isinstance(tac, bytes) else bytes(tac)  # kept: not the link's buffer
         res.reason = OK
         res.record = rec
         res.amount = amount
@@ -436,16 +513,20 @@ class Purchaser:
                 _log.error("on_debited failed: %s %s", type(e).__name__, e)
         flags = 0
         try:
-            if not self.psam.credit(mac2):
+            if not psam.credit(r, 4):
                 flags = record.FLAG_MAC2_UNVERIFIED
                 res.reason = MAC2_FAILED
                 res.detail = "PSAM rejected MAC2 (the card did debit)"
         except (PsamError, LinkError, ApduError) as e:
             _log.error("MAC2 not checked: %s", e)
-            self.psam.ready = False
+            psam.ready = False
             flags = record.FLAG_MAC2_UNVERIFIED
         rec["flags"] = flags
         self._book_or_log(rec, "PURCHASE")
+
+    def _psam_failed(self, e):
+        self.psam.ready = False  # re-boot it before the next sale
+        raise _Stop(PSAM_ERROR, "%s: %s" % (type(e).__name__, e))
 
     def _update_1a(self, card, rec1a):
         try:
@@ -456,7 +537,8 @@ class Purchaser:
             raise
 
     def _init_real(self, card, amount, must, tid):
-        """INITIALIZE FOR CAPP PURCHASE and the real balance (without overdraft) -> (init, real).
+        """INITIALIZE FOR CAPP PURCHASE and the real balance (without overdraft) -> init; the
+        real balance in self._real.
         The card's own 9401 check counts its overdraft allowance; the validator's must not. Cards
         differ in whether INIT's balance includes the allowance (reference 2.7, 7), so with an
         allowance (INIT's limit > 0) the real balance (805C P1=03) and the used overdraft
@@ -474,7 +556,8 @@ class Purchaser:
         if real is None:
             real, used = init["balance"], 0
         self._check_real(real, used, must)
-        return init, real
+        self._real = real
+        return init
 
     def _check_real(self, real, used, must):
         if used:
@@ -493,172 +576,36 @@ class Purchaser:
             raise _Stop(CARD_ERROR, str(e))
 
     def _record_1e(self, txn_type, industry, route, stop, operator, amount, after, dt, tid):
-        r = bytearray(tunion.LEN_1E)
+        r = self._r1e  # every byte is set: zeros where the record has nothing
+        for i in range(tunion.LEN_1E):
+            r[i] = 0
         r[0] = txn_type
-        r[3:9] = tid  # terminal number: 00 00 + the PSAM's 6 bytes
+        for i in range(6):
+            r[3 + i] = tid[i]  # terminal number: 00 00 + the PSAM's 6 bytes
         r[9] = industry
-        r[10:12] = route.to_bytes(2, "big")
-        r[12:14] = stop.to_bytes(2, "big")
-        r[14:16] = operator.to_bytes(2, "big")
-        r[17:21] = amount.to_bytes(4, "big")
-        r[21:25] = max(after, 0).to_bytes(4, "big")
-        r[25:32] = dt
-        r[32:34] = self.cfg["city"]
-        r[34:42] = self.cfg["institution"]
+        tunion._put(r, 10, 2, route)
+        tunion._put(r, 12, 2, stop)
+        tunion._put(r, 14, 2, operator)
+        tunion._put(r, 17, 4, amount)
+        tunion._put(r, 21, 4, max(after, 0))
+        for i in range(7):
+            r[25 + i] = dt[i]
+        city = self.cfg["city"]
+        r[32] = city[0]
+        r[33] = city[1]
+        inst = self.cfg["institution"]
+        for i in range(8):
+            r[34 + i] = inst[i]
         return r
 
-    # -- unconfirmed debits --------------------------------------------------------------------
+    # -- the taps that are not a plain sale: firmware/settle.py, imported when first needed ----
 
     def _settle(self, card, card_no, now, res):
-        """The card of one or more open intents is back: did it debit? Each open intent of this
-        card (oldest first) is looked up in the card's 0x18 history (counter, terminal and time
-        must all match: a proof alone could belong to another validator's later purchase) and
-        closed by PURCHASE_RECOVERED (805A gives the TAC) or DEBIT_VOID. True when a recovered
-        debit is this tap's ride (the newest on the card, within retap_window): no new sale."""
-        settled = False
-        for o in self.log.open_intents():
-            if o["card_no"] != card_no or o["seq"] in self._unreachable:
-                continue
-            e = dict(o)  # the log's own view stays as it is
-            for k in ("seq", "version", "crc32"):
-                e.pop(k, None)
-            dt = timeutil.bcd_datetime(e["time"], self.cfg["tz"])
-            n = tunion.find_history(card, e["card_atc"], e["psam_tid"], dt, e["amount"])
-            if n == 0:
-                # Used more than 10 times since: the card cannot tell. The intent stays open,
-                # uploaded as an unconfirmed debit, for clearing to settle by the card's counters.
-                self._unreachable.add(o["seq"])
-                _log.error(
-                    "unconfirmed debit stays open: card %s counter %d beyond its history",
-                    hexs(card_no),
-                    e["card_atc"],
-                )
-                continue
-            if n is None:  # never debited: close it, then sell afresh
-                e["kind"] = record.DEBIT_VOID
-                e["reason"] = VOID_NOT_IN_HISTORY
-                self._close(e)
-                res.extra.append(e)
-                _log.info("torn purchase not executed by the card, counter %d", e["card_atc"])
-                continue
-            if self._recover(card, e, n, now, res):
-                settled = True
-        return settled
+        import settle
 
-    def _close(self, rec):
-        """Write the outcome of an open intent. If it cannot be written, nothing is sold on
-        this tap (a new INIT could reuse the counter of a still-open intent); the intent stays
-        open and the next tap of this card tries again."""
-        try:
-            self._book(rec)
-        except Exception as e:  # noqa: BLE001 - LogFull, OSError
-            raise _Stop(JOURNAL_FULL, "outcome not written: %s" % e)
-
-    def _recover(self, card, e, n, now, res):
-        proof = card.prove((e["card_atc"] + 1) & 0xFFFF) if n == 1 else None
-        flags = record.FLAG_MAC2_UNVERIFIED
-        reason = OK
-        if proof is None:
-            tac = 0
-            flags |= record.FLAG_TAC_MISSING
-        else:
-            mac2, tac = proof
-            # The PSAM can check MAC2 only while its last 8070 session is this purchase's.
-            if self.psam.session == (e["card_no"], e["card_atc"]):
-                try:
-                    if self.psam.credit(mac2):
-                        flags = 0
-                    else:
-                        reason = MAC2_FAILED
-                except (PsamError, LinkError, ApduError) as err:
-                    _log.error("recovered MAC2 not checked: %s", err)
-                    self.psam.ready = False
-        e["kind"] = record.PURCHASE_RECOVERED
-        e["tac"] = tac
-        e["flags"] = flags  # `reason` stays the intent's: the UTC offset it was sold in
-        self._close(e)
-        _log.info("torn purchase completed on re-tap, counter %d", e["card_atc"])
-        if n != 1 or now - e["time"] > self.cfg["retap_window"]:
-            res.extra.append(e)  # an earlier ride: book it, then sell this one
-            return False
-        res.reason = reason
-        if reason != OK:
-            res.detail = "PSAM rejected the recovered MAC2"
-        res.record = e
-        res.amount = e["amount"]
-        res.balance_after = e["balance_after"]
-        return True
-
-    # -- blacklist -----------------------------------------------------------------------------
-
-    def _block(self, card, info, sm4):
-        """GET CHALLENGE, the PSAM's lock MAC, APPLICATION BLOCK with P1 01 (SM4) or 00 (DES)."""
-        challenge = card.challenge()
-        p1 = 0x01 if sm4 else 0x00
-        p2 = 0x01 if self.cfg["lock_permanent"] else 0x00
-        header = bytes((0x84, 0x1E, p1, p2, 0x04))
-        mac = self._psam(
-            self.psam.lock_mac,
-            info["serial_low"],
-            info["issuer8"],
-            self.cfg["lock_key_version_sm4" if sm4 else "lock_key_version"],
-            challenge,
-            header,
-            sm4,
-        )
-        card.block(p1, p2, mac)
+        return settle.settle(self, card, card_no, now, res)
 
     def _lock(self, card, info, req, now, res):
-        res.reason = BLACKLISTED
-        flags = 0
-        if self.cfg["lock_enabled"]:
-            # The lock's algorithm: the request's, SM4 for the SM4-only application, else DES
-            # first and SM4 when the card refuses it (a dual card locked with SM4 keys). No
-            # INITIALIZE: the identifier cards name there is not settled (reference 4.3).
-            sm4 = _get(req, "sm4")
-            if sm4 is not None:
-                tries = (bool(sm4),)
-            elif info["aid"][: len(tunion.AID_EP_SM4)] == tunion.AID_EP_SM4:
-                tries = (True,)
-            else:
-                tries = (False, True)
-            for sm4 in tries:
-                try:
-                    self._block(card, info, sm4)
-                    flags = FLAG_APP_LOCKED
-                    res.detail = ""
-                    break
-                except _Stop as s:
-                    res.detail = "lock failed: " + s.detail
-                    break  # the PSAM failed: another try would fail too
-                except ApduError as e:
-                    res.detail = "lock failed: %s" % e
-                except LinkError as e:
-                    res.detail = "lock failed: %s" % e
-                    break
-        rec = {
-            "kind": record.REFUSED,
-            "time": now,
-            "psam_tid": self.psam.terminal_id,
-            "card_no": info["card_no"],
-            "issuer": info["issuer"],
-            "card_type": info.get("card_type", 0),
-            "txn_type": 0,
-            "amount": 0,
-            "balance_before": 0,
-            "balance_after": 0,
-            "card_atc": 0,
-            "psam_serial": 0,
-            "tac": 0,
-            "fare_rule": 0,
-            "discount": 0,
-            "route": _u(_get(req, "route", 0), 0xFFFF, "route"),
-            "stop": _u(_get(req, "stop", 0), 0xFFFF, "stop"),
-            "flags": flags,
-            "reason": record.REASON_BLACKLIST,
-        }
-        res.record = rec
-        try:
-            self._book(rec)
-        except Exception as e:  # noqa: BLE001 - a refusal record is not money: log and go on
-            _log.error("blacklist record not written: %s", e)
+        import settle
+
+        settle.lock(self, card, info, req, now, res)

@@ -173,7 +173,11 @@ def encode_into(buf, fields, seq):
         elif off == _SEQ_AT:
             _put_int(buf, off, width, seq, name)
         elif off == _CRC_AT:
-            _put_int(buf, off, width, crc32(_head(buf)), name)
+            # pack_into: no shifts of a CRC that is a long integer on a 32-bit board (imported
+            # here: a module global would grow this module's dict in every heap that loads it)
+            import struct
+
+            struct.pack_into(">I", buf, _CRC_AT, crc32(_head(buf)))
         elif is_bytes:
             _put_bytes(buf, off, width, fields.get(name, 0), name)
         else:

@@ -64,8 +64,31 @@ def _u(b):
 
 def bcd_datetime(secs, tz=DEFAULT_TZ_SECONDS):
     """UTC seconds since 2000 -> 7-byte local YYYYMMDDhhmmss BCD."""
-    y, m, d, hh, mi, ss = from_seconds(secs + tz)
-    return bytes((_b(y // 100), _b(y % 100), _b(m), _b(d), _b(hh), _b(mi), _b(ss)))
+    return bytes(bcd_datetime_into(bytearray(7), secs, tz))
+
+
+def bcd_datetime_into(buf, secs, tz=DEFAULT_TZ_SECONDS):
+    """bcd_datetime() into buf[0:7] without allocating (the purchase's hot path)."""
+    secs += tz
+    days = secs // 86400
+    rem = secs - days * 86400
+    z = days + _DAYS_1970_TO_2000 + 719468  # civil_from_days, inline: no tuple
+    era = (z if z >= 0 else z - 146096) // 146097
+    doe = z - era * 146097
+    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    d = doy - (153 * mp + 2) // 5 + 1
+    m = mp + 3 if mp < 10 else mp - 9
+    y = yoe + era * 400 + (m <= 2)
+    buf[0] = _b(y // 100)
+    buf[1] = _b(y % 100)
+    buf[2] = _b(m)
+    buf[3] = _b(d)
+    buf[4] = _b(rem // 3600)
+    buf[5] = _b((rem // 60) % 60)
+    buf[6] = _b(rem % 60)
+    return buf
 
 
 def bcd_date(secs, tz=DEFAULT_TZ_SECONDS):

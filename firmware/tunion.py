@@ -2,7 +2,7 @@
 # Rules (docs/purchase.md): select the T-Union application by name only, never PPSE, never another
 # application, never read SFI 0x16. The SELECT answer's 9F0C is the 0x15 file, so 0x15 is read only
 # when a card omits it. Facts: reference tunion-card.md sections 1-3.
-from apdu import ApduError, build, expect, hexs, sw_of
+from apdu import build, expect, hexs, sw_of
 
 try:
     from micropython import const
@@ -33,16 +33,23 @@ class CardDataError(ValueError):
     """Card data that cannot be parsed (bad TLV, length, BCD)."""
 
 
-def tlv_find(data, tag, start=0, end=None):
-    """Value of the first `tag` (1 or 2 byte tag as int) at this level, or None.
-    CardDataError on a malformed structure; constructed values are searched by the caller."""
-    if end is None:
-        end = len(data)
+def parse_fci(resp_data, aid):
+    """-> (df_name, f15 or None) from a SELECT answer; CardDataError when not a T-Union FCI."""
+    at = fci_15(resp_data, len(resp_data), aid)
+    df_name = bytes(resp_data[_NAME[0] : _NAME[1]])
+    return df_name, (bytes(resp_data[at : at + LEN_15]) if at >= 0 else None)
+
+
+_END = [0]  # _tlv_scan()'s value end: no tuple per lookup
+_NAME = [0, 0]  # fci_15()'s DF name: start, end
+
+
+def _tlv_scan(data, tag, start, end):
     i = start
     while i < end:
         t = data[i]
         i += 1
-        if t == 0x00 or t == 0xFF:  # padding between objects
+        if t == 0x00 or t == 0xFF:
             continue
         if t & 0x1F == 0x1F:
             if i >= end:
@@ -63,93 +70,190 @@ def tlv_find(data, tag, start=0, end=None):
         if i + n > end:
             raise CardDataError("value of tag %X runs past the end" % t)
         if t == tag:
-            return (i, i + n)
+            _END[0] = i + n
+            return i
         i += n
-    return None
+    return -1
 
 
-def parse_fci(resp_data, aid):
-    """-> (df_name, f15 or None) from a SELECT answer; CardDataError when not a T-Union FCI."""
-    outer = tlv_find(resp_data, 0x6F)
-    if outer is None:
+def fci_15(resp, n, aid):
+    """Where the 0x15 file (9F0C) starts in a SELECT answer's first n bytes, -1 when the FCI
+    has none; CardDataError when it is not a T-Union FCI (as parse_fci). No allocation."""
+    s = _tlv_scan(resp, 0x6F, 0, n)
+    if s < 0:
         raise CardDataError("no FCI template")
-    s, e = outer
-    name = tlv_find(resp_data, 0x84, s, e)
-    if name is None:
+    e = _END[0]
+    name = _tlv_scan(resp, 0x84, s, e)
+    if name < 0:
         raise CardDataError("FCI without DF name")
-    df_name = bytes(resp_data[name[0] : name[1]])
-    # ISO 7816 partial selection: the card may answer with a longer name (phone AIDs)
-    if df_name[: len(aid)] != aid:
-        raise CardDataError("FCI names %s, not the T-Union application" % hexs(df_name))
-    prop = tlv_find(resp_data, 0xA5, s, e)
-    f15 = None
-    if prop is not None:
-        pos = tlv_find(resp_data, 0x9F0C, prop[0], prop[1])
-        if pos is not None:
-            f15 = bytes(resp_data[pos[0] : pos[1]])
-    return df_name, f15
+    name_end = _END[0]
+    _NAME[0] = name
+    _NAME[1] = name_end
+    ok = name_end - name >= len(aid)
+    if ok:
+        for i in range(len(aid)):
+            if resp[name + i] != aid[i]:
+                ok = False
+                break
+    if not ok:
+        raise CardDataError(
+            "FCI names %s, not the T-Union application" % hexs(resp[name:name_end])
+        )
+    prop = _tlv_scan(resp, 0xA5, s, e)
+    if prop < 0:
+        return -1
+    pos = _tlv_scan(resp, 0x9F0C, prop, _END[0])
+    if pos >= 0 and _END[0] - pos != LEN_15:
+        raise CardDataError("0x15 file of %d bytes" % (_END[0] - pos))
+    return pos
 
 
-def _bcd_digits(data):
-    out = ""
-    for b in data:
-        hi = b >> 4
-        lo = b & 0x0F
-        if hi > 9 or lo > 9:
-            raise CardDataError("not BCD: %s" % hexs(data))
-        out += "%d%d" % (hi, lo)
-    return out
+def _bcd_check(data, start=0, end=None):
+    """CardDataError unless data[start:end] is all BCD digits (no allocation)."""
+    if end is None:
+        end = len(data)
+    for i in range(start, end):
+        b = data[i]
+        if b >> 4 > 9 or b & 0x0F > 9:
+            raise CardDataError("not BCD: %s" % hexs(data[start:end]))
 
 
-def _bcd_date(data):
+def _bcd_date(data, start=0):
     """4-byte YYYYMMDD BCD -> int YYYYMMDD; CardDataError when not a date."""
-    v = int(_bcd_digits(data))
+    _bcd_check(data, start, start + 4)
+    v = 0
+    for i in range(start, start + 4):
+        v = v * 100 + (data[i] >> 4) * 10 + (data[i] & 0x0F)
     m = (v // 100) % 100
     d = v % 100
     if not (1 <= m <= 12 and 1 <= d <= 31):
-        raise CardDataError("bad date %s" % hexs(data))
+        raise CardDataError("bad date %s" % hexs(data[start : start + 4]))
     return v
 
 
-def parse_15(f15):
-    """The 30-byte public application file -> card dict (tunion-card.md 2.1)."""
-    if f15 is None or len(f15) != LEN_15:
-        raise CardDataError("0x15 file of %s bytes" % (len(f15) if f15 is not None else None))
-    serial = bytes(f15[10:20])
-    digits = _bcd_digits(serial)
-    if digits[0] != "0":
-        raise CardDataError("card number pad nibble is not 0")
+def card_number(card_no):
+    """The 19-digit card number of the 10-byte BCD card_no (for screens and logs: made after
+    the tap, not in it)."""
+    _bcd_check(card_no)
+    return "".join("%02X" % b for b in card_no)[1:]
+
+
+def new_info():
+    """A card dict for parse_15(into=): its byte buffers are made once and refilled per card."""
     return {
-        "issuer8": bytes(f15[0:8]),
-        "issuer": bytes(f15[0:4]),
-        "issuer_city": bytes(f15[2:4]),
-        "app_type": f15[8],
-        "enabled": f15[9],
-        "card_no": serial,  # 10 bytes BCD, as the blacklist and the journal key it
-        "card_no_str": digits[1:],  # the 19-digit number
-        "serial_low": bytes(f15[12:20]),  # level-2 key diversification factor
-        "start": _bcd_date(f15[20:24]),
-        "expiry": _bcd_date(f15[24:28]),
+        "issuer8": bytearray(8),
+        "issuer": bytearray(4),
+        "app_type": 0,
+        "enabled": 0,
+        "card_no": None,
+        "serial_low": bytearray(8),
+        "start": 0,
+        "expiry": 0,
+        "aid": None,
+        "city": bytearray(2),
+        "interconnect": 0,
+        "card_type": 0,
+        "rec1a": None,
     }
 
 
+def _fill(buf, src, start):
+    for i in range(len(buf)):
+        buf[i] = src[start + i]
+
+
+def parse_15(f15, into=None, off=0):
+    """The 30-byte public application file at f15[off:] -> card dict (tunion-card.md 2.1),
+    refilling `into` (a new_info() dict: the purchase keeps one) or a new one. card_no is a new
+    bytes object (callers keep it: blacklist, fare memory); the other byte values are the
+    dict's own buffers."""
+    if f15 is None or len(f15) - off < LEN_15 or (into is None and len(f15) != LEN_15):
+        raise CardDataError("0x15 file of %s bytes" % (len(f15) if f15 is not None else None))
+    _bcd_check(f15, off + 10, off + 20)
+    if f15[off + 10] >> 4:
+        raise CardDataError("card number pad nibble is not 0")
+    start = _bcd_date(f15, off + 20)
+    expiry = _bcd_date(f15, off + 24)
+    if into is None:
+        into = new_info()
+    _fill(into["issuer8"], f15, off)
+    _fill(into["issuer"], f15, off)
+    _fill(into["serial_low"], f15, off + 12)  # level-2 key diversification factor
+    into["app_type"] = f15[off + 8]
+    into["enabled"] = f15[off + 9]
+    no = f15[off + 10 : off + 20]  # 10 bytes BCD, as the blacklist and the journal key it
+    into["card_no"] = no if isinstance(no, bytes) else bytes(no)
+    into["start"] = start
+    into["expiry"] = expiry
+    b = into["city"]  # until parse_17 reads this card's 0x17
+    b[0] = b[1] = 0
+    into["interconnect"] = 0
+    into["card_type"] = 0
+    return into
+
+
 def parse_17(data, card):
-    """The management file's first 11 bytes into `card` (tunion-card.md 2.3)."""
+    """The management file's first 11 bytes into `card` (tunion-card.md 2.3); a new_info() dict
+    gets its buffers refilled."""
     if len(data) < LEN_17_USED:
         raise CardDataError("0x17 file of %d bytes" % len(data))
-    _bcd_digits(data[4:8])  # province and city must be BCD
-    card["country"] = bytes(data[0:4])
-    card["province"] = bytes(data[4:6])
-    card["city"] = bytes(data[6:8])
+    _bcd_check(data, 4, 8)  # province and city must be BCD
+    if isinstance(card.get("city"), bytearray):  # a new_info() dict: no country, province
+        _fill(card["city"], data, 6)
+    else:
+        card["country"] = bytes(data[0:4])
+        card["province"] = bytes(data[4:6])
+        card["city"] = bytes(data[6:8])
     card["interconnect"] = (data[8] << 8) | data[9]
     card["card_type"] = data[10]
     return card
 
 
+def _put(buf, off, width, value):
+    i = off + width - 1
+    while i >= off:
+        buf[i] = value & 0xFF
+        value >>= 8
+        i -= 1
+
+
+def _check(resp, length, what, arg=-1):
+    """ApduError unless resp is 9000 with `length` data bytes (None: any); no allocation when
+    it is. `what` % arg names the command in the error only."""
+    sw = sw_of(resp)
+    if sw == 0x9000 and (length is None or len(resp) - 2 == length):
+        return
+    if arg >= 0:
+        what = what % arg
+    expect(resp, length, what)  # raises with the same message as before
+
+
 class Card:
-    """The T-Union application on one card in the field; every method is one APDU."""
+    """The T-Union application on one card in the field; every method is one APDU. The purchase
+    keeps one Card and rebinds it per tap (reset()): its command buffers and the dict
+    init_capp() returns are reused, valid until the next call of the same method."""
 
     def __init__(self, link):
+        self._rb = bytearray(5)  # case-2 commands: READ BINARY
+        self._init = bytearray(b"\x80\x50\x03\x02\x0b" + bytes(11) + b"\x0f")
+        self._upd = bytearray(5 + LEN_1E)  # UPDATE CAPP DATA CACHE of a 48-byte record
+        self._upd[0] = 0x80
+        self._upd[1] = 0xDC
+        self._upd[4] = LEN_1E
+        self._deb = bytearray(b"\x80\x54\x01\x00\x0f" + bytes(15) + b"\x08")
+        self._random = bytearray(4)
+        self._sel = {}
+        self.init = {
+            "balance": 0,
+            "atc": 0,
+            "overdraft_limit": 0,
+            "key_version": 0,
+            "alg_id": 0,
+            "random": self._random,
+        }
+        self.reset(link)
+
+    def reset(self, link):
         self.link = link
         self.apdus = 0
         self.chained = False  # the last answer came through GET RESPONSE (61xx)
@@ -176,16 +280,25 @@ class Card:
             resp = self.link.transceive(build(0x00, 0xC0, 0x00, 0x00, None, resp[1]))
         return resp
 
-    def select(self, aid):
-        """-> (sw, response). Status words are interpreted by the caller."""
-        resp = self._x(build(0x00, 0xA4, 0x04, 0x00, aid, 0x00))
-        return sw_of(resp), resp
+    def select_answer(self, aid):
+        """SELECT by name -> the whole answer (status word last), no tuple."""
+        cmd = self._sel.get(aid)
+        if cmd is None:  # the AIDs are a few constants: each command is built once
+            cmd = self._sel[aid] = build(0x00, 0xA4, 0x04, 0x00, aid, 0x00)
+        return self._x(cmd)
 
-    def read_binary(self, sfi, length, offset=0):
-        resp = self._x(build(0x00, 0xB0, 0x80 | sfi, offset, None, length))
-        # a card that wants the whole file read (6Cxx) gives what it named: the head is used
+    def read_answer(self, sfi, length):
+        """READ BINARY -> the card's whole answer (data, then 9000): no copy of the data."""
+        c = self._rb
+        c[0] = 0x00
+        c[1] = 0xB0
+        c[2] = 0x80 | sfi
+        c[3] = 0
+        c[4] = length & 0xFF
+        resp = self._x(c)
         n = self.resent_le if self.resent_le > length else length
-        return expect(resp, n, "READ BINARY %02X" % sfi)[:length]
+        _check(resp, n, "READ BINARY %02X", sfi)
+        return resp
 
     def read_record(self, sfi, number, length):
         """Record data, or None when the card has no such record (6A83)."""
@@ -200,131 +313,46 @@ class Card:
         return int.from_bytes(data, "big")
 
     def init_capp(self, key_index, amount, terminal):
-        """INITIALIZE FOR CAPP PURCHASE -> dict; ApduError (with .sw 9401 etc.) when refused."""
-        data = bytearray(11)
-        data[0] = key_index
-        data[1:5] = amount.to_bytes(4, "big")
-        data[5:11] = terminal
-        r = expect(self._x(build(0x80, 0x50, 0x03, 0x02, data, 0x0F)), 15, "INITIALIZE CAPP")
-        return {
-            "balance": int.from_bytes(r[0:4], "big"),
-            "atc": (r[4] << 8) | r[5],
-            "overdraft_limit": int.from_bytes(r[6:9], "big"),
-            "key_version": r[9],
-            "alg_id": r[10],
-            "random": bytes(r[11:15]),
-        }
+        """INITIALIZE FOR CAPP PURCHASE -> dict (the Card's own, refilled by the next call);
+        ApduError (with .sw 9401 etc.) when refused."""
+        c = self._init
+        c[5] = key_index
+        _put(c, 6, 4, amount)
+        for i in range(6):
+            c[10 + i] = terminal[i]
+        r = self._x(c)
+        _check(r, 15, "INITIALIZE CAPP")
+        d = self.init
+        d["balance"] = (r[0] << 24) | (r[1] << 16) | (r[2] << 8) | r[3]
+        d["atc"] = (r[4] << 8) | r[5]
+        d["overdraft_limit"] = (r[6] << 16) | (r[7] << 8) | r[8]
+        d["key_version"] = r[9]
+        d["alg_id"] = r[10]
+        rnd = self._random
+        for i in range(4):
+            rnd[i] = r[11 + i]
+        return d
 
     def update_capp(self, sfi, p1, record):
-        resp = self._x(build(0x80, 0xDC, p1, sfi << 3, record), False)
-        expect(resp, 0, "UPDATE CAPP %02X" % sfi)
+        if len(record) == LEN_1E:
+            c = self._upd
+            c[2] = p1
+            c[3] = sfi << 3
+            c[5:] = record
+        else:
+            c = build(0x80, 0xDC, p1, sfi << 3, record)
+        resp = self._x(c, False)
+        _check(resp, 0, "UPDATE CAPP %02X", sfi)
 
-    def debit(self, serial4, datetime7, mac1):
-        """DEBIT FOR CAPP PURCHASE -> (tac, mac2)."""
-        data = bytes(serial4) + bytes(datetime7) + bytes(mac1)
-        r = expect(self._x(build(0x80, 0x54, 0x01, 0x00, data, 0x08), False), 8, "DEBIT")
-        return bytes(r[0:4]), bytes(r[4:8])
-
-    def prove(self, atc_after, txn_type=TXN_CAPP):
-        """GET TRANSACTION PROVE -> (mac2, tac), or None when the card denies that transaction."""
-        resp = self._x(build(0x80, 0x5A, 0x00, txn_type, atc_after.to_bytes(2, "big"), 0x08))
-        sw = sw_of(resp)
-        if sw != 0x9000:
-            return None
-        if len(resp) != 10:
-            raise ApduError("GET TRANSACTION PROVE: %d data bytes" % (len(resp) - 2), sw)
-        return bytes(resp[0:4]), bytes(resp[4:8])
-
-    def challenge(self):
-        return bytes(expect(self._x(build(0x00, 0x84, 0x00, 0x00, None, 4)), 4, "GET CHALLENGE"))
-
-    def block(self, p1, p2, mac):
-        expect(self._x(build(0x84, 0x1E, p1, p2, mac), False), 0, "APPLICATION BLOCK")
-
-
-def find_history(card, counter, terminal, datetime7, amount):
-    """Where the card's own 0x18 history holds a purchase with this counter, terminal, time and
-    amount: 1 = its newest transaction, 2.. = older; None when the card never made it; 0 when
-    the history no longer reaches back that far (unknown). The reference does not say whether
-    a record keeps the counter INIT returned or the one after the debit, so either matches
-    (terminal, time and amount single the record out). Newest first, so the search stops at
-    the first counter older than both."""
-    nxt = (counter + 1) & 0xFFFF
-    amount4 = amount.to_bytes(4, "big")
-    for n in range(1, 11):
-        rec = card.read_record(SFI_18, n, LEN_18)
-        if rec is None:
-            return None
-        c = (rec[0] << 8) | rec[1]
-        if (
-            (c == counter or c == nxt)
-            and rec[9] in (0x06, 0x09)
-            and rec[5:9] == amount4
-            and rec[10:16] == terminal
-            and rec[16:23] == datetime7
-        ):
-            return n
-        if c < counter:
-            return None
-    return 0
-
-
-def bus_record(
-    base,
-    status,
-    city,
-    institution,
-    operator,
-    route,
-    stop,
-    vehicle,
-    terminal,
-    datetime7,
-    amount,
-    serial,
-    marked=0,
-    direction=0xAB,
-    mileage=0,
-):
-    """The 0x2702 bus record (tunion-card.md 2.6) for a boarding (status 1) or an alighting
-    (status 2) tap, built on the card's current record `base` (None: a blank one). Boarding
-    fills the boarding half and the marked amount (charged if no alighting tap comes);
-    alighting keeps the boarding half and fills the alighting half with the amount charged."""
-    r = bytearray(base if base is not None and len(base) == LEN_1A else LEN_1A)
-    r[0:4] = b"\x27\x02\x7d\x01"
-    r[4] = 0x01  # interconnection transaction flag: time/segment (compound) purchase
-    r[6:14] = _bcd8(serial)
-    r[14] = status
-    term8 = b"\x00\x00" + bytes(terminal)
-    veh = (bytes(vehicle) + b"\x00" * 8)[:8]
-    if status == 0x01:
-        r[15:17] = city
-        r[17:25] = institution
-        r[25:27] = operator.to_bytes(2, "big")
-        r[27:29] = route.to_bytes(2, "big")
-        r[29] = stop & 0xFF
-        r[30:38] = veh
-        r[38:46] = term8
-        r[46:53] = datetime7
-        r[53:57] = marked.to_bytes(4, "big")
-        r[57] = direction
-    else:
-        r[58:60] = city
-        r[60:68] = institution
-        r[68:70] = operator.to_bytes(2, "big")
-        r[70:72] = route.to_bytes(2, "big")
-        r[72] = stop & 0xFF
-        r[73:81] = veh
-        r[81:89] = term8
-        r[89:96] = datetime7
-        r[96:100] = amount.to_bytes(4, "big")
-        r[100:102] = mileage.to_bytes(2, "big")
-    return bytes(r)
-
-
-def _bcd8(value):
-    out = bytearray(8)
-    for i in range(7, -1, -1):
-        value, low = divmod(value, 100)
-        out[i] = ((low // 10) << 4) | (low % 10)
-    return out
+    def debit_raw(self, serial4, datetime7, mac1, mac1_at=0):
+        """DEBIT FOR CAPP PURCHASE -> the card's answer: TAC (bytes 0-3), MAC2 (4-7), 9000.
+        MAC1 is mac1[mac1_at:mac1_at + 4] (the PSAM's 8070 answer holds serial and MAC1)."""
+        c = self._deb
+        for i in range(4):
+            c[5 + i] = serial4[i]
+            c[16 + i] = mac1[mac1_at + i]
+        for i in range(7):
+            c[9 + i] = datetime7[i]
+        r = self._x(c, False)
+        _check(r, 8, "DEBIT")
+        return r

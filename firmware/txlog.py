@@ -29,6 +29,8 @@ except ImportError:  # CPython
         return x
 
 
+import struct
+
 import log
 import record
 from crc import crc32
@@ -440,7 +442,7 @@ class TxLog:
             d[_SEQ_AT + k] = buf[_SEQ_AT + k]
             d[_D_REF + k] = intent[_SEQ_AT + k]
             d[_D_TAC + k] = buf[_R_TAC + k]
-        _put32(d, _D_CRC, crc32(self._dcrc))
+        struct.pack_into(">I", d, _D_CRC, crc32(self._dcrc))
         return True
 
     def _intent_for(self, d):
@@ -495,6 +497,11 @@ class TxLog:
                 continue
             i += 1
         return freed
+
+    @property
+    def open_count(self):
+        """How many intents are open (no allocation: the tap asks it every time)."""
+        return self._open
 
     def open_intents(self):
         """record.decode() of each open DEBIT_INTENT, with "seq", oldest first (from RAM)."""

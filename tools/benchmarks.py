@@ -367,6 +367,7 @@ def stage_tap(cfg, use_callgrind):
         "mpy_loop_turns": r["busy_n"],
         "tap_alloc_bytes": r32["tap_alloc_bytes"],
         "tap_alloc_runs_32": r32["tap_alloc_runs"],
+        "tap_log_alloc_bytes_32": r32.get("tap_log_alloc_bytes"),
         "tap_alloc_bytes_64": r["tap_alloc_bytes"],
         "card_apdus_per_tap": r["card_apdus_per_tap"],
         "psam_apdus_per_tap": r["psam_apdus_per_tap"],

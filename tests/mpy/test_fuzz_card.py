@@ -230,7 +230,7 @@ def test_parsers_only_raise_card_data_errors():
             elif what == "f15":
                 info = tunion.parse_15(data)
                 mptest.eq(len(data), tunion.LEN_15)
-                mptest.eq(len(info["card_no_str"]), 19)
+                mptest.eq(len(tunion.card_number(info["card_no"])), 19)
             else:
                 c = tunion.parse_17(data, {})
                 mptest.true(len(c["province"]) == 2 and c["card_type"] < 256)

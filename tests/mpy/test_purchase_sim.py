@@ -7,6 +7,7 @@ import mptest
 import purchase
 import record
 import timeutil
+import tunion
 from apdu_link import ApduLink
 from psam_app import PsamApp
 from simlink import Control
@@ -77,7 +78,7 @@ def test_flat_fare_ok_within_budget_and_record():
     mptest.eq(rec["flags"], 0)
     mptest.hex_eq(rec["psam_tid"], b"\x00\x00\x00\x00\x00\x42")
     mptest.eq(rec["psam_serial"], 1)
-    mptest.eq(res.card["card_no_str"], "3105228000000000017")
+    mptest.eq(tunion.card_number(res.card["card_no"]), "3105228000000000017")
     mptest.eq(res.card["interconnect"], 1)
     # the intent before DEBIT with every field but the TAC, then the outcome that closes it
     mptest.eq([r["kind"] for r in journal], [record.DEBIT_INTENT, record.PURCHASE])

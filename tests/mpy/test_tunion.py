@@ -143,7 +143,7 @@ def test_tlv_and_fci_parsing():
 
 def test_file_15_and_17_parsing():
     card = tunion.parse_15(F15)
-    mptest.eq(card["card_no_str"], "3105228000000000017")
+    mptest.eq(tunion.card_number(card["card_no"]), "3105228000000000017")
     mptest.hex_eq(card["issuer"], b"\x09\x98\x10\x01")
     mptest.eq((card["start"], card["expiry"], card["enabled"]), (20200101, 20391231, 1))
     mptest.hex_eq(card["serial_low"], F15[12:20])
