@@ -249,3 +249,29 @@ def test_load_test_stores_every_record_once_with_slow_connections(request):
     assert r["lost"] == 0 and r["duplicated"] == 0
     rc = load.replay_cost(pg.create_db("replay%d" % os.getpid()), reps=5)
     assert rc["batch_bytes"] > 60000 and rc["ratio"] > 0
+
+
+def test_big_bundles_are_served_by_range_through_serve(store, monkeypatch):
+    """GET /v1/bundle/<v> reaches tools/collector/bundles.py serve() with the device, token and
+    Range, and its status and headers come back (the bundle logic is tested in
+    tests/host/test_params_publish.py)."""
+    from tools.collector import bundles
+
+    seen = []
+
+    def fake(st, version, device, token, rng):
+        seen.append((version, device, token, rng))
+        return 206, {"Content-Range": "bytes 10-19/100"}, bytes(range(10, 20))
+
+    monkeypatch.setattr(bundles, "serve", fake)
+    with Running(store, Limits()) as srv:
+        conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=30)
+        conn.request("GET", "/v1/bundle/3?d=1&t=abc", headers={"Range": "bytes=10-19"})
+        resp = conn.getresponse()
+        assert resp.status == 206 and resp.read() == bytes(range(10, 20))
+        assert resp.getheader("Content-Range") == "bytes 10-19/100"
+        conn.request("GET", "/v1/bundle/x?d=1")
+        resp = conn.getresponse()
+        assert resp.status == 400 and resp.read() == b"bad request\n"
+        conn.close()
+    assert seen == [(3, 1, "abc", "bytes=10-19")]

@@ -61,6 +61,7 @@ def _serve(args):
     from .app import RateLimit, Service
     from .clearing import Clearing
 
+    logging.getLogger().setLevel(args.log_level.upper())
     clearing = Clearing(tac_keys(args.tac_keys), max_amount=args.max_amount)
     keys = _keys(args)
     store = Store(args.db, keys=keys)  # migrates once, before any worker starts

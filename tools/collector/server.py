@@ -33,13 +33,16 @@ log = logging.getLogger("collector.http")
 
 REASONS = {
     200: "OK",
+    206: "Partial Content",
     400: "Bad Request",
     401: "Unauthorized",
+    403: "Forbidden",
     404: "Not Found",
     405: "Method Not Allowed",
     409: "Conflict",
     411: "Length Required",
     413: "Payload Too Large",
+    416: "Range Not Satisfiable",
     422: "Unprocessable Entity",
     429: "Too Many Requests",
     431: "Request Header Fields Too Large",
@@ -202,6 +205,12 @@ class HttpServer:
                     n,
                 )
                 return True
+        route_path, _, query = path.partition("?")
+        if method == "GET" and route_path.startswith("/v1/bundle/"):
+            status, ctype, payload, extra = await self._bundle(route_path, query, headers)
+            self.requests += 1
+            await self._send(writer, status, payload, ctype, close, extra)
+            return close
         if path.partition("?")[0] == "/v1/health" and method == "GET":
             status, ctype, payload = await self._health()
         elif path == "/openapi.json" and method == "GET":
@@ -235,6 +244,34 @@ class HttpServer:
                 log.exception("%s from %s failed: %s", what, client, e)
                 return 503, "text/plain", b"back office error, retry later\n"
 
+    async def _bundle(self, route_path, query, headers):
+        """GET /v1/bundle/<version>?d=&t= with a Range: big parameter bundles by ranges
+        (tools/collector/bundles.py serve(), fleetparams' module; this is only the plumbing)."""
+        from urllib.parse import parse_qs
+
+        from . import bundles
+
+        q = parse_qs(query)
+        try:
+            version = int(route_path[len("/v1/bundle/") :])
+            device = int((q.get("d") or ["0"])[0])
+        except ValueError:
+            return 400, "text/plain", b"bad request\n", {}
+        token = (q.get("t") or [None])[0]
+        loop = asyncio.get_running_loop()
+        store = self.service.store
+        try:
+            status, extra, body = await loop.run_in_executor(
+                self.pool, bundles.serve, store, version, device, token, headers.get("range")
+            )
+        except Exception as e:  # noqa: BLE001  (the database: the device resumes later)
+            log.exception("bundle %d for device %d failed: %s", version, device, e)
+            return 503, "text/plain", b"back office error, retry later\n", {}
+        if status >= 400:
+            log.warning("bundle %d for device %d refused (%d): %s", version, device, status, body)
+        ctype = "application/octet-stream" if status == 206 else "text/plain"
+        return status, ctype, body, extra
+
     async def _health(self):
         loop = asyncio.get_running_loop()
         try:
@@ -245,13 +282,15 @@ class HttpServer:
         ok = schema == app_mod.SCHEMA_VERSION
         return 200, "application/json", json.dumps({"ok": ok, "schema": schema}).encode()
 
-    async def _send(self, writer, status, payload, ctype="text/plain", close=False):
+    async def _send(self, writer, status, payload, ctype="text/plain", close=False, extra=None):
         head = "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n" % (
             status,
             REASONS.get(status, "Status"),
             ctype,
             len(payload),
         )
+        for k, v in (extra or {}).items():
+            head += "%s: %s\r\n" % (k, v)
         if close:
             head += "Connection: close\r\n"
         try:
