@@ -9,12 +9,15 @@ PORT ?= /dev/ttyUSB0
 BAUD ?= 460800
 MPY_CROSS_FLAGS ?=
 comma := ,
+# Twice the cores: most tests wait on a simulator process or a socket, not on the CPU.
+TEST_WORKERS ?= $(shell echo $$(( $$(nproc 2>/dev/null || echo 1) * 2 )))
 
-.PHONY: help setup test lint firmware micropython32 deploy flash sim bench fuzz clean
+.PHONY: help setup test test-under-load lint firmware micropython32 deploy flash sim bench fuzz clean
 
 help:
 	@echo "make sim                  run the simulated bench end to end (collector, simulators, firmware)"
 	@echo "make test                 lint + every test (CPython, MicroPython unix port, mpy-cross)"
+	@echo "make test-under-load      make test beside 2 CPU hogs and an I/O hog (stress-ng)"
 	@echo "make setup                create $(VENV) with the pinned tools (run implicitly)"
 	@echo "make lint                 ruff over the whole tree"
 	@echo "make firmware BOARD=b     compile firmware, drivers and board files to build/b/*.mpy"
@@ -39,8 +42,14 @@ setup: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
+# pytest-xdist over every core; a file's tests stay on one worker (one MicroPython process runs a
+# whole tests/mpy file), except the files tests/conftest.py spreads test by test.
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+
+# The same tests beside two CPU hogs and an I/O hog (stress-ng): nothing may depend on an idle machine.
+test-under-load: $(STAMP)
+	tools/test_under_load.sh
 
 firmware: $(STAMP)
 	$(BIN)/python -m tools.build_firmware --board $(BOARD) --out build/$(BOARD) $(MPY_CROSS_FLAGS)

@@ -61,9 +61,12 @@ def compiled_cache():
     global _cache_ready
     if os.environ.get("MPY_TEST_SOURCE"):
         return None
+    # pytest-xdist workers each keep their own copy: one worker's clean-out must not pull a
+    # module from under another's running test.
+    cache = MPY_CACHE / os.environ.get("PYTEST_XDIST_WORKER", "main")
     if not _cache_ready:
-        MPY_CACHE.mkdir(parents=True, exist_ok=True)
-        for old in MPY_CACHE.glob("*.mpy"):
+        cache.mkdir(parents=True, exist_ok=True)
+        for old in cache.glob("*.mpy"):
             old.unlink()
         sources = []
         for folder in (ROOT / "firmware", ROOT / "drivers", ROOT / ".venv" / "mplib"):
@@ -77,14 +80,14 @@ def compiled_cache():
                     "-s",
                     src.name,
                     "-o",
-                    str(MPY_CACHE / (src.stem + ".mpy")),
+                    str(cache / (src.stem + ".mpy")),
                     str(src),
                 ],
                 check=True,
                 capture_output=True,
             )
         _cache_ready = True
-    return MPY_CACHE
+    return cache
 
 
 RUNTIME32 = "micropython32"

@@ -158,6 +158,9 @@ def test_garbage_never_raises(data):
     resp = card.process_apdu(data)
     assert isinstance(resp, bytes) and len(resp) >= 2
     assert not any("simulator error" in v for v in card.violations)
+    # Garbage may well be a command the firmware must never send (a SELECT by file id): that is
+    # the point of feeding it here, not a firmware violation for the autouse check to report.
+    card.violations.clear()
     psam = VirtualPsam()
     assert len(psam.process_apdu(data)) >= 2
 

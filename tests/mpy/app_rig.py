@@ -16,6 +16,7 @@ import asyncio
 import gc
 import os
 import sys
+import time
 from array import array
 
 import app
@@ -323,7 +324,10 @@ def store(v):
 
 
 class Rig:
-    def __init__(self, bundle, img="/tmp/app_rig", fs_dev=None, parts=None, drivers=False):
+    def __init__(self, bundle, img=None, fs_dev=None, parts=None, drivers=False):
+        if img is None:
+            # A name of its own: two test runs (or a test and the bench) share one /tmp.
+            img = "/tmp/app_rig-%d" % (time.ticks_us() & 0xFFFFFF)
         self.dev = fs_dev or FileDev(img + ".img", 512)
         vfs.VfsLfs2.mkfs(self.dev)
         vfs.mount(vfs.VfsLfs2(self.dev), MOUNT)

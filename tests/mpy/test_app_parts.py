@@ -1,6 +1,8 @@
 # Feedback patterns, the clock's rules and the vehicle configuration (MicroPython side).
 import asyncio
 import json
+import os
+import time
 
 import clock
 import config
@@ -92,7 +94,7 @@ def test_config_validation_and_defaults():
 
 
 def test_config_file_errors_are_clear():
-    path = "/tmp/validator-test-config.json"
+    path = "/tmp/validator-test-config-%d.json" % (time.ticks_us() & 0xFFFFFF)
     with open(path, "w") as f:
         f.write("{not json")
     mptest.true("not valid JSON" in str(mptest.raises(config.ConfigError, config.load, path)))
@@ -101,3 +103,4 @@ def test_config_file_errors_are_clear():
     mptest.eq(config.load(path)["device_id"], 1001)
     e = mptest.raises(config.ConfigError, config.load, "/tmp/no-such-config.json")
     mptest.true("provision" in str(e))
+    os.remove(path)

@@ -1,7 +1,9 @@
 # mpy: heapsize=64k timeout=300
-# Memory under an ESP32-sized heap: 10,000 appends (with acks and reclaim, as the uplink does)
-# leave the heap where it was, and one append allocates a few bytes at most. The device is a
-# 1 MB file-backed block device with 4 KB blocks, as on the ESP32, so it costs no heap.
+# Memory under an ESP32-sized heap: 2,000 appends (10,000 with JOURNAL_BIG=1), with acks and
+# reclaim as the uplink does, leave the heap where it was, and one append allocates a few bytes at
+# most. The device is a 1 MB file-backed block device with 4 KB blocks, as on the ESP32, so it
+# costs no heap. This journal now only holds what an older release left for txlog_migrate: the
+# shorter run keeps the check without spending minutes of file I/O in every `make test`.
 import gc
 import os
 import sys
@@ -35,7 +37,8 @@ for _m in ("crc", "log", "record", "journal"):  # loaded now: the files can go
 os.rmdir(_MPY_DIR)
 
 MP = "/jm"
-APPENDS = 10000
+APPENDS = 10000 if os.getenv("JOURNAL_BIG") else 2000
+SAMPLE = APPENDS // 10  # heap sampled ten times over the run
 FIELDS = {
     "kind": record.PURCHASE,
     "time": 800000000,
@@ -68,21 +71,21 @@ def teardown():
     log.set_level(log.INFO, echo=True)
 
 
-def test_ten_thousand_appends_do_not_grow_the_heap():
+def test_thousands_of_appends_do_not_grow_the_heap():
     j = Journal(MP + "/j")
     fields = dict(FIELDS)
-    samples = [0] * (APPENDS // 1000)  # preallocated: a growing list would show as growth
+    samples = [0] * (APPENDS // SAMPLE)  # preallocated: a growing list would show as growth
     for i in range(1, APPENDS + 1):
         fields["card_atc"] = i & 0xFFFF
         j.append(fields)
         if i % 50 == 0:
             j.ack(i - 10)  # the uplink acknowledges in batches, a little behind
-        if i % 1000 == 0:
+        if i % SAMPLE == 0:
             gc.collect()
-            samples[i // 1000 - 1] = gc.mem_alloc()
+            samples[i // SAMPLE - 1] = gc.mem_alloc()
     mptest.eq(j.last_seq, APPENDS)
     mptest.eq(j.backlog, 10)
-    mptest.log("heap in use after each 1,000 appends: %s bytes" % samples)
+    mptest.log("heap in use after each %d appends: %s bytes" % (SAMPLE, samples))
     # the first sample includes warm-up (lists at their working size); after it, flat
     mptest.true(max(samples[1:]) - min(samples[1:]) <= 64, "heap grows: %r" % samples)
     # and the journal still reads back

@@ -94,7 +94,7 @@ def test_status_polled_until_ready_without_a_fixed_gap():
     mptest.true(busy >= 1, "the chip said not ready %d time(s)" % busy)
     mptest.true(t.not_ready >= busy, "the driver saw each of them: %d" % t.not_ready)
     # A chip that is never ready gives up at the caller's deadline with a timeout.
-    env.fault("slow", ms=1500)  # beyond FAST's 600 ms exchange timeout
+    env.fault("slow", ms=cases.SLOWER_THAN_FAST_MS)  # beyond FAST's exchange timeout
     mptest.raises(cases.LinkTimeout, r.transceive, cases.SELECT)
 
 

@@ -33,7 +33,8 @@ from simlink import Control  # noqa: E402
 
 NOW = timeutil.to_seconds(2026, 11, 29, 4, 30, 0)
 FLAT = {"debit": 200, "must_cover": 200, "txn_type": 0x06, "route": 0x0123, "stop": 7}
-TIMEOUTS = {"ack_timeout_ms": 150, "command_timeout_ms": 400, "exchange_timeout_ms": 600}
+# Generous: the chip simulator is a CPython process that a busy machine can delay.
+TIMEOUTS = {"ack_timeout_ms": 1000, "command_timeout_ms": 2000, "exchange_timeout_ms": 2500}
 
 
 class CountingUART(SimUART):

@@ -5,6 +5,7 @@
 # (tools/bench_app_world.py). It boots, sells, uploads every record and takes a parameter delta
 # the collector publishes, within a heap of an ESP32's order.
 import gc
+import time
 
 import app_rig
 import mptest
@@ -14,7 +15,11 @@ STOLEN = "3104895199900000003"
 
 def test_boots_sells_uploads_and_activates_a_delta_with_real_drivers():
     world = app_rig.World()
-    rig = app_rig.Rig(world.info["bundle"], img="/tmp/runtime32-drivers", drivers=True)
+    rig = app_rig.Rig(
+        world.info["bundle"],
+        img="/tmp/runtime32-drivers-%d" % (time.ticks_us() & 0xFFFFFF),
+        drivers=True,
+    )
     del world
     gc.collect()
     try:
