@@ -605,7 +605,8 @@ def markdown(res):
         w(
             "**Fleet load** (`tools/collector/load.py`, docs/scaling.md). %d simulated validators "
             "upload batches of %s records back to back for %s s into `serve --workers %d` on "
-            "PostgreSQL (fsync on); clients, collector and database share the machine's cores. "
+            "PostgreSQL (fsync on); clients (requests built before the clock starts), collector "
+            "and database share the machine's cores. "
             "%s requests, %s records/s, p50 %s ms, p99 %s ms, lost %s, duplicated %s, collector "
             "CPU %s ms per request, statuses %s. With %s slow connections held: %s records/s, "
             "p99 %s ms. Replay of a 64 KB batch %s ms vs bad MAC %s ms. Load average at the end "

@@ -133,7 +133,10 @@ def test_bad_http_is_refused_before_the_body(store, request_bytes, status):
 def test_connection_cap_and_keep_alive_and_health(store):
     with Running(store, Limits(max_connections=2, idle_timeout=5)) as srv:
         held = [raw(srv.port, b"", wait=False) for _ in range(2)]
-        time.sleep(0.2)  # let the server accept them (not a timing assert)
+        deadline = time.monotonic() + 30
+        while srv.http.conns < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)  # until the server holds both (not a timing assert)
+        assert srv.http.conns == 2
         out = raw(srv.port, b"")  # refused at once, before it says anything
         assert out.startswith(b"HTTP/1.1 503") and b"too many connections" in out
         for s in held:
