@@ -8,8 +8,9 @@ back to back for `seconds`: batches of 1-40 records (uniform), genuine purchases
 simulators' test keys, one card per device, a consistent balance chain), so the collector does
 all of its clearing work. The requests are built before the clock starts (enough for 12,000
 records/s; past that a device builds them as it goes), so the generator, which shares the cores
-with the collector and PostgreSQL, mostly writes and reads sockets. `slow` connections are held open meanwhile, trickling a request head
-one byte every few seconds and coming back when cut off (slowloris). Afterwards the database is
+with the collector and PostgreSQL, mostly writes and reads sockets. `slow` connections are held
+open meanwhile, trickling a request head one byte every few seconds and coming back when cut off
+(slowloris). Afterwards the database is
 read: every record each device was told is held must be there exactly once (per device the
 sequence 1..n with no hole, no row outside it, nothing flagged as a duplicate).
 
