@@ -92,6 +92,12 @@ def main(argv=None):
         "(--master-key-file or $COLLECTOR_MASTER_KEY_FILE / $COLLECTOR_MASTER_KEY)",
     )
     ap.add_argument("--master-key-file", help="the back office's device master key (0600)")
+    ap.add_argument(
+        "--ca-cert",
+        type=Path,
+        help="the back office's CA certificate (PEM or DER): written as ca.der beside --out "
+        "(and copied to the board with --port); https verifies the back office against it",
+    )
     args = ap.parse_args(argv)
     args.secret = sys.stdin.readline().strip() if args.secret_stdin else None
     try:
@@ -116,11 +122,48 @@ def main(argv=None):
     cfg = build_config(args)
     write_private(args.out, json.dumps(cfg, indent=1) + "\n")
     print(f"provision: wrote {args.out} (mode 0600) for {cfg['device_id']}")
+    ca = None
+    if args.ca_cert:
+        try:
+            ca = write_ca(args.ca_cert, args.out.parent / "ca.der")
+        except (ValueError, OSError) as exc:
+            sys.exit(f"provision: CA certificate: {exc}")
+        print(f"provision: wrote {ca} (the back office's CA, DER)")
     if args.port:
         mpremote = ROOT / ".venv" / "bin" / "mpremote"
         cmd = [str(mpremote), "connect", args.port, "fs", "cp", str(args.out), ":config.json"]
         print("provision: " + " ".join(cmd))
         subprocess.run(cmd, check=True)
+        if ca is not None:
+            cmd = [str(mpremote), "connect", args.port, "fs", "cp", str(ca), ":ca.der"]
+            print("provision: " + " ".join(cmd))
+            subprocess.run(cmd, check=True)
+
+
+def write_ca(src, dst):
+    """The CA certificate as DER for drivers/http_socket.py (ca.der): refused unless it parses
+    as an X.509 certificate that may sign others (basicConstraints CA)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    data = Path(src).read_bytes()
+    try:
+        cert = (
+            x509.load_pem_x509_certificate(data)
+            if b"-----BEGIN" in data
+            else x509.load_der_x509_certificate(data)
+        )
+    except ValueError as exc:
+        raise ValueError("%s is not an X.509 certificate (%s)" % (src, exc))
+    try:
+        is_ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except x509.ExtensionNotFound:
+        is_ca = False
+    if not is_ca:
+        raise ValueError("%s is not a CA certificate (no basicConstraints CA:TRUE)" % src)
+    dst = Path(dst)
+    dst.write_bytes(cert.public_bytes(Encoding.DER))
+    return dst
 
 
 if __name__ == "__main__":

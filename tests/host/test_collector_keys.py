@@ -156,3 +156,50 @@ def test_cli_secret_import_reads_stdin(tmp_path, monkeypatch, capsys):
     assert s.check_keys() == (0, 1)  # reported at start: one secret still stored
     s.close()
     assert up.MAC_LEN == 32
+
+
+def _cert(tmp_path, ca):
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import Encoding
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "back office CA")])
+    now = datetime.datetime(2026, 1, 1)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=3650))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    path = tmp_path / ("ca.pem" if ca else "leaf.pem")
+    path.write_bytes(cert.public_bytes(Encoding.PEM))
+    return path, cert.public_bytes(Encoding.DER)
+
+
+def test_provision_writes_the_back_offices_ca_as_der(tmp_path):
+    pem, der = _cert(tmp_path, True)
+    leaf, _ = _cert(tmp_path, False)
+    out = tmp_path / "dev" / "config.json"
+    out.parent.mkdir()
+    args = ["--device", "9", "--route", "12", "--city", "2482"]
+    args += ["--institution", "1200290000000000", "--collector", "https://bo.example"]
+    run = [sys.executable, "-m", "tools.provision", *args, "--out", str(out)]
+    proc = subprocess.run(run + ["--ca-cert", str(pem)], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert (out.parent / "ca.der").read_bytes() == der
+    proc = subprocess.run(run + ["--ca-cert", str(leaf)], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode != 0 and "not a CA certificate" in proc.stderr
+    junk = tmp_path / "junk.pem"
+    junk.write_bytes(b"not a certificate")
+    proc = subprocess.run(run + ["--ca-cert", str(junk)], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode != 0 and "not an X.509 certificate" in proc.stderr
