@@ -397,9 +397,9 @@ def main(argv=None):
     s.add_argument("--max-connections", type=int, default=4000, help="per process")
     s.add_argument("--max-inflight", type=int, default=32, help="requests processed at once")
     s.add_argument(
-        "--rate", type=float, default=5.0, help="requests a second per device (0: no limit)"
+        "--rate", type=float, default=20.0, help="requests a second per device (0: no limit)"
     )
-    s.add_argument("--burst", type=int, default=20, help="burst of requests per device")
+    s.add_argument("--burst", type=int, default=60, help="burst of requests per device")
     s = with_keys(with_db(sub.add_parser("provision", help="add a device or give it a new key")))
     s.add_argument("--device", type=int, required=True)
     s.add_argument(
