@@ -12,7 +12,8 @@ from micropython import const
 from pn532 import FRAME_BUF, NACK, frame_size
 
 ADDRESS = const(0x24)
-_POLL_US = const(500)  # between status polls (or IRQ looks) while the chip works
+_POLL_US = const(500)  # between status polls while the chip works (a 1-byte read each)
+_IRQ_LOOK_US = const(100)  # between looks at the IRQ line (a GPIO read)
 _WRITE_TRIES = const(25)  # a busy chip NACKing its address: about 25 ms of tries
 _WRITE_PAUSE_US = const(1000)
 
@@ -61,7 +62,7 @@ class PN532I2C:
                 self.not_ready += 1
             if time.ticks_diff(deadline, time.ticks_ms()) <= 0:
                 return False
-            time.sleep_us(self.poll_us)
+            time.sleep_us(_IRQ_LOOK_US if irq is not None else self.poll_us)
 
     def _read(self, n):
         """Read status + n bytes; -> True when the status said ready."""

@@ -11,7 +11,11 @@ _DW = const(0x01)
 _SR = const(0x02)
 _DR = const(0x03)
 _HDR = const(6)  # 00 00 FF LEN LCS TFI, or a whole ACK
-_POLL_MS = const(1)
+# Between looks while the chip works: the IRQ line every 100 us (a GPIO read), the status over
+# SPI every 500 us (a 2-byte transfer each). Half a period is the average latency per wait, which
+# docs/tap-model.md charges to each command.
+_IRQ_LOOK_US = const(100)
+_POLL_US = const(500)
 
 
 class PN532SPI:
@@ -61,7 +65,7 @@ class PN532SPI:
                     return True
             if time.ticks_diff(deadline, time.ticks_ms()) <= 0:
                 return False
-            time.sleep_ms(_POLL_MS)
+            time.sleep_us(_IRQ_LOOK_US if self.irq is not None else _POLL_US)
 
     def receive(self, buf, timeout_ms, hint=0):
         deadline = time.ticks_add(time.ticks_ms(), timeout_ms)

@@ -72,6 +72,11 @@ _CASCADE_TAG = const(0x88)
 _SHORT_US = const(1000)  # REQA, anticollision, SELECT: the card answers within ~100 µs
 _HLTA_US = const(1000)
 _IRQ_SLACK_MS = const(30)  # beyond the chip's own timer, before we call the chip stuck
+# While a frame is on air or the card works: 8 looks back to back, then the IRQ line every
+# 100 us or ComIrqReg over SPI every 250 us (half a period per wait is charged by
+# docs/tap-model.md).
+_IRQ_LOOK_US = const(100)
+_POLL_US = const(250)
 # ModWidthReg per bit rate 106/212/424/848 kbit/s (hardware.md section 2, MFRC522Extended PPS)
 _MODWIDTH_FOR = b"\x26\x15\x0a\x05"
 
@@ -290,7 +295,7 @@ class RC522(Reader):
                         break
                     polls += 1
                     if polls > 8:
-                        time.sleep_ms(1)
+                        time.sleep_us(_IRQ_LOOK_US)
             self._xfer(self._status_cmd, st)
             irq = st[1]
             # ErrIRq for a bit collision may come at the colliding bit, before the frame
@@ -305,7 +310,7 @@ class RC522(Reader):
                 raise ChipError("RC522 raised no IRQ (ComIrqReg %02x)" % irq)
             polls += 1
             if polls > 8:
-                time.sleep_ms(1)
+                time.sleep_us(_POLL_US)
         # The chip stays in Transceive until the next frame's Idle: no write needed here.
         err, level, control = st[2], st[3], st[4]
         if err & (_ERR_OVFL | _ERR_PARITY | _ERR_PROTOCOL):

@@ -62,15 +62,19 @@ PARAMS = {
     # Reader buses, measured on the simulated chips (docs/nfc.md "Bus cost", docs/nfc-rc522.md
     # "Tests and figures"): poll with a card present + the 5 APDUs of a flat-fare purchase.
     "pn532_hsu": {
-        # The board moves the chip to 921 600 baud with SetSerialBaudRate after init
-        # (boards/esp32_common.py "fast_baud"; the PN532 takes up to 1 288 000).
-        "baud": 921600,
+        # The board moves the chip to 1 288 000 baud, the last entry of SetSerialBaudRate's
+        # table (nfcpy, reference hardware.md section 2), after init (boards/esp32s3_pn532_hsu
+        # "fast_baud"); the ESP32-S3 UART makes 80 MHz x 16 / 993 = 1 289 023 baud (+0.08 %,
+        # esp-idf uart_ll_set_baudrate, drivers/iso7816.py uart_clk_div).
+        "baud": 1288000,
         "bits": 10,
         "poll_bytes": 41,
         "purchase_bytes": 348,
         "transactions": 12,
-        # drivers/pn532_uart.py polls the UART every 1 ms: half a period per answer on average
-        "per_transaction_ms": 0.5,
+        "per_transaction_ms": 0.1,  # MicroPython call and UART driver overhead per write/read
+        # drivers/pn532_uart.py looks at the UART every 100 us while the chip works: 50 us of
+        # latency on average for each of the two waits of a command (ACK, response)
+        "look_ms": 0.1,
     },
     "pn532_i2c": {
         "hz": 400000,
@@ -79,23 +83,36 @@ PARAMS = {
         "purchase_bytes": 542,
         "transactions": 46,
         "per_transaction_ms": 0.1,  # MicroPython call and I2C driver overhead per transaction
-        # drivers/pn532_i2c.py polls the status every 0.5 ms: a quarter of a millisecond of
-        # latency on average for each of the two waits of a command (ACK, response)
-        "poll_ms": 0.5,
+        # Every board wires the PN532's IRQ (boards/*/board.py "irq"; SAMConfiguration turns it
+        # on): drivers/pn532_i2c.py looks at it every 100 us (without it, the status every
+        # 500 us): 50 us of latency on average for each of the two waits of a command
+        "look_ms": 0.1,
     },
     "pn532_spi": {
+        # 1 MHz: the PN532's highest SPI clock is not confirmed (reference hardware.md
+        # section 2: the libraries read use 1 MHz)
         "hz": 1000000,
         "poll_bytes": 48,
         "purchase_bytes": 383,
-        "transactions": 36,
+        "transactions": 36,  # measured with status polls: the IRQ line makes fewer (kept)
         "per_transaction_ms": 0.1,
+        # drivers/pn532_spi.py looks at the IRQ line every 100 us (it used to sleep 1 ms between
+        # looks, which this model did not charge): 50 us per wait, two waits a command
+        "look_ms": 0.1,
     },
     "rc522_spi": {
-        "hz": 4000000,
+        # 10 MHz: the MFRC522's SPI limit (NXP MFRC522 datasheet, SPI "up to 10 Mbit/s"; the
+        # Arduino library's "MFRC522 accept upto 10MHz", reference hardware.md section 3);
+        # boards/esp32_rc522_spi asks for it
+        "hz": 10000000,
         "activation_bytes": 109,
         "purchase_bytes": 364,
         "transactions": 88,
         "per_transaction_ms": 0.05,
+        # drivers/rc522.py: 8 looks back to back (counted in `transactions`), then the IRQ
+        # line every 100 us: 50 us of latency per frame exchange (it used to sleep 1 ms, which
+        # this model did not charge)
+        "look_ms": 0.1,
     },
     # PN532 internal handling of one InDataExchange / InListPassiveTarget beyond the RF time:
     # not published (UM0701-02 not available to us); assumed 1 ms each.
@@ -228,30 +245,38 @@ def tap_model(d):
     def pn532_cmds():
         return answers * p["pn532_command_ms"]
 
+    def waits(cfg, n):
+        """n waits for the chip, each noticed half a look period late on average."""
+        return n * cfg["look_ms"] / 2
+
     links = {}
     h = p["pn532_hsu"]
     links["pn532_hsu"] = (
         (h["poll_bytes"] + h["purchase_bytes"]) * h["bits"] * 1000 / h["baud"]
         + h["transactions"] * h["per_transaction_ms"]
+        + waits(h, 2 * answers)
         + pn532_cmds()
     )
     i = p["pn532_i2c"]
     links["pn532_i2c"] = (
         (i["poll_bytes"] + i["purchase_bytes"]) * i["bits"] * 1000 / i["hz"]
         + i["transactions"] * i["per_transaction_ms"]
-        + answers * 2 * i["poll_ms"] / 2
+        + waits(i, 2 * answers)
         + pn532_cmds()
     )
     s = p["pn532_spi"]
     links["pn532_spi"] = (
         (s["poll_bytes"] + s["purchase_bytes"]) * 8 * 1000 / s["hz"]
         + s["transactions"] * s["per_transaction_ms"]
+        + waits(s, 2 * answers)
         + pn532_cmds()
     )
     r = p["rc522_spi"]
-    links["rc522_spi"] = (r["activation_bytes"] + r["purchase_bytes"]) * 8 * 1000 / r["hz"] + r[
-        "transactions"
-    ] * r["per_transaction_ms"]
+    links["rc522_spi"] = (
+        (r["activation_bytes"] + r["purchase_bytes"]) * 8 * 1000 / r["hz"]
+        + r["transactions"] * r["per_transaction_ms"]
+        + waits(r, rf_frames // 2)  # one wait per frame exchange, activation included
+    )
 
     # The UPDATE CAPP DATA CACHE the PSAM's 8070 overlaps: the card's time, its frames on air.
     update = [e for e in ex_card if e[0][2:4].upper() == "DC"]

@@ -12,7 +12,9 @@ READER = {
     "tx": 17,
     "rx": 18,
     "baudrate": 115200,
-    "fast_baud": 921600,  # SetSerialBaudRate after init (the PN532 takes up to 1 288 000)
+    # SetSerialBaudRate after init: the PN532's fastest (its table ends at 1 288 000); the
+    # ESP32-S3 UART makes 1 289 023 baud of it (80 MHz x 16 / 993, +0.08 %)
+    "fast_baud": 1288000,
     "irq": 10,
     "reset": 11,
     "type_b": False,  # True polls type B cards too (a second round per poll)

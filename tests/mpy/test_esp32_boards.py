@@ -244,7 +244,7 @@ async def test_s3_hsu_board_gives_the_three_uarts_to_reader_psam_and_modem():
     mptest.eq(uarts, [(0, 15, 16), (1, 17, 18), (2, 4, 5)])
     reader_uart = [kw for kind, n, kw in made if kind == "uart" and n == 1]
     mptest.eq(reader_uart[0]["baudrate"], 115200)  # opened at the chip's power-up speed,
-    mptest.eq(_last_parts[0].reader.t.baudrate, 921600)  # moved up after init: the sale ran so
+    mptest.eq(_last_parts[0].reader.t.baudrate, 1288000)  # moved up after init: the sale ran so
 
 
 async def test_s3_i2c_board_puts_the_pn532_on_the_hsu_boards_uart_pins():
@@ -253,13 +253,13 @@ async def test_s3_i2c_board_puts_the_pn532_on_the_hsu_boards_uart_pins():
     mptest.eq((i2c1[0]["sda"].gpio, i2c1[0]["scl"].gpio), (17, 18))
 
 
-def test_s3_hsu_board_finds_the_pn532_still_at_921600_after_a_soft_reset():
+def test_s3_hsu_board_finds_the_pn532_still_at_its_fast_rate_after_a_soft_reset():
     # The ESP32 restarts, the PN532 does not: the second start opens UART1 at 115 200 while the
-    # chip listens at 921 600 since the first; the board tries the fast rate and goes on.
+    # chip listens at 1 288 000 since the first; the board tries the fast rate and goes on.
     for _ in range(2):
         board = _power_on("esp32s3_pn532_hsu", "s3")
         parts = board.make_parts(CFG)
-        mptest.eq(parts.reader.t.baudrate, 921600)
+        mptest.eq(parts.reader.t.baudrate, 1288000)
         mptest.true(parts.reader.firmware is not None)
 
 
