@@ -128,6 +128,9 @@ class HttpServer:
                     return
         except (asyncio.IncompleteReadError, ConnectionError):
             return
+        except Exception as e:  # noqa: BLE001  (a bug: logged, the connection closed, serving goes on)
+            log.exception("connection from %s: unexpected %s: closed", client, e)
+            return
         finally:
             self.conns -= 1
             try:
