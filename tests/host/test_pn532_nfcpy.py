@@ -32,9 +32,19 @@ def chip():
     c.close()
 
 
+# The simulated chip answers in its own thread of this process: a machine busy with other work
+# can hold it past nfcpy's 100 ms ACK wait. nfcpy's waits are stretched, its protocol untouched.
+STRETCH = 20
+
+
+class PatientTTY(transport.TTY):
+    def read(self, timeout):
+        return super().read(timeout * STRETCH if timeout else timeout)
+
+
 def open_clf(chip):
     """nfcpy's tty: open, on the pty."""
-    tty = transport.TTY(chip.port)
+    tty = PatientTTY(chip.port)
     device = nfc.clf.pn532.init(tty)
     device._path = chip.port
     clf = nfc.ContactlessFrontend()

@@ -214,6 +214,9 @@ COMMANDS = (
 )
 
 
+HONEST_MS = 5000
+
+
 async def run(at, cmd, prefix, raw_n, timeout_ms=25):
     buf = bytearray(raw_n) if raw_n else None
     kw = {"raw": buf, "end": b"+HTTPREAD: 0"} if raw_n else {}
@@ -246,7 +249,8 @@ async def test_commands_against_a_damaging_modem():
                 tally.add("AtError")
             except AtTimeout:
                 tally.add("AtTimeout")
-            mptest.between(time.ticks_diff(time.ticks_ms(), t0), 0, 400, cmd + " bounded")
+            took = time.ticks_diff(time.ticks_ms(), t0)
+            mptest.true(took < 10000, "limit: %s took %d ms, over 10 s" % (cmd, took))
         # Honest again. The first command may meet what the damage left (a line without its
         # end joins the next answer's first line, so an error code or a stale OK can land on
         # it): counted, not failed, since AT has no framing to resync on. Then, after the engine
@@ -263,9 +267,10 @@ async def test_commands_against_a_damaging_modem():
         await asyncio.sleep_ms(2)
         at.reset()
         at.echo = False
-        lines, _, _ = await run(at, "AT+CSQ", b"+CSQ:", None, 200)
+        # Honest answers come at once; the 5 s limit only covers a busy machine's stalls.
+        lines, _, _ = await run(at, "AT+CSQ", b"+CSQ:", None, HONEST_MS)
         mptest.eq(lines, [b"+CSQ: 21,99"], "round %d" % i)
-        lines, got, buf = await run(at, "AT+HTTPREAD=0,10", None, 10, 200)
+        lines, got, buf = await run(at, "AT+HTTPREAD=0,10", None, 10, HONEST_MS)
         mptest.eq((got, bytes(buf)), (10, b"0123456789"), "round %d" % i)
         log.clear()
     at.stop()

@@ -222,7 +222,8 @@ def test_t0_link_against_a_garbling_card():
             tally.add("AtrError")
         except LinkError as e:
             tally.add(type(e).__name__)
-        mptest.between(time.ticks_diff(time.ticks_ms(), t0), 0, 2000, "round %d bounded" % i)
+        took = time.ticks_diff(time.ticks_ms(), t0)
+        mptest.true(took < 20000, "limit: round %d took %d ms, over 20 s" % (i, took))
         honest(lk, card, "round %d" % i)
         log.clear()
     mptest.log(fuzzgen.report("t0_link", seed, n, tally))

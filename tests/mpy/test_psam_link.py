@@ -146,7 +146,7 @@ def test_null_bytes_extend_the_work_waiting_time():
 
 
 def test_silence_beyond_wwt_times_out():
-    ctl.call("psam_config", wi=1, nulls=1, null_ms=700)
+    ctl.call("psam_config", wi=1, nulls=1, null_ms=MARGIN + 600)  # beyond WWT 100 ms + margin
     lk = link()
     lk.reset()
     e = mptest.raises(LinkTimeout, lk.transceive, b"\x80\x70\x00\x00\x24" + bytes(36))

@@ -34,7 +34,7 @@ def link():
     global _uart
     _uart = SimUART("psam", baudrate=9600, parity=0, stop=2, rxbuf=512)
     lk = PsamLink(
-        _uart, Pin("psam_rst", Pin.OUT, value=0), PWM(Pin("psam_clk")), CLK, margin_ms=150
+        _uart, Pin("psam_rst", Pin.OUT, value=0), PWM(Pin("psam_clk")), CLK, margin_ms=1000
     )
     return lk
 

@@ -43,7 +43,7 @@ def test_whole_purchase_through_pn532_and_character_psam():
     reader.init()
     uart = SimUART("psam", baudrate=9600, parity=0, stop=2, rxbuf=512)
     lk = PsamLink(
-        uart, Pin("psam_rst", Pin.OUT, value=0), PWM(Pin("psam_clk")), CLK, margin_ms=150
+        uart, Pin("psam_rst", Pin.OUT, value=0), PWM(Pin("psam_clk")), CLK, margin_ms=1000
     )
     lk.reset()
     journal = []
@@ -79,7 +79,7 @@ def test_purchaser_boot_recovers_the_link_after_a_fault():
     ctl.call("psam_app", name="virtual")
     uart = SimUART("psam", baudrate=9600, parity=0, stop=2, rxbuf=512)
     lk = PsamLink(
-        uart, Pin("psam_rst", Pin.OUT, value=0), PWM(Pin("psam_clk")), CLK, margin_ms=150
+        uart, Pin("psam_rst", Pin.OUT, value=0), PWM(Pin("psam_clk")), CLK, margin_ms=1000
     )
     p = purchase.Purchaser(PsamApp(lk), memlog.make(real=False))
     mptest.false(p.boot(), "never reset: the link refuses")
