@@ -53,7 +53,7 @@ class Reader:
         if echo:
             assert self.read(len(data)) == bytes(data)
 
-    def read(self, n, timeout=1.0):
+    def read(self, n, timeout=10.0):
         """Up to n data bytes from the card, waiting at most `timeout` seconds for them."""
         deadline = time.monotonic() + timeout
         sock = self.uart.sock
@@ -97,7 +97,7 @@ def sim(hub):
     card.clear(settings=True)
     card.app = StandinPsamApp()
     reader = Reader(hub.port)
-    time.sleep(0.02)  # let the config frame land before the reset edge
+    time.sleep(0.2)  # let the config frame land before the reset edge (a busy machine)
     yield hub, card, reader
     reader.close()
 
