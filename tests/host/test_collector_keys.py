@@ -65,13 +65,21 @@ def test_reprovisioning_gives_a_new_key_and_unlocks_a_counter_at_its_end(db_url)
         old = s.provision(4)
         c = TestClient(create_app(s))
         dev = SimDevice(4, old)
+        # a jump to the end of the range is refused: the device is told its real counter
+        jump = dev.upload_body(1, recs(1, 2), counter=0xFFFFFFFF)
+        r = c.post("/v1/upload", content=jump)
+        assert r.status_code == 409 and dev.answer(r.content)["server_counter"] == 0
+        assert s.count(4) == 0
+        # a database whose counter reached the end anyway (an older collector let it): stuck
+        with s._tx() as ex:
+            ex.run("UPDATE devices SET counter = ? WHERE device_id = 4", (0xFFFFFFFF - 1,))
+        c.app.state.service.cache.ttl = 0
         body = dev.upload_body(1, recs(1, 2), counter=0xFFFFFFFF)
         assert c.post("/v1/upload", content=body).status_code == 200
         stuck = dev.upload_body(3, recs(3, 4), counter=0xFFFFFFFF)
         assert c.post("/v1/upload", content=stuck).status_code == 409  # nothing is above it
         new = s.provision(4)
-        assert new != old and s.device(4)["counter"] == 0
-        c.app.state.service.cache.ttl = 0  # a collector reads keys again within its TTL (5 s)
+        assert new != old and s.device(4)["counter"] == 0  # a collector rereads within 5 s
         assert c.post("/v1/upload", content=body).status_code == 401  # the old key is dead
         dev = SimDevice(4, new)
         dev.acked = 2

@@ -278,3 +278,16 @@ def test_big_bundles_are_served_by_range_through_serve(store, monkeypatch):
         assert resp.status == 400 and resp.read() == b"bad request\n"
         conn.close()
     assert seen == [(3, 1, "abc", "bytes=10-19")]
+
+
+def test_a_counter_jump_is_answered_with_the_real_counter_and_the_device_recovers(store, caplog):
+    svc = Service(store)
+    dev = SimDevice(1, SECRET)
+    assert svc.upload(dev.upload_body(1, [synth.purchase(1)]))[0] == 200
+    # a flipped bit: the counter jumps by 2^31
+    status, ans = svc.upload(dev.upload_body(2, [synth.purchase(2)], counter=dev.counter + 2**31))
+    assert status == 409 and dev.answer(ans)["server_counter"] == 1  # the device adopts 1
+    assert any("jumps more than" in m for m in caplog.messages)
+    assert store.count() == 1 and store.device(1)["counter"] == 1
+    status, ans = svc.upload(dev.upload_body(2, [synth.purchase(2)]))
+    assert status == 200 and dev.answer(ans)["value"] == 2

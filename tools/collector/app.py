@@ -20,7 +20,7 @@ from starlette.routing import Route
 
 from . import bundles
 from . import clearing as clearing_mod
-from .db import SCHEMA_VERSION, Stale, server_time
+from .db import MAX_COUNTER_JUMP, SCHEMA_VERSION, Stale, server_time
 
 log = logging.getLogger("collector")
 BINARY = "application/octet-stream"
@@ -404,6 +404,17 @@ class Service:
 
     def stale(self, info, body, server_counter, last_time=None):
         device, counter, dev_time = struct.unpack_from(">III", body, 4)
+        if counter > server_counter:
+            log.warning(
+                "device %d: counter %d jumps more than %d above %d (a bug or a flipped bit): "
+                "told to continue from %d",
+                device,
+                counter,
+                MAX_COUNTER_JUMP,
+                server_counter,
+                server_counter,
+            )
+            return 409, self._stale_answer(info, body, server_counter)
         # The request is authenticated, so the device built it. Built after the last request the
         # back office accepted (its time is later): the validator restarted and lost its counter.
         # Otherwise it is a copy of an older request: a replay.
@@ -423,7 +434,12 @@ class Service:
                 counter,
                 server_counter,
             )
-        answer = up.encode_answer(
+        return 409, self._stale_answer(info, body, server_counter)
+
+    @staticmethod
+    def _stale_answer(info, body, server_counter):
+        device, counter = struct.unpack_from(">II", body, 4)
+        return up.encode_answer(
             info["secret"],
             body[3],
             up.ST_STALE_COUNTER,
@@ -433,7 +449,6 @@ class Service:
             server_time(),
             bind=up.request_mac(body),
         )
-        return 409, answer
 
     def params(self, body):
         try:

@@ -180,7 +180,8 @@ DECLARE
     i int;
 BEGIN
     UPDATE devices SET counter = p_counter, last_seen = p_now, last_skew = p_skew
-     WHERE device_id = p_device AND counter < p_counter RETURNING contig INTO v_contig;
+     WHERE device_id = p_device AND counter < p_counter AND counter >= p_counter - 1048576
+    RETURNING contig INTO v_contig;
     IF NOT FOUND THEN
         RETURN QUERY SELECT 1, d.counter, d.last_seen, d.last_skew, 0::bigint, 0,
             NULL::text[], NULL::bigint, NULL::bigint FROM devices d WHERE d.device_id = p_device;
@@ -249,6 +250,13 @@ BEGIN
 END
 $fn$
 """
+
+
+# A request's counter may be at most this far above the last accepted one. A validator counts
+# up by one, or adopts the back office's counter from a 409, so only a bug or a flipped bit
+# jumps further; such a request gets a 409 with the real counter, which the validator adopts:
+# no value it sends can push its counter to the end of its range (docs/protocol.md section 2).
+MAX_COUNTER_JUMP = 1 << 20  # collector_ingest() has the same figure (1048576)
 
 
 class Stale(Exception):
@@ -652,8 +660,8 @@ class Store:
         # The row lock this UPDATE takes also serialises concurrent requests of one device.
         n = ex.run(
             "UPDATE devices SET counter = ?, last_seen = ?, last_skew = ? "
-            "WHERE device_id = ? AND counter < ?",
-            (counter, now, skew, device_id, counter),
+            "WHERE device_id = ? AND counter < ? AND counter >= ?",
+            (counter, now, skew, device_id, counter, counter - MAX_COUNTER_JUMP),
         )
         if n != 1:
             row = ex.one(
