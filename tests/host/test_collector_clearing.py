@@ -230,3 +230,25 @@ def test_answer_still_acknowledges_every_record_whatever_clearing_says(client, s
     ans = send(client, dev, 1, bad)
     assert ans["status"] == up.ST_OK and ans["value"] == 5  # the validator frees them
     assert len(store.exceptions()) == 5
+
+
+def test_recheck_clears_purchases_once_their_issuers_key_is_given(tmp_path, capsys):
+    url = "sqlite:///" + str(tmp_path / "r.sqlite3")
+    s = Store(url)
+    s.provision(1, SECRET_A)
+    s.register_psam(1, synth.PSAM)
+    dev = SimDevice(1, SECRET_A)
+    c = TestClient(create_app(s, clearing=Clearing({})))  # no key yet: held, reported
+    send(c, dev, 1, [sale(1), sale(2), sale(3, tac=bytes.fromhex("01020304"))])
+    assert {r["seq"]: r["reasons"] for r in s.exceptions()} == {
+        1: ["tac_nokey"],
+        2: ["tac_nokey"],
+        3: ["tac_nokey"],
+    }
+    s.close()
+    assert cli.main(["recheck", "--db", url, "--tac-keys", "test"]) == 0
+    assert "3 purchases checked again, 3 changed, 2 now settle" in capsys.readouterr().out
+    s = Store(url)
+    assert {r["seq"]: r["reasons"] for r in s.exceptions()} == {3: ["tac_bad"]}
+    assert s.settlement()["records"] == 2
+    s.close()

@@ -3,6 +3,7 @@
     python -m tools.collector serve --db URL --port N [--host H] --tac-keys keys.json|test
     python -m tools.collector exceptions --db URL [--device ID]
     python -m tools.collector loads --db URL FILE.csv
+    python -m tools.collector recheck --db URL --tac-keys FILE [--device ID]
     python -m tools.collector psam --db URL [--device ID] [--tid HEX ...] [--remove]
     python -m tools.collector masterkey --out FILE
     python -m tools.collector provision --db URL --device ID [--psam HEX] [--name NAME]
@@ -164,6 +165,22 @@ def _exceptions(args):
             len(unconfirmed),
         ),
         file=sys.stderr,
+    )
+    return 0
+
+
+def _recheck(args):
+    from .clearing import Clearing
+
+    clearing = Clearing(tac_keys(args.tac_keys), max_amount=args.max_amount)
+    store = Store(args.db)
+    try:
+        out = store.recheck(clearing, args.device)
+    finally:
+        store.close()
+    print(
+        "%d purchases checked again, %d changed, %d now settle"
+        % (out["checked"], out["changed"], out["cleared"])
     )
     return 0
 
@@ -429,6 +446,10 @@ def main(argv=None):
     s.add_argument("--remove", action="store_true", help="unregister the --tid PSAMs")
     s = with_db(sub.add_parser("exceptions", help="purchases excluded from settlement, why"))
     s.add_argument("--device", type=int)
+    s = with_db(sub.add_parser("recheck", help="clear again purchases with a bad or no TAC"))
+    s.add_argument("--device", type=int)
+    s.add_argument("--tac-keys", default=os.environ.get("COLLECTOR_TAC_KEYS"))
+    s.add_argument("--max-amount", type=int, default=5000)
     s = with_db(sub.add_parser("loads", help="import loads (top-ups) from CSV"))
     s.add_argument("file", help="CSV: card_no (hex),time (validator time),amount (fen)[,source]")
     args = p.parse_args(argv)
@@ -442,6 +463,7 @@ def main(argv=None):
             "boots": _boots,
             "exceptions": _exceptions,
             "loads": _loads,
+            "recheck": _recheck,
             "psam": _psam,
             "masterkey": _masterkey,
         }

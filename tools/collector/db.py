@@ -1077,6 +1077,50 @@ class Store:
                 )
         return out
 
+    def recheck(self, clearing, device_id=None, now=None):
+        """Clear again the purchases whose TAC could not be checked or did not verify (an
+        issuer's key provided later, a key file corrected): their tac_status and clearing
+        exceptions are recomputed; the clash and PSAM exceptions stay as they were.
+        -> {"checked": n, "changed": n, "cleared": n (now without an excluding exception)}."""
+        import record
+
+        from . import app as app_mod
+
+        keep = {"tsn_dup", "atc_dup", "psam"}
+        sql = (
+            "SELECT r.device_id, r.seq, r.raw, r.exceptions, r.tac_status, d.created "
+            "FROM records r JOIN devices d ON d.device_id = r.device_id "
+            "WHERE r.kind IN (1, 2) AND r.tac_status IN ('bad', 'nokey', 'unchecked')"
+        )
+        args = ()
+        if device_id is not None:
+            sql += " AND r.device_id = ?"
+            args = (device_id,)
+        out = {"checked": 0, "changed": 0, "cleared": 0}
+        with self._tx() as ex:
+            for dev, seq, raw, exc, tac, created in ex.all(sql, args):
+                try:
+                    rec = record.decode(bytes(raw))
+                except record.RecordError:
+                    continue
+                out["checked"] += 1
+                new_tac, new_exc = clearing.check(
+                    rec, created - EPOCH_2000 - app_mod.PROVISION_SLACK, now
+                )
+                new_exc += [e for e in (exc or "").split(",") if e in keep]
+                joined = ",".join(new_exc) or None
+                if new_tac != tac or joined != exc:
+                    out["changed"] += 1
+                    if not set(new_exc) - REPORT_ONLY:
+                        out["cleared"] += 1
+                    ex.run(
+                        "UPDATE records SET tac_status = ?, exceptions = ? "
+                        "WHERE device_id = ? AND seq = ?",
+                        (new_tac, joined, dev, seq),
+                    )
+        log.info("recheck: %s", out)
+        return out
+
     def settlement(self, device_id=None):
         """What clears: purchases with a verified TAC and no exception that excludes them.
         -> dict(records, amount, excluded, excluded_amount, reported)."""
