@@ -12,22 +12,28 @@ comma := ,
 # Twice the cores: most tests wait on a simulator process or a socket, not on the CPU.
 TEST_WORKERS ?= $(shell echo $$(( $$(nproc 2>/dev/null || echo 1) * 2 )))
 
-.PHONY: help setup test test-under-load lint firmware micropython32 deploy flash sim bench fuzz clean
+.PHONY: help setup test test-under-load lint firmware micropython32 deploy backup flash sim bench fuzz clean
+BOARDS := $(filter-out micropython,$(notdir $(patsubst %/,%,$(wildcard boards/*/))))
 
 help:
 	@echo "make sim                  run the simulated bench end to end (collector, simulators, firmware)"
+	@echo "make sim SCENARIO=f.toml  another scenario (tools/scenarios/, format in docs/scenarios.md)"
 	@echo "make test                 lint + every test (CPython, MicroPython unix port, mpy-cross)"
 	@echo "make test-under-load      make test beside 2 CPU hogs and an I/O hog (stress-ng)"
 	@echo "make setup                create $(VENV) with the pinned tools (run implicitly)"
 	@echo "make lint                 ruff over the whole tree"
 	@echo "make firmware BOARD=b     compile firmware, drivers and board files to build/b/*.mpy"
+	@echo "                          boards: $(BOARDS)"
 	@echo "make micropython32        32-bit unix MicroPython with the application frozen in"
 	@echo "                          (build/micropython32/; MICROPY_SRC=path to a v1.27 source)"
-	@echo "make deploy BOARD=b PORT=p  copy build/b to a board with mpremote"
-	@echo "make flash PORT=p FIRMWARE=f.bin  write MicroPython itself with esptool"
+	@echo "make deploy BOARD=b PORT=p  copy build/b to a board with mpremote (again and again)"
+	@echo "make backup PORT=p        copy a board's transaction log, config.json and /data to backup/"
+	@echo "make flash PORT=p FIRMWARE=f.bin  ERASE the board and write MicroPython; backs up first"
+	@echo "                          and asks (FORCE=1: no backup, no question, for a blank board)"
 	@echo "make bench                benchmarks -> bench/results.json and BENCHMARKS.md"
 	@echo "make bench STAGE=tap,app  only those stages; the other figures kept from the last run"
 	@echo "make fuzz                 the long fuzzing mode"
+	@echo "make clean                remove build/, bench/out and pytest's cache (never backup/)"
 
 # Re-runs only when the pins change; a second `make setup` is a no-op.
 $(STAMP): requirements.txt requirements.lock tools/mplib_fetch.py
@@ -52,6 +58,7 @@ test-under-load: $(STAMP)
 	tools/test_under_load.sh
 
 firmware: $(STAMP)
+	$(if $(filter command line environment,$(origin BOARD)),,@echo "BOARD not given: building unix_sim, the laptop simulation (boards: $(BOARDS))")
 	$(BIN)/python -m tools.build_firmware --board $(BOARD) --out build/$(BOARD) $(MPY_CROSS_FLAGS)
 
 # Rebuilds only when what it freezes changes (content hash; tools/build_micropython32.py).
@@ -59,12 +66,25 @@ micropython32: $(STAMP)
 	$(BIN)/python -m tools.build_micropython32 $(if $(MICROPY_SRC),--src "$(MICROPY_SRC)",)
 
 # mpremote: `fs cp -r DIR/. :` would nest; copy the build tree's contents into the device root.
+# /lib is made only where missing, so a second deploy (or one after `mpremote mip install`) works.
 deploy: firmware
-	@test -d boards/$(BOARD) || { echo "unknown board $(BOARD)"; exit 1; }
-	cd build/$(BOARD) && ../../$(BIN)/mpremote connect $(PORT) fs mkdir :lib + fs cp -r lib/. :lib/ + fs cp boot.py main.py board.py : + soft-reset
+	@test -d boards/$(BOARD) || { echo "unknown board $(BOARD) (boards: $(BOARDS))"; exit 1; }
+	cd build/$(BOARD) && ../../$(BIN)/mpremote connect $(PORT) exec "import os; 'lib' in os.listdir('/') or os.mkdir('/lib')" + fs cp -r lib/. :lib/ + fs cp boot.py main.py board.py : + soft-reset
 
+backup: $(STAMP)
+	$(BIN)/python -m tools.device_backup --port $(PORT)
+
+# erase-flash wipes the transaction log (fares not yet uploaded), the configuration and the
+# parameters: copy them first and ask, unless FORCE=1 says the board holds nothing to keep.
 flash: $(STAMP)
 	@test -n "$(FIRMWARE)" || { echo "give FIRMWARE=path/to/ESP32_GENERIC-*.bin"; exit 1; }
+	@if [ "$(FORCE)" != 1 ]; then \
+	  echo "make flash ERASES $(PORT): the transaction log (fares not yet uploaded), config.json and the parameters."; \
+	  $(BIN)/python -m tools.device_backup --port $(PORT) || { \
+	    echo "backup failed, nothing erased. For a blank board: make flash FORCE=1 PORT=$(PORT) FIRMWARE=$(FIRMWARE)"; exit 1; }; \
+	  read -r -p "Type ERASE to erase $(PORT) and write $(FIRMWARE): " answer; \
+	  [ "$$answer" = ERASE ] || { echo "not erased"; exit 1; }; \
+	fi
 	$(BIN)/esptool --chip esp32 --port $(PORT) erase-flash
 	$(BIN)/esptool --chip esp32 --port $(PORT) --baud $(BAUD) write-flash -z 0x1000 $(FIRMWARE)
 
