@@ -101,3 +101,22 @@ def test_heap_map_comparison_finds_what_an_operation_allocated():
     )
     got = largest_allocations(out)
     assert got["upload"] == (96, "S") and got["tap"] == (0, "") and got["ops"] == 1
+
+
+def test_verdict_table_checks_each_target_and_says_what_was_not_measured():
+    from tools import bench_report
+
+    figures = {
+        "tap_model_ms_by_reader": {"rc522_spi": 149.9, "pn532_spi": 150.1},
+        "tap_alloc_bytes": 512,
+        "power_cut_points_tested": 4999,
+        "power_cut_losses": 0,
+    }
+    got = {name: verdict for name, _v, _t, verdict in bench_report.verdicts(figures)}
+    assert got["tap_model_ms_by_reader.rc522_spi"] == "met"
+    assert got["tap_model_ms_by_reader.pn532_spi"] == "MISSED"
+    assert got["tap_model_ms_by_reader.pn532_hsu"] == "not measured"
+    assert got["tap_alloc_bytes"] == "met"  # the target itself is met
+    assert got["power_cut_points_tested"] == "MISSED"
+    assert got["power_cut_losses"] == "met"
+    assert got["heap_live_max_bytes"] == "not measured"
