@@ -252,3 +252,24 @@ def test_recheck_clears_purchases_once_their_issuers_key_is_given(tmp_path, caps
     assert {r["seq"]: r["reasons"] for r in s.exceptions()} == {3: ["tac_bad"]}
     assert s.settlement()["records"] == 2
     s.close()
+
+
+def test_unconfirmed_debits_are_settled_from_the_cards_next_counter(client, store, capsys):  # noqa: F811
+    dev = SimDevice(1, SECRET_A)
+    In = record.DEBIT_INTENT
+    batch = [
+        synth.debit(1, In, card=4, atc=1, psam_serial=11, t=NOW - 600),  # 5000 -> 4800?
+        synth.debit(2, In, card=5, atc=1, psam_serial=12, t=NOW - 600),
+        synth.debit(3, In, card=6, atc=1, psam_serial=13, t=NOW - 600),  # card not back yet
+        sale(4, card=4, atc=2, bb=4800),  # the card came back 200 fen lighter: debited
+        sale(5, card=5, atc=2, bb=5000),  # the same balance: the DEBIT never happened
+    ]
+    send(client, dev, 1, batch)
+    got = {r["seq"]: r["by_counter"] for r in store.unconfirmed()}
+    assert got[1] == {"verdict": "debited", "device_id": 1, "seq": 4}
+    assert got[2] == {"verdict": "not_debited", "device_id": 1, "seq": 5}
+    assert got[3] is None
+    assert cli.main(["unconfirmed", "--db", store.url]) == 0
+    out = capsys.readouterr().out
+    assert "UNCONFIRMED DEBITED (card counter +1 at device 1 seq 4)" in out
+    assert "UNCONFIRMED NOT_DEBITED (card counter +1 at device 1 seq 5)" in out

@@ -303,6 +303,13 @@ def _unconfirmed(args):
     for r in rows:
         o = r["outcome"]
         what = "UNCONFIRMED"
+        bc = r.get("by_counter")
+        if o is None and bc is not None:
+            what = "UNCONFIRMED %s (card counter +1 at device %d seq %d)" % (
+                bc["verdict"].upper(),
+                bc["device_id"],
+                bc["seq"],
+            )
         if o is not None:
             what = "%s device %d seq %d" % (
                 names.get(o["kind"], o["kind"]),

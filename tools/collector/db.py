@@ -936,15 +936,14 @@ class Store:
             sql += " AND i.device_id = ?"
             args = (device_id,)
         sql += " ORDER BY i.device_id, i.seq"
+        out = []
         with self._tx(write=False) as ex:
             rows = ex.all(sql, args)
-        out = []
-        for dev, seq, rtime, card_no, atc, amount, raw, okind, odev, oseq in rows:
-            if open_only and okind is not None:
-                continue
-            raw = bytes(raw)
-            out.append(
-                {
+            for dev, seq, rtime, card_no, atc, amount, raw, okind, odev, oseq in rows:
+                if open_only and okind is not None:
+                    continue
+                raw = bytes(raw)
+                item = {
                     "device_id": dev,
                     "seq": seq,
                     "time": rtime,
@@ -956,9 +955,36 @@ class Store:
                     "outcome": (
                         None if okind is None else {"kind": okind, "device_id": odev, "seq": oseq}
                     ),
+                    "by_counter": None,
                 }
-            )
+                if okind is None and atc is not None:
+                    item["by_counter"] = self._by_counter(ex, card_no, atc, raw)
+                out.append(item)
         return out
+
+    @staticmethod
+    def _by_counter(ex, card_no, atc, raw):
+        """Clearing from the card's counters: an open intent whose card booked its next debit
+        (counter + 1) here. That debit's balance before equals the intent's balance after: the
+        intent's DEBIT was executed ('debited'); equals its balance before: it was not
+        ('not_debited'); anything else (a load or another operator's debit between): 'unknown'.
+        None while the card has not come back."""
+        row = ex.one(
+            "SELECT device_id, seq, raw FROM records WHERE card_no = ? AND card_atc = ? "
+            "AND kind IN (1, 2) AND tsn_dup = 0 ORDER BY device_id, seq LIMIT 1",
+            (card_no, atc + 1),
+        )
+        if row is None:
+            return None
+        nxt = bytes(row[2])
+        before_next = int.from_bytes(nxt[41:44], "big")
+        if before_next == int.from_bytes(raw[44:47], "big"):
+            verdict = "debited"
+        elif before_next == int.from_bytes(raw[41:44], "big"):
+            verdict = "not_debited"
+        else:
+            verdict = "unknown"
+        return {"verdict": verdict, "device_id": row[0], "seq": row[1]}
 
     def unconfirmed(self, device_id=None):
         """The unconfirmed debits: intents with no outcome yet (see intents())."""
