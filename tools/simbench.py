@@ -35,7 +35,7 @@ import record  # noqa: E402
 import timeutil  # noqa: E402
 from feedback import SOUNDS  # noqa: E402
 
-from tools import build_firmware, params_compile  # noqa: E402
+from tools import build_firmware, params_compile, params_sign  # noqa: E402
 from tools.collector import app as collector_app  # noqa: E402
 from tools.collector.app import create_app  # noqa: E402
 from tools.collector.bench import ServerThread  # noqa: E402
@@ -250,6 +250,8 @@ class Unit:
             "apn": "cmnet",
             "uplink_interval_s": int(v.get("upload_interval_s", 5)),
         }
+        if v.get("signed"):  # only fleet-signed bundles install (docs/parameters.md)
+            cfg["param_keys"] = {"1": params_sign.public_bytes(self.bench.fleet_key).hex()}
         config_path = self.out / "config.json"
         config_path.write_text(json.dumps(cfg, indent=1))
         self.txlog_path = self.out / "flash.img.txlog"
@@ -368,10 +370,15 @@ class Unit:
         self.flash_seen.update(out)
         return out
 
-    def publish(self, version, folder, blacklist_extra=()):
+    def publish(self, version, folder, blacklist_extra=(), filler=0):
+        """Compile and publish a bundle for this validator: with `filler` extra random cards on
+        its blacklist (a big bundle); fleet-signed for a validator with `signed = true` (one
+        over 16 KiB then goes by ranges, firmware/chunkdl.py)."""
         folder = ROOT / folder
         cards = params_compile.read_cards(folder / "blacklist.csv", progress=False)
         cards = list(cards) + [int(x) for x in blacklist_extra]
+        rng = random.Random(version)
+        cards += [rng.randrange(10**18, 10**19) for _ in range(filler)]
         data = params_compile.compile_bundle(
             self.secret,
             folder / "fares.toml",
@@ -381,7 +388,14 @@ class Unit:
             progress=False,
             cards=cards,
         )
-        self.bench.store.publish(version, data, target=self.device)
+        target = self.device
+        if self.v.get("signed"):
+            # One signature for the fleet: published to every device (the ranged download
+            # serves fleet bundles only).
+            body = params_sign.body_of(data)
+            data = params_sign.sign(self.bench.fleet_key, 1, body, {})
+            target = 0
+        self.bench.store.publish(version, data, target=target)
         return version
 
     def uploaded(self):
@@ -477,7 +491,12 @@ def params_event(bench, unit, ev):
         trap = NetTrap(unit, "params", stage, version)
         bench.arm_net(unit, trap)
     for u in units:
-        u.publish(version, p.get("dir", "tools/params/example"), p.get("blacklist", ()))
+        u.publish(
+            version,
+            p.get("dir", "tools/params/example"),
+            p.get("blacklist", ()),
+            int(p.get("cards", 0)),
+        )
     bench.say("%s  back office publishes parameters v%d" % (local_clock(bench.now), version))
     if trap is not None:
         limit = parse_duration(ev.get("within", WAIT_UPLOAD_S))
@@ -541,6 +560,9 @@ class Bench:
         self.server = None
         self.units_spec = validators_of(scenario)
         self.units = {}
+        # The operator's fleet parameter key, for validators with `signed = true`; made for
+        # the run (the bench's bundles are its own).
+        self.fleet_key = params_sign.generate()
 
     # ---- output ---------------------------------------------------------------------------
 

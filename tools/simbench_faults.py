@@ -99,7 +99,9 @@ class NetTrap:
     def __init__(self, unit, what, stage, version=None):
         self.unit = unit
         self.what = what
-        self.stage = stage
+        self.stage, _, n = stage.partition("#")
+        self.n = int(n or 1)  # chunk#n: the n-th ranged answer
+        self.seen = 0
         self.version = version
         self.fired = False
         self.landed = None
@@ -142,7 +144,19 @@ class CutPoint:
                 return await receive()
 
         trap = None
-        if len(body) >= uplink_proto.REQ_LEN and body[:2] == uplink_proto.MAGIC_REQ:
+        path = scope.get("path", "")
+        if path.startswith("/v1/bundle/"):
+            # A range of a big fleet-signed bundle: GET /v1/bundle/<v>?d=<device>&t=<token>
+            query = dict(
+                kv.split("=", 1)
+                for kv in scope.get("query_string", b"").decode().split("&")
+                if "=" in kv
+            )
+            device = int(query["d"]) if query.get("d", "").isdigit() else None
+            trap = self.bench.net_trap_for(device, "params")
+            if trap is not None and trap.stage != "chunk":
+                trap = None
+        elif len(body) >= uplink_proto.REQ_LEN and body[:2] == uplink_proto.MAGIC_REQ:
             device = int.from_bytes(body[4:8], "big")
             what = {uplink_proto.T_UPLOAD: "upload", uplink_proto.T_PARAMS: "params"}.get(body[3])
             trap = self.bench.net_trap_for(device, what)
@@ -151,7 +165,7 @@ class CutPoint:
             await send({"type": "http.response.start", "status": 503, "headers": []})
             await send({"type": "http.response.body", "body": b"validator gone"})
             return
-        if trap is None or trap.stage not in ("stored", "downloaded"):
+        if trap is None or trap.stage not in ("stored", "downloaded", "chunk"):
             return await self.app(scope, replay, send)
         held = []
 
@@ -160,12 +174,17 @@ class CutPoint:
 
         await self.app(scope, replay, hold)
         status = next((m.get("status") for m in held if "status" in m), None)
-        if status != 200:  # a 409 (stale counter after a boot) stored nothing: not yet
+        want = 206 if trap.stage == "chunk" else 200
+        if status == want:
+            trap.seen += 1
+        if status != want or trap.seen < trap.n:
+            # a 409 (stale counter after a boot) stored nothing; an earlier range: not yet
             for m in held:
                 await send(m)
             return
         trap.fire(
-            "the back office answered HTTP %s; power lost before the answer arrived" % status
+            "the back office answered HTTP %s%s; power lost before the answer arrived"
+            % (status, " (range %d)" % trap.seen if trap.stage == "chunk" else "")
         )
         for m in held:
             await send(m)

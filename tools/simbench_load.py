@@ -50,11 +50,12 @@ STEPS = COMMANDS  # the older name
 # Stages of the network exchanges a power cut can be placed at (`power_cut = "upload:stored"`).
 # upload: sent (the request is on its way: power dies before the back office has it), stored
 # (the back office stored it, its answer never arrives), acknowledged (the validator wrote the
-# acknowledgement to its log). params: requested, downloaded (served, never received),
-# activated (the validator switched to the new bundle).
+# acknowledgement to its log). params: requested, downloaded (served, never received), chunk#n
+# (the n-th ranged answer of a big fleet-signed bundle served, never received), activated (the
+# validator switched to the new bundle).
 NET_STAGES = {
     "upload": ("sent", "stored", "acknowledged"),
-    "params": ("requested", "downloaded", "activated"),
+    "params": ("requested", "downloaded", "chunk", "activated"),
 }
 
 
@@ -114,6 +115,7 @@ VALIDATOR_KEYS = {
     "upload_interval_s",
     "terminal_id",
     "txlog_sectors",
+    "signed",
 }
 
 
@@ -262,8 +264,10 @@ def _check_updown(ev, sc):
 def _check_params(ev, sc):
     p = ev["params_push"]
     if not isinstance(p, dict) or "version" not in p:
-        raise ScenarioError("params_push needs {version = n, dir = ..., blacklist = [...]}")
-    extra = set(p) - {"version", "dir", "blacklist"}
+        raise ScenarioError(
+            "params_push needs {version = n, dir = ..., blacklist = [...], cards = n}"
+        )
+    extra = set(p) - {"version", "dir", "blacklist", "cards"}
     if extra:
         raise ScenarioError("params_push: unknown key(s) %s" % ", ".join(sorted(extra)))
     if not (ROOT / p.get("dir", "tools/params/example") / "fares.toml").exists():
@@ -271,9 +275,11 @@ def _check_params(ev, sc):
     cut = ev.get("power_cut")
     if cut is not None:
         what, _, stage = str(cut).partition(":")
-        if what != "params" or stage not in NET_STAGES["params"]:
+        stage, _, n = stage.partition("#")
+        if what != "params" or stage not in NET_STAGES["params"] or (n and not n.isdigit()):
             raise ScenarioError(
-                "params_push with power_cut %r: params:%s" % (cut, "|".join(NET_STAGES["params"]))
+                "params_push with power_cut %r: params:%s (chunk#n: the n-th range)"
+                % (cut, "|".join(NET_STAGES["params"]))
             )
 
 
