@@ -1017,6 +1017,26 @@ class Bench:
                     [(u["seq"], u["card_atc"]) for u in unconfirmed],
                 )
             )
+        # The back office settles an unconfirmed debit from the card's next counter (debited,
+        # not_debited, unknown): it must agree with what the card itself did.
+        verdicts = {}
+        for item in unconfirmed:
+            bc = item.get("by_counter")
+            verdict = bc["verdict"] if bc else "card_not_back"
+            verdicts[verdict] = verdicts.get(verdict, 0) + 1
+            truth = self._card_debited(item["card_no"], item["card_atc"])
+            if verdict in ("debited", "not_debited") and truth is not None:
+                if (verdict == "debited") != truth:
+                    self.fail(
+                        "device %d seq %d: the back office settles the unconfirmed debit as %s,"
+                        " the card %s it"
+                        % (
+                            item["device_id"],
+                            item["seq"],
+                            verdict,
+                            "executed" if truth else "never executed",
+                        )
+                    )
         intents = sum(1 for _, r in decoded if r["kind"] == record.DEBIT_INTENT)
         outcomes = {}
         for _, r, _ in self.taps:
@@ -1045,6 +1065,7 @@ class Bench:
             "backoffice_records": len(rows),
             "debit_intents": intents,
             "unconfirmed_debits": len(unconfirmed),
+            "unconfirmed_verdicts": verdicts,
             "tac_checked": sum(1 for r in rows if r[9] == "ok"),
             "tac_missing": len(missing),
             "held": held,
@@ -1122,6 +1143,14 @@ class Bench:
                 "%srecords differ between flash and back office: %s" % (u.label, differ[:10])
             )
         return len(device)
+
+    def _card_debited(self, card_no, atc):
+        """Did the card with this number make the debit of counter `atc`? None: no such card."""
+        want = card_no.lower() if isinstance(card_no, str) else bytes(card_no).hex()
+        for card in self.cards.values():
+            if card.tu and bytes(card.tu["serial"]).hex() == want:
+                return any(d["counter"] == atc for d in card.debits)
+        return None
 
     def _expect_cards(self, spec):
         for name, card in self.cards.items():

@@ -169,6 +169,8 @@ def test_two_routes_share_one_back_office(tmp_path):
     assert report["tac_missing"] == 1
     # lee's debit on bus101 stays an unconfirmed debit: he finished his journey on bus102
     assert report["unconfirmed_debits"] == 1 and report["unconfirmed_fen"] == 200
+    # ... which the back office settles from his next counter (bus102's sale) as debited
+    assert report["unconfirmed_verdicts"] == {"debited": 1}
     assert report["tac_checked"] == report["card_debits"] - 2
     assert report["cards"]["bob"]["apps"] == {"unionpay": 125000, "medical": 38000}
 
