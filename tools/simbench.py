@@ -270,7 +270,7 @@ class Unit:
                 "VALIDATOR_TEST_HOOKS": "1",
             }
         )
-        self.wdt_s = int(v.get("watchdog_ms", 3000)) / 1000
+        self.wdt_s = int(v.get("watchdog_ms", 8000)) / 1000  # as on the boards
         env["VALIDATOR_WDT_MS"] = str(int(self.wdt_s * 1000))
         self.fw = Firmware(env, self.out / "firmware.log", fw_dir / "main.py")
         self.fw.on_idle = self._watchdog_check
