@@ -429,6 +429,13 @@ class Journal:
         reserve takes the record of a purchase already under way and recovered purchases)."""
         return self._free() > self._cfg["purchase_reserve"]
 
+    @property
+    def high_water(self):
+        """Numbers below this may have been issued: they are reserved hwm_step at a time, and a
+        clean cut at the end of the newest segment (whole records gone) leaves no other trace, so
+        last_seq can be below a number already uploaded. The migration numbers on from here."""
+        return self._hwm
+
     def _reserve_seq(self, seq):
         if seq < self._hwm:
             return

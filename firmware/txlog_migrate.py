@@ -187,9 +187,15 @@ def run(journal_dir, txlog):
             txlog.adopt(b)
             moved += 1
         seq = record.seq_of(recs[-1])
-    if txlog.last_seq < j.last_seq:
-        # numbers the old journal issued (or reserved after a cut) are never issued again
-        txlog.set_floor(j.last_seq + 1)
+    # Numbers the old journal issued are never issued again. Its last record kept does not prove
+    # that: whole records cut from the end of its newest segment leave no trace, and one of them
+    # may have been uploaded. Its high-water mark bounds every number it issued, so the log goes
+    # on from there; the numbers skipped reach the back office as a declared floor (a gap).
+    floor = j.last_seq + 1
+    if j.high_water > floor:
+        floor = j.high_water
+    if txlog.last_seq < floor - 1:
+        txlog.set_floor(floor)
     if acked > txlog.acked_seq:
         txlog.ack(acked)
     kind, blob = j._load_pending()

@@ -240,21 +240,22 @@ class MpyTestFailure(Exception):
 class MpyFile(pytest.File):
     def collect(self):
         tree = ast.parse(self.path.read_text(encoding="utf-8"), filename=str(self.path))
-        names = [
-            node.name
+        defs = [
+            node
             for node in tree.body
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
             and node.name.startswith("test_")
         ]
-        run = MpyFileRun(self.path, names)
-        for name in names:
-            yield MpyItem.from_parent(self, name=name, run=run)
+        run = MpyFileRun(self.path, [d.name for d in defs])
+        for d in defs:
+            yield MpyItem.from_parent(self, name=d.name, run=run, lineno=d.lineno)
 
 
 class MpyItem(pytest.Item):
-    def __init__(self, *, run, **kwargs):
+    def __init__(self, *, run, lineno=None, **kwargs):
         super().__init__(**kwargs)
         self.run = run
+        self.lineno = lineno
         self.add_marker(pytest.mark.micropython)
         if self.path.name.startswith("test_fuzz"):
             self.add_marker(pytest.mark.fuzz)
@@ -270,7 +271,10 @@ class MpyItem(pytest.Item):
             )
         status, detail = result
         if status == "SKIP":
-            pytest.skip(detail.strip() or "skipped on MicroPython")
+            # reported at the test's own line (reportinfo), not at this one
+            raise pytest.skip.Exception(
+                detail.strip() or "skipped on MicroPython", _use_item_location=True
+            )
         if status != "PASS":
             raise MpyTestFailure(detail)
 
@@ -280,7 +284,8 @@ class MpyItem(pytest.Item):
         return super().repr_failure(excinfo)
 
     def reportinfo(self):
-        return self.path, None, "[micropython] %s::%s" % (self.path.name, self.name)
+        line = self.lineno - 1 if self.lineno else None
+        return self.path, line, "[micropython] %s::%s" % (self.path.name, self.name)
 
 
 class MpyCrossFile(pytest.File):
