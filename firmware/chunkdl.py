@@ -36,6 +36,7 @@ DL_STATE = params.DL_STATE
 _CHECKPOINT = const(16)  # chunks between checkpoints (64 KiB)
 WINDOW = const(65536)  # bytes per ranged request: headers stay under 1% of the bytes moved
 _BUF = const(512)
+_BLOCK = const(4096)
 
 
 class ChunkError(ValueError):
@@ -71,7 +72,7 @@ class ChunkReceiver(params.Receiver):
         self.m = None
         self.sha = None
         self.want = bytearray(bundle.HASH_LEN)
-        self.buf = bytearray(_BUF)
+        self.buf = None  # 512 bytes while the manifest or stored chunks are checked
         self.f = open(p._p(params.INCOMING), "r+b" if resume else "w+b")
 
     # -- positions ------------------------------------------------------------------------
@@ -123,7 +124,7 @@ class ChunkReceiver(params.Receiver):
     def _check_manifest(self):
         self.f.flush()
         try:
-            m = bundle.verify_manifest(self.f, self.total, self.p.trust, self.now, self.buf)
+            m = bundle.verify_manifest(self.f, self.total, self.p.trust, self.now, bytearray(_BUF))
             self.p._check_version(m.version, m.key_id)
         except (bundle.BundleError, params.ParamsError) as e:
             if str(e).startswith("bad signature"):
@@ -179,8 +180,6 @@ class ChunkReceiver(params.Receiver):
         self.body_at = st["body_at"]
         self.hole = tuple(st["hole"]) if st["hole"] else None
         self.slot = st["slot"]
-        if self.hole:
-            self.blk = bytearray(4096)
         self.pos = self.body_at
         self._check_manifest()
         self.f.seek(self.body_at)
@@ -191,19 +190,36 @@ class ChunkReceiver(params.Receiver):
         pos = m.chunk_span((pos - m.len) // m.chunk)[0] if pos < m.total else m.total
         dev = self.p.slots[self.slot] if self.hole else None
         src = params._Logical(self.f, dev, *(self.hole or (0, 0)))
+        buf = bytearray(_BUF)
         size = os.stat(self.p._p(params.INCOMING))[6]
         while pos < m.total:
             i = (pos - m.len) // m.chunk
             start, length = m.chunk_span(i)
             if self._fpos(start + length) > size and not self._in_hole(start):
                 break
-            if not bundle.chunk_ok(src, m, i, self.buf):
+            if not bundle.chunk_ok(src, m, i, buf):
                 break
             pos = start + length
         self.rewind(pos)
-        if pos < m.total and self._in_hole(pos):
-            self.blk = bytearray(4096)
         return pos
+
+    def _block_buffer(self):
+        return None
+
+    def _to_slot(self, mv):
+        # No 4 KB block buffer: erase a block when its first byte comes, then program each
+        # piece where it belongs (esp32.Partition: ioctl 6 erases, writeblocks with an offset
+        # only programs), so the download's heap stays small.
+        dev = self.p.slots[self.slot]
+        if self.fill == 0:
+            dev.ioctl(6, self.nblk)
+        n = min(len(mv), _BLOCK - self.fill)
+        dev.writeblocks(self.nblk, mv[:n], self.fill)
+        self.fill += n
+        if self.fill == _BLOCK:
+            self.nblk += 1
+            self.fill = 0
+        return n
 
     def _in_hole(self, pos):
         return bool(self.hole) and self.hole[0] <= pos < self.hole[0] + self.hole[1]

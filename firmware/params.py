@@ -209,7 +209,7 @@ class Receiver:
             return
         self.hole = (sec[0], sec[1])
         self.slot = slot
-        self.blk = bytearray(_BLOCK)
+        self.blk = self._block_buffer()
 
     def write(self, data):
         mv = memoryview(data)
@@ -231,13 +231,7 @@ class Receiver:
                 if rel + n == bundle.HEADER:
                     self._plan()
             elif self.hole and self.hole[0] <= pos < self.hole[0] + self.hole[1]:
-                n = min(len(mv), _BLOCK - self.fill, self.hole[0] + self.hole[1] - pos)
-                self.blk[self.fill : self.fill + n] = mv[:n]
-                self.fill += n
-                if self.fill == _BLOCK:
-                    self.p.slots[self.slot].writeblocks(self.nblk, self.blk)
-                    self.nblk += 1
-                    self.fill = 0
+                n = self._to_slot(mv[: min(len(mv), self.hole[0] + self.hole[1] - pos)])
             else:
                 n = len(mv)
                 if self.hole and pos < self.hole[0]:
@@ -247,6 +241,20 @@ class Receiver:
                 self.f.write(mv[:n])
             self.pos += n
             mv = mv[n:]
+
+    def _block_buffer(self):
+        return bytearray(_BLOCK)
+
+    def _to_slot(self, mv):
+        # Whole blocks through a 4 KB buffer (writeblocks without offset erases, then programs).
+        n = min(len(mv), _BLOCK - self.fill)
+        self.blk[self.fill : self.fill + n] = mv[:n]
+        self.fill += n
+        if self.fill == _BLOCK:
+            self.p.slots[self.slot].writeblocks(self.nblk, self.blk)
+            self.nblk += 1
+            self.fill = 0
+        return n
 
     def abort(self):
         try:

@@ -277,6 +277,58 @@ ROWS = (
         "same",
     ),
     (
+        "bundle_verify_ms",
+        "ms",
+        "fleet signature check of a bundle manifest (ECDSA P-256, `firmware/p256.py`)",
+        "unix port, `tools/bench_mpy/params_verify.py`, median",
+    ),
+    ("bundle_verify_ms_32", "ms", "the same on micropython32", "same"),
+    (
+        "bundle_verify_instructions_32",
+        "",
+        "instructions per signature check",
+        "callgrind Ir on micropython32 (1 check minus 0)",
+    ),
+    (
+        "bundle_verify_model_ms_esp32_160",
+        "ms",
+        "model: signature check on an ESP32 at 160 MHz",
+        "instructions x 1.5 cycles / clock (`tools/bench_model.py` PARAMS)",
+    ),
+    ("bundle_verify_model_ms_esp32_240", "ms", "the same at 240 MHz", "same"),
+    (
+        "params_download_bytes_ratio",
+        "",
+        "million-card list over the air: HTTP bytes both ways (headers, manifest, body) / the "
+        "list's bytes (target <= 1.05)",
+        "`tools/bench_mpy/params_dl.py` on micropython32, simulated SIM7600, 64 KiB ranged GETs",
+    ),
+    (
+        "params_download_heap_bytes",
+        "B",
+        "peak heap above idle during that download (live, after a collection at each body "
+        "piece; target <= 8,192)",
+        "same, micropython32 (firmware frozen)",
+    ),
+    (
+        "params_download_model_s_115200",
+        "s",
+        "model: the download's modem UART bytes at 115,200 baud (8N1)",
+        "same, AT dialogue and bodies counted by the simulator",
+    ),
+    (
+        "params_download_cut_points_tested",
+        "",
+        "dropped connections at seeded byte points during one download (plus 3 power cuts)",
+        "same, seed in `params_download_cut_seed`",
+    ),
+    (
+        "params_download_failures",
+        "",
+        "downloads not activated, or wrong lookups after them (target 0)",
+        "same, 200 seeded cards and their neighbours looked up",
+    ),
+    (
         "modem_loop_block_ms",
         "ms",
         "extra: longest asyncio loop gap during a 6,500-byte modem POST at 115,200 baud on the "

@@ -113,6 +113,16 @@ EXTRA_KEYS = (
     "collector_slowloris_p99_ms",
     "collector_replay_cost_ratio",
     "collector_cpu_ms_per_request",
+    "bundle_verify_ms",
+    "bundle_verify_ms_32",
+    "bundle_verify_instructions_32",
+    "bundle_verify_model_ms_esp32_160",
+    "bundle_verify_model_ms_esp32_240",
+    "params_download_bytes_ratio",
+    "params_download_heap_bytes",
+    "params_download_cut_points_tested",
+    "params_download_failures",
+    "params_download_model_s_115200",
 )
 HEAP_RUNTIME = "micropython32-frozen v1.27.0"
 
@@ -148,6 +158,9 @@ FULL = {
     "collector_slow": 300,
     "hash_reps": 7,
     "modem_posts": 5,
+    "params_verify_reps": 9,
+    "params_cuts": 110,
+    "params_power_cuts": 3,
 }
 QUICK = {
     "tap_taps": 100,
@@ -158,6 +171,10 @@ QUICK = {
     "heap_search_taps": 40,
     "txlog_sales": 100,
     "txlog_sectors": 8,
+    "params_verify_reps": 2,
+    "params_cards": 20000,
+    "params_cuts": 5,
+    "params_power_cuts": 1,
     "txlog_big_sectors": 16,
     "txlog_taps": 20,
     "driver_measure_taps": 30,
@@ -1061,6 +1078,103 @@ def machine():
     }
 
 
+def _verify_vector():
+    """A P-256 key, a SHA-256 digest and its signature made with `cryptography`."""
+    import hashlib
+
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from tools import params_sign
+
+    key = ec.derive_private_key(0xB0B_5EED, ec.SECP256R1())
+    msg = b"a manifest of a million-card list"
+    sig = params_sign.sign_raw(key, msg)
+    return params_sign.public_bytes(key).hex(), hashlib.sha256(msg).hexdigest(), sig.hex()
+
+
+def stage_params(cfg, use_callgrind):
+    """Fleet signature check (firmware/p256.py) on the unix port and micropython32, its
+    instruction count and ESP32 model; a million-card bundle over the simulated SIM7600 by ranged
+    GETs (tools/bench_mpy/params_dl.py): once clean (bytes on the wire over the list's bytes, heap
+    above idle on micropython32), once with dropped connections and power cuts."""
+    vec = _verify_vector()
+    reps = cfg.get("params_verify_reps", 3)
+    out = {}
+    got, _ = run_mpy("params_verify.py", *vec, reps, heap="256k")
+    if not (got[0]["ok"] and got[0]["refused_tampered"]):
+        raise BenchError("P-256 verification wrong on the unix port: %r" % got[0])
+    out["bundle_verify_ms"] = round(got[0]["verify_ms"], 2)
+    got, _ = run_mpy("params_verify.py", *vec, reps, heap="256k", runtime32=True)
+    out["bundle_verify_ms_32"] = round(got[0]["verify_ms"], 2)
+    p = bench_model.PARAMS
+    if use_callgrind and shutil.which("valgrind"):
+        counts = {}
+        for n in (0, 2):
+            _, res = run_mpy(
+                "params_verify.py",
+                *vec,
+                n,
+                0,
+                heap="256k",
+                runtime32=True,
+                wrap=["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"],
+            )
+            for line in res.stderr.splitlines():
+                if "Collected :" in line:
+                    counts[n] = int(line.split(":")[-1])
+        if len(counts) == 2:
+            ins = round((counts[2] - counts[0]) / 2)
+            out["bundle_verify_instructions_32"] = ins
+            for mhz in p["cpu_mhz"]:
+                out["bundle_verify_model_ms_esp32_%d" % mhz] = round(
+                    ins * p["cpu_cycles_per_instruction"] / mhz / 1000, 1
+                )
+    slotdir = OUT / "params-slots"
+    slotdir.mkdir(parents=True, exist_ok=True)
+    runs = {}
+    with Hub("tools.params_dl_fixture") as hub:
+        for name, cuts, power in (
+            ("clean", 0, 0),
+            ("cuts", cfg.get("params_cuts", 110), cfg.get("params_power_cuts", 3)),
+        ):
+            got, _ = run_mpy(
+                "params_dl.py",
+                cuts,
+                power,
+                slotdir,
+                cfg.get("params_cards", 1_000_000),
+                heap="512k",
+                env={"SIM_PORT": str(hub.port)},
+                runtime32=True,
+                timeout=1800,
+            )
+            runs[name] = got[0]
+    clean, cut = runs["clean"], runs["cuts"]
+    if not clean["ok"] or clean["lookups_wrong"]:
+        raise BenchError("clean million-card download failed: %r" % clean)
+    out.update(
+        {
+            "params_download_list_bytes": clean["list_bytes"],
+            "params_download_bundle_bytes": clean["total"],
+            "params_download_wire_bytes": clean["wire_bytes"],
+            "params_download_bytes_ratio": round(clean["wire_bytes"] / clean["list_bytes"], 4),
+            "params_download_heap_bytes": clean["heap_peak"],
+            "params_download_ranged_gets": clean["fetches"],
+            "params_download_uart_bytes": clean["uart_bytes"],
+            # 10 bits a byte on the modem's UART (8N1): the line time at 115,200 baud
+            "params_download_model_s_115200": round(clean["uart_bytes"] * 10 / 115200, 1),
+            "params_download_cut_points_tested": cut["cuts"],
+            "params_download_power_cuts": cut["power_cuts"],
+            "params_download_failures": int(not cut["ok"]) + cut["lookups_wrong"],
+            "params_download_bytes_ratio_with_cuts": round(
+                cut["wire_bytes"] / max(1, cut["list_bytes"] or clean["list_bytes"]), 4
+            ),
+            "params_download_cut_seed": 20261205,
+        }
+    )
+    return out
+
+
 STAGES = (
     "tap",
     "blacklist",
@@ -1072,6 +1186,7 @@ STAGES = (
     "powercut",
     "collector",
     "modem",
+    "params",
 )
 
 
@@ -1118,6 +1233,7 @@ def run(quick=False, use_pg=True, use_callgrind=True, reps=None, only=None, prev
     stage("powercut", stage_powercut, cfg)
     stage("collector", stage_collector, cfg, use_pg)
     stage("modem", stage_modem, cfg)
+    stage("params", stage_params, cfg, use_callgrind)
     if not only:
         details["cpython_hash_baseline_ms_end"] = round(hash_baseline_ms(cfg["hash_reps"]), 2)
     model = bench_model.tap_model(details)

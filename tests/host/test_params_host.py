@@ -34,10 +34,19 @@ class MemSlot:
         a = n * 4096 + off
         buf[:] = self.data[a : a + len(buf)]
 
-    def writeblocks(self, n, buf):
-        self.data[n * 4096 : n * 4096 + len(buf)] = buf
+    def writeblocks(self, n, buf, off=None):
+        if off is None:  # erase, then program
+            self.data[n * 4096 : n * 4096 + len(buf)] = buf
+            return
+        a = n * 4096 + off  # program only: NOR bits go from 1 to 0
+        self.data[a : a + len(buf)] = bytes(
+            x & y for x, y in zip(self.data[a : a + len(buf)], buf)
+        )
 
     def ioctl(self, op, arg):
+        if op == 6:
+            self.data[arg * 4096 : (arg + 1) * 4096] = b"\xff" * 4096
+            return 0
         return self.blocks if op == 4 else 4096 if op == 5 else 0
 
 

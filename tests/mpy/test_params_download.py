@@ -323,13 +323,16 @@ class FileSlot:
         self.f.seek(n * 4096 + off)
         self.f.readinto(buf)
 
-    def writeblocks(self, n, buf):
-        self.writes += 1
-        self.f.seek(n * 4096)
+    def writeblocks(self, n, buf, off=0):
+        self.f.seek(n * 4096 + off)
         self.f.write(buf)
         self.f.flush()
 
     def ioctl(self, op, arg):
+        if op == 6:  # erase: the bytes read 0xFF until programmed
+            self.f.seek(arg * 4096)
+            self.f.write(_FF)
+            return 0
         return self.blocks if op == 4 else 4096 if op == 5 else 0
 
 
