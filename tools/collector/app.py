@@ -89,15 +89,25 @@ def openapi_document():
     text = {"content": {"text/plain": {"schema": {"type": "string"}}}}
     refusals = {
         "400": {"description": "Malformed message or truncated body", **text},
-        "401": {"description": "HMAC does not verify under the device's secret", **text},
-        "403": {"description": "Unknown device id", **text},
+        "401": {
+            "description": "HMAC does not verify under the device's secret, or an unknown "
+            "device id (the same answer: ids are not disclosed)",
+            **text,
+        },
         "409": {
             "description": "Counter not above the last accepted one (replay, or a rebooted "
             "validator): a signed answer with status 1 carrying the server's counter",
             **octet,
         },
+        "411": {"description": "POST without Content-Length", **text},
         "413": {"description": "Body larger than the limit (64 KiB)", **text},
-        "503": {"description": "Database unavailable: retry later", **text},
+        "429": {"description": "The device sent more requests a second than allowed", **text},
+        "431": {"description": "Request head over 8 KiB", **text},
+        "501": {"description": "Chunked request bodies are not accepted", **text},
+        "503": {
+            "description": "Database unavailable, or too many connections: retry later",
+            **text,
+        },
     }
     return {
         "openapi": "3.1.0",
