@@ -1,6 +1,6 @@
 # ISO/IEC 14443-4 (T=CL) half-duplex block protocol, reader side, for chips that only move frames
-# (the RC522). The algorithm follows nfcpy's IsoDepInitiator (nfcpy src/nfc/tag/tt4.py) as
-# /work/shared/reference/hardware.md section 2.5 describes it: chained I-blocks both ways,
+# (the RC522). The algorithm follows nfcpy's IsoDepInitiator.exchange (nfcpy src/nfc/tag/tt4.py),
+# timings from ISO/IEC 14443-4 as nfcpy uses them (docs/sources.md): chained I-blocks both ways,
 # R(NAK)/R(ACK) recovery with bounded retries, S(WTX) extending the wait for one exchange only,
 # S(DESELECT). See docs/nfc-rc522.md.
 #

@@ -1,7 +1,8 @@
 # Quectel EC2x / EC200 dialect for drivers/modem.py: PDP with QICSGP/QIACT, HTTP(S) through the
 # module's QHTTPCFG/QHTTPURL/QHTTPPOST/QHTTPGET/QHTTPREAD stack. The request header is sent by us
 # (requestheader=1) so any header (the uplink's signature) reaches the server.
-# Facts: shared/reference/hardware.md §4.3; error numbers from the Quectel HTTP(S) manual's list
+# Facts: the Quectel EC2x/EC200 HTTP(S) application note and public code (SeeedJP/WioLTEforArduino
+# WioLTE.cpp, darshanmirajkar/Quectel_EC21; docs/sources.md); error numbers from that note's list
 # as far as known (UNCONFIRMED on the modules, see docs/modem.md).
 import time
 

@@ -1,6 +1,7 @@
 # SIMCom SIM7600 dialect for drivers/modem.py: PDP with CGDCONT/CGACT, HTTP(S) through the
 # module's HTTPINIT/HTTPPARA/HTTPDATA/HTTPACTION/HTTPREAD/HTTPTERM stack.
-# Facts: shared/reference/hardware.md §4.2; result codes from the A76XX AT manual's HTTP(S) table
+# Facts: SIMCom A76XX AT command manual and public code (cdjq/DFRobot_SIM7600, mchobby/micropython-
+# A7682E-modem lib/sim76xx/http.py; docs/sources.md); result codes from the manual's HTTP(S) table
 # (SIM7600 assumed the same: UNCONFIRMED on the module).
 import time
 

@@ -2,8 +2,8 @@
 # anticollision with bit-collision resolution over 1-3 cascade levels, SELECT, HLTA) and
 # ISO/IEC 14443-4 through isodep.py, behind the common reader interface (reader.py).
 #
-# Register facts: /work/shared/reference/hardware.md section 2 (register map as in miguelbalboa/
-# rfid src/MFRC522.h). Why our own driver and what we learned from whom: docs/nfc-rc522.md.
+# Register facts: NXP MFRC522 data sheet, register map as in miguelbalboa/rfid src/MFRC522.h
+# (docs/sources.md). Why our own driver and what we learned from whom: docs/nfc-rc522.md.
 #
 # Design points:
 # * The chip's timer is programmed from the wanted timeout (FWT, WTX) before every frame, so the
@@ -77,7 +77,7 @@ _IRQ_SLACK_MS = const(30)  # beyond the chip's own timer, before we call the chi
 # docs/tap-model.md).
 _IRQ_LOOK_US = const(100)
 _POLL_US = const(250)
-# ModWidthReg per bit rate 106/212/424/848 kbit/s (hardware.md section 2, MFRC522Extended PPS)
+# ModWidthReg per bit rate 106/212/424/848 kbit/s (miguelbalboa/rfid MFRC522Extended PICC_PPS)
 _MODWIDTH_FOR = b"\x26\x15\x0a\x05"
 
 VERSIONS = {0x88: "FM17522", 0x90: "v0.0", 0x91: "v1.0", 0x92: "v2.0", 0x12: "clone 0x12"}

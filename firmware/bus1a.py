@@ -1,6 +1,6 @@
-# The bus industry record (0x1A, tunion-card.md 2.6) a boarding or alighting tap writes; out of
-# tunion.py so that the module a flat-fare tap needs stays small (imported when a fare asks for
-# it).
+# The bus industry record (0x1A 0x2702: QT-TOOL, JTB-H, BJ-BUS) a boarding or alighting tap
+# writes; out of tunion.py so that the module a flat-fare tap needs stays small (imported when a
+# fare asks for it).
 import tunion
 
 
@@ -21,7 +21,7 @@ def bus_record(
     direction=0xAB,
     mileage=0,
 ):
-    """The 0x2702 bus record (tunion-card.md 2.6) for a boarding (status 1) or an alighting
+    """The 0x2702 bus record (QT-TOOL, JTB-H) for a boarding (status 1) or an alighting
     (status 2) tap, built on the card's current record `base` (None: a blank one). Boarding
     fills the boarding half and the marked amount (charged if no alighting tap comes);
     alighting keeps the boarding half and fills the alighting half with the amount charged."""

@@ -22,7 +22,7 @@ OK = "OK"
 DUPLICATE = "DUPLICATE"
 REFUSED = "REFUSED"
 
-# 0x1E transaction types (tunion-card.md 2.5)
+# 0x1E transaction types (QT-TOOL, JTB-H; docs/sources.md)
 TXN_BOARD = const(0x03)
 TXN_ALIGHT = const(0x04)
 TXN_SINGLE = const(0x06)

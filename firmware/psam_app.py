@@ -4,7 +4,7 @@
 # and the terminal transaction serial; sent as soon as the card's INIT answered and collected
 # after its UPDATE CAPP DATA CACHE, when the link can split an exchange) and 8072 (MAC2 check);
 # for a blacklist lock: 801A + 80FA.
-# Facts: reference tunion-card.md section 4.1.
+# Facts: MZT, BJ-BUS, SH-AGM and TULAB docs/psamdata1 (docs/sources.md).
 from apdu import ApduError, build, expect, sw_of
 
 PSAM_AID = b"\xa0\x00\x00\x06\x32MOT.CPSAM01"

@@ -1,6 +1,7 @@
 # The per-tap entry point: select and check the T-Union application, decide with the caller's fare,
 # run the compound purchase with the PSAM, and settle unconfirmed debits on the re-tap.
-# The order and the rules are in docs/purchase.md; the facts in reference tunion-card.md 3, 4, 8.
+# The order and the rules are in docs/purchase.md; the facts from TULAB, SH-AGM, BJ-BUS, MZT and
+# the PBOC purchase articles (docs/sources.md).
 #
 #   purchaser = Purchaser(PsamApp(psam_link), log, config)   # log: txlog.TxLog (or its interface)
 #   purchaser.boot()                              # once: PSAM terminal number, app, key index

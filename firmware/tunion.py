@@ -1,7 +1,7 @@
 # The T-Union (JT/T 978) card application layer: the validator's only business with a card.
 # Rules (docs/purchase.md): select the T-Union application by name only, never PPSE, never another
 # application, never read SFI 0x16. The SELECT answer's 9F0C is the 0x15 file, so 0x15 is read only
-# when a card omits it. Facts: reference tunion-card.md sections 1-3.
+# when a card omits it. Facts: TULAB, Metrodroid, SH-AGM, BJ-BUS, MZT, QT-TOOL (docs/sources.md).
 from apdu import build, expect, hexs, sw_of
 
 try:
@@ -163,7 +163,7 @@ def _fill(buf, src, start):
 
 
 def parse_15(f15, into=None, off=0):
-    """The 30-byte public application file at f15[off:] -> card dict (tunion-card.md 2.1),
+    """The 30-byte public application file at f15[off:] -> card dict (QT-TOOL, JTB-H),
     refilling `into` (a new_info() dict: the purchase keeps one) or a new one. card_no is a new
     bytes object (callers keep it: blacklist, fare memory); the other byte values are the
     dict's own buffers."""
@@ -193,7 +193,7 @@ def parse_15(f15, into=None, off=0):
 
 
 def parse_17(data, card):
-    """The management file's first 11 bytes into `card` (tunion-card.md 2.3); a new_info() dict
+    """The management file's first 11 bytes into `card` (QT-TOOL, JTB-H); a new_info() dict
     gets its buffers refilled."""
     if len(data) < LEN_17_USED:
         raise CardDataError("0x17 file of %d bytes" % len(data))

@@ -63,7 +63,7 @@ PARAMS = {
     # "Tests and figures"): poll with a card present + the 5 APDUs of a flat-fare purchase.
     "pn532_hsu": {
         # The board moves the chip to 1 288 000 baud, the last entry of SetSerialBaudRate's
-        # table (nfcpy, reference hardware.md section 2), after init (boards/esp32s3_pn532_hsu
+        # table (nfcpy src/nfc/clf/pn532.py), after init (boards/esp32s3_pn532_hsu
         # "fast_baud"); the ESP32-S3 UART makes 80 MHz x 16 / 993 = 1 289 023 baud (+0.08 %,
         # esp-idf uart_ll_set_baudrate, drivers/iso7816.py uart_clk_div).
         "baud": 1288000,
@@ -89,8 +89,8 @@ PARAMS = {
         "look_ms": 0.1,
     },
     "pn532_spi": {
-        # 1 MHz: the PN532's highest SPI clock is not confirmed (reference hardware.md
-        # section 2: the libraries read use 1 MHz)
+        # 1 MHz: the PN532's highest SPI clock is UNCONFIRMED (UM0701-02 not read; libnfc and
+        # ESPHome use 1 MHz)
         "hz": 1000000,
         "poll_bytes": 48,
         "purchase_bytes": 383,
@@ -102,7 +102,7 @@ PARAMS = {
     },
     "rc522_spi": {
         # 10 MHz: the MFRC522's SPI limit (NXP MFRC522 datasheet, SPI "up to 10 Mbit/s"; the
-        # Arduino library's "MFRC522 accept upto 10MHz", reference hardware.md section 3);
+        # Arduino library miguelbalboa/rfid src/MFRC522.h says the same);
         # boards/esp32_rc522_spi asks for it
         "hz": 10000000,
         "activation_bytes": 109,

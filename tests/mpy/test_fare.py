@@ -61,7 +61,7 @@ def engine(cfg=CFG):
 
 
 def rec(typ, when, route, stop=0, industry=2, terminal=OTHER_TERM, amount=200):
-    """A 48-byte 0x1E record as the card keeps it (tunion-card.md 2.5)."""
+    """A 48-byte 0x1E record as the card keeps it (QT-TOOL, JTB-H)."""
     b = bytearray(48)
     b[0] = typ
     b[1:9] = terminal

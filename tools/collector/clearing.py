@@ -2,7 +2,7 @@
 clearing centre would, and flag the record 'ok', 'bad' or 'unchecked' (no key for its issuer).
 
 The TAC covers amount (4) | transaction type (1) | terminal number (6) | terminal transaction
-serial (4) | date (4) | time (3), local time in BCD (reference fare-collection.md section 3.6),
+serial (4) | date (4) | time (3), local time in BCD (CSDN TAC article, back-office code),
 under the card's TAC key: the issuer's TAC root key diversified by the 8-byte issuer id and the
 card serial's low 8 bytes. The local date and time are the record's own: its `time` in the UTC
 offset the validator recorded with the sale (`record.tz_of(reason)`), not the collector's zone;

@@ -1,6 +1,7 @@
 """A virtual contactless CPU card carrying the T-Union (JT/T 978) application, byte for byte.
 
-Facts: /work/shared/reference/tunion-card.md (sections 1-4, 8). The card answers APDUs as a real
+Facts: TULAB, SH-AGM, BJ-BUS, MZT and the PBOC purchase articles (docs/sources.md, T-Union card
+and PBOC crypto). The card answers APDUs as a real
 card does, keeps its own balance, counters and cyclic files, computes TAC and MAC2 with real
 cryptography (tools/sim/crypto.py), and records:
 

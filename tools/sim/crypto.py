@@ -1,6 +1,7 @@
 """Card and PSAM cryptography for the simulators (the firmware holds no keys).
 
-3DES follows the PBOC electronic-purse rules the reference (tunion-card.md section 4.2) confirms:
+3DES follows the PBOC electronic-purse rules (cnblogs ED/EP 5, CSDN TAC and MAC articles, TULAB
+rule1/rule2; docs/sources.md):
 two-level key diversification, an 8-byte session key, MAC1/MAC2 over the purchase data, the TAC
 with the XOR of the diversified TAC key's halves, and the PBOC MAC (IV, 80-padding, DES-CBC, left
 4 bytes). A 16-byte key MACs as ANSI X9.19 (DES-CBC with the left half, 3DES on the last block).

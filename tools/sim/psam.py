@@ -1,6 +1,6 @@
 """A virtual T-Union PSAM (the validator's secure module), APDU for APDU.
 
-Facts: reference tunion-card.md section 4.1. Files and commands:
+Facts: MZT, BJ-BUS, SH-AGM and TULAB docs/psamdata1 (docs/sources.md). Files and commands:
 * MF: READ BINARY SFI 0x16 ``00 B0 96 00 06`` -> the 6-byte BCD terminal number;
 * SELECT the T-Union PSAM application by AID ``A000000632 "MOT.CPSAM01"`` or by FID ``80 11``;
   ``00 A4 00 00 02 3F 00`` goes back to the MF;

@@ -1,7 +1,7 @@
 """An MFRC522 (RC522) chip simulator, as an SPI device for tools/sim/buses.py SPIBus.
 
-What it models (facts: /work/shared/reference/hardware.md section 2, register map as in
-miguelbalboa/rfid src/MFRC522.h):
+What it models (facts: NXP MFRC522 data sheet, register map as in miguelbalboa/rfid
+src/MFRC522.h; docs/sources.md):
 
 * SPI framing: the first byte after chip select is ``(addr << 1) | 0x80`` to read or
   ``addr << 1`` to write. A write transaction sends every further byte to the same register (the
@@ -56,7 +56,7 @@ COMMAND, COMIEN, DIVIEN, COMIRQ, DIVIRQ, ERROR, STATUS1, STATUS2 = 0x01, 2, 3, 4
 FIFODATA, FIFOLEVEL, WATERLEVEL, CONTROL, BITFRAMING, COLL = 0x09, 0x0A, 0x0B, 0x0C, 0x0D, 0x0E
 MODE, TXMODE, RXMODE, TXCONTROL, TXASK = 0x11, 0x12, 0x13, 0x14, 0x15
 CRCRESULT_H, CRCRESULT_L, MODWIDTH, RFCFG = 0x21, 0x22, 0x24, 0x26
-# ModWidthReg per transmit bit rate (hardware.md section 2: MFRC522Extended PICC_PPS).
+# ModWidthReg per transmit bit rate (miguelbalboa/rfid MFRC522Extended PICC_PPS).
 MODWIDTH_FOR = {106: 0x26, 212: 0x15, 424: 0x0A, 848: 0x05}
 TMODE, TPRESCALER, TRELOAD_H, TRELOAD_L, VERSION = 0x2A, 0x2B, 0x2C, 0x2D, 0x37
 
