@@ -163,6 +163,7 @@ class ModemTransport:
         # +CTZE URC). Only then does AT+CCLK read the network's time and not the module's own
         # free-running clock, which starts from its build date or wherever it was left.
         self.nitz = False
+        self.nitz_count = 0  # time zone reports received: a new one is worth an AT+CCLK?
         self.last_error = None
         self.errors = 0
         self.requests = 0
@@ -195,6 +196,7 @@ class ModemTransport:
         if not self.nitz:
             _log.info("network time (NITZ) received")
         self.nitz = True
+        self.nitz_count += 1
         if secs is not None:
             self.net_time = secs
 

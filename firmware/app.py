@@ -51,6 +51,7 @@ _WDT_FEED_MS = const(500)
 _LOW_BALANCE = const(500)  # fen: below this an accepted tap also says "top up soon"
 _FAULT_POLL_MS = const(200)
 _SAVE_TIME_S = const(600)  # the last known time is saved this often (docs/time.md)
+_NITZ_POLL_S = const(1)  # how soon a new network time report is read (a check, no AT)
 MAINT_WDT_MS = 30 * 60 * 1000  # the maintenance window: the watchdog's timeout while in it
 
 
@@ -221,9 +222,9 @@ class Validator:
         chip = getattr(parts, "rtc_chip", None)
         if "rtc" in self.faults.open:
             c.chip_down(self.faults.open["rtc"].error)
-        kept = getattr(parts, "reset_code", None) not in (None, bootmode.CAUSE_POWER_ON)
         last = clock.load_last_known(self._time_path)
-        c.start(last_known=last, chip=chip, kept=kept)
+        # RTC memory says whether the board's RTC was kept (it is lost with the power).
+        c.start(last_known=last, chip=chip, kept=True)
         self._saved_time = c.now()
         if c.trusted:
             clock.save_last_known(self._time_path, self._saved_time)
@@ -315,10 +316,12 @@ class Validator:
             "clock",
             {
                 "step": step,
-                "source": src,
+                "source": c.source,  # the clock's, after the decision
+                "from": src,  # who proposed the time
                 "verdict": last["verdict"],
                 "why": last["why"],
                 "trusted": c.trusted,
+                "time": c.raw(),  # its own reading (now() may be held at the last record)
             },
         )
 
@@ -427,6 +430,10 @@ class Validator:
                 "pending": pend,
                 "reset_cause": parts.reset_cause,
                 "faults": self.faults.mask(),
+                "source": self.clock.source,
+                "trusted": self.clock.trusted,
+                "chip": self.clock.chip_state,
+                "time": self.clock.raw(),
                 "heap_used": _heap_used(),
                 "heap_free": gc.mem_free(),
             },
@@ -687,15 +694,23 @@ class Validator:
         tr = self.parts.transport
         if tr is None or not hasattr(tr, "network_time"):
             return
+        seen = -1
+        waited = 0
         while not self.stopped:
-            try:
-                t = await tr.network_time()
-            except Exception as e:  # noqa: BLE001
-                _log.info("network time: %s", e)
-                t = None
-            if t:
-                self._offer_time(t, "network")
-            await asyncio.sleep_ms(3600 * 1000)
+            # Hourly, and soon after the network sent a new time (NITZ, docs/time.md).
+            n = getattr(tr, "nitz_count", 0)
+            if n != seen or waited >= 3600:
+                seen = n
+                waited = 0
+                try:
+                    t = await tr.network_time()
+                except Exception as e:  # noqa: BLE001
+                    _log.info("network time: %s", e)
+                    t = None
+                if t:
+                    self._offer_time(t, "network")
+            await asyncio.sleep_ms(_NITZ_POLL_S * 1000)
+            waited += _NITZ_POLL_S
 
     def status(self):
         """The maintenance view: what a depot technician asks first."""

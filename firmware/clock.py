@@ -43,6 +43,11 @@ class Clock:
         # Never report a time before the last record, even if the RTC lost power.
         return t if t >= self.floor else self.floor
 
+    def raw(self):
+        """The clock's own reading, not held at the floor: what a proposed time is compared
+        with (a correction that leaves now() at the floor is not proposed again and again)."""
+        return self._rtc() + self._offset
+
     def mono(self):
         """Seconds the board's RTC counted, whatever the clock wrote into it."""
         return self._rtc() - self._adjust
@@ -111,10 +116,13 @@ class Clock:
     def set(self, t, source):
         """Offer `t` from `source` (timetrust.SOURCES); returns the step in seconds when it was
         adopted, None when it was refused, held for agreement, or only agreed."""
-        before = self.now()
+        before = self.raw()
         mono = self.mono()
         verdict, why, as_source = self.trust.judge(before, t, source, mono)
         step = t - before
+        if verdict == timetrust.ACCEPT and step == 0 and as_source == self.source:
+            self.trust.set_at = mono  # confirmed: nothing to write
+            return 0
         if verdict != timetrust.ACCEPT:
             if verdict == timetrust.AGREE:
                 self.last = {
