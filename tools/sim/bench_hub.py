@@ -97,6 +97,7 @@ class BenchWorld:
         self.modem = ModemSim()
         self.modem.set_dialect(dialect)
         self.modem.timing.update(FAST_MODEM)
+        self.modem.clock = lambda: self.time  # NITZ and AT+CCLK: the scenario's time
         hub.register("uart", "modem", self.modem.serve)
         hub.on_pin("modem_pwrkey", self.modem.on_pwrkey)
         self.wdt_last = None
