@@ -253,6 +253,7 @@ class Uplink:
             bind = up.request_mac(body)  # copied: the body's buffer is reused by the next batch
             url = self._url_up if kind == up.T_UPLOAD else self._url_par
             t0 = time.ticks_ms()
+            c0 = self.clock()
             try:
                 status, data = await self.t.request("POST", url, body, _HEADERS, self.timeout_ms)
             except TransportError as e:
@@ -275,7 +276,7 @@ class Uplink:
                 return self._failed("answer refused: %s" % e)
             except MemoryError:
                 return self._failed("answer of %d bytes does not fit in RAM" % len(data))
-            self._offer_time(ans["time"], rtt)
+            self._offer_time(ans["time"], rtt, self.clock() - c0)
             if ans["status"] == up.ST_STALE_COUNTER:
                 _log.info(
                     "counter %d stale, server at %d: re-send", counter, ans["server_counter"]
@@ -399,8 +400,13 @@ class Uplink:
             self._refused_version = version
         return True
 
-    def _offer_time(self, server_time, rtt_ms):
+    def _offer_time(self, server_time, rtt_ms, moved=0):
         if self.on_time is None:
+            return
+        if abs(moved) > rtt_ms // 1000 + 2:
+            # The clock was set while the request was out (network time, a technician): the
+            # answer's time belongs to before that (docs/time.md).
+            _log.info("server time ignored: the clock moved %d s during the exchange", moved)
             return
         if not TIME_MIN <= server_time < TIME_MAX:
             _log.warning("server time %d refused: out of bounds", server_time)

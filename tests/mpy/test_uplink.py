@@ -269,6 +269,25 @@ async def test_clock_far_off_on_either_side():
     await ctl("time", {"offset": 0})
 
 
+class JumpingClk(Clk):
+    """A clock set by someone else while each request is out (network time, or the bench's
+    virtual time jumping): each reading is 17 minutes after the previous one."""
+
+    def now(self):
+        self.t += 1020
+        return self.t
+
+
+async def test_server_time_ignored_when_the_clock_moved_during_the_exchange():
+    await ctl("reset")
+    j = new_journal()
+    fill(j, 3)
+    u, clk = make(j, clk=JumpingClk())
+    mptest.true(await u.sync(), u.last_error)
+    mptest.eq(clk.sets, [], "an answer from before the jump would set the clock back")
+    mptest.true(log.find("the clock moved"))
+
+
 async def test_parameters_full_delta_and_a_refused_bundle():
     await ctl("reset")
     j = new_journal()
