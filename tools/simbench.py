@@ -35,7 +35,7 @@ import record  # noqa: E402
 import timeutil  # noqa: E402
 from feedback import SOUNDS  # noqa: E402
 
-from tools import build_firmware, params_compile, params_sign  # noqa: E402
+from tools import build_firmware, params_compile, params_sign, simbench_time  # noqa: E402
 from tools.collector import app as collector_app  # noqa: E402
 from tools.collector.app import create_app  # noqa: E402
 from tools.collector.bench import ServerThread  # noqa: E402
@@ -236,7 +236,12 @@ class Unit:
             )
         store.register_psam(self.device, self.terminal_id)
         dialect = "quectel" if v.get("modem", "sim7600") == "quectel" else "simcom"
-        self.world = BenchWorld(reader=self.reader, dialect=dialect, terminal_id=self.terminal_id)
+        self.world = BenchWorld(
+            reader=self.reader,
+            dialect=dialect,
+            terminal_id=self.terminal_id,
+            rtc_chip=v.get("rtc_chip", "ds3231") or None,
+        )
         port = self.world.start()
         cfg = {
             "device_id": self.device,
@@ -252,6 +257,8 @@ class Unit:
         }
         if v.get("signed"):  # only fleet-signed bundles install (docs/parameters.md)
             cfg["param_keys"] = {"1": params_sign.public_bytes(self.bench.fleet_key).hex()}
+        if "clock_policy" in v:
+            cfg["clock_policy"] = v["clock_policy"]  # docs/time.md
         config_path = self.out / "config.json"
         config_path.write_text(json.dumps(cfg, indent=1))
         self.txlog_path = self.out / "flash.img.txlog"
@@ -297,6 +304,7 @@ class Unit:
                 self.records[ev["seq"]] = ev["kind"]
             elif ev["ev"] == "params":
                 self.params_version = ev["version"]
+            simbench_time.note(self, ev)
 
     def pump(self, timeout=0.0):
         """Take what the firmware said so far (waiting up to `timeout`)."""
@@ -344,6 +352,12 @@ class Unit:
             )
         )
         return ev
+
+    def cut_power(self):
+        """A power cut: the firmware dies and the ESP32's RTC restarts at 2000-01-01 with its
+        memory lost (the RTC chip runs on its cell: docs/time.md)."""
+        self.power_off()
+        self.world.power_cut()
 
     def power_off(self):
         """The firmware dies (if it still runs) and the bench looks at what its flash holds."""
@@ -416,7 +430,7 @@ def tap_event(bench, unit, ev):
 def power_cut_event(bench, unit, ev):
     cut = ev["power_cut"]
     if cut is True:
-        unit.power_off()
+        unit.cut_power()
         bench.say("%s  %sPOWER CUT (ignition off)" % (local_clock(bench.now), unit.label))
         bench.cuts.append({"validator": unit.name, "at": "ignition", "landed": "between taps"})
     else:
@@ -432,7 +446,7 @@ def power_cut_event(bench, unit, ev):
                 % (unit.label, cut, duration(limit))
             )
             return
-        unit.power_off()
+        unit.cut_power()
         bench.report_cut(unit, cut, trap.landed)
     if ev.get("restart", True):
         unit.boot("power back")
@@ -508,7 +522,7 @@ def params_event(bench, unit, ev):
                 % (unit.label, ev["power_cut"], duration(limit))
             )
         else:
-            unit.power_off()
+            unit.cut_power()
             bench.report_cut(unit, ev["power_cut"], trap.landed)
             unit.boot("power back")
     for u in units:
@@ -665,10 +679,8 @@ class Bench:
         # The modems' network time (AT+CCLK) is the world's, not the host's: a validator that
         # took the host's date stepped days ahead and priced taps by the wrong hour of the day.
         self.now = t
-        y, mo, d, hh, mi, ss = timeutil.from_seconds(t + TZ)
         for u in self.units.values():
-            u.world.time = t
-            u.world.modem.network_time = (y, mo, d, hh, mi, ss, TZ // 900)
+            u.world.time = t  # the modem's network time follows it (BenchWorld, docs/time.md)
 
     def run_until(self, done, virtual_s, real_s=60.0, flow=False):
         """Until done() (-> True), or virtual_s of virtual time, or real_s of real time (-> what
@@ -806,7 +818,7 @@ class Bench:
             for c in cards:
                 unit.world.remove(c)
         if cut:
-            unit.power_off()
+            unit.cut_power()
             self.taps.append((names[0], {"reason": "POWER_CUT", "cut": landed}, unit.name))
             self.report_cut(unit, "tap %s, %s" % (names[0], cut), landed or "nowhere")
             if ev.get("restart", True):

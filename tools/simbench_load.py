@@ -116,6 +116,8 @@ VALIDATOR_KEYS = {
     "terminal_id",
     "txlog_sectors",
     "signed",
+    "rtc_chip",  # docs/time.md
+    "clock_policy",
 }
 
 
