@@ -702,12 +702,18 @@ class Validator:
             if n != seen or waited >= 3600:
                 seen = n
                 waited = 0
+                c0 = self.clock.raw()
+                t0 = time.ticks_ms()
                 try:
                     t = await tr.network_time()
                 except Exception as e:  # noqa: BLE001
                     _log.info("network time: %s", e)
                     t = None
-                if t:
+                moved = self.clock.raw() - c0 - time.ticks_diff(time.ticks_ms(), t0) // 1000
+                if t and abs(moved) > 2:
+                    # The clock was set while the modem answered: its time is from before that.
+                    _log.info("network time ignored: the clock moved %d s meanwhile", moved)
+                elif t:
                     self._offer_time(t, "network")
             await asyncio.sleep_ms(_NITZ_POLL_S * 1000)
             waited += _NITZ_POLL_S

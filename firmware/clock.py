@@ -151,7 +151,7 @@ class Clock:
         if self._set_rtc is None:
             self._offset = t - self._rtc()
             return
-        r = self._rtc()
+        r = self._rtc()  # read just before the write (the simulation board sets a shift from it)
         try:
             self._set_rtc(t)
         except Exception as e:  # noqa: BLE001 - the offset does the job then

@@ -127,9 +127,11 @@ class BenchWorld:
         add_rtc_commands(self.hub, self.rtc_chips)
 
         @self.hub.command("esp_rtc")
-        def _esp_rtc(set=None):
+        def _esp_rtc(set=None, shift=None):
             if set is not None:
                 self.esp_rtc_off = int(set) - self.time - self.rtc_offset
+            if shift is not None:  # the board sets it relative to its last reading
+                self.esp_rtc_off += int(shift)
             return self.time + self.rtc_offset + self.esp_rtc_off
 
         @self.hub.command("esp_rtc_mem")
