@@ -88,20 +88,18 @@ class PsamApp:
         apdu = self._c70
         if apdu is None:
             apdu = self._c70 = bytearray(b"\x80\x70\x00\x00\x24" + bytes(36) + b"\x08")
-        for i in range(4):
-            apdu[5 + i] = random4[i]
+        # slice stores of whole buffers: C copies, no allocation
+        apdu[5:9] = random4
         apdu[9] = (atc >> 8) & 0xFF
         apdu[10] = atc & 0xFF
         for i in range(4):
             apdu[11 + i] = (amount >> (24 - 8 * i)) & 0xFF
         apdu[15] = txn_type
-        for i in range(7):
-            apdu[16 + i] = datetime7[i]
+        apdu[16:23] = datetime7
         apdu[23] = key_version
         apdu[24] = alg_id
-        for i in range(8):
-            apdu[25 + i] = serial_low8[i]
-            apdu[33 + i] = issuer8[i]
+        apdu[25:33] = serial_low8
+        apdu[33:41] = issuer8
         self.session = None
         self._token = token
         start = getattr(self.link, "transceive_start", None)

@@ -141,6 +141,9 @@ class _Stop(Exception):
         self.detail = detail
 
 
+_ZERO_1E = bytes(48)
+
+
 def _bcd_num(b, n):
     v = 0
     for i in range(n):
@@ -578,25 +581,18 @@ class Purchaser:
 
     def _record_1e(self, txn_type, industry, route, stop, operator, amount, after, dt, tid):
         r = self._r1e  # every byte is set: zeros where the record has nothing
-        for i in range(tunion.LEN_1E):
-            r[i] = 0
+        r[0:48] = _ZERO_1E  # slice stores of whole buffers: C copies, no allocation
         r[0] = txn_type
-        for i in range(6):
-            r[3 + i] = tid[i]  # terminal number: 00 00 + the PSAM's 6 bytes
+        r[3:9] = tid  # terminal number: 00 00 + the PSAM's 6 bytes
         r[9] = industry
         tunion._put(r, 10, 2, route)
         tunion._put(r, 12, 2, stop)
         tunion._put(r, 14, 2, operator)
         tunion._put(r, 17, 4, amount)
         tunion._put(r, 21, 4, max(after, 0))
-        for i in range(7):
-            r[25 + i] = dt[i]
-        city = self.cfg["city"]
-        r[32] = city[0]
-        r[33] = city[1]
-        inst = self.cfg["institution"]
-        for i in range(8):
-            r[34 + i] = inst[i]
+        r[25:32] = dt
+        r[32:34] = self.cfg["city"]
+        r[34:42] = self.cfg["institution"]
         return r
 
     # -- the taps that are not a plain sale: firmware/settle.py, imported when first needed ----

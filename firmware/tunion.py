@@ -318,8 +318,7 @@ class Card:
         c = self._init
         c[5] = key_index
         _put(c, 6, 4, amount)
-        for i in range(6):
-            c[10 + i] = terminal[i]
+        c[10:16] = terminal
         r = self._x(c)
         _check(r, 15, "INITIALIZE CAPP")
         d = self.init
@@ -351,8 +350,7 @@ class Card:
         for i in range(4):
             c[5 + i] = serial4[i]
             c[16 + i] = mac1[mac1_at + i]
-        for i in range(7):
-            c[9 + i] = datetime7[i]
+        c[9:16] = datetime7
         r = self._x(c, False)
         _check(r, 8, "DEBIT")
         return r
