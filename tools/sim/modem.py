@@ -463,6 +463,34 @@ class ModemSim(UartDevice):
             return self.error(14)  # SIM busy
         self.reply("+CPIN: %s" % self.sim_state)
 
+    # Identity (tools/board/selftest.py reports it): maker, model, firmware, IMEI, SIM ICCID.
+    def _at_CGMI(self, arg, query):
+        self.reply("SIMCOM INCORPORATED" if self.dialect == SIMCOM else "Quectel")
+
+    def _at_CGMM(self, arg, query):
+        self.reply("SIMCOM_SIM7600E-H" if self.dialect == SIMCOM else "EC200U")
+
+    def _at_CGMR(self, arg, query):
+        self.reply("+CGMR: LE20B04SIM7600M22" if self.dialect == SIMCOM else "EC200UCNAAR02A10M08")
+
+    def _at_CGSN(self, arg, query):
+        self.reply("861234050000017")
+
+    def _iccid(self, tag):
+        if self.sim_state == "MISSING":
+            return self.error(10)
+        self.reply("%s: 89860012345678901234" % tag)
+
+    def _at_CICCID(self, arg, query):
+        if self.dialect != SIMCOM:
+            return self.error()
+        self._iccid("+ICCID")
+
+    def _at_QCCID(self, arg, query):
+        if self.dialect == SIMCOM:
+            return self.error()
+        self._iccid("+QCCID")
+
     def _at_CSQ(self, arg, query):
         self.reply("+CSQ: %d,99" % (21 if self.reg_stat in (1, 5) else 99))
 
