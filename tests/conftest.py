@@ -11,6 +11,7 @@ SPREAD_FILES = ("tests/host/test_simbench.py",)
 # The longest files start first, so no worker is left with one of them at the end of the run
 # (measured: `make test PYTEST_ARGS=--durations=30`).
 SLOW_FIRST = (
+    "tests/mpy/test_params_download.py",
     "tests/host/test_simbench.py",
     "tests/host/test_benchmarks.py",
     "tests/mpy/test_boot.py",
