@@ -544,8 +544,8 @@ class Purchaser:
         """INITIALIZE FOR CAPP PURCHASE and the real balance (without overdraft) -> init; the
         real balance in self._real.
         The card's own 9401 check counts its overdraft allowance; the validator's must not. Cards
-        differ in whether INIT's balance includes the allowance (reference 2.7, 7), so with an
-        allowance (INIT's limit > 0) the real balance (805C P1=03) and the used overdraft
+        differ in whether INIT's balance includes the allowance (SH-AGM; UNCONFIRMED), so with
+        an allowance (INIT's limit > 0) the real balance (805C P1=03) and the used overdraft
         (P1=02) are read and INIT is sent again: 3 more APDUs, only for overdraft cards, and
         only 2 for the refused ones. Without one both readings agree: INIT is enough.
         balance_check "p103" reads both before INIT on every card (2 more APDUs)."""

@@ -192,7 +192,8 @@ def lock(p, card, info, req, now, res):
     if p.cfg["lock_enabled"]:
         # The lock's algorithm: the request's, SM4 for the SM4-only application, else DES
         # first and SM4 when the card refuses it (a dual card locked with SM4 keys). No
-        # INITIALIZE: the identifier cards name there is not settled (reference 4.3).
+        # INITIALIZE: the identifier cards name there is not settled (SM4 details UNCONFIRMED
+        # in public sources).
         sm4 = _get(req, "sm4")
         if sm4 is not None:
             tries = (bool(sm4),)

@@ -260,7 +260,7 @@ class Card:
         self.resent_le = 0  # the Le the last command was sent again with after 6Cxx, else 0
 
     def _x(self, apdu, resend=True):
-        """One command, with the answer chaining cards may use (reference 3, status words):
+        """One command, with the answer chaining cards may use (TULAB, SH-AGM, nfcard):
         61xx fetches the data with GET RESPONSE; 6Cxx (wrong Le) sends the command again with
         Le = xx, unless `resend` is False (DEBIT: a second one must never leave)."""
         self.apdus += 1

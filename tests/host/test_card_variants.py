@@ -210,7 +210,7 @@ def test_tearing_matrix_on_every_variant(variant):
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_bus_fare_with_the_1a_record_on_every_variant(variant):
-    """The 2702 record (0x1A then 0x1E, the reference's order) torn at each command."""
+    """The 2702 record (0x1A then 0x1E, TULAB's order) torn at each command."""
     fare = {
         "debit": 150,
         "must_cover": 150,

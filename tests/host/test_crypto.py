@@ -9,8 +9,8 @@ from tools.sim.crypto import DesSuite, Sm4Suite
 
 
 def test_pboc_mac_matches_the_published_worked_example():
-    # JC-EPURSE load-TAC example (reference 4.2): with its course IV of 11s it gives 96436186...;
-    # with the PBOC IV of zeros the reference computed 3813AE55....
+    # JC-EPURSE load-TAC example (a public JavaCard e-purse course report): with its course IV of
+    # 11s it gives 96436186...; with the PBOC IV of zeros the same data give 3813AE55....
     key = bytes.fromhex("0DCAE673EF6DFC0F")
     data = bytes.fromhex("000010000000000010000200112233445520180620214822")
     assert DesSuite.mac(key, data, iv=b"\x11" * 8).hex().upper() == "96436186"

@@ -34,28 +34,28 @@ SW_OK = b"\x90\x00"
 # (docs/card-simulator.md "Which AIDs are the transit account"). Phones answer a SELECT of the
 # 8-byte EP name with their longer instance AID (ISO 7816-4 partial name), which is allowed.
 TRANSIT_AIDS = (
-    bytes.fromhex("A000000632010105"),  # EP, 3DES or dual (reference 1.1 K1, every firmware)
-    bytes.fromhex("A000000632010107"),  # EP, SM4 only (reference 1.1 K2, lab document)
+    bytes.fromhex("A000000632010105"),  # EP, 3DES or dual (TULAB K1, every firmware)
+    bytes.fromhex("A000000632010107"),  # EP, SM4 only (TULAB K2, lab document)
 )
 
-# Card behaviours the reference leaves open. A profile (or place_card overrides) carries them
+# Card behaviours the public sources leave open. A profile (or place_card overrides) carries them
 # as "variant": {option: value}; the first value of each is the default. Source or "assumed":
 VARIANT_OPTIONS = {
     # 0x18 record counter: the ATC that INIT returned ("init") or the one after the debit
-    # ("next"). Assumed both ways: the reference gives the layout, not which value is stored.
+    # ("next"). Assumed both ways: QT-TOOL and TUM give the layout, not which value is stored.
     "atc18": ("init", "next"),
     # UPDATE CAPP DATA CACHE: "any" order, or "1a_then_1e": 0x1A after 0x1E is refused (6985),
-    # the order of the lab's state machine (reference 3, TULAB statemachine.rst); strictness
+    # the order of the lab's state machine (TULAB statemachine.rst); strictness
     # itself assumed.
     "cache_order": ("any", "1a_then_1e"),
     # INIT balance: "available" includes the overdraft allowance (SH-AGM, observed once), "real"
     # is the real balance without it (assumed).
     "init_balance": ("available", "real"),
-    # The algorithm identifier an SM4 card names in its INIT answer: 04 assumed (reference 4.3),
+    # The algorithm identifier an SM4 card names in its INIT answer: 04 assumed (SM4 UNCONFIRMED),
     # 01 assumed (the APPLICATION BLOCK P1 value for SM4).
     "sm4_alg_id": (0x04, 0x01),
     # Answers with data: in one ("none"), as 61xx + GET RESPONSE ("61xx"), or 6Cxx for any Le
-    # other than the exact length ("6cxx"); reference 3 status words (SH-AGM, nfcard).
+    # other than the exact length ("6cxx"); status words as SH-AGM and nfcard handle them.
     "chaining": ("none", "61xx", "6cxx"),
     # The SELECT answer carries 9F0C (FCI-SAMPLE, HCE-SAMPLE) or not (assumed).
     "fci_9f0c": (True, False),

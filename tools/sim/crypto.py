@@ -6,8 +6,8 @@ two-level key diversification, an 8-byte session key, MAC1/MAC2 over the purchas
 with the XOR of the diversified TAC key's halves, and the PBOC MAC (IV, 80-padding, DES-CBC, left
 4 bytes). A 16-byte key MACs as ANSI X9.19 (DES-CBC with the left half, 3DES on the last block).
 
-SM4: the reference marks the SM4 session-key input, the MAC block size and the algorithm id as
-UNCONFIRMED (section 4.3, open item 4). Every SM4 choice is made in `Sm4Suite` below and nowhere
+SM4: the SM4 session-key input, the MAC block size and the algorithm id are UNCONFIRMED (no public
+source found; docs/sources.md). Every SM4 choice is made in `Sm4Suite` below and nowhere
 else; the assumptions are:
   * algorithm id 0x04 (by analogy with PBOC 3.0 issuer data where 04 means SM);
   * diversification DK = SM4_ECB(MK, F || ~F) for an 8-byte factor F;
@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 ALG_3DES = 0x00
 ALG_SM4 = 0x04  # assumption, see the module docstring
 
-# Test root keys published by the T-Union lab (reference section 4.2, TULAB cardprofile README).
+# Test root keys published by the T-Union lab (TULAB docs/cardprofile/README.rst).
 TEST_ROOT_KEYS = {
     "purchase": bytes.fromhex("25EC312F61B9687CE3316101E60DB60B"),
     "tac": bytes.fromhex("75944675E96E549E52157A23E361BF98"),
