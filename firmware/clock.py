@@ -140,11 +140,13 @@ class Clock:
             _log.warning("agreed time %d is before the last record %d: floor reset", t, self.floor)
             self.floor = t
         self._apply(t)
-        self.trust.adopt(as_source, self.mono())
+        trusted = self.trust.trusted or self.trust.confirms(as_source, why == "first known time")
+        self.trust.adopt(as_source, self.mono(), trusted)
         self._decided(as_source, t, verdict, why, step)
         if abs(step) >= self.note_step:
             self.changes += 1
-        self._write_back(t, as_source)
+        if trusted:
+            self._write_back(t, as_source)
         return step
 
     def _apply(self, t):

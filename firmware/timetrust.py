@@ -11,7 +11,9 @@
 #   agreed      two different sources that agree (or the back office twice, confirm_s apart)
 # Rules, in order:
 #   1. a time outside 2025-01-01 .. 2069-12-31 is refused (a modem's build date, a dead chip);
-#   2. a clock that never knew the time takes the first plausible source;
+#   2. a clock that never knew the time takes the first plausible source; only the back office
+#      or the RTC chip make it trusted (a first network time stays unconfirmed, and a higher
+#      source replaces it whatever the step);
 #   3. an untrusted estimate takes a single source from its step limit behind to forward_s ahead
 #      (the bus may have been parked for weeks; time never ran backwards while it was off);
 #   4. a trusted clock takes a step within the source's limit (max_step_s; backoffice_step_s for
@@ -93,6 +95,14 @@ class Trust:
         if not self.trusted:
             if est < MIN_VALID:
                 return ACCEPT, "first known time", source
+            if self.source not in ("none", "last_known") and RANK.get(source, 0) > RANK.get(
+                self.source, 0
+            ):
+                # An unconfirmed first time (the network's, on a validator that never knew the
+                # time) is no estimate: a higher source replaces it whatever the step.
+                return ACCEPT, "outranks the unconfirmed %s time" % self.source, source
+            if self.source == "network" and source == "network":
+                return AGREE, "the network does not confirm itself", source
             if -limit <= step <= max(r["forward_s"], limit):
                 return ACCEPT, "within the untrusted window", source
         elif abs(step) <= limit:
@@ -117,6 +127,12 @@ class Trust:
         if old is None or abs(base - old[0]) > r["agree_s"]:
             self.held[source] = (base, mono)  # a new proposal restarts the confirmation wait
         return HOLD, "step %d s needs a second source" % step, source
+
+    @staticmethod
+    def confirms(source, first):
+        """Whether adopting `source` makes the clock trusted: always, except a network time
+        taken as the first known time (rule 2)."""
+        return not (first and source == "network")
 
     def adopt(self, source, mono, trusted=True):
         self.trusted = trusted

@@ -268,6 +268,7 @@ class Unit:
                 "SIM_PORT": str(port),
                 "MICROPYPATH": "%s:%s:.frozen" % (fw_dir / "lib", fw_dir),
                 "VALIDATOR_READER": self.reader,
+                "VALIDATOR_RTC": v.get("rtc_chip", "ds3231") or "none",
                 "VALIDATOR_FLASH": str(self.out / "flash.img"),
                 "VALIDATOR_TXLOG": str(self.txlog_path),
                 "VALIDATOR_TXLOG_BLOCKS": str(int(v.get("txlog_sectors", 64))),

@@ -190,8 +190,26 @@ def test_start_without_chip_or_last_known_time_waits_for_the_first_source():
     c = _clock(b)
     mptest.eq(c.start(), "none")
     mptest.false(c.trusted)
-    mptest.eq(c.set(T, "network"), T - 0)
-    mptest.eq(c.source, "network")
+    mptest.eq(c.set(T, "backoffice"), T - 0)
+    mptest.eq(c.source, "backoffice")
+    mptest.true(c.trusted)
+
+
+def test_a_first_network_time_stays_unconfirmed_and_the_back_office_replaces_it():
+    # A new validator without chip or saved time: the network says 2036 first.
+    b = Board(0)
+    c = _clock(b)
+    c.chip = Chip(0, lost=True)
+    c.start()
+    mptest.eq(c.set(T + 10 * YEAR, "network"), T + 10 * YEAR)
+    mptest.false(c.trusted, "a first network time is not trusted: records flagged")
+    mptest.eq(c.set(T + 10 * YEAR + 5, "network"), None, "nor confirmed by itself")
+    mptest.false(c.trusted)
+    mptest.eq(c.chip.writes, [], "nor written to the chip")
+    mptest.eq(c.set(T, "backoffice"), -10 * YEAR, "the back office outranks it")
+    mptest.true(c.trusted)
+    mptest.eq(c.chip.writes, [T])
+    mptest.eq(c.set(T + 10 * YEAR, "network"), None, "and the network cannot take it back")
 
 
 def test_a_chip_that_fails_is_reported_and_comes_back():
