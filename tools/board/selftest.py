@@ -187,6 +187,12 @@ class Run:
         if reader is None:
             self.say(FAIL, "reader", "%s does not answer: %s" % (r.get("chip"), _err(e)), hint)
             return None
+        if getattr(reader, "version", 0) is None:  # the RC522 starts at its first poll
+            try:
+                reader.init()
+            except Exception as e:  # noqa: BLE001 - ChipError: the version register reads 00/FF
+                self.say(FAIL, "reader", "%s does not answer: %s" % (r.get("chip"), _err(e)), hint)
+                return None
         fw = getattr(reader, "firmware", None)
         if fw:
             self.say(OK, "reader", "PN532 firmware %d.%d, support %02x" % fw[1:])

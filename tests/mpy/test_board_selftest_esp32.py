@@ -1,0 +1,153 @@
+# mpy: server=tools.sim.esp32_bench heapsize=1m timeout=300
+# The on-board self-test (tools/board/selftest.py) on each ESP32 board's own factory code and pin
+# map, on the strict stand-ins of the ESP32 port (tests/mpy/esp32_machine.py as `machine`,
+# esp32_module.py as `esp32`): partitions from the validator's tables, every part over the bus the
+# board wires, and the findings a bench meets: a PN532 wired to the wrong bus, a dead PSAM, a
+# missing RTC chip, a display that does not answer, a stock partition table.
+import sys
+
+import esp32_machine
+import esp32_module
+import mptest
+from simlink import Control
+
+sys.modules["machine"] = esp32_machine
+sys.modules["esp32"] = esp32_module
+sys.modules["time"] = esp32_machine.TIME
+sys.path.append(mptest.repo_root() + "/tools/board")
+
+import selftest  # noqa: E402
+
+CFG = {"modem": "sim7600", "apn": "cmnet"}
+TABLE_4MB = "/boards/partitions-4MiB-validator.csv"
+TABLE_16MB = "/boards/partitions-16MiB-validator.csv"
+# The hub's names for what the classic ESP32 boards wire (as tests/mpy/test_esp32_boards.py).
+SHARED = {
+    ("pin", 14): "psam_rst",
+    ("pin", 4): "psam_clk",
+    ("pin", 13): "modem_pwrkey",
+    ("pin", 2): "led_green",
+    ("pin", 33): "led_red",
+    ("pin", 27): "buzzer",
+    ("pin", 15): "reader_reset",
+    ("pin", 34): "reader_irq",
+    ("uart", 2): "psam",
+    ("uart", 1): "modem",
+    ("i2c", 0): "i2c0",
+}
+READERS = {
+    "esp32_pn532_i2c": {("i2c", 1): "nfc_i2c"},
+    "esp32_rc522_spi": {("spi", 2): "rc522", ("pin", 5): "rc522_cs"},
+}
+
+
+def _board(name, wiring=None, table=TABLE_4MB, size=4 << 20, module="wroom32"):
+    esp32_machine.use(module)
+    esp32_machine.WIRING.clear()
+    esp32_machine.WIRING.update(SHARED)
+    esp32_machine.WIRING.update(READERS[name])
+    esp32_machine.WIRING.update(wiring or {})
+    esp32_module.use_csv(mptest.repo_root() + table, size)
+    path = "%s/boards/%s" % (mptest.repo_root(), name)
+    sys.path.insert(0, path)
+    try:
+        if "board" in sys.modules:
+            del sys.modules["board"]
+        import board
+
+        return board
+    finally:
+        sys.path.remove(path)
+
+
+def _run(board):
+    r = selftest.Run(board, dict(CFG))
+    fails = r.all()
+    return r, fails, {name: (st, found, hint) for st, name, found, hint in r.lines}
+
+
+def test_a_healthy_pn532_board_passes_with_its_partitions_and_a_card_probed():
+    ctl = Control()
+    ctl.call("bench_place", reader="pn532_i2c")
+    r, fails, got = _run(_board("esp32_pn532_i2c"))
+    mptest.eq(fails, 0, r.lines)
+    mptest.eq(got["cpu"][:2], ("OK", "160 MHz"), "the port's default")
+    mptest.eq(got["part.app"][:2], ("OK", "running from factory"))
+    mptest.eq(got["part.littlefs"][:2], ("OK", "vfs, 1792 KiB"))
+    mptest.eq(got["part.txlog"][:2], ("OK", "txlog at 0x3c0000, 256 KiB"))
+    st, found, hint = got["part.blacklist"]
+    mptest.eq((st, found), ("WARN", "no blist_a,blist_b partition"), "the 4 MB table has none")
+    mptest.true(hint.startswith("16 MiB table only"), hint)
+    mptest.true(got["reader"][1].startswith("PN532 firmware 1.6"), got["reader"][1])
+    for name in ("psam.atr", "psam.pps", "psam.terminal", "rtc", "modem", "modem.sim"):
+        mptest.eq(got[name][0], "OK", "%s: %s" % (name, got[name][1]))
+    mptest.eq(got["psam.terminal"][1][:12], "000000000101")
+    mptest.eq(got["card"][0], "OK")
+    mptest.eq(got["card.balance"][0], "OK")
+    card = ctl.call("bench_card", reader="pn532_i2c")
+    mptest.eq((card["debits"], card["violations"]), ([], []), "read only: nothing debited")
+    ctl.call("bench_remove", reader="pn532_i2c")
+
+
+def test_the_16mb_table_shows_both_blacklist_slots():
+    r, fails, got = _run(_board("esp32_pn532_i2c", table=TABLE_16MB, size=16 << 20))
+    mptest.eq(fails, 0, r.lines)
+    st, found, _ = got["part.blacklist"]
+    mptest.eq(st, "OK")
+    mptest.eq(found, "blist_a at 0x380000, 5888 KiB; blist_b at 0x940000, 5888 KiB")
+
+
+def test_an_rc522_board_reports_its_chip_version():
+    r, fails, got = _run(_board("esp32_rc522_spi"))
+    mptest.eq(fails, 0, r.lines)
+    st, found, _ = got["reader"]
+    mptest.eq(st, "OK")
+    mptest.true(found.startswith("rc522 version "), found)
+
+
+def test_a_pn532_on_the_wrong_bus_is_a_reader_finding_with_the_i2c_hint():
+    # I2C1's pins go to the display's bus: nothing answers at the PN532's address.
+    r, fails, got = _run(_board("esp32_pn532_i2c", {("i2c", 1): "i2c0"}))
+    st, found, hint = got["reader"]
+    mptest.eq(st, "FAIL")
+    mptest.true(found.startswith("pn532 does not answer: "), found)
+    mptest.eq(hint, selftest.HINT_I2C)
+    mptest.eq(got["card"][0], "SKIP")
+    mptest.eq(fails, 1, r.lines)
+    mptest.eq(got["psam.terminal"][0], "OK", "the other parts are still checked")
+
+
+def test_a_dead_psam_is_a_finding_and_the_rest_runs():
+    # UART 2 reaches a line that only echoes: no ATR ever comes.
+    r, fails, got = _run(_board("esp32_pn532_i2c", {("uart", 2): "echo"}))
+    st, found, hint = got["psam.atr"]
+    mptest.eq(st, "FAIL")
+    mptest.true(found.startswith("no ATR: "), found)
+    mptest.eq(hint, selftest.HINT_PSAM)
+    mptest.true("psam.terminal" not in got)
+    mptest.eq(fails, 1, r.lines)
+    mptest.eq(got["modem"][0], "OK")
+
+
+def test_a_missing_rtc_chip_and_display_are_findings():
+    board = _board("esp32_pn532_i2c")
+    board.RTC = {"chip": "pcf8563"}  # not on the bus (the hub's is a DS3231)
+    board.DISPLAY = dict(board.DISPLAY, addr=0x3D)  # nothing at 0x3D
+    r, fails, got = _run(board)
+    st, found, hint = got["rtc"]
+    mptest.eq(st, "FAIL")
+    mptest.true(found.startswith("pcf8563 does not answer: OSError"), found)
+    mptest.eq(hint, selftest.HINT_RTC)
+    mptest.eq(got["display"][0], "FAIL")
+    mptest.eq(fails, 2, r.lines)
+
+
+def test_a_modem_on_a_uart_the_board_does_not_wire_is_a_finding():
+    board = _board("esp32_pn532_i2c")
+    board.MODEM = dict(board.MODEM, uart_id=0)  # UART0 is the REPL's on a classic ESP32
+    r, fails, got = _run(board)
+    st, found, hint = got["modem"]
+    mptest.eq(st, "FAIL")
+    mptest.true(found.startswith("not set up: "), found)
+    mptest.eq(hint, selftest.HINT_MODEM)
+    mptest.eq(fails, 1, r.lines)
