@@ -1,0 +1,5 @@
+"""Fuzz targets: each module has NAME, SEEDS (honest inputs, written to the corpus by
+`python -m tools.fuzz.run --seed-corpus`) and one_input(data) that raises shim.Escape (or any
+undocumented exception) when an invariant of docs/robustness.md breaks."""
+
+NAMES = ("tunion", "pn532")
