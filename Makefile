@@ -10,6 +10,8 @@ BAUD ?= 460800
 MPY_CROSS_FLAGS ?=
 comma := ,
 # Twice the cores: most tests wait on a simulator process or a socket, not on the CPU.
+# make fuzz: seconds of atheris per target (tools/fuzz, two targets at a time); bench/fuzz.json.
+FUZZ_SECONDS ?= 120
 TEST_WORKERS ?= $(shell echo $$(( $$(nproc 2>/dev/null || echo 1) * 2 )))
 
 .PHONY: help setup test test-under-load lint firmware micropython32 deploy backup flash board-check sim bench fuzz clean
@@ -33,7 +35,7 @@ help:
 	@echo "                          and asks (FORCE=1: no backup, no question, for a blank board)"
 	@echo "make bench                benchmarks -> bench/results.json and BENCHMARKS.md"
 	@echo "make bench STAGE=tap,app  only those stages; the other figures kept from the last run"
-	@echo "make fuzz                 the long fuzzing mode"
+	@echo "make fuzz                 the long fuzzing mode + atheris (FUZZ_SECONDS per target)"
 	@echo "make clean                remove build/, bench/out and pytest's cache (never backup/)"
 
 # Re-runs only when the pins change; a second `make setup` is a no-op.
@@ -101,6 +103,7 @@ bench: $(STAMP)
 
 fuzz: $(STAMP)
 	FUZZ_LONG=1 $(BIN)/python -m pytest -m fuzz tests
+	$(BIN)/python -m tools.fuzz.run --seconds $(FUZZ_SECONDS)
 
 clean:
 	rm -rf build bench/out .pytest_cache

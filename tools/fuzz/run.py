@@ -3,7 +3,7 @@
     python -m tools.fuzz.run [--seconds N] [--jobs J] [--targets a,b] [--out bench/fuzz.json]
     python -m tools.fuzz.run --seed-corpus     # (re)write the targets' SEEDS into the corpus
 
-N (FUZZ_SECONDS, default 240) is per target; J targets run at once (default 2: this machine has
+N (FUZZ_SECONDS, default 120) is per target; J targets run at once (default 2: this machine has
 two cores), so the whole run takes about ceil(targets / J) * N. Working corpora and findings go
 to bench/out/fuzz/<target>/ (not committed); a finding worth keeping is copied by hand to
 tools/fuzz/regress/<target>/ with its fix, and tests/host/test_fuzz_corpus.py replays it."""
@@ -64,7 +64,7 @@ def _stats(text):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--seconds", type=int, default=int(os.getenv("FUZZ_SECONDS", "240")))
+    p.add_argument("--seconds", type=int, default=int(os.getenv("FUZZ_SECONDS", "120")))
     p.add_argument("--jobs", type=int, default=int(os.getenv("FUZZ_JOBS", "2")))
     p.add_argument("--targets", default=",".join(NAMES))
     p.add_argument("--out", default=os.path.join(shim.ROOT, "bench", "fuzz.json"))
