@@ -249,7 +249,8 @@ def one_input(data):
         mode = MODES[(ctl >> 2) % len(MODES)]
         before = card.n_debits
         if ctl & 0x80:
-            p.psam.link = Damaging(psam, at % 4, "replace_run" if ctl & 0x40 else "replace", answer)
+            how = "replace_run" if ctl & 0x40 else "replace"
+            p.psam.link = Damaging(psam, at % 4, how, answer)
             link = card
         else:
             link = Damaging(card, at % 10, mode, answer)
