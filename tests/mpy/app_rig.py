@@ -108,8 +108,21 @@ class BackOffice:
         self.pkind = pkind
         self.base = base
 
-    async def request(self, method, url, body=b"", headers=None, timeout_ms=30000):
+    def offer_chunked(self, version, data):
+        """A big fleet-signed bundle: announced by its length, fetched by ranged GETs."""
+        self.offer(version, len(data).to_bytes(4, "big"), up.P_CHUNKED)
+        self.chunked = data
+        self.range_bytes = 0
+
+    async def request(self, method, url, body=b"", headers=None, timeout_ms=30000, sink=None):
         self.requests += 1
+        if method == "GET":  # GET /v1/bundle/<v>?d=&t= with "Range: bytes=a-b" -> 206
+            a, b = (int(x) for x in headers["Range"][6:].split("-"))
+            piece = memoryview(self.chunked)[a : b + 1]
+            for i in range(0, len(piece), 512):
+                sink(piece[i : i + 512])
+            self.range_bytes += len(piece)
+            return 206, len(piece)
         self.bytes += len(body)
         counter = int.from_bytes(bytes(body[8:12]), "big")
         kind = body[3]

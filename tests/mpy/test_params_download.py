@@ -311,6 +311,30 @@ async def test_truncated_manifest_refused():
     mptest.true("truncated" in why, why)
 
 
+def test_the_app_fetches_a_big_signed_bundle_by_ranges():
+    # firmware/app.py's on_chunked: the uplink's P_CHUNKED answer, ranged GETs, chunkdl, then
+    # the new set is active and the uplink reports it
+    import app_rig
+    import cardlists
+
+    info = Control().call("pdl_publish", name="app", cards=5000, version=4, publish=False)
+    data = read(info["path"])
+    full3 = bundle.build(
+        app_rig.SECRET, 3, 0, app_rig.bundle_config(), cardlists.blacklist_bytes([17])
+    )
+    rig = app_rig.Rig(full3)
+    try:
+        v = rig.v
+        v.params.trust.add_key(1, info["pubkey"])  # as /config.json's param_keys provide it
+        rig.office.offer_chunked(4, data)
+        mptest.true(rig.upload(), v.uplink.last_error)
+        mptest.eq((v.params.version, v.uplink.params_version), (4, 4))
+        mptest.eq(rig.office.range_bytes, len(data), "every byte once")
+        mptest.false(v.params.blacklist.contains(17), "the new list replaced the old one")
+    finally:
+        rig.close()
+
+
 class FileSlot:
     """A raw partition in a host file (a million-card list does not fit a test heap)."""
 
