@@ -11,7 +11,8 @@ import pytest
 import uplink_proto as up
 from starlette.testclient import TestClient
 
-from tests.host.test_collector import SECRET_A, SECRET_B, upload
+from tests.host.pg import pg_server  # noqa: F401  (fixture)
+from tests.host.test_collector import SECRET_A, SECRET_B, db_url, upload  # noqa: F401
 from tests.host.test_params_host import CFG
 from tests.host.test_params_signed import K1, K2, SCOPE, pub, signed
 from tools import params_sign
@@ -204,4 +205,19 @@ def test_published_signed_bundle_installs_on_a_validator(url, tmp_path):
         trust=bundle.Trust({1: pub(K1)}, 7, "2482", 12, (3,)),
     )
     assert p.install_bytes(data, 1) == (True, "activated")
+    store.close()
+
+
+def test_ranges_come_from_the_database_on_sqlite_and_postgres(db_url):  # noqa: F811
+    store = Store(db_url)
+    store.provision(1, SECRET_A, "bus 1")
+    data = signed(3)
+    store.publish(3, data)
+    token = up.bundle_token(SECRET_A, 1, 3)
+    got = b"".join(
+        bundles.serve(store, 3, 1, token, "bytes=%d-%d" % (a, min(len(data), a + 4099) - 1))[2]
+        for a in range(0, len(data), 4099)
+    )
+    assert got == data
+    assert bundles.serve(store, 3, 1, token, "bytes=5-4")[0] == 416
     store.close()
