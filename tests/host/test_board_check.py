@@ -23,16 +23,24 @@ ROOT = Path(__file__).resolve().parents[2]
 FAKE = textwrap.dedent(
     """\
     #!{python}
-    import json, os, subprocess, sys
+    import json, os, shutil, subprocess, sys
     args = sys.argv[1:]
     with open(os.environ["FAKE_ARGS"], "a") as f:
         f.write(json.dumps(args) + "\\n")
     if args[1] != "/dev/fake0":
         sys.exit("failed to access " + args[1])
     mode = os.environ.get("FAKE_MODE", "ok")
-    if mode == "sim":
-        env = dict(os.environ, MICROPYPATH=os.environ["FAKE_MICROPYPATH"])
-        sys.exit(subprocess.run([os.environ["FAKE_MICROPYTHON"], args[-1]], env=env).returncode)
+    if mode == "sim":  # the board: a folder, the unix port with the firmware on its path
+        env = dict(os.environ, MICROPYPATH="." + ":" + os.environ["FAKE_MICROPYPATH"])
+        dev = os.environ["FAKE_DEVICE"]
+        if args[3] == "run":
+            cmd = [os.environ["FAKE_MICROPYTHON"], args[4]]
+        else:
+            assert args[3:5] == ["fs", "cp"] and args[6] == ":selftest.mpy", args
+            shutil.copy(args[5], os.path.join(dev, "selftest.mpy"))
+            assert args[7:9] == ["+", "exec"], args
+            cmd = [os.environ["FAKE_MICROPYTHON"], "-c", args[9]]
+        sys.exit(subprocess.run(cmd, env=env, cwd=dev).returncode)
     print(os.environ["FAKE_OUTPUT"])
     """
 ).format(python=sys.executable)
@@ -82,7 +90,10 @@ def test_a_healthy_board_prints_the_table_and_exits_0(fake, monkeypatch, capsys)
     monkeypatch.setenv("FAKE_OUTPUT", HEALTHY)
     assert board_check.main(["--port", "/dev/fake0"]) == 0
     out = capsys.readouterr().out
-    assert sent() == [["connect", "/dev/fake0", "resume", "run", str(board_check.SELFTEST)]]
+    (cmd,) = sent()
+    assert cmd[:7] == ["connect", "/dev/fake0", "resume", "fs", "cp", cmd[5], ":selftest.mpy"]
+    assert cmd[5].endswith("/selftest.mpy") and not os.path.exists(cmd[5]), "a temporary copy"
+    assert cmd[7:] == ["+", "exec", board_check._IMPORT]
     assert "OK    reader       PN532 firmware 1.6, support 07" in out
     assert "WARN  card         no card on the reader" in out
     assert "-> check: place a T-Union card for the probe" in out
@@ -113,6 +124,14 @@ def test_no_board_on_the_port_exits_2(fake, capsys):
     assert "failed to access /dev/nothing" in capsys.readouterr().err
 
 
+def test_without_mpy_cross_the_source_is_run(fake, monkeypatch, capsys):
+    exe, sent = fake
+    monkeypatch.setattr(board_check, "mpy_cross_bin", lambda: None)
+    monkeypatch.setenv("FAKE_OUTPUT", HEALTHY)
+    assert board_check.main(["--port", "/dev/fake0"]) == 0
+    assert sent() == [["connect", "/dev/fake0", "resume", "run", str(board_check.SELFTEST)]]
+
+
 def test_parse_keeps_a_bar_free_line_and_ignores_unknown_status():
     rows, done, other = board_check.parse("@@CHECK OK|heap|1 bytes\n@@CHECK MAYBE|x|y|z\n")
     assert rows == [("OK", "heap", "1 bytes", "")]
@@ -131,12 +150,13 @@ def test_make_board_check_sends_the_self_test_to_the_port(fake, tmp_path):
         timeout=120,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert sent() == [["connect", "/dev/fake0", "resume", "run", str(board_check.SELFTEST)]]
+    (cmd,) = sent()
+    assert cmd[:3] == ["connect", "/dev/fake0", "resume"] and ":selftest.mpy" in cmd
     assert "board-check passed" in proc.stdout
 
 
 @pytest.fixture
-def bench(monkeypatch):
+def bench(monkeypatch, tmp_path):
     from tools.sim.bench_hub import BenchWorld
 
     def start(**kw):
@@ -147,6 +167,9 @@ def bench(monkeypatch):
         monkeypatch.setenv("FAKE_MICROPYTHON", micropython_bin())
         monkeypatch.setenv("FAKE_MICROPYPATH", micropython_path("unix_sim"))
         monkeypatch.setenv("VALIDATOR_CONFIG", "/nonexistent/config.json")
+        dev = tmp_path / "device"
+        dev.mkdir(exist_ok=True)
+        monkeypatch.setenv("FAKE_DEVICE", str(dev))
         started.append(world)
         return world
 
@@ -156,7 +179,7 @@ def bench(monkeypatch):
         world.hub.stop()
 
 
-def test_the_self_test_runs_on_the_simulation_board_end_to_end(fake, bench, capsys):
+def test_the_self_test_runs_on_the_simulation_board_end_to_end(fake, bench, tmp_path, capsys):
     bench()
     assert board_check.main(["--port", "/dev/fake0", "--timeout", "200"]) == 0
     out = capsys.readouterr().out
@@ -164,6 +187,14 @@ def test_the_self_test_runs_on_the_simulation_board_end_to_end(fake, bench, caps
         assert any(ln.startswith("OK    %s " % name) for ln in out.splitlines()), (name, out)
     assert "000000000101" in out, "the PSAM's terminal number"
     assert "board-check passed" in out
+    assert not (tmp_path / "device" / "selftest.mpy").exists(), "the board's copy is removed"
+
+
+def test_the_source_runs_end_to_end_too(fake, bench, monkeypatch, capsys):
+    bench()
+    monkeypatch.setattr(board_check, "mpy_cross_bin", lambda: None)
+    assert board_check.main(["--port", "/dev/fake0", "--timeout", "200"]) == 0
+    assert "board-check passed" in capsys.readouterr().out
 
 
 def test_a_board_without_its_rtc_chip_fails_the_check_and_says_what_to_check(fake, bench, capsys):
