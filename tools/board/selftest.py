@@ -90,14 +90,15 @@ class Run:
     def system(self):
         impl = sys.implementation
         ver = ".".join(str(v) for v in impl.version[:3])
-        build = getattr(impl, "_build", "") or ""
+        words = [getattr(impl, "_build", "") or ""]  # the board name of the build (v1.25+)
         try:
             import os
 
-            build = build or os.uname().version
+            u = os.uname()
+            words += [u.version, u.machine]
         except (ImportError, AttributeError):
-            pass
-        self.say(OK, "micropython", "v%s %s %s" % (ver, build, sys.platform))
+            words.append(sys.platform)
+        self.say(OK, "micropython", "v%s %s" % (ver, ", ".join(w for w in words if w)))
         try:
             import machine
 
@@ -410,7 +411,12 @@ class Run:
         if self.app is not None and self.app.params is not None:
             wl = getattr(self.app.params, "whitelist", None)
         if wl is None:
-            self.say(WARN, "card.issuer", "issuer %s: no whitelist loaded" % _hex(info["issuer"]))
+            self.say(
+                WARN,
+                "card.issuer",
+                "issuer %s: no whitelist loaded" % _hex(info["issuer"]),
+                "the verdict needs the application running with its parameters (not safe mode)",
+            )
             return
         import cardlists
 
