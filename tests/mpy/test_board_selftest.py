@@ -125,3 +125,28 @@ def test_a_dead_psam_is_reported_and_nothing_else_fails():
     mptest.true(found.startswith("no ATR: "), found)
     mptest.true("psam.terminal" not in got)
     mptest.eq(fails, 1, r.lines)
+
+
+def test_a_running_applications_parts_are_used_its_watchdog_fed_its_modem_left_open():
+    board = _board()
+
+    class Parts:
+        pass
+
+    class App:
+        params = None
+        feeds = 0
+
+        def _feed(self):
+            App.feeds += 1
+
+    app = App()
+    app.parts = Parts()
+    app.parts.reader = board.make_reader()
+    app.parts.transport = None  # down in the application: the check builds its own
+    r = selftest.Run(board, dict(CFG), app)
+    mptest.eq(r.all(), 0, r.lines)
+    mptest.true(App.feeds >= len(r.lines), "fed at every line")
+    mptest.true("reader" not in r.own, "the application's reader was used")
+    mptest.true("transport" in r.own)
+    mptest.eq(r.lines[-1][:2], ("OK", "application"))
