@@ -16,24 +16,13 @@ sys.path.append(mptest.repo_root() + "/tools")
 
 import fuzzgen  # noqa: E402
 import log  # noqa: E402
-from modem import ModemTransport  # noqa: E402
-from modem_quectel import QuectelDialect  # noqa: E402
-from modem_simcom import SimcomDialect  # noqa: E402
+import modem_rig  # noqa: E402
 from sim_pin import Pin  # noqa: E402
 from sim_uart import SimUART  # noqa: E402
 from simlink import Control  # noqa: E402
 from transport import TransportError  # noqa: E402
 
-TIMING = {
-    "on_pulse_ms": 50,
-    "off_pulse_ms": 300,
-    "boot_ms": 100,
-    "sim_ready_ms": 150,
-    "reg_ms": 100,
-    "guard_ms": 100,
-    "urc_ms": 10,
-    "slow_ms": 800,
-}
+TIMING = modem_rig.timing(sim_ready_ms=150, slow_ms=800)
 STRAY = (
     b"\r\n+CEREG: 2\r\n",
     b"\r\n+CME ERROR: 3\r\n",
@@ -99,20 +88,13 @@ def make(dialect, rng):
     ctl = _state["ctl"]
     ctl.call("modem_dialect", dialect=dialect)
     ctl.call("modem_timing", **TIMING)
-    dial = SimcomDialect(cmd_ms=500) if dialect == "simcom" else QuectelDialect(cmd_ms=500)
     uart = DamagingUart(_state["inner"], rng)
-    m = ModemTransport(
+    m = modem_rig.transport(
         uart,
         _state["pin"],
-        dial,
-        apn="cmnet",
-        on_pulse_ms=80,
-        off_pulse_ms=350,
-        rdy_timeout_ms=2000,
-        reg_timeout_ms=3000,
-        reg_wait_ms=400,
-        poll_ms=100,
-        guard_ms=120,
+        dialect,
+        cmd_ms=500,
+        sim_timeout_ms=10000,  # the driver's default: the SIM is never the point here
         settle_ms=100,
         probe_ms=150,
     )

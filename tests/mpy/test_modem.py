@@ -5,25 +5,15 @@
 import asyncio
 
 import log
+import modem_rig
 import mptest
 from atmodem import loop_block_probe
-from modem import ModemTransport, csq_to_dbm, parse_cclk, parse_reg
-from modem_quectel import QuectelDialect
-from modem_simcom import SimcomDialect
+from modem import csq_to_dbm, parse_cclk, parse_reg
 from sim_pin import Pin
 from sim_uart import SimUART
 from simlink import Control
 
-TIMING = {
-    "on_pulse_ms": 50,
-    "off_pulse_ms": 300,
-    "boot_ms": 100,
-    "sim_ready_ms": 200,
-    "reg_ms": 100,
-    "guard_ms": 100,
-    "urc_ms": 10,
-    "slow_ms": 1500,
-}
+TIMING = modem_rig.timing(slow_ms=1500)
 
 _uart = []
 
@@ -59,21 +49,8 @@ def make(dialect, **kw):
     ctl.call("http_log", clear=True)
     uart = the_uart()
     pwr = Pin("modem_pwrkey", Pin.OUT)
-    dial = SimcomDialect(cmd_ms=600) if dialect == "simcom" else QuectelDialect(cmd_ms=600)
-    args = {
-        "apn": "cmnet",
-        "on_pulse_ms": 80,
-        "off_pulse_ms": 350,
-        "rdy_timeout_ms": 2000,
-        "sim_timeout_ms": 3000,
-        "reg_timeout_ms": 3000,
-        "reg_wait_ms": 400,
-        "poll_ms": 100,
-        "guard_ms": 120,
-        "probe_ms": 150,
-    }
-    args.update(kw)
-    return ctl, ModemTransport(uart, pwr, dial, **args)
+    kw.setdefault("probe_ms", 150)
+    return ctl, modem_rig.transport(uart, pwr, dialect, **kw)
 
 
 def base(ctl):

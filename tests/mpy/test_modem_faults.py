@@ -6,25 +6,14 @@
 import asyncio
 
 import log
+import modem_rig
 import mptest
-from modem import ModemTransport
-from modem_quectel import QuectelDialect
-from modem_simcom import SimcomDialect
 from sim_pin import Pin
 from sim_uart import SimUART
 from simlink import Control
 from transport import ConnectionLost, ModemFault, NetworkDown, TransportTimeout
 
-TIMING = {
-    "on_pulse_ms": 50,
-    "off_pulse_ms": 300,
-    "boot_ms": 100,
-    "sim_ready_ms": 150,
-    "reg_ms": 100,
-    "guard_ms": 100,
-    "urc_ms": 10,
-    "slow_ms": 800,
-}
+TIMING = modem_rig.timing(sim_ready_ms=150, slow_ms=800)
 _state = {}
 
 
@@ -44,19 +33,12 @@ async def modem(dialect):
     if m is None:
         ctl.call("modem_dialect", dialect=dialect)
         ctl.call("modem_timing", **TIMING)
-        dial = SimcomDialect(cmd_ms=500) if dialect == "simcom" else QuectelDialect(cmd_ms=500)
-        m = ModemTransport(
+        m = modem_rig.transport(
             _state["uart"],
             _state["pin"],
-            dial,
-            apn="cmnet",
-            on_pulse_ms=80,
-            off_pulse_ms=350,
-            rdy_timeout_ms=2000,
-            reg_timeout_ms=3000,
-            reg_wait_ms=400,
-            poll_ms=100,
-            guard_ms=120,
+            dialect,
+            cmd_ms=500,
+            sim_timeout_ms=10000,  # the driver's default: the SIM is never the point here
             settle_ms=100,
             probe_ms=150,
         )

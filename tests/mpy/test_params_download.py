@@ -16,28 +16,18 @@ import time  # noqa: E402
 import bundle  # noqa: E402
 import chunkdl  # noqa: E402
 import log  # noqa: E402
+import modem_rig  # noqa: E402
 import mptest  # noqa: E402
 import params  # noqa: E402
 import ramdisk  # noqa: E402
 import vfs  # noqa: E402
-from modem import ModemTransport  # noqa: E402
-from modem_quectel import QuectelDialect  # noqa: E402
-from modem_simcom import SimcomDialect  # noqa: E402
 from sim_pin import Pin  # noqa: E402
 from simlink import Control  # noqa: E402
 from uplink import Uplink  # noqa: E402
 
 MP = "/pd"
 T0 = 848000000
-TIMING = {
-    "on_pulse_ms": 50,
-    "off_pulse_ms": 300,
-    "boot_ms": 100,
-    "sim_ready_ms": 300,
-    "reg_ms": 100,
-    "guard_ms": 100,
-    "urc_ms": 2,
-}
+TIMING = modem_rig.timing(sim_ready_ms=300, urc_ms=2)
 SEED = 20261205
 
 
@@ -106,21 +96,7 @@ def transport(ctl, dialect):
     ctl.call("modem_timing", **TIMING)
     ctl.call("modem_clear")
     ctl.call("modem_cut_bodies_at", points=[])
-    dial = SimcomDialect(cmd_ms=600) if dialect == "simcom" else QuectelDialect(cmd_ms=600)
-    return ModemTransport(
-        _uart[0],
-        Pin("modem_pwrkey", Pin.OUT),
-        dial,
-        apn="cmnet",
-        on_pulse_ms=80,
-        off_pulse_ms=350,
-        rdy_timeout_ms=2000,
-        sim_timeout_ms=3000,
-        reg_timeout_ms=3000,
-        reg_wait_ms=400,
-        poll_ms=100,
-        guard_ms=120,
-    )
+    return modem_rig.transport(_uart[0], Pin("modem_pwrkey", Pin.OUT), dialect)
 
 
 def device(info, slots):

@@ -13,24 +13,14 @@ _uart = [SimUART("modem", timeout=0, rxbuf=12288)]
 import json  # noqa: E402
 
 import log  # noqa: E402
+import modem_rig  # noqa: E402
 import mptest  # noqa: E402
 from http_socket import SocketTransport  # noqa: E402
-from modem import ModemTransport  # noqa: E402
-from modem_quectel import QuectelDialect  # noqa: E402
-from modem_simcom import SimcomDialect  # noqa: E402
 from sim_pin import Pin  # noqa: E402
 from simlink import Control  # noqa: E402
 from uplink import Uplink  # noqa: E402
 
-TIMING = {
-    "on_pulse_ms": 50,
-    "off_pulse_ms": 300,
-    "boot_ms": 100,
-    "sim_ready_ms": 300,
-    "reg_ms": 100,
-    "guard_ms": 100,
-    "urc_ms": 10,
-}
+TIMING = modem_rig.timing(sim_ready_ms=300)
 
 
 def the_uart():
@@ -108,21 +98,7 @@ def modem(dialect):
     ctl.call("modem_dialect", dialect=dialect)
     ctl.call("modem_timing", **TIMING)
     ctl.call("modem_clear")
-    dial = SimcomDialect(cmd_ms=600) if dialect == "simcom" else QuectelDialect(cmd_ms=600)
-    t = ModemTransport(
-        the_uart(),
-        Pin("modem_pwrkey", Pin.OUT),
-        dial,
-        apn="cmnet",
-        on_pulse_ms=80,
-        off_pulse_ms=350,
-        rdy_timeout_ms=2000,
-        sim_timeout_ms=3000,
-        reg_timeout_ms=3000,
-        reg_wait_ms=400,
-        poll_ms=100,
-        guard_ms=120,
-    )
+    t = modem_rig.transport(the_uart(), Pin("modem_pwrkey", Pin.OUT), dialect)
     return ctl, t
 
 
