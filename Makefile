@@ -14,7 +14,7 @@ comma := ,
 FUZZ_SECONDS ?= 120
 TEST_WORKERS ?= $(shell echo $$(( $$(nproc 2>/dev/null || echo 1) * 2 )))
 
-.PHONY: help setup test test-under-load lint firmware micropython32 deploy backup flash board-check board-test wiring sim bench fuzz clean
+.PHONY: help setup test test-under-load lint firmware micropython32 deploy backup flash board-check board-test board-bench wiring sim bench fuzz clean
 BOARDS := $(filter-out micropython,$(notdir $(patsubst %/,%,$(wildcard boards/*/))))
 
 help:
@@ -32,6 +32,7 @@ help:
 	@echo "make backup PORT=p        copy a board's transaction log, config.json and /data to backup/"
 	@echo "make board-check PORT=p   self-test a wired board: reader, PSAM, RTC, modem, display, card"
 	@echo "make board-test PORT=p    run the hardware-independent MicroPython tests on the board"
+	@echo "make board-bench PORT=p TEST_CARD=1 [N=10]  time real taps (test card, test PSAM)"
 	@echo "make wiring               redraw docs/bench-setup.md's wiring tables and docs/wiring/*.svg"
 	@echo "make flash PORT=p FIRMWARE=f.bin  ERASE the board and write MicroPython; backs up first"
 	@echo "                          and asks (FORCE=1: no backup, no question, for a blank board)"
@@ -86,6 +87,10 @@ board-check: $(STAMP)
 # The hardware-independent tests/mpy files on a deployed board, per test function (FILES=a.py b.py).
 board-test: $(STAMP)
 	$(BIN)/python -m tools.board_test --port $(PORT) $(foreach f,$(FILES),--file $(f))
+
+# Real taps timed on a board (tools/board/tapbench.py): it DEBITS the card, hence TEST_CARD=1.
+board-bench: $(STAMP)
+	$(BIN)/python -m tools.board_bench --port $(PORT) $(if $(filter 1,$(TEST_CARD)),--test-card,) $(if $(N),--n $(N),) $(if $(FARE),--fare $(FARE),)
 
 # docs/bench-setup.md's wiring tables and docs/wiring/*.svg, from the boards' pin maps.
 wiring: $(STAMP)
