@@ -151,3 +151,34 @@ def test_a_modem_on_a_uart_the_board_does_not_wire_is_a_finding():
     mptest.true(found.startswith("not set up: "), found)
     mptest.eq(hint, selftest.HINT_MODEM)
     mptest.eq(fails, 1, r.lines)
+
+
+def test_the_tap_bench_sells_test_fares_and_times_every_apdu():
+    import purchase
+    import tapbench
+
+    ctl = Control()
+    ctl.call("bench_place", reader="pn532_i2c")
+    out = tapbench.run(_board("esp32_pn532_i2c"), dict(CFG), n=3, fare=1, now=849300000)
+    mptest.true("error" not in out, out.get("error"))
+    mptest.eq(out["reasons"], [purchase.OK] * 3)
+    card = ctl.call("bench_card", reader="pn532_i2c")
+    mptest.eq(len(card["debits"]), 3, "three test fares sold")
+    mptest.eq(card["violations"], [])
+    for ins in ("A4", "50", "54"):
+        mptest.eq(len(out["card_us"][ins]), 3, ins)
+    mptest.true("70" in out["psam_us"], sorted(out["psam_us"]))
+    mptest.eq(len(out["activation_us"]), 3)
+    mptest.eq(len(out["tap_us"]), 3)
+    mptest.eq(len(out["result_shown_us"]), 3)
+    mptest.true(len(out["log_append_us"]) >= 3, "an intent and an outcome per sale")
+    ctl.call("bench_remove", reader="pn532_i2c")
+
+
+def test_the_tap_bench_without_a_card_says_so():
+    import tapbench
+
+    Control().call("bench_remove", reader="pn532_i2c")
+    out = tapbench.run(_board("esp32_pn532_i2c"), dict(CFG), n=2, now=849300000)
+    mptest.eq(out["error"], "no card on the reader at tap 1")
+    mptest.eq(out["tap_us"], [])

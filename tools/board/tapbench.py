@@ -1,0 +1,142 @@
+# On-board tap bench (issue 21 point 2, first part): `make board-bench PORT=...` runs this on the
+# board (tools/board_bench.py). With a TEST card on the reader and a TEST PSAM, it sells a test
+# fare (default 1 fen) N times through the firmware's own purchase (firmware/purchase.py) and
+# times with time.ticks_us: the activation (poll with the card present), every card APDU and
+# every PSAM APDU (by instruction byte, through timing proxies around the reader and the PSAM
+# link: purchase.py is not changed), each log append (a RAM log: the board's txlog partition is
+# never written; flash program time is not in this figure), the whole tap, and the result shown
+# on the display. One line: '@@BENCH {json}'.
+#
+# This DEBITS the card: use test cards only.
+import json
+import time
+
+import selftest
+
+
+class Timed:
+    """A link whose commands are timed by instruction byte into rec[INS hex]."""
+
+    def __init__(self, inner, rec):
+        self._i = inner
+        self._rec = rec
+        self._t0 = 0
+        self._ins = ""
+
+    def _put(self, ins, us):
+        self._rec.setdefault(ins, []).append(us)
+
+    def transceive(self, apdu):
+        t0 = time.ticks_us()
+        r = self._i.transceive(apdu)
+        self._put("%02X" % apdu[1], time.ticks_diff(time.ticks_us(), t0))
+        return r
+
+    def transceive_start(self, apdu):
+        # The PSAM's split exchange: timed from the command to its collected answer (the
+        # purchase works with the card in between: this is the PSAM's wall time, not its share).
+        self._t0 = time.ticks_us()
+        self._ins = "%02X" % apdu[1]
+        return self._i.transceive_start(apdu)
+
+    def transceive_finish(self):
+        r = self._i.transceive_finish()
+        self._put(self._ins, time.ticks_diff(time.ticks_us(), self._t0))
+        return r
+
+    def __getattr__(self, name):
+        return getattr(self._i, name)
+
+
+class RamLog:
+    """The transaction log's interface in RAM (intents closed by their outcome), appends timed."""
+
+    def __init__(self, times):
+        self.opens = []
+        self.seq = 0
+        self.times = times
+
+    def append(self, fields):
+        import record
+
+        t0 = time.ticks_us()
+        self.seq += 1
+        r = record.decode(record.encode(fields, self.seq))
+        if r["kind"] == record.DEBIT_INTENT:
+            self.opens.append(r)
+        elif r["kind"] in record.OUTCOME_KINDS:
+            key = (r["card_no"], r["card_atc"])
+            self.opens = [o for o in self.opens if (o["card_no"], o["card_atc"]) != key]
+        self.times.append(time.ticks_diff(time.ticks_us(), t0))
+        return self.seq
+
+    def can_accept_purchase(self):
+        return True
+
+    def open_intents(self):
+        return list(self.opens)
+
+
+def run(board, cfg, n=10, fare=1, now=None, app=None):
+    """-> the figures dict (also printed as '@@BENCH {json}'), or an 'error' entry."""
+    import purchase
+    from psam_app import PsamApp
+
+    chk = selftest.Run(board, cfg, app)
+    out = {"n": n, "fare": fare, "card_us": {}, "psam_us": {}, "log_append_us": []}
+    for k in ("activation_us", "tap_us", "result_shown_us", "reasons"):
+        out[k] = []
+    reader, e = chk.part("reader", chk._make("reader"))
+    link, e2 = chk.part("psam_link", chk._make("psam"))
+    if reader is None or link is None:
+        out["error"] = "reader: %s; psam: %s" % (e, e2)
+        return _emit(out)
+    if getattr(reader, "version", 0) is None:
+        reader.init()
+    display, _e = chk.part("display", chk._make("display"))
+    link.reset()
+    p = purchase.Purchaser(PsamApp(Timed(link, out["psam_us"])), RamLog(out["log_append_us"]))
+    if not p.boot():
+        out["error"] = "PSAM did not start"
+        return _emit(out)
+    card_link = Timed(reader, out["card_us"])
+    req = {"debit": fare, "must_cover": fare, "route": 1}
+    if now is None:  # the host gives its clock (tools/board_bench.py): the board's may be unset
+        now = int(time.time())
+    for i in range(n):
+        chk.feed()
+        t0 = time.ticks_us()
+        target = reader.poll()
+        t1 = time.ticks_us()
+        if target is None:
+            out["error"] = "no card on the reader at tap %d" % (i + 1)
+            break
+        out["activation_us"].append(time.ticks_diff(t1, t0))
+        res = p.tap(card_link, req, now + i)
+        t2 = time.ticks_us()
+        out["tap_us"].append(time.ticks_diff(t2, t1))
+        out["reasons"].append(res.reason)
+        if display is not None:
+            display.outcome(res.reason, fare, res.balance_after)
+            out["result_shown_us"].append(time.ticks_diff(time.ticks_us(), t2))
+        p.log_done()
+        reader.release()
+    return _emit(out)
+
+
+def _emit(out):
+    print("@@BENCH " + json.dumps(out))
+    return out
+
+
+def main(n=10, fare=1, now=None):
+    import board
+
+    running = None
+    try:
+        import app
+
+        running = app.current()
+    except Exception:  # noqa: BLE001, S110 - no application on this board yet
+        pass
+    return run(board, selftest._config(board), n, fare, now, app=running)

