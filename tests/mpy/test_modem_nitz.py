@@ -4,24 +4,15 @@
 # and reads AT+CCLK only after one came; a network without NITZ leaves the module's own clock,
 # which is never offered as the network's time. A module that restarts forgets it.
 import log
+import modem_rig
 import mptest
 import timeutil
-from modem import ModemTransport, parse_ctz
-from modem_quectel import QuectelDialect
-from modem_simcom import SimcomDialect
+from modem import parse_ctz
 from sim_pin import Pin
 from sim_uart import SimUART
 from simlink import Control
 
-TIMING = {
-    "on_pulse_ms": 50,
-    "off_pulse_ms": 300,
-    "boot_ms": 100,
-    "sim_ready_ms": 100,
-    "reg_ms": 100,
-    "guard_ms": 100,
-    "urc_ms": 10,
-}
+TIMING = modem_rig.timing(sim_ready_ms=100)
 ctl = Control()
 _uart = []
 
@@ -44,22 +35,7 @@ def make(dialect):
     ctl.call("modem_timing", **TIMING)
     ctl.call("modem_clear")
     ctl.call("modem_set", sim_state="READY", operator_stat=1, apns=None)
-    dial = SimcomDialect(cmd_ms=600) if dialect == "simcom" else QuectelDialect(cmd_ms=600)
-    m = ModemTransport(
-        _uart[0],
-        Pin("modem_pwrkey", Pin.OUT),
-        dial,
-        apn="cmnet",
-        on_pulse_ms=80,
-        off_pulse_ms=350,
-        rdy_timeout_ms=2000,
-        sim_timeout_ms=3000,
-        reg_timeout_ms=3000,
-        reg_wait_ms=400,
-        poll_ms=100,
-        guard_ms=120,
-        probe_ms=150,
-    )
+    m = modem_rig.transport(_uart[0], Pin("modem_pwrkey", Pin.OUT), dialect, probe_ms=150)
     times = []
     m.on_time = times.append
     return m, times
