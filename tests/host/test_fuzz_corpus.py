@@ -14,6 +14,15 @@ from tools.fuzz.targets import NAMES
 CASES = [(n, p) for n in NAMES for p in run.inputs_of(n)]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _close_targets():
+    yield
+    for name in NAMES:
+        close = getattr(importlib.import_module("tools.fuzz.targets." + name), "close", None)
+        if close is not None:
+            close()
+
+
 def test_every_target_has_a_corpus():
     for name in NAMES:
         assert any(n == name for n, _ in CASES), "no corpus for " + name
