@@ -49,26 +49,32 @@ $(STAMP): requirements.txt requirements.lock tools/mplib_fetch.py
 	$(BIN)/python tools/mplib_fetch.py $(VENV)/mplib
 	touch $(STAMP)
 
-setup: $(STAMP)
+# The repository on the venv's path, so `.venv/bin/python -m tools.<tool>` works from any folder.
+PTH_STAMP := $(VENV)/.path-stamp
+$(PTH_STAMP): $(STAMP)
+	echo "$(CURDIR)" > "$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/tunion-validator.pth"
+	touch $@
 
-lint: $(STAMP)
+setup: $(PTH_STAMP)
+
+lint: $(PTH_STAMP)
 	$(BIN)/ruff check .
 
 # pytest-xdist over every core; a file's tests stay on one worker (one MicroPython process runs a
 # whole tests/mpy file), except the files tests/conftest.py spreads test by test.
-test: $(STAMP)
+test: $(PTH_STAMP)
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # The same tests beside two CPU hogs and an I/O hog (stress-ng): nothing may depend on an idle machine.
-test-under-load: $(STAMP)
+test-under-load: $(PTH_STAMP)
 	tools/test_under_load.sh
 
-firmware: $(STAMP)
+firmware: $(PTH_STAMP)
 	$(if $(filter command line environment,$(origin BOARD)),,@echo "BOARD not given: building unix_sim, the laptop simulation (boards: $(BOARDS))")
 	$(BIN)/python -m tools.build_firmware --board $(BOARD) --out build/$(BOARD) $(MPY_CROSS_FLAGS)
 
 # Rebuilds only when what it freezes changes (content hash; tools/build_micropython32.py).
-micropython32: $(STAMP)
+micropython32: $(PTH_STAMP)
 	$(BIN)/python -m tools.build_micropython32 $(if $(MICROPY_SRC),--src "$(MICROPY_SRC)",)
 
 # mpremote: `fs cp -r DIR/. :` would nest; copy the build tree's contents into the device root.
@@ -77,28 +83,28 @@ deploy: firmware
 	@test -d boards/$(BOARD) || { echo "unknown board $(BOARD) (boards: $(BOARDS))"; exit 1; }
 	cd build/$(BOARD) && ../../$(BIN)/mpremote connect $(PORT) exec "import os; 'lib' in os.listdir('/') or os.mkdir('/lib')" + fs cp -r lib/. :lib/ + fs cp boot.py main.py board.py : + soft-reset
 
-backup: $(STAMP)
+backup: $(PTH_STAMP)
 	$(BIN)/python -m tools.device_backup --port $(PORT)
 
 # Read-only self-test of a wired board (tools/board/selftest.py over mpremote): one line per part.
-board-check: $(STAMP)
+board-check: $(PTH_STAMP)
 	$(BIN)/python -m tools.board_check --port $(PORT)
 
 # The hardware-independent tests/mpy files on a deployed board, per test function (FILES=a.py b.py).
-board-test: $(STAMP)
+board-test: $(PTH_STAMP)
 	$(BIN)/python -m tools.board_test --port $(PORT) $(foreach f,$(FILES),--file $(f))
 
 # Real taps timed on a board (tools/board/tapbench.py): it DEBITS the card, hence TEST_CARD=1.
-board-bench: $(STAMP)
+board-bench: $(PTH_STAMP)
 	$(BIN)/python -m tools.board_bench --port $(PORT) $(if $(filter 1,$(TEST_CARD)),--test-card,) $(if $(N),--n $(N),) $(if $(FARE),--fare $(FARE),)
 
 # docs/bench-setup.md's wiring tables and docs/wiring/*.svg, from the boards' pin maps.
-wiring: $(STAMP)
+wiring: $(PTH_STAMP)
 	$(BIN)/python -m tools.board_wiring
 
 # erase-flash wipes the transaction log (fares not yet uploaded), the configuration and the
 # parameters: copy them first and ask, unless FORCE=1 says the board holds nothing to keep.
-flash: $(STAMP)
+flash: $(PTH_STAMP)
 	@test -n "$(FIRMWARE)" || { echo "give FIRMWARE=path/to/ESP32_GENERIC-*.bin"; exit 1; }
 	@if [ "$(FORCE)" != 1 ]; then \
 	  echo "make flash ERASES $(PORT): the transaction log (fares not yet uploaded), config.json and the parameters."; \
@@ -110,13 +116,13 @@ flash: $(STAMP)
 	$(BIN)/esptool --chip esp32 --port $(PORT) erase-flash
 	$(BIN)/esptool --chip esp32 --port $(PORT) --baud $(BAUD) write-flash -z 0x1000 $(FIRMWARE)
 
-sim: $(STAMP)
+sim: $(PTH_STAMP)
 	$(BIN)/python -m tools.simbench $(if $(SCENARIO),--scenario $(SCENARIO),)
 
-bench: $(STAMP)
+bench: $(PTH_STAMP)
 	$(BIN)/python -m tools.benchmarks $(foreach s,$(subst $(comma), ,$(STAGE)),--stage $(s))
 
-fuzz: $(STAMP)
+fuzz: $(PTH_STAMP)
 	FUZZ_LONG=1 $(BIN)/python -m pytest -m fuzz tests
 	$(BIN)/python -m tools.fuzz.run --seconds $(FUZZ_SECONDS)
 

@@ -59,9 +59,17 @@ def write_private(path, text):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m tools.provision",
+        description="Provision a validator: write its config.json (device id, secret, route, "
+        "codes), register it with the back office (--collector-db) and copy the file to the "
+        "board (--port).",
+        epilog="Without --collector-db the device is NOT registered: the back office refuses its "
+        "uploads until it is (python -m tools.collector provision). The file holds the device's "
+        "upload secret and is written readable by you only.",
+    )
     ap.add_argument("--device", type=int, required=True, help="device number (u32)")
-    ap.add_argument("--route", type=int, required=True)
+    ap.add_argument("--route", type=int, required=True, help="route (line) number the bus serves")
     ap.add_argument("--city", required=True, help="4-digit city code of the operator (BCD)")
     ap.add_argument("--institution", required=True, help="16-digit acquirer institution code")
     ap.add_argument("--collector", required=True, help="back office URL")
@@ -71,12 +79,23 @@ def main(argv=None):
         help="read the secret (hex) from stdin; default: derived by the back office "
         "(--collector-db) or 32 fresh random bytes. Never a secret on the command line",
     )
-    ap.add_argument("--stop-source", default="fixed", choices=("fixed", "driver", "gps"))
-    ap.add_argument("--stop", type=int, default=0)
-    ap.add_argument("--operator", type=int, default=1)
-    ap.add_argument("--vehicle", default="")
-    ap.add_argument("--modem", default="sim7600", choices=("sim7600", "quectel", "socket"))
-    ap.add_argument("--apn", default="cmnet")
+    ap.add_argument(
+        "--stop-source",
+        default="fixed",
+        choices=("fixed", "driver", "gps"),
+        help="where the stop number comes from: fixed (--stop), set by the driver, or GPS "
+        "(default fixed)",
+    )
+    ap.add_argument("--stop", type=int, default=0, help="the fixed stop number (default 0)")
+    ap.add_argument("--operator", type=int, default=1, help="operator number (default 1)")
+    ap.add_argument("--vehicle", default="", help="vehicle registration, for reports")
+    ap.add_argument(
+        "--modem",
+        default="sim7600",
+        choices=("sim7600", "quectel", "socket"),
+        help="uplink: a SIMCom SIM7600/A76xx, a Quectel EC2x/EG9x, or a socket (Wi-Fi, bench)",
+    )
+    ap.add_argument("--apn", default="cmnet", help="the SIM's access point name (default cmnet)")
     ap.add_argument(
         "--param-key",
         action="append",
@@ -84,7 +103,12 @@ def main(argv=None):
         help="fleet public key (tools/params_sign.py pubkey); give the current and the next",
     )
     ap.add_argument("--group", type=int, action="append", help="device group (bundle scope)")
-    ap.add_argument("--out", type=Path, default=Path("config.json"))
+    ap.add_argument(
+        "--out",
+        type=Path,
+        help="where to write config.json (default provisioned/<device>/config.json in the "
+        "repository, which git ignores)",
+    )
     ap.add_argument("--port", help="serial port of the board: copy config.json there")
     ap.add_argument(
         "--collector-db",
@@ -99,6 +123,9 @@ def main(argv=None):
         "(and copied to the board with --port); https verifies the back office against it",
     )
     args = ap.parse_args(argv)
+    if args.out is None:
+        args.out = ROOT / "provisioned" / str(args.device) / "config.json"
+        args.out.parent.mkdir(parents=True, exist_ok=True)
     args.secret = sys.stdin.readline().strip() if args.secret_stdin else None
     try:
         build_config(args)  # refuse a bad config before the back office hears of the device
@@ -119,6 +146,12 @@ def main(argv=None):
         except (ValueError, OSError, RuntimeError) as exc:
             sys.exit(f"provision: back office: {exc}")
         print(f"provision: device {args.device} registered with the back office")
+    else:
+        print(
+            f"provision: WARNING: device {args.device} is NOT registered with the back office "
+            "(no --collector-db): its uploads are refused until it is",
+            file=sys.stderr,
+        )
     cfg = build_config(args)
     write_private(args.out, json.dumps(cfg, indent=1) + "\n")
     print(f"provision: wrote {args.out} (mode 0600) for {cfg['device_id']}")
