@@ -31,6 +31,7 @@ def main():
     corpus = os.path.join(workdir, "corpus")
     os.makedirs(findings, exist_ok=True)
     os.makedirs(corpus, exist_ok=True)
+    os.environ["FUZZ_WORKDIR"] = workdir  # where a target keeps files (the collector's store)
     shim.install()
     import log
 

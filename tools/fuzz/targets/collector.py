@@ -51,10 +51,10 @@ class _Unexpected(logging.Handler):
 
 class _World:
     """One store and device for the process (a store per input would cost more than the input);
-    under bench/out (not /tmp), as atheris leaves by os._exit."""
+    in the fuzzing run's work directory or bench/out (not /tmp: atheris leaves by os._exit)."""
 
     def __init__(self):
-        base = os.path.join(shim.ROOT, "bench", "out")
+        base = os.getenv("FUZZ_WORKDIR") or os.path.join(shim.ROOT, "bench", "out")
         os.makedirs(base, exist_ok=True)
         self.dir = tempfile.mkdtemp(prefix="fuzz-collector-", dir=base)
         self.store = Store("sqlite:///" + self.dir + "/c.sqlite3")
