@@ -91,6 +91,12 @@ ROWS = (
         "callgrind Ir on micropython32, `tools/bench_mpy/tap.py`",
     ),
     (
+        "decide_instructions_32",
+        "",
+        "instructions per decision (blacklist, whitelist, flat fare), a stable counter",
+        "callgrind Ir on micropython32, `tools/bench_mpy/decide_count.py`",
+    ),
+    (
         "tap_alloc_bytes",
         "B",
         "heap allocated by one tap (Purchaser alone), steady state",

@@ -105,6 +105,7 @@ EXTRA_KEYS = (
     "tap_alloc_bytes_64",
     "tap_instructions",
     "tap_instructions_32",
+    "decide_instructions_32",
     "modem_loop_block_ms",
     "collector_load_records_per_s",
     "collector_load_p99_ms",
@@ -346,17 +347,17 @@ class Hub:
 # ---- stages -------------------------------------------------------------------------------------
 
 
-def callgrind_tap(cfg, runtime32):
+def callgrind_tap(cfg, runtime32, script="tap.py", args=(1, 1), heap="256k"):
     """Instructions per tap: callgrind's Ir of `callgrind_taps` taps minus that of 0 taps after
-    the same set-up (None when valgrind is missing or a run failed)."""
+    the same set-up (None when valgrind is missing or a run failed). `script` takes the count as
+    its first argument, then `args`."""
     counts = {}
     for n in (0, cfg["callgrind_taps"]):
         _, res = run_mpy(
-            "tap.py",
+            script,
             n,
-            1,
-            1,
-            heap="256k",
+            *args,
+            heap=heap,
             wrap=["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"],
             runtime32=runtime32,
         )
@@ -407,6 +408,58 @@ def stage_tap(cfg, use_callgrind):
                 "difference of %d taps and 0 taps after the same set-up; a stable counter, not a "
                 "time" % cfg["callgrind_taps"]
             )
+        out.update(decide_counts(cfg))
+    return out
+
+
+def flat_bundle():
+    """The example bundle without its transfer rule: the fare engine then needs none of the
+    card's 0x1E records, as the tap model's flat-fare tap (5 card commands) has none."""
+    from tools import params_compile as pc
+
+    ex = pc.EXAMPLE
+    text = (ex / "fares.toml").read_text()
+    cut = text.index("[fares.transfer]")
+    toml = OUT / "fares_flat.toml"
+    toml.write_text(text[:cut])
+    bnd = OUT / "bundle_flat.bin"
+    bnd.write_bytes(
+        pc.compile_bundle(
+            SECRET,
+            toml,
+            ex / "whitelist.csv",
+            ex / "blacklist.csv",
+            version=3,
+            activation=0,
+            progress=False,
+        )
+    )
+    return bnd
+
+
+def decide_counts(cfg):
+    """The application's decision (blacklist, whitelist, fare) counted like the tap: i386
+    instructions per decision on micropython32 (tools/bench_mpy/decide_count.py), with the
+    example fare table without transfers (the tap model's flat fare: no 0x1E history read) and
+    with it as published (3 history records read through the in-process card)."""
+    OUT.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for key, bnd in (
+        ("decide_instructions_32", flat_bundle()),
+        ("decide_instructions_32_transfers", example_bundle()),
+    ):
+        img = "/tmp/bench_decide-%d" % os.getpid()
+        n = callgrind_tap(cfg, True, "decide_count.py", (img, bnd), heap="4m")
+        if n is not None:
+            out[key] = n
+    if out:
+        out["decide_instructions_32_note"] = (
+            "i386 instructions of micropython32 per decision (firmware/decide.py Decider: "
+            "blacklist, whitelist, fare), callgrind Ir, difference of %d and 0 decisions after "
+            "the same set-up (tests/mpy/app_rig.py, one real tap); _transfers: the example "
+            "table with its transfer rule, 3 card records read (the in-process card's work "
+            "included)" % cfg["callgrind_taps"]
+        )
     return out
 
 
