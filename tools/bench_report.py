@@ -823,6 +823,9 @@ def markdown(res):
         )
     )
     w("")
+    from tools.board_report import section  # bench/board-results.json, when there
+
+    out.extend(section(res))
     w("## Reproduce")
     w("")
     w("```sh")

@@ -95,6 +95,8 @@ def figures(raw):
         for i, (a, t) in enumerate(zip(raw["activation_us"], raw["tap_us"]))
     ]
     return {
+        "board": raw.get("board"),
+        "reader": raw.get("reader"),
         "taps": len(raw["tap_us"]),
         "fare": raw["fare"],
         "reasons": sorted(set(raw["reasons"])),

@@ -162,6 +162,7 @@ def test_the_tap_bench_sells_test_fares_and_times_every_apdu():
     out = tapbench.run(_board("esp32_pn532_i2c"), dict(CFG), n=3, fare=1, now=849300000)
     mptest.true("error" not in out, out.get("error"))
     mptest.eq(out["reasons"], [purchase.OK] * 3)
+    mptest.eq((out["board"], out["reader"]), ("esp32_pn532_i2c", "pn532_i2c"), "the model's name")
     card = ctl.call("bench_card", reader="pn532_i2c")
     mptest.eq(len(card["debits"]), 3, "three test fares sold")
     mptest.eq(card["violations"], [])

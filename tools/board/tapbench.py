@@ -83,7 +83,14 @@ def run(board, cfg, n=10, fare=1, now=None, app=None):
     from psam_app import PsamApp
 
     chk = selftest.Run(board, cfg, app)
+    r = getattr(board, "READER", {})
+    bus = r.get("bus", "i2c")
+    kind = (
+        "rc522_spi" if r.get("chip") == "rc522" else "pn532_" + ("hsu" if bus == "uart" else bus)
+    )
     out = {"n": n, "fare": fare, "card_us": {}, "psam_us": {}, "log_append_us": []}
+    out["board"] = getattr(board, "NAME", "?")
+    out["reader"] = kind  # the tap model's name for the set-up (tools/bench_model.py)
     for k in ("activation_us", "tap_us", "result_shown_us", "reasons"):
         out[k] = []
     reader, e = chk.part("reader", chk._make("reader"))

@@ -1,0 +1,62 @@
+"""tools.board_report: BENCHMARKS.md shows bench/board-results.json next to the tap model."""
+
+import json
+
+from tools import bench_report, board_report
+
+RES = {
+    "details": {
+        "tap_model": {
+            "params": {"card_ms": {"A4": 10.0, "54": 40.0}, "psam_ms": {"70": 15.0}},
+            "by_reader": {"pn532_i2c": 169.6},
+        }
+    }
+}
+BOARD = {
+    "board": "esp32_pn532_i2c",
+    "reader": "pn532_i2c",
+    "port": "/dev/ttyUSB0",
+    "date": "2026-12-05T09:00Z",
+    "taps": 10,
+    "fare": 1,
+    "reasons": ["OK"],
+    "card_ms": {"A4": 21.5, "54": 61.0},
+    "psam_ms": {"70": 30.2},
+    "activation_ms": 18.0,
+    "log_append_ms": 0.3,
+    "result_shown_ms": 25.0,
+    "total_ms": 240.1,
+}
+
+
+def test_no_board_results_no_section(tmp_path):
+    assert board_report.section(RES, tmp_path / "none.json") == []
+
+
+def test_measured_next_to_modelled(tmp_path):
+    path = tmp_path / "board-results.json"
+    path.write_text(json.dumps(BOARD))
+    text = "\n".join(board_report.section(RES, path))
+    assert "## Measured on a board" in text
+    assert "| card 54 | 61.0 | 40.0 |" in text
+    assert "| card A4 | 21.5 | 10.0 |" in text
+    assert "| PSAM 70 | 30.2 | 15.0 |" in text
+    assert "| whole tap (activation to result shown) | 240.1 | 169.6 (pn532_i2c) |" in text
+    assert "board esp32_pn532_i2c, 10 taps of 1 fen, OK" in text
+
+
+def test_a_damaged_file_is_said_not_fatal(tmp_path):
+    path = tmp_path / "board-results.json"
+    path.write_text("{")
+    assert "could not be read" in "\n".join(board_report.section(RES, path))
+
+
+def test_the_report_includes_it_when_the_file_is_there(tmp_path, monkeypatch):
+    path = tmp_path / "board-results.json"
+    path.write_text(json.dumps(BOARD))
+    with open(bench_report.__file__.replace("bench_report.py", "../bench/results.json")) as f:
+        res = json.load(f)
+    monkeypatch.setattr(board_report, "BOARD_RESULTS", path)
+    monkeypatch.setattr(board_report.section, "__defaults__", (path,))
+    md = bench_report.markdown(res)
+    assert md.index("## Measured on a board") < md.index("## Reproduce")

@@ -1,0 +1,63 @@
+"""The 'Measured on a board' part of BENCHMARKS.md: bench/board-results.json (make board-bench)
+next to what the tap model assumes, when that file is there (tools/bench_report.py calls this).
+"""
+
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BOARD_RESULTS = ROOT / "bench" / "board-results.json"
+
+
+def _f(v):
+    return "-" if v is None else "%.1f" % v
+
+
+def section(res, path=BOARD_RESULTS):
+    """Markdown lines (empty without a board results file)."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    try:
+        b = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        return ["## Measured on a board", "", "%s could not be read: %s" % (path.name, e), ""]
+    model = res.get("details", {}).get("tap_model", {})
+    params = model.get("params", {})
+    reader = b.get("reader")
+    out = [
+        "## Measured on a board",
+        "",
+        "`make board-bench` on %s (%s, board %s, %d taps of %s fen, %s). Card and PSAM times are "
+        "measured at the reader and the link, so they include RF and bus time that the model "
+        "counts apart; the model's figure is its card or PSAM processing term only "
+        "(docs/bench-setup.md, docs/tap-model.md)."
+        % (
+            b.get("port", "?"),
+            b.get("date", "?"),
+            b.get("board", "?"),
+            b.get("taps", 0),
+            b.get("fare", "?"),
+            ", ".join(b.get("reasons", [])) or "no result",
+        ),
+        "",
+        "| term | measured ms (median) | modelled ms |",
+        "|---|---|---|",
+    ]
+    for ins, ms in sorted(b.get("card_ms", {}).items()):
+        out.append("| card %s | %s | %s |" % (ins, _f(ms), _f(params.get("card_ms", {}).get(ins))))
+    for ins, ms in sorted(b.get("psam_ms", {}).items()):
+        out.append("| PSAM %s | %s | %s |" % (ins, _f(ms), _f(params.get("psam_ms", {}).get(ins))))
+    for key, label in (
+        ("activation_ms", "activation (poll, card present)"),
+        ("log_append_ms", "log append (RAM)"),
+        ("result_shown_ms", "result shown"),
+    ):
+        out.append("| %s | %s | - |" % (label, _f(b.get(key))))
+    total = model.get("by_reader", {}).get(reader) if reader else None
+    out.append(
+        "| whole tap (activation to result shown) | %s | %s |"
+        % (_f(b.get("total_ms")), _f(total) + (" (%s)" % reader if total is not None else ""))
+    )
+    out.append("")
+    return out
