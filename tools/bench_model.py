@@ -70,7 +70,9 @@ PARAMS = {
         "bits": 10,
         "poll_bytes": 41,
         "purchase_bytes": 348,
-        "transactions": 12,
+        # the driver's UART writes and reads (tests/mpy/test_pn532_purchase.py): 3 + 15, three
+        # a command (the frame out, the ACK in, the answer in; 12 before was two a command)
+        "transactions": 18,
         "per_transaction_ms": 0.1,  # MicroPython call and UART driver overhead per write/read
         # drivers/pn532_uart.py looks at the UART every 100 us while the chip works: 50 us of
         # latency on average for each of the two waits of a command (ACK, response)
@@ -79,9 +81,11 @@ PARAMS = {
     "pn532_i2c": {
         "hz": 400000,
         "bits": 9,
-        "poll_bytes": 72,
-        "purchase_bytes": 542,
-        "transactions": 46,
+        # measured with the IRQ line the boards wire (tests/mpy/test_pn532_purchase.py): poll
+        # 3 transactions, 62 B; purchase 17, 500 B (46 / 614 B before, with status polls)
+        "poll_bytes": 62,
+        "purchase_bytes": 500,
+        "transactions": 20,
         "per_transaction_ms": 0.1,  # MicroPython call and I2C driver overhead per transaction
         # Every board wires the PN532's IRQ (boards/*/board.py "irq"; SAMConfiguration turns it
         # on): drivers/pn532_i2c.py looks at it every 100 us (without it, the status every
@@ -92,9 +96,11 @@ PARAMS = {
         # 1 MHz: the PN532's highest SPI clock is UNCONFIRMED (UM0701-02 not read; libnfc and
         # ESPHome use 1 MHz)
         "hz": 1000000,
-        "poll_bytes": 48,
-        "purchase_bytes": 383,
-        "transactions": 36,  # measured with status polls: the IRQ line makes fewer (kept)
+        # measured with the IRQ line the boards wire (tests/mpy/test_pn532_purchase.py): poll
+        # 4 transfers, 44 B; purchase 20, 363 B (36 / 431 B before, with status polls)
+        "poll_bytes": 44,
+        "purchase_bytes": 363,
+        "transactions": 24,
         "per_transaction_ms": 0.1,
         # drivers/pn532_spi.py looks at the IRQ line every 100 us (it used to sleep 1 ms between
         # looks, which this model did not charge): 50 us per wait, two waits a command
