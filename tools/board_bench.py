@@ -14,6 +14,9 @@ per instruction byte, total_ms), each with what it includes:
 - log_append_ms: the record's encoding into a RAM log (the board's txlog is never written);
 - activation_ms: poll() with the card present; result_shown_ms: the display's outcome screen;
 - total_ms: activation + tap + result shown (detection, half the idle poll period, is not in it).
+With it, the CPU benchmark of tools/bench_mpy/tap.py (the firmware's purchase against in-process
+fakes: `tap_cpu_us` etc. as `make bench` measures them on this machine) runs on the board in a
+fresh session and goes under "cpu" (--no-cpu skips it; an error there is recorded, not fatal).
 Exit status: 0 written, 1 the board reported an error, 2 no board or no result.
 """
 
@@ -76,6 +79,54 @@ def command(port, compiled, n, fare, now):
     return cmd + ["exec", code]
 
 
+# The CPU benchmark of tools/bench_mpy/tap.py (firmware alone, in-process fakes), as the host's
+# `make bench` runs it, with what it imports that a deployed board lacks.
+CPU_DIR = "benchcpu"
+CPU_FILES = (
+    ROOT / "tools" / "bench_mpy" / "tap.py",
+    ROOT / "tools" / "bench_mpy" / "benchlib.py",
+    ROOT / "tools" / "bench_mpy" / "bench_fakes.py",
+    ROOT / "tests" / "mpy" / "memlog.py",
+    ROOT / "boards" / "unix_sim" / "rawflash.py",
+)
+CPU_TAPS = 50
+CPU_REPS = 3
+
+
+def cpu_command(port):
+    """One session (mpremote's soft reset: a fresh heap, the application not started)."""
+    mkdir = "import os\ntry:\n    os.mkdir(%r)\nexcept OSError:\n    pass\n" % CPU_DIR
+    run = (
+        "import sys, os\n"
+        "del sys.argv[:]\n"
+        "sys.argv.extend(['tap', '%d', '%d'])\n"
+        "sys.path.insert(0, %r)\n"
+        "try:\n"
+        "    exec(open(%r).read())\n"
+        "finally:\n"
+        "    for _f in os.listdir(%r):\n"
+        "        os.remove(%r + '/' + _f)\n"
+        "    os.rmdir(%r)\n"
+        % (CPU_TAPS, CPU_REPS, CPU_DIR, CPU_DIR + "/tap.py", CPU_DIR, CPU_DIR, CPU_DIR)
+    )
+    cmd = [board_check.mpremote_bin(), "connect", port, "exec", mkdir, "+", "fs", "cp"]
+    return cmd + [str(f) for f in CPU_FILES] + [":%s/" % CPU_DIR, "+", "exec", run]
+
+
+def parse_cpu(text):
+    """tap.py's 'BENCH {json}' lines merged, or an 'error' with the board's last lines."""
+    got = {}
+    for line in text.splitlines():
+        if line.startswith("BENCH "):
+            try:
+                got.update(json.loads(line[6:]))
+            except ValueError:
+                pass
+    if not got:
+        got["error"] = " / ".join(text.strip().splitlines()[-3:]) or "no output"
+    return got
+
+
 def median(values):
     v = sorted(values)
     if not v:
@@ -125,6 +176,7 @@ def main(argv=None):
     ap.add_argument("--test-card", action="store_true", help="yes, the card may be debited")
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--timeout", type=float, default=600)
+    ap.add_argument("--no-cpu", action="store_true", help="skip the CPU benchmark (tap.py)")
     args = ap.parse_args(argv)
     if not args.test_card:
         print(
@@ -145,6 +197,11 @@ def main(argv=None):
         print("board-bench: no result from the board:\n%s" % text.strip()[-800:], file=sys.stderr)
         return 2
     result = figures(raw)
+    if not args.no_cpu:
+        try:
+            result["cpu"] = parse_cpu(board_check._run(cpu_command(args.port), args.port, 600))
+        except board_check.CheckError as e:
+            result["cpu"] = {"error": str(e)}
     result["port"] = args.port
     result["date"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%MZ")
     if "error" in raw:

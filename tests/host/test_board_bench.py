@@ -32,13 +32,31 @@ FAKE = textwrap.dedent(
         print(os.environ["FAKE_OUTPUT"])
         sys.exit(0)
     dev = os.environ["FAKE_DEVICE"]
-    i = 3
-    while args[i] == "fs":
-        shutil.copy(args[i + 2], os.path.join(dev, args[i + 3].lstrip(":")))
-        i += 5
     env = dict(os.environ, MICROPYPATH="." + ":" + os.environ["FAKE_MICROPYPATH"])
-    cmd = [os.environ["FAKE_MICROPYTHON"], "-X", "heapsize=1m", "-c", args[i + 1]]
-    sys.exit(subprocess.run(cmd, env=env, cwd=dev).returncode)
+    steps, cur = [], []
+    for a in args[2:]:
+        if a == "+":
+            steps.append(cur)
+            cur = []
+        else:
+            cur.append(a)
+    steps.append(cur)
+    for step in steps:
+        if step == ["resume"]:
+            continue
+        if step[0] == "resume":
+            step = step[1:]
+        if step[:2] == ["fs", "cp"]:
+            dest = os.path.join(dev, step[-1].lstrip(":"))
+            for src in step[2:-1]:
+                shutil.copy(src, dest if not dest.endswith("/") else os.path.join(dest, os.path.basename(src)))
+        elif step[0] == "exec":
+            cmd = [os.environ["FAKE_MICROPYTHON"], "-X", "heapsize=2m", "-c", step[1]]
+            rc = subprocess.run(cmd, env=env, cwd=dev).returncode
+            if rc:
+                sys.exit(rc)
+        else:
+            sys.exit("unexpected " + repr(step))
     """
 ).format(python=sys.executable)
 
@@ -82,7 +100,10 @@ def test_it_refuses_to_debit_a_card_not_said_to_be_a_test_card(fake, tmp_path, c
 
 def test_medians_go_to_the_results_file(fake, tmp_path, monkeypatch):
     _dev, sent = fake
-    monkeypatch.setenv("FAKE_OUTPUT", "INFO x\n@@BENCH " + json.dumps(RAW))
+    cpu = {"tap_cpu_us": 812.5, "tap_alloc_bytes": 0}
+    monkeypatch.setenv(
+        "FAKE_OUTPUT", "INFO x\n@@BENCH %s\nBENCH %s" % (json.dumps(RAW), json.dumps(cpu))
+    )
     out = tmp_path / "r.json"
     assert (
         board_bench.main(["--port", "/dev/fake0", "--test-card", "--n", "3", "--out", str(out)])
@@ -95,7 +116,10 @@ def test_medians_go_to_the_results_file(fake, tmp_path, monkeypatch):
     assert got["activation_ms"] == 20.0 and got["tap_ms"] == 150.0
     assert got["total_ms"] == 175.0  # the median tap's activation + tap + result shown
     assert got["log_append_ms"] == 0.25
-    (cmd,) = sent()
+    assert got["cpu"] == {"tap_cpu_us": 812.5, "tap_alloc_bytes": 0}
+    cmd, cpu_cmd = sent()
+    assert cpu_cmd[:3] == ["connect", "/dev/fake0", "exec"], "a fresh session: no resume"
+    assert ":benchcpu/" in cpu_cmd and any(a.endswith("bench_mpy/tap.py") for a in cpu_cmd)
     assert cmd[:3] == ["connect", "/dev/fake0", "resume"]
     copied = [cmd[i + 3] for i, a in enumerate(cmd) if a == "fs"]
     assert copied == [":selftest.mpy", ":tapbench.mpy"]
@@ -107,7 +131,8 @@ def test_a_board_error_is_reported_with_exit_1(fake, tmp_path, monkeypatch, caps
     raw.update(activation_us=[1, 2], tap_us=[3, 4], result_shown_us=[5, 6], reasons=["OK"] * 2)
     monkeypatch.setenv("FAKE_OUTPUT", "@@BENCH " + json.dumps(raw))
     out = tmp_path / "r.json"
-    assert board_bench.main(["--port", "/dev/fake0", "--test-card", "--out", str(out)]) == 1
+    args = ["--port", "/dev/fake0", "--test-card", "--no-cpu", "--out", str(out)]
+    assert board_bench.main(args) == 1
     assert "no card on the reader at tap 3" in capsys.readouterr().err
     assert json.loads(out.read_text())["taps"] == 2, "what was measured is kept"
 
@@ -149,5 +174,6 @@ def test_real_taps_on_the_simulation_board_end_to_end(fake, tmp_path, monkeypatc
     assert got["taps"] == 2 and got["reasons"] == ["OK"], got
     assert {"A4", "50", "54"} <= set(got["card_ms"]) and "70" in got["psam_ms"]
     assert len(card.debits) == 2, "two test fares sold"
+    assert got["cpu"]["tap_cpu_us"] > 0, got["cpu"]
     assert sorted(os.listdir(dev)) == [], "the board's copies are removed"
     shutil.rmtree(dev)
