@@ -49,7 +49,7 @@ FAKE = textwrap.dedent(
         if step[:2] == ["fs", "cp"]:
             dest = os.path.join(dev, step[-1].lstrip(":"))
             for src in step[2:-1]:
-                shutil.copy(src, dest if not dest.endswith("/") else os.path.join(dest, os.path.basename(src)))
+                shutil.copy(src, dest)  # a file name, or a folder ending in /
         elif step[0] == "exec":
             cmd = [os.environ["FAKE_MICROPYTHON"], "-X", "heapsize=2m", "-c", step[1]]
             rc = subprocess.run(cmd, env=env, cwd=dev).returncode
