@@ -134,6 +134,7 @@ class Validator:
                 cfg["route"],
                 cfg.get("groups", ()),
             ),
+            floor_log=self.journal,  # the version floor's third copy (docs/parameters.md)
         )
         self.params.load(self.clock.now())
         self._feed()

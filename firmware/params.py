@@ -287,11 +287,23 @@ class Params:
     slots: None (file mode) or two block devices for the blacklist (esp32.Partition A and B);
     trust: a bundle.Trust (fleet public keys and this validator's scope). With keys, only
     fleet-signed bundles install; without, legacy bundles under `key` (docs/parameters.md).
+    floor_log: None or the transaction log (txlog.TxLog: `param_floor`, `note_param_floor()`),
+    the version floor's third home, on raw flash outside littlefs.
     """
 
-    def __init__(self, root, key, on_event=None, terminal=b"\x00" * 8, slots=None, trust=None):
+    def __init__(
+        self,
+        root,
+        key,
+        on_event=None,
+        terminal=b"\x00" * 8,
+        slots=None,
+        trust=None,
+        floor_log=None,
+    ):
         self.root = root.rstrip("/")
         self.key = key
+        self.floor_log = floor_log
         self.trust = trust if trust is not None else bundle.Trust()
         self.floor = {"version": 0, "key": 0}
         self.on_event = on_event
@@ -337,9 +349,11 @@ class Params:
         return st
 
     # -- the version floor (docs/parameters.md "Rollback") -----------------------------------
-    # Kept in the state and in its own file, written after each state change: damage to either
-    # leaves the other, and the active and pending entries count too. Versions only go up; the
-    # key floor (the newest signing key seen) retires older keys. Both as (key, version).
+    # Kept in the state, in its own file and in the transaction log (floor_log, raw flash),
+    # written after each state change: damage to any one (or both littlefs files) leaves another,
+    # and the active and pending entries count too. At load the floor is the highest of them all
+    # and each home that says less is brought up. Versions only go up; the key floor (the newest
+    # signing key seen) retires older keys. Both as (key, version).
 
     def _rank_of(self, e):
         return (e.get("key", 0), e["version"]) if e else (0, 0)
@@ -348,7 +362,8 @@ class Params:
         key = version = 0
         st = self.state or {}
         f = self._read_floor_file()
-        for e in (st.get("floor"), st.get("active"), st.get("pending"), f):
+        logged = self._log_floor()
+        for e in (st.get("floor"), st.get("active"), st.get("pending"), f, logged):
             if e:
                 try:
                     k, v = self._rank_of(e)
@@ -360,6 +375,22 @@ class Params:
         self.trust.key_floor = max(self.trust.key_floor, key)
         if not f or self._rank_of(f) != (key, version):
             self._write_floor()
+        elif logged is not None and self._rank_of(logged) != (key, version):
+            self._note_floor()
+
+    def _log_floor(self):
+        if self.floor_log is None:
+            return None
+        k, v = self.floor_log.param_floor
+        return {"key": k, "version": v}
+
+    def _note_floor(self):
+        if self.floor_log is None:
+            return
+        try:
+            self.floor_log.note_param_floor(self.floor["key"], self.floor["version"])
+        except Exception as e:  # noqa: BLE001 - a full or failing log: the two files still hold it
+            _log.warning("could not keep the version floor in the log: %r", e)
 
     def _read_floor_file(self):
         try:
@@ -385,6 +416,7 @@ class Params:
             os.rename(self._p(_FLOOR_TMP), self._p(_FLOOR))
         except OSError as e:
             _log.warning("could not write the version floor file: %s", e)
+        self._note_floor()
 
     def _raise_floor(self, st, entry):
         k, v = self._rank_of(entry)

@@ -42,14 +42,22 @@ _CRC_AT = const(60)
 _MAGIC = b"TXL\x01"
 _NOTE = const(0xA5)  # first byte of a note slot (records start with record.VERSION)
 _NOTE_ACK = const(1)
+_NOTE_FLOOR = const(2)  # the parameter version floor (docs/parameters.md "Rollback")
 _DELTA = const(0xA6)  # first byte of an outcome delta slot
 # Headers and notes program only the bytes they use (the rest of the slot stays erased): the
 # bytes programmed per record are the log's flash cost. Header: magic 4, epoch 4, first seq 4,
-# acked 4, carries 1, 0 x3, CRC-32 of the 20 before. Note: 0xA5, kind, seq 4, CRC-32 of the 6.
+# acked 4, carries 1, 0 x3, CRC-32 of the 20 before; then the parameter floor: version 4, key 4,
+# CRC-32 of those 8 (its own CRC: a header without it, from an older release, stays valid).
+# Ack note: 0xA5, 1, seq 4, CRC-32 of the 6. Floor note: 0xA5, 2, version 4, key 4, CRC-32 of
+# the 10. The floor is not a record: it is never uploaded and takes no sequence number.
 _HDR_CRC = const(20)
-_HDR_LEN = const(24)
+_FLOOR_AT = const(24)
+_FLOOR_CRC = const(32)
+_HDR_FULL = const(36)
 _NOTE_CRC = const(6)
 _NOTE_LEN = const(10)
+_FN_CRC = const(10)
+_FN_LEN = const(14)
 _KIND_AT = const(1)
 _SEQ_AT = const(6)
 _CARD_AT = const(24)
@@ -199,6 +207,9 @@ class TxLog:
         self._ahead = 0  # sectors after the current one that may be reused
         self.last_seq = 0
         self.acked_seq = 0
+        # The parameter version floor (key id, version) that params.py keeps here as a third
+        # copy: the highest of the headers' and floor notes' values. Set by note_param_floor().
+        self.param_floor = (0, 0)
         self.cut_records = 0
         self.erases = 0
         self.released = 0
@@ -221,10 +232,18 @@ class TxLog:
 
     # ---- recovery -----------------------------------------------------------------------------
 
+    def _floor_in(self, b, at):
+        """Raise param_floor from the (version, key) pair at b[at:] (its CRC checked)."""
+        v = _u32(b, at)
+        k = _u32(b, at + 4)
+        pk, pv = self.param_floor
+        self.param_floor = (k if k > pk else pk, v if v > pv else pv)
+
     def _recover(self):
         h = self._hbuf
         acked = 0
         best = -1
+        floors = {}  # sector: its header's parameter floor, counted once the header is trusted
         for s in range(self._n):
             self._read(s, 0, h)
             if _erased(h):
@@ -233,10 +252,12 @@ class TxLog:
                 self._state[s] = _LIVE
                 if best < 0 or _u32(h, 4) > self._epoch[best]:
                     best = s
-                    self._tbuf[:_HDR_LEN] = h[:_HDR_LEN]  # the newest header, as read valid
+                    self._tbuf[:_HDR_FULL] = h[:_HDR_FULL]  # the newest header, as read valid
                 self._epoch[s] = _u32(h, 4)
                 self._first[s] = _u32(h, 8)
                 self._carry[s] = h[16]
+                if crc32(self._hview[_FLOOR_AT:_FLOOR_CRC]) == _u32(h, _FLOOR_CRC):
+                    floors[s] = bytes(h[_FLOOR_AT:_FLOOR_CRC])
                 a = _u32(h, 12)
                 if a > acked:
                     acked = a
@@ -258,6 +279,9 @@ class TxLog:
                 self._state[s] = _DIRTY
                 continue
             kept.append(s)
+        for s in kept:
+            if s in floors:
+                self._floor_in(floors[s], 0)
         kept.reverse()
         self._order = kept
         self._pool = [bytearray(_SLOT) for _ in range(self._cfg["open_max"])]
@@ -267,7 +291,8 @@ class TxLog:
             if self._cur == best:
                 # The same bits over the newest header: settles cells a roll cut at the very end
                 # of its header program left marginal (valid now, maybe not at the next boot).
-                self._program(best, 0, memoryview(self._tbuf)[:_HDR_LEN])
+                # (Over an older header's erased floor bytes this programs 0xFF: no change.)
+                self._program(best, 0, memoryview(self._tbuf)[:_HDR_FULL])
             self.last_seq = self._first[self._cur] - 1
             # Sectors are erased oldest first and only once acknowledged (an ack may have been
             # held in RAM when its sector went): whatever lies before the oldest one left was
@@ -366,6 +391,8 @@ class TxLog:
                 a = _u32(b, 2)
                 if a > acked:
                     acked = a
+            elif b[0] == _NOTE and b[1] == _NOTE_FLOOR and _crc_ok(b, _FN_CRC):
+                self._floor_in(b, 2)
             elif not _zero(b):
                 bad.append(slot)
         self._next = end
@@ -664,7 +691,13 @@ class TxLog:
             h[16] = self._open
             h[17] = h[18] = h[19] = 0
             _put32(h, _HDR_CRC, crc32(self._hview[:_HDR_CRC]))
-            self._program(t, 0, self._hview[:_HDR_LEN])
+            n = _HDR_CRC + 4  # without a floor (no parameters yet) its 12 bytes stay erased
+            if self.param_floor[1] or self.param_floor[0]:
+                _put32(h, _FLOOR_AT, self.param_floor[1])
+                _put32(h, _FLOOR_AT + 4, self.param_floor[0])
+                _put32(h, _FLOOR_CRC, crc32(self._hview[_FLOOR_AT:_FLOOR_CRC]))
+                n = _HDR_FULL
+            self._program(t, 0, self._hview[:n])
         except OSError:
             self._state[t] = _DIRTY
             raise
@@ -834,6 +867,38 @@ class TxLog:
         else:
             self._ack_held = True  # maintain() rolls soon: the new header carries it
         self.acked_seq = seq
+        self._recount()
+        return True
+
+    # ---- the parameter version floor ---------------------------------------------------------
+
+    def note_param_floor(self, key, version):
+        """Keep the parameter floor (key id, version) here too (params.py, at an activation or
+        at boot, never in a tap). Only raises it. Durable when this returns True: a floor note in
+        the current sector (one program), or, with no spare slot, a roll whose header carries
+        it; every later header carries it too, so erasing old sectors never loses it."""
+        pk, pv = self.param_floor
+        if key <= pk and version <= pv:
+            return False
+        self.param_floor = (key if key > pk else pk, version if version > pv else pv)
+        if self._rescan:
+            self._scan_tail()
+        if self._cur >= 0 and self._slots - self._next > self._cfg["roll_slack"]:
+            h = self._hbuf
+            h[0] = _NOTE
+            h[1] = _NOTE_FLOOR
+            _put32(h, 2, self.param_floor[1])
+            _put32(h, 6, self.param_floor[0])
+            _put32(h, _FN_CRC, crc32(self._hview[:_FN_CRC]))
+            slot = self._next
+            try:
+                self._program(self._cur, slot, self._hview[:_FN_LEN])
+            except OSError:
+                self._rescan = True
+                raise
+            self._next = slot + 1
+        else:
+            self._roll()
         self._recount()
         return True
 

@@ -223,6 +223,8 @@ def _slot_kind(b):
         return "sealed"
     if b[0] == TXL_NOTE and b[1] == 1 and _crc_ok(b[:10], 6):
         return "ack"
+    if b[0] == TXL_NOTE and b[1] == 2 and _crc_ok(b[:14], 10):
+        return "floor"  # the parameter version floor (docs/journal.md), not a record
     if b[0] == TXL_DELTA and _crc_ok(b[:22], 18):
         return "delta"
     try:
@@ -250,9 +252,10 @@ def _txl_sectors(blob, block_size):
             continue
         if h[:4] == TXL_MAGIC and _crc_ok(h[:24], 20):
             epoch, first, acked = struct.unpack(">III", h[4:16])
-            live.append(
-                {"sector": i, "epoch": epoch, "first_seq": first, "acked": acked, "carries": h[16]}
-            )
+            sec = {"sector": i, "epoch": epoch, "first_seq": first, "acked": acked, "carries": h[16]}
+            if _crc_ok(h[24:36], 8):  # the parameter floor after the header (absent before it)
+                sec["param_floor"] = struct.unpack(">II", h[24:32])
+            live.append(sec)
         else:
             dirty += 1
     live.sort(key=lambda x: x["epoch"])
@@ -318,6 +321,10 @@ def decode_txlog(blob, source="", block_size=4096):
                     ]
             elif kind == "ack":
                 acked = max(acked, struct.unpack(">I", slots[j][2:6])[0])
+            elif kind == "floor":
+                v, key = struct.unpack(">II", slots[j][2:10])
+                pv, pk = sec.get("param_floor", (0, 0))
+                sec["param_floor"] = (max(v, pv), max(key, pk))
             elif kind == "sealed":
                 sealed += 1
             elif kind == "garbage":
@@ -353,6 +360,11 @@ def decode_txlog(blob, source="", block_size=4096):
         "backlog": sum(1 for r in records if r["seq"] > acked),
         "notes": notes,
         "problems": problems,
+        # the parameter version floor the log keeps (docs/parameters.md "Rollback")
+        "param_floor": {
+            "version": max([x.get("param_floor", (0, 0))[0] for x in live], default=0),
+            "key": max([x.get("param_floor", (0, 0))[1] for x in live], default=0),
+        },
     }
 
 
@@ -496,6 +508,9 @@ def format_table(report):
                 report["open_intents"],
             )
         )
+        pf = report.get("param_floor") or {}
+        if pf.get("version"):
+            lines.append("parameter floor %d (key %d)" % (pf["version"], pf["key"]))
         lines.extend("note: " + n for n in report["notes"])
     else:
         lines.append(

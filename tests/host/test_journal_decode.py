@@ -233,6 +233,8 @@ for i in range(1, 151):
                "card_atc": (i + 1) // 2, "route": 12})
     while lg.maintain():
         pass
+    if i in (20, 140):
+        lg.note_param_floor(1, i // 10)  # the parameter floor: a note, then carried by headers
 lg.append({"kind": record.DEBIT_INTENT, "card_no": card, "card_atc": 999, "amount": 5})
 lg.ack(100)
 dev.arm(0, "bits", 5)
@@ -276,10 +278,12 @@ def test_txlog_image_written_by_the_firmware_decodes(txlog_image, capsys):
     blob = txlog_image.read_bytes()
     assert blob[2 * 64] == 0xA6 and blob[2 * 64 + 22 : 3 * 64] == b"\xff" * 42
     assert len(rep["segments"]) == 3
+    assert rep["param_floor"] == {"version": 14, "key": 1}, "floor notes are not records"
     assert any("1 torn" in n for n in rep["notes"]), rep["notes"]
     assert jd.main([str(txlog_image)]) == 0
     out = capsys.readouterr().out
     assert "transaction log: last seq 151, acknowledged 100" in out
+    assert "parameter floor 14 (key 1)" in out
     assert "OK: every record checks out" in out
     assert jd.main([str(txlog_image), "--json"]) == 0
     data = json.loads(capsys.readouterr().out)

@@ -221,6 +221,40 @@ def test_both_floor_files_removed_still_leaves_the_active_entry_as_floor(tmp_pat
     assert (tmp_path / "params" / "floor").exists(), "rewritten at load"
 
 
+@pytest.mark.parametrize("damaged", ["state", "floor", "log", "state+floor"])
+def test_version_and_key_floor_in_the_transaction_log_too(tmp_path, damaged):
+    # The log (raw flash, outside littlefs) is the floor's third home: any one home, or both
+    # littlefs files, may be damaged and bundle 4 is still refused after 5 (docs/parameters.md).
+    import txlog
+
+    dev = MemSlot(6)
+    p = params.Params(
+        str(tmp_path / "params"), b"legacy-secret-16", trust=trust(), floor_log=txlog.TxLog(dev)
+    )
+    p.load(1)
+    assert p.install_bytes(signed(3), 100) == (True, "activated")
+    assert p.install_bytes(signed(5, (NEW,), key=K2, kid=2), 200)[0]
+    assert p.floor_log.param_floor == (2, 5)
+    p.close()
+    for name in ("state", "floor"):
+        if name in damaged:
+            path = tmp_path / "params" / name
+            raw = bytearray(path.read_bytes())
+            raw[2] ^= 0x55
+            path.write_bytes(bytes(raw))
+    if damaged == "log":
+        dev.data[:] = b"\xff" * len(dev.data)
+    j = txlog.TxLog(dev)
+    q = params.Params(str(tmp_path / "params"), b"legacy-secret-16", trust=trust(), floor_log=j)
+    q.load(300)
+    assert q.floor == {"version": 5, "key": 2}
+    ok, why = q.install_bytes(signed(4, key=K2, kid=2), 400)
+    assert not ok and ("rollback" in why or "not newer" in why), why
+    ok, why = q.install_bytes(signed(6, key=K1, kid=1), 400)
+    assert not ok and "retired key" in why, why
+    assert j.param_floor == (2, 5), "every home brought up at load"
+
+
 def test_key_rotation_next_key_retires_the_old_one(tmp_path):
     # Provisioned with keys 1 (current) and 2 (next). Bundle 4, signed with key 2, brings key 3
     # as the new "next"; key 1 is retired from then on, also after a reboot.
