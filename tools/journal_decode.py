@@ -252,7 +252,8 @@ def _txl_sectors(blob, block_size):
             continue
         if h[:4] == TXL_MAGIC and _crc_ok(h[:24], 20):
             epoch, first, acked = struct.unpack(">III", h[4:16])
-            sec = {"sector": i, "epoch": epoch, "first_seq": first, "acked": acked, "carries": h[16]}
+            sec = {"sector": i, "epoch": epoch, "first_seq": first, "acked": acked}
+            sec["carries"] = h[16]
             if _crc_ok(h[24:36], 8):  # the parameter floor after the header (absent before it)
                 sec["param_floor"] = struct.unpack(">II", h[24:32])
             live.append(sec)
