@@ -54,6 +54,16 @@ def section(res, path=BOARD_RESULTS):
         ("result_shown_ms", "result shown"),
     ):
         out.append("| %s | %s | - |" % (label, _f(b.get(key))))
+    cpu = b.get("cpu") or {}
+    if "tap_cpu_us" in cpu:
+        # tools/bench_mpy/tap.py on the board (wall time there) against the model's CPU term
+        modelled = model.get("cpu_ms", {})
+        out.append(
+            "| firmware CPU per tap (tap.py) | %s | %s at 240 MHz, %s at 160 MHz |"
+            % (_f(cpu["tap_cpu_us"] / 1000.0), _f(modelled.get("240")), _f(modelled.get("160")))
+        )
+    elif cpu.get("error"):
+        out.append("| firmware CPU per tap (tap.py) | not measured: %s | - |" % cpu["error"])
     total = model.get("by_reader", {}).get(reader) if reader else None
     out.append(
         "| whole tap (activation to result shown) | %s | %s |"

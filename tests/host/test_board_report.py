@@ -9,6 +9,7 @@ RES = {
         "tap_model": {
             "params": {"card_ms": {"A4": 10.0, "54": 40.0}, "psam_ms": {"70": 15.0}},
             "by_reader": {"pn532_i2c": 169.6},
+            "cpu_ms": {"160": 15.0, "240": 10.0},
         }
     }
 }
@@ -26,6 +27,7 @@ BOARD = {
     "log_append_ms": 0.3,
     "result_shown_ms": 25.0,
     "total_ms": 240.1,
+    "cpu": {"tap_cpu_us": 12500.0},
 }
 
 
@@ -43,6 +45,14 @@ def test_measured_next_to_modelled(tmp_path):
     assert "| PSAM 70 | 30.2 | 15.0 |" in text
     assert "| whole tap (activation to result shown) | 240.1 | 169.6 (pn532_i2c) |" in text
     assert "board esp32_pn532_i2c, 10 taps of 1 fen, OK" in text
+    assert "| firmware CPU per tap (tap.py) | 12.5 | 10.0 at 240 MHz, 15.0 at 160 MHz |" in text
+
+
+def test_a_cpu_benchmark_that_did_not_fit_is_said(tmp_path):
+    path = tmp_path / "board-results.json"
+    path.write_text(json.dumps(dict(BOARD, cpu={"error": "MemoryError"})))
+    text = "\n".join(board_report.section(RES, path))
+    assert "| firmware CPU per tap (tap.py) | not measured: MemoryError | - |" in text
 
 
 def test_a_damaged_file_is_said_not_fatal(tmp_path):
