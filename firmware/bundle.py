@@ -35,7 +35,9 @@ except ImportError:
 
 import hmac256
 import log
-import p256
+
+# p256 (ECDSA verification) is imported where a key is added or a signature checked: an
+# unsigned fleet never holds its module in the heap (docs/runtime.md).
 
 MAGIC = b"TUPB"
 FORMAT = const(1)
@@ -338,6 +340,8 @@ class Trust:
             raw = bytes.fromhex(raw)
         if not 0 < kid < 256:
             raise BundleError("key id %d outside 1..255" % kid)
+        import p256
+
         try:
             self.keys[kid] = p256.public_key(raw)
         except ValueError as e:
@@ -392,6 +396,8 @@ def verify_manifest(f, size, trust, now, buf):
     sig = bytearray(SIG_LEN)
     if f.readinto(sig) != SIG_LEN:
         raise BundleError("truncated signature")
+    import p256
+
     if not p256.verify_digest(trust.keys[m.key_id], h.digest(), sig):
         raise BundleError("bad signature (tampered, or not signed by key %d)" % m.key_id)
     trust.check_scope(m)
