@@ -198,6 +198,14 @@ def _cpu(d):
     per microsecond of CPU time (noisy on a shared machine)."""
     tap_us = d["tap_cpu_us"]
     decide_us = (d.get("app_tap_breakdown_us") or {}).get("decide", 0.0)
+    if d.get("tap_instructions_32_to_result") and d.get("decide_instructions_32"):
+        n = d["tap_instructions_32_to_result"] + d["decide_instructions_32"]
+        return n, (
+            "tap_instructions_32_to_result (i386 callgrind count of tools/bench_mpy/tap.py on "
+            "micropython32 from the tap's start to the result; the MAC2 check, the outcome "
+            "record and the log line follow it) + decide_instructions_32 (the same count of "
+            "the decision: tools/bench_mpy/decide_count.py, flat fare)"
+        )
     if d.get("tap_instructions_32") and d.get("decide_instructions_32"):
         n = d["tap_instructions_32"] + d["decide_instructions_32"]
         return n, (

@@ -91,6 +91,12 @@ ROWS = (
         "callgrind Ir on micropython32, `tools/bench_mpy/tap.py`",
     ),
     (
+        "tap_instructions_32_to_result",
+        "",
+        "instructions per tap (Purchaser alone) from its start to the result, a stable counter",
+        "callgrind on micropython32, one dump per tap at the result, `tools/bench_mpy/tap.py`",
+    ),
+    (
         "decide_instructions_32",
         "",
         "instructions per decision (blacklist, whitelist, flat fare), a stable counter",

@@ -105,6 +105,7 @@ EXTRA_KEYS = (
     "tap_alloc_bytes_64",
     "tap_instructions",
     "tap_instructions_32",
+    "tap_instructions_32_to_result",
     "decide_instructions_32",
     "modem_loop_block_ms",
     "collector_load_records_per_s",
@@ -408,8 +409,54 @@ def stage_tap(cfg, use_callgrind):
                 "difference of %d taps and 0 taps after the same set-up; a stable counter, not a "
                 "time" % cfg["callgrind_taps"]
             )
+        crit = callgrind_to_result(cfg)
+        if crit is not None:
+            out["tap_instructions_32_to_result"] = crit
+            out["tap_instructions_32_to_result_note"] = (
+                "i386 instructions of micropython32 per tap from its start to the result "
+                "(on_debited), the median of %d taps, each its own callgrind dump "
+                "(--zero-before/--dump-before on two marks, tools/bench_mpy/tap.py mode 2); the "
+                "rest of tap_instructions_32 (MAC2 check, outcome record, log line) comes after "
+                "the rider's wait" % cfg["callgrind_taps"]
+            )
         out.update(decide_counts(cfg))
     return out
+
+
+def callgrind_to_result(cfg):
+    """The median instructions of one tap from its start to the result (None when a run
+    failed): callgrind zeroes its counters at gc.isenabled(), which tap.py calls before each
+    tap, and dumps them at micropython.opt_level(), which the tap's on_debited calls."""
+    prefix = Path("/tmp") / ("bench_tapcrit-%d" % os.getpid())
+    try:
+        run_mpy(
+            "tap.py",
+            cfg["callgrind_taps"],
+            1,
+            2,
+            heap="256k",
+            wrap=[
+                "valgrind",
+                "--tool=callgrind",
+                "--callgrind-out-file=%s" % prefix,
+                "--zero-before=gc_isenabled",
+                "--dump-before=mp_micropython_opt_level",
+            ],
+            runtime32=True,
+        )
+        per_tap = []
+        for f in prefix.parent.glob(prefix.name + ".*"):
+            if f.suffix == ".1":
+                continue  # the set-up and the warm-up tap
+            for line in f.read_text().splitlines():
+                if line.startswith("summary:"):
+                    per_tap.append(int(line.split()[1]))
+    finally:
+        for f in prefix.parent.glob(prefix.name + "*"):
+            f.unlink()
+    if len(per_tap) != cfg["callgrind_taps"]:
+        return None
+    return round(statistics.median(per_tap))
 
 
 def flat_bundle():

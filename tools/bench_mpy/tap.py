@@ -1,6 +1,6 @@
 # One flat-fare tap, firmware alone: firmware/purchase.py's Purchaser against the zero-latency
 # in-process fakes of bench_fakes.py. argv: taps per rep, reps (0 taps: set-up only, for the
-# callgrind instruction-count difference).
+# callgrind instruction-count difference; 2: the marks for the count up to the result).
 #   tap_cpu_us       median over reps of (process CPU time of `taps` taps) / taps, GC included
 #   tap_wall_us_min  the fastest rep in wall time; tap_vs_busy: that / the fastest baseline loop
 #   tap_alloc_bytes  gc.mem_alloc() delta of one tap with the collector off, steady state
@@ -41,6 +41,26 @@ def idle():
 
 assert p.boot()
 card = FakeCard()
+
+if instr_only == 2:
+    # callgrind mode for the rider's wait alone: each tap calls gc.isenabled() first and shows
+    # its result through on_debited (micropython.opt_level()), two C functions nothing else
+    # calls; tools/benchmarks.py runs callgrind with --zero-before and --dump-before on them,
+    # so every dump holds one tap from its start to the result (the PSAM's MAC2 check, the
+    # outcome record and the deferred log line come after it, docs/tap-model.md)
+    import micropython
+
+    def _result(res):
+        micropython.opt_level()
+
+    p.cfg["on_debited"] = _result
+    p.tap(card, FLAT, NOW)  # warm-up (its dump holds the set-up too: the bench skips it)
+    p.log_done()
+    for _ in range(taps):
+        gc.isenabled()
+        p.tap(card, FLAT, NOW)
+        p.log_done()
+    raise SystemExit(0)
 
 if instr_only:
     # callgrind mode: exactly `taps` taps after one warm-up, nothing else timed or printed
