@@ -85,77 +85,6 @@ class Header:
         return self.sections.get(kind)
 
 
-def _pad_to(pos, align):
-    return (align - pos % align) % align
-
-
-def build(key, version, activation, config=None, blacklist=None, delta=None, created=0):
-    """The bundle as bytes, MAC included (format 1, legacy: signed with one device's secret).
-
-    config: a dict (JSON-able); blacklist: bytes from cardlists.build_blacklist;
-    delta: (base_version, adds, removes) with card numbers as ints.
-    """
-    head, parts = _body(FORMAT, version, activation, config, blacklist, delta, created)
-    mac = hmac256.HMAC256(key)
-    mac.update(head)
-    for p in parts:
-        mac.update(p)
-    return bytes(head) + b"".join(parts) + mac.digest()
-
-
-def build_body(version, activation, config=None, blacklist=None, delta=None, created=0):
-    """The body of a fleet-signed bundle (format 2: no MAC; the manifest signs it)."""
-    head, parts = _body(FORMAT_SIGNED, version, activation, config, blacklist, delta, created)
-    return bytes(head) + b"".join(parts)
-
-
-def _body(fmt, version, activation, config, blacklist, delta, created):
-    parts = []
-    table = []
-    pos = HEADER
-    if config is not None:
-        body = json.dumps(config).encode()
-        table.append((CONFIG, pos, len(body), 0))
-        parts.append(body)
-        pos += len(body)
-    if delta is not None:
-        base, adds, removes = delta
-        adds = sorted(set(adds))
-        removes = sorted(set(removes))
-        body = bytearray(8 + 8 * (len(adds) + len(removes)))
-        struct.pack_into(">II", body, 0, len(adds), len(removes))
-        o = 8
-        for c in adds + removes:
-            struct.pack_into(">Q", body, o, c)
-            o += 8
-        table.append((BLDELTA, pos, len(body), base))
-        parts.append(bytes(body))
-        pos += len(body)
-    if blacklist is not None:
-        pad = _pad_to(pos, ALIGN)
-        parts.append(bytes(pad))
-        pos += pad
-        table.append((BLACKLIST, pos, len(blacklist), 0))
-        parts.append(blacklist)
-        pos += len(blacklist)
-    total = pos + (MAC_LEN if fmt == FORMAT else 0)
-    head = bytearray(HEADER)
-    head[0:4] = MAGIC
-    struct.pack_into(">BBHIIII", head, 4, fmt, len(table), 0, version, activation, created, total)
-    for i, (kind, off, length, extra) in enumerate(table):
-        struct.pack_into(">B3xIII", head, 32 + 16 * i, kind, off, length, extra)
-    return head, parts
-
-
-def resign(data, key):
-    """The same bundle signed for another device (the back office keeps one body per version
-    and signs it with each validator's secret). The old MAC is not checked here."""
-    if len(data) < HEADER + MAC_LEN:
-        raise BundleError("truncated: %d bytes" % len(data))
-    body = memoryview(data)[: len(data) - MAC_LEN]
-    return bytes(body) + hmac256.hmac_sha256(key, body)
-
-
 def _parse_header(head, size, fmt_want=FORMAT, shift=0):
     """Header of a body of `size` bytes (MAC included for format 1); section offsets are
     reported `shift` bytes further (the manifest in front of a signed body)."""
@@ -271,50 +200,6 @@ class Manifest:
             self.route,
             self.group,
         )
-
-
-def manifest_unsigned(
-    body,
-    key_id,
-    version,
-    activation,
-    not_before=0,
-    not_after=0,
-    operator=0,
-    city=0,
-    route=0,
-    group=0,
-    chunk=CHUNK,
-    created=0,
-):
-    """Head and chunk hashes of a manifest for `body` (host side); the signer appends r || s."""
-    n = (len(body) + chunk - 1) // chunk
-    head = bytearray(MHEAD)
-    head[0:4] = MMAGIC
-    struct.pack_into(
-        ">BB2xIIIIIHHIIIII",
-        head,
-        4,
-        MFORMAT,
-        key_id,
-        version,
-        activation,
-        not_before,
-        not_after,
-        created,
-        operator,
-        city,
-        route,
-        group,
-        len(body),
-        chunk,
-        n,
-    )
-    Manifest(head)  # the same checks the validator makes
-    out = [bytes(head)]
-    for i in range(n):
-        out.append(hashlib.sha256(body[i * chunk : (i + 1) * chunk]).digest())
-    return b"".join(out)
 
 
 class Trust:
@@ -472,37 +357,6 @@ def file_header(f, size):
     return _parse_header(head, size)
 
 
-class _Bytes:
-    """Minimal seek/readinto over bytes, so bytes and files go through the same checks."""
-
-    def __init__(self, data):
-        self.data = data
-        self.pos = 0
-
-    def seek(self, pos):
-        self.pos = pos
-
-    def readinto(self, buf):
-        n = len(buf)
-        chunk = self.data[self.pos : self.pos + n]
-        buf[: len(chunk)] = chunk
-        self.pos += len(chunk)
-        return len(chunk)
-
-    def read(self, n):
-        chunk = self.data[self.pos : self.pos + n]
-        self.pos += len(chunk)
-        return chunk
-
-
-def verify_bytes(data, key):
-    return verify_file(_Bytes(data), key, len(data))
-
-
-def open_bytes(data):
-    return _Bytes(data)
-
-
 def _read(f, off, length):
     f.seek(off)
     out = bytearray(length)
@@ -545,18 +399,24 @@ def read_delta(f, hdr):
     return base, cards[:n_add], cards[n_add:]
 
 
-def describe(hdr):
-    """One line per fact, for the inspector and the log."""
-    lines = [
-        "version %d" % hdr.version,
-        "activation %d" % hdr.activation,
-        "created %d" % hdr.created,
-        "length %d" % hdr.total_len,
-    ]
-    for kind in sorted(hdr.sections):
-        off, length, extra = hdr.sections[kind]
-        line = "section %s at %d, %d bytes" % (NAMES[kind], off, length)
-        if kind == BLDELTA:
-            line += ", applies on blacklist version %d" % extra
-        lines.append(line)
-    return lines
+# What only the host calls (the builders, the back office's re-signing, the inspector's
+# description, bytes-in-memory checks) lives in bundle_build.py: frozen into the firmware like
+# every module but never imported on a validator, so its functions take no heap there
+# (docs/runtime.md). bundle.build(...) and the rest still work everywhere, through this hook.
+_HOST = (
+    "build",
+    "build_body",
+    "resign",
+    "manifest_unsigned",
+    "verify_bytes",
+    "open_bytes",
+    "describe",
+)
+
+
+def __getattr__(name):
+    if name in _HOST:
+        import bundle_build
+
+        return getattr(bundle_build, name)
+    raise AttributeError(name)
