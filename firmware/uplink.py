@@ -65,6 +65,7 @@ class Uplink:
         max_rtt_ms=10000,
         sleep_ms=None,
         on_ack=None,
+        boot_epoch=True,
     ):
         self.t = transport
         self.j = journal
@@ -98,8 +99,14 @@ class Uplink:
         # fragments, and every batch reuses this one block (2.1 kB for 32 records: batches stay
         # small so no block of a board's heap has to be large, and the bytes-per-record cost
         # of the headers is still under a fifth).
-        self._buf = bytearray(up.upload_len(batch, record.SIZE))
+        self._buf = bytearray(up.upload_len(batch, record.SIZE, 0 if boot_epoch else None))
         self.counter = 0  # 0 after boot: the first answer (409) tells us the server's
+        # Protocol version 2: (epoch, counter) instead of a counter alone. The epoch is the log's
+        # last sequence number when the first request is built: the BOOT record written at every
+        # boot makes it grow from boot to boot, with nothing new persisted (docs/protocol.md
+        # section 2). None: not taken yet; boot_epoch=False sends version 1 (no epoch).
+        self.epoch = None
+        self._v2 = boot_epoch
         self.offer = 0  # newest parameter version the back office announced
         self._refused_version = 0  # a bundle our callback refused: not fetched again
         self._event = asyncio.Event()
@@ -246,7 +253,12 @@ class Uplink:
     async def _exchange(self, kind, make_body):
         """Send a signed request; one immediate re-send when the server says our counter is stale
         (after a reboot). -> the verified answer dict, or None (reason logged and kept)."""
+        if self._v2 and self.epoch is None:
+            self.epoch = min(self.j.last_seq, up.EPOCH_MAX)
         for _ in range(2):
+            if self.counter >= 0xFFFFFFFF and self.epoch is not None:
+                self.epoch += 1  # the counter's end: a new epoch, from 1 again
+                self.counter = 0
             self.counter = (self.counter + 1) & 0xFFFFFFFF
             counter = self.counter
             body = make_body(counter)
@@ -271,7 +283,9 @@ class Uplink:
             try:
                 if len(data) > up.ANS_LEN + up.MAC_LEN:
                     gc.collect()  # a payload (a bundle) may inflate to many kB
-                ans = up.decode_answer(self.secret, data, self.device, counter, kind, bind)
+                ans = up.decode_answer(
+                    self.secret, data, self.device, counter, kind, bind, self.epoch
+                )
             except up.ProtoError as e:
                 return self._failed("answer refused: %s" % e)
             except MemoryError:
@@ -279,9 +293,15 @@ class Uplink:
             self._offer_time(ans["time"], rtt, self.clock() - c0)
             if ans["status"] == up.ST_STALE_COUNTER:
                 _log.info(
-                    "counter %d stale, server at %d: re-send", counter, ans["server_counter"]
+                    "epoch %s counter %d stale, server at %d/%d: re-send",
+                    self.epoch,
+                    counter,
+                    ans["server_epoch"],
+                    ans["server_counter"],
                 )
                 self.counter = ans["server_counter"]
+                if self.epoch is not None:
+                    self.epoch = ans["server_epoch"]
                 continue
             if status != 200 or ans["status"] != up.ST_OK:
                 return self._failed("answer status %d/%d" % (status, ans["status"]))
@@ -299,11 +319,11 @@ class Uplink:
         def body(counter):
             if self.compress and recs:
                 return up.encode_upload(
-                    self.secret, self.device, counter, now, floor, first, recs, True
+                    self.secret, self.device, counter, now, floor, first, recs, True, self.epoch
                 )
             # The common case (stock firmware cannot deflate): one buffer for every batch.
             return up.encode_upload_into(
-                self._buf, self.secret, self.device, counter, now, floor, first, recs
+                self._buf, self.secret, self.device, counter, now, floor, first, recs, self.epoch
             )
 
         ans = await self._exchange(up.T_UPLOAD, body)
@@ -340,7 +360,8 @@ class Uplink:
         have = self.params_version
         now = self.clock()
         ans = await self._exchange(
-            up.T_PARAMS, lambda c: up.encode_params(self.secret, self.device, c, now, have)
+            up.T_PARAMS,
+            lambda c: up.encode_params(self.secret, self.device, c, now, have, self.epoch),
         )
         if ans is None:
             return False

@@ -18,6 +18,7 @@ except ImportError:
 
 
 VERSION = const(1)
+VERSION_EPOCH = const(2)  # the request carries the boot epoch (docs/protocol.md section 3.1)
 T_UPLOAD = const(1)
 T_PARAMS = const(2)
 
@@ -40,12 +41,14 @@ MAX_BODY = const(65536)  # the collector refuses bigger requests (413)
 MAX_ANSWER = const(262144)  # a full bundle fits; anything bigger is refused by the uplink
 
 _REQ = ">2sBBIII"  # magic, version, type, device, counter, device time: 16 bytes
+_EPOCH = ">I"  # version 2: the boot epoch follows the 16 bytes
 _UP = ">IIHBB"  # acked, first seq, count, record size, encoding: 12 bytes
 _PAR = ">I"  # parameter version held
 _ANS = ">2sBBBBBBIIIIII"  # 32 bytes, see decode_answer
 REQ_LEN = const(16)
 UP_LEN = const(12)
 ANS_LEN = const(32)
+EPOCH_MAX = const(0x7FFFFFFF)  # (epoch, counter) is one signed 64-bit key at the collector
 MAGIC_REQ = b"TU"
 MAGIC_ANS = b"TA"
 # micropython-lib ships a `zlib` shim without compressobj: pick the codec by runtime, not import.
@@ -159,9 +162,24 @@ def inflate(data, limit):
 # --- requests (validator -> back office) -------------------------------------------------------
 
 
-def upload_len(count, size=64):
+def _hlen(epoch):
+    return REQ_LEN if epoch is None else REQ_LEN + 4
+
+
+def _head(buf, kind, device, counter, now, epoch):
+    """The request header into buf (None: a new bytes). epoch None: version 1 (no epoch)."""
+    if buf is None:
+        buf = bytearray(_hlen(epoch))
+    ver = VERSION if epoch is None else VERSION_EPOCH
+    struct.pack_into(_REQ, buf, 0, MAGIC_REQ, ver, kind, device, counter, now)
+    if epoch is not None:
+        struct.pack_into(_EPOCH, buf, REQ_LEN, epoch)
+    return buf
+
+
+def upload_len(count, size=64, epoch=None):
     """Bytes of an uncompressed upload of `count` records of `size` bytes."""
-    return REQ_LEN + UP_LEN + count * size + MAC_LEN
+    return _hlen(epoch) + UP_LEN + count * size + MAC_LEN
 
 
 def _check_records(records):
@@ -175,17 +193,19 @@ def _check_records(records):
     return n, size
 
 
-def encode_upload_into(buf, secret, device, counter, now, floor, first_seq, records):
+def encode_upload_into(buf, secret, device, counter, now, floor, first_seq, records, epoch=None):
     """An uncompressed upload built in `buf` (a bytearray of at least upload_len(...) bytes, kept
-    by the caller between batches): no large allocation per batch. -> memoryview of the message."""
+    by the caller between batches): no large allocation per batch. -> memoryview of the message.
+    epoch: the validator's boot epoch (protocol version 2); None sends version 1."""
     n, size = _check_records(records)
-    end = REQ_LEN + UP_LEN + n * size
+    hl = _hlen(epoch)
+    end = hl + UP_LEN + n * size
     if len(buf) < end + MAC_LEN:
         raise ProtoError("buffer of %d bytes, need %d" % (len(buf), end + MAC_LEN))
     mv = memoryview(buf)
-    struct.pack_into(_REQ, buf, 0, MAGIC_REQ, VERSION, T_UPLOAD, device, counter, now)
-    struct.pack_into(_UP, buf, REQ_LEN, floor, first_seq, n, size, ENC_RAW)
-    off = REQ_LEN + UP_LEN
+    _head(buf, T_UPLOAD, device, counter, now, epoch)
+    struct.pack_into(_UP, buf, hl, floor, first_seq, n, size, ENC_RAW)
+    off = hl + UP_LEN
     for r in records:
         mv[off : off + size] = r
         off += size
@@ -193,7 +213,9 @@ def encode_upload_into(buf, secret, device, counter, now, floor, first_seq, reco
     return mv[: end + MAC_LEN]
 
 
-def encode_upload(secret, device, counter, now, floor, first_seq, records, compress=True):
+def encode_upload(
+    secret, device, counter, now, floor, first_seq, records, compress=True, epoch=None
+):
     """records: equal-size journal records (bytes) with sequence numbers first_seq, first_seq+1,
     ...; floor: see docs/protocol.md. Deflated only when that saves at least an eighth."""
     n, size = _check_records(records)
@@ -201,15 +223,17 @@ def encode_upload(secret, device, counter, now, floor, first_seq, records, compr
         payload = b"".join(records)
         packed = deflate(payload)
         if packed is not None and len(packed) * 8 < len(payload) * 7:
-            head = struct.pack(_REQ, MAGIC_REQ, VERSION, T_UPLOAD, device, counter, now)
+            head = bytes(_head(None, T_UPLOAD, device, counter, now, epoch))
             head += struct.pack(_UP, floor, first_seq, n, size, ENC_DEFLATE)
             return _seal(secret, head + packed)
-    buf = bytearray(upload_len(n, size))
-    return bytes(encode_upload_into(buf, secret, device, counter, now, floor, first_seq, records))
+    buf = bytearray(upload_len(n, size, epoch))
+    return bytes(
+        encode_upload_into(buf, secret, device, counter, now, floor, first_seq, records, epoch)
+    )
 
 
-def encode_params(secret, device, counter, now, have_version):
-    head = struct.pack(_REQ, MAGIC_REQ, VERSION, T_PARAMS, device, counter, now)
+def encode_params(secret, device, counter, now, have_version, epoch=None):
+    head = bytes(_head(None, T_PARAMS, device, counter, now, epoch))
     return _seal(secret, head + struct.pack(_PAR, have_version))
 
 
@@ -221,9 +245,18 @@ def peek_device(msg):
     magic, ver, kind, device, _, _ = struct.unpack_from(_REQ, msg, 0)
     if magic != MAGIC_REQ:
         raise ProtoError("not a validator request (magic %r)" % bytes(magic))
-    if ver != VERSION:
+    if ver != VERSION and ver != VERSION_EPOCH:
         raise ProtoError("unsupported protocol version %d" % ver)
+    if ver == VERSION_EPOCH and len(msg) < REQ_LEN + 4 + MAC_LEN:
+        raise ProtoError("request too short: %d bytes" % len(msg))
     return device
+
+
+def peek_epoch(msg):
+    """The request's boot epoch: 0 for version 1 (no epoch). After peek_device()."""
+    if msg[2] == VERSION_EPOCH:
+        return struct.unpack_from(_EPOCH, msg, REQ_LEN)[0]
+    return 0
 
 
 def check_mac(secret, msg):
@@ -245,12 +278,15 @@ def decode_request(secret, msg, max_records=MAX_RECORDS, verified=False):
     else:
         body = _open(secret, msg)
     magic, ver, kind, device, counter, now = struct.unpack_from(_REQ, body, 0)
-    req = {"type": kind, "device": device, "counter": counter, "time": now}
+    epoch = struct.unpack_from(_EPOCH, body, REQ_LEN)[0] if ver == VERSION_EPOCH else 0
+    hl = REQ_LEN if ver == VERSION else REQ_LEN + 4
+    req = {"type": kind, "device": device, "counter": counter, "time": now, "epoch": epoch}
+    req["version"] = ver
     req["mac"] = bytes(msg[len(msg) - MAC_LEN :])  # the answer is bound to it
     if kind == T_UPLOAD:
-        if len(body) < REQ_LEN + UP_LEN:
+        if len(body) < hl + UP_LEN:
             raise ProtoError("upload header truncated")
-        acked, first, n, size, enc = struct.unpack_from(_UP, body, REQ_LEN)
+        acked, first, n, size, enc = struct.unpack_from(_UP, body, hl)
         if n > max_records:
             raise ProtoError("batch of %d records exceeds %d" % (n, max_records))
         if n and not size:
@@ -259,7 +295,7 @@ def decode_request(secret, msg, max_records=MAX_RECORDS, verified=False):
             raise ProtoError("sequence numbers start at 1")
         if n and first + n - 1 > 0xFFFFFFFF:
             raise ProtoError("sequence overflows")
-        payload = bytes(body[REQ_LEN + UP_LEN :])
+        payload = bytes(body[hl + UP_LEN :])
         want = n * size
         if enc == ENC_DEFLATE:
             payload = inflate(payload, want)
@@ -272,9 +308,9 @@ def decode_request(secret, msg, max_records=MAX_RECORDS, verified=False):
         req["encoding"] = enc
         req["records"] = [payload[i * size : (i + 1) * size] for i in range(n)]
     elif kind == T_PARAMS:
-        if len(body) != REQ_LEN + 4:
-            raise ProtoError("parameter query has %d bytes, want %d" % (len(body), REQ_LEN + 4))
-        req["have_version"] = struct.unpack_from(_PAR, body, REQ_LEN)[0]
+        if len(body) != hl + 4:
+            raise ProtoError("parameter query has %d bytes, want %d" % (len(body), hl + 4))
+        req["have_version"] = struct.unpack_from(_PAR, body, hl)[0]
     else:
         raise ProtoError("unknown request type %d" % kind)
     return req
@@ -297,11 +333,14 @@ def encode_answer(
     payload=b"",
     compress=True,
     bind=b"",
+    server_epoch=None,
 ):
     """value: upload -> highest seq held contiguously; params -> bundle version.
     extra: upload -> newest parameter version on offer; params -> delta base version.
     bind: the request's MAC (req["mac"]): the answer's MAC covers it, so an answer recorded for
-    an earlier request with the same counter (before a reboot) does not verify."""
+    an earlier request with the same counter (before a reboot) does not verify.
+    server_epoch: the answer to a version 2 request (it carries the back office's epoch after the
+    32-byte header); None answers version 1."""
     enc = ENC_RAW
     if compress and payload:
         packed = deflate(payload)
@@ -311,7 +350,7 @@ def encode_answer(
     head = struct.pack(
         _ANS,
         MAGIC_ANS,
-        VERSION,
+        VERSION if server_epoch is None else VERSION_EPOCH,
         kind,
         status,
         pkind,
@@ -324,6 +363,8 @@ def encode_answer(
         value,
         extra,
     )
+    if server_epoch is not None:
+        head += struct.pack(_EPOCH, server_epoch)
     return _seal(secret, head + payload, bind)
 
 
@@ -339,23 +380,25 @@ def request_mac(msg):
     return bytes(msg[len(msg) - MAC_LEN :])
 
 
-def decode_answer(secret, msg, device, counter, kind, bind=b""):
+def decode_answer(secret, msg, device, counter, kind, bind=b"", epoch=None):
     """Authenticate an answer to our request (device, counter, kind must match: an old or
-    foreign answer is refused). -> dict: status, pkind, server_counter, time, value, extra,
-    payload (inflated). ProtoError otherwise."""
-    if len(msg) < ANS_LEN + MAC_LEN:
+    foreign answer is refused). -> dict: status, pkind, server_counter, server_epoch, time, value,
+    extra, payload (inflated). ProtoError otherwise. epoch: the request was version 2 (the answer
+    must be too, and carries the back office's epoch)."""
+    hl = ANS_LEN if epoch is None else ANS_LEN + 4
+    if len(msg) < hl + MAC_LEN:
         raise ProtoError("answer too short: %d bytes" % len(msg))
     if len(msg) > MAX_ANSWER:
         raise ProtoError("answer too long: %d bytes" % len(msg))
     body = _open(secret, msg, bind)
     f = struct.unpack_from(_ANS, body, 0)
-    if f[0] != MAGIC_ANS or f[1] != VERSION:
+    if f[0] != MAGIC_ANS or f[1] != (VERSION if epoch is None else VERSION_EPOCH):
         raise ProtoError("not a back-office answer")
     if f[2] != kind or f[7] != device or f[8] != counter:
         raise ProtoError("answer is for another request")
     if f[4] > P_CHUNKED:
         raise ProtoError("unknown parameter answer kind %d" % f[4])
-    payload = bytes(body[ANS_LEN:])
+    payload = bytes(body[hl:])
     if f[5] == ENC_DEFLATE:
         payload = inflate(payload, MAX_ANSWER)
     elif f[5] != ENC_RAW:
@@ -364,6 +407,7 @@ def decode_answer(secret, msg, device, counter, kind, bind=b""):
         "status": f[3],
         "pkind": f[4],
         "server_counter": f[9],
+        "server_epoch": 0 if epoch is None else struct.unpack_from(_EPOCH, body, ANS_LEN)[0],
         "time": f[10],
         "value": f[11],
         "extra": f[12],

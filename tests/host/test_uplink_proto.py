@@ -225,3 +225,47 @@ def test_answer_is_bound_to_the_request_it_answers():
         up.decode_answer(KEY, ans, 5, 1, up.T_UPLOAD, again["mac"])
     with pytest.raises(up.ProtoError, match="bad MAC"):
         up.decode_answer(KEY, ans, 5, 1, up.T_UPLOAD)
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_version_2_carries_the_boot_epoch(compress):
+    recs = records(20, first=3)
+    msg = up.encode_upload(KEY, 77, 5, 123456, 2, 3, recs, compress=compress, epoch=900)
+    assert msg[2] == up.VERSION_EPOCH and up.peek_epoch(msg) == 900
+    if not compress:
+        assert len(msg) == up.upload_len(20, epoch=900) == up.upload_len(20) + 4
+    req = up.decode_request(KEY, msg)
+    assert (req["version"], req["epoch"], req["counter"], req["acked"], req["first_seq"]) == (
+        2,
+        900,
+        5,
+        2,
+        3,
+    )
+    assert req["records"] == recs
+    par = up.decode_request(KEY, up.encode_params(KEY, 77, 6, 0, 41, epoch=900))
+    assert (par["version"], par["epoch"], par["have_version"]) == (2, 900, 41)
+    # version 1 (older validators) still decodes, with epoch 0
+    old = up.decode_request(KEY, up.encode_params(KEY, 77, 6, 0, 41))
+    assert (old["version"], old["epoch"], old["have_version"]) == (1, 0, 41)
+    # a version 2 header cut before its epoch is malformed
+    with pytest.raises(up.ProtoError):
+        up.peek_device(msg[:18] + bytes(31))
+    with pytest.raises(up.ProtoError):
+        up.decode_request(KEY, bytes((0x54, 0x55, 3)) + msg[3:])  # an unknown version
+
+
+def test_version_2_answers_carry_the_server_epoch_and_do_not_mix_with_version_1():
+    ans = up.encode_answer(KEY, up.T_UPLOAD, 1, 5, 10, 4, 777, server_epoch=33)
+    assert len(ans) == up.ANS_LEN + 4 + up.MAC_LEN
+    got = up.decode_answer(KEY, ans, 5, 10, up.T_UPLOAD, b"", 33)
+    assert (got["status"], got["server_epoch"], got["server_counter"]) == (1, 33, 4)
+    with pytest.raises(up.ProtoError):
+        up.decode_answer(KEY, ans, 5, 10, up.T_UPLOAD)  # we sent version 1: refused
+    v1 = up.encode_answer(KEY, up.T_UPLOAD, 0, 5, 10, 10, 777)
+    with pytest.raises(up.ProtoError):
+        up.decode_answer(KEY, v1, 5, 10, up.T_UPLOAD, b"", 33)
+    par = up.encode_answer(
+        KEY, up.T_PARAMS, 0, 5, 10, 10, 0, 7, 0, up.P_FULL, b"b" * 300, server_epoch=2
+    )
+    assert up.decode_answer(KEY, par, 5, 10, up.T_PARAMS, b"", 2)["payload"] == b"b" * 300

@@ -129,15 +129,21 @@ class BackOffice:
         dev_id = int.from_bytes(bytes(body[4:8]), "big")
         args = (self.secret, kind, 0, dev_id, counter, counter, clock[0])
         bind = bytes(body[len(body) - 32 :])
+        # Protocol version 2 (the validator's default): a 4-byte boot epoch after the 16 bytes.
+        v2 = body[2] == up.VERSION_EPOCH
+        hl = 20 if v2 else 16
+        ep = {"server_epoch": up.peek_epoch(body) if v2 else None}
         if kind == up.T_UPLOAD:
-            first = int.from_bytes(bytes(body[20:24]), "big")
-            n = int.from_bytes(bytes(body[24:26]), "big")
+            first = int.from_bytes(bytes(body[hl + 4 : hl + 8]), "big")
+            n = int.from_bytes(bytes(body[hl + 8 : hl + 10]), "big")
             if n:
                 self.held = first + n - 1
-            return 200, up.encode_answer(*args, value=self.held, extra=self.version, bind=bind)
-        have = int.from_bytes(bytes(body[16:20]), "big")
+            return 200, up.encode_answer(
+                *args, value=self.held, extra=self.version, bind=bind, **ep
+            )
+        have = int.from_bytes(bytes(body[hl : hl + 4]), "big")
         if self.bundle is None or have >= self.version:
-            return 200, up.encode_answer(*args, value=self.version, bind=bind)
+            return 200, up.encode_answer(*args, value=self.version, bind=bind, **ep)
         ans = up.encode_answer(
             *args,
             value=self.version,
@@ -145,6 +151,7 @@ class BackOffice:
             pkind=self.pkind,
             payload=self.bundle,
             bind=bind,
+            **ep,
         )
         return 200, ans
 

@@ -172,19 +172,79 @@ async def test_batches_reach_the_collector_once_and_free_only_what_it_holds():
     mptest.log("wire: %d records, %d body bytes up, %d down" % (250, u.t.sent, u.t.got))
 
 
-async def test_a_rebooted_validator_learns_the_counter_and_sends_nothing_twice():
+async def test_a_rebooted_validator_starts_a_new_epoch_without_a_resync():
+    # Protocol version 2: the epoch is the log's last sequence at the first request; the BOOT
+    # record (here: any record) written since the last boot makes it grow, so the first request
+    # after the reboot is taken at once: no 409, no stale log line.
+    await ctl("reset")
+    j = new_journal()
+    fill(j, 10)
+    u, _ = make(j)
+    mptest.true(await u.sync())
+    mptest.eq(u.epoch, 10)
+    fill(j, 5)
+    again, _ = make(j)  # a reboot: counter back at 0
+    mptest.true(await again.sync(), again.last_error)
+    mptest.eq((again.epoch, again.counter), (15, 1))
+    mptest.eq(log.find("stale"), [])
+    mptest.eq(again.t.calls, 1)
+    st = await held()
+    mptest.eq(st["seqs"], list(range(1, 16)))
+    mptest.eq(j.acked_seq, 15)
+
+
+async def test_a_reboot_in_the_same_epoch_resyncs_and_sends_nothing_twice():
+    # No record since the last boot (a BOOT record not written: a full log): the same epoch, the
+    # counter back at 0. The signed 409 carries the server's (epoch, counter): adopted.
     await ctl("reset")
     j = new_journal()
     fill(j, 10)
     u, _ = make(j)
     mptest.true(await u.sync())
     fill(j, 5)
-    again, _ = make(j)  # a reboot: counter back at 0
+    mptest.true(await u.sync())
+    mptest.eq(u.epoch, 10)
+    again, _ = make(j)
+    again.epoch = 10  # as if the log had not grown since the epoch was taken
+    mptest.true(await again.sync(), again.last_error)
+    mptest.true(len(log.find("stale")) >= 1)
+    mptest.eq(again.epoch, 10)
+    mptest.true(again.counter > u.counter, "continued above the server's counter")
+    st = await held()
+    mptest.eq(st["seqs"], list(range(1, 16)))
+    mptest.eq(j.acked_seq, 15)
+
+
+async def test_a_version_1_validator_learns_the_counter_and_sends_nothing_twice():
+    await ctl("reset")
+    j = new_journal()
+    fill(j, 10)
+    u, _ = make(j, boot_epoch=False)
+    mptest.true(await u.sync())
+    mptest.eq(u.epoch, None)
+    fill(j, 5)
+    again, _ = make(j, boot_epoch=False)  # a reboot: counter back at 0
     mptest.true(await again.sync(), again.last_error)
     mptest.true(len(log.find("stale")) >= 1)
     st = await held()
     mptest.eq(st["seqs"], list(range(1, 16)))
     mptest.eq(j.acked_seq, 15)
+
+
+async def test_an_epoch_behind_the_servers_is_adopted():
+    # The log was lost (a new flash): the epoch restarts low. The server's epoch is adopted
+    # from the signed 409 and the device goes on; nothing is sent twice.
+    await ctl("reset")
+    j = new_journal()
+    fill(j, 10)
+    u, _ = make(j)
+    mptest.true(await u.sync())
+    fill(j, 3)
+    again, _ = make(j)
+    again.epoch = 2
+    mptest.true(await again.sync(), again.last_error)
+    mptest.eq(again.epoch, 10)
+    mptest.eq((await held())["seqs"], list(range(1, 14)))
 
 
 async def test_connection_cut_before_the_request():
@@ -401,9 +461,15 @@ def _ans(value, status=200):
             T0,
             value=value,
             bind=req["mac"],
+            server_epoch=_ep(req),
         )
 
     return make_answer
+
+
+def _ep(req):
+    """The answer's epoch field: version 2 requests get version 2 answers."""
+    return req["epoch"] if req["version"] == up.VERSION_EPOCH else None
 
 
 async def test_a_lying_or_broken_server_frees_nothing():
@@ -417,7 +483,9 @@ async def test_a_lying_or_broken_server_frees_nothing():
                 lambda req: (200, b"\x00" * 70),  # unsigned garbage
                 lambda req: (
                     200,
-                    up.encode_answer(bytes(32), 1, 0, 1, req["counter"], 0, T0, value=5),
+                    up.encode_answer(
+                        bytes(32), 1, 0, 1, req["counter"], 0, T0, value=5, server_epoch=_ep(req)
+                    ),
                 ),  # signed with another key
                 ConnectionLost("reset by peer"),
                 ValueError("a transport bug"),
@@ -540,10 +608,10 @@ async def test_an_answer_recorded_before_a_reboot_is_refused():
     # replaying the old answer must not move the journal or the clock.
     j = new_journal()
     fill(j, 5)
-    old_req = up.encode_upload(SECRET, 1, 1, T0 - 600, 0, 1, j.records_after(0, 2), False)
+    old_req = up.encode_upload(SECRET, 1, 1, T0 - 600, 0, 1, j.records_after(0, 2), False, 5)
     old = up.decode_request(SECRET, old_req)
     replay = up.encode_answer(
-        SECRET, up.T_UPLOAD, 0, 1, 1, 1, T0 + 10**8, value=5, bind=old["mac"]
+        SECRET, up.T_UPLOAD, 0, 1, 1, 1, T0 + 10**8, value=5, bind=old["mac"], server_epoch=5
     )
     u, clk = make(j, transport=Scripted([lambda req: (200, replay)]))
     mptest.false(await u.sync())

@@ -28,12 +28,23 @@ class Answering:
         self.sizes.append(len(body))
         # Decoding here would allocate and spoil the figure: read the header fields only.
         counter = int.from_bytes(bytes(body[8:12]), "big")
-        first = int.from_bytes(bytes(body[20:24]), "big")
-        n = int.from_bytes(bytes(body[24:26]), "big")
+        hl = 20 if body[2] == up.VERSION_EPOCH else 16  # version 2: the boot epoch at 16
+        first = int.from_bytes(bytes(body[hl + 4 : hl + 8]), "big")
+        n = int.from_bytes(bytes(body[hl + 8 : hl + 10]), "big")
         if n:
             self.held = first + n - 1
+        ep = int.from_bytes(bytes(body[16:20]), "big") if hl == 20 else None
         ans = up.encode_answer(
-            SECRET, up.T_UPLOAD, 0, 1, counter, counter, T0, value=self.held, bind=body[-32:]
+            SECRET,
+            up.T_UPLOAD,
+            0,
+            1,
+            counter,
+            counter,
+            T0,
+            value=self.held,
+            bind=body[-32:],
+            server_epoch=ep,
         )
         return 200, ans
 
@@ -106,7 +117,7 @@ async def test_one_batch_allocates_little_and_nothing_leaks():
         per_round.append(used)
         gc.collect()
         free.append(gc.mem_free())
-    mptest.eq(t.sizes[-1], up.upload_len(n), "a full batch in one request")
+    mptest.eq(t.sizes[-1], up.upload_len(n, epoch=u.epoch), "a full batch in one request")
     mptest.true(len(u._buf) <= 4096, "no block of the heap above 4 KB for the batch buffer")
     mptest.eq((j.acked_seq, j.backlog), (9 * n, 0))
     own = max(per_round) - min(reads)

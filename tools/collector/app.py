@@ -20,7 +20,7 @@ from starlette.routing import Route
 
 from . import bundles
 from . import clearing as clearing_mod
-from .db import MAX_COUNTER_JUMP, SCHEMA_VERSION, Stale, server_time
+from .db import MAX_COUNTER_JUMP, MAX_EPOCH_JUMP, SCHEMA_VERSION, Stale, server_time
 
 log = logging.getLogger("collector")
 BINARY = "application/octet-stream"
@@ -297,15 +297,29 @@ class Service:
             info = self.cache.get(device, fresh=True)  # re-provisioned since it was cached?
             if info is None or not up.check_mac(info["secret"], body):
                 raise Refused(401, "device %d: bad MAC" % device)
-        counter = struct.unpack_from(">I", body, 8)[0]
-        if counter <= info["counter"]:
+        counter = request_key(body)
+        if counter <= info["counter"] or counter >> 32 > up.EPOCH_MAX:
             # Cheap refusal before anything is decoded: nothing above it was accepted here yet.
             raise StaleRequest(info, body, info["counter"], info.get("last_time"))
         try:
             req = up.decode_request(info["secret"], body, verified=True)
         except up.ProtoError as e:
             raise Refused(400, "device %d: %s" % (device, e))
+        req["key"] = counter
         return req, info
+
+    def accepted(self, device, info, req):
+        """The database took the request's (epoch, counter): a new epoch is a restart (INFO)."""
+        old = info["counter"] >> 32
+        if req["epoch"] > old:
+            log.info(
+                "device %d: boot epoch %d (was %d): the validator restarted, counter from %d",
+                device,
+                req["epoch"],
+                old,
+                req["counter"],
+            )
+        self.cache.accepted(device, req["key"], req["time"])
 
     def upload(self, body):
         try:
@@ -358,11 +372,11 @@ class Service:
                     noted.append((seq, exc))
             rows.append((seq, raw, fields))
         try:
-            res = self.store.ingest(device, req["counter"], req["acked"], first, rows, req["time"])
+            res = self.store.ingest(device, req["key"], req["acked"], first, rows, req["time"])
         except Stale as e:
             self.cache.accepted(device, e.server_counter)
             return self.stale(info, body, e.server_counter, e.last_time)
-        self.cache.accepted(device, req["counter"], req["time"])
+        self.accepted(device, info, req)
         if noted:
             log.warning(
                 "device %d: %d purchases held out of settlement or reported: %s",
@@ -392,6 +406,7 @@ class Service:
             value=res["contig"],
             extra=offer,
             bind=req["mac"],
+            server_epoch=_epoch_of(req),
         )
         return 200, answer
 
@@ -413,22 +428,28 @@ class Service:
         return v
 
     def stale(self, info, body, server_counter, last_time=None):
+        """server_counter: the key (epoch << 32 | counter) the back office last accepted."""
         device, counter, dev_time = struct.unpack_from(">III", body, 4)
-        if counter > server_counter:
+        key = request_key(body)
+        epoch, s_epoch = key >> 32, server_counter >> 32
+        if key > server_counter:
             log.warning(
-                "device %d: counter %d jumps more than %d above %d (a bug or a flipped bit): "
-                "told to continue from %d",
+                "device %d: epoch %d counter %d jumps more than %d epochs or %d counts above "
+                "epoch %d counter %d (a bug or a flipped bit): told to continue from there",
                 device,
+                epoch,
                 counter,
+                MAX_EPOCH_JUMP,
                 MAX_COUNTER_JUMP,
-                server_counter,
-                server_counter,
+                s_epoch,
+                server_counter & 0xFFFFFFFF,
             )
             return 409, self._stale_answer(info, body, server_counter)
-        # The request is authenticated, so the device built it. Built after the last request the
-        # back office accepted (its time is later): the validator restarted and lost its counter.
-        # Otherwise it is a copy of an older request: a replay.
-        if last_time is not None and dev_time > last_time:
+        # The request is authenticated, so the device built it. With a boot epoch (version 2),
+        # one not above the last accepted is a copy of an older request. Without one (version 1):
+        # built after the last request the back office accepted (its time is later), the
+        # validator restarted and lost its counter; otherwise it is a replay.
+        if up.peek_epoch(body) == 0 and last_time is not None and dev_time > last_time:
             log.info(
                 "device %d: counter %d not above %d: the validator restarted (its clock is ahead "
                 "of its last accepted request): told to continue above it",
@@ -438,11 +459,13 @@ class Service:
             )
         else:
             log.warning(
-                "device %d: counter %d not above %d: a replayed request (or a restart with "
-                "the clock behind): refused",
+                "device %d: epoch %d counter %d not above epoch %d counter %d: a replayed "
+                "request (or a version 1 restart with the clock behind): refused",
                 device,
+                epoch,
                 counter,
-                server_counter,
+                s_epoch,
+                server_counter & 0xFFFFFFFF,
             )
         return 409, self._stale_answer(info, body, server_counter)
 
@@ -455,9 +478,10 @@ class Service:
             up.ST_STALE_COUNTER,
             device,
             counter,
-            server_counter,
+            server_counter & 0xFFFFFFFF,
             server_time(),
             bind=up.request_mac(body),
+            server_epoch=(server_counter >> 32) if body[2] == up.VERSION_EPOCH else None,
         )
 
     def params(self, body):
@@ -468,11 +492,11 @@ class Service:
         secret = info["secret"]
         device = req["device"]
         try:
-            self.store.touch(device, req["counter"], req["time"])
+            self.store.touch(device, req["key"], req["time"])
         except Stale as e:
             self.cache.accepted(device, e.server_counter)
             return self.stale(info, body, e.server_counter, e.last_time)
-        self.cache.accepted(device, req["counter"], req["time"])
+        self.accepted(device, info, req)
         kind, version, base, data = self.store.bundle_for(device, req["have_version"])
         pkind = bundles.PKIND[kind]
         if pkind != up.P_NONE:
@@ -496,8 +520,19 @@ class Service:
             pkind=pkind,
             payload=data,
             bind=req["mac"],
+            server_epoch=_epoch_of(req),
         )
         return 200, answer
+
+
+def request_key(body):
+    """(epoch, counter) of an authenticated request as one integer, epoch << 32 | counter
+    (version 1 requests: epoch 0). A device's keys must increase (docs/protocol.md section 2)."""
+    return up.peek_epoch(body) << 32 | struct.unpack_from(">I", body, 8)[0]
+
+
+def _epoch_of(req):
+    return req["epoch"] if req["version"] == up.VERSION_EPOCH else None
 
 
 class StaleRequest(Exception):

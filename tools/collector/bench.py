@@ -38,9 +38,10 @@ def nodelay(sock):
 class SimDevice:
     """A validator as the collector sees it: id, secret, counter, acknowledged sequence."""
 
-    def __init__(self, device_id, secret, compress=False):
+    def __init__(self, device_id, secret, compress=False, epoch=None):
         self.id = device_id
         self.secret = secret
+        self.epoch = epoch  # None: protocol version 1 (no boot epoch)
         self.counter = 0
         self.acked = 0
         self.compress = compress
@@ -58,23 +59,30 @@ class SimDevice:
                 first_seq,
                 records,
                 compress=self.compress,
+                epoch=self.epoch,
             )
         )
 
     def params_body(self, have, counter=None):
         self.counter = self.counter + 1 if counter is None else counter
-        return self._sent(up.encode_params(self.secret, self.id, self.counter, 0, have))
+        return self._sent(
+            up.encode_params(self.secret, self.id, self.counter, 0, have, epoch=self.epoch)
+        )
 
     def _sent(self, body):
         self.last_mac = up.request_mac(body)  # the answer to it must be bound to this
         return body
 
     def answer(self, body, kind=up.T_UPLOAD):
-        ans = up.decode_answer(self.secret, body, self.id, self.counter, kind, self.last_mac)
+        ans = up.decode_answer(
+            self.secret, body, self.id, self.counter, kind, self.last_mac, self.epoch
+        )
         if kind == up.T_UPLOAD and ans["status"] == up.ST_OK:
             self.acked = max(self.acked, ans["value"])
         if ans["status"] == up.ST_STALE_COUNTER:
             self.counter = ans["server_counter"]
+            if self.epoch is not None:
+                self.epoch = ans["server_epoch"]
         return ans
 
 

@@ -180,7 +180,10 @@ DECLARE
     i int;
 BEGIN
     UPDATE devices SET counter = p_counter, last_seen = p_now, last_skew = p_skew
-     WHERE device_id = p_device AND counter < p_counter AND counter >= p_counter - 1048576
+     WHERE device_id = p_device AND counter < p_counter
+       AND counter >= CASE WHEN p_counter > 4294967295 AND (p_counter & 4294967295) <= 1048576
+                           THEN GREATEST(0, ((p_counter >> 32) - 16777216) << 32)
+                           ELSE p_counter - 1048576 END
     RETURNING contig INTO v_contig;
     IF NOT FOUND THEN
         RETURN QUERY SELECT 1, d.counter, d.last_seen, d.last_skew, 0::bigint, 0,
@@ -257,6 +260,22 @@ $fn$
 # jumps further; such a request gets a 409 with the real counter, which the validator adopts:
 # no value it sends can push its counter to the end of its range (docs/protocol.md section 2).
 MAX_COUNTER_JUMP = 1 << 20  # collector_ingest() has the same figure (1048576)
+# Protocol version 2 requests carry a boot epoch (the validator's log sequence number at boot,
+# which its BOOT record makes grow at every boot): the collector keeps (epoch, counter) as one
+# key, epoch << 32 | counter, in devices.counter (version 1 devices: epoch 0, the key is the
+# counter). Keys increase lexicographically. A new epoch may start its counter anywhere up to
+# MAX_COUNTER_JUMP and be at most MAX_EPOCH_JUMP above the last accepted epoch (the log's
+# sequence grows by every record, not only by boots); further is treated like a counter jump:
+# a 409 with the real (epoch, counter), which the validator adopts. collector_ingest() has the
+# same figures (16777216, 1048576).
+MAX_EPOCH_JUMP = 1 << 24
+
+
+def key_floor(key):
+    """The lowest stored key below which a request's key is refused as a jump (see above)."""
+    if key >> 32 and (key & 0xFFFFFFFF) <= MAX_COUNTER_JUMP:
+        return max(0, ((key >> 32) - MAX_EPOCH_JUMP) << 32)
+    return key - MAX_COUNTER_JUMP
 
 
 class Stale(Exception):
@@ -661,7 +680,7 @@ class Store:
         n = ex.run(
             "UPDATE devices SET counter = ?, last_seen = ?, last_skew = ? "
             "WHERE device_id = ? AND counter < ? AND counter >= ?",
-            (counter, now, skew, device_id, counter, counter - MAX_COUNTER_JUMP),
+            (counter, now, skew, device_id, counter, key_floor(counter)),
         )
         if n != 1:
             row = ex.one(
