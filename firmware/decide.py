@@ -6,7 +6,6 @@ import fare
 import log
 import tunion
 from apdu import ApduError
-from linkerr import LinkError
 
 _log = log.get("decide")
 
@@ -43,6 +42,8 @@ class Decider:
         self.now = 0
         self.last = None  # the FareResult of the last decision, for engine.paid()
         self.local = None
+        # What the fare engine reads of the card, refilled by every decision: no dict per tap.
+        self._view = {"card_no": None, "card_type": None, "records": ()}
 
     def prepare(self, link, now, accept=True):
         self.link = link
@@ -55,9 +56,9 @@ class Decider:
         """Recent 0x1E records, newest first, only as many as the fare rules can use on this
         route: each is one more card APDU, and a flat fare without transfers needs none."""
         want = engine.records_wanted(self.route)
-        out = []
         if not want:
-            return out
+            return ()  # a constant: nothing allocated when the fare needs no history
+        out = []
         card = tunion.Card(self.link)
         for n in range(1, want + 1):
             try:
@@ -99,14 +100,12 @@ class Decider:
         engine = p.fares
         if engine is None:
             return NO_FARE
-        try:
-            view = {
-                "card_no": info["card_no"],
-                "card_type": info.get("card_type"),
-                "records": self._history(engine),
-            }
-        except LinkError:
-            raise  # the card left: the purchase says "tap again"
+        view = self._view
+        view["card_no"] = info["card_no"]
+        view["card_type"] = info.get("card_type")
+        # A LinkError here (the card left during a history read) reaches the purchase, which
+        # says "tap again".
+        view["records"] = self._history(engine)
         res = engine.compute(view, self.route, self.stop, self.now, local=local)
         if res.status == fare.DUPLICATE:
             return ALREADY_PAID
