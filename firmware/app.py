@@ -11,6 +11,7 @@
 import asyncio
 import gc
 import json
+import sys
 import time
 
 import bootmode
@@ -29,7 +30,6 @@ import timetrust
 import timeutil
 import tunion
 import txlog
-import txlog_migrate
 from linkerr import LinkError
 from psam_app import PsamApp
 
@@ -109,13 +109,17 @@ class Validator:
         self.journal = txlog.TxLog(parts.txlog_dev, getattr(parts, "txlog_config", None))
         try:
             # Once, at the first boot of this release: the littlefs journal's unacknowledged
-            # records and pending purchases move into the log (a no-op afterwards).
+            # records and pending purchases move into the log (a no-op afterwards). Needed only
+            # here: its module leaves the heap again after the boot (docs/runtime.md).
+            import txlog_migrate
+
             txlog_migrate.run(root + "/journal", self.journal)
         except Exception as e:  # noqa: BLE001 - logged; the old files stay for the next boot
             _log.error("journal migration failed: %s %s", type(e).__name__, e)
             # The old journal may hold numbers the log would issue again: write nothing (no
             # sale, no event) until a boot migrates it.
             self.journal.hold("old journal not migrated")
+        sys.modules.pop("txlog_migrate", None)
         self._feed()
         self._start_clock(parts, cfg, root)
         # Built after the parameters: a bundle activated while they load (one stored before a
