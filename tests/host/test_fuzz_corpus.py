@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from tools.fuzz import run
+from tools.fuzz import run, shim
 from tools.fuzz.targets import NAMES
 
 CASES = [(n, p) for n in NAMES for p in run.inputs_of(n)]
@@ -35,3 +35,35 @@ def test_committed_input(name, path):
     target = importlib.import_module("tools.fuzz.targets." + name)
     with open(path, "rb") as f:
         target.one_input(f.read())
+
+
+# The checks are not vacuous: a parser made to lie is caught by its target.
+def test_a_lying_frame_parser_is_caught(monkeypatch):
+    target = importlib.import_module("tools.fuzz.targets.pn532")
+    monkeypatch.setattr(target.pn532, "parse_frame", lambda buf, n: (3, 0, n + 5))
+    with pytest.raises(shim.Escape):
+        target.one_input(b"\x00\x00\x00\xff\x00\xff\x00")
+
+
+def test_a_debit_booked_twice_is_caught(monkeypatch):
+    target = importlib.import_module("tools.fuzz.targets.purchase")
+    real = target.check_books
+
+    def twice(journal, cards, ctx):
+        journal.extend([dict(r) for r in journal if r["kind"] == target.record.PURCHASE])
+        real(journal, cards, ctx)
+
+    monkeypatch.setattr(target, "check_books", twice)
+    with pytest.raises(shim.Escape):
+        target.one_input(b"\x10\x05\x00")
+
+
+def test_an_unexpected_server_error_is_caught(monkeypatch):
+    target = importlib.import_module("tools.fuzz.targets.collector")
+
+    def broken(self, *a):
+        raise KeyError("bug")
+
+    monkeypatch.setattr(target.HttpServer, "_health", broken)
+    with pytest.raises(shim.Escape):
+        target.one_input(b"\x02GET /v1/health HTTP/1.1\r\n\r\n")
