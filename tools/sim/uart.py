@@ -48,8 +48,15 @@ class UartDevice:
         if stream is None or not data:
             return
         self.bytes_out += len(data)
-        for i in range(0, len(data), 0xFFFF):
-            stream.write_frame(b"D", bytes(data[i : i + 0xFFFF]))
+        try:
+            for i in range(0, len(data), 0xFFFF):
+                stream.write_frame(b"D", bytes(data[i : i + 0xFFFF]))
+        except OSError:
+            # The firmware's side closed (a power cut) before this link's reader thread noticed:
+            # the bytes fall on an unpowered pin, as on a board.
+            with self.lock:
+                if self.stream is stream:
+                    self.stream = None
 
     def on_data(self, data):
         raise NotImplementedError
