@@ -45,6 +45,7 @@ HEADER = const(160)
 MAC_LEN = const(32)
 MAX_SECTIONS = const(8)
 ALIGN = const(4096)
+DELTA_TRAILER = const(36)  # a merged delta's result: card count u32, SHA-256 of its hashes
 
 FORMAT_SIGNED = const(2)
 MMAGIC = b"TUPM"
@@ -380,19 +381,35 @@ def read_config(f, hdr):
     return cfg
 
 
-def read_delta(f, hdr):
-    """(base_version, adds, removes) from the BLDELTA section, or None."""
+def delta_info(f, hdr):
+    """The BLDELTA section without its cards (a merged delta may be megabytes): None, or
+    (base, n_add, n_rem, cards_offset, result) with result None (an overlay delta) or
+    (count, sha256) (a merged delta: docs/blacklist.md "Deltas")."""
     sec = hdr.section(BLDELTA)
     if sec is None:
         return None
     off, length, base = sec
     if length < 8:
         raise BundleError("delta too short")
-    raw = _read(f, off, length)
-    n_add, n_rem = struct.unpack_from(">II", raw, 0)
-    if 8 + 8 * (n_add + n_rem) != length:
+    n_add, n_rem = struct.unpack_from(">II", _read(f, off, 8), 0)
+    plain = 8 + 8 * (n_add + n_rem)
+    if length == plain:
+        return base, n_add, n_rem, off + 8, None
+    if length != plain + DELTA_TRAILER:
         raise BundleError("delta length does not match its counts")
-    cards = [struct.unpack_from(">Q", raw, 8 + 8 * i)[0] for i in range(n_add + n_rem)]
+    t = _read(f, off + plain, DELTA_TRAILER)
+    return base, n_add, n_rem, off + 8, (struct.unpack_from(">I", t, 0)[0], bytes(t[4:]))
+
+
+def read_delta(f, hdr):
+    """(base_version, adds, removes) from the BLDELTA section, or None (all in RAM: host tools,
+    and the device for an overlay delta)."""
+    info = delta_info(f, hdr)
+    if info is None:
+        return None
+    base, n_add, n_rem, off, _ = info
+    raw = _read(f, off, 8 * (n_add + n_rem))
+    cards = [struct.unpack_from(">Q", raw, 8 * i)[0] for i in range(n_add + n_rem)]
     for c in cards:
         if c >= 10**19:
             raise BundleError("delta card number out of range")

@@ -13,6 +13,7 @@ from bundle import (
     BLDELTA,
     CHUNK,
     CONFIG,
+    DELTA_TRAILER,
     FORMAT,
     FORMAT_SIGNED,
     HEADER,
@@ -26,6 +27,12 @@ from bundle import (
     Manifest,
     verify_file,
 )
+
+
+def _hash_order(c):
+    import cardlists
+
+    return cardlists.mix(c)
 
 
 def _pad_to(pos, align):
@@ -62,15 +69,25 @@ def _body(fmt, version, activation, config, blacklist, delta, created):
         parts.append(body)
         pos += len(body)
     if delta is not None:
-        base, adds, removes = delta
-        adds = sorted(set(adds))
-        removes = sorted(set(removes))
-        body = bytearray(8 + 8 * (len(adds) + len(removes)))
+        # (base, adds, removes): an overlay delta (at most cardlists.OVERLAY_MAX cards);
+        # (base, adds, removes, (count, sha256)): a merged delta of any size, merged on the device
+        # into the free slot (firmware/blmerge.py); its cards ascend by hash, and the trailer
+        # holds the resulting list's card count and SHA-256 (blmerge.result_digest).
+        base, adds, removes = delta[:3]
+        merged = len(delta) > 3
+        order = _hash_order if merged else None
+        adds = sorted(set(adds), key=order)
+        removes = sorted(set(removes), key=order)
+        body = bytearray(8 + 8 * (len(adds) + len(removes)) + (DELTA_TRAILER if merged else 0))
         struct.pack_into(">II", body, 0, len(adds), len(removes))
         o = 8
         for c in adds + removes:
             struct.pack_into(">Q", body, o, c)
             o += 8
+        if merged:
+            count, digest = delta[3]
+            struct.pack_into(">I", body, o, count)
+            body[o + 4 : o + DELTA_TRAILER] = digest
         table.append((BLDELTA, pos, len(body), base))
         parts.append(bytes(body))
         pos += len(body)

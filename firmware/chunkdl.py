@@ -285,8 +285,11 @@ class Download:
             if rx.m is not None and since >= max(1, _CHECKPOINT * rx.m.chunk // self.window):
                 rx.checkpoint(self.version)
                 since = 0
+        # The checkpoint stays until the install is over: a cut while it verifies (or merges a
+        # delta, firmware/blmerge.py) resumes with the stored bundle, not a new download.
+        out = rx.finish(self.now)
         self._drop_state()
-        return rx.finish(self.now)
+        return out
 
     def _sink(self, mv):
         # Called by the transport while it reads (maybe inside the modem's reader): it never

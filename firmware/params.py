@@ -139,6 +139,22 @@ class _Logical:
         return bytes(buf[:got])
 
 
+class _FileDev:
+    """A littlefs file as the block device a merged list is written to (file mode)."""
+
+    def __init__(self, f):
+        self.f = f
+
+    def writeblocks(self, num, buf):
+        self.f.seek(num * _BLOCK)
+        self.f.write(buf)
+
+    def readblocks(self, num, buf, offset=0):
+        self.f.seek(num * _BLOCK + offset)
+        if self.f.readinto(buf) != len(buf):
+            raise cardlists.ListError("short read at block %d" % num)
+
+
 class Receiver:
     """Takes a bundle as it arrives (any chunking): params.receiver(total), write(), finish(now).
 
@@ -709,7 +725,17 @@ class Params:
                     raise ParamsError("blacklist section size does not match its header")
             elif not active:
                 raise ParamsError("first bundle must carry a full blacklist")
-            delta = bundle.read_delta(src, hdr)
+            delta = bundle.delta_info(src, hdr)
+            merged = None
+            if delta is not None:
+                self._delta_base_ok(delta[0], active, pending)
+                if delta[4] is not None:
+                    merged = self._merge_delta(src, delta, hdr.version)
+                elif delta[1] + delta[2] > cardlists.OVERLAY_MAX:
+                    raise ParamsError(
+                        "delta of %d cards without a merge digest (overlay max %d)"
+                        % (delta[1] + delta[2], cardlists.OVERLAY_MAX)
+                    )
         finally:
             f.close()
         name = "b%d.bnd" % hdr.version
@@ -734,8 +760,11 @@ class Params:
                 entry["bl"] = {"slot": slot, "len": sec[1]}
             else:
                 entry["bl"] = {"file": name, "off": sec[0], "len": sec[1]}
-        if delta is not None:
-            self._delta_base_ok(delta[0], active, pending)
+        if merged is not None:
+            # a merged delta installs as a full list would: its own list, no overlay
+            entry["bl"] = merged
+            entry["bl_version"] = hdr.version
+        elif delta is not None:
             entry["delta"] = delta[0]
             entry["delta_file"] = name
         os.rename(path, self._p(name))
@@ -749,6 +778,63 @@ class Params:
         self._collect()
         _log.info("bundle %d pending until %d", hdr.version, hdr.activation)
         return "pending"
+
+    def _merge_delta(self, src, delta, version):
+        """Merge a delta of any size with the active list (and its overlay) into the free slot,
+        or a new littlefs file in file mode (firmware/blmerge.py). -> the new entry's "bl"."""
+        import blmerge
+
+        st = self.state or {}
+        active = st.get("active") or {}
+        base, n_add, n_rem, at, result = delta
+        if active.get("bl_version") != base:
+            raise ParamsError(
+                "merged delta applies on blacklist %d, the active one is %s"
+                % (base, active.get("bl_version"))
+            )
+        files = []
+        try:
+            bl = active["bl"]
+            if bl.get("slot") is not None:
+                old = self.slots[bl["slot"]]
+            else:
+                bf = open(self._p(bl["file"]), "rb")
+                files.append(bf)
+                old = cardlists.FileBlocks(bf, bl["off"], bl["len"])
+            ov = []
+            if active.get("ov"):
+                of = open(self._p(active["ov"]), "rb")
+                files.append(of)
+                ov = blmerge.overlay_ops(of, os.stat(self._p(active["ov"]))[6])
+            if self.slots:
+                slot = self._free_slot()
+                dev = self.slots[slot]
+                size = dev.ioctl(4, 0)
+                out = {"slot": slot}
+            else:
+                name = "l%d.bl" % version
+                nf = open(self._p(name), "w+b")
+                files.append(nf)
+                dev = _FileDev(nf)
+                size = 1 << 20  # blocks: littlefs refuses when full (OSError)
+                out = {"file": name, "off": 0}
+            gc.collect()
+            n, length = blmerge.apply(old, ov, src, at, n_add, n_rem, result, dev, size)
+        except (OSError, KeyError, cardlists.ListError) as e:
+            for x in files:
+                x.close()
+            files = []
+            if not self.slots:
+                self._discard(self._p("l%d.bl" % version))
+            if isinstance(e, cardlists.ListError):
+                raise
+            raise ParamsError("merge failed: %s" % e)
+        finally:
+            for x in files:
+                x.close()
+        out["len"] = length
+        _log.info("delta %d merged: %d cards, %d bytes", version, n, length)
+        return out
 
     def _verify(self, src, size, now):
         """Check the signature of a received file; -> the signing key id (0: legacy HMAC)."""

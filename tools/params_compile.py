@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT / "firmware") not in sys.path:
     sys.path.insert(0, str(ROOT / "firmware"))
 
+import blmerge  # noqa: E402
 import bundle  # noqa: E402
 import cardlists  # noqa: E402
 import params  # noqa: E402
@@ -161,15 +162,28 @@ def compile_bundle(
     bl = None
     dl = None
     if delta is not None:
-        base, add_path, remove_path = delta
+        base, add_path, remove_path = delta[:3]
+        base_path = delta[3] if len(delta) > 3 else None
         adds = read_cards(add_path, progress) if add_path else []
         removes = read_cards(remove_path, progress) if remove_path else []
-        if len(set(adds) | set(removes)) > cardlists.OVERLAY_MAX:
+        if base_path:
+            # a merged delta (any size): the validator merges it into its free slot and checks
+            # the result against the count and digest computed here from the base list
+            held = set(read_cards(base_path, progress))
+            if set(adds) & held:
+                raise CompileError("%d added cards are listed already" % len(set(adds) & held))
+            if set(removes) - held:
+                raise CompileError("%d removed cards are not listed" % len(set(removes) - held))
+            if set(adds) & set(removes):
+                raise CompileError("a card both added and removed")
+            dl = (base, adds, removes, blmerge.result_digest((held - set(removes)) | set(adds)))
+        elif len(set(adds) | set(removes)) > cardlists.OVERLAY_MAX:
             raise CompileError(
-                "delta of %d cards exceeds %d: send a full list"
-                % (len(set(adds) | set(removes)), cardlists.OVERLAY_MAX)
+                "delta of %d cards exceeds %d: give --base-blacklist (a merged delta) or send a "
+                "full list" % (len(set(adds) | set(removes)), cardlists.OVERLAY_MAX)
             )
-        dl = (base, adds, removes)
+        else:
+            dl = (base, adds, removes)
     else:
         if cards is None:
             cards = read_cards(blacklist_path, progress) if blacklist_path else []
@@ -203,12 +217,67 @@ def fixture_cards(count, seed=FIXTURE_SEED):
     return sorted(out)
 
 
+def build_delta_fixture(count=1_000_000, n_add=60_000, n_rem=40_000, directory=FIXTURE_DIR):
+    """A merged delta of n_add + n_rem cards on the fixture list (version 8 on 7), and an oracle
+    of the merged list (card,expected lines): <name>-delta.bnd / -delta.oracle next to it."""
+    bnd, _ = build_fixture(count, directory, progress=False)
+    out = bnd.with_name(bnd.stem + "-delta.bnd")
+    oracle = bnd.with_name(bnd.stem + "-delta.oracle")
+    if out.exists() and oracle.exists():
+        return out, oracle
+    cards = fixture_cards(count)
+    held = set(cards)
+    rng = random.Random(FIXTURE_SEED + 2)
+    removes = rng.sample(cards, n_rem)
+    adds = set()
+    while len(adds) < n_add:
+        c = rng.choice((3104, 2482, 7777)) * 10**15 + rng.randrange(10**15)
+        if c not in held:
+            adds.add(c)
+    adds = sorted(adds)
+    result = (held - set(removes)) | set(adds)
+    digest = blmerge.result_digest(result)
+    data = bundle.build(FIXTURE_KEY, 8, 0, None, None, (7, adds, removes, digest))
+    removed = set(removes)
+    kept = [c for c in rng.sample(cards, 3000) if c not in removed][:1000]
+    sample = [(c, 1) for c in rng.sample(adds, 1000)] + [(c, 0) for c in removes[:1000]]
+    sample += [(c, 1) for c in kept]
+    rng.shuffle(sample)
+    out.with_suffix(".tmp").write_bytes(data)
+    oracle.write_text("".join("%d,%d\n" % p for p in sample))
+    out.with_suffix(".tmp").rename(out)
+    return out, oracle
+
+
+def link_fixture(delta=False):
+    """Build (or reuse) the fixture and link it as million.bnd/.oracle (and million-delta.*)
+    under build/params-fixture/, where the MicroPython side finds it."""
+    bnd, oracle = build_fixture(progress=False)
+    links = [(bnd, FIXTURE_DIR / "million.bnd"), (oracle, FIXTURE_DIR / "million.oracle")]
+    if delta:  # tests/mpy/test_params_million_delta.py (tools/params_delta_fixture.py)
+        dbnd, doracle = build_delta_fixture()
+        links += [
+            (dbnd, FIXTURE_DIR / "million-delta.bnd"),
+            (doracle, FIXTURE_DIR / "million-delta.oracle"),
+        ]
+    for src, link in links:
+        tmp = link.with_suffix(".lnk")
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(src.name)
+        tmp.rename(link)
+
+
 def build_fixture(count=1_000_000, directory=FIXTURE_DIR, progress=True):
     """Build (or reuse) list<count>-<stamp>.bnd and .oracle (card,expected lines)."""
     directory.mkdir(parents=True, exist_ok=True)
     # The cache is keyed by the code that shapes the file, so a format change rebuilds it.
     stamp = 0
-    for src in ("firmware/cardlists.py", "firmware/bundle.py", "tools/params_compile.py"):
+    for src in (
+        "firmware/cardlists.py",
+        "firmware/bundle.py",
+        "firmware/blmerge.py",
+        "tools/params_compile.py",
+    ):
         stamp = zlib.crc32((ROOT / src).read_bytes(), stamp)
     name = "list%d-%08x" % (count, stamp)
     for old in directory.glob("list%d-*" % count):
@@ -258,6 +327,11 @@ def main(argv=None):
     ap.add_argument("--delta-base", type=int, help="blacklist version the delta applies on")
     ap.add_argument("--add", help="CSV of cards to add (delta)")
     ap.add_argument("--remove", help="CSV of cards to remove (delta)")
+    ap.add_argument(
+        "--base-blacklist",
+        help="CSV of the list the delta applies on: makes a merged delta of any size "
+        "(docs/blacklist.md \"Deltas\")",
+    )
     ap.add_argument("--version", type=int, help="bundle version (overrides the TOML)")
     ap.add_argument("--activation", help="seconds since 2000 or ISO date-time")
     ap.add_argument("--key-hex", help="device secret as hex")
@@ -267,16 +341,7 @@ def main(argv=None):
     ap.add_argument("--port", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.port is not None:
-        bnd, oracle = build_fixture(progress=False)
-        # the MicroPython side finds the files through these links
-        for src, link in (
-            (bnd, FIXTURE_DIR / "million.bnd"),
-            (oracle, FIXTURE_DIR / "million.oracle"),
-        ):
-            tmp = link.with_suffix(".lnk")
-            tmp.unlink(missing_ok=True)
-            tmp.symlink_to(src.name)
-            tmp.rename(link)
+        link_fixture()
         print("PORT 0", flush=True)
         time.sleep(3600)  # the plugin terminates the fixture when the test file is done
         return 0
@@ -288,7 +353,7 @@ def main(argv=None):
         if args.delta_base is not None:
             if args.blacklist:
                 raise CompileError("--blacklist and --delta-base exclude each other")
-            delta = (args.delta_base, args.add, args.remove)
+            delta = (args.delta_base, args.add, args.remove, args.base_blacklist)
         activation = args.activation
         if activation is not None and activation.isdigit():
             activation = int(activation)
