@@ -67,3 +67,11 @@ def test_an_unexpected_server_error_is_caught(monkeypatch):
     monkeypatch.setattr(target.HttpServer, "_health", broken)
     with pytest.raises(shim.Escape):
         target.one_input(b"\x02GET /v1/health HTTP/1.1\r\n\r\n")
+
+
+def test_an_rc522_driver_losing_bytes_is_caught(monkeypatch):
+    target = importlib.import_module("tools.fuzz.targets.rc522")
+    real = target.RC522.transceive
+    monkeypatch.setattr(target.RC522, "transceive", lambda self, apdu: real(self, apdu)[:-1])
+    with pytest.raises(shim.Escape):
+        target.one_input(b"\x00")

@@ -15,6 +15,7 @@ import traceback
 import atheris
 
 from tools.fuzz import shim
+from tools.fuzz.targets import HARNESS
 
 
 def _where(exc):
@@ -36,6 +37,8 @@ def main():
     import log
 
     log.set_level(log.ERROR, echo=False)  # a fuzzer's millions of warnings are noise
+    for mod in HARNESS.get(name, ()):
+        importlib.import_module(mod)  # before instrumenting: not under test
     with atheris.instrument_imports():
         target = importlib.import_module("tools.fuzz.targets." + name)
     seen = {}
