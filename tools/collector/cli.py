@@ -16,6 +16,7 @@
     python -m tools.collector export --db URL [--device ID] [--out FILE.csv]
     python -m tools.collector unconfirmed --db URL [--device ID] [--all]
     python -m tools.collector boots --db URL [--device ID]
+    python -m tools.collector web --db URL [--port 8081]; user NAME --role R; rollup  (web/cli.py)
 
 `unconfirmed` lists the unconfirmed debits: DEBIT_INTENT records with no outcome (PURCHASE,
 PURCHASE_RECOVERED or DEBIT_VOID of the same card number and card counter, from any device).
@@ -55,6 +56,7 @@ import sys
 
 from . import bundles
 from .db import DEFAULT_URL, Store, parse_url
+from .web import cli as web_cli
 
 
 def _serve(args):
@@ -437,6 +439,7 @@ def main(argv=None):
         "--psam", action="append", default=[], help="register this PSAM (12 hex) to the device"
     )
     param_cmds = bundles.add_commands(sub, with_db)
+    param_cmds.update(web_cli.add_commands(sub, with_db))  # the dashboard (tools/collector/web)
     s = with_db(sub.add_parser("export", help="records as CSV"))
     s.add_argument("--device", type=int)
     s.add_argument("--out", help="file (default: stdout)")

@@ -1,0 +1,235 @@
+"""Summary tables from `records`, filled incrementally (the pages read only these and indexed
+lookups, never a year of records).
+
+Each device is summarised up to its contiguous sequence (`devices.contig`): the records at or
+below it never change, so a record is counted exactly once, whatever is re-sent. Records above a
+gap wait until the gap is filled (or declared lost by the validator's floor). One pass per device
+and transaction: the sums, the device's row, its history and the open intents move together with
+`web_rolled.upto`, so a rollup cut short (a crash, a second rollup beside it) counts nothing twice.
+
+Revenue is what the buses took: purchases (PURCHASE, PURCHASE_RECOVERED) that are not a repeated
+PSAM serial (tsn_dup = 0), per local day of the sale (the UTC offset in its `reason` byte, the
+collector's zone when unknown), route and card type. What clearing keeps out is on the Money
+page's exception list, read live from `records` through its partial index.
+"""
+
+import logging
+import time
+
+import bootmode
+import record
+import timeutil
+
+from . import schema
+
+log = logging.getLogger("collector.web.rollup")
+DAY = 86400
+CHUNK = 5000  # records read per query
+EVENT_KINDS = (3, 4, 5, 6, 7)  # REFUSED, PARAM_ACTIVATION, CLOCK_CHANGE, BOOT, JOURNAL_EVENT
+_UPSERT_DAILY = (
+    "INSERT INTO web_daily (day, device_id, route, card_type, n, amount) "
+    "VALUES (?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (device_id, day, route, card_type) DO UPDATE SET n = web_daily.n + excluded.n, "
+    "amount = web_daily.amount + excluded.amount"
+)
+_UPSERT_FLEET = (
+    "INSERT INTO web_daily_fleet (day, route, card_type, n, amount) VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT (day, route, card_type) DO UPDATE SET n = web_daily_fleet.n + excluded.n, "
+    "amount = web_daily_fleet.amount + excluded.amount"
+)
+_DEVICE_COLS = (
+    "route",
+    "last_rtime",
+    "boot_time",
+    "boot_cause",
+    "faults",
+    "psam_ok",
+    "boots",
+    "param_version",
+    "blacklist_version",
+    "clock_unset",
+    "clock_changes",
+    "purchases",
+    "amount",
+)
+
+
+def local_day(rtime, reason, default_tz=timeutil.DEFAULT_TZ_SECONDS):
+    """Days since 2000-01-01 of a sale, in the UTC offset it was sold in."""
+    tz = record.tz_of(reason or 0)
+    return (rtime + (default_tz if tz is None else tz)) // DAY
+
+
+def day_text(day):
+    """'YYYY-MM-DD' of a day number."""
+    y, m, d = time.gmtime(day * DAY + 946684800)[:3]
+    return "%04d-%02d-%02d" % (y, m, d)
+
+
+def rollup(store, device_id=None, limit=None):
+    """Summarise what is new; -> number of records read. limit: at most that many per device
+    (the rest next time)."""
+    schema.ensure(store)
+    sql = (
+        "SELECT d.device_id, d.contig, COALESCE(w.upto, 0) FROM devices d "
+        "LEFT JOIN web_rolled w ON w.device_id = d.device_id WHERE d.contig > COALESCE(w.upto, 0)"
+    )
+    args = ()
+    if device_id is not None:
+        sql += " AND d.device_id = ?"
+        args = (device_id,)
+    with store._tx(write=False) as ex:
+        todo = ex.all(sql, args)
+    total = 0
+    for dev, contig, upto in todo:
+        while upto < contig:
+            top = min(contig, upto + CHUNK)
+            n = _one(store, dev, upto, top)
+            total += n
+            upto = top
+            if limit is not None and total >= limit:
+                break
+    return total
+
+
+def _one(store, dev, upto, top):
+    """Records (upto, top] of one device, in one transaction; skipped if another rollup moved
+    the device on meanwhile."""
+    daily = {}
+    events = []
+    intents = []
+    outcomes = []
+    with store._tx() as ex:
+        if store.dialect == "pg":
+            ex.run("SELECT pg_advisory_xact_lock(734204, ?)", (dev & 0x7FFFFFFF,))
+        row = ex.one("SELECT upto FROM web_rolled WHERE device_id = ?", (dev,))
+        if (row[0] if row else 0) != upto:
+            return 0
+        cur = ex.one(
+            "SELECT %s FROM web_device WHERE device_id = ?" % ", ".join(_DEVICE_COLS), (dev,)
+        )
+        st = dict(zip(_DEVICE_COLS, cur)) if cur else {c: None for c in _DEVICE_COLS}
+        for c in ("boots", "clock_unset", "clock_changes", "purchases", "amount"):
+            st[c] = st[c] or 0
+        rows = ex.all(
+            "SELECT seq, kind, rtime, amount, card_no, card_atc, tsn_dup, flags, raw FROM records "
+            "WHERE device_id = ? AND seq > ? AND seq <= ? ORDER BY seq",
+            (dev, upto, top),
+        )
+        for seq, kind, rtime, amount, card_no, atc, dup, flags, raw in rows:
+            raw = bytes(raw)
+            if rtime is not None and (st["last_rtime"] or 0) < rtime:
+                st["last_rtime"] = rtime
+            if (flags or 0) & 0x04:
+                st["clock_unset"] += 1
+            if kind in (1, 2, 8, 9):
+                st["route"] = int.from_bytes(raw[53:55], "big")
+            if kind in (1, 2):
+                outcomes.append((card_no, atc))
+                if dup:
+                    continue
+                key = (local_day(rtime or 0, raw[59]), st["route"], raw[3])
+                n, a = daily.get(key, (0, 0))
+                daily[key] = (n + 1, a + (amount or 0))
+                st["purchases"] += 1
+                st["amount"] += amount or 0
+            elif kind == 9:
+                outcomes.append((card_no, atc))
+            elif kind == 8:
+                if card_no is not None and atc is not None:
+                    intents.append((card_no, atc, dev, seq, rtime, amount))
+            elif kind in EVENT_KINDS:
+                events.append((dev, seq, kind, rtime, _event(st, kind, rtime, raw)))
+        for (day, route, ctype), (n, a) in daily.items():
+            ex.run(_UPSERT_DAILY, (day, dev, route, ctype, n, a))
+            ex.run(_UPSERT_FLEET, (day, route, ctype, n, a))
+        if events:
+            ex.many(
+                "INSERT INTO web_events (device_id, seq, kind, rtime, detail) "
+                "VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (device_id, seq) DO NOTHING",
+                events,
+            )
+        for card_no, atc in outcomes:
+            if card_no is not None and atc is not None:
+                ex.run("DELETE FROM web_open WHERE card_no = ? AND card_atc = ?", (card_no, atc))
+        closed = {(c, a) for c, a in outcomes}
+        for it in intents:
+            if it[:2] in closed:
+                continue
+            # Its outcome may be held already (from another device, rolled up before).
+            held = ex.one(
+                "SELECT 1 FROM records WHERE card_no = ? AND card_atc = ? AND kind IN (1, 2, 9) "
+                "LIMIT 1",
+                it[:2],
+            )
+            if held is None:
+                ex.run(
+                    "INSERT INTO web_open (card_no, card_atc, device_id, seq, rtime, amount) "
+                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (card_no, card_atc) DO NOTHING",
+                    it,
+                )
+        if cur:
+            ex.run(
+                "UPDATE web_device SET %s WHERE device_id = ?"
+                % ", ".join("%s = ?" % c for c in _DEVICE_COLS),
+                tuple(st[c] for c in _DEVICE_COLS) + (dev,),
+            )
+        else:
+            ex.run(
+                "INSERT INTO web_device (device_id, %s) VALUES (?%s)"
+                % (", ".join(_DEVICE_COLS), ", ?" * len(_DEVICE_COLS)),
+                (dev,) + tuple(st[c] for c in _DEVICE_COLS),
+            )
+        if row:
+            ex.run("UPDATE web_rolled SET upto = ? WHERE device_id = ?", (top, dev))
+        else:
+            ex.run("INSERT INTO web_rolled (device_id, upto) VALUES (?, ?)", (dev, top))
+    return len(rows)
+
+
+def _event(st, kind, rtime, raw):
+    """A short, language-neutral description of a history record; updates the device's row."""
+    if kind == 6:
+        try:
+            info = bootmode.boot_info(record.decode(raw))
+        except record.RecordError as e:
+            log.warning("BOOT record does not decode: %s", e)
+            return "undecodable"
+        st["boots"] += 1
+        st["boot_time"] = rtime
+        st["boot_cause"] = info["reset_cause"]
+        st["faults"] = ",".join(info["faults"]) or None
+        st["psam_ok"] = 1 if info["psam_ok"] else 0
+        return "cause=%s faults=%s psam=%s unconfirmed=%d" % (
+            info["reset_cause"],
+            ",".join(info["faults"]) or "-",
+            "ok" if info["psam_ok"] else "failed",
+            info["unconfirmed"],
+        )
+    if kind == 4:
+        st["param_version"] = int.from_bytes(raw[20:24], "big")
+        st["blacklist_version"] = int.from_bytes(raw[44:47], "big")
+        return "params=%d blacklist=%d" % (st["param_version"], st["blacklist_version"])
+    if kind == 5:
+        st["clock_changes"] += 1
+        return "before=%d source=%d" % (int.from_bytes(raw[20:24], "big"), raw[59])
+    if kind == 3:
+        return "reason=%d card=%s" % (raw[59], raw[24:34].hex())
+    return "journal"
+
+
+def rebuild(store):
+    """Forget the summaries and build them again (after `recheck`, or a restore)."""
+    schema.ensure(store)
+    with store._tx() as ex:
+        for t in (
+            "web_rolled",
+            "web_daily",
+            "web_daily_fleet",
+            "web_device",
+            "web_events",
+            "web_open",
+        ):
+            ex.run("DELETE FROM %s" % t)
+    return rollup(store)
