@@ -14,6 +14,12 @@ Input is one of:
     python -m tools.journal_decode journal/              # the old journal, table
     python -m tools.journal_decode flash.img --json      # JSON, image in 4 KB blocks
     python -m tools.journal_decode flash.img --root /journal --block-size 4096
+    python -m tools.journal_decode txlog.img --csv --out journal.csv   # for a spreadsheet
+    python -m tools.journal_decode txlog.img --lang zh --tz +08:00     # 中文, local time
+
+Times are shown in local time with their zone: a sale in the zone the validator recorded in it,
+every other record in --tz (default: the zone of the newest sale, else UTC+8); the CSV has UTC
+as well. Amounts are in yuan; the CSV's columns are described in docs/operators.md.
 
 Exit status: 0 when everything checks out, 1 when problems were found (listed), 2 when the input
 cannot be read at all.
@@ -38,6 +44,8 @@ if str(ROOT / "firmware") not in sys.path:
 import bootmode  # noqa: E402
 import record  # noqa: E402
 import timeutil  # noqa: E402
+
+from tools import record_sheet as sheet  # noqa: E402
 
 SEG_RE = re.compile(r"^([0-9a-f]{8})\.seg$")
 META_MAGIC = b"JM\x01\x00"
@@ -122,6 +130,10 @@ def decode_dir(path):
                 p.name.endswith(".tmp")
             ):
                 problems.append("unknown file %s" % (prefix + p.name))
+    if not where and not (path / "meta").exists() and not (path / "pending").exists():
+        raise DecodeError(
+            "%s holds no journal (no segment files, no meta file): is it the right folder?" % path
+        )
     firsts = sorted(where)
     expect = None
     for first in firsts:
@@ -479,23 +491,79 @@ def decode_path(path, root=None, block_size=4096, mpy=None, txlog=False):
         return report
 
 
-COLUMNS = (
+# (record_sheet column, width) of the table; --csv has every column
+TABLE = (
     ("seq", 7),
-    ("time_utc", 20),
-    ("kind_name", 18),
-    ("flags", 5),
-    ("card_no", 20),
-    ("amount", 7),
-    ("balance_after", 9),
-    ("card_atc", 6),
-    ("psam_serial", 10),
-    ("tac", 8),
+    ("local_time", 19),
+    ("zone", 9),
+    ("kind", 20),
+    ("card_no", 24),
+    ("amount_yuan", 8),
+    ("balance_after_yuan", 9),
     ("route", 5),
     ("stop", 5),
 )
+TABLE_HEAD = {
+    "en": (
+        "seq",
+        "local time",
+        "zone",
+        "kind",
+        "card number",
+        "yuan",
+        "balance",
+        "route",
+        "stop",
+        "reason / details",
+    ),
+    "zh": (
+        "流水号",
+        "本地时间",
+        "时区",
+        "类型",
+        "卡号",
+        "金额(元)",
+        "余额(元)",
+        "线路",
+        "站点",
+        "原因/说明",
+    ),
+}
+WORDS = {
+    "en": {
+        "ok": "OK: every record checks out (%d records)",
+        "empty": "OK: the journal is empty (no records)",
+        "problems": "PROBLEMS:",
+        "params": "parameter version %s, blacklist version %s",
+        "clock": "time before / proposed: %s",
+    },
+    "zh": {
+        "ok": "正常: 全部记录校验通过 (%d条)",
+        "empty": "正常: 日志为空 (无记录)",
+        "problems": "问题:",
+        "params": "参数版本 %s, 黑名单版本 %s",
+        "clock": "调整前/建议时间: %s",
+    },
+}
 
 
-def format_table(report):
+def _pad(text, width):
+    """ljust by display width: a CJK character takes two columns."""
+    wide = sum(1 for ch in text if ord(ch) >= 0x2E80)
+    return text + " " * max(0, width - len(text) - wide)
+
+
+def report_tz(report, tz=None):
+    return tz if tz is not None else sheet.guess_tz(report["records"])
+
+
+def sheet_rows(report, tz=None, lang="en"):
+    tz = report_tz(report, tz)
+    return [sheet.row(d, tz, lang) for d in report["records"]]
+
+
+def format_table(report, tz=None, lang="en"):
+    w = WORDS[lang]
     lines = ["journal %s" % report["source"]]
     if report.get("format") == "txlog":
         lines.append(
@@ -526,45 +594,109 @@ def format_table(report):
                 "none" if report["pending"] is None else "%d bytes" % report["pending"]["size"],
             )
         )
-    lines.append(" ".join(name.ljust(w) for name, w in COLUMNS))
-    for d in report["records"]:
-        v = record_view(d)
-        line = " ".join(str(v[name]).ljust(w) for name, w in COLUMNS)
-        if d["kind"] == record.BOOT:
-            line = line.rstrip() + "  reset %s, faults %s" % (
-                v["reset_cause"],
-                ",".join(v["faults"]) or "none",
-            )
-        lines.append(line)
+    head = TABLE_HEAD[lang]
+    lines.append(" ".join(_pad(h, wd) for h, (_k, wd) in zip(head, TABLE)) + " " + head[-1])
+    for row in sheet_rows(report, tz, lang):
+        details = [row["reason"], row["flags"]]
+        if row["param_version"]:
+            details.append(w["params"] % (row["param_version"], row["blacklist_version"]))
+        if row["clock_other"]:
+            details.append(w["clock"] % row["clock_other"])
+        line = " ".join(_pad(row[k], wd) for k, wd in TABLE)
+        lines.append((line + " " + "; ".join(x for x in details if x)).rstrip())
     if report["problems"]:
-        lines.append("PROBLEMS:")
+        lines.append(w["problems"])
         lines.extend("  " + p for p in report["problems"])
+    elif report["records"]:
+        lines.append(w["ok"] % len(report["records"]))
     else:
-        lines.append("OK: every record checks out")
+        lines.append(w["empty"])
     return "\n".join(lines)
 
 
-def to_json(report):
+def write_csv(report, out, tz=None, lang="en"):
+    """Every record as one CSV row (record_sheet.COLUMNS but the back office's own)."""
+    import csv
+
+    keys = [
+        c[0]
+        for c in sheet.COLUMNS
+        if c[0] not in ("device", "received", "tac_status", "exceptions")
+    ]
+    w = csv.writer(out)
+    w.writerow(sheet.header(lang, keys))
+    for row in sheet_rows(report, tz, lang):
+        w.writerow([row[k] for k in keys])
+    return len(report["records"])
+
+
+def to_json(report, tz=None):
     out = dict(report)
-    out["records"] = [record_view(d) for d in report["records"]]
+    tz = report_tz(report, tz)
+    out["records"] = []
+    for d in report["records"]:
+        v = record_view(d)
+        row = sheet.row(d, tz)
+        v.update(time_local=row["local_time"], zone=row["zone"], reason_text=row["reason"])
+        out["records"].append(v)
     return json.dumps(out, indent=1)
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m tools.journal_decode",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("path", help="txlog partition image, journal directory or littlefs image")
     ap.add_argument("--txlog", action="store_true", help="read the image as a txlog partition")
-    ap.add_argument("--json", action="store_true", help="JSON instead of a table")
+    fmt = ap.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="JSON instead of a table")
+    fmt.add_argument("--csv", action="store_true", help="CSV for a spreadsheet, one row a record")
+    ap.add_argument(
+        "--out", help="write the CSV to this file (UTF-8 with BOM, opens in Excel); must not exist"
+    )
+    ap.add_argument(
+        "--tz",
+        help="UTC offset for records that carry none, e.g. +08:00 or --tz=-05:00 "
+        "(default: the newest sale's, else +08:00)",
+    )
+    ap.add_argument("--lang", choices=("en", "zh"), default="en", help="words: en or zh (中文)")
     ap.add_argument("--root", help="journal directory inside an image (default: found)")
     ap.add_argument("--block-size", type=int, default=4096, help="image block size (4096)")
     ap.add_argument("--micropython", help="MicroPython unix binary for images")
     args = ap.parse_args(argv)
+    tz = None
+    if args.tz is not None:
+        try:
+            tz = sheet.parse_tz(args.tz)
+        except ValueError as e:
+            ap.error(str(e))
+    if args.out and not args.csv:
+        ap.error("--out goes with --csv")
+    if args.out and os.path.exists(args.out):
+        print("journal_decode: %s exists; not overwritten" % args.out, file=sys.stderr)
+        return 2
     try:
         report = decode_path(args.path, args.root, args.block_size, args.micropython, args.txlog)
     except (DecodeError, OSError, subprocess.SubprocessError) as e:
         print("journal_decode: %s" % e, file=sys.stderr)
         return 2
-    print(to_json(report) if args.json else format_table(report))
+    if args.csv:
+        if args.out:
+            try:
+                with open(args.out, "x", newline="", encoding="utf-8-sig") as f:
+                    n = write_csv(report, f, tz, args.lang)
+            except OSError as e:
+                print("journal_decode: %s" % e, file=sys.stderr)
+                return 2
+            print("%d records written to %s" % (n, args.out), file=sys.stderr)
+        else:
+            write_csv(report, sys.stdout, tz, args.lang)
+        if report["problems"]:
+            print("PROBLEMS:\n  " + "\n  ".join(report["problems"]), file=sys.stderr)
+    else:
+        print(to_json(report, tz) if args.json else format_table(report, tz, args.lang))
     return 1 if report["problems"] else 0
 
 

@@ -35,7 +35,7 @@ def test_journal_decode_shows_the_boot_fields():
     report = {"source": "x", "records": [d], "problems": [], "format": "dir", "last_seq": 3,
               "acked_seq": 0, "backlog": 3, "hwm": 3, "segments": [], "pending": None}
     table = journal_decode.format_table(report)
-    assert "reset watchdog, faults psam" in table
+    assert "reset: watchdog; failed: psam" in table
 
 
 def test_collector_reports_boots_per_device_and_cause(tmp_path, capsys):

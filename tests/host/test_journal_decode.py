@@ -89,8 +89,11 @@ def test_image_written_by_the_firmware_decodes_and_verifies(image, capsys):
     assert jd.main([str(image)]) == 0
     out = capsys.readouterr().out
     assert "OK: every record checks out" in out
-    when = datetime.datetime(2000, 1, 1) + datetime.timedelta(seconds=851990400 + 65 * 60)
-    assert when.strftime("%Y-%m-%dT%H:%M:%SZ") in out
+    # no sale carries a zone (reason 0): local time is the default UTC+8, said on every line
+    when = datetime.datetime(2000, 1, 1) + datetime.timedelta(
+        seconds=851990400 + 65 * 60 + 8 * 3600
+    )
+    assert when.strftime("%Y-%m-%d %H:%M:%S") + " UTC+08:00" in out
     assert jd.main([str(image), "--json", "--root", "/journal"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["records"][-1]["seq"] == 150 and data["records"][-1]["tac"] == "01020304"
@@ -304,3 +307,147 @@ def test_txlog_damage_is_reported(tmp_path, txlog_image, capsys):
     rep = jd.decode_path(blank, txlog=True)
     assert (rep["last_seq"], rep["records"], rep["problems"]) == (0, [], [])
     assert jd.main([str(tmp_path / "odd"), "--txlog"]) == 2
+
+
+BEIJING = 160  # record.tz_code(8 * 3600): the reason byte of a sale made at UTC+8
+CARD = bytes.fromhex("03104991585000011383")  # leading zero: a spreadsheet would drop it
+
+
+def mixed_dir(root):
+    """A journal of every kind an operator meets: a 06:20 Beijing sale (22:20 UTC the day
+    before), a refusal, a void, a parameter activation, a clock change and a boot."""
+    t = 851990400 - 8 * 3600 + 6 * 3600 + 20 * 60  # 2026-12-31 06:20 at UTC+8
+    sale = {
+        "card_no": CARD,
+        "route": 12,
+        "stop": 7,
+        "time": t,
+        "psam_tid": bytes.fromhex("112233445566"),
+    }
+    recs = [
+        {"kind": record.BOOT, "time": t - 600, "reason": 1, "balance_before": 0x04, "amount": 1},
+        {
+            "kind": record.DEBIT_INTENT,
+            "amount": 200,
+            "balance_before": 4800,
+            "balance_after": 4600,
+            "reason": BEIJING,
+            "card_atc": 9,
+            "psam_serial": 77,
+            **sale,
+        },
+        {
+            "kind": record.PURCHASE,
+            "amount": 200,
+            "balance_before": 4800,
+            "balance_after": 4600,
+            "reason": BEIJING,
+            "card_atc": 9,
+            "psam_serial": 77,
+            "tac": b"\xaa\xbb\xcc\xdd",
+            **sale,
+        },
+        {"kind": record.REFUSED, "reason": record.REASON_NOT_WHITELISTED, **sale},
+        {
+            "kind": record.DEBIT_VOID,
+            "reason": 2,
+            "amount": 200,
+            "balance_before": 150,
+            "balance_after": 0,
+            "card_atc": 10,
+            **sale,
+        },
+        {"kind": record.PARAM_ACTIVATION, "time": t + 60, "psam_serial": 7, "balance_after": 3},
+        {"kind": record.CLOCK_CHANGE, "time": t + 120, "psam_serial": t + 100, "reason": 4},
+    ]
+    root.mkdir(parents=True)
+    (root / "00000001.seg").write_bytes(
+        b"".join(record.encode(r, i + 1) for i, r in enumerate(recs))
+    )
+    return root
+
+
+def test_table_is_in_local_time_yuan_and_words(tmp_path, capsys):
+    d = mixed_dir(tmp_path / "journal")
+    assert jd.main([str(d)]) == 0
+    out = capsys.readouterr().out
+    lines = {int(x.split()[0]): x for x in out.splitlines() if x[:1].isdigit()}
+    assert "2026-12-31 06:20:00 UTC+08:00" in lines[3], "the Beijing morning is on its own day"
+    assert "0310 4991 5850 0001 1383" in lines[3] and "2.00" in lines[3] and "46.00" in lines[3]
+    assert "issuer not on the whitelist" in lines[4]
+    assert "card refused DEBIT: balance (9401)" in lines[5]
+    assert "parameter version 7, blacklist version 3" in lines[6]
+    assert "46.00" not in lines[6] and " 3 " not in lines[6].split("parameter")[0]
+    assert "network" in lines[7] and "2026-12-31 06:21:40 UTC+08:00" in lines[7]
+    assert "reset: power-on; failed: modem; 1 unconfirmed debits" in lines[1]
+    assert "OK: every record checks out (7 records)" in out
+    assert jd.main([str(d), "--lang", "zh"]) == 0
+    out = capsys.readouterr().out
+    assert "非互通卡" in out and "本地时间" in out and "全部记录校验通过" in out
+
+
+def test_csv_is_spreadsheet_ready(tmp_path, capsys):
+    import csv
+
+    d = mixed_dir(tmp_path / "journal")
+    dest = tmp_path / "j.csv"
+    assert jd.main([str(d), "--csv", "--out", str(dest)]) == 0
+    assert "7 records written" in capsys.readouterr().err
+    raw = dest.read_bytes()
+    assert raw.startswith(b"\xef\xbb\xbf"), "a BOM, so Excel reads the file as UTF-8"
+    rows = list(csv.DictReader(raw.decode("utf-8-sig").splitlines()))
+    assert len(rows) == 7 and [r["seq"] for r in rows] == [str(i) for i in range(1, 8)]
+    sale = rows[2]
+    assert sale["kind"] == "purchase" and sale["card number"] == "0310 4991 5850 0001 1383"
+    assert (sale["local time"], sale["zone"], sale["UTC time"]) == (
+        "2026-12-31 06:20:00",
+        "UTC+08:00",
+        "2026-12-30T22:20:00Z",
+    )
+    assert (sale["amount (yuan)"], sale["balance after (yuan)"], sale["route"], sale["stop"]) == (
+        "2.00",
+        "46.00",
+        "12",
+        "7",
+    )
+    assert sale["TAC"] == "aabbccdd" and sale["PSAM serial (TSN)"] == "77"
+    assert rows[3]["reason"] == "issuer not on the whitelist" and rows[3]["amount (yuan)"] == ""
+    act = rows[5]
+    assert (act["parameter version"], act["blacklist version"]) == ("7", "3")
+    assert act["balance after (yuan)"] == "" and act["PSAM serial (TSN)"] == ""
+    # Other zone asked for records without one; the sale keeps its own
+    assert jd.main([str(d), "--csv", "--tz=-05:00"]) == 0
+    rows = list(csv.DictReader(capsys.readouterr().out.splitlines()))
+    assert rows[0]["zone"] == "UTC-05:00" and rows[2]["zone"] == "UTC+08:00"
+    assert jd.main([str(d), "--csv", "--lang", "zh"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("设备") is False and "卡号" in out.splitlines()[0] and "消费" in out
+
+
+def test_bad_requests_are_refused_and_destroy_nothing(tmp_path, capsys):
+    d = mixed_dir(tmp_path / "journal")
+    dest = tmp_path / "j.csv"
+    dest.write_text("yesterday's work")
+    assert jd.main([str(d), "--csv", "--out", str(dest)]) == 2
+    assert "exists; not overwritten" in capsys.readouterr().err
+    assert dest.read_text() == "yesterday's work"
+    with pytest.raises(SystemExit) as e:
+        jd.main([str(d), "--tz", "Beijing"])
+    assert e.value.code == 2 and "want an offset such as +08:00" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        jd.main([str(d), "--out", str(tmp_path / "x.csv")])
+    assert "--out goes with --csv" in capsys.readouterr().err
+    assert not (tmp_path / "x.csv").exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert jd.main([str(empty)]) == 2
+    err = capsys.readouterr().err
+    assert "holds no journal" in err and "OK" not in err
+
+
+def test_json_carries_local_time_and_reason(tmp_path, capsys):
+    d = mixed_dir(tmp_path / "journal")
+    assert jd.main([str(d), "--json"]) == 0
+    recs = json.loads(capsys.readouterr().out)["records"]
+    assert recs[2]["time_local"] == "2026-12-31 06:20:00" and recs[2]["zone"] == "UTC+08:00"
+    assert recs[3]["reason_text"] == "issuer not on the whitelist"

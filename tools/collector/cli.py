@@ -14,6 +14,7 @@
     python -m tools.collector groups --db URL --device ID --group G ...
     python -m tools.collector rollout-status --db URL
     python -m tools.collector export --db URL [--device ID] [--out FILE.csv]
+                                     [--sheet [--lang zh] [--tz +08:00]]
     python -m tools.collector unconfirmed --db URL [--device ID] [--all]
     python -m tools.collector boots --db URL [--device ID]
     python -m tools.collector web --db URL [--port 8081]; user NAME --role R; rollup  (web/cli.py)
@@ -54,6 +55,7 @@ import logging
 import os
 import sys
 
+from .. import record_sheet
 from . import bundles
 from .db import DEFAULT_URL, Store, parse_url
 from .web import cli as web_cli
@@ -277,15 +279,32 @@ def _store_cmd(fn):
 
 
 def _export(args):
+    # --sheet: one row a record as a person reads it (tools/record_sheet.py, docs/operators.md)
+    tz = None
+    if args.tz is not None:
+        try:
+            tz = record_sheet.parse_tz(args.tz)
+        except ValueError as e:
+            print("error: %s" % e, file=sys.stderr)
+            return 2
+    if args.out and os.path.exists(args.out):
+        print("error: %s exists; not overwritten" % args.out, file=sys.stderr)
+        return 2
     store = Store(args.db)
-    out = open(args.out, "w", newline="", encoding="utf-8") if args.out else sys.stdout
+    enc = "utf-8-sig" if args.sheet else "utf-8"  # a BOM: Excel then reads the Chinese right
+    out = open(args.out, "x", newline="", encoding=enc) if args.out else sys.stdout
     try:
-        w = csv.writer(out)
-        w.writerow(Store.EXPORT_COLUMNS)
-        n = 0
-        for row in store.export(args.device):
-            w.writerow(row)
-            n += 1
+        if args.sheet:
+            n = record_sheet.write_export(
+                store.export(args.device), Store.EXPORT_COLUMNS, out, tz, args.lang
+            )
+        else:
+            w = csv.writer(out)
+            w.writerow(Store.EXPORT_COLUMNS)
+            n = 0
+            for row in store.export(args.device):
+                w.writerow(row)
+                n += 1
     finally:
         if args.out:
             out.close()
@@ -442,7 +461,17 @@ def main(argv=None):
     param_cmds.update(web_cli.add_commands(sub, with_db))  # the dashboard (tools/collector/web)
     s = with_db(sub.add_parser("export", help="records as CSV"))
     s.add_argument("--device", type=int)
-    s.add_argument("--out", help="file (default: stdout)")
+    s.add_argument("--out", help="file (default: stdout); an existing file is not overwritten")
+    s.add_argument(
+        "--sheet",
+        action="store_true",
+        help="spreadsheet columns: kinds and reasons in words, local time and UTC, yuan, card "
+        "numbers as text, route and stop (docs/operators.md); default: the raw columns",
+    )
+    s.add_argument("--lang", choices=("en", "zh"), default="en", help="--sheet words: en, zh")
+    s.add_argument(
+        "--tz", help="--sheet: UTC offset for a device with no sale yet (default +08:00)"
+    )
     s = with_db(sub.add_parser("unconfirmed", help="debit intents with no outcome yet"))
     s.add_argument("--device", type=int)
     s.add_argument("--all", action="store_true", help="every intent, with its outcome")
