@@ -1302,6 +1302,8 @@ def main(argv=None):
     ap.add_argument("--scenario", type=Path, default=DEFAULT_SCENARIO)
     ap.add_argument("--out", type=Path)
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--serve", action="store_true", help="then serve the run's dashboard")
+    ap.add_argument("--web-port", type=int, default=8081, help="the dashboard's port")
     args = ap.parse_args(argv)
     try:
         sc = load_scenario(args.scenario)
@@ -1320,7 +1322,35 @@ def main(argv=None):
         bench.fail("scenario error: %s: %s" % (type(e).__name__, e))
     finally:
         bench.close()
+    _dashboard(out / "collector.sqlite3", args.serve, args.web_port)
     return 0 if not bench.failures else 1
+
+
+def _dashboard(db, serve, port):
+    """The run's back office in a browser (docs/dashboard.md): its address, served with --serve
+    (an administrator `sim` with a password made for the run)."""
+    url = "sqlite:///%s" % db
+    address = "http://127.0.0.1:%d/" % port
+    if not serve:
+        print(
+            "dashboard: %s  (make sim SERVE=1 serves it; or python -m tools.collector web "
+            "--db %s --port %d)" % (address, url, port)
+        )
+        return
+    import secrets
+
+    from tools.collector import cli as collector_cli
+    from tools.collector.db import Store
+    from tools.collector.web import auth
+
+    password = secrets.token_urlsafe(12)
+    store = Store(url)
+    auth.add_user(store, "sim", password, "administrator")
+    store.close()
+    print(
+        "dashboard: %s  user sim, password %s  (Ctrl-C stops it)" % (address, password), flush=True
+    )
+    collector_cli.main(["web", "--db", url, "--port", str(port), "--log-level", "warning"])
 
 
 if __name__ == "__main__":

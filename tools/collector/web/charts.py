@@ -15,7 +15,7 @@ def bars(items, unit="", color="#2f6f9f", label_every=None):
     n = len(items)
     plot_w = W - PAD_L - 8
     plot_h = H - PAD_B - PAD_T
-    bw = plot_w / n
+    bw = min(plot_w / n, 80)
     every = label_every or max(1, n // 12)
     out = [
         '<svg class="chart" viewBox="0 0 %d %d" role="img" xmlns="http://www.w3.org/2000/svg">'
