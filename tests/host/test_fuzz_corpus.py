@@ -75,3 +75,10 @@ def test_an_rc522_driver_losing_bytes_is_caught(monkeypatch):
     monkeypatch.setattr(target.RC522, "transceive", lambda self, apdu: real(self, apdu)[:-1])
     with pytest.raises(shim.Escape):
         target.one_input(b"\x00")
+
+
+def test_a_refused_bundle_left_on_the_store_is_caught(monkeypatch):
+    target = importlib.import_module("tools.fuzz.targets.params")
+    monkeypatch.setattr(target.params.Params, "_discard", lambda self, path: None)
+    with pytest.raises(shim.Escape):
+        target.one_input(b"\x00\x00\x00\x05\x07")  # unsigned damage: refused, file kept

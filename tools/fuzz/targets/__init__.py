@@ -11,6 +11,7 @@ NAMES = (
     "psam",
     "atmodem",
     "bundle",
+    "params",
     "txlog",
     "uplink",
     "collector",
