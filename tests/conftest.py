@@ -42,6 +42,11 @@ def pytest_xdist_make_scheduler(config, log):
 
         def _split_scope(self, nodeid):
             name = _file_of(nodeid)
-            return nodeid if name in SPREAD_FILES else name
+            if name in SPREAD_FILES:
+                return nodeid
+            if name.startswith("tests/mpy/") and nodeid.endswith("]"):
+                # a `params=` MicroPython file: one process per value, each its own work unit
+                return name + nodeid[nodeid.rindex("[") :]
+            return name
 
     return FileScheduling(config, log)

@@ -14,6 +14,10 @@ A test file may start with a directive line (see tests/README.md)::
 ``server=`` starts ``python -m <module> --port 0`` for the file's run; the module prints
 ``PORT <n>`` on its first stdout line and the MicroPython side finds it in ``SIM_PORT``.
 
+``params=a,b,c`` runs the file once per value (its own process and server each, the value in
+``MPY_PARAM``, ``mptest.param()``); each test is an item ``name[value]``, and a test decorated
+``@mptest.only("a", ...)`` is collected for those values only.
+
 ``runtime=micropython32`` runs the file on build/micropython32/micropython32 (32-bit, the
 application frozen in: tools/build_micropython32.py, built once per session when its inputs
 changed). Its path is ``.frozen`` then ``tests/mpy`` only, so the frozen firmware is what loads,
@@ -144,9 +148,10 @@ def read_directives(path):
 class MpyFileRun:
     """One MicroPython process for one test file; results parsed per test function."""
 
-    def __init__(self, path, names):
+    def __init__(self, path, names, param=None):
         self.path = path
         self.names = names
+        self.param = param
         self.results = None  # name -> (ok, detail)
         self.output = ""
 
@@ -166,6 +171,8 @@ class MpyFileRun:
         else:
             env["MICROPYPATH"] = micropython_path(opts.get("board", "unix_sim"))
         env["REPO_ROOT"] = str(ROOT)
+        if self.param is not None:
+            env["MPY_PARAM"] = self.param
         timeout = float(opts.get("timeout", 300))
         server = None
         try:
@@ -237,6 +244,18 @@ class MpyTestFailure(Exception):
     pass
 
 
+def only_values(node):
+    """The values of an ``@mptest.only("a", ...)`` (or ``@only(...)``) decorator; None without."""
+    for deco in node.decorator_list:
+        if not isinstance(deco, ast.Call):
+            continue
+        func = deco.func
+        name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+        if name == "only":
+            return {a.value for a in deco.args if isinstance(a, ast.Constant)}
+    return None
+
+
 class MpyFile(pytest.File):
     def collect(self):
         tree = ast.parse(self.path.read_text(encoding="utf-8"), filename=str(self.path))
@@ -246,16 +265,27 @@ class MpyFile(pytest.File):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
             and node.name.startswith("test_")
         ]
-        run = MpyFileRun(self.path, [d.name for d in defs])
-        for d in defs:
-            yield MpyItem.from_parent(self, name=d.name, run=run, lineno=d.lineno)
+        params = read_directives(self.path).get("params")
+        if not params:
+            run = MpyFileRun(self.path, [d.name for d in defs])
+            for d in defs:
+                yield MpyItem.from_parent(self, name=d.name, run=run, lineno=d.lineno)
+            return
+        for value in params.split(","):
+            mine = [d for d in defs if value in (only_values(d) or (value,))]
+            run = MpyFileRun(self.path, [d.name for d in mine], param=value)
+            for d in mine:
+                yield MpyItem.from_parent(
+                    self, name="%s[%s]" % (d.name, value), run=run, lineno=d.lineno, fname=d.name
+                )
 
 
 class MpyItem(pytest.Item):
-    def __init__(self, *, run, lineno=None, **kwargs):
+    def __init__(self, *, run, lineno=None, fname=None, **kwargs):
         super().__init__(**kwargs)
         self.run = run
         self.lineno = lineno
+        self.fname = fname or self.name  # the function's name (self.name carries [param])
         self.add_marker(pytest.mark.micropython)
         if self.path.name.startswith("test_fuzz"):
             self.add_marker(pytest.mark.fuzz)
@@ -263,7 +293,7 @@ class MpyItem(pytest.Item):
     def runtest(self):
         if self.run.results is None:
             self.run.run()
-        result = self.run.results.get(self.name)
+        result = self.run.results.get(self.fname)
         if result is None:
             raise MpyTestFailure(
                 "no result for %s (micropython exit %s); its output:\n%s"

@@ -89,3 +89,26 @@ def repo_root():
     import os
 
     return os.getenv("REPO_ROOT") or "."
+
+
+def param():
+    """The value this run of a `params=a,b,c` file stands for (tests/README.md); None without."""
+    import os
+
+    return os.getenv("MPY_PARAM")
+
+
+def only(*values):
+    """Decorator: the test belongs to the runs of these `params=` values only. The pytest plugin
+    reads it (by name, from the source) and collects the test for those runs alone; run by hand
+    for another value, the test skips."""
+
+    def deco(fn):
+        def run():
+            if param() not in values:
+                skip("only for %s" % ", ".join(values))
+            return fn()
+
+        return run
+
+    return deco

@@ -1,5 +1,5 @@
-# Driver-against-simulator cases shared by test_pn532_i2c.py, test_pn532_spi.py and
-# test_pn532_hsu.py: the same PN532 driver code over each bus, the chip simulated at bus level by
+# Driver-against-simulator cases shared by the runs of test_pn532_transports.py (one per bus):
+# the same PN532 driver code over each bus, the chip simulated at bus level by
 # tools/sim/nfc_server.py. `env` gives: name ("i2c"/"spi"/"hsu"), make(**reader_kw) -> reader,
 # bus() -> driver-side transaction count, ctl (simlink.Control).
 import time
