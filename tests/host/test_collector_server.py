@@ -238,19 +238,31 @@ def test_serve_with_two_workers_stores_every_record_once(tmp_path):
     s.close()
 
 
-def test_load_test_stores_every_record_once_with_slow_connections(request):
+@pytest.mark.parametrize("protocol", [2, 1])
+def test_load_test_stores_every_record_once_with_slow_connections(request, protocol):
     """tools/collector/load.py end to end on a real PostgreSQL: a short run (figures come from
-    `make bench`, nothing here is timed)."""
+    `make bench`, nothing here is timed). Its devices send protocol version 2 (a boot epoch, as
+    the validators do) by default; version 1 stays covered."""
     from tests.host.pg import pg_bindir
     from tools.collector import load
 
     if pg_bindir() is None:
         pytest.skip("PostgreSQL binaries not installed")
     pg = request.getfixturevalue("pg_server")
-    r = load.run_load(pg.create_db("load%d" % os.getpid()), devices=4, seconds=2, slow=6)
+    url = pg.create_db("load%d_%d" % (os.getpid(), protocol))
+    r = load.run_load(url, devices=4, seconds=2, slow=6, protocol=protocol)
     assert r["records"] > 0 and r["statuses"] == {"200": r["requests"]}
-    assert r["lost"] == 0 and r["duplicated"] == 0
-    rc = load.replay_cost(pg.create_db("replay%d" % os.getpid()), reps=5)
+    assert r["lost"] == 0 and r["duplicated"] == 0 and r["protocol"] == protocol
+    s = Store(url, migrate=False)
+    try:
+        # the (epoch, counter) key the collector keeps: epoch << 32 | counter (0 for version 1)
+        for dev in range(100000, 100004):
+            key = s.device(dev)["counter"]
+            assert key >> 32 == (0 if protocol == 1 else load._epoch(2, dev)), dev
+            assert key & 0xFFFFFFFF > 0
+    finally:
+        s.close()
+    rc = load.replay_cost(pg.create_db("replay%d_%d" % (os.getpid(), protocol)), 5, protocol)
     assert rc["batch_bytes"] > 60000 and rc["ratio"] > 0
 
 

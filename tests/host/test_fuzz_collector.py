@@ -10,6 +10,11 @@ a refused request stores nothing and does not move the device's acknowledged sta
 upload stores only records that decode and carry the sequence the batch header implies; and the
 honest validator's next upload is accepted and stored. Counts and the seed mode are reported with
 record_property and printed (`pytest -rP` shows them); FUZZ_LONG=1 multiplies the counts by 20.
+
+The honest device speaks protocol version 2 (a boot epoch, what firmware/uplink.py sends by
+default) and the hostile messages are version 2 or 1; the whole file runs again with a version 1
+device sent only version 1 messages (a version 2 message accepted for a device moves it to
+version 2 for good, as on a real validator), so both versions stay covered.
 """
 
 import asyncio
@@ -37,6 +42,7 @@ pytestmark = pytest.mark.fuzz
 
 SECRET = bytes(range(1, 33))
 DEVICE = 7
+EPOCH = 5  # the honest version 2 device's boot epoch
 OK_STATUSES = {200, 400, 401, 403, 404, 405, 409, 413, 422}
 
 
@@ -51,14 +57,17 @@ def examples(n):
 
 
 class Harness:
-    """One SQLite store and app for a test; the honest device keeps uploading between examples."""
+    """One SQLite store and app for a test; the honest device keeps uploading between examples.
+    protocol: the honest device's request version; `versions` those the hostile messages use."""
 
-    def __init__(self):
+    def __init__(self, protocol=2):
+        self.protocol = protocol
+        self.versions = (2, 2, 1) if protocol == 2 else (1,)
         self.tmp = tempfile.TemporaryDirectory()
         self.store = Store("sqlite:///" + self.tmp.name + "/c.sqlite3")
         self.store.provision(DEVICE, SECRET, "bus")
         self.app = create_app(self.store)
-        self.dev = SimDevice(DEVICE, SECRET)
+        self.dev = SimDevice(DEVICE, SECRET, epoch=EPOCH if protocol == 2 else None)
         self.next_seq = 1
         self.tally = fuzzgen.Tally()
         self.examples = 0
@@ -172,23 +181,29 @@ class Harness:
         return line
 
 
-@pytest.fixture
-def harness():
-    h = Harness()
+@pytest.fixture(params=[2, 1], ids=["v2", "v1"])
+def harness(request):
+    h = Harness(request.param)
     yield h
     h.close()
 
 
+def header(version, kind, counter, now, epoch=EPOCH):
+    """A request header of either protocol version (docs/protocol.md section 3.1)."""
+    head = struct.pack(">2sBBIII", b"TU", version, kind, DEVICE, counter, now)
+    return head + (struct.pack(">I", epoch) if version == up.VERSION_EPOCH else b"")
+
+
 def test_unsigned_junk_bodies(harness, record_property):
-    header = struct.pack(">2sBBIII", b"TU", 1, 1, DEVICE, 1, 0)
+    header_ = header(harness.protocol, 1, 1, 0)
 
     @examples(150)
     @given(
         path=st.sampled_from(["/v1/upload", "/v1/params"]),
         body=st.one_of(
             st.binary(max_size=300),
-            st.binary(max_size=200).map(lambda b: header + b),
-            st.binary(min_size=32, max_size=32).map(lambda m: header + m),
+            st.binary(max_size=200).map(lambda b: header_ + b),
+            st.binary(min_size=32, max_size=32).map(lambda m: header_ + m),
         ),
     )
     def run(path, body):
@@ -205,8 +220,13 @@ def resealed(inner):
     return up._seal(SECRET, inner)
 
 
+def epochs():
+    """Boot epochs: the honest device's, near it, anywhere."""
+    return st.one_of(st.just(EPOCH), st.integers(0, EPOCH + 3), st.integers(0, 0xFFFFFFFF))
+
+
 @st.composite
-def signed_uploads(draw):
+def signed_uploads(draw, versions):
     """Upload messages signed with the device's secret whose content is hostile."""
     # Counters stay below 2**31: one accepted message at 0xFFFFFFFF (only possible with the
     # device's key) would leave the real device no counter above it (see docs/robustness.md).
@@ -230,7 +250,7 @@ def signed_uploads(draw):
         elif kind == "random":
             raw = draw(st.binary(min_size=64, max_size=64))
         recs.append(raw[:size] + bytes(max(0, size - 64)))
-    head = struct.pack(">2sBBIII", b"TU", 1, up.T_UPLOAD, DEVICE, counter, now)
+    head = header(draw(st.sampled_from(versions)), up.T_UPLOAD, counter, now, draw(epochs()))
     count = draw(st.one_of(st.just(n), st.just(n), st.just(n), st.integers(0, 0xFFFF)))
     head += struct.pack(">IIHBB", acked, first, count, size, enc)
     payload = b"".join(recs)
@@ -246,7 +266,7 @@ def signed_uploads(draw):
 
 def test_signed_hostile_uploads(harness, record_property):
     @examples(200)
-    @given(body=signed_uploads())
+    @given(body=signed_uploads(harness.versions))
     def run(body):
         before = harness.snapshot()
         status, answer = harness.post("/v1/upload", body)
@@ -258,12 +278,11 @@ def test_signed_hostile_uploads(harness, record_property):
 
 
 @st.composite
-def signed_params(draw):
+def signed_params(draw, versions):
     kind = draw(st.sampled_from([up.T_PARAMS, up.T_PARAMS, up.T_UPLOAD, 0, 3, 255]))
     counter = draw(st.integers(0, 0x7FFFFFFF))
-    head = struct.pack(
-        ">2sBBIII", b"TU", 1, kind, DEVICE, counter, draw(st.integers(0, 2**32 - 1))
-    )
+    version = draw(st.sampled_from(versions))
+    head = header(version, kind, counter, draw(st.integers(0, 2**32 - 1)), draw(epochs()))
     tail = draw(
         st.one_of(
             st.integers(0, 2**32 - 1).map(lambda v: struct.pack(">I", v)), st.binary(max_size=9)
@@ -276,7 +295,7 @@ def test_signed_hostile_parameter_queries(harness, record_property):
     harness.store.publish(1, b"bundle-bytes-v1")
 
     @examples(150)
-    @given(body=signed_params())
+    @given(body=signed_params(harness.versions))
     def run(body):
         before = harness.snapshot()
         status, _ = harness.post("/v1/params", body)
@@ -290,7 +309,7 @@ HEADER_NAMES = [b"content-length", b"content-type", b"transfer-encoding", b"x-ju
 
 
 def test_http_level_abuse(harness, record_property):
-    good = SimDevice(DEVICE, SECRET)
+    good = SimDevice(DEVICE, SECRET, epoch=harness.dev.epoch)
 
     @examples(150)
     @given(

@@ -51,10 +51,13 @@ EPOCH_2000 = 946684800
 
 
 class Device:
-    def __init__(self, device_id, key, rng):
+    def __init__(self, device_id, key, rng, epoch=1):
+        """epoch: the boot epoch the device's requests carry (protocol version 2, the
+        validator's default); None sends version 1 requests."""
         self.id = device_id
         self.key = key
         self.rng = rng
+        self.epoch = epoch
         self.counter = 0
         self.seq = 0  # last sequence sent
         self.acked = 0
@@ -121,7 +124,15 @@ class Device:
         recs = self.records_for(n, now)
         self.counter += 1
         body = up.encode_upload(
-            self.key, self.id, self.counter, now, self.acked, first, recs, compress=False
+            self.key,
+            self.id,
+            self.counter,
+            now,
+            self.acked,
+            first,
+            recs,
+            compress=False,
+            epoch=self.epoch,
         )
         return body, up.request_mac(body), n
 
@@ -187,7 +198,9 @@ async def run_device(dev, port, deadline, lo, hi):
                 dev.refused(first, bal)  # not stored: sent again, after a pause
                 await asyncio.sleep(0.1)
                 continue
-            ans = up.decode_answer(dev.key, answer, dev.id, counter, up.T_UPLOAD, mac)
+            ans = up.decode_answer(
+                dev.key, answer, dev.id, counter, up.T_UPLOAD, mac, dev.epoch
+            )
             dev.acked = ans["value"]
             dev.records += n
     finally:
@@ -277,7 +290,7 @@ def stop_server(proc):
     proc.errlog.close()
 
 
-def provision(db_url, n, base):
+def provision(db_url, n, base, protocol=2):
     store = Store(db_url, keys=KeySource(MASTER))
     devs = []
     rng = random.Random(1)
@@ -285,7 +298,7 @@ def provision(db_url, n, base):
         for i in range(n):
             d = base + i
             key = store.provision(d)
-            dev = Device(d, key, random.Random(rng.random()))
+            dev = Device(d, key, random.Random(rng.random()), _epoch(protocol, d))
             store.register_psam(d, dev.psam)
             devs.append(dev)
     finally:
@@ -317,6 +330,14 @@ def check_stored(db_url, devs):
     return lost, dup
 
 
+def _epoch(protocol, device_id):
+    """A device's boot epoch: version 2 requests carry one (any value a validator's log could
+    have reached; distinct per device), version 1 requests none."""
+    if protocol not in (1, 2):
+        raise ValueError("protocol is 1 or 2")
+    return None if protocol == 1 else 1000 + device_id % 50000
+
+
 def _pct(xs, q):
     xs = sorted(xs)
     if not xs:
@@ -325,9 +346,18 @@ def _pct(xs, q):
 
 
 def run_load(
-    db_url, devices=50, seconds=60.0, workers=2, slow=0, lo=1, hi=40, base=100000, threads=8
+    db_url,
+    devices=50,
+    seconds=60.0,
+    workers=2,
+    slow=0,
+    lo=1,
+    hi=40,
+    base=100000,
+    threads=8,
+    protocol=2,
 ):
-    devs = provision(db_url, devices, base)
+    devs = provision(db_url, devices, base, protocol)
     for d in devs:  # enough for 12,000 records/s; past that a device builds as it goes
         d.prebuild(int(12000 * seconds / devices), lo, hi)
     proc, port = start_server(db_url, workers, threads)
@@ -368,6 +398,7 @@ def run_load(
         "batch": [lo, hi],
         "seconds": round(elapsed, 1),
         "workers": workers,
+        "protocol": protocol,
         "slow_connections": slow,
         "slow_held_at_end": held,
         "requests": requests,
@@ -385,14 +416,14 @@ def run_load(
     }
 
 
-def replay_cost(db_url, reps=200):
+def replay_cost(db_url, reps=200, protocol=2):
     """Server time of a replayed 64 KB batch / of the same request with a bad MAC (medians)."""
     from .app import Service
     from .clearing import Clearing, simulator_keys
 
     store = Store(db_url, keys=KeySource(MASTER))
     try:
-        dev = provision_one(store, 99999)
+        dev = provision_one(store, 99999, protocol)
         svc = Service(store, clearing=Clearing(simulator_keys()))
         n = min(up.MAX_RECORDS, (up.MAX_BODY - up.upload_len(0)) // record.SIZE)
         body, _mac, _n = dev.body(n)
@@ -427,9 +458,9 @@ def replay_cost(db_url, reps=200):
     }
 
 
-def provision_one(store, device_id):
+def provision_one(store, device_id, protocol=2):
     key = store.provision(device_id)
-    dev = Device(device_id, key, random.Random(device_id))
+    dev = Device(device_id, key, random.Random(device_id), _epoch(protocol, device_id))
     store.register_psam(device_id, dev.psam)
     return dev
 
@@ -442,6 +473,9 @@ def main(argv=None):
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--threads", type=int, default=8)
     p.add_argument("--slow", type=int, default=0)
+    p.add_argument(
+        "--protocol", type=int, choices=(1, 2), default=2, help="request version (2: boot epoch)"
+    )
     args = p.parse_args(argv)
     pg = None
     url = args.db
@@ -452,9 +486,15 @@ def main(argv=None):
         url = pg.create_db("load")
     try:
         out = run_load(
-            url, args.devices, args.seconds, args.workers, args.slow, threads=args.threads
+            url,
+            args.devices,
+            args.seconds,
+            args.workers,
+            args.slow,
+            threads=args.threads,
+            protocol=args.protocol,
         )
-        out["replay"] = replay_cost(url)
+        out["replay"] = replay_cost(url, protocol=args.protocol)
     finally:
         if pg is not None:
             pg.stop()
