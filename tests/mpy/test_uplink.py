@@ -154,10 +154,7 @@ def teardown():
 
 
 async def test_batches_reach_the_collector_once_and_free_only_what_it_holds():
-    await ctl("reset")
-    j = new_journal()
-    fill(j, 250)
-    u, _ = make(j)
+    j, u = await fresh(250)
     mptest.true(await u.sync(), u.last_error)
     st = await held()
     mptest.eq(st["count"], 250)
@@ -172,86 +169,69 @@ async def test_batches_reach_the_collector_once_and_free_only_what_it_holds():
     mptest.log("wire: %d records, %d body bytes up, %d down" % (250, u.t.sent, u.t.got))
 
 
+async def fresh(n, **kw):
+    """An empty back office, a new log holding `n` records and an Uplink on it."""
+    await ctl("reset")
+    j = new_journal()
+    fill(j, n)
+    return j, make(j, **kw)[0]
+
+
+async def reboot(more, epoch=None, sync_before=False, **kw):
+    """The reboot cases: 10 records uploaded, `more` written (and uploaded too with
+    `sync_before`), then a reboot: a new Uplink on the same log, its counter back at 0 and its
+    epoch forced to `epoch` where given, syncs. Whatever the epochs, the back office holds every
+    record once and the log is acknowledged to its end. Returns (before, after) the reboot."""
+    j, u = await fresh(10, **kw)
+    mptest.true(await u.sync())
+    fill(j, more)
+    if sync_before:
+        mptest.true(await u.sync())
+    again, _ = make(j, **kw)
+    if epoch is not None:
+        again.epoch = epoch
+    mptest.true(await again.sync(), again.last_error)
+    mptest.eq((await held())["seqs"], list(range(1, 11 + more)))
+    mptest.eq(j.acked_seq, 10 + more)
+    return u, again
+
+
 async def test_a_rebooted_validator_starts_a_new_epoch_without_a_resync():
     # Protocol version 2: the epoch is the log's last sequence at the first request; the BOOT
     # record (here: any record) written since the last boot makes it grow, so the first request
     # after the reboot is taken at once: no 409, no stale log line.
-    await ctl("reset")
-    j = new_journal()
-    fill(j, 10)
-    u, _ = make(j)
-    mptest.true(await u.sync())
+    u, again = await reboot(5)
     mptest.eq(u.epoch, 10)
-    fill(j, 5)
-    again, _ = make(j)  # a reboot: counter back at 0
-    mptest.true(await again.sync(), again.last_error)
     mptest.eq((again.epoch, again.counter), (15, 1))
     mptest.eq(log.find("stale"), [])
     mptest.eq(again.t.calls, 1)
-    st = await held()
-    mptest.eq(st["seqs"], list(range(1, 16)))
-    mptest.eq(j.acked_seq, 15)
 
 
 async def test_a_reboot_in_the_same_epoch_resyncs_and_sends_nothing_twice():
     # No record since the last boot (a BOOT record not written: a full log): the same epoch, the
     # counter back at 0. The signed 409 carries the server's (epoch, counter): adopted.
-    await ctl("reset")
-    j = new_journal()
-    fill(j, 10)
-    u, _ = make(j)
-    mptest.true(await u.sync())
-    fill(j, 5)
-    mptest.true(await u.sync())
+    u, again = await reboot(5, epoch=10, sync_before=True)  # as if the log had not grown
     mptest.eq(u.epoch, 10)
-    again, _ = make(j)
-    again.epoch = 10  # as if the log had not grown since the epoch was taken
-    mptest.true(await again.sync(), again.last_error)
     mptest.true(len(log.find("stale")) >= 1)
     mptest.eq(again.epoch, 10)
     mptest.true(again.counter > u.counter, "continued above the server's counter")
-    st = await held()
-    mptest.eq(st["seqs"], list(range(1, 16)))
-    mptest.eq(j.acked_seq, 15)
 
 
 async def test_a_version_1_validator_learns_the_counter_and_sends_nothing_twice():
-    await ctl("reset")
-    j = new_journal()
-    fill(j, 10)
-    u, _ = make(j, boot_epoch=False)
-    mptest.true(await u.sync())
+    u, _ = await reboot(5, boot_epoch=False)
     mptest.eq(u.epoch, None)
-    fill(j, 5)
-    again, _ = make(j, boot_epoch=False)  # a reboot: counter back at 0
-    mptest.true(await again.sync(), again.last_error)
     mptest.true(len(log.find("stale")) >= 1)
-    st = await held()
-    mptest.eq(st["seqs"], list(range(1, 16)))
-    mptest.eq(j.acked_seq, 15)
 
 
 async def test_an_epoch_behind_the_servers_is_adopted():
     # The log was lost (a new flash): the epoch restarts low. The server's epoch is adopted
     # from the signed 409 and the device goes on; nothing is sent twice.
-    await ctl("reset")
-    j = new_journal()
-    fill(j, 10)
-    u, _ = make(j)
-    mptest.true(await u.sync())
-    fill(j, 3)
-    again, _ = make(j)
-    again.epoch = 2
-    mptest.true(await again.sync(), again.last_error)
+    _, again = await reboot(3, epoch=2)
     mptest.eq(again.epoch, 10)
-    mptest.eq((await held())["seqs"], list(range(1, 14)))
 
 
 async def test_connection_cut_before_the_request():
-    await ctl("reset")
-    j = new_journal()
-    fill(j, 30)
-    u, _ = make(j)
+    j, u = await fresh(30)
     await ctl("fault", {"modes": ["drop_before"]})
     mptest.false(await u.sync())
     mptest.true("network" in u.last_error, u.last_error)
@@ -263,10 +243,7 @@ async def test_connection_cut_before_the_request():
 
 
 async def test_connection_cut_after_the_request_before_the_answer():
-    await ctl("reset")
-    j = new_journal()
-    fill(j, 30)
-    u, _ = make(j)
+    j, u = await fresh(30)
     mptest.true(await u.sync())  # counter in step
     fill(j, 40)
     await ctl("fault", {"modes": ["drop_after"]})
@@ -282,10 +259,7 @@ async def test_connection_cut_after_the_request_before_the_answer():
 
 
 async def test_server_5xx_restart_and_garbled_answers():
-    await ctl("reset")
-    j = new_journal()
-    fill(j, 20)
-    u, _ = make(j)
+    j, u = await fresh(20)
     for mode, why in (("status503", "HTTP 503"), ("restart", "network"), ("garble", "refused")):
         await ctl("fault", {"modes": [mode]})
         mptest.false(await u.sync(), mode)
@@ -298,10 +272,7 @@ async def test_server_5xx_restart_and_garbled_answers():
 
 
 async def test_back_office_restored_from_an_older_backup():
-    await ctl("reset")
-    j = new_journal()
-    fill(j, 50)
-    u, _ = make(j)
+    j, u = await fresh(50)
     mptest.true(await u.sync())
     await ctl("restore", {"device": 1, "keep": 20})  # 21..50 lost by the back office
     fill(j, 10)
@@ -505,10 +476,7 @@ async def test_a_lying_or_broken_server_frees_nothing():
 async def test_compressed_uploads_when_the_port_can_deflate():
     if not up.can_deflate():
         mptest.skip("this MicroPython build has no deflate compression (read-only DeflateIO)")
-    await ctl("reset")
-    j = new_journal()
-    fill(j, 100)
-    u, _ = make(j)
+    j, u = await fresh(100)
     mptest.true(u.compress)
     mptest.true(await u.sync(), u.last_error)
     mptest.eq((await held())["seqs"], list(range(1, 101)))
