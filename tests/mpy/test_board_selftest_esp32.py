@@ -183,3 +183,153 @@ def test_the_tap_bench_without_a_card_says_so():
     out = tapbench.run(_board("esp32_pn532_i2c"), dict(CFG), n=2, now=849300000)
     mptest.eq(out["error"], "no card on the reader at tap 1")
     mptest.eq(out["tap_us"], [])
+
+
+# ---- the log's flash and the decision, timed on the board (tools/board/flashwin.py) ----------
+
+
+_ERASED = 0  # the CRC-32 below of an erased sector, set at first use
+
+
+def _txlog_bytes():
+    """-> (the txlog partition, a CRC-32 per sector): its content without holding 256 KB."""
+    from crc import crc32
+
+    global _ERASED
+    if not _ERASED:
+        _ERASED = crc32(b"\xff" * 4096)
+    part = esp32_module.Partition.find(esp32_module.Partition.TYPE_DATA, label="txlog")[0]
+    buf = bytearray(4096)
+    out = []
+    for s in range(part.ioctl(4, 0)):
+        part.readblocks(s, buf, 0)
+        out.append(crc32(buf))
+    return part, out
+
+
+def _all_erased(sectors):
+    return all(c == _ERASED for c in sectors)
+
+
+def test_the_tap_bench_times_log_appends_on_erased_txlog_sectors_and_erases_them_again():
+    import tapbench
+
+    ctl = Control()
+    ctl.call("bench_place", reader="pn532_i2c")
+    board = _board("esp32_pn532_i2c")
+    _part, before = _txlog_bytes()
+    mptest.true(_all_erased(before), "a fresh table's log is erased")
+    out = tapbench.run(board, dict(CFG), n=3, fare=1, now=849300000)
+    ctl.call("bench_remove", reader="pn532_i2c")
+    mptest.true("error" not in out, out.get("error"))
+    flash = out["log_flash"]
+    mptest.eq((flash["partition"], flash["sectors"]), ("txlog", 3), flash)
+    mptest.eq(flash["first_sector"], len(before) - 3, "the highest erased run")
+    mptest.true(len(out["log_append_us"]) >= 6, "an intent and an outcome per sale, on flash")
+    mptest.eq(len(out["flash_erase_us"]), 3, "each sector given back erased")
+    _part, after = _txlog_bytes()
+    mptest.true(_all_erased(after), "nothing of the bench stays in the log's partition")
+    mptest.eq(out["decide_skipped"], "the validator application is not loaded on the board")
+
+
+def test_a_live_log_is_left_byte_for_byte_and_a_full_partition_means_a_ram_log():
+    import tapbench
+    import txlog
+
+    ctl = Control()
+    ctl.call("bench_place", reader="pn532_i2c")
+    board = _board("esp32_pn532_i2c")
+    part, _b = _txlog_bytes()
+    live = txlog.TxLog(part)
+    for i in range(5):
+        live.append({"kind": 1, "time": 849300000 + i, "amount": 100 + i})
+    n = part.ioctl(4, 0)
+    # Only sectors 10, 11 and 12 of the rest stay erased: the bench must pick exactly them.
+    for s in range(1, n):
+        if s not in (10, 11, 12):
+            part.writeblocks(s, b"\x00" * 64, 128)
+    _p, before = _txlog_bytes()
+    out = tapbench.run(board, dict(CFG), n=2, fare=1, now=849300000)
+    mptest.true("error" not in out, out.get("error"))
+    mptest.eq(out["log_flash"]["first_sector"], 10)
+    _p, after = _txlog_bytes()
+    mptest.true(before == after, "the validator's log and the rest of the partition unchanged")
+    mptest.eq(txlog.TxLog(part).last_seq, 5, "the live log reopens as it was")
+    # No three erased sectors in a row left: the appends go to a RAM log and the reason is said.
+    part.writeblocks(11, b"\x00" * 64, 128)
+    out = tapbench.run(board, dict(CFG), n=1, fare=1, now=849300100)
+    ctl.call("bench_remove", reader="pn532_i2c")
+    mptest.true("error" not in out, out.get("error"))
+    mptest.true("no 3 erased sectors" in out["log_flash"]["skipped"], out["log_flash"])
+    mptest.true(len(out["log_append_us"]) >= 2)
+    mptest.eq(out["flash_erase_us"], [])
+
+
+def test_a_bench_cut_by_a_power_loss_leaves_nothing_the_validators_log_takes_as_its_own():
+    import flashwin
+    import txlog
+
+    _board("esp32_pn532_i2c")
+    win, why = flashwin.find()
+    mptest.true(win is not None, why)
+    bench = txlog.TxLog(win, {"purchase_reserve": 4})
+    for i in range(70):  # past a whole sector: a slot lands at a sector's slot 0 too
+        bench.append({"kind": 1, "time": 849300000 + i, "amount": 1})
+    part, cut = _txlog_bytes()
+    mptest.false(_all_erased(cut), "the cut left the bench's records on the flash")
+    log = txlog.TxLog(part)  # the validator's boot after the cut
+    mptest.eq((log.last_seq, log.open_intents()), (0, []), "no record of the bench is counted")
+    for i in range(200):  # the validator writes over the bench's sectors, erasing them first
+        log.append({"kind": 1, "time": 849400000 + i, "amount": 2})
+        log.maintain()
+    mptest.eq(log.last_seq, 200)
+    mptest.eq(txlog.TxLog(part).last_seq, 200, "its records read back after a reboot")
+
+
+def test_the_decision_runs_with_the_boards_parameters_and_the_sale_stays_the_test_fare():
+    import cardlists
+    import decide
+    import fare
+    import tapbench
+
+    class RamBlocks:
+        def __init__(self, data):
+            self.data = data
+
+        def readblocks(self, num, buf, offset=0):
+            at = num * cardlists.BLOCK + offset
+            buf[:] = self.data[at : at + len(buf)]
+
+    class Params:
+        whitelist = None
+        blacklist = cardlists.Blacklist(RamBlocks(cardlists.blacklist_bytes([1234567890123456])))
+        fares = fare.from_config(
+            {
+                "settings": {"tz_s": 28800},
+                "fares": {
+                    "card_types": {str(t): {"name": "t%d" % t} for t in range(1, 8)},
+                    "routes": {"101": {"mode": "flat", "fare": 200}},
+                },
+            }
+        )
+
+    class Parts:  # nothing running: the bench builds the reader and the PSAM link itself
+        pass
+
+    class App:  # what the bench uses of a loaded Validator (firmware/app.py)
+        decider = decide.Decider(Params(), 101, 3)
+        parts = Parts()
+
+        def _feed(self):
+            pass
+
+    ctl = Control()
+    ctl.call("bench_place", reader="pn532_i2c")
+    out = tapbench.run(_board("esp32_pn532_i2c"), dict(CFG), n=2, fare=1, now=849300000, app=App())
+    card = ctl.call("bench_card", reader="pn532_i2c")
+    ctl.call("bench_remove", reader="pn532_i2c")
+    mptest.true("error" not in out, out.get("error"))
+    mptest.eq(len(out["decide_us"]), 2)
+    mptest.eq(out["decide_verdicts"], ["fare 200", "fare 200"], "the route's real fare decided")
+    mptest.eq([d["amount"] for d in card["debits"]], [1, 1], "the test fare sold, not the 2 yuan")
+    mptest.true("decide_skipped" not in out)

@@ -1,11 +1,14 @@
-# On-board tap bench (issue 21 point 2, first part): `make board-bench PORT=...` runs this on the
-# board (tools/board_bench.py). With a TEST card on the reader and a TEST PSAM, it sells a test
-# fare (default 1 fen) N times through the firmware's own purchase (firmware/purchase.py) and
-# times with time.ticks_us: the activation (poll with the card present), every card APDU and
-# every PSAM APDU (by instruction byte, through timing proxies around the reader and the PSAM
-# link: purchase.py is not changed), each log append (a RAM log: the board's txlog partition is
-# never written; flash program time is not in this figure), the whole tap, and the result shown
-# on the display. One line: '@@BENCH {json}'.
+# On-board tap bench (issue 21 point 2): `make board-bench PORT=...` runs this on the board
+# (tools/board_bench.py). With a TEST card on the reader and a TEST PSAM, it sells a test fare
+# (default 1 fen) N times through the firmware's own purchase (firmware/purchase.py) and times
+# with time.ticks_us: the activation (poll with the card present), every card APDU and every PSAM
+# APDU (by instruction byte, through timing proxies around the reader and the PSAM link:
+# purchase.py is not changed), the decision with the board's own parameters when the validator
+# application is loaded (decide.py: blacklist, whitelist, fare, the card history it reads; its
+# verdict is recorded, the sale is always the test fare), each log append on the board's flash
+# (firmware/txlog.py over erased sectors of the txlog partition, tools/board/flashwin.py; a RAM
+# log when there are none), the whole tap, and the result shown on the display. One line:
+# '@@BENCH {json}'.
 #
 # This DEBITS the card: use test cards only.
 import json
@@ -77,11 +80,60 @@ class RamLog:
         return list(self.opens)
 
 
+class TimedLog:
+    """The transaction log itself (firmware/txlog.py) on scratch flash, each append timed."""
+
+    def __init__(self, txlog, times):
+        self._log = txlog
+        self.times = times
+
+    def append(self, fields):
+        t0 = time.ticks_us()
+        seq = self._log.append(fields)
+        self.times.append(time.ticks_diff(time.ticks_us(), t0))
+        return seq
+
+    def __getattr__(self, name):
+        return getattr(self._log, name)
+
+
+class TimedDecision:
+    """The application's decision (decide.Decider with the board's parameters), timed and its
+    verdict kept; what the purchase gets is always the test fare."""
+
+    def __init__(self, decider, request, times, verdicts):
+        self._d = decider
+        self._req = request
+        self._times = times
+        self._verdicts = verdicts
+
+    def __call__(self, info):
+        t0 = time.ticks_us()
+        got = self._d(info)
+        self._times.append(time.ticks_diff(time.ticks_us(), t0))
+        debit = getattr(got, "debit", None)
+        self._verdicts.append("fare %d" % debit if debit is not None else str(got))
+        return self._req
+
+
+def _flash_log(out):
+    """A TxLog over erased txlog sectors, or None (the reason in out["log_flash"])."""
+    import flashwin
+
+    win, why = flashwin.find()
+    if win is None:
+        out["log_flash"] = {"skipped": why}
+        return None, None
+    import txlog
+
+    win.erase_us = out["flash_erase_us"]
+    out["log_flash"] = {"partition": "txlog", "first_sector": win.first, "sectors": win.count}
+    # A small reserve: three sectors hold the bench's records with room to spare.
+    return win, txlog.TxLog(win, {"purchase_reserve": 4})
+
+
 def run(board, cfg, n=10, fare=1, now=None, app=None):
     """-> the figures dict (also printed as '@@BENCH {json}'), or an 'error' entry."""
-    import purchase
-    from psam_app import PsamApp
-
     chk = selftest.Run(board, cfg, app)
     r = getattr(board, "READER", {})
     bus = r.get("bus", "i2c")
@@ -89,6 +141,9 @@ def run(board, cfg, n=10, fare=1, now=None, app=None):
         "rc522_spi" if r.get("chip") == "rc522" else "pn532_" + ("hsu" if bus == "uart" else bus)
     )
     out = {"n": n, "fare": fare, "card_us": {}, "psam_us": {}, "log_append_us": []}
+    out["decide_us"] = []
+    out["decide_verdicts"] = []
+    out["flash_erase_us"] = []
     out["board"] = getattr(board, "NAME", "?")
     out["reader"] = kind  # the tap model's name for the set-up (tools/bench_model.py)
     for k in ("activation_us", "tap_us", "result_shown_us", "reasons"):
@@ -102,12 +157,33 @@ def run(board, cfg, n=10, fare=1, now=None, app=None):
         reader.init()
     display, _e = chk.part("display", chk._make("display"))
     link.reset()
-    p = purchase.Purchaser(PsamApp(Timed(link, out["psam_us"])), RamLog(out["log_append_us"]))
+    win, flash_log = _flash_log(out)
+    try:
+        times = out["log_append_us"]
+        log = TimedLog(flash_log, times) if flash_log else RamLog(times)
+        _taps(out, chk, reader, link, display, log, n, fare, now, app)
+    finally:
+        if win is not None:
+            win.erase_all()  # the sectors go back erased, as found
+    return _emit(out)
+
+
+def _taps(out, chk, reader, link, display, log, n, fare, now, app):
+    import purchase
+    from psam_app import PsamApp
+
+    p = purchase.Purchaser(PsamApp(Timed(link, out["psam_us"])), log)
     if not p.boot():
         out["error"] = "PSAM did not start"
-        return _emit(out)
+        return
     card_link = Timed(reader, out["card_us"])
     req = {"debit": fare, "must_cover": fare, "route": 1}
+    decider = getattr(app, "decider", None)
+    if decider is None:
+        out["decide_skipped"] = "the validator application is not loaded on the board"
+        request = req
+    else:
+        request = TimedDecision(decider, req, out["decide_us"], out["decide_verdicts"])
     if now is None:  # the host gives its clock (tools/board_bench.py): the board's may be unset
         now = int(time.time())
     for i in range(n):
@@ -119,7 +195,9 @@ def run(board, cfg, n=10, fare=1, now=None, app=None):
             out["error"] = "no card on the reader at tap %d" % (i + 1)
             break
         out["activation_us"].append(time.ticks_diff(t1, t0))
-        res = p.tap(card_link, req, now + i)
+        if decider is not None:
+            decider.prepare(card_link, now + i)
+        res = p.tap(card_link, request, now + i)
         t2 = time.ticks_us()
         out["tap_us"].append(time.ticks_diff(t2, t1))
         out["reasons"].append(res.reason)
@@ -128,7 +206,6 @@ def run(board, cfg, n=10, fare=1, now=None, app=None):
             out["result_shown_us"].append(time.ticks_diff(time.ticks_us(), t2))
         p.log_done()
         reader.release()
-    return _emit(out)
 
 
 def _emit(out):
