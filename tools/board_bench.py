@@ -154,6 +154,7 @@ def figures(raw):
     return {
         "board": raw.get("board"),
         "reader": raw.get("reader"),
+        "cpu_mhz": raw.get("cpu_mhz"),
         "taps": len(raw["tap_us"]),
         "fare": raw["fare"],
         "reasons": sorted(set(raw["reasons"])),

@@ -145,6 +145,7 @@ def run(board, cfg, n=10, fare=1, now=None, app=None):
     out["decide_verdicts"] = []
     out["flash_erase_us"] = []
     out["board"] = getattr(board, "NAME", "?")
+    out["cpu_mhz"] = _mhz()
     out["reader"] = kind  # the tap model's name for the set-up (tools/bench_model.py)
     for k in ("activation_us", "tap_us", "result_shown_us", "reasons"):
         out[k] = []
@@ -206,6 +207,15 @@ def _taps(out, chk, reader, link, display, log, n, fare, now, app):
             out["result_shown_us"].append(time.ticks_diff(time.ticks_us(), t2))
         p.log_done()
         reader.release()
+
+
+def _mhz():
+    try:
+        import machine
+
+        return machine.freq() // 1000000
+    except (ImportError, AttributeError):
+        return None
 
 
 def _emit(out):
