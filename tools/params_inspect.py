@@ -1,10 +1,16 @@
-"""Print what a parameter bundle holds (docs/parameters.md).
+"""Show a parameter bundle as a fare table, and what changed since another bundle.
 
-    python -m tools.params_inspect bundle.bin --key-hex 0011... [--lookup 3104991585000011383]
-    python -m tools.params_inspect bundle.bin --config     # the config section as JSON
+    python -m tools.params_inspect bundle.bin --key-hex 0011...        # fares, rules, lists
+    python -m tools.params_inspect new.bin --diff old.bin --key-hex 0011...  # what changed
+    python -m tools.params_inspect bundle.bin --lookup 3104991585000011383   # is a card listed
+    python -m tools.params_inspect bundle.bin --config                  # the config as JSON
 
-Without a key the MAC is not checked and the output says so. Exit status: 0 fine, 1 refused
-(MAC, format), 2 usage or file errors.
+Amounts are in yuan, times in the bundle's local time (its tz_s setting) with the zone, time
+rules and transfer rules in words (docs/operators.md "Reading a bundle"). A legacy bundle's MAC
+is checked with --key-hex/--key-file (without a key the output says NOT CHECKED); a
+fleet-signed bundle's signature is checked by `python -m tools.collector publish`, not here.
+
+Exit status: 0 fine, 1 a bundle refused (MAC, format), 2 usage or file errors.
 """
 
 import argparse
@@ -21,76 +27,303 @@ import bundle  # noqa: E402
 import cardlists  # noqa: E402
 import timeutil  # noqa: E402
 
+from tools.record_sheet import stamp, yuan, zone_name  # noqa: E402
 
-def _when(secs):
-    y, m, d, hh, mi, ss = timeutil.from_seconds(secs)
-    return "%d (%04d-%02d-%02d %02d:%02d:%02d UTC)" % (secs, y, m, d, hh, mi, ss)
+DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")  # the fare engine's 1..7 (ISO)
+SETTING_WORDS = {
+    "dup_tap_s": 'same card again within %s s: "already paid"',
+    "journal_warn": "warn when %s records wait for upload",
+    "journal_full": "refuse taps when %s records wait for upload",
+    "upload_interval_s": "upload every %s s",
+    "max_fare": "no single fare above %s yuan",
+    "tz_s": "local time %s",
+}
 
 
-def inspect(f, size, key=None, lookups=(), out=print):
-    """Describe the bundle in `f`; returns the Header. Raises bundle.BundleError if refused."""
-    if key is not None:
-        hdr = bundle.verify_file(f, key, size)
-        out("MAC: ok")
-    else:
-        f.seek(0)
-        head = f.read(bundle.HEADER)
-        if len(head) < bundle.HEADER or struct.unpack_from(">I", head, 20)[0] != size:
-            raise bundle.BundleError("truncated or padded")
-        hdr = bundle._parse_header(head, size)
-        out("MAC: NOT CHECKED (no key given)")
-    out("version: %d" % hdr.version)
-    out("activation: %s" % _when(hdr.activation))
-    out("created: %s" % _when(hdr.created))
-    out("length: %d bytes" % hdr.total_len)
-    cfg = bundle.read_config(f, hdr)
-    if cfg is None:
-        out("config: none (the active one is kept)")
-    else:
-        fares = cfg.get("fares", {})
-        routes = fares.get("routes", {})
-        out("settings: %s" % json.dumps(cfg.get("settings", {}), sort_keys=True))
-        wl = cfg.get("whitelist", {})
-        out(
-            "whitelist: local issuers %s, city %s, %d interconnected issuers"
-            % (
-                ",".join(wl.get("local_issuers", [])),
-                wl.get("local_city"),
-                len(wl.get("issuers", [])),
+def _when(secs, tz):
+    return "%s %s (%s)" % (stamp(secs, tz), zone_name(tz), stamp(secs, utc=True))
+
+
+def _money(v):
+    return yuan(v) if isinstance(v, int) and not isinstance(v, bool) else repr(v)
+
+
+def _duration(s):
+    if not isinstance(s, int):
+        return repr(s)
+    if s % 3600 == 0 and s:
+        return "%d h" % (s // 3600)
+    if s % 60 == 0 and s:
+        return "%d min" % (s // 60)
+    return "%d s" % s
+
+
+def _days(days):
+    if days is None:
+        return "every day"
+    try:
+        ds = sorted(set(days))
+        if ds == list(range(ds[0], ds[-1] + 1)) and len(ds) > 2:
+            return "%s-%s" % (DAYS[ds[0] - 1], DAYS[ds[-1] - 1])
+        return ",".join(DAYS[d - 1] for d in ds)
+    except (TypeError, IndexError):
+        return "days %r" % (days,)
+
+
+def _setting(name, value):
+    if name == "max_fare":
+        value = _money(value)
+    elif name == "tz_s" and isinstance(value, int):
+        value = zone_name(value)
+    words = SETTING_WORDS.get(name)
+    return words % value if words else "%s = %r" % (name, value)
+
+
+def _route(num, r):
+    if not isinstance(r, dict):
+        return "route %s: %r" % (num, r)
+    mode = r.get("mode", "flat")
+    rule = " (fare rule %s)" % r["rule"] if r.get("rule") else ""
+    if mode == "flat":
+        return "route %-5s flat   %s yuan%s" % (num, _money(r.get("fare")), rule)
+    fares = r.get("fares") or []
+    stages = r.get("stages") or []
+    try:
+        n_stages = len(set(stages))
+    except TypeError:
+        n_stages = "?"
+    steps = ", ".join(
+        "%d%s: %s" % (i, "+" if i == len(fares) - 1 else "", _money(f))
+        for i, f in enumerate(fares)
+    )
+    return (
+        "route %-5s %-6s %d stops in %s stages; by stages crossed %s yuan; a trip ends after %s%s"
+        % (
+            num,
+            mode,
+            len(stages),
+            n_stages,
+            steps,
+            _duration(r.get("max_trip_s", 7200)),
+            rule,
+        )
+    )
+
+
+def _card_type(key, c):
+    if not isinstance(c, dict):
+        return "card type %s: %r" % (key, c)
+    name = c.get("name", key)
+    if c.get("accept", True) is False:
+        return "card type %-7s %-14s not accepted" % (key, name)
+    extra = []
+    if c.get("dup_tap_s") == 0:
+        extra.append('never "already paid"')
+    elif "dup_tap_s" in c:
+        extra.append("already paid within %s s" % c["dup_tap_s"])
+    if c.get("transfer", True) is False:
+        extra.append("no transfer discount")
+    return "card type %-7s %-14s pays %s%% (local card) / %s%% (other cities' cards)%s" % (
+        key,
+        name,
+        c.get("local_pct", 100),
+        c.get("nonlocal_pct", 100),
+        "; " + ", ".join(extra) if extra else "",
+    )
+
+
+def _time_rule(t):
+    if not isinstance(t, dict):
+        return "time rule: %r" % (t,)
+    what = (
+        "%s%% of the fare" % t["pct"]
+        if "pct" in t
+        else "a fare of %s yuan" % _money(t.get("fare"))
+    )
+    routes = "all routes" if t.get("routes") is None else "routes %s" % t["routes"]
+    types = "all card types" if t.get("card_types") is None else "card types %s" % t["card_types"]
+    return "time rule %s: %s-%s local, %s, %s, %s: %s" % (
+        t.get("id"),
+        t.get("start"),
+        t.get("end"),
+        _days(t.get("days")),
+        routes,
+        types,
+        what,
+    )
+
+
+def _off(amount, pct):
+    parts = []
+    if amount:
+        parts.append("%s yuan off" % _money(amount))
+    if pct is not None and pct != 100:
+        parts.append("pays %s%%" % pct)
+    return " and ".join(parts) or "no discount"
+
+
+def _transfer(tr):
+    if tr is None:
+        return "transfer: none"
+    if not isinstance(tr, dict):
+        return "transfer: %r" % (tr,)
+    inds = {1: "metro", 2: "bus"}
+    rides = tr.get("industries", [1, 2])
+    try:
+        rides = " and ".join(inds.get(i, "industry %s" % i) for i in rides)
+    except TypeError:
+        rides = repr(rides)
+    return (
+        "transfer: within %s of the %s ride, up to %s transfers; first %s, later %s; %s rides "
+        "count%s; %s"
+        % (
+            _duration(tr.get("window_s")),
+            "first" if tr.get("from") == "first" else "previous",
+            tr.get("max_count", 1),
+            _off(tr.get("first_off", 0), tr.get("first_pct")),
+            _off(tr.get("later_off", 0), tr.get("later_pct")),
+            rides,
+            ", same route too" if tr.get("same_route") else "",
+            "other cities' cards too" if tr.get("nonlocal", True) else "local cards only",
+        )
+    )
+
+
+def _sort_key(k):
+    return (0, int(k), "") if str(k).isdigit() else (1, 0, str(k))
+
+
+def describe_config(cfg):
+    """[(key, line)] for a bundle's config: one line per setting, route, card type, rule."""
+    out = []
+    settings = cfg.get("settings", {})
+    if isinstance(settings, dict):
+        for name in sorted(settings):
+            out.append((("setting", name), _setting(name, settings[name])))
+    wl = cfg.get("whitelist", {})
+    if isinstance(wl, dict):
+        out.append(
+            (
+                ("whitelist",),
+                "whitelist: local issuers %s, city %s, %d interconnected issuers"
+                % (
+                    ",".join(map(str, wl.get("local_issuers", []))) or "none",
+                    wl.get("local_city"),
+                    len(wl.get("issuers", [])),
+                ),
             )
         )
-        for num in sorted(routes, key=lambda k: int(k)):
-            r = routes[num]
-            mode = r.get("mode", "flat")
-            if mode == "flat":
-                out("route %s: flat %d" % (num, r.get("fare", 0)))
-            else:
-                out(
-                    "route %s: %s, %d stops, fares %s"
-                    % (num, mode, len(r.get("stages", [])), r.get("fares"))
-                )
-        types = fares.get("card_types", {})
-        out(
-            "card types: %s" % ", ".join("%s=%s" % (k, v.get("name", k)) for k, v in types.items())
+    fares = cfg.get("fares", {})
+    if not isinstance(fares, dict):
+        return out + [(("fares",), "fares: %r" % (fares,))]
+    routes = fares.get("routes", {})
+    if isinstance(routes, dict):
+        for num in sorted(routes, key=_sort_key):
+            out.append((("route", str(num)), _route(num, routes[num])))
+    if "rail_max_fare" in fares:
+        out.append(
+            (
+                ("rail_max_fare",),
+                "rail entry needs a balance of %s yuan" % _money(fares["rail_max_fare"]),
+            )
         )
-        out(
-            "time rules: %d, transfer: %s"
-            % (len(fares.get("time_rules", [])), fares.get("transfer"))
-        )
+    types = fares.get("card_types", {})
+    if isinstance(types, dict):
+        for key in sorted(types, key=_sort_key):
+            out.append((("card type", str(key)), _card_type(key, types[key])))
+    rules = fares.get("time_rules", [])
+    for i, t in enumerate(rules if isinstance(rules, list) else [rules]):
+        rid = t.get("id", "#%d" % i) if isinstance(t, dict) else "#%d" % i
+        out.append((("time rule", str(rid)), _time_rule(t)))
+    out.append((("transfer",), _transfer(fares.get("transfer"))))
+    return out
+
+
+def _is_signed(f):
+    f.seek(0)
+    return f.read(4) == bundle.MMAGIC
+
+
+def open_bundle(f, size, key=None):
+    """(Header, how the bundle was checked). Raises bundle.BundleError if refused."""
+    if _is_signed(f):
+        return bundle.file_header(f, size), "fleet signature: NOT CHECKED here (publish checks it)"
+    if key is not None:
+        return bundle.verify_file(f, key, size), "MAC: ok"
+    f.seek(0)
+    head = f.read(bundle.HEADER)
+    if head[:4] != bundle.MAGIC:
+        raise bundle.BundleError("not a bundle (it starts %r)" % head[:4])
+    if len(head) < bundle.HEADER or struct.unpack_from(">I", head, 20)[0] != size:
+        raise bundle.BundleError("truncated or padded")
+    return bundle._parse_header(head, size), "MAC: NOT CHECKED (no key given)"
+
+
+def describe(f, size, key=None):
+    """(Header, checked line, [(key, line)]) of a whole bundle."""
+    hdr, checked = open_bundle(f, size, key)
+    cfg = bundle.read_config(f, hdr)
+    tz = timeutil.DEFAULT_TZ_SECONDS
+    items = []
+    if cfg is None:
+        items.append((("config",), "config: none (the validator keeps its active one)"))
+    else:
+        s = cfg.get("settings", {})
+        if isinstance(s, dict) and isinstance(s.get("tz_s"), int):
+            tz = s["tz_s"]
+        items.extend(describe_config(cfg))
+    items.insert(0, (("activation",), "activation: %s" % _when(hdr.activation, tz)))
     delta = bundle.read_delta(f, hdr)
     if delta is not None:
-        out(
-            "blacklist delta on version %d: %d added, %d removed"
-            % (delta[0], len(delta[1]), len(delta[2]))
+        items.append(
+            (
+                ("blacklist",),
+                "blacklist delta on version %d: %d cards added, %d removed"
+                % (delta[0], len(delta[1]), len(delta[2])),
+            )
         )
     sec = hdr.section(bundle.BLACKLIST)
     bl = None
     if sec is not None:
         bl = cardlists.Blacklist(cardlists.FileBlocks(f, sec[0], sec[1]))
+        items.append((("blacklist",), "blacklist: %d cards" % bl.count))
+    return hdr, checked, items, bl, tz, sec
+
+
+SECTIONS = (
+    ("Settings", ("setting",)),
+    ("Whitelist", ("whitelist",)),
+    ("Routes (fares in yuan)", ("route", "rail_max_fare")),
+    ("Card types (the share of the fare a card pays)", ("card type",)),
+    ("Time rules", ("time rule",)),
+    ("Transfer", ("transfer",)),
+    ("Blacklist", ("blacklist",)),
+)
+
+
+def inspect(f, size, key=None, lookups=(), out=print):
+    """Describe the bundle in `f`; returns the Header. Raises bundle.BundleError if refused."""
+    hdr, checked, items, bl, tz, sec = describe(f, size, key)
+    out(checked)
+    out("version: %d" % hdr.version)
+    out("activation: %s" % _when(hdr.activation, tz))
+    out("created: %s" % _when(hdr.created, tz))
+    out("length: %d bytes" % hdr.total_len)
+    by = {}
+    for k, line in items:
+        by.setdefault(k[0], []).append(line)
+    if "config" in by:
+        out(by["config"][0])
+    for title, kinds in SECTIONS:
+        lines = [x for k in kinds for x in by.get(k, [])]
+        if lines:
+            out(title)
+            for x in lines:
+                out("  " + x)
+    if bl is not None:
         per = sec[1] / bl.count if bl.count else 0.0
         out(
-            "blacklist: %d cards, %d bytes, %d blocks of 4096, %.3f bytes/card, k=%d"
-            % (bl.count, sec[1], bl.blocks, per, bl.k)
+            "  %d bytes, %d blocks of 4096, %.3f bytes/card, k=%d" % (sec[1], bl.blocks, per, bl.k)
         )
     for card in lookups:
         if bl is None:
@@ -109,35 +342,82 @@ def inspect(f, size, key=None, lookups=(), out=print):
     return hdr
 
 
+def diff(new, old, out=print):
+    """Print what changed from `old` to `new` (each (Header, checked, items, ...) of
+    describe()); returns the number of changes."""
+    (nh, nchk, nitems), (oh, ochk, oitems) = new[:3], old[:3]
+    out("changes from version %d to version %d" % (oh.version, nh.version))
+    out("  new: %s; old: %s" % (nchk, ochk))
+    if nh.version <= oh.version:
+        out(
+            "  NOTE: version %d is not above %d: validators holding %d refuse it"
+            % (nh.version, oh.version, oh.version)
+        )
+    o = dict(oitems)
+    n = dict(nitems)
+    changes = 0
+    for k, line in nitems:
+        if k not in o:
+            out("+ " + line)
+            changes += 1
+        elif o[k] != line:
+            out("~ " + o[k])
+            out("  -> " + line)
+            changes += 1
+    for k, line in oitems:
+        if k not in n:
+            out("- " + line)
+            changes += 1
+    out("%d changes" % changes if changes else "no changes in fares, rules, settings or lists")
+    return changes
+
+
+def _read_key(args):
+    if args.key_hex:
+        return bytes.fromhex(args.key_hex)
+    if args.key_file:
+        return Path(args.key_file).read_bytes().strip()
+    return None
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+        prog="python -m tools.params_inspect",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    ap.add_argument("bundle")
-    ap.add_argument("--key-hex")
-    ap.add_argument("--key-file")
+    ap.add_argument("bundle", help="the bundle file (params_compile's output)")
+    ap.add_argument("--key-hex", help="the legacy bundle MAC key as hex (checks the MAC)")
+    ap.add_argument("--key-file", help="file holding the legacy bundle MAC key")
+    ap.add_argument("--diff", metavar="OLD", help="show what changed since this older bundle")
     ap.add_argument("--lookup", action="append", default=[], help="card number to look up")
     ap.add_argument("--config", action="store_true", help="print the config section as JSON")
     args = ap.parse_args(argv)
+    name = args.bundle
     try:
-        key = None
-        if args.key_hex:
-            key = bytes.fromhex(args.key_hex)
-        elif args.key_file:
-            key = Path(args.key_file).read_bytes().strip()
-        path = Path(args.bundle)
-        size = path.stat().st_size
-        with open(path, "rb") as f:
-            if args.config:
-                hdr = bundle.verify_file(f, key, size) if key else None
-                if hdr is None:
-                    f.seek(0)
-                    hdr = bundle._parse_header(f.read(bundle.HEADER), size)
+        key = _read_key(args)
+        if args.config:
+            path = Path(args.bundle)
+            with open(path, "rb") as f:
+                hdr, _ = open_bundle(f, path.stat().st_size, key)
                 print(json.dumps(bundle.read_config(f, hdr), indent=2, sort_keys=True))
-                return 0
-            inspect(f, size, key, args.lookup)
+            return 0
+        if args.diff:
+            descs = []
+            for name in (args.bundle, args.diff):
+                path = Path(name)
+                with open(path, "rb") as f:
+                    descs.append(describe(f, path.stat().st_size, key))
+            diff(descs[0], descs[1])
+            return 0
+        path = Path(args.bundle)
+        with open(path, "rb") as f:
+            inspect(f, path.stat().st_size, key, args.lookup)
     except bundle.BundleError as e:
-        print("params_inspect: refused: %s" % e, file=sys.stderr)
+        print("params_inspect: %s refused: %s" % (name, e), file=sys.stderr)
+        return 1
+    except cardlists.ListError as e:
+        print("params_inspect: %s: blacklist unreadable: %s" % (name, e), file=sys.stderr)
         return 1
     except (OSError, ValueError) as e:
         print("params_inspect: error: %s" % e, file=sys.stderr)
