@@ -8,7 +8,8 @@
 #           signed delta carries. A tampered or mismatched delta stops here, nothing written.
 #   pass 2  walk again, writing data blocks, index blocks and block 0 into the free slot.
 #   pass 3  read the written list back and hash it again: what is on flash is what was signed.
-# Heap: four 4 KB block buffers (read, write, remainders, index) and small windows.
+# Heap: three 4 KB block buffers (read, write, remainders) and small windows; the index blocks are
+# made at the end from the data blocks' heads read back.
 import gc
 import struct
 
@@ -49,7 +50,7 @@ def _clear(buf, n):
     mv = memoryview(buf)
     for i in range(0, n, 256):
         m = n - i if n - i < 256 else 256
-        mv[i : i + m] = _ZERO[:m]
+        mv[i : i + m] = memoryview(_ZERO)[:m]
 
 
 def _put(buf, pos, value, nbits):
@@ -73,10 +74,12 @@ def list_head(dev, buf):
     return k, r, n, n_data, n_index
 
 
-def list_hashes(dev, buf):
+def list_hashes(dev, buf, index=False):
     """Every hash of the list on dev, ascending (a generator reading one block at a time into
-    buf, 4096 bytes). ListError on anything inconsistent."""
+    buf, 4096 bytes). ListError on anything inconsistent; with index=True the index blocks and
+    block 0's fences are checked against the data blocks too (4-byte reads: the read-back)."""
     k, r, n, n_data, n_index = list_head(dev, buf)
+    w4 = bytearray(4) if index else None
     prev = -1
     seen = 0
     nxt = 0  # the bucket the next data block must start at
@@ -87,6 +90,14 @@ def list_hashes(dev, buf):
         limit = _DHEAD_BITS + ne + nb
         if first != nxt or first + nb > top or limit + ne * r > BLOCK * 8:
             raise ListError("data block %d inconsistent" % j)
+        if index:
+            dev.readblocks(1 + j // _PER_INDEX, w4, 4 * (j % _PER_INDEX))
+            bad = struct.unpack(">I", w4)[0] != first
+            if j % _PER_INDEX == 0:
+                dev.readblocks(0, w4, 64 + 4 * (j // _PER_INDEX))
+                bad = bad or struct.unpack(">I", w4)[0] != first
+            if bad:
+                raise ListError("index of data block %d inconsistent" % j)
         pos = _DHEAD_BITS
         rpos = limit
         q = first
@@ -230,10 +241,9 @@ class Writer:
         if dev is not None:
             self.out = bytearray(BLOCK)
             self.rems = bytearray(BLOCK)
-            self.idx = bytearray(BLOCK)
             self.rp = 0
             for b in range(1 + n_index):  # in order: a file grows without holes
-                dev.writeblocks(b, self.idx)
+                dev.writeblocks(b, self.out)
 
     def _empties_to(self, q):
         while self.bucket < q:
@@ -281,7 +291,8 @@ class Writer:
             nbytes = (self.rp + 7) >> 3
             rems = self.rems
             if s == 0:
-                out[a : a + nbytes] = rems[:nbytes]
+                # a memoryview: a slice of rems would copy up to 4 KB (one more block on the heap)
+                out[a : a + nbytes] = memoryview(rems)[:nbytes]
             else:
                 for i in range(nbytes):
                     x = rems[i]
@@ -289,11 +300,6 @@ class Writer:
                     if a + i + 1 < BLOCK:
                         out[a + i + 1] |= (x << (8 - s)) & 0xFF
             self.dev.writeblocks(1 + self.n_index + self.j, out)
-            slot = self.j % _PER_INDEX
-            struct.pack_into(">I", self.idx, 4 * slot, self.first)
-            if slot == _PER_INDEX - 1:
-                self.dev.writeblocks(1 + self.j // _PER_INDEX, self.idx)
-                _clear(self.idx, BLOCK)
             _clear(out, BLOCK)
             _clear(rems, nbytes)
             self.rp = 0
@@ -311,10 +317,9 @@ class Writer:
         if self.bucket > self.first:
             self._close()
         if self.dev is not None:
-            if self.j % _PER_INDEX:
-                self.dev.writeblocks(1 + self.j // _PER_INDEX, self.idx)
             if (self.j + _PER_INDEX - 1) // _PER_INDEX != self.n_index:
                 raise ListError("index size changed between passes")
+            self._index()
             head = self.out
             _clear(head, BLOCK)
             head[0:4] = cl.MAGIC
@@ -323,6 +328,19 @@ class Writer:
                 struct.pack_into(">I", head, 64 + 4 * x, f)
             self.dev.writeblocks(0, head)
         return self.j
+
+
+    def _index(self):
+        # Each index block from the heads of the data blocks it covers, read back 4 bytes at a
+        # time: no 4 KB index buffer held through the walk (the read-back checks it).
+        out = self.out
+        mv = memoryview(out)
+        base = 1 + self.n_index
+        for i in range(self.n_index):
+            _clear(out, BLOCK)
+            for x in range(min(_PER_INDEX, self.j - i * _PER_INDEX)):
+                self.dev.readblocks(base + i * _PER_INDEX + x, mv[4 * x : 4 * x + 4], 0)
+            self.dev.writeblocks(1 + i, out)
 
 
 def feed(writer, hashes, digest=None):
@@ -394,7 +412,7 @@ def apply(old_dev, ov, src, at, n_add, n_rem, result, new_dev, slot_blocks, feed
     if feed_dog is not None:
         feed_dog()
     d = hashlib.sha256()
-    for h in list_hashes(new_dev, buf):
+    for h in list_hashes(new_dev, buf, True):
         d.update(h.to_bytes(8, "big"))
     if d.digest() != want:
         raise ListError("merged list read back differs from what was written")

@@ -7,6 +7,7 @@ import asyncio
 import os
 import random
 
+import blmerge
 import bundle
 import cardlists as cl
 import chunkdl
@@ -189,3 +190,88 @@ def test_refused_downloads_keep_the_active_set(tmp_path, slots, what):
         assert dl.bytes <= 9 * (m.len + 1500), "fetched again a few times, then refused"
     elif what != "tampered-chunk":
         assert dl.bytes <= m.len + 4096, "refused at the manifest"
+
+
+class CutSlot(MemSlot):
+    """A slot whose power goes at its n-th block write from now (a cut during a merge)."""
+
+    def __init__(self, blocks):
+        super().__init__(blocks)
+        self.cut_in = None
+        self.writes = 0
+
+    def writeblocks(self, n, buf, off=None):
+        if self.cut_in is not None:
+            if self.cut_in == 0:
+                self.cut_in = None
+                raise PowerCut()
+            self.cut_in -= 1
+        self.writes += 1
+        super().writeblocks(n, buf, off)
+
+
+D_BASE = [3104991500000000000 + 7919 * i for i in range(40_000)]
+D_ADDS = [2482000000000000000 + 104729 * i for i in range(6_000)]
+D_REMS = D_BASE[::10]
+
+
+def merged_delta():
+    if "delta" not in _big:
+        result = blmerge.result_digest((set(D_BASE) - set(D_REMS)) | set(D_ADDS))
+        body = bundle.build_body(4, 0, None, None, (3, D_ADDS, D_REMS, result))
+        _big["delta"] = params_sign.sign(K1, 1, body, SCOPE)
+    return _big["delta"]
+
+
+def test_power_cut_during_a_merge_resumes_with_the_stored_delta(tmp_path):
+    """A merged delta (firmware/blmerge.py) arrives by ranges; the power goes at a seeded block
+    write of the merge into the free slot. The wake has the old list, whole; the download
+    resumes from its checkpoint (no new download from the start) and the merge runs again from
+    its first pass (docs/blacklist.md "Deltas")."""
+    data = merged_delta()
+    assert len(data) > chunkdl.WINDOW
+    slots = [CutSlot(128), CutSlot(128)]
+    p = make(tmp_path, slots)
+    assert p.install_bytes(signed(3, cards=D_BASE), 1) == (True, "activated")
+    p.close()
+    # the merge's slot writes, counted on a clean run in another directory
+    (tmp_path / "clean").mkdir()
+    q = make(tmp_path / "clean", [CutSlot(128), CutSlot(128)])
+    assert q.install_bytes(signed(3, cards=D_BASE), 1) == (True, "activated")
+    q.slots[1].writes = 0
+    assert asyncio.run(chunkdl.Download(q, Net(data, 1).fetch, 4, len(data), 10).run()) == (
+        True,
+        "activated",
+    )
+    total = q.slots[1].writes
+    q.close()
+    rng = random.Random(20261205)
+    points = sorted({0, total - 1} | {rng.randrange(total) for _ in range(4)})
+    p = make(tmp_path, slots)
+    assert p.load(10) and p.version == 3
+    net = Net(data, 1)
+    dl = chunkdl.Download(p, net.fetch, 4, len(data), 10)
+    for at in points:  # cut, wake, resume, cut again at the next point
+        slots[1].cut_in = at
+        with pytest.raises(PowerCut):
+            asyncio.run(dl.run())
+        p.close()
+        p = make(tmp_path, slots)  # the wake: the old list, whole
+        assert p.load(10) and p.version == 3, at
+        assert p.blacklist.contains(D_REMS[5]) and not p.blacklist.contains(D_ADDS[5]), at
+        assert p.blacklist.count == len(D_BASE), at
+        dl = chunkdl.resume(p, net.fetch, 10, 4)
+        assert dl is not None, "cut at slot write %d: the checkpoint is kept" % at
+    requests = net.requests
+    assert asyncio.run(dl.run()) == (True, "activated")
+    assert net.requests == requests, "the stored delta is merged, not downloaded again"
+    assert net.requests == -(-len(data) // chunkdl.WINDOW), "one download in all"
+    assert p.version == 4 and p.blacklist.count == len(D_BASE) - len(D_REMS) + len(D_ADDS)
+    for c in D_ADDS[::500]:
+        assert p.blacklist.contains(c)
+    for c in D_REMS[::500]:
+        assert not p.blacklist.contains(c)
+    # the config stays in b3.bnd, the list is the slot: the delta's file is gone
+    assert sorted(os.listdir(tmp_path / "params")) == ["b3.bnd", "floor", "state"]
+    p.close()
+    print("merge of %d slot writes, cut at %r: one download, activated" % (total, points))
