@@ -6,58 +6,20 @@
 # missing RTC chip, a display that does not answer, a stock partition table.
 import sys
 
-import esp32_machine
-import esp32_module
+import esp32_rig
 import mptest
 from simlink import Control
 
-sys.modules["machine"] = esp32_machine
-sys.modules["esp32"] = esp32_module
-sys.modules["time"] = esp32_machine.TIME
+esp32_rig.install()  # machine, esp32 and time: the stand-ins, before selftest is imported
 sys.path.append(mptest.repo_root() + "/tools/board")
 
 import selftest  # noqa: E402
 
 CFG = {"modem": "sim7600", "apn": "cmnet"}
-TABLE_4MB = "/boards/partitions-4MiB-validator.csv"
-TABLE_16MB = "/boards/partitions-16MiB-validator.csv"
-# The hub's names for what the classic ESP32 boards wire (as tests/mpy/test_esp32_boards.py).
-SHARED = {
-    ("pin", 14): "psam_rst",
-    ("pin", 4): "psam_clk",
-    ("pin", 13): "modem_pwrkey",
-    ("pin", 2): "led_green",
-    ("pin", 33): "led_red",
-    ("pin", 27): "buzzer",
-    ("pin", 15): "reader_reset",
-    ("pin", 34): "reader_irq",
-    ("uart", 2): "psam",
-    ("uart", 1): "modem",
-    ("i2c", 0): "i2c0",
-}
-READERS = {
-    "esp32_pn532_i2c": {("i2c", 1): "nfc_i2c"},
-    "esp32_rc522_spi": {("spi", 2): "rc522", ("pin", 5): "rc522_cs"},
-}
 
 
-def _board(name, wiring=None, table=TABLE_4MB, size=4 << 20, module="wroom32"):
-    esp32_machine.use(module)
-    esp32_machine.WIRING.clear()
-    esp32_machine.WIRING.update(SHARED)
-    esp32_machine.WIRING.update(READERS[name])
-    esp32_machine.WIRING.update(wiring or {})
-    esp32_module.use_csv(mptest.repo_root() + table, size)
-    path = "%s/boards/%s" % (mptest.repo_root(), name)
-    sys.path.insert(0, path)
-    try:
-        if "board" in sys.modules:
-            del sys.modules["board"]
-        import board
-
-        return board
-    finally:
-        sys.path.remove(path)
+def _board(name, wiring=None, table=esp32_rig.TABLE_4MB, size=4 << 20, module="wroom32"):
+    return esp32_rig.power_on(name, module, wiring, table, size)
 
 
 def _run(board):
@@ -90,7 +52,7 @@ def test_a_healthy_pn532_board_passes_with_its_partitions_and_a_card_probed():
 
 
 def test_the_16mb_table_shows_both_blacklist_slots():
-    r, fails, got = _run(_board("esp32_pn532_i2c", table=TABLE_16MB, size=16 << 20))
+    r, fails, got = _run(_board("esp32_pn532_i2c", table=esp32_rig.TABLE_16MB, size=16 << 20))
     mptest.eq(fails, 0, r.lines)
     st, found, _ = got["part.blacklist"]
     mptest.eq(st, "OK")

@@ -13,11 +13,10 @@ _flash = ramdisk.RAMBlockDev(4096, 160)  # room for a copy of the 256 KiB log
 
 import esp32_machine  # noqa: E402
 import esp32_module  # noqa: E402
+import esp32_rig  # noqa: E402
 import mptest  # noqa: E402
 
-sys.modules["machine"] = esp32_machine
-sys.modules["esp32"] = esp32_module
-sys.modules["time"] = esp32_machine.TIME
+esp32_rig.install()  # machine, esp32 and time: the stand-ins, before the imports below
 
 import asyncio  # noqa: E402
 import time  # noqa: E402
@@ -28,24 +27,9 @@ import record  # noqa: E402
 from simlink import Control  # noqa: E402
 
 BOARD = "esp32_pn532_i2c"
-WIRING = {
-    ("pin", 14): "psam_rst",
-    ("pin", 4): "psam_clk",
-    ("pin", 13): "modem_pwrkey",
-    ("pin", 2): "led_green",
-    ("pin", 33): "led_red",
-    ("pin", 27): "buzzer",
-    ("pin", 15): "reader_reset",
-    ("pin", 34): "reader_irq",
-    ("pin", 36): "safe_mode",
-    ("uart", 2): "psam",
-    ("uart", 1): "modem",
-    ("i2c", 0): "i2c0",
-    ("i2c", 1): "nfc_i2c",
-}
+WIRING = esp32_rig.wiring(BOARD, {("pin", 36): "safe_mode"})
 SECRET = bytes(range(1, 33))
 APP_T0 = (2026, 12, 4, 4, 8, 30, 0, 0)
-TABLE_4MB = "/boards/partitions-4MiB-validator.csv"
 BUNDLE = {
     "settings": {"dup_tap_s": 60, "upload_interval_s": 120},
     "whitelist": {"local_issuers": ["09981001"], "local_city": "1001", "issuers": ["09981001"]},
@@ -73,35 +57,22 @@ def teardown():
             pass
 
 
-def _load_board():
-    path = "%s/boards/%s" % (mptest.repo_root(), BOARD)
-    sys.path.insert(0, path)
-    try:
-        if "board" in sys.modules:
-            del sys.modules["board"]
-        import board
-
-        return board
-    finally:
-        sys.path.remove(path)
-
-
 def _wire(**broken):
-    esp32_machine.WIRING.clear()
-    esp32_machine.WIRING.update(WIRING)
+    table = dict(WIRING)
     for key, name in broken.items():
         kind, n = key.split("_")
-        esp32_machine.WIRING[(kind, int(n))] = name
+        table[(kind, int(n))] = name
+    esp32_rig.wire(table)
 
 
 def _power_on(fresh=True, **broken):
     """A power-up of the reference board; fresh=False keeps the flash (log and file system)."""
     if fresh:
         esp32_machine.use("wroom32")
-        esp32_module.use_csv(mptest.repo_root() + TABLE_4MB, 4 << 20)
+        esp32_module.use_csv(mptest.repo_root() + esp32_rig.TABLE_4MB, 4 << 20)
     _wire(**broken)
     esp32_machine.RTC().datetime(APP_T0)
-    return _load_board()
+    return esp32_rig.load_board(BOARD)
 
 
 def _cfg(base):
@@ -614,14 +585,7 @@ def test_every_board_has_a_safe_pin_that_is_free_and_no_strapping_pin():
         "esp32s3_pn532_i2c": "s3",
     }
     for name, module in boards.items():
-        path = "%s/boards/%s" % (mptest.repo_root(), name)
-        sys.path.insert(0, path)
-        try:
-            if "board" in sys.modules:
-                del sys.modules["board"]
-            import board
-        finally:
-            sys.path.remove(path)
+        board = esp32_rig.load_board(name)
         gpio = board.SAFE_PIN["gpio"]
         used = set()
         for part in (board.READER, board.PSAM, board.MODEM, board.FEEDBACK, board.DISPLAY):

@@ -6,8 +6,6 @@
 # (firmware/app.py, as main.py starts it) runs on each board, sells to a tapped card and uploads,
 # and a hung tap loop lets the stand-in's watchdog reset the board, which comes back told why:
 # the code an operator flashes, run where a board would refuse it before it meets hardware.
-import sys
-
 import ramdisk
 
 # The application's flash first, before the imports below fragment the heap.
@@ -15,66 +13,26 @@ _flash = ramdisk.RAMBlockDev(4096, 64)
 
 import esp32_machine  # noqa: E402
 import esp32_module  # noqa: E402
+import esp32_rig  # noqa: E402
 import mptest  # noqa: E402
 
-sys.modules["machine"] = esp32_machine
-sys.modules["esp32"] = esp32_module
-sys.modules["time"] = esp32_machine.TIME  # time() from the RTC, counted from 2000 as on a board
+esp32_rig.install()  # machine, esp32 and time (from the RTC, counted from 2000 as on a board)
 
 import esp32_common  # noqa: E402
 from psam_app import PsamApp  # noqa: E402
 from simlink import Control  # noqa: E402
 
-# The hub's names for what the classic ESP32 boards wire (boards/esp32_common.py).
-ESP32_SHARED = {
-    ("pin", 14): "psam_rst",
-    ("pin", 4): "psam_clk",
-    ("pin", 13): "modem_pwrkey",
-    ("pin", 2): "led_green",
-    ("pin", 33): "led_red",
-    ("pin", 27): "buzzer",
-    ("pin", 15): "reader_reset",
-    ("pin", 34): "reader_irq",
-    ("uart", 2): "psam",
-    ("uart", 1): "modem",
-    ("i2c", 0): "i2c0",
-}
-S3_SHARED = {
-    ("pin", 7): "psam_rst",
-    ("pin", 6): "psam_clk",
-    ("pin", 21): "modem_pwrkey",
-    ("pin", 39): "led_green",
-    ("pin", 40): "led_red",
-    ("pin", 41): "buzzer",
-    ("pin", 11): "reader_reset",
-    ("pin", 10): "reader_irq",
-    ("uart", 2): "psam",
-    ("uart", 0): "modem",
-    ("i2c", 0): "i2c0",
-}
-# board -> (modules it must run on, reader on the hub, the wiring of the rest)
+# board -> (modules it must run on, reader on the hub); the wiring: esp32_rig.wiring(board)
 BOARDS = {
-    "esp32_pn532_i2c": (("wroom32", "wrover"), "pn532_i2c", ESP32_SHARED, {("i2c", 1): "nfc_i2c"}),
-    "esp32_pn532_spi": (
-        ("wroom32", "wrover"),
-        "pn532_spi",
-        ESP32_SHARED,
-        {("spi", 2): "nfc_spi", ("pin", 5): "nfc_cs"},
-    ),
-    "esp32_rc522_spi": (
-        ("wroom32", "wrover"),
-        "rc522_spi",
-        ESP32_SHARED,
-        {("spi", 2): "rc522", ("pin", 5): "rc522_cs"},
-    ),
-    "esp32s3_pn532_hsu": (("s3",), "pn532_hsu", S3_SHARED, {("uart", 1): "nfc_hsu"}),
-    "esp32s3_pn532_i2c": (("s3",), "pn532_i2c", S3_SHARED, {("i2c", 1): "nfc_i2c"}),
+    "esp32_pn532_i2c": (("wroom32", "wrover"), "pn532_i2c"),
+    "esp32_pn532_spi": (("wroom32", "wrover"), "pn532_spi"),
+    "esp32_rc522_spi": (("wroom32", "wrover"), "rc522_spi"),
+    "esp32s3_pn532_hsu": (("s3",), "pn532_hsu"),
+    "esp32s3_pn532_i2c": (("s3",), "pn532_i2c"),
 }
 CFG = {"modem": "sim7600", "apn": "cmnet"}
 SECRET = bytes(range(1, 33))  # device 1 at the test collector (tools/collector/testserver.py)
 T0 = 849300000
-# The validator's 4 MB partition table (boards/micropython/VALIDATOR_*), "txlog" included.
-TABLE_4MB = "/boards/partitions-4MiB-validator.csv"
 
 
 _last_parts = []
@@ -86,29 +44,6 @@ def teardown():
         root = _made.pop()
         _rmtree(root)
         _rmtree(root + ".hwm")
-
-
-def _load_board(name):
-    path = "%s/boards/%s" % (mptest.repo_root(), name)
-    sys.path.insert(0, path)
-    try:
-        if "board" in sys.modules:
-            del sys.modules["board"]
-        import board
-
-        return board
-    finally:
-        sys.path.remove(path)
-
-
-def _power_on(name, module):
-    _modules, _reader, shared, wiring = BOARDS[name]
-    esp32_machine.use(module)
-    esp32_machine.WIRING.clear()
-    esp32_machine.WIRING.update(shared)
-    esp32_machine.WIRING.update(wiring)
-    esp32_module.use_csv(mptest.repo_root() + TABLE_4MB, 4 << 20)
-    return _load_board(name)
 
 
 def _sell(parts, reader_kind):
@@ -200,9 +135,9 @@ async def _upload(parts, tag):
 
 
 async def _board(name):
-    modules, reader_kind, _shared, _wiring = BOARDS[name]
+    modules, reader_kind = BOARDS[name]
     for module in modules:
-        board = _power_on(name, module)
+        board = esp32_rig.power_on(name, module)
         mptest.eq(board.NAME, name)
         parts = board.make_parts(CFG)
         mptest.eq(parts.reset_cause, "power-on")
@@ -257,7 +192,7 @@ def test_s3_hsu_board_finds_the_pn532_still_at_its_fast_rate_after_a_soft_reset(
     # The ESP32 restarts, the PN532 does not: the second start opens UART1 at 115 200 while the
     # chip listens at 1 288 000 since the first; the board tries the fast rate and goes on.
     for _ in range(2):
-        board = _power_on("esp32s3_pn532_hsu", "s3")
+        board = esp32_rig.power_on("esp32s3_pn532_hsu", "s3")
         parts = board.make_parts(CFG)
         mptest.eq(parts.reader.t.baudrate, 1288000)
         mptest.true(parts.reader.firmware is not None)
@@ -267,7 +202,7 @@ def test_the_hsu_set_up_does_not_fit_a_classic_esp32_or_stock_s3_firmware():
     # Three UARTs besides the REPL: the S3 board on the stock S3 firmware (REPL on UART0) fails
     # where the modem takes UART0 with its large buffers; so would any classic ESP32 plan. The
     # board still comes up (the application retries the modem and sells without it).
-    board = _power_on("esp32s3_pn532_hsu", "s3_stock")
+    board = esp32_rig.power_on("esp32s3_pn532_hsu", "s3_stock")
     parts = board.make_parts(CFG)
     mptest.eq(parts.transport, None)
     retry, e, attr = parts.failed["modem"]
@@ -279,7 +214,7 @@ def test_the_hsu_set_up_does_not_fit_a_classic_esp32_or_stock_s3_firmware():
 
 def test_the_classic_boards_fail_on_a_module_where_a_pin_is_taken():
     # The old plan (PSAM I/O on 16/17) on a WROVER: the port has no GPIO16/17 there.
-    board = _power_on("esp32_pn532_i2c", "wrover")
+    board = esp32_rig.power_on("esp32_pn532_i2c", "wrover")
     old = dict(board.PSAM, tx=17, rx=16)
     from psam_link import from_board
 
@@ -310,11 +245,11 @@ def test_a_board_wired_differently_is_a_clear_error():
 
 def test_blacklist_slots_come_from_the_partition_table():
     esp32_machine.use("wroom32")
-    esp32_module.use_csv(mptest.repo_root() + TABLE_4MB, 4 << 20)
+    esp32_module.use_csv(mptest.repo_root() + esp32_rig.TABLE_4MB, 4 << 20)
     mptest.eq(esp32_common.blacklist_slots(), None, "no slots on the 4 MB table")
     txlog = esp32_module.Partition.find(esp32_module.Partition.TYPE_DATA, label="txlog")
     mptest.eq([(p.info()[1], p.info()[3]) for p in txlog], [(0x40, 0x40000)])
-    esp32_module.use_csv(mptest.repo_root() + "/boards/partitions-16MiB-validator.csv", 16 << 20)
+    esp32_module.use_csv(mptest.repo_root() + esp32_rig.TABLE_16MB, 16 << 20)
     slots = esp32_common.blacklist_slots()
     mptest.eq([s.info()[4] for s in slots], ["blist_a", "blist_b"])
 
@@ -354,7 +289,7 @@ def _app(name, module, base):
     import config
     import vfs
 
-    board = _power_on(name, module)
+    board = esp32_rig.power_on(name, module)
     esp32_machine.RTC().datetime(APP_T0)
     try:
         vfs.umount("/data")
@@ -415,7 +350,7 @@ def test_every_board_runs_the_application_sells_and_uploads():
         st, body = await SocketTransport().request("POST", base + "/_test/state?device=1", b"{}")
         return json.loads(body)
 
-    for name, (modules, reader_kind, _s, _w) in BOARDS.items():
+    for name, (modules, reader_kind) in BOARDS.items():
         asyncio.run(SocketTransport().request("POST", base + "/_test/reset", b"{}"))
         v, parts = _app(name, modules[0], base)
         v.uplink.linger_ms = 100
@@ -462,7 +397,7 @@ def test_a_hung_tap_loop_resets_the_board_and_the_application_comes_back():
     v.journal.close()
     # The board comes back: the application starts again, told why, with the RTC running on.
     esp32_machine.restart(e.cause)
-    board = _load_board("esp32_pn532_i2c")
+    board = esp32_rig.load_board("esp32_pn532_i2c")
     parts = board.make_parts({"modem": "sim7600", "apn": "cmnet"})
     mptest.eq(parts.reset_cause, "watchdog")
     mptest.true(parts.rtc_seconds() > 849000000, "the RTC kept the time through the reset")

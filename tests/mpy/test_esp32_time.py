@@ -5,19 +5,16 @@
 # a watchdog and a soft reset mid-day (time kept), a power cut with a flat chip battery (the last
 # known time, records flagged), a chip missing at start-up that comes back, and the back office's
 # correction written back to the chip (docs/time.md).
-import sys
-
 import ramdisk
 
 _flash = ramdisk.RAMBlockDev(4096, 160)
 
 import esp32_machine  # noqa: E402
 import esp32_module  # noqa: E402
+import esp32_rig  # noqa: E402
 import mptest  # noqa: E402
 
-sys.modules["machine"] = esp32_machine
-sys.modules["esp32"] = esp32_module
-sys.modules["time"] = esp32_machine.TIME
+esp32_rig.install()  # machine, esp32 and time: the stand-ins, before the imports below
 
 import bootmode  # noqa: E402
 import log  # noqa: E402
@@ -26,21 +23,8 @@ import timeutil  # noqa: E402
 from simlink import Control  # noqa: E402
 
 BOARD = "esp32_pn532_i2c"
-WIRING = {
-    ("pin", 14): "psam_rst",
-    ("pin", 4): "psam_clk",
-    ("pin", 13): "modem_pwrkey",
-    ("pin", 2): "led_green",
-    ("pin", 33): "led_red",
-    ("pin", 27): "buzzer",
-    ("pin", 15): "reader_reset",
-    ("pin", 34): "reader_irq",
-    ("pin", 36): "safe_mode",
-    ("uart", 2): "psam",
-    ("uart", 1): "no_modem",  # the uplink is not what these tests are about
-    ("i2c", 0): "i2c0",
-    ("i2c", 1): "nfc_i2c",
-}
+# the uplink is not what these tests are about: no modem on UART 1
+WIRING = esp32_rig.wiring(BOARD, {("pin", 36): "safe_mode", ("uart", 1): "no_modem"})
 T = timeutil.to_seconds(2026, 12, 4, 6, 30, 0)
 ctl = Control()
 
@@ -53,26 +37,12 @@ def setup():
     ctl.call("rtc_set", chip="ds3231", secs=T)
 
 
-def _board():
-    path = "%s/boards/%s" % (mptest.repo_root(), BOARD)
-    sys.path.insert(0, path)
-    try:
-        if "board" in sys.modules:
-            del sys.modules["board"]
-        import board
-
-        return board
-    finally:
-        sys.path.remove(path)
-
-
 def _validator(fresh):
     import app
     import config
     import vfs
 
-    esp32_machine.WIRING.clear()
-    esp32_machine.WIRING.update(WIRING)
+    esp32_rig.wire(WIRING)
     try:
         vfs.umount("/data")
     except OSError:
@@ -80,7 +50,7 @@ def _validator(fresh):
     if fresh:
         vfs.VfsLfs2.mkfs(_flash)
     vfs.mount(vfs.VfsLfs2(_flash, mtime=False), "/data")
-    board = _board()
+    board = esp32_rig.load_board(BOARD)
     board.start()
     cfg = config.validate(
         {
@@ -106,7 +76,7 @@ def _records(v, kind=None):
 def _power_up():
     """A power-on of the reference board with a fresh flash: machine.RTC at 2000-01-01."""
     esp32_machine.use("wroom32")
-    esp32_module.use_csv(mptest.repo_root() + "/boards/partitions-4MiB-validator.csv", 4 << 20)
+    esp32_module.use_csv(mptest.repo_root() + esp32_rig.TABLE_4MB, 4 << 20)
 
 
 def _machine_rtc():
