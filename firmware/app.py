@@ -741,6 +741,9 @@ class Validator:
         }
         if self.uplink is not None:
             st["uplink"] = self.uplink.status()
+        import versions  # here: only the depot's status reads it (firmware/versions.py)
+
+        st["versions"] = versions.current(self.params.version)
         return st
 
     def last_records(self, n=10):

@@ -46,6 +46,7 @@ import record  # noqa: E402
 import timeutil  # noqa: E402
 
 from tools import record_sheet as sheet  # noqa: E402
+from tools import versions  # noqa: E402
 
 SEG_RE = re.compile(r"^([0-9a-f]{8})\.seg$")
 META_MAGIC = b"JM\x01\x00"
@@ -665,6 +666,7 @@ def main(argv=None):
     ap.add_argument("--root", help="journal directory inside an image (default: found)")
     ap.add_argument("--block-size", type=int, default=4096, help="image block size (4096)")
     ap.add_argument("--micropython", help="MicroPython unix binary for images")
+    versions.add_flag(ap)  # the version set (tools/versions.py)
     args = ap.parse_args(argv)
     tz = None
     if args.tz is not None:

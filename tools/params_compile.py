@@ -35,6 +35,8 @@ import params  # noqa: E402
 import timeutil  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+from tools import versions  # noqa: E402
+
 EXAMPLE = ROOT / "tools" / "params" / "example"
 FIXTURE_DIR = ROOT / "build" / "params-fixture"
 
@@ -330,15 +332,20 @@ def main(argv=None):
     ap.add_argument(
         "--base-blacklist",
         help="CSV of the list the delta applies on: makes a merged delta of any size "
-        "(docs/blacklist.md \"Deltas\")",
+        '(docs/blacklist.md "Deltas")',
     )
-    ap.add_argument("--version", type=int, help="bundle version (overrides the TOML)")
+    ap.add_argument(
+        "--version",
+        type=int,
+        help="a check: must equal the TOML's [bundle] version, where the version is set",
+    )
     ap.add_argument("--activation", help="seconds since 2000 or ISO date-time")
     ap.add_argument("--key-hex", help="device secret as hex")
     ap.add_argument("--key-file", help="file holding the device secret")
     ap.add_argument("-o", "--out", help="output bundle file")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     ap.add_argument("--port", help=argparse.SUPPRESS)
+    versions.add_flag(ap)  # the version set (tools/versions.py)
     args = ap.parse_args(argv)
     if args.port is not None:
         link_fixture()
@@ -354,6 +361,15 @@ def main(argv=None):
             if args.blacklist:
                 raise CompileError("--blacklist and --delta-base exclude each other")
             delta = (args.delta_base, args.add, args.remove, args.base_blacklist)
+        # The bundle's version is set in one place, the TOML's [bundle] version; --version here
+        # (and publish's) only checks it (issue 24 point 6).
+        toml_version = load_sources(args.fares, None)[0].get("version")
+        if args.version is not None and toml_version is not None and args.version != toml_version:
+            raise CompileError(
+                "--version %d, but %s says version = %d: change [bundle] version in %s "
+                "(the version is set there only)"
+                % (args.version, args.fares, toml_version, args.fares)
+            )
         activation = args.activation
         if activation is not None and activation.isdigit():
             activation = int(activation)

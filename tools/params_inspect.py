@@ -27,6 +27,7 @@ import bundle  # noqa: E402
 import cardlists  # noqa: E402
 import timeutil  # noqa: E402
 
+from tools import versions  # noqa: E402
 from tools.record_sheet import stamp, yuan, zone_name  # noqa: E402
 
 DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")  # the fare engine's 1..7 (ISO)
@@ -392,6 +393,7 @@ def main(argv=None):
     ap.add_argument("--diff", metavar="OLD", help="show what changed since this older bundle")
     ap.add_argument("--lookup", action="append", default=[], help="card number to look up")
     ap.add_argument("--config", action="store_true", help="print the config section as JSON")
+    versions.add_flag(ap)  # the version set (tools/versions.py)
     args = ap.parse_args(argv)
     name = args.bundle
     try:

@@ -22,6 +22,8 @@ sys.path.insert(0, str(ROOT / "firmware"))
 
 import config as fwconfig  # noqa: E402  (the firmware's own validation, shared)
 
+from tools import versions  # noqa: E402
+
 
 def build_config(args):
     raw = {
@@ -122,6 +124,7 @@ def main(argv=None):
         help="the back office's CA certificate (PEM or DER): written as ca.der beside --out "
         "(and copied to the board with --port); https verifies the back office against it",
     )
+    versions.add_flag(ap)  # the version set (tools/versions.py)
     args = ap.parse_args(argv)
     if args.out is None:
         args.out = ROOT / "provisioned" / str(args.device) / "config.json"

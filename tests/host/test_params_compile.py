@@ -109,9 +109,18 @@ def test_bundle_round_trip_and_any_flip_refused(version, activation, cards, data
         bundle.verify_bytes(raw[:cut], KEY)
 
 
+def versioned(tmp_path, version):
+    """The example TOML with its [bundle] version set: the one place a version is set."""
+    toml = tmp_path / ("fares-v%d.toml" % version)
+    text = (EX / "fares.toml").read_text()
+    toml.write_text(text.replace("version = 1\n", "version = %d\n" % version, 1))
+    return str(toml)
+
+
 def test_example_sources_compile_and_inspect(tmp_path):
     out = tmp_path / "b.bin"
     rc = pc.main([
+        "--fares", versioned(tmp_path, 9),
         "--whitelist", str(EX / "whitelist.csv"), "--blacklist", str(EX / "blacklist.csv"),
         "--key-hex", KEY.hex(), "-o", str(out), "--quiet", "--version", "9",
     ])  # fmt: skip
@@ -144,7 +153,8 @@ def test_delta_bundle_from_csv(tmp_path):
     rem.write_text("card_no\n3104991585000011383\n")
     out = tmp_path / "d.bin"
     rc = pc.main([
-        "--delta-base", "1", "--add", str(add), "--remove", str(rem), "--version", "2",
+        "--delta-base", "1", "--add", str(add), "--remove", str(rem),
+        "--fares", versioned(tmp_path, 2),
         "--key-hex", KEY.hex(), "-o", str(out), "--quiet", "--activation", "100",
     ])  # fmt: skip
     assert rc == 0
@@ -154,6 +164,18 @@ def test_delta_bundle_from_csv(tmp_path):
         1, [2482000000000000099], [3104991585000011383],
     )  # fmt: skip
     assert hdr.activation == 100
+
+
+def test_version_is_set_in_the_toml_only(tmp_path, capsys):
+    out = tmp_path / "v.bin"
+    out.write_bytes(b"the bundle already there")
+    rc = pc.main(["--key-hex", "00", "-o", str(out), "--quiet", "--version", "2"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "--version 2, but" in err and "says version = 1" in err and "[bundle] version" in err
+    assert out.read_bytes() == b"the bundle already there", "nothing written on a refusal"
+    assert pc.main(["--key-hex", "00", "-o", str(out), "--quiet", "--version", "1"]) == 0
+    assert bundle.verify_bytes(out.read_bytes(), b"\x00").version == 1
 
 
 def _compile_err(tmp_path, capsys, *extra):

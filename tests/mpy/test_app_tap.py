@@ -210,6 +210,10 @@ def test_unconfirmed_debit_counted_at_boot_and_settled_on_the_retap():
     mptest.eq(records(v)[-1]["kind"], record.BOOT)
     mptest.eq(records(v)[-1]["amount"], 1, "one unconfirmed debit at boot")
     mptest.eq(v.status()["pending"], 1)
+    import versions  # noqa: E402 - the depot's status names the firmware and its formats
+
+    st = v.status()["versions"]
+    mptest.eq((st["firmware"], st["record"]), (versions.FIRMWARE, record.VERSION))
     mptest.eq(tap(card), "OK")
     mptest.eq(records(v)[-1]["kind"], record.PURCHASE_RECOVERED)
     mptest.eq(state["shown"], ["ok"])

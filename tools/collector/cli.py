@@ -55,7 +55,7 @@ import logging
 import os
 import sys
 
-from .. import record_sheet
+from .. import record_sheet, versions
 from . import bundles
 from .db import DEFAULT_URL, Store, parse_url
 from .web import cli as web_cli
@@ -491,6 +491,7 @@ def main(argv=None):
     s.add_argument("--max-amount", type=int, default=5000)
     s = with_db(sub.add_parser("loads", help="import loads (top-ups) from CSV"))
     s.add_argument("file", help="CSV: card_no (hex),time (validator time),amount (fen)[,source]")
+    versions.add_flag(p)  # the version set (tools/versions.py)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
