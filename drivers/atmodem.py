@@ -5,7 +5,10 @@
 # against the registered unsolicited result codes, which are routed whenever they arrive, also
 # between the lines of another command's response. Raw payloads of announced length ("+HTTPREAD:
 # DATA,<n>", or the bytes after a CONNECT) are copied straight into the caller's buffer.
-# Nothing here busy-waits: every wait is an awaited event with a deadline.
+# Nothing here busy-waits: every wait is an awaited event with a deadline. The deadlines are kept
+# by one watch task, alive while a command or a URC waiter waits: it sets the waiter's event once
+# the deadline has passed. (A wait_for_ms() per wait made a task and two coroutines, about 0.8 KB
+# of garbage, for every wait of every command: docs/runtime.md.)
 import asyncio
 import time
 
@@ -18,6 +21,8 @@ _GT = const(62)
 _SP = const(32)
 _LINE_MAX = const(256)
 _CHUNK = const(256)
+_TICK_MS = const(20)  # how often the watch task looks at the deadlines while something waits
+_IDLE_TICKS = const(50)  # it ends after 1 s with nothing waiting (a round's commands share it)
 
 _log = log.get("at")
 
@@ -82,6 +87,7 @@ class _Pending:
         self.lines = []
         self.error = None
         self.done = False
+        self.deadline = 0  # ticks_ms
         self.ev = asyncio.Event()
 
 
@@ -94,15 +100,19 @@ class UrcWaiter:
         self.prefix = prefix
         self.line = None
         self.error = None
+        self.deadline = None  # ticks_ms while waiting
         self.ev = asyncio.Event()
 
     async def wait(self, timeout_ms):
         try:
             if self.line is None and self.error is None:
-                await asyncio.wait_for_ms(self.ev.wait(), timeout_ms)
-        except asyncio.TimeoutError:
-            raise AtTimeout("no %s within %d ms" % (self.prefix.decode(), timeout_ms))
+                self.deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
+                self.engine._watch_start()
+                await self.ev.wait()  # set by the line, by fail_waiters or by the watch task
+                if self.line is None and self.error is None:
+                    raise AtTimeout("no %s within %d ms" % (self.prefix.decode(), timeout_ms))
         finally:
+            self.deadline = None
             self.cancel()
         if self.error is not None:
             raise AtError(self.error)
@@ -133,6 +143,7 @@ class AtEngine:
         self._cmd = None
         self._lock = asyncio.Lock()
         self._task = None
+        self._watch = None  # the deadline task, while something waits
         self.echo = True  # until ATE0: the modem repeats each command line
         self.last_rx_ms = time.ticks_ms()
         self.discarded = 0  # raw bytes nobody asked for
@@ -148,6 +159,39 @@ class AtEngine:
         if self._task is not None:
             self._task.cancel()
             self._task = None
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
+
+    def _watch_start(self):
+        if self._watch is None:
+            self._watch = asyncio.create_task(self._watching())
+
+    async def _watching(self):
+        """Wake every wait whose deadline has passed (its waiter then raises AtTimeout); ends
+        a second after the last wait, so an idle engine has no timer running."""
+        idle = 0
+        try:
+            while True:
+                now = time.ticks_ms()
+                waiting = False
+                p = self._cmd
+                if p is not None and not p.done:
+                    waiting = True
+                    if time.ticks_diff(p.deadline, now) <= 0:
+                        p.ev.set()
+                for w in self._waiters:
+                    if w.deadline is not None:
+                        waiting = True
+                        if time.ticks_diff(w.deadline, now) <= 0:
+                            w.ev.set()
+                idle = 0 if waiting else idle + 1
+                if idle > _IDLE_TICKS:
+                    return
+                await asyncio.sleep_ms(_TICK_MS)
+        finally:
+            if self._watch is asyncio.current_task():  # not a newer one after a stop()
+                self._watch = None
 
     def reset(self):
         """Forget partial input (after a power cycle or an escape)."""
@@ -362,10 +406,8 @@ class AtEngine:
             if left <= 0:
                 raise AtTimeout("%s: no %s" % (p.cmd.decode(), what))
             p.ev.clear()
-            try:
-                await asyncio.wait_for_ms(p.ev.wait(), left)
-            except asyncio.TimeoutError:
-                pass
+            self._watch_start()
+            await p.ev.wait()  # set by the reader, or by the watch task at the deadline
 
     async def command(
         self,
@@ -406,6 +448,7 @@ class AtEngine:
             p.raw_after_connect = raw_len
             self._cmd = p
             deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
+            p.deadline = deadline
             try:
                 await self._send(cmd + b"\r")
                 if prompt is not None and data is not None:
