@@ -20,14 +20,16 @@ on UART "psam" (reset pin "psam_rst") running a VirtualPsam, the modem on UART "
 import threading
 import time
 
-from tools.sim.buses import I2CBus, SPIBus
+from tools.sim.buses import I2CBus
 from tools.sim.display_server import add_display
 from tools.sim.hub import Hub
-from tools.sim.modem import ModemSim
+from tools.sim.modem_server import add_modem
+from tools.sim.nfc_server import add_pn532
 from tools.sim.psam import VirtualPsam
-from tools.sim.psam_uart import PsamUart
-from tools.sim.rtc_chip import CHIPS as RTC_CHIPS
+from tools.sim.psam_server import add_psam
+from tools.sim.rc522_server import add_rc522
 from tools.sim.rtc_chip import add_rtc_commands
+from tools.sim.rtc_server import add_rtc
 
 READERS = ("pn532_i2c", "pn532_spi", "pn532_hsu", "rc522_spi")
 # The modem's boot and registration delays, shortened so a bench run takes seconds.
@@ -35,32 +37,15 @@ FAST_MODEM = {"boot_ms": 100, "sim_ready_ms": 50, "reg_ms": 50, "urc_ms": 5}
 
 
 def add_reader(hub, kind):
-    """Put a reader chip of `kind` on the hub; -> (chip, field) where field is None for the
-    RC522 (its simulator keeps its own named field)."""
+    """Put a reader chip of `kind` on the hub (nfc_server.add_pn532, rc522_server.add_rc522);
+    -> (chip, field) where field is None for the RC522 (its simulator keeps its own named
+    field)."""
     if kind == "rc522_spi":
-        from tools.sim.rc522 import RC522Sim
-
-        chip = RC522Sim(irq_line=lambda level: hub.set_pin("rc522_irq", level))
-        hub.register("spi", "rc522", SPIBus(hub, chip, "rc522_cs").serve)
-        return chip, None
-    from tools.sim import pn532
-    from tools.sim.field import Field
-
-    field = Field()
-    if kind == "pn532_i2c":
-        chip = pn532.PN532I2CSim(field=field, hub=hub)
-        bus = I2CBus(hub)
-        bus.attach(pn532.PN532I2CSim.ADDRESS, chip)
-        hub.register("i2c", "nfc_i2c", bus.serve)
-    elif kind == "pn532_spi":
-        chip = pn532.PN532SPISim(field=field, hub=hub)
-        hub.register("spi", "nfc_spi", SPIBus(hub, chip, "nfc_cs").serve)
-    elif kind == "pn532_hsu":
-        chip = pn532.PN532HSUSim(field=field, hub=hub)
-        hub.register("uart", "nfc_hsu", chip.serve)
-    else:
+        return add_rc522(hub)[0], None
+    if kind not in READERS:
         raise ValueError("reader must be one of " + ", ".join(READERS))
-    return chip, field
+    chip, _bus = add_pn532(hub, kind[len("pn532_") :])
+    return chip, chip.field
 
 
 class BenchWorld:
@@ -91,15 +76,9 @@ class BenchWorld:
         self.panel = add_display(hub, bus=self.i2c0)
         self._add_time(rtc_chip)
         self.psam_app = VirtualPsam(terminal_id=terminal_id)
-        self.psam = PsamUart(self.psam_app, clk_hz=3571200)
-        hub.register("uart", "psam", self.psam.serve)
-        hub.on_pin("psam_rst", self.psam.on_reset_pin)
-        self.modem = ModemSim()
-        self.modem.set_dialect(dialect)
-        self.modem.timing.update(FAST_MODEM)
-        self.modem.clock = lambda: self.time  # NITZ and AT+CCLK: the scenario's time
-        hub.register("uart", "modem", self.modem.serve)
-        hub.on_pin("modem_pwrkey", self.modem.on_pwrkey)
+        self.psam = add_psam(hub, self.psam_app, clk_hz=3571200)
+        # NITZ and AT+CCLK: the scenario's time
+        self.modem = add_modem(hub, dialect, FAST_MODEM, clock=lambda: self.time)
         self.wdt_last = None
         self.wdt_feeds = 0
         hub.on_pin("wdt", self._wdt_fed)
@@ -119,9 +98,8 @@ class BenchWorld:
         self.esp_rtc_mem = b""
         self.rtc_chips = {}
         if rtc_chip:
-            cls = RTC_CHIPS[rtc_chip]
-            self.rtc_chips[rtc_chip] = self.rtc = cls(lambda: self.time)
-            self.i2c0.attach(cls.ADDRESS, self.rtc)
+            self.rtc = add_rtc(self.i2c0, rtc_chip, lambda: self.time)
+            self.rtc_chips[rtc_chip] = self.rtc
         else:
             self.rtc = None
         add_rtc_commands(self.hub, self.rtc_chips)

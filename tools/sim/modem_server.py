@@ -122,20 +122,30 @@ def start_http_server(log):
     return server
 
 
+def add_modem(hub, dialect=None, timing=None, clock=None):
+    """A modem on UART "modem" with its power key on pin "modem_pwrkey": `dialect` ("simcom",
+    "quectel"; the simulator's default otherwise), `timing` overriding DEFAULT_TIMING entries,
+    `clock` the network's time (NITZ, AT+CCLK). -> the ModemSim."""
+    m = ModemSim()
+    if dialect is not None:
+        m.set_dialect(dialect)
+    if timing:
+        m.timing.update(timing)
+    if clock is not None:
+        m.clock = clock
+    hub.register("uart", "modem", m.serve)
+    hub.on_pin("modem_pwrkey", m.on_pwrkey)
+    return m
+
+
 def build():
     hub = Hub()
-    holder = {"modem": ModemSim()}
+    the_modem = add_modem(hub)
     http_log = []
     server = start_http_server(http_log)
 
     def modem():
-        return holder["modem"]
-
-    def serve(stream):
-        modem().serve(stream)
-
-    hub.register("uart", "modem", serve)
-    hub.on_pin("modem_pwrkey", lambda level: modem().on_pwrkey(level))
+        return the_modem
 
     @hub.command("modem_dialect")
     def _dialect(dialect):
@@ -160,6 +170,7 @@ def build():
         if clear:
             modem().wire_bytes = 0
         return n
+
     hub.command("modem_clear")(lambda fault=None: modem().clear(fault))
 
     @hub.command("modem_state")

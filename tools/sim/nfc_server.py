@@ -47,26 +47,40 @@ def _card(label, profile=None, variant=None, **spec):
     return SimpleApduCard(**kw)
 
 
+def add_pn532(hub, transport, field=None, irq_pin=None):
+    """A PN532 on the hub over `transport`: "i2c" on bus "nfc_i2c" at 0x24, "spi" on bus
+    "nfc_spi" with chip select "nfc_cs", "hsu" on UART "nfc_hsu"; its RF field `field` (a new
+    one by default), its IRQ output on pin `irq_pin` (none by default).
+    -> (chip, bus), bus None for HSU (the chip counts its own bytes)."""
+    field = field if field is not None else Field()
+    if transport == "i2c":
+        chip = PN532I2CSim(field=field, hub=hub, irq_pin=irq_pin)
+        bus = I2CBus(hub)
+        bus.attach(PN532I2CSim.ADDRESS, chip)
+        hub.register("i2c", "nfc_i2c", bus.serve)
+    elif transport == "spi":
+        chip = PN532SPISim(field=field, hub=hub, irq_pin=irq_pin)
+        bus = SPIBus(hub, chip, "nfc_cs")
+        hub.register("spi", "nfc_spi", bus.serve)
+    elif transport == "hsu":
+        chip = PN532HSUSim(field=field, hub=hub, irq_pin=irq_pin)
+        bus = None
+        hub.register("uart", "nfc_hsu", chip.serve)
+    else:
+        raise ValueError("transport is i2c, spi or hsu, not %r" % (transport,))
+    return chip, bus
+
+
 def build():
     # Built on the APDU server so a purchase test finds the virtual PSAM (``apdu psam``).
     hub = apdu_server.build()
     chips = {}
     buses = {}
     cards = {}
-
-    i2c = I2CBus(hub)
-    chips["i2c"] = PN532I2CSim(field=Field(), hub=hub, irq_pin="nfc_i2c_irq")
-    i2c.attach(PN532I2CSim.ADDRESS, chips["i2c"])
-    hub.register("i2c", "nfc_i2c", i2c.serve)
-    buses["i2c"] = i2c
-
-    chips["spi"] = PN532SPISim(field=Field(), hub=hub, irq_pin="nfc_spi_irq")
-    spi = SPIBus(hub, chips["spi"], "nfc_cs")
-    hub.register("spi", "nfc_spi", spi.serve)
-    buses["spi"] = spi
-
-    chips["hsu"] = PN532HSUSim(field=Field(), hub=hub, irq_pin=None)
-    hub.register("uart", "nfc_hsu", chips["hsu"].serve)
+    for transport, irq_pin in (("i2c", "nfc_i2c_irq"), ("spi", "nfc_spi_irq"), ("hsu", None)):
+        chips[transport], bus = add_pn532(hub, transport, irq_pin=irq_pin)
+        if bus is not None:
+            buses[transport] = bus
 
     def chip(name):
         if name not in chips:

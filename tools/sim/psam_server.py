@@ -37,11 +37,18 @@ def base_hub():
     return nfc_server.build()
 
 
-def build(hub=None, clk_hz=CLK_HZ):
-    hub = hub or base_hub()
-    card = PsamUart(StandinPsamApp(), clk_hz=clk_hz)
+def add_psam(hub, app=None, clk_hz=CLK_HZ):
+    """The character-level PSAM on UART "psam" with its reset pin "psam_rst", running `app`
+    (StandinPsamApp by default) on a clock of `clk_hz`; -> the PsamUart."""
+    card = PsamUart(app or StandinPsamApp(), clk_hz=clk_hz)
     hub.register("uart", "psam", card.serve)
     hub.on_pin("psam_rst", card.on_reset_pin)
+    return card
+
+
+def build(hub=None, clk_hz=CLK_HZ):
+    hub = hub or base_hub()
+    card = add_psam(hub, clk_hz=clk_hz)
     hub.command("psam_config")(card.configure)
     hub.command("psam_fault")(card.inject)
     hub.command("psam_clear")(card.clear)

@@ -72,11 +72,18 @@ def _card_state(p, blocks=False):
     return out
 
 
-def build():
-    hub = Hub()
+def add_rc522(hub):
+    """An MFRC522 on SPI bus "rc522", chip select "rc522_cs", IRQ output on pin "rc522_irq"; its
+    RF field is its own (named cards: chip.place / chip.remove). -> (chip, bus)."""
     chip = RC522Sim(irq_line=lambda level: hub.set_pin("rc522_irq", level))
     bus = SPIBus(hub, chip, "rc522_cs")
     hub.register("spi", "rc522", bus.serve)
+    return chip, bus
+
+
+def build():
+    hub = Hub()
+    chip, bus = add_rc522(hub)
     world = {"psam": VirtualPsam(terminal_id="000000000042")}
     hub.register(
         "apdu",

@@ -14,6 +14,15 @@ from tools.sim.rtc_chip import CHIPS, add_rtc_commands
 START = 849312000  # 2026-11-30T00:00:00Z
 
 
+def add_rtc(bus, chip, clock):
+    """An RTC chip (`chip`: "ds3231" at 0x68 or "pcf8563" at 0x51) on I2C `bus` (the display's
+    "i2c0" on the boards), counting the virtual `clock`; -> the chip."""
+    cls = CHIPS[chip]
+    rtc = cls(clock)
+    bus.attach(cls.ADDRESS, rtc)
+    return rtc
+
+
 def build():
     hub = Hub()
     world = {"t": START}
@@ -26,9 +35,8 @@ def build():
 
     def reset(start=START):
         world["t"] = int(start)
-        for name, cls in CHIPS.items():
-            chips[name] = cls(clock)
-            bus.attach(cls.ADDRESS, chips[name])
+        for name in CHIPS:
+            chips[name] = add_rtc(bus, name, clock)
         return True
 
     def advance(s):
