@@ -2,8 +2,9 @@
 # tests/mpy/test_purchase_cross.py (a sample) and tools/bench_mpy/cross.py (the full sweep).
 #
 # One case: a validator on a fresh raw flash device (boards/unix_sim/rawflash.py) with the real
-# transaction log (firmware/txlog.py) and purchase, an in-process card that keeps its own list of
-# debits and 0x18 history, and the PSAM (a separate chip: it keeps its serial across reboots).
+# transaction log (firmware/txlog.py) and purchase, an in-process card (tcard_fakes.py) that
+# keeps its own list of debits and 0x18 history, and the PSAM (a separate chip: it keeps its
+# serial across reboots).
 # A card taps (pulled before or after DEBIT, EEPROM-torn at DEBIT with the write applied or not,
 # or not at all; its 0x18 records keep the ATC INIT returned or the next one: both card
 # variants of tools/sim/card.py this card can have); power is cut at the k-th flash
@@ -16,20 +17,16 @@
 #                    booking of a counter the card never debited
 #   lost debits:     a debit with no booking and no open intent (a DEBIT_VOID of a debit counts)
 #   unresolved:      an intent still open after its card came back (must be 0)
-import crc
 import purchase
 import rawflash
 import record
 import timeutil
-import tunion
 import txlog
-from linkerr import CardGone
 from psam_app import PsamApp
+from tcard_fakes import Card, Psam  # noqa: F401 (test_app_tap.py takes them from here)
 
 NOW = timeutil.to_seconds(2026, 11, 29, 4, 30, 0)
-OK = b"\x90\x00"
 FARE = {"debit": 100, "route": 12, "stop": 3}
-F17 = bytes.fromhex("0000015610001001000101")
 CARD_FAULTS = (
     None,
     ("before", 0x54),
@@ -41,156 +38,6 @@ ATC18 = ("init", "next")  # the 0x18 record's counter: INIT's ATC, or the one af
 THEN = ("retap", "other", "never", "reboot2")
 TEARS = ("clean", "prefix", "bits")
 BLOCKS = 16
-
-
-def _f15(n):
-    no = ("%020d" % (3104000000000000000 + n)).encode()
-    serial = bytes(int(no[i : i + 2], 16) for i in range(0, 20, 2))
-    return (
-        b"\x31\x04\x00\x00\xff\xff\xff\xff\x02\x01"
-        + serial
-        + b"\x20\x20\x01\x01\x20\x39\x12\x31\x00\x00"
-    )
-
-
-def _fci(f15):
-    name = tunion.AID_EP
-    a5 = b"\x9f\x0c" + bytes((len(f15),)) + f15
-    body = b"\x84" + bytes((len(name),)) + name + b"\xa5" + bytes((len(a5),)) + a5
-    return b"\x6f" + bytes((len(body),)) + body
-
-
-def _mac1(data36):
-    return crc.crc32(data36).to_bytes(4, "big")
-
-
-def _mac2(mac1):
-    return crc.crc32(b"M2" + mac1).to_bytes(4, "big")
-
-
-class Card:
-    """A T-Union card that checks MAC1 against its own data, keeps its 0x18 history and answers
-    GET TRANSACTION PROVE; `fault` = (when, ins) pulls it before or after that command once, or
-    ("write", ins, applied) tears its EEPROM write there (answer 6581)."""
-
-    def __init__(self, n, atc18="init"):
-        self.atc18 = atc18
-        self.f15 = _f15(n)
-        self.info = tunion.parse_15(self.f15)
-        self.card_no = self.info["card_no"]
-        self.balance = 1000000
-        self.atc = 10 + n
-        self.history = []  # newest first, 23 bytes each
-        self.debits = []  # counters of every debit this card executed
-        self.init = None
-        self.last = None  # (atc after, mac2, tac)
-        self.fault = None
-
-    def transceive(self, a):
-        a = bytes(a)
-        f = self.fault
-        if f is not None and f[1] == a[1]:
-            self.fault = None
-            if f[0] == "before":
-                raise CardGone("pulled before %02X" % a[1])
-            if f[0] == "write":
-                saved = (self.balance, self.atc, list(self.history), list(self.debits), self.last)
-                self._do(a)
-                if not f[2]:
-                    self.balance, self.atc, self.history, self.debits, self.last = saved
-                self.init = None
-                return b"\x65\x81"
-            self._do(a)
-            raise CardGone("pulled after %02X" % a[1])
-        return self._do(a)
-
-    def _do(self, a):
-        ins = a[1]
-        if ins == 0xA4:
-            return _fci(self.f15) + OK if a[5 : 5 + a[4]] == tunion.AID_EP else b"\x6a\x82"
-        if ins == 0xB0:
-            sfi = a[2] & 0x1F
-            if sfi == 0x15:
-                return self.f15 + OK
-            if sfi == 0x17:
-                return F17 + OK
-            return b"\x6a\x82"
-        if ins == 0xB2:
-            n, sfi = a[2], a[3] >> 3
-            if sfi == 0x18 and 1 <= n <= len(self.history):
-                return self.history[n - 1] + OK
-            return b"\x6a\x83"
-        if ins == 0x50:
-            amount = int.from_bytes(a[6:10], "big")
-            if amount > self.balance:
-                return b"\x94\x01"
-            rnd = crc.crc32(bytes((self.atc & 0xFF, len(self.history)))).to_bytes(4, "big")
-            self.init = (amount, bytes(a[10:16]), rnd)
-            out = self.balance.to_bytes(4, "big") + self.atc.to_bytes(2, "big") + bytes(3)
-            return out + b"\x01\x00" + rnd + OK
-        if ins == 0xDC:
-            return OK if self.init else b"\x69\x85"
-        if ins == 0x54:
-            if self.init is None:
-                return b"\x69\x85"
-            amount, terminal, rnd = self.init
-            self.init = None
-            dt = a[9:16]
-            data = bytearray(36)
-            data[0:4] = rnd
-            data[4:6] = self.atc.to_bytes(2, "big")
-            data[6:10] = amount.to_bytes(4, "big")
-            data[10] = tunion.TXN_CAPP
-            data[11:18] = dt
-            data[18] = 1
-            data[20:28] = self.info["serial_low"]
-            data[28:36] = self.info["issuer8"]
-            mac1 = a[16:20]
-            if mac1 != _mac1(data):
-                return b"\x93\x02"
-            c18 = self.atc if self.atc18 == "init" else self.atc + 1
-            h = c18.to_bytes(2, "big") + bytes(3) + amount.to_bytes(4, "big") + b"\x09"
-            self.history.insert(0, h + terminal + dt)
-            del self.history[10:]
-            self.debits.append(self.atc)
-            self.balance -= amount
-            self.atc += 1
-            tac = crc.crc32(b"TAC" + mac1).to_bytes(4, "big")
-            self.last = (self.atc, _mac2(mac1), tac)
-            return tac + self.last[1] + OK
-        if ins == 0x5A:
-            after = int.from_bytes(a[5:7], "big")
-            if self.last and self.last[0] == after:
-                return self.last[1] + self.last[2] + OK
-            return b"\x94\x03"
-        return b"\x6d\x00"
-
-
-class Psam:
-    """The PSAM chip: its serial survives the validator's reboots."""
-
-    def __init__(self):
-        self.serial = 100
-        self.mac1 = None
-
-    def transceive(self, a):
-        a = bytes(a)
-        ins = a[1]
-        if ins == 0xB0 and a[2] == 0x96:
-            return b"\x00\x00\x00\x00\x00\x07" + OK
-        if ins == 0xB0 and a[2] == 0x97:
-            return b"\x01" + bytes(24) + OK
-        if ins == 0xA4:
-            return OK
-        if ins == 0x70:
-            self.serial += 1
-            self.mac1 = _mac1(a[5:41])
-            return self.serial.to_bytes(4, "big") + self.mac1 + OK
-        if ins == 0x72:
-            ok = self.mac1 is not None and a[5:9] == _mac2(self.mac1)
-            self.mac1 = None
-            return OK if ok else b"\x93\x02"
-        return b"\x6d\x00"
 
 
 class Rig:

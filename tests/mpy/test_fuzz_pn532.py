@@ -17,27 +17,18 @@ import fuzzgen  # noqa: E402
 import log  # noqa: E402
 import pn532  # noqa: E402
 from linkerr import LinkError, ProtocolError  # noqa: E402
+from pn532_fakes import (  # noqa: E402
+    ANSWER,
+    ERR,
+    SELECT,
+    TARGET_A,
+    TARGET_B,
+    UID,
+    FakeChip,
+    frame,
+)
 
 TOKENS = (b"\x00\x00\xff", b"\x00\xff", pn532.ACK, pn532.NACK, b"\xd5\x4b", b"\xff\xff")
-SELECT = b"\x00\xa4\x04\x00\x08\xa0\x00\x00\x06\x32\x01\x01\x05\x00"
-ANSWER = b"\x6f\x10\x84\x08\xa0\x00\x00\x06\x32\x01\x01\x05\xa5\x04\x9f\x0c\x01\x00\x90\x00"
-UID = b"\x04\x11\x22\x33\x44\x55\x66"
-ATS = b"\x05\x78\x80\x70\x02"
-TARGET_A = b"\x01\x01\x00\x44\x20\x07" + UID + ATS
-TARGET_B = b"\x01\x01\x50\x01\x02\x03\x04\x00\x00\x00\x00\x00\x81\x81\x01\x00"
-
-
-def frame(data, tfi=0xD5):
-    body = bytes((tfi,)) + bytes(data)
-    n = len(body)
-    dcs = (-sum(body)) & 0xFF
-    if n <= 254:
-        return b"\x00\x00\xff" + bytes((n, (-n) & 0xFF)) + body + bytes((dcs, 0))
-    hi, lo = n >> 8, n & 0xFF
-    return b"\x00\x00\xff\xff\xff" + bytes((hi, lo, (-(hi + lo)) & 0xFF)) + body + bytes((dcs, 0))
-
-
-ERR = b"\x00\x00\xff\x01\xff\x7f\x81\x00"
 
 
 def setup():
@@ -113,37 +104,16 @@ def test_target_parsers_on_mutated_answers():
     mptest.true(tally.get("refused") > 0 and tally.get("A") > 0 and tally.get("B") > 0)
 
 
-class FuzzChip:
-    """A PN532 transport answering each command frame by its code (ACK, then the answer), with
-    every frame it sends damaged, dropped, doubled or preceded by junk while `evil` is set.
-    A new command frame or the host's ACK (abort) empties its output, as the chip does."""
-
-    irq = None
+class FuzzChip(FakeChip):
+    """The fake chip (pn532_fakes.py) with every frame it sends damaged, dropped, doubled or
+    preceded by junk while `evil` is set."""
 
     def __init__(self, rng):
+        FakeChip.__init__(self)
         self.rng = rng
         self.evil = False
-        self.queue = []
-        self.last = None
-        self.card_here = True
 
-    def wake(self):
-        pass
-
-    def answer(self, cmd, data):
-        if cmd == 0x4A:
-            if not self.card_here:
-                return b"\x4b\x00"
-            return b"\x4b" + (TARGET_B if data[1:2] == b"\x03" else TARGET_A)
-        if cmd == 0x40:
-            return b"\x41\x00" + ANSWER
-        if cmd == 0x02:
-            return b"\x03\x32\x01\x06\x07"
-        if cmd == 0x00:
-            return b"\x01\x00"
-        return bytes((cmd + 1, 0x00))[: 1 if cmd in (0x14, 0x32, 0x12) else 2]
-
-    def out(self, f):
+    def out(self, f, code=None):
         rng = self.rng
         if not self.evil or rng.below(3) == 0:
             self.queue.append(f)
@@ -161,30 +131,6 @@ class FuzzChip:
             self.queue.append(frame(b"\x4b" + fuzzgen.garble(rng, TARGET_A)))
         else:
             self.queue.append(fuzzgen.garble(rng, f, TOKENS))
-
-    def send(self, data):
-        data = bytes(data)
-        if data == pn532.NACK:
-            if self.last is not None:
-                self.out(self.last)
-            return
-        self.queue = []
-        if data == pn532.ACK:
-            return
-        if len(data) < 8 or data[:3] != b"\x00\x00\xff":
-            return
-        off = 5 if data[3] != 0xFF else 8
-        cmd = data[off + 1]
-        self.out(pn532.ACK)
-        self.last = frame(self.answer(cmd, data[off + 2 : -2]))
-        self.out(self.last)
-
-    def receive(self, buf, timeout_ms, hint=0):
-        if not self.queue:
-            return 0
-        item = self.queue.pop(0)[: len(buf)]
-        buf[: len(item)] = item
-        return len(item)
 
 
 def honest_round(r, chip, what):

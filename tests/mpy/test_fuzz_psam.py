@@ -22,7 +22,7 @@ from apdu import ApduError  # noqa: E402
 from iso7816 import AtrError  # noqa: E402
 from linkerr import LinkError  # noqa: E402
 from psam_app import PsamApp, PsamError  # noqa: E402
-from psam_link import PsamLink  # noqa: E402
+from t0_fakes import APDUS, HONEST_ATR, T0Card, new_link  # noqa: E402
 
 ATRS = (
     bytes.fromhex("3b17135053414d53494d"),
@@ -31,9 +31,6 @@ ATRS = (
     bytes.fromhex("3b971380015053414d53494d5d"),
     bytes.fromhex("3B8F8001804F0CA000000306030001000000006A"),
 )
-HONEST_ATR = bytes.fromhex("3b8740015053414d53494d")  # no TA1 (no PPS), WI 1
-CLK = 3571200 * 100  # 960 kbaud: a work waiting time of ~10 ms instead of 1 s
-INCOMING = (0x70, 0x72, 0xA4, 0x1A, 0xFA, 0xDC)  # P3 is Lc for these INS
 
 
 def fix_tck(atr):
@@ -76,48 +73,15 @@ def test_atr_parser_on_mutated_atrs():
     mptest.true(tally.get("ok") > n // 20 and tally.get("refused") > n // 20)
 
 
-class Pin:
-    def __init__(self, on_rise):
-        self.level = 0
-        self.on_rise = on_rise
-
-    def value(self, v=None):
-        if v is None:
-            return self.level
-        if v and not self.level:
-            self.on_rise()
-        self.level = 1 if v else 0
-
-
-class T0Card:
-    """A T=0 PSAM on a fake UART (no echo): ATR on reset, then headers, procedure bytes, data
-    and status words; while `evil` is set each thing it says may be damaged."""
+class EvilT0Card(T0Card):
+    """The honest T=0 card (t0_fakes.py); while `evil` is set each thing it says may be damaged."""
 
     def __init__(self, rng):
+        T0Card.__init__(self)
         self.rng = rng
         self.evil = False
-        self.out = b""
-        self.cmd = b""
-        self.expect_data = 0
-        self.header = None
-        self.pending = b""
 
-    # machine.UART
-    def init(self, **kw):
-        pass
-
-    def any(self):
-        return len(self.out)
-
-    def readinto(self, view):
-        n = min(len(view), len(self.out))
-        if not n:
-            return None
-        view[:n] = self.out[:n]
-        self.out = self.out[n:]
-        return n
-
-    def _say(self, data):
+    def damage(self, data):
         rng = self.rng
         if self.evil and rng.below(3) == 0:
             k = rng.below(5)
@@ -129,68 +93,15 @@ class T0Card:
                 data = data[: rng.below(len(data) + 1)]
             else:
                 data = fuzzgen.garble(rng, data, (b"\x61\x08", b"\x6c\x04", b"\x90\x00"))
-        self.out += data
+        return data
 
-    def reset(self):
-        self.out = b""
-        self.cmd = b""
-        self.expect_data = 0
+    def atr(self):
         atr = HONEST_ATR
         if self.evil and self.rng.below(3) == 0:
             atr = fuzzgen.mutate(self.rng, atr)
             if self.rng.below(2):
                 atr = fix_tck(atr)
-        self.out = atr
-
-    def write(self, data):
-        for b in bytes(data):
-            if self.expect_data:
-                self.cmd += bytes((b,))
-                self.expect_data -= 1
-                if not self.expect_data:
-                    data, self.cmd = self.cmd, b""
-                    self._answer(self.header, data)
-                continue
-            self.cmd += bytes((b,))
-            if len(self.cmd) == 5:
-                h = self.cmd
-                self.header = h
-                self.cmd = b""
-                if h[1] in INCOMING and h[4]:
-                    self.expect_data = h[4]
-                    self._say(bytes((h[1],)))
-                else:
-                    self._answer(h, None)
-        return len(data)
-
-    def _answer(self, h, data):
-        ins = h[1]
-        if ins == 0x70:
-            self.pending = b"\x00\x00\x00\x2a" + b"MAC1"
-            self._say(b"\x61\x08")
-        elif ins == 0xC0:
-            body, self.pending = self.pending[: h[4]], b""
-            self._say(bytes((ins,)) + body + b"\x90\x00")
-        elif ins == 0xB0:
-            body = (b"\x00\x00\x00\x00\x00\x07" if h[2] == 0x96 else b"\x01" + bytes(24))[: h[4]]
-            self._say(bytes((ins,)) + body + b"\x90\x00")
-        elif ins in INCOMING or h[4] == 0:
-            self._say(b"\x90\x00")
-        else:
-            self._say(b"\x6d\x00")
-
-
-def new_link(card):
-    rst = Pin(card.reset)
-    return PsamLink(card, rst, None, CLK, echo=False, margin_ms=2, busy_ms=30)
-
-
-APDUS = (
-    b"\x00\xb0\x96\x00\x06",
-    b"\x80\x70\x00\x00\x24" + bytes(36) + b"\x08",
-    b"\x80\x72\x00\x00\x04MAC2",
-    b"\x80\xe0\x00\x00",
-)
+        return atr
 
 
 def honest(lk, card, what):
@@ -206,7 +117,7 @@ def test_t0_link_against_a_garbling_card():
     rng = fuzzgen.Rng(seed)
     n = fuzzgen.count(300)
     tally = fuzzgen.Tally()
-    card = T0Card(rng)
+    card = EvilT0Card(rng)
     lk = new_link(card)
     for i in range(n):
         card.evil = True
@@ -235,7 +146,7 @@ def test_psam_boot_over_a_garbling_link():
     rng = fuzzgen.Rng(seed)
     n = fuzzgen.count(200)
     tally = fuzzgen.Tally()
-    card = T0Card(rng)
+    card = EvilT0Card(rng)
     lk = new_link(card)
     for i in range(n):
         card.evil = False

@@ -8,20 +8,7 @@ import log
 import mptest
 import pn532
 from linkerr import CardGone, ChipError, LinkError, LinkTimeout, ProtocolError
-
-
-def frame(data, tfi=0xD5):
-    """A chip frame built independently of the driver (the test must not trust build_frame)."""
-    body = bytes((tfi,)) + bytes(data)
-    n = len(body)
-    dcs = (-sum(body)) & 0xFF
-    if n <= 254:
-        return b"\x00\x00\xff" + bytes((n, (-n) & 0xFF)) + body + bytes((dcs, 0))
-    hi, lo = n >> 8, n & 0xFF
-    return b"\x00\x00\xff\xff\xff" + bytes((hi, lo, (-(hi + lo)) & 0xFF)) + body + bytes((dcs, 0))
-
-
-ERR = b"\x00\x00\xff\x01\xff\x7f\x81\x00"
+from pn532_fakes import ERR, frame  # chip frames built independently of the driver
 
 
 class ScriptChip:
