@@ -48,7 +48,7 @@ _OUTCOME_HOLD_MS = const(2500)
 _PRESENT_POLL_MS = const(100)
 _POLL_IDLE_MS = const(20)
 _WDT_FEED_MS = const(500)
-_LOW_BALANCE = const(500)  # fen: below this an accepted tap also says "top up soon"
+_LOW_BALANCE = const(500)  # fen: the default of config "low_balance_fen" (docs/operators.md)
 _FAULT_POLL_MS = const(200)
 _SAVE_TIME_S = const(600)  # the last known time is saved this often (docs/time.md)
 _NITZ_POLL_S = const(1)  # how soon a new network time report is read (a check, no AT)
@@ -87,6 +87,9 @@ class Validator:
     def __init__(self, parts, cfg):
         self.parts = parts
         self.cfg = cfg
+        # below this (fen) an accepted tap also says "top up soon" (OK_LOW); the company's texts
+        self._low_balance = cfg.get("low_balance_fen", _LOW_BALANCE)
+        messages.customise(cfg.get("messages"))
         self.emit = parts.emit or (lambda kind, data: None)
         self.taps = 0
         self.heartbeat = time.ticks_ms()
@@ -482,13 +485,13 @@ class Validator:
             # Told right after DEBIT; a MAC2 rejected afterwards is booked as such (the card
             # did debit), the rider's screen stays.
             amount = res.amount if res is not None else None
-            if reason == purchase.OK and balance is not None and balance < _LOW_BALANCE:
+            if reason == purchase.OK and balance is not None and balance < self._low_balance:
                 reason = "OK_LOW"
         else:
             amount = res.amount if res is not None and reason == purchase.OK else None
             if reason == purchase.OK:  # a recovered purchase: this ride, no new debit
                 self._paid(res, now)
-                if balance is not None and balance < _LOW_BALANCE:
+                if balance is not None and balance < self._low_balance:
                     reason = "OK_LOW"
             self.show_outcome(reason, amount, balance)
         self.taps += 1
@@ -537,7 +540,7 @@ class Validator:
         self._shown = True
         self._paid(res, self._tap_now)
         balance = res.balance_after
-        low = balance is not None and balance < _LOW_BALANCE
+        low = balance is not None and balance < self._low_balance
         self.show_outcome("OK_LOW" if low else purchase.OK, res.amount, balance)
 
     def show_outcome(self, reason, amount, balance):

@@ -21,7 +21,52 @@ DEFAULTS = {
     # Without trusted time (docs/time.md): "last_known" sells on the last known time plus the
     # board's count since the start, records flagged; "refuse" sells nothing until it is set.
     "clock_policy": "last_known",
+    # An accepted tap leaving less than this (fen) also says "top up soon" (OK_LOW: its own
+    # text and a double beep). 500 = 5.00 yuan; 0 never says it (docs/operators.md).
+    "low_balance_fen": 500,
 }
+_LOW_BALANCE_MAX = 100000  # 1000.00 yuan: anything above is a typo (yuan meant as fen x100)
+_EN_MAX = 16  # the 8x8 font: 16 characters across the 128-pixel display
+_ROW_PX = 128
+
+
+def _check_messages(msgs):
+    """config "messages": {reason: [Chinese, English]} replacing the passenger texts of
+    firmware/messages.py. Every Chinese character must be in the display font."""
+    if not isinstance(msgs, dict):
+        raise ConfigError("messages must be an object of reason -> [Chinese, English]")
+    import font_zh16  # here: loaded by the display anyway, by nobody else
+    import messages
+
+    for reason, pair in msgs.items():
+        if reason not in messages.TEXTS:
+            raise ConfigError(
+                "messages: unknown reason %r (the reasons: docs/operators.md)" % reason
+            )
+        if (
+            not isinstance(pair, list)
+            or len(pair) != 2
+            or not all(isinstance(x, str) for x in pair)
+        ):
+            raise ConfigError("messages %s: want [Chinese, English]" % reason)
+        zh, en = pair
+        if len(en) > _EN_MAX or any(ord(c) >= 0x80 for c in en):
+            raise ConfigError(
+                "messages %s: English %r: at most 16 plain ASCII characters" % (reason, en)
+            )
+        width = 0
+        for c in zh:
+            if ord(c) < 0x80:
+                width += 8
+            elif font_zh16.CHARS.find(c) < 0:
+                raise ConfigError(
+                    "messages %s: %r is not in the display font (add it: python -m tools.fontgen)"
+                    % (reason, c)
+                )
+            else:
+                width += 16
+        if width > _ROW_PX:
+            raise ConfigError("messages %s: Chinese %r is wider than the display" % (reason, zh))
 
 
 class ConfigError(ValueError):
@@ -75,6 +120,11 @@ def validate(raw):
         raise ConfigError("stop_source must be fixed, driver or gps")
     if cfg["clock_policy"] not in ("last_known", "refuse"):
         raise ConfigError("clock_policy must be last_known or refuse")
+    low = cfg["low_balance_fen"]
+    if not isinstance(low, int) or isinstance(low, bool) or not 0 <= low <= _LOW_BALANCE_MAX:
+        raise ConfigError("low_balance_fen must be a number of fen from 0 to 100000 (1000 yuan)")
+    if "messages" in cfg:
+        _check_messages(cfg["messages"])
     return cfg
 
 

@@ -44,7 +44,23 @@ FAULT_ZH = "设备故障"  # a part failed to start (firmware/faults.py); Englis
 MAINT_ZH = "设备"  # maintenance at the depot (with "MAINTENANCE"); only glyphs the font has
 
 
+# A bus company's own wording (config.json "messages", checked by config.validate): reason ->
+# (Chinese, English, tone of the built-in text). Empty unless customise() was called.
+_custom = {}
+
+
+def customise(table):
+    """Replace the texts of the reasons in `table` ({reason: [zh, en]}); None or {}: built-in."""
+    _custom.clear()
+    for reason, pair in (table or {}).items():
+        _custom[reason] = (pair[0], pair[1], TEXTS[reason][2])
+
+
 def text_for(reason):
+    if _custom:
+        t = _custom.get(reason)
+        if t is not None:
+            return t
     return TEXTS.get(reason, UNKNOWN)
 
 

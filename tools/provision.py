@@ -48,8 +48,23 @@ def build_config(args):
         raw["param_keys"] = keys  # fleet-signed bundles only (docs/parameters.md)
     if args.group:
         raw["groups"] = args.group
+    if args.low_balance is not None:
+        raw["low_balance_fen"] = parse_yuan(args.low_balance)
+    if args.messages is not None:
+        try:
+            raw["messages"] = json.loads(Path(args.messages).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise fwconfig.ConfigError("--messages %s: %s" % (args.messages, exc))
     fwconfig.validate(raw)  # refuse here what the validator would refuse at boot
     return raw
+
+
+def parse_yuan(text):
+    """ "5", "5.5", "5.00" (yuan) -> fen, exactly; ConfigError on anything else."""
+    whole, _, frac = text.strip().partition(".")
+    if not whole.isdigit() or not (frac == "" or (frac.isdigit() and len(frac) <= 2)):
+        raise fwconfig.ConfigError("--low-balance %r: want yuan such as 5 or 5.00" % text)
+    return int(whole) * 100 + int((frac + "00")[:2])
 
 
 def write_private(path, text):
@@ -123,6 +138,17 @@ def main(argv=None):
         type=Path,
         help="the back office's CA certificate (PEM or DER): written as ca.der beside --out "
         "(and copied to the board with --port); https verifies the back office against it",
+    )
+    ap.add_argument(
+        "--low-balance",
+        metavar="YUAN",
+        help='a sale leaving less than this says "top up soon" (default 5.00 yuan; 0: never)',
+    )
+    ap.add_argument(
+        "--messages",
+        metavar="FILE.json",
+        help="the company's own passenger texts: {reason: [Chinese, English]} "
+        "(reasons and limits: docs/operators.md)",
     )
     versions.add_flag(ap)  # the version set (tools/versions.py)
     args = ap.parse_args(argv)

@@ -43,3 +43,29 @@ def test_provision_refuses_a_bad_city(tmp_path):
     )
     assert proc.returncode != 0
     assert "city" in proc.stderr
+
+
+def test_provision_sets_the_low_balance_and_the_companys_texts(tmp_path):
+    texts = tmp_path / "texts.json"
+    texts.write_text(json.dumps({"OK_LOW": ["请充值", "Top up soon"]}, ensure_ascii=False))
+    out = tmp_path / "c.json"
+    proc = run("--out", str(out), "--low-balance", "3.5", "--messages", str(texts), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    cfg = fwconfig.validate(json.loads(out.read_text()))
+    assert cfg["low_balance_fen"] == 350 and cfg["messages"]["OK_LOW"][1] == "Top up soon"
+
+
+def test_provision_refuses_bad_settings_and_writes_nothing(tmp_path):
+    out = tmp_path / "c.json"
+    texts = tmp_path / "texts.json"
+    for extra, why in (
+        (("--low-balance", "5,00"), "want yuan such as 5 or 5.00"),
+        (("--low-balance", "5.005"), "want yuan"),
+        (("--low-balance", "2000"), "0 to 100000"),
+        (("--messages", str(tmp_path / "none.json")), "--messages"),
+        (("--messages", str(texts)), "unknown reason 'PAID'"),
+    ):
+        texts.write_text(json.dumps({"PAID": ["扣款成功", "Paid"]}, ensure_ascii=False))
+        proc = run("--out", str(out), *extra, cwd=tmp_path)
+        assert proc.returncode != 0 and why in proc.stderr, (extra, proc.stderr)
+        assert not out.exists()

@@ -94,6 +94,44 @@ def test_config_validation_and_defaults():
     mptest.true("route" in str(mptest.raises(config.ConfigError, config.validate, bad)))
 
 
+def test_low_balance_and_messages_are_the_companys_to_set():
+    import messages
+
+    mptest.eq(config.validate(_good())["low_balance_fen"], 500, "default 5.00 yuan")
+    good = _good()
+    good["low_balance_fen"] = 0
+    good["messages"] = {
+        "OK_LOW": ["请充值", "Top up soon"],
+        "INSUFFICIENT": ["余额不足", "Top up"],
+    }
+    cfg = config.validate(good)
+    mptest.eq(cfg["low_balance_fen"], 0)
+    for key, value, why in (
+        ("low_balance_fen", -1, "0 to 100000"),
+        ("low_balance_fen", 100001, "0 to 100000"),
+        ("low_balance_fen", "5.00", "number of fen"),
+        ("low_balance_fen", True, "number of fen"),
+        ("messages", ["OK_LOW"], "object"),
+        ("messages", {"OK_LOWW": ["请充值", "x"]}, "unknown reason 'OK_LOWW'"),
+        ("messages", {"OK_LOW": "请充值"}, "[Chinese, English]"),
+        ("messages", {"OK_LOW": ["请充值", "Please top up your card"]}, "16 plain ASCII"),
+        ("messages", {"OK_LOW": ["请充值", "Top up é"]}, "16 plain ASCII"),
+        ("messages", {"OK_LOW": ["请您充值", "Top up"]}, "not in the display font"),
+        ("messages", {"OK_LOW": ["请充值请充值请充值", "Top up"]}, "wider than the display"),
+    ):
+        bad = _good()
+        bad[key] = value
+        e = mptest.raises(config.ConfigError, config.validate, bad)
+        mptest.true(why in str(e), str(e))
+    messages.customise(cfg["messages"])
+    try:
+        mptest.eq(messages.text_for("OK_LOW"), ("请充值", "Top up soon", "ok_low"), "tone kept")
+        mptest.eq(messages.text_for("OK"), messages.TEXTS["OK"], "the others unchanged")
+    finally:
+        messages.customise(None)
+    mptest.eq(messages.text_for("OK_LOW"), messages.TEXTS["OK_LOW"])
+
+
 def test_config_file_errors_are_clear():
     path = "/tmp/validator-test-config-%d.json" % (time.ticks_us() & 0xFFFFFF)
     with open(path, "w") as f:

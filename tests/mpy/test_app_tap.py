@@ -267,3 +267,18 @@ def test_failed_migration_holds_the_log_and_sells_nothing():
     finally:
         txlog_migrate.run = real
         parts.txlog_dev = dev
+
+
+def test_low_balance_threshold_comes_from_the_config():
+    v = state["v"]
+    mptest.eq(v._low_balance, CFG["low_balance_fen"], "config.json low_balance_fen")
+    mptest.eq(v._low_balance, 500, "its default: 5.00 yuan")
+    try:
+        v._low_balance = 2000000  # above the test card's balance: every sale is a low one
+        mptest.eq(tap(crosslib.Card(41)), "OK_LOW")
+        mptest.eq(state["shown"], ["ok_low"])
+        v._low_balance = 0  # never "top up soon"
+        mptest.eq(tap(crosslib.Card(42)), "OK")
+        mptest.eq(state["shown"], ["ok"])
+    finally:
+        v._low_balance = 500
