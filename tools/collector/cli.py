@@ -17,6 +17,7 @@
                                      [--sheet [--lang zh] [--tz +08:00]]
     python -m tools.collector unconfirmed --db URL [--device ID] [--all]
     python -m tools.collector boots --db URL [--device ID]
+    python -m tools.collector retention --db URL [--keep-months 3] [--export-dir DIR] [--apply]
     python -m tools.collector web --db URL [--port 8081]; user NAME --role R; rollup  (web/cli.py)
 
 `unconfirmed` lists the unconfirmed debits: DEBIT_INTENT records with no outcome (PURCHASE,
@@ -39,6 +40,12 @@ with the groups given; `rollout` extends it, `rollout-status` shows who holds wh
 `boots` lists the validators' starts (BOOT records): the reset cause (power-on, watchdog,
 brownout, soft, hard, ...), the parts that failed to start, and a count per device and cause;
 brown-outs point at a modem's current bursts on a weak supply, watchdog resets at a hang.
+
+`retention` keeps --keep-months months of records online (docs/scaling.md section 4): each
+older month is exported to --export-dir as CSV, the export verified against the rows, and the
+month dropped (PostgreSQL: its partition; SQLite: its rows) only if none of its debits is still
+unconfirmed and every purchase's TAC was checked; otherwise it is refused with the reason (exit
+3). It also makes the coming months' partitions on PostgreSQL. Without --apply: the plan.
 
 Device keys are derived from a master key outside the database (tools/collector/keys.py):
 --master-key-file FILE (0600), $COLLECTOR_MASTER_KEY_FILE or $COLLECTOR_MASTER_KEY (hex), or
@@ -313,6 +320,33 @@ def _export(args):
     return 0
 
 
+def _retention(args):
+    """The retention policy (tools/collector/partitions.py): a plan, or (--apply) export,
+    verify and drop each month past --keep-months that has nothing waiting to be cleared.
+    Exit 3 when a month due was refused (for a cron job to alert on)."""
+    from . import partitions
+
+    store = Store(args.db)
+    try:
+        res = partitions.run(store, args.export_dir, args.keep_months, apply=args.apply)
+    finally:
+        store.close()
+    print("partition from to rows action reason")
+    for p in res:
+        print(
+            "%s %s %s %d %s %s"
+            % (
+                p["name"],
+                "-" if p["lo"] is None else partitions._day(p["lo"]),
+                "-" if p["hi"] is None else partitions._day(p["hi"]),
+                p["rows"],
+                p["action"],
+                p["reason"],
+            )
+        )
+    return 3 if any(p["action"] == "refused" for p in res) else 0
+
+
 def _unconfirmed(args):
     store = Store(args.db)
     try:
@@ -472,6 +506,10 @@ def main(argv=None):
     s.add_argument(
         "--tz", help="--sheet: UTC offset for a device with no sale yet (default +08:00)"
     )
+    s = with_db(sub.add_parser("retention", help="export, verify and drop old months"))
+    s.add_argument("--keep-months", type=int, default=3, help="months kept (default 3)")
+    s.add_argument("--export-dir", help="where each month's CSV export goes (0600)")
+    s.add_argument("--apply", action="store_true", help="do it (default: print the plan)")
     s = with_db(sub.add_parser("unconfirmed", help="debit intents with no outcome yet"))
     s.add_argument("--device", type=int)
     s.add_argument("--all", action="store_true", help="every intent, with its outcome")
@@ -506,6 +544,7 @@ def main(argv=None):
             "recheck": _recheck,
             "psam": _psam,
             "masterkey": _masterkey,
+            "retention": _retention,
         }
         cmds.update({name: _store_cmd(fn) for name, fn in param_cmds.items()})
         return cmds[args.cmd](args)

@@ -6,6 +6,8 @@ Exactly-once rests on two unique keys: (device_id, seq) for every record, and
 insert ignores conflicts; a record whose device/seq is new but whose PSAM serial is already held
 is kept with `tsn_dup = 1` (clearing excludes it, the log says so) so the device's sequence still
 advances. The acknowledgement is the highest sequence held contiguously for the device.
+On PostgreSQL (migration 7) `records` is partitioned by month and those keys live in key tables
+(tools/collector/partitions.py, docs/scaling.md section 4); the rule is the same.
 """
 
 import logging
@@ -18,7 +20,7 @@ import time
 from contextlib import contextmanager
 from urllib.parse import unquote, urlparse
 
-from . import bundles
+from . import bundles, partitions
 
 log = logging.getLogger("collector.db")
 # Exceptions that are reported but do not keep a purchase out of settlement (clearing.REPORT_ONLY).
@@ -131,6 +133,26 @@ MIGRATIONS = [
             "ALTER TABLE devices ADD COLUMN kcv {blob}",
         ],
     ),
+    (
+        7,
+        [
+            # Retention (tools/collector/partitions.py): a month of records leaves the database
+            # only once it is exported, the export verified against the rows, and nothing in it
+            # is waiting to be cleared. On PostgreSQL `records` then becomes partitioned by
+            # month of `received`, its uniqueness moved to key tables (partitions.partition_pg,
+            # docs/scaling.md section 4); SQLite keeps one table.
+            """CREATE TABLE exports (
+                part TEXT PRIMARY KEY,
+                lo {big},
+                hi {big} NOT NULL,
+                nrows {big} NOT NULL,
+                sha256 TEXT NOT NULL,
+                path TEXT NOT NULL,
+                exported {big} NOT NULL,
+                verified {big},
+                dropped {big})""",
+        ],
+    ),
 ]
 # Statements run after a migration's Python step (the unique index needs the duplicates marked).
 POST = {
@@ -157,6 +179,10 @@ _EXC = -2  # index of exceptions
 
 # PostgreSQL: one batch in one round trip (the counter, the inserts, the clashes, the floor and
 # the acknowledgement), the same steps as Store.ingest's portable path. Re-created at every start.
+# From migration 7 `records` is partitioned by month and holds no unique key: the keys live in
+# record_keys (device, seq), psam_serials (PSAM terminal, serial) and card_debits (card, card
+# counter), inserted first. A record whose (device, seq) is held is not stored again; a new one
+# whose purchase key is held by another record is stored with tsn_dup = 1 and holds no key.
 PG_INGEST = """
 CREATE OR REPLACE FUNCTION collector_ingest(
     p_device bigint, p_counter bigint, p_acked bigint, p_now bigint, p_skew bigint,
@@ -176,8 +202,11 @@ DECLARE
     v_missing bigint;
     v_gap_from bigint;
     v_gap_missing bigint;
-    v_why text;
-    i int;
+    v_new bigint[] := '{}';
+    v_tsn bigint[];
+    v_atc bigint[];
+    v_bad_tsn bigint[] := '{}';
+    v_bad_atc bigint[] := '{}';
 BEGIN
     UPDATE devices SET counter = p_counter, last_seen = p_now, last_skew = p_skew
      WHERE device_id = p_device AND counter < p_counter
@@ -191,45 +220,69 @@ BEGIN
         RETURN;
     END IF;
     IF v_n > 0 THEN
-        WITH ins AS (
-            INSERT INTO records (device_id, seq, received, raw, kind, rtime, psam_tid,
-                psam_serial, card_no, amount, tac_status, card_atc, flags, exceptions, tsn_dup)
-            SELECT p_device, u.seq, p_now, u.raw, u.kind, u.rtime, u.tid, u.ser, u.card, u.amt,
-                u.tac, u.atc, u.flags, u.exc, u.dup
-            FROM unnest(p_seq, p_raw, p_kind, p_rtime, p_tid, p_serial, p_card, p_amount, p_tac,
-                        p_atc, p_flags, p_exc, p_dup)
-                AS u(seq, raw, kind, rtime, tid, ser, card, amt, tac, atc, flags, exc, dup)
-            ON CONFLICT DO NOTHING RETURNING 1)
-        SELECT count(*) INTO v_stored FROM ins;
-        IF v_stored < v_n THEN
-            FOR i IN 1..v_n LOOP
-                IF NOT EXISTS (SELECT 1 FROM records
-                               WHERE device_id = p_device AND seq = p_seq[i]) THEN
-                    v_why := NULL;
-                    IF EXISTS (SELECT 1 FROM records WHERE psam_tid = p_tid[i]
-                               AND psam_serial = p_serial[i] AND tsn_dup = 0) THEN
-                        v_why := 'tsn_dup';
-                    END IF;
-                    IF EXISTS (SELECT 1 FROM records WHERE card_no = p_card[i]
-                               AND card_atc = p_atc[i] AND tsn_dup = 0 AND kind IN (1, 2)) THEN
-                        v_why := concat_ws(',', v_why, 'atc_dup');
-                    END IF;
-                    INSERT INTO records (device_id, seq, received, raw, kind, rtime, psam_tid,
-                        psam_serial, card_no, amount, tac_status, card_atc, flags, exceptions,
-                        tsn_dup)
-                    VALUES (p_device, p_seq[i], p_now, p_raw[i], p_kind[i], p_rtime[i], p_tid[i],
-                        p_serial[i], p_card[i], p_amount[i], p_tac[i], p_atc[i], p_flags[i],
-                        nullif(concat_ws(',', p_exc[i], v_why), ''), 1);
-                    v_stored := v_stored + 1;
-                    v_clashes := v_clashes || (p_seq[i]::text || ':'
-                        || coalesce(v_why, 'a concurrent insert'));
-                END IF;
-            END LOOP;
+        WITH k AS (
+            INSERT INTO record_keys (device_id, seq, received)
+            SELECT p_device, u.seq, p_now FROM unnest(p_seq) AS u(seq)
+            ON CONFLICT DO NOTHING RETURNING seq)
+        SELECT coalesce(array_agg(k.seq), '{}') INTO v_new FROM k;
+        v_stored := cardinality(v_new);
+    END IF;
+    IF v_stored > 0 THEN
+        WITH t AS (
+            INSERT INTO psam_serials (psam_tid, psam_serial, device_id, seq, received)
+            SELECT u.tid, u.ser, p_device, u.seq, p_now
+            FROM unnest(p_seq, p_tid, p_serial, p_dup) AS u(seq, tid, ser, dup)
+            WHERE u.seq = ANY (v_new) AND u.dup = 0 AND u.tid IS NOT NULL AND u.ser IS NOT NULL
+            ON CONFLICT DO NOTHING RETURNING seq)
+        SELECT coalesce(array_agg(t.seq), '{}') INTO v_tsn FROM t;
+        WITH c AS (
+            INSERT INTO card_debits (card_no, card_atc, device_id, seq, received)
+            SELECT u.card, u.atc, p_device, u.seq, p_now
+            FROM unnest(p_seq, p_kind, p_card, p_atc, p_dup) AS u(seq, kind, card, atc, dup)
+            WHERE u.seq = ANY (v_new) AND u.dup = 0 AND u.kind IN (1, 2)
+              AND u.card IS NOT NULL AND u.atc IS NOT NULL
+            ON CONFLICT DO NOTHING RETURNING seq)
+        SELECT coalesce(array_agg(c.seq), '{}') INTO v_atc FROM c;
+        SELECT coalesce(array_agg(u.seq) FILTER (WHERE u.tid IS NOT NULL AND u.ser IS NOT NULL
+                   AND NOT u.seq = ANY (v_tsn)), '{}'),
+               coalesce(array_agg(u.seq) FILTER (WHERE u.kind IN (1, 2) AND u.card IS NOT NULL
+                   AND u.atc IS NOT NULL AND NOT u.seq = ANY (v_atc)), '{}')
+          INTO v_bad_tsn, v_bad_atc
+          FROM unnest(p_seq, p_kind, p_tid, p_serial, p_card, p_atc, p_dup)
+               AS u(seq, kind, tid, ser, card, atc, dup)
+         WHERE u.seq = ANY (v_new) AND u.dup = 0;
+        IF cardinality(v_bad_tsn) + cardinality(v_bad_atc) > 0 THEN
+            -- a clash holds neither key: the other one, taken above, is given back
+            DELETE FROM psam_serials s USING unnest(p_seq, p_tid, p_serial) AS u(seq, tid, ser)
+             WHERE u.seq = ANY (v_bad_atc) AND s.psam_tid = u.tid AND s.psam_serial = u.ser
+               AND s.device_id = p_device AND s.seq = u.seq;
+            DELETE FROM card_debits c USING unnest(p_seq, p_card, p_atc) AS u(seq, card, atc)
+             WHERE u.seq = ANY (v_bad_tsn) AND c.card_no = u.card AND c.card_atc = u.atc
+               AND c.device_id = p_device AND c.seq = u.seq;
+            SELECT array_agg(u.seq::text || ':' || concat_ws(',',
+                       CASE WHEN u.seq = ANY (v_bad_tsn) THEN 'tsn_dup' END,
+                       CASE WHEN u.seq = ANY (v_bad_atc) THEN 'atc_dup' END) ORDER BY u.seq)
+              INTO v_clashes FROM unnest(p_seq) AS u(seq)
+             WHERE u.seq = ANY (v_bad_tsn) OR u.seq = ANY (v_bad_atc);
         END IF;
+        INSERT INTO records (device_id, seq, received, raw, kind, rtime, psam_tid, psam_serial,
+            card_no, amount, tac_status, card_atc, flags, exceptions, tsn_dup)
+        SELECT p_device, u.seq, p_now, u.raw, u.kind, u.rtime, u.tid, u.ser, u.card, u.amt,
+            u.tac, u.atc, u.flags,
+            CASE WHEN u.seq = ANY (v_bad_tsn) OR u.seq = ANY (v_bad_atc)
+                 THEN nullif(concat_ws(',', u.exc,
+                          CASE WHEN u.seq = ANY (v_bad_tsn) THEN 'tsn_dup' END,
+                          CASE WHEN u.seq = ANY (v_bad_atc) THEN 'atc_dup' END), '')
+                 ELSE u.exc END,
+            CASE WHEN u.seq = ANY (v_bad_tsn) OR u.seq = ANY (v_bad_atc) THEN 1 ELSE u.dup END
+        FROM unnest(p_seq, p_raw, p_kind, p_rtime, p_tid, p_serial, p_card, p_amount, p_tac,
+                    p_atc, p_flags, p_exc, p_dup)
+            AS u(seq, raw, kind, rtime, tid, ser, card, amt, tac, atc, flags, exc, dup)
+        WHERE u.seq = ANY (v_new);
     END IF;
     v_start := v_contig;
     IF p_acked > v_contig THEN
-        SELECT count(*) INTO v_missing FROM records
+        SELECT count(*) INTO v_missing FROM record_keys
          WHERE device_id = p_device AND seq > v_contig AND seq <= p_acked;
         IF v_missing < p_acked - v_contig THEN
             INSERT INTO gaps (device_id, from_seq, to_seq, noted)
@@ -242,7 +295,7 @@ BEGIN
     -- the run of held sequences that continues v_contig: seq - rank is constant along it
     SELECT coalesce(max(t.seq), v_contig) INTO v_contig FROM (
         SELECT h.seq, h.seq - row_number() OVER (ORDER BY h.seq) AS grp
-        FROM (SELECT r.seq FROM records r WHERE r.device_id = p_device AND r.seq > v_contig
+        FROM (SELECT r.seq FROM record_keys r WHERE r.device_id = p_device AND r.seq > v_contig
               ORDER BY r.seq LIMIT 100000) h) t
      WHERE t.grp = v_contig;
     IF v_contig <> v_start THEN
@@ -334,6 +387,7 @@ class Store:
         """keys: a keys.KeySource (the master key) for devices with derived keys."""
         self.url = url
         self.keys = keys
+        self.clock = time.time  # `received` of what is stored (tests move it to other months)
         if url.startswith(("postgresql://", "postgres://")):
             self.dialect = "pg"
             import psycopg
@@ -448,10 +502,16 @@ class Store:
                     self._backfill_exceptions(ex)
                 if version == 5:
                     self._learn_psams(ex)
+                if version == 7 and self.dialect == "pg":
+                    partitions.partition_pg(ex, int(self.clock()))
                 for sql in POST.get(version, ()):
                     ex.run(sql.format(blob=blob, big=big))
             if self.dialect == "pg" and have <= SCHEMA_VERSION:
                 ex.run(PG_INGEST)
+                if SCHEMA_VERSION >= 7:
+                    # this month's and the next two months' partitions exist before a record
+                    # needs them; what reached the default partition moves to its month's
+                    partitions.ensure(ex, int(self.clock()))
         return SCHEMA_VERSION
 
     @staticmethod
@@ -750,7 +810,7 @@ class Store:
         exceptions (a list of clearing.EXC_*), any may be None. A row whose exceptions include
         'psam' is quarantined: kept outside the uniqueness keys, so it demotes no other record.
         -> dict(contig, stored, duplicates, tsn_dups). Raises Stale."""
-        now = int(time.time())
+        now = int(self.clock())
         skew = None if device_time is None else device_time - (now - EPOCH_2000)
         if self.dialect == "pg":
             return self._ingest_pg(device_id, counter, acked, rows, now, skew)
@@ -887,9 +947,25 @@ class Store:
             ex.run("UPDATE devices SET contig = ? WHERE device_id = ?", (contig, device_id))
         return contig
 
+    def forget_after(self, device_id, keep):
+        """What restoring a backup taken when the device's records 1..keep were held does to
+        its rows (tests and the test server): later records and their keys gone."""
+        with self._tx() as ex:
+            ex.run("DELETE FROM records WHERE device_id = ? AND seq > ?", (device_id, keep))
+            if self.dialect == "pg" and self.schema_version_in(ex) >= 7:
+                for table in ("record_keys", "psam_serials", "card_debits"):
+                    ex.run(
+                        "DELETE FROM %s WHERE device_id = ? AND seq > ?" % table,
+                        (device_id, keep),
+                    )
+
+    @staticmethod
+    def schema_version_in(ex):
+        return ex.one("SELECT MAX(version) FROM schema_version")[0] or 0
+
     def touch(self, device_id, counter, device_time=None):
         """Accept a counter without records (parameter queries). Raises Stale."""
-        now = int(time.time())
+        now = int(self.clock())
         skew = None if device_time is None else device_time - (now - EPOCH_2000)
         with self._tx() as ex:
             self._bump_counter(ex, device_id, counter, now, skew)

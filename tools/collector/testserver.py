@@ -169,11 +169,8 @@ def make_handler(backend):
                 )
                 out = {"ok": True}
             elif name == "restore":
+                backend.store.forget_after(args["device"], args["keep"])
                 with backend.store._tx() as ex:
-                    ex.run(
-                        "DELETE FROM records WHERE device_id = ? AND seq > ?",
-                        (args["device"], args["keep"]),
-                    )
                     ex.run(
                         "UPDATE devices SET contig = ?, counter = 0 WHERE device_id = ?",
                         (args["keep"], args["device"]),
