@@ -198,9 +198,7 @@ async def run_device(dev, port, deadline, lo, hi):
                 dev.refused(first, bal)  # not stored: sent again, after a pause
                 await asyncio.sleep(0.1)
                 continue
-            ans = up.decode_answer(
-                dev.key, answer, dev.id, counter, up.T_UPLOAD, mac, dev.epoch
-            )
+            ans = up.decode_answer(dev.key, answer, dev.id, counter, up.T_UPLOAD, mac, dev.epoch)
             dev.acked = ans["value"]
             dev.records += n
     finally:
