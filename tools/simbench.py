@@ -41,7 +41,7 @@ from tools.collector.app import create_app  # noqa: E402
 from tools.collector.bench import ServerThread  # noqa: E402
 from tools.collector.clearing import Clearing, IssuerKey  # noqa: E402
 from tools.collector.db import Store  # noqa: E402
-from tools.sim import crypto  # noqa: E402
+from tools.sim import contact_sheet, crypto  # noqa: E402
 from tools.sim.bench_hub import BenchWorld  # noqa: E402
 from tools.sim.card import VirtualCard  # noqa: E402
 from tools.simbench_faults import (  # noqa: E402
@@ -91,6 +91,23 @@ VIRTUAL_TICK_S = 0.05
 FLOW_IDLE_S = 10.0  # real seconds a flowing wait lets a validator not wait on the clock
 
 
+def local_stamp(t):
+    """Seconds since 2000 -> 'YYYY-MM-DD HH:MM:SS UTC+08:00' (the bench's zone)."""
+    if not isinstance(t, int):
+        return None
+    y, mo, d, hh, mi, ss = timeutil.from_seconds(t + TZ)
+    return "%04d-%02d-%02d %02d:%02d:%02d UTC%+03d:%02d" % (
+        y,
+        mo,
+        d,
+        hh,
+        mi,
+        ss,
+        TZ // 3600,
+        TZ % 3600 // 60,
+    )
+
+
 def local_clock(t):
     y, mo, d, hh, mi, ss = timeutil.from_seconds(t + TZ)
     return "%02d:%02d:%02d" % (hh, mi, ss)
@@ -98,6 +115,11 @@ def local_clock(t):
 
 def yuan(fen):
     return "-" if fen is None else "%d.%02d" % (fen // 100, fen % 100)
+
+
+def money(fen):
+    """A scenario's figure for an operator: yuan, with the fen the scenario file uses."""
+    return "-" if fen is None else "%s yuan (%d fen)" % (yuan(fen), fen)
 
 
 def duration(s):
@@ -918,12 +940,12 @@ class Bench:
         if "fare" in ev and result.get("amount") != ev["fare"]:
             self.fail(
                 "%stap %s: fare %s, expected %s"
-                % (unit.label, name, result.get("amount"), ev["fare"])
+                % (unit.label, name, money(result.get("amount")), money(ev["fare"]))
             )
         if "balance" in ev and result.get("balance") != ev["balance"]:
             self.fail(
                 "%stap %s: balance %s, expected %s"
-                % (unit.label, name, result.get("balance"), ev["balance"])
+                % (unit.label, name, money(result.get("balance")), money(ev["balance"]))
             )
 
     # ---- the end -------------------------------------------------------------------------------
@@ -1011,11 +1033,11 @@ class Bench:
         for name, want in expect.get("balances", {}).items():
             got = self.cards[name].balance
             if got != want:
-                self.fail("card %s ends with %s, expected %s" % (name, got, want))
+                self.fail("card %s ends with %s, expected %s" % (name, money(got), money(want)))
         self._expect_cards(expect.get("cards", {}))
         self._expect_records(expect.get("records", []), decoded)
         if "revenue" in expect and revenue_bo != expect["revenue"]:
-            self.fail("revenue %d, expected %d" % (revenue_bo, expect["revenue"]))
+            self.fail("revenue %s, expected %s" % (money(revenue_bo), money(expect["revenue"])))
         # Every intent closed by its outcome: each rider whose tap was cut or pulled came back.
         unconfirmed = []
         for u in self.units.values():
@@ -1089,11 +1111,19 @@ class Bench:
             "cuts": self.cuts,
             "waits": self.waits,
             "failures": self.failures,
-            "taps_detail": [dict(r, card=n, validator=v) for n, r, v in self.taps],
+            "time_zone": "UTC%+03d:%02d" % (TZ // 3600, TZ % 3600 // 60),
+            "taps_detail": [
+                dict(r, card=n, validator=v, time_local=local_stamp(r.get("time")))
+                for n, r, v in self.taps
+            ],
             "balances": {n: c.balance for n, c in self.cards.items()},
             "cards": {n: card_state(c) for n, c in self.cards.items()},
         }
-        (self.out / "report.json").write_text(json.dumps(report, indent=1, default=str))
+        (self.out / "report.json").write_text(
+            json.dumps(report, indent=1, default=str, ensure_ascii=False), encoding="utf-8"
+        )
+        frames = sorted((self.out / "frames").glob("*.png"))
+        overview = contact_sheet.make_sheet(frames, self.out / "overview.png")
         self.say("")
         self.say("== summary: %s" % self.sc.get("name"))
         self.say(
@@ -1106,7 +1136,8 @@ class Bench:
         )
         self.say(
             "records: %d journaled by %d validator(s) (%d still on flash), %d in the back office"
-            " (%d debit intents, %d unconfirmed), %d TACs verified by clearing"
+            " (%d debit intents, %d unconfirmed), %d TACs verified by clearing; a sale writes two"
+            " records (intent, then purchase), a start one, a parameter activation one"
             % (
                 device_records,
                 len(self.units),
@@ -1126,7 +1157,10 @@ class Bench:
             "final balances: "
             + ", ".join("%s %s" % (n, yuan(b)) for n, b in report["balances"].items())
         )
-        self.say("frames: %s  report: %s" % (self.out / "frames", self.out / "report.json"))
+        self.say(
+            "frames: %s  overview: %s  report: %s"
+            % (self.out / "frames", overview or "no frames", self.out / "report.json")
+        )
         self.say(
             "RESULT: %s"
             % ("every expectation held" if not self.failures else "%d FAILED" % len(self.failures))

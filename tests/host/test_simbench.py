@@ -47,6 +47,30 @@ def test_smoke_scenario(tmp_path):
     assert report["device_records"] == report["backoffice_records"]
     assert "扣款成功 | Paid | 票价 2.00元 | 余额 48.00元" in proc.stdout
     assert len(list((out / "frames").glob("*.png"))) == 3
+    # the overview sheet: every frame in one picture, named in the summary
+    from PIL import Image
+
+    with Image.open(out / "overview.png") as sheet:
+        assert sheet.width > 3 * 192 // 2 and sheet.height > 96 // 2
+    assert "overview: %s" % (out / "overview.png") in proc.stdout
+    # report.json: Chinese as written, the taps' local time beside the seconds since 2000
+    raw = (out / "report.json").read_text(encoding="utf-8")
+    assert "扣款成功" in raw and "\\u" not in raw
+    assert report["taps_detail"][0]["time_local"] == "2026-11-30 07:31:00 UTC+08:00"
+    assert report["time_zone"] == "UTC+08:00"
+    assert "a sale writes two records (intent, then purchase)" in proc.stdout
+
+
+def test_a_wrong_expectation_is_told_in_yuan(tmp_path):
+    text = (ROOT / "tools" / "scenarios" / "smoke.toml").read_text()
+    text = text.replace("balances = { alice = 4800, bob = 150 }", "balances = { alice = 120 }")
+    path = tmp_path / "wrong.toml"
+    path.write_text(text)
+    proc, report, _ = run_scenario(path, tmp_path)
+    assert proc.returncode != 0
+    assert "card alice ends with 48.00 yuan (4800 fen), expected 1.20 yuan (120 fen)" in (
+        proc.stdout + proc.stderr
+    )
 
 
 def test_default_morning_scenario(tmp_path):
