@@ -22,31 +22,19 @@ import log  # noqa: E402
 import mptest  # noqa: E402
 import pn532  # noqa: E402
 import timeutil  # noqa: E402
+from counting_uart import CountingUART  # noqa: E402
 from pn532_i2c import PN532I2C  # noqa: E402
 from pn532_spi import PN532SPI  # noqa: E402
 from pn532_uart import PN532UART  # noqa: E402
 from sim_i2c import SimI2C  # noqa: E402
 from sim_pin import Pin  # noqa: E402
 from sim_spi import SimSPI  # noqa: E402
-from sim_uart import SimUART  # noqa: E402
 from simlink import Control  # noqa: E402
 
 NOW = timeutil.to_seconds(2026, 11, 29, 4, 30, 0)
 FLAT = {"debit": 200, "must_cover": 200, "txn_type": 0x06, "route": 0x0123, "stop": 7}
 # Generous: the chip simulator is a CPython process that a busy machine can delay.
 TIMEOUTS = {"ack_timeout_ms": 1000, "command_timeout_ms": 2000, "exchange_timeout_ms": 2500}
-
-
-class CountingUART(SimUART):
-    calls = 0  # the driver's writes and reads: what a UART "transaction" stands for here
-
-    def write(self, data):
-        self.calls += 1
-        return SimUART.write(self, data)
-
-    def readinto(self, buf, n=None):
-        self.calls += 1
-        return SimUART.readinto(self, buf, n)
 
 
 ctl = Control() if not _missing else None

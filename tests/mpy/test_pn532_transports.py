@@ -33,21 +33,8 @@ elif BUS == "spi":
     env = cases.Env("spi", transport, lambda: _bus.transactions)
 
 else:
+    from counting_uart import CountingUART
     from pn532_uart import PN532UART
-    from sim_uart import SimUART
-
-    class CountingUART(SimUART):
-        """Counts the driver's writes and reads (the figure a UART 'transaction' stands for)."""
-
-        calls = 0
-
-        def write(self, data):
-            self.calls += 1
-            return SimUART.write(self, data)
-
-        def readinto(self, buf, n=None):
-            self.calls += 1
-            return SimUART.readinto(self, buf, n)
 
     _uart = CountingUART("nfc_hsu", baudrate=115200)
 
