@@ -87,6 +87,36 @@ def load_board(name):
         sys.path.remove(path)
 
 
+def mount_data(flash, fresh=True):
+    """`flash` (a RAM block device) mounted as the board's littlefs at /data, formatted first
+    when `fresh` (a new device) and kept otherwise (a reboot)."""
+    import vfs
+
+    try:
+        vfs.umount("/data")
+    except OSError:
+        pass
+    if fresh:
+        vfs.VfsLfs2.mkfs(flash)
+    vfs.mount(vfs.VfsLfs2(flash, mtime=False), "/data")
+
+
+def device_config(base, secret):
+    """The config of device 1 (key `secret`) at the collector `base`: route 12, stop 3, a
+    SIM7600 on APN cmnet (config.validate takes it)."""
+    return {
+        "device_id": 1,
+        "secret": secret.hex(),
+        "route": 12,
+        "stop": 3,
+        "city": "1001",
+        "institution": "1200290000000000",
+        "collector_url": base,
+        "modem": "sim7600",
+        "apn": "cmnet",
+    }
+
+
 def power_on(name, module="wroom32", more=None, table=TABLE_4MB, size=4 << 20):
     """A power-up of board `name` on `module`: the module's pins, the board's wiring (`more` on
     top), a fresh flash with `table`; returns the board's module."""

@@ -82,19 +82,7 @@ def _cfg(base):
 
 
 def _raw_cfg(base):
-    return (
-        {
-            "device_id": 1,
-            "secret": SECRET.hex(),
-            "route": 12,
-            "stop": 3,
-            "city": "1001",
-            "institution": "1200290000000000",
-            "collector_url": base,
-            "modem": "sim7600",
-            "apn": "cmnet",
-        }
-    )
+    return esp32_rig.device_config(base, SECRET)
 
 
 _made = []
@@ -111,15 +99,7 @@ def _config_file(base):
 
 
 def _mount(fresh=True):
-    import vfs
-
-    try:
-        vfs.umount("/data")
-    except OSError:
-        pass
-    if fresh:
-        vfs.VfsLfs2.mkfs(_flash)
-    vfs.mount(vfs.VfsLfs2(_flash, mtime=False), "/data")
+    esp32_rig.mount_data(_flash, fresh)
 
 
 def _validator(board, base, fresh=True):

@@ -287,30 +287,12 @@ def _app(name, module, base):
     import bundle
     import cardlists
     import config
-    import vfs
 
     board = esp32_rig.power_on(name, module)
     esp32_machine.RTC().datetime(APP_T0)
-    try:
-        vfs.umount("/data")
-    except OSError:
-        pass
-    vfs.VfsLfs2.mkfs(_flash)  # one device, reformatted for each run
-    vfs.mount(vfs.VfsLfs2(_flash, mtime=False), "/data")
+    esp32_rig.mount_data(_flash)  # one device, reformatted for each run
     board.start()
-    cfg = config.validate(
-        {
-            "device_id": 1,
-            "secret": SECRET.hex(),
-            "route": 12,
-            "stop": 3,
-            "city": "1001",
-            "institution": "1200290000000000",
-            "collector_url": base,
-            "modem": "sim7600",
-            "apn": "cmnet",
-        }
-    )
+    cfg = config.validate(esp32_rig.device_config(base, SECRET))
     parts = board.make_parts(cfg)
     v = app.Validator(parts, cfg)
     data = bundle.build(cfg["secret_bytes"], 1, 0, BUNDLE, cardlists.blacklist_bytes(()))

@@ -40,16 +40,9 @@ def setup():
 def _validator(fresh):
     import app
     import config
-    import vfs
 
     esp32_rig.wire(WIRING)
-    try:
-        vfs.umount("/data")
-    except OSError:
-        pass
-    if fresh:
-        vfs.VfsLfs2.mkfs(_flash)
-    vfs.mount(vfs.VfsLfs2(_flash, mtime=False), "/data")
+    esp32_rig.mount_data(_flash, fresh)
     board = esp32_rig.load_board(BOARD)
     board.start()
     cfg = config.validate(
