@@ -153,22 +153,6 @@ def teardown():
                 _rmtree(top + "/" + entry[0])
 
 
-async def test_batches_reach_the_collector_once_and_free_only_what_it_holds():
-    j, u = await fresh(250)
-    mptest.true(await u.sync(), u.last_error)
-    st = await held()
-    mptest.eq(st["count"], 250)
-    mptest.eq(st["seqs"], list(range(1, 251)))
-    mptest.eq((j.acked_seq, j.backlog), (250, 0))
-    s = u.status()
-    mptest.eq((s["backlog"], s["failures"], s["last_error"]), (0, 0, None))
-    mptest.eq(s["last_ok"], u.clock())
-    mptest.true(abs(u.clock() - T0) > 86400, "T0 is far from now: the server's time was adopted")
-    # 8 batches of 32 (the last 26; a device new to the server needs no counter re-sync).
-    mptest.eq(u.t.calls, 8)
-    mptest.log("wire: %d records, %d body bytes up, %d down" % (250, u.t.sent, u.t.got))
-
-
 async def fresh(n, **kw):
     """An empty back office, a new log holding `n` records and an Uplink on it."""
     await ctl("reset")
@@ -194,6 +178,22 @@ async def reboot(more, epoch=None, sync_before=False, **kw):
     mptest.eq((await held())["seqs"], list(range(1, 11 + more)))
     mptest.eq(j.acked_seq, 10 + more)
     return u, again
+
+
+async def test_batches_reach_the_collector_once_and_free_only_what_it_holds():
+    j, u = await fresh(250)
+    mptest.true(await u.sync(), u.last_error)
+    st = await held()
+    mptest.eq(st["count"], 250)
+    mptest.eq(st["seqs"], list(range(1, 251)))
+    mptest.eq((j.acked_seq, j.backlog), (250, 0))
+    s = u.status()
+    mptest.eq((s["backlog"], s["failures"], s["last_error"]), (0, 0, None))
+    mptest.eq(s["last_ok"], u.clock())
+    mptest.true(abs(u.clock() - T0) > 86400, "T0 is far from now: the server's time was adopted")
+    # 8 batches of 32 (the last 26; a device new to the server needs no counter re-sync).
+    mptest.eq(u.t.calls, 8)
+    mptest.log("wire: %d records, %d body bytes up, %d down" % (250, u.t.sent, u.t.got))
 
 
 async def test_a_rebooted_validator_starts_a_new_epoch_without_a_resync():
