@@ -21,6 +21,7 @@ help:
 	@echo "make sim                  run the simulated bench end to end (collector, simulators, firmware)"
 	@echo "make sim SCENARIO=f.toml  another scenario (tools/scenarios/, format in docs/scenarios.md)"
 	@echo "make sim SERVE=1          then serve the run's dashboard (docs/dashboard.md) until Ctrl-C"
+	@echo "make sim SIM_LANG=zh      the operator's lines in Chinese (运营说明中文)"
 	@echo "make test                 lint + every test (CPython, MicroPython unix port, mpy-cross)"
 	@echo "make test-under-load      make test beside 2 CPU hogs and an I/O hog (stress-ng)"
 	@echo "make setup                create $(VENV) with the pinned tools (run implicitly)"
@@ -123,7 +124,7 @@ flash: $(PTH_STAMP)
 	$(BIN)/esptool --chip esp32 --port $(PORT) --baud $(BAUD) write-flash -z 0x1000 $(FIRMWARE)
 
 sim: $(PTH_STAMP)
-	$(BIN)/python -m tools.simbench $(if $(SCENARIO),--scenario $(SCENARIO),) $(if $(SERVE),--serve,)
+	$(BIN)/python -m tools.simbench $(if $(SCENARIO),--scenario $(SCENARIO),) $(if $(SERVE),--serve,) $(if $(SIM_LANG),--lang $(SIM_LANG),)
 
 bench: $(PTH_STAMP)
 	$(BIN)/python -m tools.benchmarks $(foreach s,$(subst $(comma), ,$(STAGE)),--stage $(s))

@@ -35,7 +35,7 @@ import record  # noqa: E402
 import timeutil  # noqa: E402
 from feedback import SOUNDS  # noqa: E402
 
-from tools import build_firmware, params_compile, params_sign, simbench_time  # noqa: E402
+from tools import build_firmware, params_compile, params_sign, reasons, simbench_time  # noqa: E402
 from tools.collector import app as collector_app  # noqa: E402
 from tools.collector.app import create_app  # noqa: E402
 from tools.collector.bench import ServerThread  # noqa: E402
@@ -587,6 +587,7 @@ class Bench:
         self.sc = scenario
         self.out = Path(out)
         self.quiet = quiet
+        self.lang = "en"  # the operator lines: en or zh (--lang)
         self.lines = []
         self.failures = []
         self.taps = []  # (card, result, validator)
@@ -896,8 +897,14 @@ class Bench:
                 result.get("ms", 0),
             )
         )
-        if result.get("detail") and result["reason"] not in ("OK", "OK_LOW"):
-            self.say("            operator: %s" % result["detail"])
+        if result["reason"] not in ("OK", "OK_LOW", "TAP_OFF_OK"):
+            # the operator's words (tools/reasons.py), then the firmware's own detail
+            words = reasons.meaning(result["reason"], self.lang)
+            if result.get("detail"):
+                words += ("; 固件: %s" if self.lang == "zh" else "; firmware: %s") % result[
+                    "detail"
+                ]
+            self.say("            %s: %s" % ("运营" if self.lang == "zh" else "operator", words))
         self._expect_tap(ev, result, names[0], unit)
         return result
 
@@ -1338,6 +1345,9 @@ def main(argv=None):
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("--serve", action="store_true", help="then serve the run's dashboard")
     ap.add_argument("--web-port", type=int, default=8081, help="the dashboard's port")
+    ap.add_argument(
+        "--lang", choices=("en", "zh"), default="en", help="the operator's lines: en or zh (中文)"
+    )
     args = ap.parse_args(argv)
     try:
         sc = load_scenario(args.scenario)
@@ -1345,6 +1355,7 @@ def main(argv=None):
         sys.exit("simbench: %s" % e)
     out = args.out or ROOT / "bench" / "out" / args.scenario.stem
     bench = Bench(sc, out, quiet=args.quiet)
+    bench.lang = args.lang
     bench.say("== %s" % sc.get("name", args.scenario.stem))
     if sc.get("description"):
         bench.say(sc["description"].strip())

@@ -7,7 +7,7 @@ import config
 import feedback
 import messages
 
-from tools import record_sheet
+from tools import reasons, record_sheet
 
 DOC = (Path(__file__).resolve().parents[2] / "docs" / "operators.md").read_text()
 
@@ -20,6 +20,8 @@ def test_every_tap_reason_is_documented_with_its_texts_and_sound():
         line = rows.get("`%s`" % reason)
         assert line is not None, "docs/operators.md: no line for %s" % reason
         assert zh in line and en in line and feedback.SOUNDS[tone] in line, line
+        assert reasons.meaning(reason) in line, "the operator's meaning, as make sim says it"
+        assert reasons.meaning(reason, "zh"), reason
 
 
 def test_every_record_reason_word_is_documented():

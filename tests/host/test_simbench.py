@@ -15,7 +15,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_scenario(name, tmp_path):
+def run_scenario(name, tmp_path, *extra):
     path = name if isinstance(name, Path) else ROOT / "tools" / "scenarios" / (name + ".toml")
     out = tmp_path / path.stem
     proc = subprocess.run(
@@ -27,6 +27,7 @@ def run_scenario(name, tmp_path):
             str(path),
             "--out",
             str(out),
+            *extra,
         ],
         cwd=ROOT,
         capture_output=True,
@@ -59,6 +60,8 @@ def test_smoke_scenario(tmp_path):
     assert report["taps_detail"][0]["time_local"] == "2026-11-30 07:31:00 UTC+08:00"
     assert report["time_zone"] == "UTC+08:00"
     assert "a sale writes two records (intent, then purchase)" in proc.stdout
+    # bob's refusal in the operator's words, then the firmware's detail
+    assert "operator: the balance does not cover the fare; firmware: " in proc.stdout
 
 
 def test_a_wrong_expectation_is_told_in_yuan(tmp_path):
@@ -66,8 +69,9 @@ def test_a_wrong_expectation_is_told_in_yuan(tmp_path):
     text = text.replace("balances = { alice = 4800, bob = 150 }", "balances = { alice = 120 }")
     path = tmp_path / "wrong.toml"
     path.write_text(text)
-    proc, report, _ = run_scenario(path, tmp_path)
+    proc, report, _ = run_scenario(path, tmp_path, "--lang", "zh")
     assert proc.returncode != 0
+    assert "运营: 余额不足以支付票价; 固件: " in proc.stdout
     assert "card alice ends with 48.00 yuan (4800 fen), expected 1.20 yuan (120 fen)" in (
         proc.stdout + proc.stderr
     )
