@@ -70,6 +70,12 @@ class PsamLink:
         self._tx = bytearray(_BUF)
         self._txv = memoryview(self._tx)
         self._last_rx = 0  # ticks_us of the last character received, for the turnaround
+        # Characters sent whose echo has not been read and checked yet: the last data of a
+        # command, and a header sent ahead (transceive_header), are written without waiting for
+        # their echo; the echo waits in the RX buffer and is checked before anything else is
+        # read or sent (_check_echo).
+        self._echo = 0
+        self._early = False  # a header sent by transceive_header, its data not yet
         # The command in flight between transceive_start() and transceive_finish().
         self._pending = False
         self._p_hdr = bytearray(5)
@@ -127,6 +133,8 @@ class PsamLink:
 
     def _read(self, n, timeout_ms, what):
         """n characters into self._rx, each within timeout_ms of the previous; decoded."""
+        if self._echo:
+            self._check_echo()
         got = 0
         view = self._rxv
         deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
@@ -151,7 +159,12 @@ class PsamLink:
     def _byte(self, timeout_ms, what):
         return self._read(1, timeout_ms, what)[0]
 
-    def _send(self, data):
+    def _send(self, data, defer=False):
+        """Write data; its echo is read and compared now, or with defer=True before the next
+        read or send (the UART shifts the characters out meanwhile: the caller may talk to the
+        card while they go)."""
+        if self._echo:
+            self._check_echo()
         n = len(data)
         tx = self._tx
         if self.inverse:
@@ -169,6 +182,15 @@ class PsamLink:
         self._count(n, 0)
         if not self.echo:
             return
+        self._echo = n
+        if not defer:
+            self._check_echo()
+
+    def _check_echo(self):
+        """Read back the self._echo characters last sent (still in self._tx) and compare."""
+        n = self._echo
+        self._echo = 0
+        tx = self._tx
         ms = iso7816.line_time_us(n, self.baud) // 1000 + self.margin_ms
         view = self._rxv
         got = 0
@@ -192,7 +214,8 @@ class PsamLink:
     def off(self):
         """Deactivate: reset low, clock stopped."""
         self.ready = False
-        self._pending = False
+        self._pending = self._early = False
+        self._echo = 0
         self.rst.value(0)
         self._clock(False)
 
@@ -200,7 +223,8 @@ class PsamLink:
         """Cold (clock restarted) or warm reset, ATR, PPS. -> iso7816.Atr. Raises LinkTimeout
         (no ATR), AtrError (a ProtocolError: malformed or short ATR) or ChipError."""
         self.ready = False
-        self._pending = False
+        self._pending = self._early = False
+        self._echo = 0
         try:
             atr = self._activate(warm)
             self._negotiate(atr)
@@ -364,12 +388,47 @@ class PsamLink:
         if not self.ready:
             raise ChipError("PSAM link not reset")
         try:
+            if self._early and lc and _same_header(apdu, self._p_hdr):
+                # Its header went ahead (transceive_header): only the data goes now.
+                self._early = False
+                self._p_data = memoryview(apdu)[5 : 5 + lc]
+                self._tpdu_data()
+                return
             if self._pending:
                 _log.warning("APDU %s never collected: finishing it first", self._p_hdr.hex())
                 self._finish()
             self._start(apdu, lc, le)
         except LinkError as e:
             self._fail(apdu, e)
+
+    def transceive_header(self, header):
+        """Send the 5-byte header (CLA INS P1 P2 Lc) of a command with data out ahead of its
+        data, and return at once: the header's echo and the PSAM's procedure byte wait in the
+        UART's buffer while the caller works out the data (for 8070: while the card answers
+        INITIALIZE). transceive_start() with an APDU of the same header then sends only the
+        data. A command that never comes is completed with Lc zero bytes as data by whatever
+        comes next (transceive_finish, or another command: logged), its answer dropped, so the
+        PSAM is never left waiting for data (docs/psam-link.md *Header ahead*)."""
+        if len(header) != 5 or not header[4]:
+            _bad("transceive_header: a 5-byte header with Lc > 0, not %d bytes" % len(header))
+        if not self.ready:
+            raise ChipError("PSAM link not reset")
+        try:
+            if self._pending:
+                _log.warning("APDU %s never collected: finishing it first", self._p_hdr.hex())
+                self._finish()
+            stale = self._drain()
+            if stale:
+                _log.warning("dropped %d stale byte(s) before a command", stale)
+            self.apdus += 1
+            h = self._p_hdr
+            h[:] = header
+            self._p_lc = header[4]
+            self._p_le = 0
+            self._early = True
+            self._tpdu_head(h, None, 0, True)
+        except LinkError as e:
+            self._fail(header, e)
 
     def transceive_finish(self):
         """-> response data + SW1 SW2 of the command transceive_start() sent."""
@@ -382,7 +441,8 @@ class PsamLink:
 
     def _fail(self, apdu, e):
         self.ready = False
-        self._pending = False
+        self._pending = self._early = False
+        self._echo = 0
         _log.error("APDU %s failed: %s", bytes(apdu[:5]).hex(), e)
         raise e
 
@@ -406,6 +466,12 @@ class PsamLink:
             self._tpdu_send(header, None, 0)
 
     def _finish(self):
+        if self._early:
+            # The data never came: complete the command with zeros, its answer dropped below
+            # by the caller (the PSAM must not be left waiting for data).
+            self._early = False
+            self._p_data = bytes(self._p_lc)
+            self._tpdu_data()
         data, sw1, sw2 = self._tpdu_end()
         if sw1 == 0x6C and self._p_le and not self._p_lc:
             # Wrong Le: the card says how many bytes it has; ask again for exactly those.
@@ -446,6 +512,10 @@ class PsamLink:
         """The first half of a T=0 command: the header, and for a command with data out every
         data byte the procedure bytes ask for. Returns before the card's computation; a status
         word that comes instead (a refusal) is kept for _tpdu_end()."""
+        self._tpdu_head(header, data, ne, False)
+        self._tpdu_data()
+
+    def _tpdu_head(self, header, data, ne, defer):
         self._pending = True
         self._p_ins = header[1]
         self._p_data = data
@@ -455,7 +525,11 @@ class PsamLink:
         self._p_out = bytearray(ne) if ne else b""
         self._p_sw = -1
         self._p_busy = time.ticks_add(time.ticks_ms(), self.busy_ms)
-        self._send(header)
+        self._send(header, defer)
+
+    def _tpdu_data(self):
+        """Data out as the procedure bytes ask (none for a command without data)."""
+        data = self._p_data
         lc = len(data) if data is not None else 0
         while self._p_sent < lc:
             if self._step():
@@ -496,7 +570,9 @@ class PsamLink:
             if sent >= lc:
                 raise ProtocolError("PSAM asked for more than the %d data byte(s)" % lc)
             step = min(step, lc - sent)
-            self._send(data[sent : sent + step])
+            # The last data leave without waiting for their echo: the PSAM starts computing
+            # once they are in, and the caller may turn to the card meanwhile.
+            self._send(data[sent : sent + step], sent + step >= lc)
             self._p_sent = sent + step
         elif ne:
             got = self._p_got
@@ -508,6 +584,13 @@ class PsamLink:
         else:
             raise ProtocolError("procedure byte 0x%02x with no data to move" % pb)
         return False
+
+
+def _same_header(apdu, header):
+    for i in range(5):
+        if apdu[i] != header[i]:
+            return False
+    return True
 
 
 def _cases(apdu):

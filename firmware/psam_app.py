@@ -8,6 +8,7 @@
 from apdu import ApduError, build, expect, sw_of
 
 PSAM_AID = b"\xa0\x00\x00\x06\x32MOT.CPSAM01"
+_H70 = b"\x80\x70\x00\x00\x24"  # INIT SAM FOR PURCHASE's header: 36 bytes of data follow
 USAGE_LOCK = 0x45
 
 
@@ -25,6 +26,7 @@ class PsamApp:
         self.session = None  # what the last 8070 was for (the purchase layer's token)
         self._token = None
         self._started = False  # an 8070 sent with transceive_start, answer not yet collected
+        self._ahead = False  # 8070's header sent by announce_purchase, its data not yet
         self._answer = None  # the 8070 answer of a link without the split exchange
         # 8070 and 8072 commands, made at the first sale and refilled by each (the link is done
         # with them when its exchange returns)
@@ -32,6 +34,7 @@ class PsamApp:
         self._c72 = None
 
     def _x(self, apdu):
+        self._ahead = False  # a header sent ahead is completed by the link first (logged)
         self.apdus += 1
         resp = self.link.transceive(apdu)
         sw = sw_of(resp)
@@ -68,6 +71,19 @@ class PsamApp:
         """INIT SAM FOR PURCHASE in one go -> (serial int, serial 4 bytes, MAC1 4 bytes)."""
         self.start_purchase(*args)
         return self.finish_purchase()
+
+    def announce_purchase(self):
+        """Send 8070's header ahead, before the card's INITIALIZE (a link with
+        transceive_header only; else nothing): the PSAM's procedure byte waits in the UART
+        buffer while the card answers, and start_purchase() sends only the data. A sale that
+        stops before start_purchase() must call abandon_purchase(), which completes the command
+        with filler data and drops its answer. Link errors propagate (the caller resets)."""
+        send = getattr(self.link, "transceive_header", None)
+        if send is None or getattr(self.link, "transceive_finish", None) is None:
+            return
+        self.apdus += 1
+        self._ahead = True
+        send(_H70)
 
     def start_purchase(
         self,
@@ -106,7 +122,10 @@ class PsamApp:
         if start is None or getattr(self.link, "transceive_finish", None) is None:
             self._answer = self._x(apdu)
             return
-        self.apdus += 1
+        if self._ahead:
+            self._ahead = False  # counted when the header went; the link sends the data now
+        else:
+            self.apdus += 1
         self._answer = None
         self._started = True
         start(apdu)
@@ -137,7 +156,15 @@ class PsamApp:
     def abandon_purchase(self):
         """The sale stopped between start and finish: drain the PSAM's answer so the link stays
         in step (errors say the PSAM needs a reset: not ready)."""
-        if self._started or self._answer is not None:
+        if self._ahead:
+            # Only the header went: the link completes the command with filler data; whatever
+            # the PSAM answers to it is dropped (no sale follows). Only a link error matters.
+            self._ahead = False
+            try:
+                self.link.transceive_finish()
+            except Exception:  # noqa: BLE001 - any failure here only means: reset before a sale
+                self.ready = False
+        elif self._started or self._answer is not None:
             try:
                 self.finish_purchase()
             except Exception:  # noqa: BLE001 - any failure here only means: reset before a sale

@@ -390,10 +390,20 @@ class Purchaser:
         if not self.log.can_accept_purchase():  # room for the intent and its outcome
             raise _Stop(JOURNAL_FULL, "the log refuses purchases")
         tid = self.psam.terminal_id
-        init = self._init_real(card, amount, must, tid)
+        psam = self.psam
+        # 8070's header goes ahead: the PSAM's procedure byte comes while the card works on
+        # INITIALIZE, so only the data (which needs INIT's answer) are left to send after it.
+        try:
+            psam.announce_purchase()
+        except (PsamError, LinkError, ApduError) as e:
+            self._psam_failed(e)
+        try:
+            init = self._init_real(card, amount, must, tid)
+        except BaseException:
+            psam.abandon_purchase()  # filler data: the PSAM is not left waiting (no sale)
+            raise
         real_before = self._real
         dt = self._dt  # set by _check_dates: the tap's local date and time
-        psam = self.psam
         # 8070 goes out now: the PSAM computes MAC1 while the card takes its first cache update.
         try:
             psam.start_purchase(

@@ -59,6 +59,9 @@ PARAMS = {
     # reception, plus the 16 etu guard the driver keeps before sending after receiving.
     "psam_rx_latency_chars": 1,
     "psam_guard_etu": 16,
+    # Commands whose header the purchase sends ahead, before the card's INITIALIZE
+    # (firmware/psam_app.py announce_purchase, drivers/psam_link.py transceive_header).
+    "psam_header_ahead": ("70",),
     # Reader buses, measured on the simulated chips (docs/nfc.md "Bus cost", docs/nfc-rc522.md
     # "Tests and figures"): poll with a card present + the 5 APDUs of a flat-fare purchase.
     "pn532_hsu": {
@@ -164,10 +167,14 @@ def _card_ms(ex_card, slow=False):
     return total * (PARAMS["card_ms_slow_factor"] if slow else 1.0)
 
 
-def _t0(cmd_hex, resp_hex, fd):
+def _t0(cmd_hex, resp_hex, fd, ahead=False):
     """One T=0 command at the rate F/D on the PSAM clock, split as the link does it:
-    start (header, ACK, data out), busy (computation, status, while the caller is away), finish
-    (GET RESPONSE for the data, or the data of a case-2 command). ms each."""
+    start (header, ACK), busy (data out, computation, status, while the caller is away), finish
+    (GET RESPONSE for the data, or the data of a case-2 command). ms each. The link writes a
+    command's last data without waiting for their echo (drivers/psam_link.py, deferred echo),
+    so the data's line time is the PSAM's, not the caller's. ahead: the header went before the
+    card's INITIALIZE (transceive_header): `pre` (header, procedure byte) is then spent while
+    the card works, and start is the 16 etu guard the driver keeps after reading that byte."""
     p = PARAMS
     baud = iso7816.baud_for(p["psam_clk_hz"], fd[0], fd[1])
     etu = 1000.0 / baud
@@ -178,15 +185,18 @@ def _t0(cmd_hex, resp_hex, fd):
     lc = cmd[4] if len(cmd) > 5 else 0
     le = len(resp) - 2 if len(resp) > 2 else 0
     proc = p["psam_ms"].get(cmd_hex[2:4], 5.0)
+    pre = 0.0
     if lc:
-        start = (5 + 1 + lc) * char + turn
-        busy = proc + 2 * char + turn
+        start = (5 + 1) * char + turn
+        if ahead:
+            pre, start = start, p["psam_guard_etu"] * etu
+        busy = lc * char + proc + 2 * char + turn
         finish = (5 + 1 + le + 2) * char + turn if le else 0.0
     else:
         start = 5 * char
         busy = proc + (1 + le + 2) * char + turn
         finish = 0.0
-    return {"baud": baud, "start": start, "busy": busy, "finish": finish}
+    return {"baud": baud, "pre": pre, "start": start, "busy": busy, "finish": finish}
 
 
 def _cpu(d):
@@ -305,9 +315,18 @@ def tap_model(d):
     update = [e for e in ex_card if e[0][2:4].upper() == "DC"]
     upd_bytes = sum(len(bytes.fromhex(c)) + len(bytes.fromhex(r or "")) + 6 for c, r, _ in update)
 
+    # INITIALIZE FOR PURCHASE, which 8070's header (sent ahead) overlaps: card time, frames.
+    inits = [e for e in ex_card if e[0][2:4].upper() == "50"]
+    init_bytes = sum(len(bytes.fromhex(c)) + len(bytes.fromhex(r or "")) + 6 for c, r, _ in inits)
+
     def psam_terms(fd, slow, link_ms):
-        by_ins = {c[2:4]: _t0(c, r, fd) for c, r, _e in ex_psam}
+        by_ins = {c[2:4]: _t0(c, r, fd, c[2:4] in p["psam_header_ahead"]) for c, r, _e in ex_psam}
         init = by_ins.get("70")
+        init_window = (
+            sum(p["card_ms"].get("50", 15.0) for _ in inits)
+            * (p["card_ms_slow_factor"] if slow else 1.0)
+            + _rf_ms(init_bytes, 2 * len(inits))
+        )
         window = (
             sum(p["card_ms"].get("DC", 10.0) for _ in update)
             * (p["card_ms_slow_factor"] if slow else 1.0)
@@ -316,8 +335,15 @@ def tap_model(d):
         )
         crit = 0.0
         if init:
-            crit = init["start"] + max(0.0, init["busy"] - window) + init["finish"]
-        after = sum(t["start"] + t["busy"] + t["finish"] for k, t in by_ins.items() if k != "70")
+            crit = (
+                max(0.0, init["pre"] - init_window)
+                + init["start"]
+                + max(0.0, init["busy"] - window)
+                + init["finish"]
+            )
+        after = sum(
+            t["pre"] + t["start"] + t["busy"] + t["finish"] for k, t in by_ins.items() if k != "70"
+        )
         return crit, after, window
 
     configs = {}

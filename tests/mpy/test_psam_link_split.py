@@ -118,3 +118,68 @@ def test_a_card_gone_silent_fails_in_finish_and_reset_recovers():
     ctl.call("psam_fault", kind="silence", at="header")
     mptest.raises(LinkTimeout, lk.transceive_start, INIT)
     mptest.raises(ChipError, lk.transceive_finish)
+
+
+def test_header_ahead_then_data_gives_the_same_answer():
+    lk = link()
+    want = lk.transceive(INIT)
+    lk.reset_stats()
+    lk.transceive_header(INIT[:5])
+    # The header is out; its echo and the PSAM's procedure byte wait in the UART's buffer.
+    mptest.eq((lk.chars_tx, lk.chars_rx), (5, 0))
+    mptest.true(answer_waits(lk), "the procedure byte came while the caller was away")
+    lk.transceive_start(INIT)  # the same header: only the data go
+    mptest.eq((lk.chars_tx, lk.chars_rx), (5 + 36, 1))
+    resp = lk.transceive_finish()
+    mptest.eq(resp[:4], (int.from_bytes(want[:4], "big") + 1).to_bytes(4, "big"))
+    mptest.hex_eq(resp[4:8], want[4:8])  # same MAC1 for the same data
+    mptest.eq(lk.apdus, 1)  # the 8070 counted once (its GET RESPONSE is part of it)
+    mptest.eq(stats()["commands"][-2:], ["8070000024", "00c0000008"])
+    mptest.eq(stats()["config_errors"], 0)
+
+
+def test_header_ahead_whose_data_never_come_is_completed_and_the_psam_stays_clean():
+    lk = link()
+    serial = int.from_bytes(lk.transceive(INIT)[:4], "big")
+    # The sale stops (the card refused INITIALIZE): finish completes the command with zeros.
+    lk.transceive_header(INIT[:5])
+    resp = lk.transceive_finish()
+    # This simulator takes any data (the virtual PSAM of the purchase tests refuses key
+    # version 0 with 6A88): a serial is used, as by a sale that stops after its 8070.
+    mptest.hex_eq(resp[-2:], b"\x90\x00")
+    mptest.eq(int.from_bytes(resp[:4], "big"), serial + 1)
+    mptest.eq(stats()["commands"][-2:], ["8070000024", "00c0000008"])
+    mptest.true(lk.ready, "the link stays up")
+    # The PSAM is in step: the next 8070 answers with the next serial.
+    mptest.eq(int.from_bytes(lk.transceive(INIT)[:4], "big"), serial + 2)
+    # Another command after a header sent ahead: the first is completed (logged), then it.
+    lk.transceive_header(INIT[:5])
+    mptest.hex_eq(lk.transceive(b"\x80\x72\x00\x00\x04\x01\x02\x03\x04"), b"\x90\x00")
+    mptest.true(log.find("never collected", log.WARNING), "the completed header is logged")
+    mptest.eq(int.from_bytes(lk.transceive(INIT)[:4], "big"), serial + 4)
+    # A header for another 8070 with other data than announced still goes through whole.
+    lk.transceive_header(b"\x80\x72\x00\x00\x04")
+    mptest.eq(len(lk.transceive(INIT)), 10)
+    e = mptest.raises(ProtocolError, lk.transceive_header, b"\x80\x70\x00\x00\x00")
+    mptest.true("Lc > 0" in str(e), str(e))
+    mptest.eq(len(lk.transceive(INIT)), 10)  # a bad header is refused, the link stays up
+
+
+def test_echo_of_deferred_characters_is_checked_before_anything_else():
+    # The data's echo is read in finish: a character the PSAM rejected fails the command there,
+    # before its status is believed.
+    lk = link()
+    ctl.call("psam_fault", kind="parity", to="card", skip=1)  # the header passes, the data not
+    lk.transceive_start(INIT)
+    e = mptest.raises(ProtocolError, lk.transceive_finish)
+    mptest.true("echo differs" in str(e), str(e))
+    mptest.false(lk.ready, "a reset is needed")
+    lk.reset()
+    # A header sent ahead whose echo is wrong fails when its data go.
+    ctl.call("psam_fault", kind="parity", to="card")
+    lk.transceive_header(INIT[:5])
+    e = mptest.raises(ProtocolError, lk.transceive_start, INIT)
+    mptest.true("echo differs" in str(e), str(e))
+    mptest.raises(ChipError, lk.transceive_finish)
+    lk.reset()
+    mptest.eq(len(lk.transceive(INIT)), 10)

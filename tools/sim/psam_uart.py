@@ -18,7 +18,8 @@ The firmware's UART (boards/unix_sim/sim_uart.py) reaches this device through th
 * Faults (one-shot unless ``count`` says more): ``no_atr``, ``late_atr`` (after ``ms``),
   ``short_atr``, ``corrupt_atr`` (bad TCK, or bad TS with ``ts=1``), ``pps_refuse`` (``how``:
   silent, mismatch, default), ``parity`` (``to="reader"``: the next procedure byte arrives with
-  a flipped bit; ``to="card"``: the card rejects the next character, its echo is corrupted),
+  a flipped bit; ``to="card"``: the card rejects the next character, its echo is corrupted;
+  ``skip=n`` lets n writes of the reader through first),
   ``garbage`` (junk instead of the next procedure byte), ``silence`` (``at="header"`` or
   ``"data"``: the card stops answering until the next reset).
 
@@ -345,7 +346,10 @@ class PsamUart(UartDevice):
     def on_data(self, data):
         fault = None
         if self.mode in ("header", "data", "atr") and "parity" in self.faults:
-            if self.faults["parity"].get("to") == "card":
+            f = self.faults["parity"]
+            if f.get("to") == "card" and f.get("skip", 0) > 0:
+                f["skip"] -= 1  # let that many writes through first (e.g. the header)
+            elif f.get("to") == "card":
                 fault = self._take("parity")
         if self.settings["echo"]:
             echo = bytearray(data)
