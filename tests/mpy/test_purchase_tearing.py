@@ -1,4 +1,4 @@
-# mpy: heapsize=256k timeout=120 server=tools.sim.apdu_server
+# mpy: heapsize=288k timeout=120 server=tools.sim.apdu_server
 # Tearing: cards pulled before and after each command, re-tapped; other cards in between. The
 # proof is the virtual cards' own debit lists: each debit is booked exactly once, and no ride
 # is charged twice. (Power cuts at each flash operation: test_purchase_cross.py.)
