@@ -36,6 +36,8 @@ class Feedback:
         self.last = None
         self.played = []  # (tone) history, kept short, for the bench and tests
         self._task = None
+        self._queued = False  # _task made but not started yet
+        self._pattern = None
         self.idle()
 
     def idle(self):
@@ -54,12 +56,21 @@ class Feedback:
         self.played.append(tone)
         if len(self.played) > 32:
             self.played.pop(0)
-        if self._task is not None:
-            self._task.cancel()
-        self._task = asyncio.create_task(self._play(PATTERNS[tone]))
+        self._pattern = PATTERNS[tone]
+        if self._task is None or not self._queued:
+            # The playing pattern (if any) stops; the new one starts at the loop's next turn. A
+            # task that has not started yet (no await since the last show) just plays the new
+            # pattern: a new task per tone would leave the unstarted ones, about 130 B each, in
+            # the loop's queue until it runs (docs/runtime.md).
+            if self._task is not None:
+                self._task.cancel()
+            self._queued = True
+            self._task = asyncio.create_task(self._play())
         return SOUNDS[tone]
 
-    async def _play(self, pattern):
+    async def _play(self):
+        self._queued = False
+        pattern = self._pattern
         try:
             for freq, ms in pattern:
                 if freq:
