@@ -26,12 +26,6 @@ import timeutil
 import uplink_proto as up
 import vfs
 
-try:
-    from bench_fakes import FakeCard, FakePsam
-except ImportError:
-    sys.path.append((os.getenv("REPO_ROOT") or ".") + "/tools/bench_mpy")
-    from bench_fakes import FakeCard, FakePsam
-
 SECRET_HEX = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
 SECRET = bytes(range(32))
 T0 = timeutil.to_seconds(2026, 11, 30, 0, 30, 0)  # 08:30 local
@@ -53,110 +47,125 @@ def bundle_config(fare=200):
     }
 
 
-class Target:
-    kind = "A"
-    uid = b"\x01\x02\x03\x04"
-    iso_dep = True
-
-    def uid_hex(self):
-        return "01020304"
+_INPROC = []
 
 
-class Reader:
-    """Reader interface over the in-process card; one card always present."""
+def inproc():
+    """The in-process card, PSAM and back office: (FakeCard, Reader, PsamLink, BackOffice).
+    Defined at the first call, not at import: with the real drivers they are not used, and their
+    classes (and bench_fakes') would be harness heap in the heap figures (docs/runtime.md)."""
+    if _INPROC:
+        return _INPROC
+    try:
+        from bench_fakes import FakeCard, FakePsam
+    except ImportError:
+        sys.path.append((os.getenv("REPO_ROOT") or ".") + "/tools/bench_mpy")
+        from bench_fakes import FakeCard, FakePsam
 
-    def __init__(self, card):
-        self.card = card
-        self.target = Target()
-        self.iso_dep = True
+    class Target:
+        kind = "A"
+        uid = b"\x01\x02\x03\x04"
+        iso_dep = True
 
-    def poll(self):
-        return self.target
+        def uid_hex(self):
+            return "01020304"
 
-    def transceive(self, apdu):
-        return self.card.transceive(apdu)
+    class Reader:
+        """Reader interface over the in-process card; one card always present."""
 
-    def present(self):
-        return False
+        def __init__(self, card):
+            self.card = card
+            self.target = Target()
+            self.iso_dep = True
 
-    def release(self):
-        pass
+        def poll(self):
+            return self.target
 
+        def transceive(self, apdu):
+            return self.card.transceive(apdu)
 
-class PsamLink(FakePsam):
-    def reset(self):
-        return None
+        def present(self):
+            return False
 
+        def release(self):
+            pass
 
-class BackOffice:
-    """The transport: answers as the collector would (holds every record it is sent), and
-    offers a parameter bundle once one is set with offer()."""
+    class PsamLink(FakePsam):
+        def reset(self):
+            return None
 
-    def __init__(self, secret):
-        self.secret = secret
-        self.held = 0
-        self.bytes = 0
-        self.requests = 0
-        self.version = 0
-        self.bundle = None
-        self.pkind = up.P_FULL
-        self.base = 0
+    class BackOffice:
+        """The transport: answers as the collector would (holds every record it is sent), and
+        offers a parameter bundle once one is set with offer()."""
 
-    def offer(self, version, data, pkind=up.P_FULL, base=0):
-        self.version = version
-        self.bundle = data
-        self.pkind = pkind
-        self.base = base
+        def __init__(self, secret):
+            self.secret = secret
+            self.held = 0
+            self.bytes = 0
+            self.requests = 0
+            self.version = 0
+            self.bundle = None
+            self.pkind = up.P_FULL
+            self.base = 0
 
-    def offer_chunked(self, version, data):
-        """A big fleet-signed bundle: announced by its length, fetched by ranged GETs."""
-        self.offer(version, len(data).to_bytes(4, "big"), up.P_CHUNKED)
-        self.chunked = data
-        self.range_bytes = 0
+        def offer(self, version, data, pkind=up.P_FULL, base=0):
+            self.version = version
+            self.bundle = data
+            self.pkind = pkind
+            self.base = base
 
-    async def request(self, method, url, body=b"", headers=None, timeout_ms=30000, sink=None):
-        self.requests += 1
-        if method == "GET":  # GET /v1/bundle/<v>?d=&t= with "Range: bytes=a-b" -> 206
-            a, b = (int(x) for x in headers["Range"][6:].split("-"))
-            piece = memoryview(self.chunked)[a : b + 1]
-            for i in range(0, len(piece), 512):
-                sink(piece[i : i + 512])
-            self.range_bytes += len(piece)
-            return 206, len(piece)
-        self.bytes += len(body)
-        counter = int.from_bytes(bytes(body[8:12]), "big")
-        kind = body[3]
-        dev_id = int.from_bytes(bytes(body[4:8]), "big")
-        args = (self.secret, kind, 0, dev_id, counter, counter, clock[0])
-        bind = bytes(body[len(body) - 32 :])
-        # Protocol version 2 (the validator's default): a 4-byte boot epoch after the 16 bytes.
-        v2 = body[2] == up.VERSION_EPOCH
-        hl = 20 if v2 else 16
-        ep = {"server_epoch": up.peek_epoch(body) if v2 else None}
-        if kind == up.T_UPLOAD:
-            first = int.from_bytes(bytes(body[hl + 4 : hl + 8]), "big")
-            n = int.from_bytes(bytes(body[hl + 8 : hl + 10]), "big")
-            if n:
-                self.held = first + n - 1
-            return 200, up.encode_answer(
-                *args, value=self.held, extra=self.version, bind=bind, **ep
+        def offer_chunked(self, version, data):
+            """A big fleet-signed bundle: announced by its length, fetched by ranged GETs."""
+            self.offer(version, len(data).to_bytes(4, "big"), up.P_CHUNKED)
+            self.chunked = data
+            self.range_bytes = 0
+
+        async def request(self, method, url, body=b"", headers=None, timeout_ms=30000, sink=None):
+            self.requests += 1
+            if method == "GET":  # GET /v1/bundle/<v>?d=&t= with "Range: bytes=a-b" -> 206
+                a, b = (int(x) for x in headers["Range"][6:].split("-"))
+                piece = memoryview(self.chunked)[a : b + 1]
+                for i in range(0, len(piece), 512):
+                    sink(piece[i : i + 512])
+                self.range_bytes += len(piece)
+                return 206, len(piece)
+            self.bytes += len(body)
+            counter = int.from_bytes(bytes(body[8:12]), "big")
+            kind = body[3]
+            dev_id = int.from_bytes(bytes(body[4:8]), "big")
+            args = (self.secret, kind, 0, dev_id, counter, counter, clock[0])
+            bind = bytes(body[len(body) - 32 :])
+            # Protocol version 2 (the validator's default): a 4-byte boot epoch after the 16 bytes.
+            v2 = body[2] == up.VERSION_EPOCH
+            hl = 20 if v2 else 16
+            ep = {"server_epoch": up.peek_epoch(body) if v2 else None}
+            if kind == up.T_UPLOAD:
+                first = int.from_bytes(bytes(body[hl + 4 : hl + 8]), "big")
+                n = int.from_bytes(bytes(body[hl + 8 : hl + 10]), "big")
+                if n:
+                    self.held = first + n - 1
+                return 200, up.encode_answer(
+                    *args, value=self.held, extra=self.version, bind=bind, **ep
+                )
+            have = int.from_bytes(bytes(body[hl : hl + 4]), "big")
+            if self.bundle is None or have >= self.version:
+                return 200, up.encode_answer(*args, value=self.version, bind=bind, **ep)
+            ans = up.encode_answer(
+                *args,
+                value=self.version,
+                extra=self.base,
+                pkind=self.pkind,
+                payload=self.bundle,
+                bind=bind,
+                **ep,
             )
-        have = int.from_bytes(bytes(body[hl : hl + 4]), "big")
-        if self.bundle is None or have >= self.version:
-            return 200, up.encode_answer(*args, value=self.version, bind=bind, **ep)
-        ans = up.encode_answer(
-            *args,
-            value=self.version,
-            extra=self.base,
-            pkind=self.pkind,
-            payload=self.bundle,
-            bind=bind,
-            **ep,
-        )
-        return 200, ans
+            return 200, ans
 
-    def status(self):
-        return {"dbm": -70}
+        def status(self):
+            return {"dbm": -70}
+
+    _INPROC.extend((FakeCard, Reader, PsamLink, BackOffice))
+    return _INPROC
 
 
 class Parts:
@@ -371,6 +380,8 @@ class Rig:
         # The in-process card and back office only where they stand in for a part (with the
         # real drivers they would be harness memory in the heap figures).
         self.card = self.office = None
+        if p.reader is None or p.psam_link is None or p.transport is None:
+            FakeCard, Reader, PsamLink, BackOffice = inproc()
         if p.reader is None:
             self.card = FakeCard()
             p.reader = Reader(self.card)
