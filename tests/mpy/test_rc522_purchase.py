@@ -1,4 +1,4 @@
-# mpy: heapsize=160k timeout=120 server=tools.sim.rc522_server
+# mpy: heapsize=192k timeout=120 server=tools.sim.rc522_server
 # The whole path at the bus level: firmware purchase -> RC522 driver -> SPI -> MFRC522 simulator
 # -> ISO 14443-3/-4 card emulation -> the virtual T-Union card, with the PSAM on its APDU link.
 import log
