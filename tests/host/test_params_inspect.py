@@ -101,3 +101,23 @@ def test_bad_input_is_refused_clearly(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         pi.main([str(good), "--diff"])
     assert e.value.code == 2
+
+
+def test_chinese_for_operators_in_china(tmp_path, capsys):
+    old = compiled(tmp_path, "old")
+    new = compiled(tmp_path, "new", newer)
+    capsys.readouterr()
+    assert pi.main([str(old), "--key-hex", KEY.hex(), "--lang", "zh"]) == 0
+    out = capsys.readouterr().out
+    assert "MAC: 校验通过" in out and "启用时间: 2026-01-01 00:00:00 UTC+08:00" in out
+    assert "线路 101   一票制 2.00元" in out and "分段" in out and "轨道" in out
+    assert "时段规则 91: 本地时间 05:00-07:00, 周一-周五" in out
+    assert "换乘: 90分钟内 (自上一次乘车起), 最多换乘2次; 首次减1.00元" in out
+    assert "单次票价不超过20.00元" in out and "黑名单: 3张卡" in out
+    assert pi.main([str(new), "--diff", str(old), "--key-hex", KEY.hex(), "--lang", "zh"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("从版本1到版本2的变化") and "4处变化" in out
+    assert "+ 线路 202   一票制 1.00元" in out
+    # and back to English: the language is per run, not sticky
+    assert pi.main([str(old), "--key-hex", KEY.hex()]) == 0
+    assert "route 101   flat   2.00 yuan" in capsys.readouterr().out
