@@ -42,9 +42,10 @@ _BLOCK = const(4096)
 class ChunkError(ValueError):
     """Chunk i did not match its hash: fetch again from its start."""
 
-    def __init__(self, i):
+    def __init__(self, i, end=0):
         super().__init__("chunk %d does not match its hash" % i)
         self.chunk = i
+        self.end = end  # where it was found: failures count until a fetch gets past it
 
 
 class _Refused(ValueError):
@@ -73,6 +74,7 @@ class ChunkReceiver(params.Receiver):
         self.sha = None
         self.want = bytearray(bundle.HASH_LEN)
         self.buf = None  # 512 bytes while the manifest or stored chunks are checked
+        self.plan_failed = None  # the body header's refusal, until its chunk's hash confirms it
         self.f = open(p._p(params.INCOMING), "r+b" if resume else "w+b")
 
     # -- positions ------------------------------------------------------------------------
@@ -129,9 +131,10 @@ class ChunkReceiver(params.Receiver):
         except (bundle.BundleError, params.ParamsError) as e:
             if str(e).startswith("bad signature"):
                 # Damaged on the way as likely as forged: fetch it again (a few times).
+                end = self.pos
                 self.rewind(0)
                 self.body_at = None
-                raise ChunkError(-1)
+                raise ChunkError(-1, end)
             self.failed = str(e)
             raise _Refused(self.failed)
         self.m = m
@@ -142,14 +145,27 @@ class ChunkReceiver(params.Receiver):
     def _end_chunk(self, i, start):
         self.f.seek(bundle.MHEAD + bundle.HASH_LEN * i)
         if self.f.readinto(self.want) != bundle.HASH_LEN or self.sha.digest() != self.want:
+            end = self.pos
             self.rewind(start)
-            raise ChunkError(i)
+            raise ChunkError(i, end)
         self.sha = None
+        if self.plan_failed:
+            # the body header was in this chunk and the hash says it came as signed: refuse
+            self.failed = self.plan_failed
+            raise _Refused(self.failed)
+
+    def _plan(self):
+        # The body header routes the blacklist (params.Receiver._plan); a header that fails
+        # there may be damage in transit, which the hash of its chunk tells: refuse only then.
+        params.Receiver._plan(self)
+        self.plan_failed = self.failed
+        self.failed = None
 
     def rewind(self, pos):
         """Back to `pos` (a chunk start): the slot block being filled restarts there too."""
         self.pos = pos
         self.sha = None
+        self.plan_failed = None
         if self.hole and self.hole[0] <= pos < self.hole[0] + self.hole[1]:
             rel = pos - self.hole[0]
             self.nblk = rel // 4096
@@ -249,6 +265,7 @@ class Download:
             self.rx = ChunkReceiver(p, self.total, self.now)
         rx = self.rx
         failures = 0
+        bad_end = 0  # a fetch ending before this did not get past the last bad chunk
         since = 0
         while rx.pos < self.total:
             start = rx.pos
@@ -261,11 +278,13 @@ class Download:
                     raise ValueError("range %d+%d: %d bytes" % (start, length, rx.pos - start))
                 if self.err is not None:
                     raise self.err
-                failures = 0
+                if rx.pos >= bad_end:
+                    failures = 0
             except _Refused as e:
                 return self._give_up(str(e))
             except ChunkError as e:
                 _log.warning("%s: fetched again", e)
+                bad_end = max(bad_end, e.end)
                 failures += 1
                 self.retries += 1
                 if failures > max_failures:

@@ -82,3 +82,10 @@ def test_a_refused_bundle_left_on_the_store_is_caught(monkeypatch):
     monkeypatch.setattr(target.params.Params, "_discard", lambda self, path: None)
     with pytest.raises(shim.Escape):
         target.one_input(b"\x00\x00\x00\x05\x07")  # unsigned damage: refused, file kept
+
+
+def test_a_download_that_skips_chunk_hashes_is_caught(monkeypatch):
+    target = importlib.import_module("tools.fuzz.targets.chunkdl")
+    monkeypatch.setattr(target.chunkdl.ChunkReceiver, "_end_chunk", lambda self, i, start: None)
+    with pytest.raises(shim.Escape):
+        target.one_input(b"\x00\x00\x07\x02\x20\x01")  # body byte 512 damaged in transit
