@@ -329,6 +329,19 @@ ROWS = (
         "same, AT dialogue and bodies counted by the simulator",
     ),
     (
+        "dashboard_page_ms_max",
+        "ms",
+        "dashboard: slowest page (median of its fetches), a year of a 1,000-bus fleet in "
+        "PostgreSQL; every page in *Dashboard pages* below",
+        "tools/collector/web/bench.py",
+    ),
+    (
+        "dashboard_rollup_records_per_s",
+        "rec/s",
+        "dashboard: summary tables brought up to date after a day of the fleet's records",
+        "same, rollup.rollup()",
+    ),
+    (
         "params_download_cut_points_tested",
         "",
         "dropped connections at seeded byte points during one download (plus 3 power cuts)",
@@ -348,6 +361,47 @@ ROWS = (
         "`tools/bench_mpy/modem_block.py`, simulated modems",
     ),
 )
+
+
+def _dashboard(w, d):
+    """The dashboard's page times (tools/collector/web/bench.py)."""
+    pages = d.get("dashboard_page_ms")
+    if not pages:
+        return
+    rows = d.get("dashboard_rows", {})
+    w("### Dashboard pages")
+    w("")
+    w(
+        "%s buses x %s days x %s purchases a bus and day in PostgreSQL (%s records, %s with a "
+        "clearing exception; summaries: %s rows by bus and day, %s by route and day, %s history "
+        "rows), "
+        "generated in %s s; each page fetched %s times logged in over loopback HTTP, median. "
+        "A day of the whole fleet (%s records) summarised in %s s (%s rec/s); summaries equal "
+        "the records: %s. Generated data: `python -m tools.collector.web.bench`."
+        % (
+            _n(d.get("dashboard_buses")),
+            _n(d.get("dashboard_days")),
+            _n(d.get("dashboard_taps_per_bus_day")),
+            _n(rows.get("records")),
+            _n(d.get("dashboard_exceptions")),
+            _n(rows.get("web_daily")),
+            _n(rows.get("web_daily_fleet")),
+            _n(rows.get("web_events")),
+            _n(d.get("dashboard_generate_s")),
+            _n(d.get("dashboard_reps", 5)),
+            _n(d.get("dashboard_rollup_day_records")),
+            _n(d.get("dashboard_rollup_day_s")),
+            _n(d.get("dashboard_rollup_records_per_s")),
+            d.get("dashboard_summaries_match"),
+        )
+    )
+    w("")
+    w("| page | ms | bytes |")
+    w("|---|---:|---:|")
+    for k, v in pages.items():
+        if not k.endswith("_bytes"):
+            w("| %s | %s | %s |" % (k, _n(v), _n(pages.get(k + "_bytes"))))
+    w("")
 
 
 def markdown(res):
@@ -829,6 +883,7 @@ def markdown(res):
         )
     )
     w("")
+    _dashboard(w, d)
     from tools.board_report import section  # bench/board-results.json, when there
 
     out.extend(section(res))

@@ -125,6 +125,8 @@ EXTRA_KEYS = (
     "params_download_cut_points_tested",
     "params_download_failures",
     "params_download_model_s_115200",
+    "dashboard_page_ms_max",
+    "dashboard_rollup_records_per_s",
 )
 HEAP_RUNTIME = "micropython32-frozen v1.27.0"
 
@@ -163,6 +165,10 @@ FULL = {
     "params_verify_reps": 9,
     "params_cuts": 110,
     "params_power_cuts": 3,
+    "dashboard_buses": 1000,
+    "dashboard_days": 365,
+    "dashboard_taps": 10,
+    "dashboard_reps": 5,
 }
 QUICK = {
     "tap_taps": 100,
@@ -200,6 +206,10 @@ QUICK = {
     "collector_slow": 30,
     "hash_reps": 3,
     "modem_posts": 1,
+    "dashboard_buses": 20,
+    "dashboard_days": 10,
+    "dashboard_taps": 5,
+    "dashboard_reps": 1,
 }
 
 
@@ -1275,6 +1285,34 @@ def stage_params(cfg, use_callgrind):
     return out
 
 
+def stage_dashboard(cfg, use_pg):
+    """The operators' pages with a year of a fleet in PostgreSQL (tools/collector/web/bench.py,
+    the dashboard helper's): page medians, the daily rollup's cost."""
+    out = {"dashboard_page_ms_max": None, "dashboard_rollup_records_per_s": None}
+    if not use_pg:
+        out["dashboard_note"] = "--no-pg: the dashboard's figures need PostgreSQL"
+        return out
+    from tests.host.pg import PgServer, pg_bindir
+    from tools.collector.web import bench as web_bench
+
+    if pg_bindir() is None:
+        out["dashboard_note"] = "no PostgreSQL binaries under /usr/lib/postgresql"
+        return out
+    # fsync off: the figures are reads; only the generation of the year would wait on the disk.
+    with PgServer(fast=True) as pg:
+        out.update(
+            web_bench.run(
+                pg.create_db("dashboard"),
+                cfg["dashboard_buses"],
+                cfg["dashboard_days"],
+                cfg["dashboard_taps"],
+                cfg["dashboard_reps"],
+                say=say,
+            )
+        )
+    return out
+
+
 STAGES = (
     "tap",
     "blacklist",
@@ -1287,6 +1325,7 @@ STAGES = (
     "collector",
     "modem",
     "params",
+    "dashboard",
 )
 
 
@@ -1334,6 +1373,7 @@ def run(quick=False, use_pg=True, use_callgrind=True, reps=None, only=None, prev
     stage("collector", stage_collector, cfg, use_pg)
     stage("modem", stage_modem, cfg)
     stage("params", stage_params, cfg, use_callgrind)
+    stage("dashboard", stage_dashboard, cfg, use_pg)
     if not only:
         details["cpython_hash_baseline_ms_end"] = round(hash_baseline_ms(cfg["hash_reps"]), 2)
     model = bench_model.tap_model(details)

@@ -7,8 +7,10 @@ import time
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode
 
+import timeutil
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
@@ -19,6 +21,7 @@ log = logging.getLogger("collector.web")
 HERE = Path(__file__).resolve().parent
 EPOCH_2000 = 946684800
 PAGE = 200  # rows per table page
+TZ = timeutil.DEFAULT_TZ_SECONDS  # the collector's zone: dates and times on the pages
 REVIEW = ("open", "accepted", "written_off", "disputed")
 HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; "
@@ -30,7 +33,7 @@ HEADERS = {
 STATIC = {"style.css": "text/css", "app.js": "text/javascript"}
 
 
-def when(t, tz=8 * 3600):
+def when(t, tz=TZ):
     """Validator time (s since 2000 UTC) as local 'YYYY-MM-DD HH:MM' (China time by default)."""
     if t is None:
         return "—"
@@ -135,8 +138,9 @@ class Web:
                         "%s (%s): POST %s refused", user["name"], user["role"], request.url.path
                     )
                     return self.render(request, "error.html", user, 403, message="forbidden")
-                return await fn(self, request, user, form)
-            return await fn(self, request, user, None)
+                return await run_in_threadpool(fn, self, request, user, form)
+            # The database work off the event loop (a slow query holds no other request).
+            return await run_in_threadpool(fn, self, request, user, None)
 
         return wrapper
 
@@ -213,7 +217,7 @@ class Web:
     # ---- pages ---------------------------------------------------------------------------
 
     @guard
-    async def fleet(self, request, user, form):
+    def fleet(self, request, user, form):
         self.roll()
         route = request.query_params.get("route", "")
         page = _int(request.query_params.get("page"), 0)
@@ -297,7 +301,7 @@ class Web:
         )
 
     @guard
-    async def device(self, request, user, form):
+    def device(self, request, user, form):
         self.roll()
         dev = _int(request.path_params.get("device"), None)
         with self.store._tx(write=False) as ex:
@@ -374,7 +378,7 @@ class Web:
         )
 
     @guard
-    async def money(self, request, user, form):
+    def money(self, request, user, form):
         self.roll()
         q = request.query_params
         with self.store._tx(write=False) as ex:
@@ -403,9 +407,11 @@ class Web:
                 "SELECT r.device_id, r.seq, r.rtime, r.card_no, r.card_atc, r.amount, "
                 "r.exceptions, r.tac_status, v.status, v.by_user, v.note FROM records r "
                 "LEFT JOIN web_review v ON v.device_id = r.device_id AND v.seq = r.seq "
-                "WHERE r.exceptions IS NOT NULL AND r.kind IN (1, 2)"
+                "WHERE r.exceptions IS NOT NULL AND r.kind IN (1, 2) AND r.rtime BETWEEN ? AND ?"
             )
-            args = ()
+            # The range's local days in validator time (the collector's zone).
+            span = (start * 86400 - TZ, (end + 1) * 86400 - TZ - 1)
+            args = span
             if status in REVIEW:
                 exc_sql += " AND COALESCE(v.status, 'open') = ?"
                 args = (status,)
@@ -414,7 +420,9 @@ class Web:
             )
             counts = ex.all(
                 "SELECT exceptions, COUNT(*), SUM(amount) FROM records "
-                "WHERE exceptions IS NOT NULL AND kind IN (1, 2) GROUP BY exceptions"
+                "WHERE exceptions IS NOT NULL AND kind IN (1, 2) AND rtime BETWEEN ? AND ? "
+                "GROUP BY exceptions",
+                span,
             )
             opened = ex.all(
                 "SELECT device_id, seq, rtime, card_no, card_atc, amount FROM web_open "
@@ -473,7 +481,7 @@ class Web:
         )
 
     @guard
-    async def review(self, request, user, form):
+    def review(self, request, user, form):
         dev, seq = _int(form.get("device"), None), _int(form.get("seq"), None)
         status = form.get("status")
         if dev is None or seq is None or status not in REVIEW:
@@ -499,7 +507,7 @@ class Web:
         return RedirectResponse("/money", 303, headers=HEADERS)
 
     @guard
-    async def params(self, request, user, form):
+    def params(self, request, user, form):
         page = _int(request.query_params.get("page"), 0)
         with self.store._tx(write=False) as ex:
             rows = ex.all(
@@ -548,7 +556,7 @@ class Web:
         )
 
     @guard
-    async def rollout(self, request, user, form):
+    def rollout(self, request, user, form):
         version = _int(form.get("version"), None)
         group = _int(form.get("group"), None)
         if version is None or group is None or group < 0:

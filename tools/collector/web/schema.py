@@ -46,6 +46,16 @@ SCHEMA = [
     )
 ]
 
+# Indexes on the collector's own `records`, for the Money page's exception list and counts over a
+# date range. Re-checked at every start (IF NOT EXISTS): a migration of `records` that rebuilds
+# the table (partitioning) gets them back. The first start on a big table builds it (writes
+# wait meanwhile); on PostgreSQL it can be made beforehand with CREATE INDEX CONCURRENTLY.
+INDEXES = [
+    "CREATE INDEX IF NOT EXISTS web_records_exceptions "
+    "ON records (rtime, kind, exceptions, amount) "
+    "WHERE exceptions IS NOT NULL",
+]
+
 
 def ensure(store):
     if getattr(store, "_web_schema", False):
@@ -62,4 +72,6 @@ def ensure(store):
             for sql in statements:
                 ex.run(sql.format(big=big))
             ex.run("INSERT INTO web_schema (version) VALUES (?)", (version,))
+        for sql in INDEXES:
+            ex.run(sql)
     store._web_schema = True
