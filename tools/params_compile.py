@@ -6,7 +6,8 @@
 
 A blacklist delta instead of a full list: ``--delta-base V --add add.csv --remove remove.csv``.
 The fare table is checked with the validator's own code (firmware/fare.py, params.py) so a
-bundle the validator would refuse is never produced. Long work shows a tqdm progress bar.
+bundle the validator would refuse is never produced. Work that takes over a second shows a
+progress bar (a small CSV shows none).
 
 ``--port 0`` is the test fixture mode used by tests/mpy/test_cardlists_million.py through the
 plugin's ``server=`` directive: it builds (once, cached under build/) a million-card bundle and
@@ -78,7 +79,7 @@ def read_cards(path, progress=True):
     size = os.path.getsize(path)
     bar = tqdm(
         total=size, unit="B", unit_scale=True, desc="read " + Path(path).name,
-        disable=not progress, file=sys.stderr,
+        disable=not progress, file=sys.stderr, delay=1.0,
     )  # fmt: skip
 
     def lines(f):
@@ -110,7 +111,9 @@ def read_cards(path, progress=True):
 
 def build_blacklist(cards, progress=True):
     parts = []
-    bar = tqdm(total=len(cards), desc="blacklist", disable=not progress, file=sys.stderr)
+    bar = tqdm(
+        total=len(cards), desc="blacklist", disable=not progress, file=sys.stderr, delay=1.0
+    )
     last = [0]
 
     def step(n):
@@ -321,7 +324,10 @@ def build_fixture(count=1_000_000, directory=FIXTURE_DIR, progress=True):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+        prog="python -m tools.params_compile",
+        # the test-fixture paragraph (--port) is for the test plugin, not the user's --help
+        description=__doc__.split("``--port 0``")[0].rstrip(),
+        formatter_class=argparse.RawTextHelpFormatter,
     )
     ap.add_argument("--fares", default=str(EXAMPLE / "fares.toml"), help="TOML fares/settings")
     ap.add_argument("--whitelist", help="CSV: issuer,name")

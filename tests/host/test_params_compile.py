@@ -4,6 +4,7 @@ as the oracle), the compiler from TOML/CSV sources and the inspector, including 
 import io
 import os
 import random
+import re
 
 import bundle
 import cardlists as cl
@@ -286,3 +287,18 @@ def test_micropython_and_cpython_write_the_same_bytes(tmp_path):
     host = bundle.build(b"k1", 9, 77, None, cl.blacklist_bytes(cards), None, 5)
     assert mpy == host
     assert bundle.verify_bytes(mpy, b"k1").version == 9
+
+
+def test_a_small_compile_is_quiet_and_help_is_for_users(tmp_path, capsys):
+    out = tmp_path / "small.bin"
+    assert pc.main([
+        "--whitelist", str(EX / "whitelist.csv"), "--blacklist", str(EX / "blacklist.csv"),
+        "--key-hex", "00", "-o", str(out),
+    ]) == 0  # fmt: skip
+    err = capsys.readouterr().err
+    assert err == "", "no progress bar for a 4-line CSV: %r" % err
+    with pytest.raises(SystemExit):
+        pc.main(["--help"])
+    text = capsys.readouterr().out
+    assert "fixture" not in text and "--port" not in text
+    assert not re.search(r"\bissues? \d", text), "no issue numbers in --help"
