@@ -14,7 +14,7 @@ comma := ,
 FUZZ_SECONDS ?= 120
 TEST_WORKERS ?= $(shell echo $$(( $$(nproc 2>/dev/null || echo 1) * 2 )))
 
-.PHONY: help setup test test-under-load lint firmware micropython32 deploy backup flash board-check board-test board-bench board-calibrate wiring sim bench fuzz clean
+.PHONY: help setup test test-under-load lint firmware micropython32 deploy backup flash board-check board-test board-bench board-calibrate architecture wiring sim bench fuzz clean
 BOARDS := $(filter-out micropython,$(notdir $(patsubst %/,%,$(wildcard boards/*/))))
 
 help:
@@ -36,6 +36,7 @@ help:
 	@echo "make board-test PORT=p    run the hardware-independent MicroPython tests on the board"
 	@echo "make board-bench PORT=p TEST_CARD=1 [N=10]  time real taps (test card, test PSAM)"
 	@echo "make board-calibrate      the tap model's parameters from bench/board-results.json"
+	@echo "make architecture         redraw docs/architecture.svg (packages by layer) and check imports"
 	@echo "make wiring               redraw docs/bench-setup.md's wiring tables and docs/wiring/*.svg"
 	@echo "make flash PORT=p FIRMWARE=f.bin  ERASE the board and write MicroPython; backs up first"
 	@echo "                          and asks (FORCE=1: no backup, no question, for a blank board)"
@@ -104,6 +105,10 @@ board-bench: $(PTH_STAMP)
 # The tap model's parameters from a board's timings (tools/board_calibrate.py; docs/bench-setup.md).
 board-calibrate: $(PTH_STAMP)
 	$(BIN)/python -m tools.board_calibrate --write bench/board-calibration.json
+
+# docs/architecture.svg: the firmware's packages by layer (tools/layers.py), and the import check.
+architecture: $(PTH_STAMP)
+	$(BIN)/python -m tools.layers --svg docs/architecture.svg
 
 # docs/bench-setup.md's wiring tables and docs/wiring/*.svg, from the boards' pin maps.
 wiring: $(PTH_STAMP)
