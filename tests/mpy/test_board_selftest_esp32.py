@@ -6,6 +6,7 @@
 # missing RTC chip, a display that does not answer, a stock partition table.
 import sys
 
+import esp32_module
 import esp32_rig
 import mptest
 from simlink import Control
