@@ -89,3 +89,12 @@ def test_a_download_that_skips_chunk_hashes_is_caught(monkeypatch):
     monkeypatch.setattr(target.chunkdl.ChunkReceiver, "_end_chunk", lambda self, i, start: None)
     with pytest.raises(shim.Escape):
         target.one_input(b"\x00\x00\x07\x02\x20\x01")  # body byte 512 damaged in transit
+
+
+def test_a_verifier_taking_any_signature_is_caught(monkeypatch):
+    target = importlib.import_module("tools.fuzz.targets.signed")
+    monkeypatch.setattr(target.p256, "verify_digest", lambda key, digest, sig: len(sig) == 64)
+    with pytest.raises(shim.Escape):
+        target.one_input(b"\x00" + bytes(64) + b"m")
+    with pytest.raises(shim.Escape):
+        target.one_input(b"\x04\x00\x1b\x01")  # the manifest's created time, not re-signed

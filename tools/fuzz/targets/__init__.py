@@ -13,6 +13,7 @@ NAMES = (
     "bundle",
     "params",
     "chunkdl",
+    "signed",
     "txlog",
     "uplink",
     "collector",
