@@ -260,3 +260,36 @@ def test_user_command(tmp_path, capsys, monkeypatch):
     with pytest.raises(SystemExit):
         cli.main(["user", "--db", db, "kim", "--role", "boss", "--password-stdin"])
     assert cli.main(["user", "--db", db, "kim", "--remove"]) == 0
+
+
+def test_open_intents_close_whichever_arrives_first(tmp_path):
+    import record
+
+    from tools.collector import synth
+
+    store = Store("sqlite:///%s/o.sqlite3" % tmp_path)
+    for dev in (1, 2, 3, 4):
+        store.provision(dev, secret=bytes(32))
+
+    def send(dev, seq, kind, card, atc):
+        raw = synth.debit(seq, kind, card=card, atc=atc, psam_serial=dev * 100 + seq)
+        store.ingest(dev, seq, 0, seq, [(seq, raw, dashboard_data._fields(raw))])
+
+    def open_keys():
+        with store._tx(write=False) as ex:
+            return sorted(tuple(r) for r in ex.all("SELECT card_no, card_atc FROM web_open"))
+
+    # The intent first (bus 1), its outcome later on another bus (2).
+    send(1, 1, record.DEBIT_INTENT, 9, 5)
+    rollup.rollup(store)
+    assert open_keys() == [("31040000000000000009", 5)]
+    send(2, 1, record.PURCHASE_RECOVERED, 9, 5)
+    rollup.rollup(store)
+    assert open_keys() == []
+    # The outcome first (a void on bus 3), the intent summarised after it (bus 4): never open.
+    send(3, 1, record.DEBIT_VOID, 8, 3)
+    rollup.rollup(store)
+    send(4, 1, record.DEBIT_INTENT, 8, 3)
+    rollup.rollup(store)
+    assert open_keys() == []
+    store.close()

@@ -140,9 +140,10 @@ def _one(store, dev, upto, top):
                     intents.append((card_no, atc, dev, seq, rtime, amount))
             elif kind in EVENT_KINDS:
                 events.append((dev, seq, kind, rtime, _event(st, kind, rtime, raw)))
-        for (day, route, ctype), (n, a) in daily.items():
-            ex.run(_UPSERT_DAILY, (day, dev, route, ctype, n, a))
-            ex.run(_UPSERT_FLEET, (day, route, ctype, n, a))
+        # executemany: one round trip a statement on PostgreSQL (psycopg pipelines it).
+        if daily:
+            ex.many(_UPSERT_DAILY, [(d, dev, r, c, n, a) for (d, r, c), (n, a) in daily.items()])
+            ex.many(_UPSERT_FLEET, [(d, r, c, n, a) for (d, r, c), (n, a) in daily.items()])
         if events:
             ex.many(
                 "INSERT INTO web_events (device_id, seq, kind, rtime, detail) "
@@ -150,10 +151,9 @@ def _one(store, dev, upto, top):
                 "ON CONFLICT (device_id, seq) DO NOTHING",
                 events,
             )
-        for card_no, atc in outcomes:
-            if card_no is not None and atc is not None:
-                ex.run("DELETE FROM web_open WHERE card_no = ? AND card_atc = ?", (card_no, atc))
-        closed = {(c, a) for c, a in outcomes}
+        closed = {(c, a) for c, a in outcomes if c is not None and a is not None}
+        if closed and ex.one("SELECT 1 FROM web_open LIMIT 1") is not None:
+            ex.many("DELETE FROM web_open WHERE card_no = ? AND card_atc = ?", sorted(closed))
         for it in intents:
             if it[:2] in closed:
                 continue
