@@ -168,6 +168,14 @@ def stamp(secs2000, tz_seconds=0, utc=False):
     return "%04d-%02d-%02d %02d:%02d:%02d" % (y, mo, d, h, mi, s)
 
 
+def local_iso(secs2000, tz_seconds=DEFAULT_TZ):
+    """Seconds since 2000 -> '2026-12-31T06:20:00+08:00' (one token: local time and its zone)."""
+    if secs2000 is None:
+        return "-"
+    z = zone_name(tz_seconds)[3:]
+    return stamp(secs2000, tz_seconds).replace(" ", "T") + z
+
+
 def card_text(raw):
     """Packed BCD card number -> digits grouped by four (padding F nibbles dropped)."""
     digits = raw.hex().rstrip("f")

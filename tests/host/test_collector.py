@@ -702,7 +702,7 @@ def test_cli_lists_unconfirmed_debits(tmp_path, capsys):
     got = capsys.readouterr()
     lines = got.out.strip().splitlines()
     assert len(lines) == 2 and lines[1].startswith("1 3 ") and lines[1].endswith("UNCONFIRMED")
-    assert "1 unconfirmed debits (200 fen)" in got.err
+    assert "1 unconfirmed debits (2.00 yuan)" in got.err
     assert cli.main(["unconfirmed", "--db", url, "--all"]) == 0
     out = capsys.readouterr().out
     assert "purchase device 1 seq 2" in out and "UNCONFIRMED" in out

@@ -144,7 +144,7 @@ def test_cli_exceptions_report(tmp_path, capsys):
     lines = got.out.strip().splitlines()
     assert lines[1].startswith("1 2 ") and lines[1].endswith("bad NO tac_bad")
     assert lines[2].startswith("1 3 ") and lines[2].endswith("NO unconfirmed_debit")
-    assert "settles: 1 purchases, 200 fen; excluded: 1 purchases, 200 fen" in got.err
+    assert "settles: 1 purchases, 2.00 yuan; excluded: 1 purchases, 2.00 yuan" in got.err
     assert "unconfirmed debits: 1" in got.err
 
 

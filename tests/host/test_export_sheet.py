@@ -87,3 +87,20 @@ def test_export_refuses_bad_requests_and_keeps_files(tmp_path, capsys):
     assert out.read_text() == "last month's export"
     assert cli.main(["export", "--db", url, "--sheet", "--tz", "Beijing"]) == 2
     assert "want an offset such as +08:00" in capsys.readouterr().err
+
+
+def test_reports_print_local_time_and_yuan(tmp_path, capsys):
+    url, _ = stored(tmp_path)
+    assert cli.main(["boots", "--db", url]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split()[2] == "local_time"
+    assert out[1].split()[2] == "2026-12-31T06:10:00+08:00", "the boot at 06:10 Beijing time"
+    assert cli.main(["unconfirmed", "--db", url, "--all", "--tz=-05:00"]) == 0
+    got = capsys.readouterr()
+    rows = got.out.splitlines()
+    assert rows[0].split()[5] == "yuan"
+    intent = rows[1].split()
+    assert intent[2] == "2026-12-30T17:20:00-05:00" and intent[5] == "2.00"
+    assert "(0.00 yuan)" in got.err
+    assert cli.main(["exceptions", "--db", url, "--tz", "Beijing"]) == 2
+    assert "want an offset such as +08:00" in capsys.readouterr().err

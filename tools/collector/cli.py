@@ -135,6 +135,19 @@ def tac_keys(spec):
     return clearing.load_key_file(spec)
 
 
+def _tz(args):
+    """The --tz of a report command in seconds (times print as local time with the zone)."""
+    return record_sheet.parse_tz(getattr(args, "tz", None) or "+08:00")
+
+
+def _when(args, t):
+    return record_sheet.local_iso(t, _tz(args))
+
+
+def _yuan(fen):
+    return "-" if fen is None else record_sheet.yuan(fen)
+
+
 def _exceptions(args):
     store = Store(args.db)
     try:
@@ -143,17 +156,17 @@ def _exceptions(args):
         totals = store.settlement(args.device)
     finally:
         store.close()
-    print("device seq time card_no card_atc amount tac settles reasons")
+    print("device seq local_time card_no card_atc yuan tac settles reasons")
     for r in rows:
         print(
             "%d %d %s %s %s %s %s %s %s"
             % (
                 r["device_id"],
                 r["seq"],
-                r["time"],
+                _when(args, r["time"]),
                 r["card_no"],
                 r["card_atc"],
-                r["amount"],
+                _yuan(r["amount"]),
                 r["tac_status"],
                 "yes" if r["settles"] else "NO",
                 ",".join(r["reasons"]),
@@ -162,16 +175,23 @@ def _exceptions(args):
     for r in unconfirmed:
         print(
             "%d %d %s %s %s %s - NO unconfirmed_debit"
-            % (r["device_id"], r["seq"], r["time"], r["card_no"], r["card_atc"], r["amount"])
+            % (
+                r["device_id"],
+                r["seq"],
+                _when(args, r["time"]),
+                r["card_no"],
+                r["card_atc"],
+                _yuan(r["amount"]),
+            )
         )
     print(
-        "settles: %d purchases, %d fen; excluded: %d purchases, %d fen; reported: %d; "
+        "settles: %d purchases, %s yuan; excluded: %d purchases, %s yuan; reported: %d; "
         "unconfirmed debits: %d"
         % (
             totals["records"],
-            totals["amount"],
+            _yuan(totals["amount"]),
             totals["excluded"],
-            totals["excluded_amount"],
+            _yuan(totals["excluded_amount"]),
             totals["reported"],
             len(unconfirmed),
         ),
@@ -354,7 +374,7 @@ def _unconfirmed(args):
     finally:
         store.close()
     names = {1: "purchase", 2: "purchase_recovered", 9: "debit_void"}
-    print("device seq time card_no card_atc amount psam_tid psam_serial outcome")
+    print("device seq local_time card_no card_atc yuan psam_tid psam_serial outcome")
     for r in rows:
         o = r["outcome"]
         what = "UNCONFIRMED"
@@ -376,10 +396,10 @@ def _unconfirmed(args):
             % (
                 r["device_id"],
                 r["seq"],
-                r["time"],
+                _when(args, r["time"]),
                 r["card_no"],
                 r["card_atc"],
-                r["amount"],
+                _yuan(r["amount"]),
                 r["psam_tid"],
                 r["psam_serial"],
                 what,
@@ -387,8 +407,8 @@ def _unconfirmed(args):
         )
     n = sum(1 for r in rows if r["outcome"] is None)
     print(
-        "%d unconfirmed debits (%d fen)"
-        % (n, sum(r["amount"] or 0 for r in rows if r["outcome"] is None)),
+        "%d unconfirmed debits (%s yuan)"
+        % (n, _yuan(sum(r["amount"] or 0 for r in rows if r["outcome"] is None))),
         file=sys.stderr,
     )
     return 0
@@ -400,7 +420,7 @@ def _boots(args):
         rows = store.boots(args.device)
     finally:
         store.close()
-    print("device seq time reset_cause faults psam unconfirmed")
+    print("device seq local_time reset_cause faults psam unconfirmed")
     counts = {}
     for r in rows:
         print(
@@ -408,7 +428,7 @@ def _boots(args):
             % (
                 r["device_id"],
                 r["seq"],
-                r["time"],
+                _when(args, r["time"]),
                 r["reset_cause"],
                 ",".join(r["faults"]) or "-",
                 "ok" if r["psam_ok"] else "FAILED",
@@ -435,6 +455,13 @@ def main(argv=None):
             "--db",
             default=os.environ.get("COLLECTOR_DB", DEFAULT_URL),
             help="database URL (default %(default)s, or $COLLECTOR_DB)",
+        )
+        return sp
+
+    def with_tz(sp):
+        # reports print local time with its zone (docs/operators.md); amounts in yuan
+        sp.add_argument(
+            "--tz", default="+08:00", help="UTC offset of the times printed (default +08:00)"
         )
         return sp
 
@@ -510,10 +537,12 @@ def main(argv=None):
     s.add_argument("--keep-months", type=int, default=3, help="months kept (default 3)")
     s.add_argument("--export-dir", help="where each month's CSV export goes (0600)")
     s.add_argument("--apply", action="store_true", help="do it (default: print the plan)")
-    s = with_db(sub.add_parser("unconfirmed", help="debit intents with no outcome yet"))
+    s = with_tz(with_db(sub.add_parser("unconfirmed", help="debit intents with no outcome yet")))
     s.add_argument("--device", type=int)
     s.add_argument("--all", action="store_true", help="every intent, with its outcome")
-    s = with_db(sub.add_parser("boots", help="starts: reset causes and parts that failed"))
+    s = with_tz(
+        with_db(sub.add_parser("boots", help="starts: reset causes and parts that failed"))
+    )
     s.add_argument("--device", type=int)
     s = sub.add_parser("masterkey", help="make a new master key file (0600)")
     s.add_argument("--out", required=True)
@@ -521,7 +550,9 @@ def main(argv=None):
     s.add_argument("--device", type=int)
     s.add_argument("--tid", action="append", default=[], help="PSAM terminal number, 12 hex")
     s.add_argument("--remove", action="store_true", help="unregister the --tid PSAMs")
-    s = with_db(sub.add_parser("exceptions", help="purchases excluded from settlement, why"))
+    s = with_tz(
+        with_db(sub.add_parser("exceptions", help="purchases excluded from settlement, why"))
+    )
     s.add_argument("--device", type=int)
     s = with_db(sub.add_parser("recheck", help="clear again purchases with a bad or no TAC"))
     s.add_argument("--device", type=int)
@@ -547,6 +578,8 @@ def main(argv=None):
             "retention": _retention,
         }
         cmds.update({name: _store_cmd(fn) for name, fn in param_cmds.items()})
+        if args.cmd in ("unconfirmed", "boots", "exceptions"):
+            _tz(args)  # a bad --tz is refused before the database is read
         return cmds[args.cmd](args)
     except (ValueError, OSError, RuntimeError) as e:
         print("error: %s" % e, file=sys.stderr)
