@@ -1359,6 +1359,14 @@ def main(argv=None):
     bench.say("== %s" % sc.get("name", args.scenario.stem))
     if sc.get("description"):
         bench.say(sc["description"].strip())
+    bench.say(
+        (
+            "时间为本地时间 %s, 金额单位: 元"
+            if args.lang == "zh"
+            else "times are local, %s; amounts in yuan"
+        )
+        % ("UTC%+03d:%02d" % (TZ // 3600, TZ % 3600 // 60))
+    )
     try:
         bench.setup()
         bench.play()

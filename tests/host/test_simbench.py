@@ -60,6 +60,7 @@ def test_smoke_scenario(tmp_path):
     assert report["taps_detail"][0]["time_local"] == "2026-11-30 07:31:00 UTC+08:00"
     assert report["time_zone"] == "UTC+08:00"
     assert "a sale writes two records (intent, then purchase)" in proc.stdout
+    assert "times are local, UTC+08:00; amounts in yuan" in proc.stdout
     # bob's refusal in the operator's words, then the firmware's detail
     assert "operator: the balance does not cover the fare; firmware: " in proc.stdout
 
