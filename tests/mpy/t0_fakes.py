@@ -1,8 +1,8 @@
 # An honest T=0 PSAM on a fake UART, in process, for drivers/psam_link.py without a simulator:
 # tests/mpy/test_fuzz_psam.py and the atheris target tools/fuzz/targets/psam.py (CPython, through
 # tools/fuzz/shim.py) subclass it to damage what it says (damage(), atr()). Plain Python: it loads
-# on MicroPython and on CPython.
-from psam_link import PsamLink
+# on MicroPython and on CPython. The driver is imported only by new_link() (a fuzz target loads
+# this module before instrumenting the driver).
 
 HONEST_ATR = bytes.fromhex("3b8740015053414d53494d")  # no TA1 (no PPS), WI 1
 CLK = 3571200 * 100  # 960 kbaud: a work waiting time of ~10 ms instead of 1 s
@@ -111,4 +111,6 @@ class T0Card:
 
 
 def new_link(card):
+    from psam_link import PsamLink
+
     return PsamLink(card, Pin(card.reset), None, CLK, echo=False, margin_ms=2, busy_ms=30)

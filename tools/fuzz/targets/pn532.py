@@ -8,62 +8,35 @@ good checksum and lies inside the bytes received; a target has a 4/7/10-byte UID
 ISO-DEP only with a consistent ATS; afterwards the honest chip gives the honest target and answer.
 """
 
+import os
+import sys
+
 from tools.fuzz import shim
 
 shim.install()
+if os.path.join(shim.ROOT, "tests/mpy") not in sys.path:
+    sys.path.append(os.path.join(shim.ROOT, "tests/mpy"))
 
 import pn532  # noqa: E402
 from linkerr import LinkError, ProtocolError  # noqa: E402
+from pn532_fakes import ANSWER, SELECT, TARGET_A, TARGET_B, UID, FakeChip, frame  # noqa: E402
 
 from tools.fuzz.shim import check  # noqa: E402
 
 NAME = "pn532"
-SELECT = b"\x00\xa4\x04\x00\x08\xa0\x00\x00\x06\x32\x01\x01\x05\x00"
-ANSWER = b"\x6f\x10\x84\x08\xa0\x00\x00\x06\x32\x01\x01\x05\xa5\x04\x9f\x0c\x01\x00\x90\x00"
-UID = b"\x04\x11\x22\x33\x44\x55\x66"
-ATS = b"\x05\x78\x80\x70\x02"
-TARGET_A = b"\x01\x01\x00\x44\x20\x07" + UID + ATS
-TARGET_B = b"\x01\x01\x50\x01\x02\x03\x04\x00\x00\x00\x00\x00\x81\x81\x01\x00"
 
 
-def frame(data, tfi=0xD5):
-    body = bytes((tfi,)) + bytes(data)
-    n = len(body)
-    dcs = (-sum(body)) & 0xFF
-    if n <= 254:
-        return b"\x00\x00\xff" + bytes((n, (-n) & 0xFF)) + body + bytes((dcs, 0))
-    hi, lo = n >> 8, n & 0xFF
-    return b"\x00\x00\xff\xff\xff" + bytes((hi, lo, (-(hi + lo)) & 0xFF)) + body + bytes((dcs, 0))
-
-
-def answer(cmd, data):
-    if cmd == 0x4A:
-        return b"\x4b" + (TARGET_B if data[1:2] == b"\x03" else TARGET_A)
-    if cmd == 0x40:
-        return b"\x41\x00" + ANSWER
-    if cmd == 0x02:
-        return b"\x03\x32\x01\x06\x07"
-    if cmd == 0x00:
-        return b"\x01\x00"
-    return bytes((cmd + 1, 0x00))[: 1 if cmd in (0x14, 0x32, 0x12) else 2]
-
-
-class Chip:
-    """Answers each command frame (ACK then the answer). While `script` has bytes, each frame
-    it would send is steered by one control byte: 0 honest, 1 lost, 2 the next length-prefixed
-    chunk raw, 3 the answer's code byte kept and its parameters replaced by the next chunk
-    (well framed, so the damage reaches the driver's parsers)."""
-
-    irq = None
+class Chip(FakeChip):
+    """The fake chip of tests/mpy/pn532_fakes.py (ACK then the answer to each command frame).
+    While `script` has bytes, each frame it would send is steered by one control byte: 0 honest,
+    1 lost, 2 the next length-prefixed chunk raw, 3 the answer's code byte kept and its
+    parameters replaced by the next chunk (well framed, so the damage reaches the driver's
+    parsers)."""
 
     def __init__(self, script=b""):
+        FakeChip.__init__(self)
         self.script = script
         self.pos = 0
-        self.queue = []
-        self.last = None
-
-    def wake(self):
-        pass
 
     def _take(self):
         s = self.script
@@ -86,29 +59,6 @@ class Chip:
             self.queue.append(self._take() or b"")
         elif op == 3 and code is not None:
             self.queue.append(frame(bytes((code,)) + (self._take() or b"")))
-
-    def send(self, data):
-        data = bytes(data)
-        if data == pn532.NACK:
-            if self.last is not None:
-                self.out(self.last)
-            return
-        self.queue = []
-        if data == pn532.ACK or len(data) < 8 or data[:3] != b"\x00\x00\xff":
-            return
-        off = 5 if data[3] != 0xFF else 8
-        cmd = data[off + 1]
-        self.out(pn532.ACK)
-        a = answer(cmd, data[off + 2 : -2])
-        self.last = frame(a)
-        self.out(self.last, a[0])
-
-    def receive(self, buf, timeout_ms, hint=0):
-        if not self.queue:
-            return 0
-        item = self.queue.pop(0)[: len(buf)]
-        buf[: len(item)] = item
-        return len(item)
 
 
 def _frames(data):

@@ -1,6 +1,6 @@
 """PSAM: ATRs (drivers/iso7816.py parse_atr/expected_length) and the T=0 link
 (drivers/psam_link.py: procedure bytes, NULLs, 61xx/6Cxx, GET RESPONSE) with psam_app.py on top,
-against an in-process T=0 card on a fake UART (tests/mpy/test_fuzz_psam.py's T0Card) whose every
+against an in-process T=0 card on a fake UART (tests/mpy/t0_fakes.py's T0Card) whose every
 utterance (ATR, procedure byte, data, status word) is steered by the input.
 
 Input: first byte mod 3 picks the mode. 0: the ATR parser on the rest (and expected_length at
@@ -12,16 +12,21 @@ accepted ATR keeps its raw bytes; an answer has a status word; afterwards the sa
 honest ATR and the exact honest answers, and a fresh PsamApp boots and computes MAC1.
 """
 
+import os
+import sys
+
 from tools.fuzz import shim
 
 shim.install()
+if os.path.join(shim.ROOT, "tests/mpy") not in sys.path:
+    sys.path.append(os.path.join(shim.ROOT, "tests/mpy"))
 
 import iso7816  # noqa: E402
 from apdu import ApduError  # noqa: E402
 from iso7816 import AtrError  # noqa: E402
 from linkerr import LinkError  # noqa: E402
 from psam_app import PsamApp, PsamError  # noqa: E402
-from psam_link import PsamLink  # noqa: E402
+from t0_fakes import APDUS, HONEST_ATR, T0Card, new_link  # noqa: E402
 
 from tools.fuzz.shim import check  # noqa: E402
 
@@ -33,53 +38,16 @@ ATRS = (
     bytes.fromhex("3b971380015053414d53494d5d"),
     bytes.fromhex("3B8F8001804F0CA000000306030001000000006A"),
 )
-HONEST_ATR = bytes.fromhex("3b8740015053414d53494d")
-CLK = 3571200 * 100  # a work waiting time of ~10 ms
-INCOMING = (0x70, 0x72, 0xA4, 0x1A, 0xFA, 0xDC)
-APDUS = (
-    b"\x00\xb0\x96\x00\x06",
-    b"\x80\x70\x00\x00\x24" + bytes(36) + b"\x08",
-    b"\x80\x72\x00\x00\x04MAC2",
-    b"\x80\xe0\x00\x00",
-)
 
 
-class Pin:
-    def __init__(self, on_rise):
-        self.level = 0
-        self.on_rise = on_rise
+class ScriptedT0Card(T0Card):
+    """The honest T=0 card; while `script` has bytes each thing it says (its ATR too) is steered
+    by one control byte (see the module's docstring)."""
 
-    def value(self, v=None):
-        if v is None:
-            return self.level
-        if v and not self.level:
-            self.on_rise()
-        self.level = 1 if v else 0
-
-
-class T0Card:
     def __init__(self, script):
+        T0Card.__init__(self)
         self.script = script
         self.pos = 0
-        self.out = b""
-        self.cmd = b""
-        self.expect_data = 0
-        self.header = None
-        self.pending = b""
-
-    def init(self, **kw):
-        pass
-
-    def any(self):
-        return len(self.out)
-
-    def readinto(self, view):
-        n = min(len(view), len(self.out))
-        if not n:
-            return None
-        view[:n] = self.out[:n]
-        self.out = self.out[n:]
-        return n
 
     def _byte(self):
         if self.pos >= len(self.script):
@@ -87,7 +55,7 @@ class T0Card:
         self.pos += 1
         return self.script[self.pos - 1]
 
-    def _say(self, data):
+    def damage(self, data):
         if self.pos < len(self.script):
             op = self._byte() % 5
             if op == 1:
@@ -100,54 +68,10 @@ class T0Card:
                 n = self._byte() % 48
                 data = bytes(self.script[self.pos : self.pos + n])
                 self.pos += n
-        self.out += data
+        return data
 
-    def reset(self):
-        self.out = b""
-        self.cmd = b""
-        self.expect_data = 0
-        self._say(HONEST_ATR)
-
-    def write(self, data):
-        for b in bytes(data):
-            if self.expect_data:
-                self.cmd += bytes((b,))
-                self.expect_data -= 1
-                if not self.expect_data:
-                    body, self.cmd = self.cmd, b""
-                    self._answer(self.header, body)
-                continue
-            self.cmd += bytes((b,))
-            if len(self.cmd) == 5:
-                h = self.cmd
-                self.header = h
-                self.cmd = b""
-                if h[1] in INCOMING and h[4]:
-                    self.expect_data = h[4]
-                    self._say(bytes((h[1],)))
-                else:
-                    self._answer(h, None)
-        return len(data)
-
-    def _answer(self, h, data):
-        ins = h[1]
-        if ins == 0x70:
-            self.pending = b"\x00\x00\x00\x2a" + b"MAC1"
-            self._say(b"\x61\x08")
-        elif ins == 0xC0:
-            body, self.pending = self.pending[: h[4]], b""
-            self._say(bytes((ins,)) + body + b"\x90\x00")
-        elif ins == 0xB0:
-            body = (b"\x00\x00\x00\x00\x00\x07" if h[2] == 0x96 else b"\x01" + bytes(24))[: h[4]]
-            self._say(bytes((ins,)) + body + b"\x90\x00")
-        elif ins in INCOMING or h[4] == 0:
-            self._say(b"\x90\x00")
-        else:
-            self._say(b"\x6d\x00")
-
-
-def new_link(card):
-    return PsamLink(card, Pin(card.reset), None, CLK, echo=False, margin_ms=2, busy_ms=30)
+    def atr(self):
+        return self.damage(HONEST_ATR)
 
 
 def _atr(data):
@@ -170,7 +94,7 @@ def one_input(data):
     if mode == 0:
         _atr(data[1:])
         return
-    card = T0Card(data[2:])
+    card = ScriptedT0Card(data[2:])
     lk = new_link(card)
     try:
         if mode == 1:
