@@ -10,7 +10,7 @@ MODULES = (
     " fare cardlists p256 bundle params apdu tunion decide psam_app txlog txlog_migrate purchase"
     " settle bus1a linkerr timetrust clock uplink_proto uplink chunkdl app vfs iso7816 isodep"
     " pn532 pn532_i2c reader psam_link txpace atmodem modem modem_simcom http_socket transport"
-    " display feedback rtcchip ds3231 pcf8563"
+    " ssd1306 font_zh16 display feedback rtcchip ds3231 pcf8563 board"
 )
 names = open(sys.argv[1]).read().split() if len(sys.argv) > 1 else MODULES.split()
 gc.collect()
