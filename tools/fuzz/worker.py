@@ -9,6 +9,7 @@ inputs and coverage that tools.fuzz.run collects (atheris leaves by os._exit: no
 import hashlib
 import importlib
 import os
+import subprocess
 import sys
 import traceback
 
@@ -25,6 +26,39 @@ def _where(exc):
     return "%s %s:%d" % (type(exc).__name__, os.path.relpath(f.filename, shim.ROOT), f.lineno)
 
 
+_UNDER_TEST = tuple(os.path.join(shim.ROOT, d) + os.sep for d in ("firmware", "drivers", "tools"))
+_NOT_UNDER_TEST = tuple(
+    os.path.join(shim.ROOT, d) + os.sep for d in ("tools/sim", "tests", "boards")
+)
+
+
+def harness(name):
+    """Modules the target imports that are not under test: the standard library, installed
+    packages, the simulators and test fakes (tools/sim, tests/, boards/), and the target's
+    HARNESS names. Listed by importing the target and running its seeds in a child process;
+    atheris then leaves them uninstrumented: no coverage callbacks, not counted as coverage."""
+    code = (
+        "import sys\nfrom tools.fuzz import shim\nshim.install()\n"
+        "import tools.fuzz.targets.%s as t\n"
+        "import log\nlog.set_level(log.ERROR, echo=False)\n"
+        "for s in t.SEEDS:\n"  # what the seeds import lazily too
+        "    t.one_input(s)\n"
+        "getattr(t, 'close', lambda: None)()\n"
+        "for n, m in list(sys.modules.items()):\n"
+        "    print(n, getattr(m, '__file__', None) or '')\n" % name
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=shim.ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    names = set(HARNESS.get(name, ()))
+    for line in out.splitlines():
+        mod, _, path = line.partition(" ")
+        path = os.path.abspath(path) if path else ""
+        if not path.startswith(_UNDER_TEST) or path.startswith(_NOT_UNDER_TEST):
+            names.add(mod)
+    return sorted(names)
+
+
 def main():
     name, seconds, workdir = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     seeds = sys.argv[4:]
@@ -37,9 +71,7 @@ def main():
     import log
 
     log.set_level(log.ERROR, echo=False)  # a fuzzer's millions of warnings are noise
-    for mod in HARNESS.get(name, ()):
-        importlib.import_module(mod)  # before instrumenting: not under test
-    with atheris.instrument_imports():
+    with atheris.instrument_imports(exclude=harness(name)):
         target = importlib.import_module("tools.fuzz.targets." + name)
     seen = {}
 
