@@ -59,6 +59,19 @@ READERS = {
 }
 
 
+# The application tests: the RTC set once at APP_T0 (a power cut would take it to 2000), and the
+# parameter bundle they activate: a flat fare of 100 on route 12, the local issuer whitelisted.
+APP_T0 = (2026, 12, 4, 4, 8, 30, 0, 0)
+BUNDLE = {
+    "settings": {"dup_tap_s": 60, "upload_interval_s": 120},
+    "whitelist": {"local_issuers": ["09981001"], "local_city": "1001", "issuers": ["09981001"]},
+    "fares": {
+        "routes": {"12": {"mode": "flat", "fare": 100}},
+        "card_types": {"1": {}, "2": {}, "3": {}},
+    },
+}
+
+
 def wiring(board, *more):
     """The hub names a board's pins and buses reach: its family's, its reader's, then `more`."""
     out = dict(S3_SHARED if board.startswith("esp32s3") else ESP32_SHARED)
@@ -115,6 +128,15 @@ def device_config(base, secret):
         "modem": "sim7600",
         "apn": "cmnet",
     }
+
+
+def activate_bundle(v, cfg):
+    """BUNDLE signed with the device's key, installed in Validator `v` as version 1."""
+    import bundle
+    import cardlists
+
+    data = bundle.build(cfg["secret_bytes"], 1, 0, BUNDLE, cardlists.blacklist_bytes(()))
+    mptest.eq(v.params.install_bytes(data, v.clock.now())[0], True)
 
 
 def power_on(name, module="wroom32", more=None, table=TABLE_4MB, size=4 << 20):

@@ -29,15 +29,7 @@ from simlink import Control  # noqa: E402
 BOARD = "esp32_pn532_i2c"
 WIRING = esp32_rig.wiring(BOARD, {("pin", 36): "safe_mode"})
 SECRET = bytes(range(1, 33))
-APP_T0 = (2026, 12, 4, 4, 8, 30, 0, 0)
-BUNDLE = {
-    "settings": {"dup_tap_s": 60, "upload_interval_s": 120},
-    "whitelist": {"local_issuers": ["09981001"], "local_city": "1001", "issuers": ["09981001"]},
-    "fares": {
-        "routes": {"12": {"mode": "flat", "fare": 100}},
-        "card_types": {"1": {}, "2": {}, "3": {}},
-    },
-}
+APP_T0 = esp32_rig.APP_T0
 
 
 def setup():
@@ -104,8 +96,6 @@ def _mount(fresh=True):
 
 def _validator(board, base, fresh=True):
     import app
-    import bundle
-    import cardlists
 
     _mount(fresh)
     board.start()
@@ -113,8 +103,7 @@ def _validator(board, base, fresh=True):
     parts = board.make_parts(cfg)
     v = app.Validator(parts, cfg)
     if fresh:
-        data = bundle.build(cfg["secret_bytes"], 1, 0, BUNDLE, cardlists.blacklist_bytes(()))
-        mptest.eq(v.params.install_bytes(data, v.clock.now())[0], True)
+        esp32_rig.activate_bundle(v, cfg)
     return v, parts
 
 

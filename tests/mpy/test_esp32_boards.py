@@ -269,23 +269,13 @@ def test_the_rtc_gives_validator_seconds_and_restarts_at_2000_after_a_power_cut(
 
 
 # ---- the whole application on each board ----------------------------------------------------
-APP_T0 = (2026, 12, 4, 4, 8, 30, 0, 0)  # the RTC set once; a power cut would take it to 2000
-BUNDLE = {
-    "settings": {"dup_tap_s": 60, "upload_interval_s": 120},
-    "whitelist": {"local_issuers": ["09981001"], "local_city": "1001", "issuers": ["09981001"]},
-    "fares": {
-        "routes": {"12": {"mode": "flat", "fare": 100}},
-        "card_types": {"1": {}, "2": {}, "3": {}},
-    },
-}
+APP_T0 = esp32_rig.APP_T0  # the RTC set once; a power cut would take it to 2000
 
 
 def _app(name, module, base):
     """Power the board on, mount a fresh file system at /data, build the Validator as main.py
     does (with the board's parts), activate a parameter bundle; -> (validator, parts)."""
     import app
-    import bundle
-    import cardlists
     import config
 
     board = esp32_rig.power_on(name, module)
@@ -295,8 +285,7 @@ def _app(name, module, base):
     cfg = config.validate(esp32_rig.device_config(base, SECRET))
     parts = board.make_parts(cfg)
     v = app.Validator(parts, cfg)
-    data = bundle.build(cfg["secret_bytes"], 1, 0, BUNDLE, cardlists.blacklist_bytes(()))
-    mptest.eq(v.params.install_bytes(data, v.clock.now())[0], True)
+    esp32_rig.activate_bundle(v, cfg)
     return v, parts
 
 
