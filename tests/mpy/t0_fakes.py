@@ -4,6 +4,14 @@
 # on MicroPython and on CPython. The driver is imported only by new_link() (a fuzz target loads
 # this module before instrumenting the driver).
 
+# ATR shapes to mutate (direct and inverse convention, TA1/TC1/TD1, T=1 offered, TCK)
+ATRS = (
+    bytes.fromhex("3b17135053414d53494d"),
+    bytes.fromhex("3b8740015053414d53494d"),
+    bytes.fromhex("3b97115001025053414d53494d"),
+    bytes.fromhex("3b971380015053414d53494d5d"),
+    bytes.fromhex("3B8F8001804F0CA000000306030001000000006A"),
+)
 HONEST_ATR = bytes.fromhex("3b8740015053414d53494d")  # no TA1 (no PPS), WI 1
 CLK = 3571200 * 100  # 960 kbaud: a work waiting time of ~10 ms instead of 1 s
 INCOMING = (0x70, 0x72, 0xA4, 0x1A, 0xFA, 0xDC)  # P3 is Lc for these INS

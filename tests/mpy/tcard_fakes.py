@@ -145,6 +145,39 @@ class Card:
         return tac + self.last[1] + OK
 
 
+def check_books(journal, cards, fare, check, ctx=""):
+    """Exactly once: each card debit (of `fare`) gets one purchase record; any other purchase
+    record is a garbage DEBIT 'success' and must carry the MAC2-unverified flag. `journal` (the
+    records written since the last call) is consumed, and so are the cards' lists of unbooked
+    debits. `check(ok, message)` raises when ok is false (mptest.true, or a fuzz target's)."""
+    import record
+
+    for rec in journal:
+        record.encode(rec, 1)  # everything journaled fits the record format
+        if rec["kind"] not in (record.PURCHASE, record.PURCHASE_RECOVERED):
+            continue
+        check(rec["amount"] == fare, "amount %r; %s" % (rec["amount"], ctx))
+        card = None
+        for c in cards:
+            # Matched on the 8 bytes that MAC1 binds (the diversification factor): the first
+            # two of the card number are the card's own word, as a damaged SELECT may change it.
+            if c.info["serial_low"] == rec["card_no"][2:]:
+                card = c
+        atc = rec["card_atc"]
+        if card is not None and atc in card.debits:
+            card.debits.remove(atc)
+            card.booked = (card.booked + [atc])[-16:]
+        else:
+            check(not (card is not None and atc in card.booked), "booked twice; " + ctx)
+            check(
+                rec["flags"] & record.FLAG_MAC2_UNVERIFIED,
+                "purchase journaled without a debit: %r; %s" % (rec, ctx),
+            )
+    del journal[:]
+    for c in cards:
+        check(c.debits == [], "debits not booked: %r; %s" % (c.debits, ctx))
+
+
 class Psam:
     """The PSAM chip: MAC1 over INIT's data, MAC2 checked; its serial survives the validator's
     reboots (keep the object)."""

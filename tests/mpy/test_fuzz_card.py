@@ -19,6 +19,7 @@ import log  # noqa: E402
 import memlog  # noqa: E402
 import purchase  # noqa: E402
 import record  # noqa: E402
+import tcard_fakes  # noqa: E402
 import timeutil  # noqa: E402
 import tunion  # noqa: E402
 from linkerr import CardGone, LinkTimeout, ProtocolError  # noqa: E402
@@ -137,33 +138,7 @@ def link_hit(p, link):
 
 
 def check_books(journal, cards, ctx=""):
-    """Exactly once: each card debit gets one purchase record; any other purchase record is a
-    garbage DEBIT 'success' and must carry the MAC2-unverified flag. `journal` is consumed, and
-    so are the cards' lists of unbooked debits (the honest re-tap settles everything)."""
-    for rec in journal:
-        record.encode(rec, 1)  # everything journaled fits the record format
-        if rec["kind"] not in (record.PURCHASE, record.PURCHASE_RECOVERED):
-            continue
-        mptest.eq(rec["amount"], FARE["debit"], ctx)
-        card = None
-        for c in cards:
-            # Matched on the 8 bytes that MAC1 binds (the diversification factor): the first
-            # two of the card number are the card's own word, as a damaged SELECT may change it.
-            if c.info["serial_low"] == rec["card_no"][2:]:
-                card = c
-        atc = rec["card_atc"]
-        if card is not None and atc in card.debits:
-            card.debits.remove(atc)
-            card.booked = (card.booked + [atc])[-16:]
-        else:
-            mptest.false(card is not None and atc in card.booked, "booked twice; " + ctx)
-            mptest.true(
-                rec["flags"] & record.FLAG_MAC2_UNVERIFIED,
-                "purchase journaled without a debit: %r; %s" % (rec, ctx),
-            )
-    del journal[:]
-    for c in cards:
-        mptest.eq(c.debits, [], "debits not booked; " + ctx)
+    tcard_fakes.check_books(journal, cards, FARE["debit"], mptest.true, ctx)
 
 
 def test_whole_taps_with_damaged_answers_then_an_honest_tap():

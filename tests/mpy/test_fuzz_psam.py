@@ -22,15 +22,7 @@ from apdu import ApduError  # noqa: E402
 from iso7816 import AtrError  # noqa: E402
 from linkerr import LinkError  # noqa: E402
 from psam_app import PsamApp, PsamError  # noqa: E402
-from t0_fakes import APDUS, HONEST_ATR, T0Card, new_link  # noqa: E402
-
-ATRS = (
-    bytes.fromhex("3b17135053414d53494d"),
-    bytes.fromhex("3b8740015053414d53494d"),
-    bytes.fromhex("3b97115001025053414d53494d"),
-    bytes.fromhex("3b971380015053414d53494d5d"),
-    bytes.fromhex("3B8F8001804F0CA000000306030001000000006A"),
-)
+from t0_fakes import APDUS, ATRS, HONEST_ATR, T0Card, new_link  # noqa: E402
 
 
 def fix_tck(atr):
