@@ -181,6 +181,8 @@ class SocketTransport:
                 try:
                     length = int(value.strip())
                 except ValueError:
+                    length = -1
+                if length < 0:  # a negative one reached bytearray(n): ValueError escaped
                     raise ConnectionLost("bad Content-Length")
             elif name == b"transfer-encoding" and b"chunked" in value.lower():
                 chunked = True
@@ -228,6 +230,8 @@ class SocketTransport:
             try:
                 n = int(line.split(b";")[0].strip(), 16)
             except ValueError:
+                n = -1
+            if n < 0:
                 raise ConnectionLost("bad chunk size %r" % line[:20])
             if len(out) + n > self.max_body:
                 raise TransportError("chunked response exceeds %d" % self.max_body)

@@ -98,3 +98,14 @@ def test_a_verifier_taking_any_signature_is_caught(monkeypatch):
         target.one_input(b"\x00" + bytes(64) + b"m")
     with pytest.raises(shim.Escape):
         target.one_input(b"\x04\x00\x1b\x01")  # the manifest's created time, not re-signed
+
+
+def test_a_body_over_the_limit_is_caught(monkeypatch):
+    target = importlib.import_module("tools.fuzz.targets.http")
+
+    async def until_close(self, reader):
+        return await reader.read(1 << 20)  # the limit not checked
+
+    monkeypatch.setattr(target.http_socket.SocketTransport, "_until_close", until_close)
+    with pytest.raises(shim.Escape):
+        target.one_input(b"\x38HTTP/1.1 200 OK\r\n\r\n" + bytes(100))

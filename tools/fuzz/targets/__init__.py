@@ -15,6 +15,7 @@ NAMES = (
     "chunkdl",
     "signed",
     "txlog",
+    "http",
     "uplink",
     "collector",
 )
