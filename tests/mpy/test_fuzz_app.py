@@ -25,7 +25,8 @@ import record  # noqa: E402
 import timeutil  # noqa: E402
 import vfs  # noqa: E402
 from linkerr import CardGone, ChipError, LinkTimeout, ProtocolError  # noqa: E402
-from test_fuzz_card import FARE, Damaging, HonestCard, HonestPsam, check_books  # noqa: E402
+from tcard_fakes import Card, Psam  # noqa: E402
+from test_fuzz_card import FARE, Damaging, check_books  # noqa: E402
 
 SECRET_HEX = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
 T0 = timeutil.to_seconds(2026, 11, 30, 0, 30, 0)
@@ -100,7 +101,7 @@ class PsamLink:
     """The PSAM for the application: reset() plus transceive, optionally through a damager."""
 
     def __init__(self):
-        self.inner = HonestPsam()
+        self.inner = Psam()
         self.damage = None
 
     def reset(self):
@@ -165,7 +166,7 @@ async def test_tap_loop_with_failing_readers_and_damaged_cards():
             "collector_url": "http://backoffice",
         }
     )
-    cards = [HonestCard(k) for k in range(4)]
+    cards = [Card(k, balance=10000000) for k in range(4)]
     parts = Parts()
     parts.txlog_dev = rawflash.RawFlash(16)  # the transaction log's partition, in RAM
     parts.reader = FuzzReader(rng, cards, n)
