@@ -202,9 +202,6 @@ DECLARE
     v_missing bigint;
     v_gap_from bigint;
     v_gap_missing bigint;
-    v_new bigint[] := '{}';
-    v_tsn bigint[];
-    v_atc bigint[];
     v_bad_tsn bigint[] := '{}';
     v_bad_atc bigint[] := '{}';
 BEGIN
@@ -220,37 +217,49 @@ BEGIN
         RETURN;
     END IF;
     IF v_n > 0 THEN
-        WITH k AS (
+        -- one statement: the (device, seq) keys, then for the new records their purchase keys,
+        -- then the records, a clash (a purchase key held by another record) marked
+        WITH u AS (
+            SELECT * FROM unnest(p_seq, p_raw, p_kind, p_rtime, p_tid, p_serial, p_card,
+                                 p_amount, p_tac, p_atc, p_flags, p_exc, p_dup)
+                AS u(seq, raw, kind, rtime, tid, ser, card, amt, tac, atc, flags, exc, dup)),
+        k AS (
             INSERT INTO record_keys (device_id, seq, received)
-            SELECT p_device, u.seq, p_now FROM unnest(p_seq) AS u(seq)
-            ON CONFLICT DO NOTHING RETURNING seq)
-        SELECT coalesce(array_agg(k.seq), '{}') INTO v_new FROM k;
-        v_stored := cardinality(v_new);
-    END IF;
-    IF v_stored > 0 THEN
-        WITH t AS (
+            SELECT p_device, u.seq, p_now FROM u ON CONFLICT DO NOTHING RETURNING seq),
+        n AS (
+            SELECT u.*,
+                u.dup = 0 AND u.tid IS NOT NULL AND u.ser IS NOT NULL AS wants_tsn,
+                u.dup = 0 AND u.kind IN (1, 2) AND u.card IS NOT NULL
+                    AND u.atc IS NOT NULL AS wants_atc
+            FROM u JOIN k ON k.seq = u.seq),
+        t AS (
             INSERT INTO psam_serials (psam_tid, psam_serial, device_id, seq, received)
-            SELECT u.tid, u.ser, p_device, u.seq, p_now
-            FROM unnest(p_seq, p_tid, p_serial, p_dup) AS u(seq, tid, ser, dup)
-            WHERE u.seq = ANY (v_new) AND u.dup = 0 AND u.tid IS NOT NULL AND u.ser IS NOT NULL
-            ON CONFLICT DO NOTHING RETURNING seq)
-        SELECT coalesce(array_agg(t.seq), '{}') INTO v_tsn FROM t;
-        WITH c AS (
+            SELECT n.tid, n.ser, p_device, n.seq, p_now FROM n WHERE n.wants_tsn
+            ON CONFLICT DO NOTHING RETURNING seq),
+        c AS (
             INSERT INTO card_debits (card_no, card_atc, device_id, seq, received)
-            SELECT u.card, u.atc, p_device, u.seq, p_now
-            FROM unnest(p_seq, p_kind, p_card, p_atc, p_dup) AS u(seq, kind, card, atc, dup)
-            WHERE u.seq = ANY (v_new) AND u.dup = 0 AND u.kind IN (1, 2)
-              AND u.card IS NOT NULL AND u.atc IS NOT NULL
-            ON CONFLICT DO NOTHING RETURNING seq)
-        SELECT coalesce(array_agg(c.seq), '{}') INTO v_atc FROM c;
-        SELECT coalesce(array_agg(u.seq) FILTER (WHERE u.tid IS NOT NULL AND u.ser IS NOT NULL
-                   AND NOT u.seq = ANY (v_tsn)), '{}'),
-               coalesce(array_agg(u.seq) FILTER (WHERE u.kind IN (1, 2) AND u.card IS NOT NULL
-                   AND u.atc IS NOT NULL AND NOT u.seq = ANY (v_atc)), '{}')
-          INTO v_bad_tsn, v_bad_atc
-          FROM unnest(p_seq, p_kind, p_tid, p_serial, p_card, p_atc, p_dup)
-               AS u(seq, kind, tid, ser, card, atc, dup)
-         WHERE u.seq = ANY (v_new) AND u.dup = 0;
+            SELECT n.card, n.atc, p_device, n.seq, p_now FROM n WHERE n.wants_atc
+            ON CONFLICT DO NOTHING RETURNING seq),
+        f AS (
+            SELECT n.*,
+                n.wants_tsn AND NOT EXISTS (SELECT 1 FROM t WHERE t.seq = n.seq) AS bad_tsn,
+                n.wants_atc AND NOT EXISTS (SELECT 1 FROM c WHERE c.seq = n.seq) AS bad_atc
+            FROM n),
+        r AS (
+            INSERT INTO records (device_id, seq, received, raw, kind, rtime, psam_tid,
+                psam_serial, card_no, amount, tac_status, card_atc, flags, exceptions, tsn_dup)
+            SELECT p_device, f.seq, p_now, f.raw, f.kind, f.rtime, f.tid, f.ser, f.card, f.amt,
+                f.tac, f.atc, f.flags,
+                CASE WHEN f.bad_tsn OR f.bad_atc
+                     THEN nullif(concat_ws(',', f.exc, CASE WHEN f.bad_tsn THEN 'tsn_dup' END,
+                                           CASE WHEN f.bad_atc THEN 'atc_dup' END), '')
+                     ELSE f.exc END,
+                CASE WHEN f.bad_tsn OR f.bad_atc THEN 1 ELSE f.dup END
+            FROM f RETURNING 1)
+        SELECT (SELECT count(*) FROM r),
+               coalesce((SELECT array_agg(f.seq) FROM f WHERE f.bad_tsn), '{}'),
+               coalesce((SELECT array_agg(f.seq) FROM f WHERE f.bad_atc), '{}')
+          INTO v_stored, v_bad_tsn, v_bad_atc;
         IF cardinality(v_bad_tsn) + cardinality(v_bad_atc) > 0 THEN
             -- a clash holds neither key: the other one, taken above, is given back
             DELETE FROM psam_serials s USING unnest(p_seq, p_tid, p_serial) AS u(seq, tid, ser)
@@ -265,20 +274,6 @@ BEGIN
               INTO v_clashes FROM unnest(p_seq) AS u(seq)
              WHERE u.seq = ANY (v_bad_tsn) OR u.seq = ANY (v_bad_atc);
         END IF;
-        INSERT INTO records (device_id, seq, received, raw, kind, rtime, psam_tid, psam_serial,
-            card_no, amount, tac_status, card_atc, flags, exceptions, tsn_dup)
-        SELECT p_device, u.seq, p_now, u.raw, u.kind, u.rtime, u.tid, u.ser, u.card, u.amt,
-            u.tac, u.atc, u.flags,
-            CASE WHEN u.seq = ANY (v_bad_tsn) OR u.seq = ANY (v_bad_atc)
-                 THEN nullif(concat_ws(',', u.exc,
-                          CASE WHEN u.seq = ANY (v_bad_tsn) THEN 'tsn_dup' END,
-                          CASE WHEN u.seq = ANY (v_bad_atc) THEN 'atc_dup' END), '')
-                 ELSE u.exc END,
-            CASE WHEN u.seq = ANY (v_bad_tsn) OR u.seq = ANY (v_bad_atc) THEN 1 ELSE u.dup END
-        FROM unnest(p_seq, p_raw, p_kind, p_rtime, p_tid, p_serial, p_card, p_amount, p_tac,
-                    p_atc, p_flags, p_exc, p_dup)
-            AS u(seq, raw, kind, rtime, tid, ser, card, amt, tac, atc, flags, exc, dup)
-        WHERE u.seq = ANY (v_new);
     END IF;
     v_start := v_contig;
     IF p_acked > v_contig THEN
