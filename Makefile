@@ -11,7 +11,8 @@ MPY_CROSS_FLAGS ?=
 comma := ,
 # Twice the cores: most tests wait on a simulator process or a socket, not on the CPU.
 # make fuzz: seconds of atheris per target (tools/fuzz, two targets at a time); bench/fuzz.json.
-FUZZ_SECONDS ?= 120
+# 80 s x 15 targets / 2 jobs = 10 min, after the long mode (about 11 min): about 21 min in all.
+FUZZ_SECONDS ?= 80
 TEST_WORKERS ?= $(shell echo $$(( $$(nproc 2>/dev/null || echo 1) * 2 )))
 
 .PHONY: help setup test test-under-load lint firmware micropython32 deploy backup flash board-check board-test board-bench board-calibrate architecture wiring sim bench fuzz clean
@@ -135,8 +136,8 @@ bench: $(PTH_STAMP)
 	$(BIN)/python -m tools.benchmarks $(foreach s,$(subst $(comma), ,$(STAGE)),--stage $(s))
 
 fuzz: $(PTH_STAMP)
-	FUZZ_LONG=1 $(BIN)/python -m pytest -m fuzz tests
-	$(BIN)/python -m tools.fuzz.run --seconds $(FUZZ_SECONDS)
+	t0=$$(date +%s) && FUZZ_LONG=1 $(BIN)/python -m pytest -m fuzz tests && \
+	  $(BIN)/python -m tools.fuzz.run --seconds $(FUZZ_SECONDS) --since $$t0
 
 clean:
 	rm -rf build bench/out .pytest_cache

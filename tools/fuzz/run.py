@@ -3,7 +3,7 @@
     python -m tools.fuzz.run [--seconds N] [--jobs J] [--targets a,b] [--out bench/fuzz.json]
     python -m tools.fuzz.run --seed-corpus     # (re)write the targets' SEEDS into the corpus
 
-N (FUZZ_SECONDS, default 120) is per target; J targets run at once (default 2: this machine has
+N (FUZZ_SECONDS, default 80) is per target; J targets run at once (default 2: this machine has
 two cores), so the whole run takes about ceil(targets / J) * N. Working corpora and findings go
 to bench/out/fuzz/<target>/ (not committed); a finding worth keeping is copied by hand to
 tools/fuzz/regress/<target>/ with its fix, and tests/host/test_fuzz_corpus.py replays it."""
@@ -64,12 +64,15 @@ def _stats(text):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--seconds", type=int, default=int(os.getenv("FUZZ_SECONDS", "120")))
+    p.add_argument("--seconds", type=int, default=int(os.getenv("FUZZ_SECONDS", "80")))
     p.add_argument("--jobs", type=int, default=int(os.getenv("FUZZ_JOBS", "2")))
     p.add_argument("--targets", default=",".join(NAMES))
     p.add_argument("--out", default=os.path.join(shim.ROOT, "bench", "fuzz.json"))
     p.add_argument("--workdir", default=os.path.join(shim.ROOT, "bench", "out", "fuzz"))
     p.add_argument("--seed-corpus", action="store_true")
+    p.add_argument(
+        "--since", type=int, help="epoch seconds `make fuzz` started (its long mode included)"
+    )
     a = p.parse_args(argv)
     if a.seed_corpus:
         seed_corpus()
@@ -126,6 +129,8 @@ def main(argv=None):
         "fuzz_escapes": escapes,
         "targets": results,
     }
+    if a.since:
+        out["make_fuzz_wall_seconds"] = round(time.time() - a.since)
     os.makedirs(os.path.dirname(a.out), exist_ok=True)
     with open(a.out, "w") as f:
         json.dump(out, f, indent=1, sort_keys=True)
