@@ -260,6 +260,9 @@ def test_user_command(tmp_path, capsys, monkeypatch):
     with pytest.raises(SystemExit):
         cli.main(["user", "--db", db, "kim", "--role", "boss", "--password-stdin"])
     assert cli.main(["user", "--db", db, "kim", "--remove"]) == 0
+    assert cli.main(["rollup", "--db", db]) == 0
+    assert cli.main(["rollup", "--db", db, "--rebuild"]) == 0
+    assert "0 records summarised" in capsys.readouterr().out
 
 
 def test_open_intents_close_whichever_arrives_first(tmp_path):

@@ -3,8 +3,8 @@ lookups, never a year of records).
 
 Each device is summarised up to its contiguous sequence (`devices.contig`): the records at or
 below it never change, so a record is counted exactly once, whatever is re-sent. Records above a
-gap wait until the gap is filled (or declared lost by the validator's floor). One pass per device
-and transaction: the sums, the device's row, its history and the open intents move together with
+gap wait until the gap is filled (or declared lost by the validator's floor). Up to BATCH devices a
+transaction: the sums, the device's row, its history and the open intents move together with
 `web_rolled.upto`, so a rollup cut short (a crash, a second rollup beside it) counts nothing twice.
 
 Revenue is what the buses took: purchases (PURCHASE, PURCHASE_RECOVERED) that are not a repeated
@@ -24,7 +24,8 @@ from . import schema
 
 log = logging.getLogger("collector.web.rollup")
 DAY = 86400
-CHUNK = 5000  # records read per query
+CHUNK = 5000  # records of one device per pass
+BATCH = 200  # devices per transaction
 EVENT_KINDS = (3, 4, 5, 6, 7)  # REFUSED, PARAM_ACTIVATION, CLOCK_CHANGE, BOOT, JOURNAL_EVENT
 _UPSERT_DAILY = (
     "INSERT INTO web_daily (day, device_id, route, card_type, n, amount) "
@@ -67,7 +68,7 @@ def day_text(day):
 
 
 def rollup(store, device_id=None, limit=None):
-    """Summarise what is new; -> number of records read. limit: at most that many per device
+    """Summarise what is new; -> number of records read. limit: stop after about that many
     (the rest next time)."""
     schema.ensure(store)
     sql = (
@@ -79,71 +80,102 @@ def rollup(store, device_id=None, limit=None):
         sql += " AND d.device_id = ?"
         args = (device_id,)
     with store._tx(write=False) as ex:
-        todo = ex.all(sql, args)
+        todo = {dev: [upto, contig] for dev, contig, upto in ex.all(sql, args)}
     total = 0
-    for dev, contig, upto in todo:
-        while upto < contig:
-            top = min(contig, upto + CHUNK)
-            n = _one(store, dev, upto, top)
-            total += n
-            upto = top
-            if limit is not None and total >= limit:
-                break
+    while todo and (limit is None or total < limit):
+        devs = sorted(todo)
+        for i in range(0, len(devs), BATCH):
+            items = [
+                (d, todo[d][0], min(todo[d][1], todo[d][0] + CHUNK)) for d in devs[i : i + BATCH]
+            ]
+            done = _batch(store, items)
+            for dev, _upto, top in items:
+                if dev not in done:  # another rollup moved it on: its business now
+                    del todo[dev]
+                    continue
+                total += done[dev]
+                todo[dev][0] = top
+                if top >= todo[dev][1]:
+                    del todo[dev]
     return total
 
 
-def _one(store, dev, upto, top):
-    """Records (upto, top] of one device, in one transaction; skipped if another rollup moved
-    the device on meanwhile."""
+def _batch(store, items):
+    """Records (upto, top] of each (device, upto, top), in one transaction (a few statements for
+    all of them); a device another rollup moved on meanwhile is skipped. -> {device: records}."""
     daily = {}
     events = []
     intents = []
     outcomes = []
+    done = {}
+    devs = [d for d, _u, _t in items]
+    marks = ", ".join("?" for _ in devs)
     with store._tx() as ex:
         if store.dialect == "pg":
-            ex.run("SELECT pg_advisory_xact_lock(734204, ?)", (dev & 0x7FFFFFFF,))
-        row = ex.one("SELECT upto FROM web_rolled WHERE device_id = ?", (dev,))
-        if (row[0] if row else 0) != upto:
-            return 0
-        cur = ex.one(
-            "SELECT %s FROM web_device WHERE device_id = ?" % ", ".join(_DEVICE_COLS), (dev,)
+            ex.run("SELECT pg_advisory_xact_lock(734204)")  # one rollup at a time, fleet-wide
+        rolled = dict(
+            ex.all("SELECT device_id, upto FROM web_rolled WHERE device_id IN (%s)" % marks, devs)
         )
-        st = dict(zip(_DEVICE_COLS, cur)) if cur else {c: None for c in _DEVICE_COLS}
-        for c in ("boots", "clock_unset", "clock_changes", "purchases", "amount"):
-            st[c] = st[c] or 0
-        rows = ex.all(
-            "SELECT seq, kind, rtime, amount, card_no, card_atc, tsn_dup, flags, raw FROM records "
-            "WHERE device_id = ? AND seq > ? AND seq <= ? ORDER BY seq",
-            (dev, upto, top),
-        )
-        for seq, kind, rtime, amount, card_no, atc, dup, flags, raw in rows:
-            raw = bytes(raw)
-            if rtime is not None and (st["last_rtime"] or 0) < rtime:
-                st["last_rtime"] = rtime
-            if (flags or 0) & 0x04:
-                st["clock_unset"] += 1
-            if kind in (1, 2, 8, 9):
-                st["route"] = int.from_bytes(raw[53:55], "big")
-            if kind in (1, 2):
-                outcomes.append((card_no, atc))
-                if dup:
-                    continue
-                key = (local_day(rtime or 0, raw[59]), st["route"], raw[3])
-                n, a = daily.get(key, (0, 0))
-                daily[key] = (n + 1, a + (amount or 0))
-                st["purchases"] += 1
-                st["amount"] += amount or 0
-            elif kind == 9:
-                outcomes.append((card_no, atc))
-            elif kind == 8:
-                if card_no is not None and atc is not None:
-                    intents.append((card_no, atc, dev, seq, rtime, amount))
-            elif kind in EVENT_KINDS:
-                events.append((dev, seq, kind, rtime, _event(st, kind, rtime, raw)))
+        states = {
+            r[0]: dict(zip(_DEVICE_COLS, r[1:]))
+            for r in ex.all(
+                "SELECT device_id, %s FROM web_device WHERE device_id IN (%s)"
+                % (", ".join(_DEVICE_COLS), marks),
+                devs,
+            )
+        }
+        dev_rows = {"update": [], "insert": []}
+        rolled_rows = {"update": [], "insert": []}
+        for dev, upto, top in items:
+            if rolled.get(dev, 0) != upto:
+                continue
+            st = states.get(dev) or {c: None for c in _DEVICE_COLS}
+            for c in ("boots", "clock_unset", "clock_changes", "purchases", "amount"):
+                st[c] = st[c] or 0
+            rows = ex.all(
+                "SELECT seq, kind, rtime, amount, card_no, card_atc, tsn_dup, flags, raw "
+                "FROM records WHERE device_id = ? AND seq > ? AND seq <= ? ORDER BY seq",
+                (dev, upto, top),
+            )
+            for seq, kind, rtime, amount, card_no, atc, dup, flags, raw in rows:
+                raw = bytes(raw)
+                if rtime is not None and (st["last_rtime"] or 0) < rtime:
+                    st["last_rtime"] = rtime
+                if (flags or 0) & 0x04:
+                    st["clock_unset"] += 1
+                if kind in (1, 2, 8, 9):
+                    st["route"] = int.from_bytes(raw[53:55], "big")
+                if kind in (1, 2):
+                    outcomes.append((card_no, atc))
+                    if dup:
+                        continue
+                    key = (local_day(rtime or 0, raw[59]), dev, st["route"], raw[3])
+                    n, a = daily.get(key, (0, 0))
+                    daily[key] = (n + 1, a + (amount or 0))
+                    st["purchases"] += 1
+                    st["amount"] += amount or 0
+                elif kind == 9:
+                    outcomes.append((card_no, atc))
+                elif kind == 8:
+                    if card_no is not None and atc is not None:
+                        intents.append((card_no, atc, dev, seq, rtime, amount))
+                elif kind in EVENT_KINDS:
+                    events.append((dev, seq, kind, rtime, _event(st, kind, rtime, raw)))
+            values = tuple(st[c] for c in _DEVICE_COLS)
+            if dev in states:
+                dev_rows["update"].append(values + (dev,))
+            else:
+                dev_rows["insert"].append((dev,) + values)
+            (rolled_rows["update"] if dev in rolled else rolled_rows["insert"]).append((top, dev))
+            done[dev] = len(rows)
         # executemany: one round trip a statement on PostgreSQL (psycopg pipelines it).
         if daily:
-            ex.many(_UPSERT_DAILY, [(d, dev, r, c, n, a) for (d, r, c), (n, a) in daily.items()])
-            ex.many(_UPSERT_FLEET, [(d, r, c, n, a) for (d, r, c), (n, a) in daily.items()])
+            ex.many(_UPSERT_DAILY, [k + v for k, v in daily.items()])
+            fleet = {}
+            for (day, _dev, route, ctype), (n, a) in daily.items():
+                f = fleet.get((day, route, ctype), (0, 0))
+                fleet[(day, route, ctype)] = (f[0] + n, f[1] + a)
+            ex.many(_UPSERT_FLEET, [k + v for k, v in fleet.items()])
         if events:
             ex.many(
                 "INSERT INTO web_events (device_id, seq, kind, rtime, detail) "
@@ -169,23 +201,25 @@ def _one(store, dev, upto, top):
                     "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (card_no, card_atc) DO NOTHING",
                     it,
                 )
-        if cur:
-            ex.run(
+        if dev_rows["update"]:
+            ex.many(
                 "UPDATE web_device SET %s WHERE device_id = ?"
                 % ", ".join("%s = ?" % c for c in _DEVICE_COLS),
-                tuple(st[c] for c in _DEVICE_COLS) + (dev,),
+                dev_rows["update"],
             )
-        else:
-            ex.run(
+        if dev_rows["insert"]:
+            ex.many(
                 "INSERT INTO web_device (device_id, %s) VALUES (?%s)"
                 % (", ".join(_DEVICE_COLS), ", ?" * len(_DEVICE_COLS)),
-                (dev,) + tuple(st[c] for c in _DEVICE_COLS),
+                dev_rows["insert"],
             )
-        if row:
-            ex.run("UPDATE web_rolled SET upto = ? WHERE device_id = ?", (top, dev))
-        else:
-            ex.run("INSERT INTO web_rolled (device_id, upto) VALUES (?, ?)", (dev, top))
-    return len(rows)
+        if rolled_rows["update"]:
+            ex.many("UPDATE web_rolled SET upto = ? WHERE device_id = ?", rolled_rows["update"])
+        if rolled_rows["insert"]:
+            ex.many(
+                "INSERT INTO web_rolled (upto, device_id) VALUES (?, ?)", rolled_rows["insert"]
+            )
+    return done
 
 
 def _event(st, kind, rtime, raw):
