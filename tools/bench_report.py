@@ -354,6 +354,40 @@ ROWS = (
         "same, 200 seeded cards and their neighbours looked up",
     ),
     (
+        "blacklist_merge_ms",
+        "ms",
+        "merged delta of 100,000 cards (60,000 added, 40,000 removed) onto the million-card "
+        "list, into the free slot: CPU time of the merge (check, write, read back)",
+        "`tools/bench_mpy/blmerge_fig.py` on the unix port (`firmware/blmerge.py`)",
+    ),
+    (
+        "blacklist_merge_ms_32",
+        "ms",
+        "the same on micropython32 at a 64 KB heap",
+        "same, micropython32 (firmware frozen), `-X heapsize=64k`",
+    ),
+    ("blacklist_merge_block_writes", "", "slot block writes (4 KB) of that merge", "same"),
+    (
+        "blacklist_merge_heap_bytes",
+        "B",
+        "live heap above the loaded parameter set during that merge (after a collection at "
+        "every block read and write)",
+        "same, micropython32 at a 64 KB heap",
+    ),
+    (
+        "blacklist_merge_instructions_32",
+        "",
+        "instructions of a merge on a smaller list (`blacklist_merge_instructions_cards`)",
+        "callgrind Ir on micropython32, --zero-before/--dump-before around the merge",
+    ),
+    (
+        "blacklist_merge_model_s_esp32_240",
+        "s",
+        "model: the million-card merge on an ESP32 at 240 MHz (CPU: instructions scaled to the "
+        "list x 1.5 cycles; flash: W25Q32JV typical erase and program times)",
+        "`tools/benchmarks.py` merge_figures (flash at its maxima: `_model_flash_s_max`)",
+    ),
+    (
         "modem_loop_block_ms",
         "ms",
         "extra: longest asyncio loop gap during a 6,500-byte modem POST at 115,200 baud on the "

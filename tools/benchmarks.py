@@ -127,6 +127,12 @@ EXTRA_KEYS = (
     "params_download_model_s_115200",
     "dashboard_page_ms_max",
     "dashboard_rollup_records_per_s",
+    "blacklist_merge_ms",
+    "blacklist_merge_ms_32",
+    "blacklist_merge_block_writes",
+    "blacklist_merge_heap_bytes",
+    "blacklist_merge_instructions_32",
+    "blacklist_merge_model_s_esp32_240",
 )
 HEAP_RUNTIME = "micropython32-frozen v1.27.0"
 
@@ -169,6 +175,8 @@ FULL = {
     "dashboard_days": 365,
     "dashboard_taps": 10,
     "dashboard_reps": 5,
+    "params_merge_cards": 1_000_000,
+    "params_merge_count_cards": 100_000,
 }
 QUICK = {
     "tap_taps": 100,
@@ -183,6 +191,8 @@ QUICK = {
     "params_cards": 20000,
     "params_cuts": 5,
     "params_power_cuts": 1,
+    "params_merge_cards": 20_000,
+    "params_merge_count_cards": 20_000,
     "txlog_big_sectors": 16,
     "txlog_taps": 20,
     "driver_measure_taps": 30,
@@ -1206,7 +1216,8 @@ def stage_params(cfg, use_callgrind):
     """Fleet signature check (firmware/p256.py) on the unix port and micropython32, its
     instruction count and ESP32 model; a million-card bundle over the simulated SIM7600 by ranged
     GETs (tools/bench_mpy/params_dl.py): once clean (bytes on the wire over the list's bytes, heap
-    above idle on micropython32), once with dropped connections and power cuts."""
+    above idle on micropython32), once with dropped connections and power cuts; then a merged
+    delta on the list (merge_figures)."""
     vec = _verify_vector()
     reps = cfg.get("params_verify_reps", 3)
     out = {}
@@ -1282,6 +1293,117 @@ def stage_params(cfg, use_callgrind):
             "params_download_cut_seed": 20261205,
         }
     )
+    out.update(merge_figures(cfg, use_callgrind))
+    return out
+
+
+# SPI NOR flash of the model (docs/tap-model.md's source, Winbond W25Q32JV datasheet): a 4 KB
+# sector erase 45 ms typical (400 ms maximum), a 256-byte page program 0.4 ms (3 ms maximum); a
+# slot block write (esp32.Partition.writeblocks without offset) erases its sector and programs 16
+# pages. Reads: the partition driver's SPI reads, DIO at 40 MHz (the ESP32's default flash mode
+# and clock): 10 MB/s, an assumption (cache and command overheads left out).
+FLASH = {"erase_ms": (45.0, 400.0), "page_ms": (0.4, 3.0), "read_bytes_per_s": 10_000_000}
+MERGE_SEED_SHARE = (6, 4)  # a delta of 10 % of the list: 6 % added, 4 % removed
+
+
+def _merge_fixture(cards):
+    from tools import params_compile as pc
+
+    n_add = cards * MERGE_SEED_SHARE[0] // 100
+    n_rem = cards * MERGE_SEED_SHARE[1] // 100
+    bnd, _ = pc.build_fixture(cards, progress=False)
+    dbnd, doracle = pc.build_delta_fixture(cards, n_add, n_rem)
+    return [bnd, dbnd, doracle]
+
+
+def merge_figures(cfg, use_callgrind):
+    """A merged delta of 10 % (6 % added, 4 % removed) on the params list (firmware/blmerge.py,
+    tools/bench_mpy/blmerge_fig.py): CPU time on micropython32 at a 64 KB heap and on the unix
+    port, the slot's block writes and reads, the live heap above the loaded parameter set (a second
+    micropython32 run sampling at every block operation), the merge's instructions (callgrind,
+    on a smaller list) and an ESP32 model: instructions scaled to the list x 1.5 cycles / 240
+    MHz, plus the slot's erases and programs and reads at FLASH's figures."""
+    cards = cfg.get("params_merge_cards", 1_000_000)
+    fix = _merge_fixture(cards)
+    work = OUT / "blmerge"
+    work.mkdir(parents=True, exist_ok=True)
+    runs = {}
+    for name, sample, heap, r32 in (
+        ("time32", 0, "64k", True),
+        ("heap32", 1, "64k", True),
+        ("unix", 0, "256k", False),
+    ):
+        got, _ = run_mpy("blmerge_fig.py", *fix, work, sample, heap=heap, runtime32=r32)
+        r = got[0]
+        if not r["ok"] or r["lookups_wrong"]:
+            raise BenchError("merge %s failed: %r" % (name, r))
+        runs[name] = r
+    t32, h32, unix = runs["time32"], runs["heap32"], runs["unix"]
+    out = {
+        "blacklist_merge_list_cards": cards,
+        "blacklist_merge_delta_cards": cards * sum(MERGE_SEED_SHARE) // 100,
+        "blacklist_merge_result_cards": t32["cards"],
+        # CPU time of the process over the merge (/proc: other load does not inflate it as it
+        # does the wall time, which is kept too)
+        "blacklist_merge_ms": unix["merge_cpu_ms"],
+        "blacklist_merge_ms_32": t32["merge_cpu_ms"],
+        "blacklist_merge_wall_ms_32": t32["merge_ms"],
+        # the three passes' shares of the wall time (check, write, read back)
+        "blacklist_merge_passes_share_32": [
+            round(t32["pass%d_ms" % i] / max(1, t32["merge_ms"]), 3) for i in (1, 2, 3)
+        ],
+        "blacklist_merge_block_writes": t32["block_writes"],
+        "blacklist_merge_block_reads": t32["block_reads"],
+        "blacklist_merge_heap_bytes": h32["heap_peak"],
+        "blacklist_merge_heap_idle_bytes": h32["heap_idle"],
+        "blacklist_merge_heapsize_kb": 64,
+        "blacklist_merge_lookups": t32["lookups"],
+    }
+    count_cards = cfg.get("params_merge_count_cards", 100_000)
+    ins = None
+    if use_callgrind and shutil.which("valgrind"):
+        prefix = Path(tempfile.gettempdir()) / ("bench_blmerge-%d" % os.getpid())
+        try:
+            run_mpy(
+                "blmerge_fig.py",
+                *_merge_fixture(count_cards),
+                work,
+                0,
+                heap="64k",
+                runtime32=True,
+                timeout=3600,
+                wrap=[
+                    "valgrind",
+                    "--tool=callgrind",
+                    "--callgrind-out-file=%s" % prefix,
+                    "--zero-before=gc_isenabled",
+                    "--dump-before=mp_micropython_opt_level",
+                ],
+            )
+            dumps = [f for f in prefix.parent.glob(prefix.name + ".*") if f.suffix == ".1"]
+            for line in dumps[0].read_text().splitlines() if dumps else ():
+                if line.startswith("summary:"):
+                    ins = int(line.split()[1])
+        finally:
+            for f in prefix.parent.glob(prefix.name + "*"):
+                f.unlink()
+    if ins:
+        p = bench_model.PARAMS
+        scaled = ins * cards / count_cards  # linear in the list: three walks over it
+        cpu_s = scaled * p["cpu_cycles_per_instruction"] / (p["cpu_mhz_model"] * 1e6)
+        w = t32["block_writes"]
+        flash = [w * (FLASH["erase_ms"][i] + 16 * FLASH["page_ms"][i]) / 1000 for i in (0, 1)]
+        read_s = t32["block_reads"] * 4096 / FLASH["read_bytes_per_s"]
+        out.update(
+            {
+                "blacklist_merge_instructions_32": ins,
+                "blacklist_merge_instructions_cards": count_cards,
+                "blacklist_merge_model_cpu_s_esp32_240": round(cpu_s, 1),
+                "blacklist_merge_model_flash_s": round(flash[0] + read_s, 1),
+                "blacklist_merge_model_flash_s_max": round(flash[1] + read_s, 1),
+                "blacklist_merge_model_s_esp32_240": round(cpu_s + flash[0] + read_s, 1),
+            }
+        )
     return out
 
 
