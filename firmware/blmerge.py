@@ -224,7 +224,7 @@ class Writer:
     cardlists.build_blacklist does: buckets never straddle blocks. With dev None it only counts
     the data blocks (pass 1); with a dev it writes them after the n_index index blocks."""
 
-    def __init__(self, n, dev=None, n_index=0):
+    def __init__(self, n, dev=None, n_index=0, bufs=None):
         self.n = n
         self.k = cl.choose_k(n)
         self.r = 64 - self.k
@@ -239,8 +239,8 @@ class Writer:
         self.ne = 0
         self.fences = []
         if dev is not None:
-            self.out = bytearray(BLOCK)
-            self.rems = bytearray(BLOCK)
+            # two zeroed 4 KB buffers (apply makes them before pass 1 fragments the heap)
+            self.out, self.rems = bufs or (bytearray(BLOCK), bytearray(BLOCK))
             self.rp = 0
             for b in range(1 + n_index):  # in order: a file grows without holes
                 dev.writeblocks(b, self.out)
@@ -329,7 +329,6 @@ class Writer:
             self.dev.writeblocks(0, head)
         return self.j
 
-
     def _index(self):
         # Each index block from the heads of the data blocks it covers, read back 4 bytes at a
         # time: no 4 KB index buffer held through the walk (the read-back checks it).
@@ -381,7 +380,10 @@ def apply(old_dev, ov, src, at, n_add, n_rem, result, new_dev, slot_blocks, feed
     -> (cards, bytes) of the new list. ListError (nothing activated) when the delta does not fit
     the list or the result is not what was signed."""
     n, want = result
+    # All three 4 KB buffers now, on the heap the caller just collected: after pass 1's garbage
+    # a 4 KB hole may no longer be found on an ESP32-sized heap.
     buf = bytearray(BLOCK)
+    bufs = (bytearray(BLOCK), bytearray(BLOCK))
 
     def walk():
         base = _effective(list_hashes(old_dev, buf), ov)
@@ -405,7 +407,7 @@ def apply(old_dev, ov, src, at, n_add, n_rem, result, new_dev, slot_blocks, feed
         feed_dog()
     w = None
     gc.collect()
-    w = Writer(n, new_dev, n_index)
+    w = Writer(n, new_dev, n_index, bufs)
     feed(w, walk())
     w.finish()
     w = None
