@@ -12,6 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import dashboard_data  # noqa: E402
 from starlette.testclient import TestClient  # noqa: E402
 
+from tests.host.pg import pg_server  # noqa: E402, F401  (the fixture)
 from tools.collector import cli  # noqa: E402
 from tools.collector.db import Store  # noqa: E402
 from tools.collector.web import auth, rollup  # noqa: E402
@@ -20,10 +21,13 @@ from tools.collector.web.pages import create_web_app  # noqa: E402
 PW = "correct horse battery"
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    d = tmp_path_factory.mktemp("dash")
-    store = Store("sqlite:///%s/c.sqlite3" % d)
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def world(request, tmp_path_factory):
+    """The same small back office on SQLite (make sim's) and PostgreSQL (a city's)."""
+    if request.param == "sqlite":
+        store = Store("sqlite:///%s/c.sqlite3" % tmp_path_factory.mktemp("dash"))
+    else:
+        store = Store(request.getfixturevalue("pg_server").create_db("dashboard"))
     rows = dashboard_data.fill(store)
     for name, role in (("ada", "administrator"), ("otto", "operator"), ("vic", "viewer")):
         auth.add_user(store, name, PW, role)
