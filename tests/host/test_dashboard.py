@@ -213,6 +213,21 @@ def test_parameters_page_lists_bundles_and_rollout(world):
     r = c.get("/params?lang=en")
     assert 'data-version="3"' in r.text and "Validator 1001" in r.text
     assert 'id="param-devices"' in r.text
+    # A fleet version rolled out to group 7, where bus 1002 is and says it holds it.
+    from tools.collector import bundles
+
+    bundles.set_groups(store, 1002, [7])
+    with store._tx() as ex:
+        ex.run(
+            "INSERT INTO bundles (target, version, base, data, published) VALUES (0, 5, 0, ?, 1)",
+            (b"fleet",),
+        )
+        ex.run("INSERT INTO param_rollout (version, grp, started) VALUES (5, 7, 1)")
+        ex.run("DELETE FROM device_params WHERE device_id = 1002")
+        ex.run("INSERT INTO device_params (device_id, have, asked) VALUES (1002, 5, 1)")
+    r = c.get("/params?lang=en")
+    row = re.search(r'<tr data-version="5" data-group="7"[^>]*>(.*?)</tr>', r.text).group(1)
+    assert re.findall(r'class="num[^"]*">(\d+)<', row) == ["5", "7", "1", "1"]
 
 
 def test_chinese_by_default_english_on_request(world):

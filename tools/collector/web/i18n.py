@@ -91,6 +91,7 @@ T = {
     "waiting": ("Waiting", "等待中"),
     "rollout": ("Rollout", "推送"),
     "rollout_devices": ("Rollout per validator", "各验票机推送状态"),
+    "rollout_groups": ("Rollout per group", "各分组推送状态"),
     "offered": ("Has", "持有"),
     "asked": ("Last asked", "最后请求"),
     "forbidden": ("Only an administrator can change this.", "只有管理员可以修改。"),

@@ -527,10 +527,30 @@ class Web:
                 (PAGE, page * PAGE),
             )
             grp_of = {}
+            members = {}
             for dev, g in ex.all("SELECT device_id, grp FROM device_groups"):
                 grp_of.setdefault(dev, []).append(g)
+                members.setdefault(g, []).append(dev)
+            have = dict(ex.all("SELECT device_id, have FROM device_params"))
         status = bundles.status(self.store)
         latest = max((s["version"] for s in status), default=None)
+        # Rollout per group: for each version and group it is rolled out to, the group's
+        # validators and how many said they hold that version or newer.
+        per_group = []
+        for st in status:
+            for g in st["groups"] if isinstance(st["groups"], list) else ():
+                if g["group"] == 0:
+                    continue
+                devs = members.get(g["group"], [])
+                per_group.append(
+                    {
+                        "version": st["version"],
+                        "group": g["group"],
+                        "started": g["started"],
+                        "members": len(devs),
+                        "holding": sum(1 for d in devs if have.get(d, 0) >= st["version"]),
+                    }
+                )
         return self.render(
             request,
             "params.html",
@@ -538,6 +558,7 @@ class Web:
             bundles=rows,
             scope=scope,
             status=status,
+            per_group=per_group,
             devices=[
                 {
                     "id": d,
