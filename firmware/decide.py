@@ -44,6 +44,8 @@ class Decider:
         self.local = None
         # What the fare engine reads of the card, refilled by every decision: no dict per tap.
         self._view = {"card_no": None, "card_type": None, "records": ()}
+        # The fare engine refills this one result every decision (fare.FareResult.reset).
+        self._fare = fare.FareResult(fare.OK)
 
     def prepare(self, link, now, accept=True):
         self.link = link
@@ -106,7 +108,7 @@ class Decider:
         # A LinkError here (the card left during a history read) reaches the purchase, which
         # says "tap again".
         view["records"] = self._history(engine)
-        res = engine.compute(view, self.route, self.stop, self.now, local=local)
+        res = engine.compute(view, self.route, self.stop, self.now, local=local, into=self._fare)
         if res.status == fare.DUPLICATE:
             return ALREADY_PAID
         if res.status != fare.OK:

@@ -42,6 +42,11 @@ class FareResult:
     """What the purchase and the journal need. Amounts in fen."""
 
     def __init__(self, status, reason=""):
+        self.reset(status, reason)
+
+    def reset(self, status, reason=""):
+        """Every field back to a new result's: a caller that decides every tap refills one
+        (FareEngine.compute(into=...)) instead of making 19 attributes per tap."""
         self.status = status
         self.reason = reason
         self.debit = 0
@@ -60,6 +65,7 @@ class FareResult:
         self.transfer = 0  # 1 = first transfer, 2.. = later ones, 0 = none
         self.card_type = 0
         self.local = True
+        return self
 
     @property
     def ok(self):
@@ -410,8 +416,10 @@ class FareEngine:
 
     # -- the decision ----------------------------------------------------------------------
 
-    def compute(self, card, route, stop, now, local=True, balance=None, overdrawn=0):
-        """See _compute. Whatever the input, this returns a FareResult and never raises."""
+    def compute(self, card, route, stop, now, local=True, balance=None, overdrawn=0, into=None):
+        """See _compute. Whatever the input, this returns a FareResult and never raises.
+        into: a FareResult to refill for a sale or a duplicate (refusals stay new results), so
+        the caller's previous result is overwritten; None: a new one."""
         if (
             not isinstance(route, int)
             or not isinstance(stop, int)
@@ -421,12 +429,12 @@ class FareEngine:
             _log.error("route, stop and time must be integers: %r %r %r", route, stop, now)
             return FareResult(REFUSED, "bad input")
         try:
-            return self._compute(card, route, stop, now, local, balance, overdrawn)
+            return self._compute(card, route, stop, now, local, balance, overdrawn, into)
         except (TypeError, ValueError, IndexError, KeyError, AttributeError) as e:
             _log.error("fare input refused: %r", e)
             return FareResult(REFUSED, "bad input")
 
-    def _compute(self, card, route, stop, now, local, balance, overdrawn):
+    def _compute(self, card, route, stop, now, local, balance, overdrawn, into=None):
         """Decide a tap of `card` at (route, stop) at validator time `now`.
 
         card: parsed card (attributes or dict keys): card_no, card_type (0x17 byte 10),
@@ -435,8 +443,14 @@ class FareEngine:
         cover is refused, as is a card with `overdrawn` > 0. Never raises on bad card data.
         """
         t = self.t
-        card_no = _get(card, "card_no")
-        ctn = _get(card, "card_type")
+        if isinstance(card, dict):  # the Decider's view: no helper call per field
+            card_no = card.get("card_no")
+            ctn = card.get("card_type")
+            recs = card.get("records")
+        else:
+            card_no = _get(card, "card_no")
+            ctn = _get(card, "card_type")
+            recs = _get(card, "records", None)
         rt = t.routes.get(route)
         if rt is None:
             _log.error("route %r is not in the fare table", route)
@@ -448,16 +462,18 @@ class FareEngine:
         if ct is None or not ct["accept"]:
             _log.info("card type %d not accepted", ctn)
             return FareResult(REFUSED, "card type not accepted")
-        rides = []
-        for rec in _get(card, "records", None) or ():
-            r = parse_record(rec, t.tz)
-            if r is not None:
-                rides.append(r)
-            else:
-                _log.debug("0x1E record skipped (empty or malformed)")
+        rides = ()  # a constant when the fare read no history: nothing allocated
+        if recs:
+            rides = []
+            for rec in recs:
+                r = parse_record(rec, t.tz)
+                if r is not None:
+                    rides.append(r)
+                else:
+                    _log.debug("0x1E record skipped (empty or malformed)")
         last = rides[0] if rides else None
 
-        res = FareResult(OK)
+        res = FareResult(OK) if into is None else into.reset(OK)
         res.route = route
         res.stop = stop
         res.card_type = ctn

@@ -105,6 +105,33 @@ def test_request_carries_the_names_the_purchase_reads():
     mptest.eq(req["industry"], fare.IND_BUS)
 
 
+def test_a_result_refilled_into_is_the_same_as_a_new_one():
+    # The Decider refills one FareResult per tap (compute(into=...)): nothing of the previous
+    # decision may survive in it, and a refusal is a new result that leaves it alone.
+    e = engine()
+    now = MON_1200
+    mine = fare.FareResult(fare.OK)
+    cases = (
+        (card(records=[rec(6, now - 5400, 102)]), 101, 0),  # a transfer: discount, transfer 1
+        (card(2), 301, 1),  # a stage boarding: marked amount, board stop and time
+        (card(), 101, 3),  # a plain flat fare after them
+    )
+    for c, route, stop in cases:
+        want = e.compute(c, route, stop, now)
+        got = e.compute(c, route, stop, now, into=mine)
+        mptest.true(got is mine, "refilled, not a new one")
+        mptest.eq(repr(got), repr(want))
+        mptest.eq(got.request(), want.request())
+        mptest.eq(
+            (got.transfer, got.base, got.penalty, got.card_type, got.local, got.reason),
+            (want.transfer, want.base, want.penalty, want.card_type, want.local, want.reason),
+        )
+    refused = e.compute(card(8), 101, 3, now, into=mine)
+    mptest.eq(refused.status, fare.REFUSED)
+    mptest.false(refused is mine, "a refusal is a result of its own")
+    mptest.eq((mine.status, mine.debit, mine.stop), (fare.OK, 200, 3))
+
+
 def test_records_wanted_per_route():
     e = engine()
     mptest.eq(e.records_wanted(101), 3, "max_count 2: two earlier rides and one more to end")
