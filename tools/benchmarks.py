@@ -443,18 +443,18 @@ def stage_tap(cfg, use_callgrind):
     return out
 
 
-def callgrind_to_result(cfg):
+def callgrind_to_result(cfg, script="tap.py", args=(1, 2), heap="256k"):
     """The median instructions of one tap from its start to the result (None when a run
     failed): callgrind zeroes its counters at gc.isenabled(), which tap.py calls before each
-    tap, and dumps them at micropython.opt_level(), which the tap's on_debited calls."""
+    tap, and dumps them at micropython.opt_level(), which the tap's on_debited calls. Any
+    script that marks `callgrind_taps` runs so (decide_count.py's "marks") is counted alike."""
     prefix = Path("/tmp") / ("bench_tapcrit-%d" % os.getpid())
     try:
         run_mpy(
-            "tap.py",
+            script,
             cfg["callgrind_taps"],
-            1,
-            2,
-            heap="256k",
+            *args,
+            heap=heap,
             wrap=[
                 "valgrind",
                 "--tool=callgrind",
@@ -516,14 +516,16 @@ def decide_counts(cfg):
         ("decide_instructions_32_transfers", example_bundle()),
     ):
         img = "/tmp/bench_decide-%d" % os.getpid()
-        n = callgrind_tap(cfg, True, "decide_count.py", (img, bnd), heap="4m")
+        n = callgrind_to_result(cfg, "decide_count.py", (img, bnd, "marks"), heap="256k")
         if n is not None:
             out[key] = n
     if out:
         out["decide_instructions_32_note"] = (
             "i386 instructions of micropython32 per decision (firmware/decide.py Decider: "
-            "blacklist, whitelist, fare), callgrind Ir, difference of %d and 0 decisions after "
-            "the same set-up (tests/mpy/app_rig.py, one real tap); _transfers: the example "
+            "blacklist, whitelist, fare), callgrind Ir, the median of %d decisions each after a "
+            "collection, as the tap loop collects between taps (callgrind zeroes and dumps "
+            "around each), after the same set-up (tests/mpy/app_rig.py, one real tap, the file "
+            "system on app_rig.FileDev, 256k heap); _transfers: the example "
             "table with its transfer rule, 3 card records read (the in-process card's work "
             "included)" % cfg["callgrind_taps"]
         )

@@ -4,6 +4,11 @@
 # firmware/txlog.py on a RAM flash device when those exist, else a small in-RAM stand-in.
 import record
 
+try:
+    import micropython
+except ImportError:  # CPython (tests/host): the plain loops below
+    micropython = None
+
 
 class LogFull(Exception):
     pass
@@ -36,6 +41,36 @@ class _RamLog:
         return list(self.opens)
 
 
+# The RAM device's byte loops in machine code (the viper emitter, on both unix ports): a board's
+# flash driver is C (esp32.Partition readblocks/writeblocks: esp_partition_read/write, MicroPython
+# ports/esp32/esp32_partition.c), so the purchase's instruction count (tools/bench_mpy/tap.py)
+# must not charge a bytecode loop per byte of the stand-in to the firmware. No allocation either.
+if micropython is not None:
+
+    @micropython.viper
+    def _copy_out(dst, src, off: int, n: int):
+        d = ptr8(dst)  # noqa: F821 - viper's built-in
+        s = ptr8(src)  # noqa: F821
+        for i in range(n):
+            d[i] = s[off + i]
+
+    @micropython.viper
+    def _and_in(dst, off: int, src, n: int):
+        d = ptr8(dst)  # noqa: F821
+        s = ptr8(src)  # noqa: F821
+        for i in range(n):
+            d[off + i] = d[off + i] & s[i]
+
+else:
+
+    def _copy_out(dst, src, off, n):
+        dst[:n] = src[off : off + n]
+
+    def _and_in(dst, off, src, n):
+        for i in range(n):
+            dst[off + i] &= src[i]
+
+
 def _device(blocks):
     """A RAM flash device (boards/unix_sim/rawflash.py) kept in 4 KB pieces, one per sector: the
     purchase tests run in ESP32-sized heaps where one 16 KB piece is often not to be had."""
@@ -60,9 +95,8 @@ def _device(blocks):
             bs = self.block_size
             off = addr % bs
             if off + len(buf) <= bs:  # the log's slots never cross a sector: no allocation,
-                sec = self.sectors[addr // bs]  # as the ESP32's C partition driver
-                for i in range(len(buf)):
-                    buf[i] = sec[off + i]
+                # as the ESP32's C partition driver
+                _copy_out(buf, self.sectors[addr // bs], off, len(buf))
                 return
             for sec, off, at, k in self._spans(addr, len(buf)):
                 buf[at : at + k] = sec[off : off + k]
@@ -71,9 +105,7 @@ def _device(blocks):
             bs = self.block_size
             off = addr % bs
             if off + len(data) <= bs:
-                sec = self.sectors[addr // bs]
-                for i in range(len(data)):
-                    sec[off + i] &= data[i]
+                _and_in(self.sectors[addr // bs], off, data, len(data))
                 return
             for sec, off, at, k in self._spans(addr, len(data)):
                 for i in range(k):

@@ -6,19 +6,29 @@
 # saw; the counted loop repeats that decision for the card's next presentation (97 s later, as
 # Rig.tap presents it; the engine's state is not advanced, so every run takes the same path). It
 # is a sale: the answer is checked, so a refusal path is never what is counted.
-# argv: n, image path prefix, bundle path
+# argv: n, image path prefix, bundle path, mode. Mode "marks" (what the bench counts): each
+# decision follows a collection, as on the validator, whose tap loop collects once the card has
+# left (Validator.tap_loop); gc.isenabled() before it and micropython.opt_level() after it, two C
+# functions nothing else calls, let callgrind zero and dump around each decision alone
+# (--zero-before / --dump-before, as tools/bench_mpy/tap.py's mode 2). Otherwise the n decisions
+# run back to back with the collector off (the difference of n and 0 decisions): allocation
+# then gets dearer with every decision, as the garbage of the earlier ones is not collected.
 import gc
 import sys
 
 import app_rig
 import benchlib
-import ramdisk
 
 n = benchlib.arg(1, 30)
 IMG = sys.argv[2] if len(sys.argv) > 2 else "/tmp/bench_decide"
 BND = sys.argv[3] if len(sys.argv) > 3 else "bench/out/bundle.bin"
+MARKS = len(sys.argv) > 4 and sys.argv[4] == "marks"
 
-rig = app_rig.Rig(BND, img=IMG, fs_dev=ramdisk.RAMBlockDev(4096, 128))
+# The file system on app_rig.FileDev (a host file behind esp32.Partition's interface), as the
+# Rig's default: its readblocks reads into littlefs's buffer like the partition's C does.
+# (ramdisk.RAMBlockDev, used here before, copies every read into a new bytes object in Python:
+# 39 k of its instructions per decision were the stand-in's, not the firmware's.)
+rig = app_rig.Rig(BND, img=IMG)
 assert rig.booted
 v = rig.v
 seen = []
@@ -49,13 +59,24 @@ now += 97  # the next presentation of this card, past the duplicate window (as R
 real.prepare(link, now, accept)
 first = real(info)
 assert not isinstance(first, str), "the decision refused the sale: %r" % (first,)
-# The application collects once the card has left (Validator.tap_loop), not while the rider
-# waits: no collection inside the counted decisions (their few hundred bytes fit the heap).
-gc.collect()
-gc.disable()
-for _ in range(n):
-    real.prepare(link, now, accept)
-    real(info)
-gc.enable()
+if MARKS:
+    import micropython
+
+    micropython.opt_level()  # the set-up's dump, which the bench skips
+    for _ in range(n):
+        gc.collect()
+        gc.isenabled()
+        real.prepare(link, now, accept)
+        real(info)
+        micropython.opt_level()
+else:
+    # The application collects once the card has left (Validator.tap_loop), not while the
+    # rider waits: no collection inside the counted decisions.
+    gc.collect()
+    gc.disable()
+    for _ in range(n):
+        real.prepare(link, now, accept)
+        real(info)
+    gc.enable()
 rig.close()
 benchlib.emit(decisions=n, tap_reason=reason, fare_status=first.status)
