@@ -1131,20 +1131,32 @@ class Bench:
         )
         frames = sorted((self.out / "frames").glob("*.png"))
         overview = contact_sheet.make_sheet(frames, self.out / "overview.png")
+        zh = self.lang == "zh"
         self.say("")
-        self.say("== summary: %s" % self.sc.get("name"))
+        self.say(("== 小结: %s" if zh else "== summary: %s") % self.sc.get("name"))
         self.say(
-            "taps %d (%s)"
+            ("刷卡 %d 次 (%s)" if zh else "taps %d (%s)")
             % (report["taps"], ", ".join("%s %d" % kv for kv in sorted(outcomes.items())))
         )
         self.say(
-            "revenue %s yuan from %d card debits; back office holds %s yuan"
+            (
+                "卡片扣款 %s 元 (%d 笔); 后台收到 %s 元"
+                if zh
+                else "revenue %s yuan from %d card debits; back office holds %s yuan"
+            )
             % (yuan(revenue_cards), len(debits), yuan(revenue_bo))
         )
         self.say(
-            "records: %d journaled by %d validator(s) (%d still on flash), %d in the back office"
-            " (%d debit intents, %d unconfirmed), %d TACs verified by clearing; a sale writes two"
-            " records (intent, then purchase), a start one, a parameter activation one"
+            (
+                "记录: 设备写入 %d 条 (设备 %d 台, 仍在闪存 %d 条), 后台 %d 条 (扣款意向 %d 条, "
+                "未确认 %d 条), 清算验证 TAC %d 个; 每笔消费写两条记录 (意向, 消费), "
+                "每次开机一条, 每次参数启用一条"
+                if zh
+                else "records: %d journaled by %d validator(s) (%d still on flash), %d in the "
+                "back office (%d debit intents, %d unconfirmed), %d TACs verified by clearing; "
+                "a sale writes two records (intent, then purchase), a start one, a parameter "
+                "activation one"
+            )
             % (
                 device_records,
                 len(self.units),
@@ -1157,21 +1169,25 @@ class Bench:
         )
         for c in self.cuts:
             self.say(
-                "power cut %s%s: %s"
+                ("断电 %s%s: %s" if zh else "power cut %s%s: %s")
                 % ("[%s] " % c["validator"] if len(self.units) > 1 else "", c["at"], c["landed"])
             )
         self.say(
-            "final balances: "
+            ("最终余额 (元): " if zh else "final balances: ")
             + ", ".join("%s %s" % (n, yuan(b)) for n, b in report["balances"].items())
         )
         self.say(
-            "frames: %s  overview: %s  report: %s"
+            ("画面: %s  总览: %s  报告: %s" if zh else "frames: %s  overview: %s  report: %s")
             % (self.out / "frames", overview or "no frames", self.out / "report.json")
         )
-        self.say(
-            "RESULT: %s"
-            % ("every expectation held" if not self.failures else "%d FAILED" % len(self.failures))
+        verdict = (
+            "every expectation held" if not self.failures else "%d FAILED" % len(self.failures)
         )
+        if zh:
+            verdict += (
+                " (全部预期满足)" if not self.failures else " (%d 项失败)" % len(self.failures)
+            )
+        self.say("RESULT: %s" % verdict)
         return report
 
     def _match_device(self, u):

@@ -73,6 +73,8 @@ def test_a_wrong_expectation_is_told_in_yuan(tmp_path):
     proc, report, _ = run_scenario(path, tmp_path, "--lang", "zh")
     assert proc.returncode != 0
     assert "运营: 余额不足以支付票价; 固件: " in proc.stdout
+    assert "== 小结: " in proc.stdout and "每笔消费写两条记录" in proc.stdout
+    assert "RESULT: 1 FAILED (1 项失败)" in proc.stdout
     assert "card alice ends with 48.00 yuan (4800 fen), expected 1.20 yuan (120 fen)" in (
         proc.stdout + proc.stderr
     )
