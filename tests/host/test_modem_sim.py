@@ -133,6 +133,36 @@ def test_echo_until_ate0_and_sim_busy_first():
     assert b"ERROR" in at(sim, wire, "HELLO", b"ERROR\r\n")
 
 
+@pytest.mark.parametrize(
+    "dialect, own, foreign, ident",
+    [
+        (
+            "simcom",
+            ["AT+CICCID", 'AT+CSSLCFG="sslversion",0,4'],
+            ["AT+QCCID", "AT+QPOWD=1", 'AT+QICSGP=1,1,"cmnet"', "AT+QHTTPSTOP"],
+            b"SIMCOM_SIM7600E-H",
+        ),
+        (
+            "quectel",
+            ["AT+QCCID", 'AT+QSSLCFG="sslversion",1,4'],
+            ["AT+CICCID", "AT+CPOF", "AT+HTTPINIT", 'AT+CSSLCFG="sslversion",0,4'],
+            b"EC200U",
+        ),
+    ],
+)
+def test_each_dialect_knows_its_own_commands_and_not_the_others(dialect, own, foreign, ident):
+    sim, wire = make(dialect)
+    at(sim, wire, "ATE0")
+    assert ident in at(sim, wire, "AT+CGMM")
+    for cmd in own:
+        assert b"ERROR" not in at(sim, wire, cmd), cmd
+    for cmd in foreign:
+        assert at(sim, wire, cmd, b"ERROR\r\n").strip() == b"ERROR", cmd
+    assert sim.power, "the other module's power-down command did nothing"
+    # the 3GPP commands both modules have
+    assert b"+CGACT: 1,0" in at(sim, wire, "AT+CGACT?")
+
+
 def test_sim_missing_pin_and_rejected_apn():
     sim, wire = make()
     at(sim, wire, "ATE0")

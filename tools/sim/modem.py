@@ -14,21 +14,27 @@ byte for byte. What it does, and what it only pretends:
 * Faults (``inject``): no_answer, garbage, urc_mid, reg_lost, pdp_drop, http_5xx,
   reset_mid_body, slow, stuck (a data mode only ``+++`` after a guard time leaves), reboot.
 
+Each module's own commands live beside the firmware's split of them: tools/sim/modem_simcom.py
+(drivers/modem_simcom.py) and tools/sim/modem_quectel.py (drivers/modem_quectel.py); a modem
+playing one answers the other's commands ERROR. The HTTP stack both use is tools/sim/modem_http.py;
+this file keeps power, the AT line, the 3GPP commands both modules share, network time and faults.
+
 Error codes: SIMCom +HTTPACTION codes follow the A76XX AT manual's HTTP(S) result table (SIM7600
 assumed the same); Quectel codes follow the EC2x HTTP(S) manual's list as remembered. Both are
 UNCONFIRMED against the modules themselves (see docs/modem.md).
 """
 
-import http.client
 import random
 import threading
 import time
-import urllib.parse
 
+from tools.sim.modem_common import split as _split
+from tools.sim.modem_http import HttpStack
+from tools.sim.modem_quectel import QUECTEL, QuectelDialect
+from tools.sim.modem_simcom import SIMCOM, SimcomDialect
 from tools.sim.uart import UartDevice
 
-SIMCOM = "simcom"
-QUECTEL = "quectel"
+DIALECTS = {SIMCOM: SimcomDialect, QUECTEL: QuectelDialect}
 
 DEFAULT_TIMING = {
     "on_pulse_ms": 100,  # key held at least this long switches an off modem on
@@ -64,7 +70,9 @@ class _Input:
         self.deadline = time.monotonic() + timeout_s
 
 
-class ModemSim(UartDevice):
+class ModemSim(SimcomDialect, QuectelDialect, HttpStack, UartDevice):
+    """The modem; its dialect's commands come from the class of DIALECTS it plays (`d`)."""
+
     def __init__(self, dialect=SIMCOM, timing=None, seed=1):
         super().__init__()
         self.dialect = dialect
@@ -101,6 +109,11 @@ class ModemSim(UartDevice):
         self.body_out = 0
         self.cuts_done = 0
         self._reset_state()
+
+    @property
+    def d(self):
+        """The dialect class this modem plays: its identity, URCs and error codes."""
+        return DIALECTS[self.dialect]
 
     # ---- state ------------------------------------------------------------------------------
     def _reset_state(self):
@@ -196,26 +209,22 @@ class ModemSim(UartDevice):
 
     def _power_off(self, urc):
         if urc:
-            self.urc("NORMAL POWER DOWN" if self.dialect == SIMCOM else "POWERED DOWN")
+            self.urc(self.d.POWER_DOWN_URC)
         self.power = False
         self.gen += 1
         self._reset_state()
 
     def _boot_rdy(self):
         self.urc("RDY")
-        if self.dialect == QUECTEL:
-            self.urc("+CFUN: 1")
+        for text in self.d.BOOT_URCS:
+            self.urc(text)
         self.later(self.timing["sim_ready_ms"], self._boot_sim)
 
     def _boot_sim(self):
         self.sim_ready = True
         self.urc("+CPIN: READY")
-        if self.dialect == SIMCOM:
-            self.urc("SMS DONE")
-            self.urc("PB DONE")
-        else:
-            self.urc("+QIND: SMS DONE")
-            self.urc("+QIND: PB DONE")
+        for text in self.d.SIM_URCS:
+            self.urc(text)
         self.later(self.timing["reg_ms"], self._register)
 
     def _register(self):
@@ -329,10 +338,7 @@ class ModemSim(UartDevice):
         if not self.pdp:
             return
         self.pdp = False
-        if self.dialect == SIMCOM:
-            self.urc("+CGEV: NW PDN DEACT 1")
-        else:
-            self.urc('+QIURC: "pdpdeact",1')
+        self.urc(self.d.PDP_LOST_URC)
 
     def _use(self, fault):
         n = self.faults.get(fault)
@@ -442,7 +448,10 @@ class ModemSim(UartDevice):
             uname, arg, query = uname[:-1], "", True
         else:
             query = False
-        handler = getattr(self, "_at_" + uname.lstrip("+").replace("&", "_"), None)
+        attr = "_at_" + uname.lstrip("+").replace("&", "_")
+        if any(attr in vars(d) for d in DIALECTS.values()) and attr not in vars(self.d):
+            return self.error()  # the other module's command: this one does not know it
+        handler = getattr(self, attr, None)
         if handler is None:
             return self.error()
         try:
@@ -465,13 +474,13 @@ class ModemSim(UartDevice):
 
     # Identity (tools/board/selftest.py reports it): maker, model, firmware, IMEI, SIM ICCID.
     def _at_CGMI(self, arg, query):
-        self.reply("SIMCOM INCORPORATED" if self.dialect == SIMCOM else "Quectel")
+        self.reply(self.d.MANUFACTURER)
 
     def _at_CGMM(self, arg, query):
-        self.reply("SIMCOM_SIM7600E-H" if self.dialect == SIMCOM else "EC200U")
+        self.reply(self.d.MODEL)
 
     def _at_CGMR(self, arg, query):
-        self.reply("+CGMR: LE20B04SIM7600M22" if self.dialect == SIMCOM else "EC200UCNAAR02A10M08")
+        self.reply(self.d.REVISION)
 
     def _at_CGSN(self, arg, query):
         self.reply("861234050000017")
@@ -481,15 +490,11 @@ class ModemSim(UartDevice):
             return self.error(10)
         self.reply("%s: 89860012345678901234" % tag)
 
-    def _at_CICCID(self, arg, query):
-        if self.dialect != SIMCOM:
-            return self.error()
-        self._iccid("+ICCID")
-
-    def _at_QCCID(self, arg, query):
-        if self.dialect == SIMCOM:
-            return self.error()
-        self._iccid("+QCCID")
+    def _tls_cfg(self, arg):
+        # TLS settings are recorded; an https:// request needs them (CSSLCFG / QSSLCFG)
+        parts = _split(arg)
+        self.tls[parts[0].lower()] = parts[1:]
+        self.reply()
 
     def _at_CSQ(self, arg, query):
         self.reply("+CSQ: %d,99" % (21 if self.reg_stat in (1, 5) else 99))
@@ -522,14 +527,6 @@ class ModemSim(UartDevice):
             '+CCLK: "%02d/%02d/%02d,%02d:%02d:%02d%+03d"' % (y % 100, mo, d, hh, mi, ss, tzq)
         )
 
-    def _at_CPOF(self, arg, query):
-        self.reply()
-        self._power_off(urc=True)
-
-    def _at_QPOWD(self, arg, query):
-        self.reply()
-        self._power_off(urc=True)
-
     # PDP, SIMCom style
     def _at_CGDCONT(self, arg, query):
         parts = _split(arg)
@@ -550,362 +547,3 @@ class ModemSim(UartDevice):
         if not self.pdp:
             return self.reply("+CGPADDR: 1,0.0.0.0")
         self.reply("+CGPADDR: 1,10.64.1.7")
-
-    # PDP, Quectel style
-    def _at_QICSGP(self, arg, query):
-        parts = _split(arg)
-        self.apn = parts[2]
-        self.reply()
-
-    def _at_QIACT(self, arg, query):
-        if query:
-            if self.pdp:
-                return self.reply('+QIACT: 1,1,1,"10.64.1.7"')
-            return self.reply()
-        if self.reg_stat not in (1, 5) or self.apn is None:
-            return self.error()
-        if self.apns is not None and self.apn not in self.apns:
-            return self.error()
-        self.pdp = True
-        self.reply()
-
-    def _at_QIDEACT(self, arg, query):
-        self.pdp = False
-        self.reply()
-
-    # TLS configuration (recorded; https:// needs it)
-    def _at_CSSLCFG(self, arg, query):
-        parts = _split(arg)
-        self.tls[parts[0].lower()] = parts[1:]
-        self.reply()
-
-    def _at_QSSLCFG(self, arg, query):
-        self._at_CSSLCFG(arg, query)
-
-    # ---- SIMCom HTTP ------------------------------------------------------------------------
-    def _at_HTTPINIT(self, arg, query):
-        if self.dialect != SIMCOM or self.http is not None:
-            return self.error()
-        if not self.pdp:
-            return self.error()
-        self.http = {"url": None, "content": None, "userdata": "", "ssl": None, "data": b""}
-        self.reply()
-
-    def _at_HTTPTERM(self, arg, query):
-        if self.http is None:
-            return self.error()
-        self.busy = None
-        self.http = None
-        self.reply()
-
-    def _at_HTTPPARA(self, arg, query):
-        if self.http is None:
-            return self.error()
-        key, _, value = arg.partition(",")
-        key = key.strip('"').upper()
-        value = value.strip()
-        if value.startswith('"') and value.endswith('"'):
-            value = value[1:-1]
-        if key == "URL":
-            self.http["url"] = value
-        elif key == "CONTENT":
-            self.http["content"] = value
-        elif key == "USERDATA":
-            self.http["userdata"] = value
-        elif key == "SSLCFG":
-            self.http["ssl"] = value
-        elif key not in ("CONNECTTO", "RECVTO", "ACCEPT", "READMODE"):
-            return self.error()
-        self.reply()
-
-    def _at_HTTPDATA(self, arg, query):
-        if self.http is None:
-            return self.error()
-        n, ms = (int(x) for x in _split(arg)[:2])
-
-        def done(data):
-            self.http["data"] = data
-            self.reply()
-
-        self._prompt(b"DOWNLOAD", n, done, ms / 1000.0)
-
-    def _at_HTTPACTION(self, arg, query):
-        h = self.http
-        if h is None or not h["url"] or self.busy is not None:
-            return self.error()
-        method = int(arg)
-        if method not in (0, 1):
-            return self.error()
-        self.reply()
-        headers = {}
-        for item in h["userdata"].split("\\r\\n"):
-            k, sep, v = item.partition(":")
-            if sep:
-                headers[k.strip()] = v.strip()
-        if h["content"]:
-            headers["Content-Type"] = h["content"]
-        tls_ok = h["ssl"] is not None and "sslversion" in self.tls
-        self._start_http(
-            "POST" if method == 1 else "GET",
-            h["url"],
-            headers,
-            h["data"] if method == 1 else b"",
-            tls_ok,
-            lambda st, body, err: self._simcom_done(method, st, body, err),
-        )
-
-    def _simcom_done(self, method, status, body, err):
-        if self.http is None:
-            return
-        if err:
-            self.http["body"] = b""
-            return self.urc("+HTTPACTION: %d,%d,0" % (method, err))
-        self.http["body"] = body
-        self.urc("+HTTPACTION: %d,%d,%d" % (method, status, len(body)))
-
-    def cut_bodies_at(self, points):
-        """Drop the connection when the body bytes handed out reach each of these offsets."""
-        self.cut_at = sorted(int(p) for p in points)
-        self.body_out = 0
-        self.cuts_done = 0
-
-    def _body_cut(self, n):
-        """Bytes of the next `n` to hand out before a planned cut, or None (no cut in them)."""
-        while self.cut_at and self.cut_at[0] < self.body_out:
-            self.cut_at.pop(0)
-        if self.cut_at and self.cut_at[0] < self.body_out + n:
-            k = self.cut_at.pop(0) - self.body_out
-            self.body_out += k
-            self.cuts_done += 1
-            return k
-        self.body_out += n
-        return None
-
-    def _at_HTTPREAD(self, arg, query):
-        h = self.http
-        if h is None or "body" not in h:
-            return self.error()
-        body = h["body"]
-        if query:
-            return self.reply("+HTTPREAD: LEN,%d" % len(body))
-        parts = [int(x) for x in _split(arg)]
-        off, size = (parts[0], parts[1]) if len(parts) > 1 else (0, parts[0])
-        chunk = body[off : off + size]
-        self.reply()
-        k = self._body_cut(len(chunk))
-        if k is not None:
-            # The connection dropped while the module was taking the body: it hands out what
-            # it got and says the read is over; the session is gone.
-            self.out(b"\r\n+HTTPREAD: DATA,%d\r\n" % k + chunk[:k] + b"\r\n+HTTPREAD: 0\r\n")
-            self.http = None
-            return
-        cut = self._use("reset_mid_body")
-        out = b""
-        for i in range(0, len(chunk), 1024):
-            piece = chunk[i : i + 1024]
-            out += b"\r\n+HTTPREAD: DATA,%d\r\n" % len(piece)
-            if cut:
-                out += piece[: len(piece) // 2]
-                self.out(out)
-                self.http = None  # the session died with the connection
-                return
-            out += piece
-        out += b"\r\n+HTTPREAD: 0\r\n"
-        self.out(out)
-
-    # ---- Quectel HTTP -----------------------------------------------------------------------
-    def _qhttp(self):
-        if self.http is None:
-            self.http = {"url": None, "reqhdr": 0, "ctx": 1, "sslctx": None, "body": None}
-        return self.http
-
-    def _at_QHTTPCFG(self, arg, query):
-        h = self._qhttp()
-        parts = _split(arg)
-        key = parts[0].lower()
-        if key == "contextid":
-            h["ctx"] = int(parts[1])
-        elif key == "requestheader":
-            h["reqhdr"] = int(parts[1])
-        elif key == "sslctxid":
-            h["sslctx"] = int(parts[1])
-        elif key not in ("responseheader", "contenttype"):
-            return self.error()
-        self.reply()
-
-    def _at_QHTTPURL(self, arg, query):
-        h = self._qhttp()
-        parts = [int(x) for x in _split(arg)]
-        if self.busy is not None:
-            return self.error(703)
-
-        def done(data):
-            h["url"] = data.decode("latin-1")
-            self.reply()
-
-        self._prompt(b"CONNECT", parts[0], done, parts[1] if len(parts) > 1 else 60)
-
-    def _quectel_req(self, kind, n, input_s):
-        h = self._qhttp()
-        if not h["url"] or self.busy is not None:
-            return self.error(703 if self.busy is not None else 705)
-        if not self.pdp:
-            return self.error(709)
-        tls_ok = h["sslctx"] is not None and "sslversion" in self.tls
-
-        def send(method, headers, body):
-            self.reply()
-            self._start_http(
-                method,
-                h["url"],
-                headers,
-                body,
-                tls_ok,
-                lambda st, b, err: self._quectel_done(kind, st, b, err),
-            )
-
-        if not h["reqhdr"]:
-            if kind == "GET":
-                return send("GET", {}, b"")
-
-            return self._prompt(b"CONNECT", n, lambda d: send("POST", {}, d), input_s)
-
-        def parsed(raw):
-            head, _, body = raw.partition(b"\r\n\r\n")
-            lines = head.decode("latin-1").split("\r\n")
-            method = lines[0].split(" ")[0]
-            headers = {}
-            for line in lines[1:]:
-                k, sep, v = line.partition(":")
-                if sep and k.strip().lower() not in ("host", "content-length"):
-                    headers[k.strip()] = v.strip()
-            send(method, headers, body)
-
-        if kind == "GET" and not n:
-            return self.error(730)
-        self._prompt(b"CONNECT", n, parsed, input_s)
-
-    def _at_QHTTPGET(self, arg, query):
-        parts = [int(x) for x in _split(arg)] if arg else [60]
-        n = parts[1] if len(parts) > 1 else 0
-        self._quectel_req("GET", n, parts[2] if len(parts) > 2 else 60)
-
-    def _at_QHTTPPOST(self, arg, query):
-        parts = [int(x) for x in _split(arg)]
-        self._quectel_req("POST", parts[0], parts[1] if len(parts) > 1 else 60)
-
-    def _quectel_done(self, kind, status, body, err):
-        h = self._qhttp()
-        if err:
-            h["body"] = None
-            return self.urc("+QHTTP%s: %d" % (kind, err))
-        h["body"] = body
-        self.urc("+QHTTP%s: 0,%d,%d" % (kind, status, len(body)))
-
-    def _at_QHTTPREAD(self, arg, query):
-        h = self._qhttp()
-        if h["body"] is None:
-            return self.error(705)
-        body = h["body"]
-        h["body"] = None
-        k = self._body_cut(len(body))
-        if k is not None:
-            # Data stops mid-body; the module reports the error once its timer runs out.
-            self.out(b"\r\nCONNECT\r\n" + body[:k])
-            return
-        if self._use("reset_mid_body"):
-            self.out(b"\r\nCONNECT\r\n" + body[: len(body) // 2])
-            self.later(50, self.urc, "+QHTTPREAD: 717")
-            return
-        self.out(b"\r\nCONNECT\r\n" + body + b"\r\nOK\r\n")
-        self.later(5, self.urc, "+QHTTPREAD: 0")
-
-    def _at_QHTTPSTOP(self, arg, query):
-        self.busy = None
-        self.reply()
-
-    # ---- the HTTP stack: real requests to the URL's server ----------------------------------
-    def _start_http(self, method, url, headers, body, tls_ok, done):
-        simcom = self.dialect == SIMCOM
-        err_net = 717 if simcom else 709
-        err_tls = 715 if simcom else 731
-        delay = self.timing["urc_ms"] / 1000.0
-        if not self.pdp:
-            result = {"code": err_net}
-        elif url.startswith("https://") and not tls_ok:
-            result = {"code": err_tls}
-        elif self._use("http_5xx"):
-            result = {"status": 503, "body": b"service unavailable"}
-        else:
-            result = None
-            if self._use("slow"):
-                delay += self.timing["slow_ms"] / 1000.0
-        gen = self.gen
-        token = object()
-        self.busy = token
-
-        def worker():
-            # The request runs outside the lock so the modem keeps answering AT meanwhile.
-            t0 = time.monotonic()
-            res = result or self._forward(method, url, headers, body)
-            left = delay - (time.monotonic() - t0)
-            if left > 0:
-                time.sleep(left)
-            with self.lock:
-                if self.gen != gen or self.busy is not token or not self.power:
-                    return  # cancelled (HTTPTERM, QHTTPSTOP) or the modem restarted
-                self.busy = None
-                if not self.pdp and "code" not in res:
-                    res = {"code": err_net}  # the context went down while we waited
-                if "error" in res:
-                    code = {"reset": 706 if simcom else 717, "connect": 714 if simcom else 716}
-                    done(0, b"", code.get(res["error"], 702 if simcom else 701))
-                elif "code" in res:
-                    done(0, b"", res["code"])
-                else:
-                    done(res["status"], res["body"], 0)
-
-        threading.Thread(target=worker, daemon=True).start()
-
-    def _forward(self, method, url, headers, body):
-        parts = urllib.parse.urlsplit(url.replace("https://", "http://", 1))
-        path = parts.path or "/"
-        if parts.query:
-            path += "?" + parts.query
-        self.http_log.append((method, url, dict(headers), bytes(body)))
-        try:
-            conn = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=10)
-        except (OSError, ValueError):
-            return {"error": "connect"}
-        sent = conn.send
-
-        def counted(data):
-            self.wire_bytes += len(data)
-            return sent(data)
-
-        conn.send = counted  # what goes over the air: request line, headers, body
-        try:
-            conn.request(method, path, body=body if method == "POST" else None, headers=headers)
-            resp = conn.getresponse()
-            data = resp.read()
-            head = "HTTP/1.1 %d %s\r\n" % (resp.status, resp.reason) + str(resp.headers)
-            self.wire_bytes += len(head.encode("latin-1")) + len(data)
-            return {"status": resp.status, "body": data}
-        except http.client.IncompleteRead:
-            return {"error": "reset"}
-        except ConnectionRefusedError:
-            return {"error": "connect"}
-        except (OSError, http.client.HTTPException):
-            return {"error": "reset"}
-        finally:
-            conn.close()
-
-
-def _split(arg):
-    out = []
-    for part in arg.split(","):
-        part = part.strip()
-        if len(part) >= 2 and part[0] == '"' and part[-1] == '"':
-            part = part[1:-1]
-        out.append(part)
-    return out
