@@ -315,3 +315,30 @@ def test_open_intents_close_whichever_arrives_first(tmp_path):
     rollup.rollup(store)
     assert open_keys() == []
     store.close()
+
+
+def test_failed_logins_are_throttled(world):
+    _store, app, _ = world
+    for _ in range(5):
+        _c, r = login(app, "otto", "not the password")
+        assert r.status_code == 401
+    _c, r = login(app, "otto")  # the right password, too late
+    assert r.status_code == 429 and "too many failed logins" in r.text
+    _c, r = login(app, "vic")  # another user is not locked out
+    assert r.status_code == 200 and 'id="who"' in r.text
+    app.state.web.throttle = auth.Throttle()  # (as after THROTTLE_S)
+    _c, r = login(app, "otto")
+    assert r.status_code == 200
+
+
+def test_throttle_forgets_old_failures():
+    now = [0.0]
+    t = auth.Throttle(clock=lambda: now[0])
+    for _ in range(auth.THROTTLE_N):
+        t.failed("eve", "10.0.0.9")
+    assert t.blocked("EVE", "10.0.0.1")  # names compared without case
+    now[0] += auth.THROTTLE_S + 1
+    assert not t.blocked("eve", "10.0.0.9")
+    for i in range(4 * auth.THROTTLE_N):
+        t.failed("u%d" % i, "10.0.0.9")  # one address guessing many names
+    assert t.blocked("someone", "10.0.0.9") and not t.blocked("someone", "10.0.0.8")

@@ -134,6 +134,45 @@ def end_session(store, token):
             ex.run("DELETE FROM web_sessions WHERE token = ?", (_digest(token),))
 
 
+THROTTLE_N = 5  # failed logins for one user name (or from one address x 4) ...
+THROTTLE_S = 900  # ... within this many seconds: further attempts refused until they age out
+
+
+class Throttle:
+    """Failed logins per user name and per client address, in this process's memory: past
+    THROTTLE_N failures for a name (4 x for an address) in THROTTLE_S seconds, logins are
+    refused (429) without checking the password, so guessing costs hours, not seconds."""
+
+    def __init__(self, clock=time.monotonic):
+        self.clock = clock
+        self._f = {}
+
+    def _recent(self, key):
+        now = self.clock()
+        times = [t for t in self._f.get(key, ()) if now - t < THROTTLE_S]
+        if times:
+            self._f[key] = times
+        else:
+            self._f.pop(key, None)
+        return times
+
+    def blocked(self, name, client):
+        return (
+            len(self._recent(("u", name.lower()))) >= THROTTLE_N
+            or len(self._recent(("a", client))) >= 4 * THROTTLE_N
+        )
+
+    def failed(self, name, client):
+        if len(self._f) > 100000:
+            self._f.clear()
+        now = self.clock()
+        self._f.setdefault(("u", name.lower()), []).append(now)
+        self._f.setdefault(("a", client), []).append(now)
+
+    def clear(self, name):
+        self._f.pop(("u", name.lower()), None)
+
+
 def same(a, b):
     """Constant-time comparison of two tokens (False if either is missing)."""
     return bool(a) and bool(b) and hmac.compare_digest(str(a), str(b))

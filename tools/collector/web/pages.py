@@ -69,6 +69,7 @@ class Web:
             when=when, when_unix=when_unix, yuan=yuan, day_text=rollup.day_text
         )
         self.roll_every = roll_every
+        self.throttle = auth.Throttle()
         self._rolled = 0.0
 
     # ---- plumbing ------------------------------------------------------------------------
@@ -166,7 +167,22 @@ class Web:
         if not auth.same(form.get("csrf"), request.cookies.get(auth.LOGIN_COOKIE)):
             return PlainTextResponse("CSRF token missing or wrong\n", 403, headers=HEADERS)
         name = form.get("user", "")
-        role = auth.check_password(self.store, name, form.get("password", ""))
+        client = request.client.host if request.client else "?"
+        if self.throttle.blocked(name, client):
+            log.warning("login for %r from %s refused: too many failures", name[:64], client)
+            return PlainTextResponse(
+                "too many failed logins: wait %d minutes\n" % (auth.THROTTLE_S // 60),
+                429,
+                headers=HEADERS,
+            )
+        # argon2 is slow on purpose: off the event loop.
+        role = await run_in_threadpool(
+            auth.check_password, self.store, name, form.get("password", "")
+        )
+        if role is None:
+            self.throttle.failed(name, client)
+        else:
+            self.throttle.clear(name)
         nxt = form.get("next") or "/fleet"
         if not nxt.startswith("/") or nxt.startswith("//"):
             nxt = "/fleet"
