@@ -342,3 +342,10 @@ def test_throttle_forgets_old_failures():
     for i in range(4 * auth.THROTTLE_N):
         t.failed("u%d" % i, "10.0.0.9")  # one address guessing many names
     assert t.blocked("someone", "10.0.0.9") and not t.blocked("someone", "10.0.0.8")
+
+
+def test_clock_off_by():
+    from tools.collector.web.pages import off_by
+
+    assert off_by(None) == off_by(0) == off_by(-300) == ""
+    assert off_by(-471316) == "-5.5 d" and off_by(7200) == "+2.0 h" and off_by(301) == "+5.0 min"

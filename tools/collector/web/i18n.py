@@ -23,6 +23,7 @@ T = {
     "clock": ("Clock", "时钟"),
     "clock_ok": ("trusted", "可信"),
     "clock_unset": ("untrusted records", "不可信记录"),
+    "clock_off": ("off by", "偏差"),
     "skew": ("skew s", "偏差 秒"),
     "held": ("Held (contiguous)", "已收(连续)"),
     "missing": ("Missing", "缺失"),

@@ -44,6 +44,19 @@ def when_unix(t):
     return when(None if t is None else t - EPOCH_2000)
 
 
+SKEW_OK = 300  # a validator clock this far from the back office's (s) is shown as off
+
+
+def off_by(skew):
+    """'' for a clock within SKEW_OK of the back office's at its last request, else '-5.2 d'."""
+    if skew is None or abs(skew) <= SKEW_OK:
+        return ""
+    for unit, n in (("d", 86400), ("h", 3600), ("min", 60)):
+        if abs(skew) >= n:
+            return "%+.1f %s" % (skew / n, unit)
+    return "%+d s" % skew
+
+
 def yuan(fen):
     return "%.2f" % ((fen or 0) / 100)
 
@@ -291,6 +304,7 @@ class Web:
                     "name": name,
                     "last_seen": seen,
                     "skew": skew,
+                    "skew_off": off_by(skew),
                     "contig": contig,
                     "top": top,
                     "missing": max(0, top - contig - (above or 0)),
