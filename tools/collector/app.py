@@ -1,11 +1,13 @@
-"""The collector's HTTP API (Starlette; run under uvicorn by `python -m tools.collector serve`).
+"""The collector's HTTP API: Service (what every request does) and a Starlette app of it for the
+tests and the test server; `python -m tools.collector serve` runs Service in its own HTTP server
+(tools/collector/server.py).
 
 Validators POST binary messages (docs/protocol.md) to /v1/upload and /v1/params. Every refusal
 has its own status and a logged reason, and stores nothing:
-400 malformed, 401 bad MAC, 403 unknown device, 409 stale counter (signed answer carrying the
-server's counter), 413 body too large, 422 a record that does not decode or whose sequence does not
-match the batch header, 503 the database failed (retry later).
-"""
+400 malformed, 401 bad MAC or unknown device (the same answer: an outsider learns nothing about
+which ids exist), 409 stale counter (signed answer carrying the server's counter), 413 body too
+large, 422 a record that does not decode or whose sequence does not match the batch header, 429
+over the device's rate, 503 the database failed (retry later)."""
 
 import logging
 import struct
