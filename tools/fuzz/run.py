@@ -120,8 +120,8 @@ def main(argv=None):
     total = sum(r["inputs"] for r in results.values())
     escapes = sum(len(r["findings"]) + (1 if r["exit"] else 0) for r in results.values())
     out = {
-        "command": "make fuzz (python -m tools.fuzz.run --seconds %d --jobs %d)"
-        % (a.seconds, a.jobs),
+        "command": ("make fuzz (%s)" if a.since else "%s")
+        % ("python -m tools.fuzz.run --seconds %d --jobs %d" % (a.seconds, a.jobs)),
         "fuzz_seconds_per_target": a.seconds,
         "fuzz_wall_seconds": round(time.monotonic() - t0),
         "fuzz_inputs_total": total,
