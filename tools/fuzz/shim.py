@@ -1,6 +1,7 @@
 """Lets plain-Python firmware and driver modules import under CPython for fuzzing.
 
-Explicit and small: a `micropython` module with const/native/viper, the `time.ticks_*` and
+Explicit and small: a `micropython` module with const/native/viper (plus viper's `ptr8`, the
+identity: a bytearray indexes as unsigned bytes already), the `time.ticks_*` and
 `time.sleep_ms/us` functions MicroPython adds to `time` (on a virtual clock), and firmware/ +
 drivers/ on sys.path.
 Nothing else is faked; a module that needs more (machine pins, littlefs, sockets) is fuzzed
@@ -64,6 +65,10 @@ def install():
         mp.native = _ident
         mp.viper = _ident
         sys.modules["micropython"] = mp
+    import builtins
+
+    if not hasattr(builtins, "ptr8"):
+        builtins.ptr8 = _ident  # viper's byte pointer (tests/mpy/memlog.py's copy loops)
     for name, fn in (
         ("ticks_ms", _ticks_ms),
         ("ticks_us", _ticks_us),
