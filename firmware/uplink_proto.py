@@ -39,6 +39,10 @@ WBITS = const(10)
 MAX_RECORDS = const(1000)
 MAX_BODY = const(65536)  # the collector refuses bigger requests (413)
 MAX_ANSWER = const(262144)  # a full bundle fits; anything bigger is refused by the uplink
+# Payloads under 1 KiB go raw: inflating needs the decompressor's state (about 1.3 KB) and its
+# 1 KiB window as two contiguous blocks, more than such a payload saves, and a validator's
+# fragmented heap may not have them (docs/runtime.md: a 100-byte delta failed at 104 KB).
+DEFLATE_MIN = const(1024)
 
 _REQ = ">2sBBIII"  # magic, version, type, device, counter, device time: 16 bytes
 _EPOCH = ">I"  # version 2: the boot epoch follows the 16 bytes
@@ -342,7 +346,7 @@ def encode_answer(
     server_epoch: the answer to a version 2 request (it carries the back office's epoch after the
     32-byte header); None answers version 1."""
     enc = ENC_RAW
-    if compress and payload:
+    if compress and len(payload) >= DEFLATE_MIN:
         packed = deflate(payload)
         if packed is not None and len(packed) * 8 < len(payload) * 7:
             payload = packed

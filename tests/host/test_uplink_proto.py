@@ -139,6 +139,18 @@ def test_bundle_answer_is_compressed_when_it_pays():
     assert got["payload"] == bundle and got["pkind"] == up.P_FULL and got["value"] == 7
 
 
+def test_small_payload_goes_raw_even_when_it_would_compress():
+    # Inflating needs the decompressor's state and window as two ~1 KB blocks on the validator:
+    # a payload under DEFLATE_MIN is not worth that (docs/runtime.md).
+    delta = b"\x00" * (up.DEFLATE_MIN - 1)
+    ans = up.encode_answer(KEY, up.T_PARAMS, 0, 1, 1, 1, 0, 8, 7, up.P_DELTA, delta)
+    assert len(ans) == up.ANS_LEN + len(delta) + up.MAC_LEN  # raw
+    got = up.decode_answer(KEY, ans, 1, 1, up.T_PARAMS)
+    assert got["payload"] == delta
+    ans = up.encode_answer(KEY, up.T_PARAMS, 0, 1, 1, 1, 0, 8, 7, up.P_DELTA, delta + b"\x00")
+    assert len(ans) < up.ANS_LEN + 100  # deflated from DEFLATE_MIN on
+
+
 def test_deflate_is_raw_with_a_small_window():
     data = bytes(range(256)) * 20
     packed = up.deflate(data)
