@@ -142,6 +142,7 @@ class Validator:
                 cfg.get("groups", ()),
             ),
             floor_log=self.journal,  # the version floor's third copy (docs/parameters.md)
+            feed_dog=self._feed,  # a merged blacklist delta takes minutes on a board
         )
         self.params.load(self.clock.now())
         self._feed()

@@ -342,13 +342,17 @@ class Writer:
             self.dev.writeblocks(1 + i, out)
 
 
-def feed(writer, hashes, digest=None):
-    """Group ascending hashes by the writer's bucket and feed them; -> count."""
+def feed(writer, hashes, digest=None, tick=None):
+    """Group ascending hashes by the writer's bucket and feed them; -> count. tick() (the
+    watchdog's feed) is called every TICK_CARDS cards: a merge of a large delta runs for minutes
+    on an ESP32 (docs/blacklist.md), far longer than the watchdog waits."""
     r = writer.r
     q = -1
     group = []
     count = 0
     for h in hashes:
+        if tick is not None and not count % TICK_CARDS:
+            tick()
         if digest is not None:
             digest.update(h.to_bytes(8, "big"))
         b = h >> r
@@ -374,6 +378,9 @@ def result_digest(cards):
     return len(hs), d.digest()
 
 
+TICK_CARDS = const(2048)  # about 0.3 G instructions apart on micropython32: seconds on an ESP32
+
+
 def apply(old_dev, ov, src, at, n_add, n_rem, result, new_dev, slot_blocks, feed_dog=None):
     """Merge the delta (n_add then n_rem cards at `at` in src) with the list on old_dev and the
     overlay pairs ov into new_dev. result: the signed (count, SHA-256) of the new list.
@@ -393,7 +400,7 @@ def apply(old_dev, ov, src, at, n_add, n_rem, result, new_dev, slot_blocks, feed
 
     d = hashlib.sha256()
     w = Writer(n)
-    got = feed(w, walk(), d)
+    got = feed(w, walk(), d, feed_dog)
     if got != n:
         raise ListError("merged list holds %d cards, the delta says %d" % (got, n))
     if d.digest() != want:
@@ -408,14 +415,18 @@ def apply(old_dev, ov, src, at, n_add, n_rem, result, new_dev, slot_blocks, feed
     w = None
     gc.collect()
     w = Writer(n, new_dev, n_index, bufs)
-    feed(w, walk())
+    feed(w, walk(), None, feed_dog)
     w.finish()
     w = None
     if feed_dog is not None:
         feed_dog()
     d = hashlib.sha256()
+    k = 0
     for h in list_hashes(new_dev, buf, True):
         d.update(h.to_bytes(8, "big"))
+        k += 1
+        if feed_dog is not None and not k % TICK_CARDS:
+            feed_dog()
     if d.digest() != want:
         raise ListError("merged list read back differs from what was written")
     return n, blocks * BLOCK

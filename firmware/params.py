@@ -305,6 +305,7 @@ class Params:
     fleet-signed bundles install; without, legacy bundles under `key` (docs/parameters.md).
     floor_log: None or the transaction log (txlog.TxLog: `param_floor`, `note_param_floor()`),
     the version floor's third home, on raw flash outside littlefs.
+    feed_dog: None or the watchdog's feed, called while a long install works (a merged delta).
     """
 
     def __init__(
@@ -316,8 +317,10 @@ class Params:
         slots=None,
         trust=None,
         floor_log=None,
+        feed_dog=None,
     ):
         self.root = root.rstrip("/")
+        self.feed_dog = feed_dog
         self.key = key
         self.floor_log = floor_log
         self.trust = trust if trust is not None else bundle.Trust()
@@ -819,7 +822,9 @@ class Params:
                 size = 1 << 20  # blocks: littlefs refuses when full (OSError)
                 out = {"file": name, "off": 0}
             gc.collect()
-            n, length = blmerge.apply(old, ov, src, at, n_add, n_rem, result, dev, size)
+            n, length = blmerge.apply(
+                old, ov, src, at, n_add, n_rem, result, dev, size, self.feed_dog
+            )
         except (OSError, KeyError, cardlists.ListError) as e:
             for x in files:
                 x.close()

@@ -275,3 +275,32 @@ def test_power_cut_during_a_merge_resumes_with_the_stored_delta(tmp_path):
     assert sorted(os.listdir(tmp_path / "params")) == ["b3.bnd", "floor", "state"]
     p.close()
     print("merge of %d slot writes, cut at %r: one download, activated" % (total, points))
+
+
+def test_a_merge_keeps_the_watchdog_fed_all_through(tmp_path):
+    """The merge of a large delta runs for minutes on a board (docs/blacklist.md): without feeds
+    the watchdog would reset the validator part-way, and the next boot would merge again, for
+    ever. Params(feed_dog=...) is fed every blmerge.TICK_CARDS cards of each pass."""
+    feeds = []
+    slots = [CutSlot(128), CutSlot(128)]
+    p = params.Params(
+        str(tmp_path / "params"),
+        b"legacy-secret-16",
+        slots=slots,
+        trust=trust(),
+        feed_dog=lambda: feeds.append(slots[1].writes),
+    )
+    assert p.install_bytes(signed(3, cards=D_BASE), 1) == (True, "activated")
+    fed_before = len(feeds)
+    data = merged_delta()
+    assert asyncio.run(chunkdl.Download(p, Net(data, 1).fetch, 4, len(data), 10).run()) == (
+        True,
+        "activated",
+    )
+    n = len(D_BASE) - len(D_REMS) + len(D_ADDS)
+    per_pass = n // blmerge.TICK_CARDS
+    assert len(feeds) - fed_before >= 3 * per_pass, "both passes and the read-back"
+    # and while the merge writes the slot, the feeds are spread over it, not bunched at the end
+    writes = [w for w in feeds[fed_before:] if w]
+    assert len(set(writes)) >= per_pass // 2, writes
+    p.close()
