@@ -311,9 +311,12 @@ def serve(store, version, device, token, range_header):
     """-> (status, headers, body) for GET /v1/bundle/<version>?d=<device>&t=<token>. The device
     must be known and its token right (uplink_proto.bundle_token), the version one on offer to
     it, the range inside the bundle and at most MAX_RANGE bytes: 206 with the bytes."""
+    # An unknown device and a wrong token get the same answer, as on the upload route, so an
+    # outsider cannot tell which device ids exist (the log says which).
     secret = store.secret(device) if 0 < device <= U32 else None
     if secret is None:
-        return 403, {}, b"unknown device\n"
+        log.warning("bundle %d asked for by unknown device %d", version, device)
+        return 401, {}, b"bad token\n"
     want = up.bundle_token(secret, device, version)
     if not hmac256.equal(want.encode(), (token or "").encode()):
         return 401, {}, b"bad token\n"
