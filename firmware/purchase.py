@@ -135,10 +135,15 @@ class Result:
 
 
 class _Stop(Exception):
-    def __init__(self, reason, detail=""):
+    def __init__(self, reason, detail="", balance=None):
         super().__init__(reason)
         self.reason = reason
         self.detail = detail
+        self.balance = balance  # the card's real balance when known: the rider sees it
+
+
+def _yuan(fen):
+    return "%d.%02d yuan" % (fen // 100, fen % 100) if fen >= 0 else "-" + _yuan(-fen)
 
 
 _ZERO_1E = bytes(48)
@@ -266,6 +271,8 @@ class Purchaser:
         except _Stop as s:
             res.reason = s.reason
             res.detail = s.detail
+            if s.balance is not None:
+                res.balance_after = s.balance  # nothing was taken: the balance as it stands
         except ProtocolError as e:  # the card answered, but not in a well-formed frame
             res.reason = CARD_ERROR
             res.detail = "card link: %s" % e
@@ -575,16 +582,16 @@ class Purchaser:
 
     def _check_real(self, real, used, must):
         if used:
-            raise _Stop(INSUFFICIENT, "overdraft in use: %d" % used)
+            raise _Stop(INSUFFICIENT, "overdraft in use: %s" % _yuan(used), real)
         if real < must:
-            raise _Stop(INSUFFICIENT, "real balance %d < %d" % (real, must))
+            raise _Stop(INSUFFICIENT, "real balance %s < %s" % (_yuan(real), _yuan(must)), real)
 
     def _init(self, card, amount, tid):
         try:
             return card.init_capp(self.psam.key_index, amount, tid)
         except ApduError as e:
             if e.sw == 0x9401:
-                raise _Stop(INSUFFICIENT, "card: balance below %d" % amount)
+                raise _Stop(INSUFFICIENT, "card: balance below %s" % _yuan(amount))
             if e.sw in (0x9408, 0x9303, 0x6A81):
                 raise _Stop(LOCKED, str(e))
             raise _Stop(CARD_ERROR, str(e))

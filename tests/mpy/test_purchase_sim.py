@@ -139,6 +139,8 @@ def test_insufficient_real_balance_with_overdraft_allowance():
     # real 150 + overdraft 1000: the card itself would accept 200 (9000 at INIT), we refuse
     res = tap("tunion_overdraft")
     mptest.eq(res.reason, purchase.INSUFFICIENT, res.detail)
+    mptest.eq(res.balance_after, 150, "the real balance, for the rider's screen")
+    mptest.eq(res.detail, "real balance 1.50 yuan < 2.00 yuan")
     mptest.eq(ctl.call("card")["debits"], [])
     mptest.eq(ctl.call("psam")["serial"], 1, "no PSAM session was spent")
     ok = tap(label="tunion_overdraft", fare={"debit": 100, "must_cover": 100})
@@ -150,6 +152,7 @@ def test_rail_mode_requires_the_maximum_fare():
     rail = {"debit": 300, "must_cover": 900, "txn_type": 0x03}
     res = tap("tunion_plain", overrides={"balance": 800}, fare=rail)
     mptest.eq(res.reason, purchase.INSUFFICIENT, res.detail)
+    mptest.eq(res.balance_after, 800)
     res = tap("tunion_plain", label="rich", overrides={"balance": 900}, fare=rail)
     mptest.eq(res.reason, purchase.OK, res.detail)
     mptest.eq(res.balance_after, 600)
