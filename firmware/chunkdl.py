@@ -264,7 +264,8 @@ class Download:
                 return False, "bundle of %d bytes is too large" % self.total
             self.rx = ChunkReceiver(p, self.total, self.now)
         rx = self.rx
-        failures = 0
+        failures = 0  # network failures in a row: past max_failures the error is raised
+        bad = 0  # hash failures since a fetch got past the bad chunk: past it, refused
         bad_end = 0  # a fetch ending before this did not get past the last bad chunk
         since = 0
         while rx.pos < self.total:
@@ -278,16 +279,17 @@ class Download:
                     raise ValueError("range %d+%d: %d bytes" % (start, length, rx.pos - start))
                 if self.err is not None:
                     raise self.err
+                failures = 0
                 if rx.pos >= bad_end:
-                    failures = 0
+                    bad = 0
             except _Refused as e:
                 return self._give_up(str(e))
             except ChunkError as e:
                 _log.warning("%s: fetched again", e)
                 bad_end = max(bad_end, e.end)
-                failures += 1
+                bad += 1
                 self.retries += 1
-                if failures > max_failures:
+                if bad > max_failures:
                     return self._give_up("chunk %d keeps failing its hash" % e.chunk)
                 continue
             except Exception as e:  # noqa: BLE001 - the network: resume from the verified chunk
