@@ -174,6 +174,11 @@ class ChunkReceiver(params.Receiver):
     # -- checkpoints ----------------------------------------------------------------------
 
     def checkpoint(self, version):
+        m = self.m
+        if m is None or self.pos < sum(m.chunk_span(0)):
+            # The body header's chunk is not verified yet: the plan routed by it (hole, slot)
+            # may come from damaged bytes, and a resume would trust it. No checkpoint yet.
+            return
         self.f.flush()
         st = {
             "v": version,
