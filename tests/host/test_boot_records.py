@@ -73,3 +73,7 @@ def test_collector_reports_boots_per_device_and_cause(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert "1 5 " in out and "watchdog reader FAILED 0" in out
     assert "device 1: 2 brownout" in err and "device 1: 1 watchdog" in err
+    assert cli.main(["boots", "--db", url, "--device", "1", "--lang", "zh"]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("设备 序号 本地时间 复位原因 故障 PSAM 未确认扣款\n")
+    assert "watchdog reader 故障 0" in out and "设备 1: 2 次 brownout" in err

@@ -146,6 +146,14 @@ def test_cli_exceptions_report(tmp_path, capsys):
     assert lines[2].startswith("1 3 ") and lines[2].endswith("NO unconfirmed_debit")
     assert "settles: 1 purchases, 2.00 yuan; excluded: 1 purchases, 2.00 yuan" in got.err
     assert "unconfirmed debits: 1" in got.err
+    # the same report in Chinese: column names, yes/no, reasons and the summary
+    assert cli.main(["exceptions", "--db", url, "--lang", "zh"]) == 0
+    zh = capsys.readouterr()
+    lines = zh.out.strip().splitlines()
+    assert lines[0] == "设备 序号 本地时间 卡号 卡计数器 金额(元) TAC 结算 原因"
+    assert lines[1].startswith("1 2 ") and lines[1].endswith("bad 否 TAC 校验失败")
+    assert lines[2].endswith("否 未确认扣款")
+    assert "结算: 1 笔, 2.00 元; 不结算: 1 笔, 2.00 元" in zh.err and "未确认扣款: 1" in zh.err
 
 
 def test_serve_refuses_to_start_without_tac_keys_and_a_readable_key_file(tmp_path, capsys):
@@ -273,3 +281,8 @@ def test_unconfirmed_debits_are_settled_from_the_cards_next_counter(client, stor
     out = capsys.readouterr().out
     assert "UNCONFIRMED DEBITED (card counter +1 at device 1 seq 4)" in out
     assert "UNCONFIRMED NOT_DEBITED (card counter +1 at device 1 seq 5)" in out
+    assert cli.main(["unconfirmed", "--db", store.url, "--lang", "zh"]) == 0
+    zh = capsys.readouterr()
+    head = "设备 序号 本地时间 卡号 卡计数器 金额(元) PSAM终端号 PSAM流水 结果"
+    assert zh.out.startswith(head + "\n")
+    assert "未确认 已扣款 (卡计数器+1: 设备 1 序号 4)" in zh.out and "未确认扣款 3 笔" in zh.err

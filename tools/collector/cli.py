@@ -148,6 +148,51 @@ def _yuan(fen):
     return "-" if fen is None else record_sheet.yuan(fen)
 
 
+# The report commands' words in Chinese (--lang zh): the column names, yes/no and the summary
+# lines; exception reasons as the dashboard names them (tools/collector/web/i18n.py).
+ZH = {
+    "device seq local_time card_no card_atc yuan tac settles reasons": (
+        "设备 序号 本地时间 卡号 卡计数器 金额(元) TAC 结算 原因"
+    ),
+    "device seq local_time card_no card_atc yuan psam_tid psam_serial outcome": (
+        "设备 序号 本地时间 卡号 卡计数器 金额(元) PSAM终端号 PSAM流水 结果"
+    ),
+    "device seq local_time reset_cause faults psam unconfirmed": (
+        "设备 序号 本地时间 复位原因 故障 PSAM 未确认扣款"
+    ),
+    "yes": "是",
+    "NO": "否",
+    "ok": "正常",
+    "FAILED": "故障",
+    "UNCONFIRMED": "未确认",
+    "UNCONFIRMED %s (card counter +1 at device %d seq %d)": (
+        "未确认 %s (卡计数器+1: 设备 %d 序号 %d)"
+    ),
+    "DEBITED": "已扣款",
+    "NOT_DEBITED": "未扣款",
+    "unconfirmed_debit": "未确认扣款",
+    "settles: %d purchases, %s yuan; excluded: %d purchases, %s yuan; reported: %d; "
+    "unconfirmed debits: %d": (
+        "结算: %d 笔, %s 元; 不结算: %d 笔, %s 元; 报告: %d; 未确认扣款: %d"
+    ),
+    "%d unconfirmed debits (%s yuan)": "未确认扣款 %d 笔 (%s 元)",
+    "device %d: %d %s": "设备 %d: %d 次 %s",
+}
+
+
+def _w(args, text):
+    """The report's words in the language asked for (--lang)."""
+    return ZH.get(text, text) if getattr(args, "lang", "en") == "zh" else text
+
+
+def _reasons(args, reasons):
+    if getattr(args, "lang", "en") != "zh":
+        return ",".join(reasons)
+    from tools.collector.web import i18n
+
+    return ",".join(i18n.name_of(i18n.REASONS, r, "zh") for r in reasons)
+
+
 def _exceptions(args):
     store = Store(args.db)
     try:
@@ -156,7 +201,7 @@ def _exceptions(args):
         totals = store.settlement(args.device)
     finally:
         store.close()
-    print("device seq local_time card_no card_atc yuan tac settles reasons")
+    print(_w(args, "device seq local_time card_no card_atc yuan tac settles reasons"))
     for r in rows:
         print(
             "%d %d %s %s %s %s %s %s %s"
@@ -168,13 +213,13 @@ def _exceptions(args):
                 r["card_atc"],
                 _yuan(r["amount"]),
                 r["tac_status"],
-                "yes" if r["settles"] else "NO",
-                ",".join(r["reasons"]),
+                _w(args, "yes" if r["settles"] else "NO"),
+                _reasons(args, r["reasons"]),
             )
         )
     for r in unconfirmed:
         print(
-            "%d %d %s %s %s %s - NO unconfirmed_debit"
+            "%d %d %s %s %s %s - %s %s"
             % (
                 r["device_id"],
                 r["seq"],
@@ -182,11 +227,16 @@ def _exceptions(args):
                 r["card_no"],
                 r["card_atc"],
                 _yuan(r["amount"]),
+                _w(args, "NO"),
+                _w(args, "unconfirmed_debit"),
             )
         )
     print(
-        "settles: %d purchases, %s yuan; excluded: %d purchases, %s yuan; reported: %d; "
-        "unconfirmed debits: %d"
+        _w(
+            args,
+            "settles: %d purchases, %s yuan; excluded: %d purchases, %s yuan; reported: %d; "
+            "unconfirmed debits: %d",
+        )
         % (
             totals["records"],
             _yuan(totals["amount"]),
@@ -374,14 +424,14 @@ def _unconfirmed(args):
     finally:
         store.close()
     names = {1: "purchase", 2: "purchase_recovered", 9: "debit_void"}
-    print("device seq local_time card_no card_atc yuan psam_tid psam_serial outcome")
+    print(_w(args, "device seq local_time card_no card_atc yuan psam_tid psam_serial outcome"))
     for r in rows:
         o = r["outcome"]
-        what = "UNCONFIRMED"
+        what = _w(args, "UNCONFIRMED")
         bc = r.get("by_counter")
         if o is None and bc is not None:
-            what = "UNCONFIRMED %s (card counter +1 at device %d seq %d)" % (
-                bc["verdict"].upper(),
+            what = _w(args, "UNCONFIRMED %s (card counter +1 at device %d seq %d)") % (
+                _w(args, bc["verdict"].upper()),
                 bc["device_id"],
                 bc["seq"],
             )
@@ -407,7 +457,7 @@ def _unconfirmed(args):
         )
     n = sum(1 for r in rows if r["outcome"] is None)
     print(
-        "%d unconfirmed debits (%s yuan)"
+        _w(args, "%d unconfirmed debits (%s yuan)")
         % (n, _yuan(sum(r["amount"] or 0 for r in rows if r["outcome"] is None))),
         file=sys.stderr,
     )
@@ -420,7 +470,7 @@ def _boots(args):
         rows = store.boots(args.device)
     finally:
         store.close()
-    print("device seq local_time reset_cause faults psam unconfirmed")
+    print(_w(args, "device seq local_time reset_cause faults psam unconfirmed"))
     counts = {}
     for r in rows:
         print(
@@ -431,14 +481,14 @@ def _boots(args):
                 _when(args, r["time"]),
                 r["reset_cause"],
                 ",".join(r["faults"]) or "-",
-                "ok" if r["psam_ok"] else "FAILED",
+                _w(args, "ok" if r["psam_ok"] else "FAILED"),
                 r["unconfirmed"],
             )
         )
         key = (r["device_id"], r["reset_cause"])
         counts[key] = counts.get(key, 0) + 1
     for (dev, cause), n in sorted(counts.items()):
-        print("device %d: %d %s" % (dev, n, cause), file=sys.stderr)
+        print(_w(args, "device %d: %d %s") % (dev, n, cause), file=sys.stderr)
     return 0
 
 
@@ -455,6 +505,12 @@ def main(argv=None):
             "--db",
             default=os.environ.get("COLLECTOR_DB", DEFAULT_URL),
             help="database URL (default %(default)s, or $COLLECTOR_DB)",
+        )
+        return sp
+
+    def with_lang(sp):
+        sp.add_argument(
+            "--lang", choices=("en", "zh"), default="en", help="the report's words: en, zh"
         )
         return sp
 
@@ -537,11 +593,13 @@ def main(argv=None):
     s.add_argument("--keep-months", type=int, default=3, help="months kept (default 3)")
     s.add_argument("--export-dir", help="where each month's CSV export goes (0600)")
     s.add_argument("--apply", action="store_true", help="do it (default: print the plan)")
-    s = with_tz(with_db(sub.add_parser("unconfirmed", help="debit intents with no outcome yet")))
+    s = with_lang(
+        with_tz(with_db(sub.add_parser("unconfirmed", help="debit intents with no outcome yet")))
+    )
     s.add_argument("--device", type=int)
     s.add_argument("--all", action="store_true", help="every intent, with its outcome")
-    s = with_tz(
-        with_db(sub.add_parser("boots", help="starts: reset causes and parts that failed"))
+    s = with_lang(
+        with_tz(with_db(sub.add_parser("boots", help="starts: reset causes, parts that failed")))
     )
     s.add_argument("--device", type=int)
     s = sub.add_parser("masterkey", help="make a new master key file (0600)")
@@ -550,8 +608,10 @@ def main(argv=None):
     s.add_argument("--device", type=int)
     s.add_argument("--tid", action="append", default=[], help="PSAM terminal number, 12 hex")
     s.add_argument("--remove", action="store_true", help="unregister the --tid PSAMs")
-    s = with_tz(
-        with_db(sub.add_parser("exceptions", help="purchases excluded from settlement, why"))
+    s = with_lang(
+        with_tz(
+            with_db(sub.add_parser("exceptions", help="purchases excluded from settlement, why"))
+        )
     )
     s.add_argument("--device", type=int)
     s = with_db(sub.add_parser("recheck", help="clear again purchases with a bad or no TAC"))
