@@ -330,6 +330,7 @@ class Validator:
                 "verdict": last["verdict"],
                 "why": last["why"],
                 "trusted": c.trusted,
+                "chip": c.chip_state,  # the RTC chip as last read: a decision does not change it
                 "time": c.raw(),  # its own reading (now() may be held at the last record)
             },
         )
