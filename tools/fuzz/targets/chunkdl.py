@@ -27,7 +27,6 @@ uninstrumented here and is memoised per (key, digest, signature): it is a pure f
 
 import os
 import shutil
-import tempfile
 
 from tools.fuzz import shim
 
@@ -42,7 +41,13 @@ from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 
 from tools import params_sign  # noqa: E402
 from tools.fuzz.shim import check  # noqa: E402
-from tools.fuzz.targets.params import _VERDICTS, CFG, LOST, NEW, MemSlot  # noqa: E402
+from tools.fuzz.targets.params import (  # noqa: E402
+    _VERDICTS,
+    CFG,
+    LOST,
+    NEW,
+    Templates,
+)
 
 NAME = "chunkdl"
 NOW = 100
@@ -106,36 +111,20 @@ class _PowerCut(BaseException):
     """Not an Exception: nothing in the firmware catches it, as nothing survives a power cut."""
 
 
-class _World:
+class _World(Templates):
+    """v3 installed in both modes, fleet-signed."""
+
     def __init__(self):
-        base = os.getenv("FUZZ_WORKDIR") or os.path.join(shim.ROOT, "bench", "out")
-        os.makedirs(base, exist_ok=True)
-        self.dir = tempfile.mkdtemp(prefix="fuzz-chunkdl-", dir=base)
-        self.templates = []
-        for slot_mode in (False, True):
-            root = os.path.join(self.dir, "t%d" % slot_mode)
-            slots = [MemSlot(b"\xff" * 16384), MemSlot(b"\xff" * 16384)] if slot_mode else None
-            p = params.Params(root, b"legacy-secret-16", slots=slots, trust=trust())
-            assert p.install_bytes(BASE, 0) == (True, "activated")
-            p.close()
-            files = {}
-            for n in os.listdir(root):
-                with open(os.path.join(root, n), "rb") as f:
-                    files[n] = f.read()
-            self.templates.append((files, [bytes(s.data) for s in slots] if slots else None))
-        self.work = os.path.join(self.dir, "w")
+        Templates.__init__(self, "fuzz-chunkdl-", BASE)
+
+    def open(self, root, slots):
+        return params.Params(root, b"legacy-secret-16", slots=slots, trust=trust())
 
     def fresh(self, slot_mode):
-        files, slots = self.templates[slot_mode]
-        shutil.rmtree(self.work, ignore_errors=True)
-        os.mkdir(self.work)
-        for n, data in files.items():
-            with open(os.path.join(self.work, n), "wb") as f:
-                f.write(data)
-        return self.reload([MemSlot(s) for s in slots] if slots else None)
+        return self.reload(Templates.fresh(self, slot_mode))
 
     def reload(self, slots):
-        p = params.Params(self.work, b"legacy-secret-16", slots=slots, trust=trust())
+        p = self.open(self.work, slots)
         check(p.load(NOW), "store did not load")
         return p
 

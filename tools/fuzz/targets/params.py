@@ -93,19 +93,21 @@ class MemSlot:
         return self.blocks if op == 4 else 4096 if op == 5 else 0
 
 
-class _World:
-    """Two templates (file mode, slot mode) with v3 installed, copied for every input."""
+class Templates:
+    """Two parameter stores (file mode, slot mode) with one bundle installed, made once and
+    copied fresh for every input (an install per input would cost more than the input).
+    open(root, slots) -> a params.Params over them; the chunkdl target shares this."""
 
-    def __init__(self):
+    def __init__(self, prefix, first, first_at=0):
         base = os.getenv("FUZZ_WORKDIR") or os.path.join(shim.ROOT, "bench", "out")
         os.makedirs(base, exist_ok=True)
-        self.dir = tempfile.mkdtemp(prefix="fuzz-params-", dir=base)
+        self.dir = tempfile.mkdtemp(prefix=prefix, dir=base)
         self.templates = []
         for slot_mode in (False, True):
             root = os.path.join(self.dir, "t%d" % slot_mode)
             slots = [MemSlot(b"\xff" * 16384), MemSlot(b"\xff" * 16384)] if slot_mode else None
-            p = params.Params(root, KEY, slots=slots)
-            assert p.install_bytes(BASE, 0) == (True, "activated")
+            p = self.open(root, slots)
+            assert p.install_bytes(first, first_at) == (True, "activated")
             p.close()
             files = {}
             for n in os.listdir(root):
@@ -114,15 +116,31 @@ class _World:
             self.templates.append((files, [bytes(s.data) for s in slots] if slots else None))
         self.work = os.path.join(self.dir, "w")
 
+    def open(self, root, slots):
+        raise NotImplementedError
+
     def fresh(self, slot_mode):
+        """A copy of the template in the work directory -> its slots (None in file mode)."""
         files, slots = self.templates[slot_mode]
         shutil.rmtree(self.work, ignore_errors=True)
         os.mkdir(self.work)
         for n, data in files.items():
             with open(os.path.join(self.work, n), "wb") as f:
                 f.write(data)
-        slots = [MemSlot(s) for s in slots] if slots else None
-        p = params.Params(self.work, KEY, slots=slots)
+        return [MemSlot(s) for s in slots] if slots else None
+
+
+class _World(Templates):
+    """v3 installed in both modes."""
+
+    def __init__(self):
+        Templates.__init__(self, "fuzz-params-", BASE)
+
+    def open(self, root, slots):
+        return params.Params(root, KEY, slots=slots)
+
+    def fresh(self, slot_mode):
+        p = self.open(self.work, Templates.fresh(self, slot_mode))
         check(p.load(0) and p.version == 3, "template did not load")
         return p
 
